@@ -1,0 +1,283 @@
+//! meridian-host: serves the Meridian component on wasmtime 48 the way `spin up` does, for
+//! machines without Spin (development, CI, benchmarks).
+//!
+//! - reads `spin.toml`: the component's `source`, `allowed_outbound_hosts` and variables;
+//! - resolves application variables from `SPIN_VARIABLE_<NAME>` or their defaults, refusing to
+//!   start when a required one is missing, exactly as Spin does;
+//! - provides `fermyon:spin/variables@2.0.0` to the component;
+//! - enforces `allowed_outbound_hosts` on every outgoing request (HttpRequestDenied otherwise);
+//! - one fresh instance per request, like Spin.
+
+mod manifest;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use http_body_util::BodyExt;
+use hyper::server::conn::http1;
+use tokio::net::TcpListener;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+use manifest::AllowedHost;
+
+mod vars {
+    wasmtime::component::bindgen!({
+        inline: r#"
+            package fermyon:spin@2.0.0;
+            interface variables {
+                get: func(name: string) -> result<string, error>;
+                variant error {
+                    invalid-name(string),
+                    undefined(string),
+                    provider(string),
+                    other(string),
+                }
+            }
+            world host {
+                import variables;
+            }
+        "#,
+    });
+}
+
+use vars::fermyon::spin::variables;
+
+struct Hooks {
+    allowed: Arc<Vec<AllowedHost>>,
+}
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let allowed = self.allowed.iter().any(|a| a.allows(request.uri()));
+        Box::new(async move {
+            if !allowed {
+                eprintln!(
+                    "meridian-host: denied outbound request to {} (not in allowed_outbound_hosts)",
+                    request.uri()
+                );
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io)
+                    as Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+            ))
+        })
+    }
+}
+
+struct State {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: Hooks,
+    vars: Arc<HashMap<String, String>>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl variables::Host for State {
+    fn get(&mut self, name: String) -> Result<String, variables::Error> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(variables::Error::InvalidName(name));
+        }
+        self.vars
+            .get(&name)
+            .cloned()
+            .ok_or(variables::Error::Undefined(name))
+    }
+}
+
+struct Server {
+    pre: ProxyPre<State>,
+    allowed: Arc<Vec<AllowedHost>>,
+    vars: Arc<HashMap<String, String>>,
+}
+
+impl Server {
+    async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        let mut store = Store::new(
+            self.pre.engine(),
+            State {
+                table: ResourceTable::new(),
+                wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+                http: WasiHttpCtx::new(),
+                hooks: Hooks {
+                    allowed: self.allowed.clone(),
+                },
+                vars: self.vars.clone(),
+            },
+        );
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        let task = tokio::task::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                let e = match task.await {
+                    Ok(Ok(())) => anyhow::anyhow!("guest never set a response"),
+                    Ok(Err(e)) => e,
+                    Err(e) => e.into(),
+                };
+                Err(e.context("guest trapped before setting a response"))
+            }
+        }
+    }
+}
+
+struct Args {
+    manifest: PathBuf,
+    listen: SocketAddr,
+    component: Option<PathBuf>,
+    extra_allowed: Vec<String>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]...\n\
+         Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`."
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        manifest: PathBuf::from("spin.toml"),
+        listen: "127.0.0.1:3000".parse()?,
+        component: None,
+        extra_allowed: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--manifest" => args.manifest = value().into(),
+            "--listen" => args.listen = value().parse().context("--listen takes ip:port")?,
+            "--component" => args.component = Some(value().into()),
+            "--allow-outbound" => args.extra_allowed.push(value()),
+            "-h" | "--help" => usage(),
+            other => bail!("unknown argument `{other}`"),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let m = manifest::load(&args.manifest)?;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let resolved = m.resolve(&env)?;
+    let mut allowed = resolved.allowed_outbound_hosts;
+    for extra in &args.extra_allowed {
+        allowed.push(AllowedHost::parse(extra).with_context(|| format!("--allow-outbound {extra}"))?);
+    }
+    let component_path = args.component.unwrap_or(resolved.source);
+
+    let mut config = Config::new();
+    config.async_support(true);
+    // Compiled code is cached on disk, so restarts (every e2e test starts a host) are fast.
+    config.cache(wasmtime::Cache::from_file(None).ok());
+    let engine = Engine::new(&config)?;
+    let component = Component::from_file(&engine, &component_path)
+        .with_context(|| format!("loading {}", component_path.display()))?;
+    let mut linker: Linker<State> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    variables::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+
+    let server = Arc::new(Server {
+        pre,
+        allowed: Arc::new(allowed),
+        vars: Arc::new(resolved.variables),
+    });
+    let listener = TcpListener::bind(args.listen).await?;
+    println!("meridian-host: serving {} on http://{}", component_path.display(), listener.local_addr()?);
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (client, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = &mut shutdown => { println!("meridian-host: shutting down"); return Ok(()); }
+        };
+        let _ = client.set_nodelay(true);
+        let server = server.clone();
+        tokio::task::spawn(async move {
+            let service = hyper::service::service_fn(move |req| server.clone().handle(req));
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(client), service)
+                .await
+            {
+                if !e.is_incomplete_message() {
+                    eprintln!("meridian-host: connection error: {e}");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,135 @@
+//! The dry run: what Meridian would do with a request, without forwarding it.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::auth;
+use crate::decide::{decide, Decision};
+use crate::error::ApiError;
+use crate::facts::{self, Endpoint};
+use crate::policy::Policy;
+
+/// The header that carries the admin key for `POST /v1/route/explain`.
+pub const ADMIN_KEY_HEADER: &str = "x-meridian-admin-key";
+
+/// `POST /v1/route/explain`: the body is the request to explain (plus an optional
+/// `"endpoint": "chat" | "completions" | "embeddings"`); the other headers are the request's.
+pub fn explain(
+    policy: &Policy,
+    request_id: &str,
+    edge_region: Option<String>,
+    headers: &[(String, String)],
+    raw_body: &[u8],
+    admin_key: Option<&str>,
+) -> Result<Value, ApiError> {
+    let Some(admin_key) = admin_key.filter(|k| !k.is_empty()) else {
+        return Err(ApiError::new(
+            403,
+            "explain_disabled",
+            "The explain endpoint is disabled: set the Spin variable `admin_key` to enable it.",
+        ));
+    };
+    let given = headers
+        .iter()
+        .find(|(k, _)| k == ADMIN_KEY_HEADER)
+        .map(|(_, v)| v.as_bytes());
+    let ok = given.is_some_and(|g| {
+        bool::from(crate::policy::hash_key_bytes(g).ct_eq(&crate::policy::hash_key(admin_key)))
+    });
+    if !ok {
+        return Err(ApiError::new(
+            401,
+            "invalid_admin_key",
+            format!("Send the admin key in `{ADMIN_KEY_HEADER}`."),
+        ));
+    }
+    let mut body = match serde_json::from_slice::<Value>(raw_body) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "The body must be the JSON request to explain.",
+            ))
+        }
+    };
+    let endpoint = match body.shift_remove("endpoint") {
+        None => Endpoint::Chat,
+        Some(Value::String(e)) => match e.as_str() {
+            "chat" => Endpoint::Chat,
+            "completions" => Endpoint::Completions,
+            "embeddings" => Endpoint::Embeddings,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_endpoint",
+                    "`endpoint` must be \"chat\", \"completions\" or \"embeddings\"",
+                ))
+            }
+        },
+        Some(_) => return Err(ApiError::bad_request("invalid_endpoint", "`endpoint` must be a string")),
+    };
+    let tenant = auth::authenticate(policy, headers)?;
+    let cx = facts::Context {
+        request_id: request_id.to_string(),
+        endpoint,
+        tenant: tenant.map(|t| t.id.clone()),
+        edge_region,
+        headers,
+    };
+    let facts = facts::from_request(policy, cx, &mut body)
+        .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
+    let decision = decide(policy, &facts);
+    Ok(json!({
+        "policy": policy.version_label(),
+        "facts": facts,
+        "decision": decision,
+        "text": explain_text(&decision),
+    }))
+}
+
+/// A human-readable account of a decision.
+pub fn explain_text(d: &Decision) -> String {
+    let mut s = String::new();
+    let juris = if d.client_jurisdictions.is_empty() {
+        "none".to_string()
+    } else {
+        d.client_jurisdictions.join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "request {} for model `{}` from country {} (jurisdictions: {juris}), tenant {}",
+        d.request_id,
+        d.model,
+        d.client_country,
+        d.tenant.as_ref().map_or("(anonymous)", |t| t.as_str())
+    );
+    if !d.privacy.is_empty() {
+        let _ = writeln!(s, "privacy in force: {}", d.privacy.join(", "));
+    }
+    let rules: Vec<&str> = d.matched_rules.iter().map(|r| r.as_str()).collect();
+    let _ = writeln!(
+        s,
+        "matched rules: {}",
+        if rules.is_empty() { "(none)".to_string() } else { rules.join(", ") }
+    );
+    for (i, c) in d.candidates.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  {}. {} as `{}` (processes data in {})",
+            i + 1,
+            c.provider,
+            c.upstream_model,
+            c.location
+        );
+    }
+    for e in &d.excluded {
+        for r in &e.reasons {
+            let _ = writeln!(s, "  excluded {}: {} {}", e.provider, r.by, r.message);
+        }
+    }
+    if let Some(r) = &d.refusal {
+        let _ = writeln!(s, "refused with {} {}: {}", r.status, r.code, r.message);
+    }
+    s
+}

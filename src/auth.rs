@@ -1,0 +1,77 @@
+//! Callers: API keys → tenants, browser origins. Keys are compared as sha256 digests in
+//! constant time, so neither the key nor its position leaks through timing.
+
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::policy::{hash_key, Policy, Tenant};
+
+/// The key a client presented: `Authorization: Bearer <key>` or `x-api-key: <key>`.
+pub fn presented_key(headers: &[(String, String)]) -> Option<&str> {
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.trim());
+    if let Some(v) = get("authorization") {
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+            return Some(rest.trim());
+        }
+    }
+    get("x-api-key").filter(|k| !k.is_empty())
+}
+
+/// Finds the tenant for a key, looking at every stored hash whatever matches.
+pub fn tenant_for_key<'p>(policy: &'p Policy, key: &str) -> Option<&'p Tenant> {
+    let digest = hash_key(key);
+    let mut found = None;
+    for t in &policy.tenants {
+        for h in &t.key_hashes {
+            if bool::from(h.ct_eq(&digest)) && found.is_none() {
+                found = Some(t);
+            }
+        }
+    }
+    found
+}
+
+/// Authenticates a request: `Ok(None)` is an anonymous caller (only when the policy allows it).
+pub fn authenticate<'p>(
+    policy: &'p Policy,
+    headers: &[(String, String)],
+) -> Result<Option<&'p Tenant>, ApiError> {
+    let Some(key) = presented_key(headers) else {
+        if policy.settings.allow_anonymous {
+            return Ok(None);
+        }
+        return Err(ApiError::new(
+            401,
+            "missing_api_key",
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+        ));
+    };
+    let tenant = tenant_for_key(policy, key).ok_or_else(|| {
+        ApiError::new(401, "invalid_api_key", "Incorrect API key provided.")
+    })?;
+    if !tenant.origins.is_empty() {
+        let origin = headers
+            .iter()
+            .find(|(k, _)| k == "origin")
+            .map(|(_, v)| v.as_str());
+        match origin {
+            Some(o) if tenant.origins.iter().any(|a| a == o) => {}
+            Some(o) => {
+                return Err(ApiError::new(
+                    403,
+                    "origin_not_allowed",
+                    format!("This key may not be used from the origin `{o}`."),
+                ))
+            }
+            None => {
+                return Err(ApiError::new(
+                    403,
+                    "origin_required",
+                    "This is a browser key: it is accepted only from its allowed origins.",
+                ))
+            }
+        }
+    }
+    Ok(Some(tenant))
+}

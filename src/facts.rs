@@ -1,0 +1,326 @@
+//! Request → facts the decision reads. Pure: no I/O, no clock.
+
+use serde_json::{Map, Value};
+
+use crate::policy::{
+    jurisdictions::is_country_code, MaxPrice, Policy, PrivacyFlags, Sort, TenantId,
+    PRIVACY_FLAG_NAMES, UNKNOWN_COUNTRY,
+};
+
+/// The request header that tightens privacy for one request.
+pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
+
+/// The inference endpoints Meridian forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/v1/chat/completions" => Some(Endpoint::Chat),
+            "/v1/completions" => Some(Endpoint::Completions),
+            "/v1/embeddings" => Some(Endpoint::Embeddings),
+            _ => None,
+        }
+    }
+
+    /// The path below a provider's `base_url` (which ends in the API version, e.g. `/v1`).
+    pub fn upstream_suffix(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// The OpenRouter-compatible per-request routing options (`provider` in the body).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ProviderPrefs {
+    pub order: Vec<String>,
+    pub only: Option<Vec<String>>,
+    pub ignore: Vec<String>,
+    pub allow_fallbacks: bool,
+    pub sort: Option<Sort>,
+    pub max_price: MaxPrice,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestFacts {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub tenant: Option<TenantId>,
+    /// ISO code, or `XX` when no trusted header named a valid one.
+    pub country: String,
+    pub edge_region: Option<String>,
+    pub model: String,
+    pub stream: bool,
+    pub privacy: PrivacyFlags,
+    pub prefs: ProviderPrefs,
+    /// Lower-case name → value, for `when.header` conditions.
+    #[serde(skip)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// Why the request's facts could not be read: always the client's fault (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactsError {
+    pub message: String,
+    pub param: Option<&'static str>,
+    pub code: &'static str,
+}
+
+fn bad(message: String, param: Option<&'static str>, code: &'static str) -> FactsError {
+    FactsError {
+        message,
+        param,
+        code,
+    }
+}
+
+/// The client's country from the first trusted header that carries a valid code.
+///
+/// Only headers the policy lists are read, so a client cannot claim a country through any other.
+pub fn client_country(policy: &Policy, headers: &[(String, String)]) -> String {
+    for name in &policy.settings.trusted_country_headers {
+        if let Some((_, v)) = headers.iter().find(|(n, _)| n == name) {
+            let code = v.trim().to_ascii_uppercase();
+            if is_country_code(&code) {
+                return code;
+            }
+        }
+    }
+    UNKNOWN_COUNTRY.to_string()
+}
+
+/// Flags from `x-meridian-privacy: zdr, no-training, local-only`.
+pub fn privacy_from_header(value: &str) -> Result<PrivacyFlags, FactsError> {
+    let mut flags = PrivacyFlags::default();
+    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if !flags.set(&word.to_ascii_lowercase()) {
+            let hint = crate::policy::did_you_mean(word, PRIVACY_FLAG_NAMES.iter().copied())
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
+            return Err(bad(
+                format!(
+                    "unknown privacy flag `{word}` in `{PRIVACY_HEADER}`{hint}; accepted: {}",
+                    PRIVACY_FLAG_NAMES.join(", ")
+                ),
+                None,
+                "invalid_privacy_flag",
+            ));
+        }
+    }
+    Ok(flags)
+}
+
+fn string_list(v: &Value, field: &str) -> Result<Vec<String>, FactsError> {
+    let err = || {
+        bad(
+            format!("`provider.{field}` must be an array of provider ids"),
+            Some("provider"),
+            "invalid_provider_preferences",
+        )
+    };
+    v.as_array()
+        .ok_or_else(err)?
+        .iter()
+        .map(|x| x.as_str().map(str::to_string).ok_or_else(err))
+        .collect()
+}
+
+/// Reads the OpenRouter-compatible `provider` object. Unknown fields are refused rather than
+/// silently ignored: a client that asks for a restriction we do not understand must hear so.
+pub fn provider_prefs(v: &Value) -> Result<(ProviderPrefs, PrivacyFlags), FactsError> {
+    let obj = v.as_object().ok_or_else(|| {
+        bad(
+            "`provider` must be an object".into(),
+            Some("provider"),
+            "invalid_provider_preferences",
+        )
+    })?;
+    let mut prefs = ProviderPrefs {
+        allow_fallbacks: true,
+        ..ProviderPrefs::default()
+    };
+    let mut flags = PrivacyFlags::default();
+    for (k, val) in obj {
+        match k.as_str() {
+            "order" => prefs.order = string_list(val, k)?,
+            "only" => prefs.only = Some(string_list(val, k)?),
+            "ignore" => prefs.ignore = string_list(val, k)?,
+            "allow_fallbacks" => {
+                prefs.allow_fallbacks = val.as_bool().ok_or_else(|| {
+                    bad(
+                        "`provider.allow_fallbacks` must be a boolean".into(),
+                        Some("provider"),
+                        "invalid_provider_preferences",
+                    )
+                })?
+            }
+            "data_collection" => match val.as_str() {
+                Some("deny") => flags.no_data_collection = true,
+                Some("allow") => {}
+                _ => {
+                    return Err(bad(
+                        "`provider.data_collection` must be \"allow\" or \"deny\"".into(),
+                        Some("provider"),
+                        "invalid_provider_preferences",
+                    ))
+                }
+            },
+            "zdr" => match val.as_bool() {
+                Some(z) => flags.zdr = z,
+                None => {
+                    return Err(bad(
+                        "`provider.zdr` must be a boolean".into(),
+                        Some("provider"),
+                        "invalid_provider_preferences",
+                    ))
+                }
+            },
+            "sort" => {
+                prefs.sort = match val.as_str() {
+                    Some("price") => Some(Sort::Price),
+                    Some("latency") | Some("throughput") => Some(Sort::Latency),
+                    _ => {
+                        return Err(bad(
+                            "`provider.sort` must be \"price\", \"latency\" or \"throughput\"".into(),
+                            Some("provider"),
+                            "invalid_provider_preferences",
+                        ))
+                    }
+                }
+            }
+            "max_price" => prefs.max_price = max_price(val)?,
+            "require_parameters" | "quantizations" => {
+                return Err(bad(
+                    format!("`provider.{k}` is not supported by Meridian; remove it"),
+                    Some("provider"),
+                    "unsupported_provider_preference",
+                ))
+            }
+            other => {
+                return Err(bad(
+                    format!(
+                        "unknown field `provider.{other}`; accepted: order, only, ignore, allow_fallbacks, data_collection, zdr, sort, max_price"
+                    ),
+                    Some("provider"),
+                    "invalid_provider_preferences",
+                ))
+            }
+        }
+    }
+    Ok((prefs, flags))
+}
+
+fn max_price(v: &Value) -> Result<MaxPrice, FactsError> {
+    let err = |m: &str| bad(m.to_string(), Some("provider"), "invalid_provider_preferences");
+    let obj = v
+        .as_object()
+        .ok_or_else(|| err("`provider.max_price` must be an object like {\"prompt\": 1, \"completion\": 2}"))?;
+    let mut p = MaxPrice::default();
+    for (k, val) in obj {
+        let n = val
+            .as_f64()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .ok_or_else(|| err("`provider.max_price` values must be non-negative numbers (USD per million tokens)"))?;
+        match k.as_str() {
+            "prompt" | "input" => p.input = Some(n),
+            "completion" | "output" => p.output = Some(n),
+            _ => return Err(err("`provider.max_price` accepts `prompt` and `completion`")),
+        }
+    }
+    Ok(p)
+}
+
+/// Everything needed besides the body: already-authenticated tenant and the configuration.
+pub struct Context<'a> {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub tenant: Option<TenantId>,
+    pub edge_region: Option<String>,
+    pub headers: &'a [(String, String)],
+}
+
+/// Reads the facts from a parsed JSON body, removing the `provider` object (it is ours, not
+/// the upstream's). The body must be a JSON object.
+pub fn from_request(
+    policy: &Policy,
+    cx: Context<'_>,
+    body: &mut Map<String, Value>,
+) -> Result<RequestFacts, FactsError> {
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => {
+            return Err(bad(
+                "`model` must be a non-empty string".into(),
+                Some("model"),
+                "invalid_model",
+            ))
+        }
+        None => {
+            return Err(bad(
+                "you must provide a model parameter".into(),
+                Some("model"),
+                "missing_model",
+            ))
+        }
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(bad(
+                "`stream` must be a boolean".into(),
+                Some("stream"),
+                "invalid_type",
+            ))
+        }
+    };
+    if stream && cx.endpoint == Endpoint::Embeddings {
+        return Err(bad(
+            "embeddings cannot be streamed".into(),
+            Some("stream"),
+            "invalid_value",
+        ));
+    }
+    let mut privacy = PrivacyFlags::default();
+    if let Some((_, v)) = cx.headers.iter().find(|(n, _)| n == PRIVACY_HEADER) {
+        privacy = privacy.union(privacy_from_header(v)?);
+    }
+    let mut prefs = ProviderPrefs {
+        allow_fallbacks: true,
+        ..ProviderPrefs::default()
+    };
+    if let Some(p) = body.shift_remove("provider") {
+        let (pp, flags) = provider_prefs(&p)?;
+        prefs = pp;
+        privacy = privacy.union(flags);
+    }
+    Ok(RequestFacts {
+        request_id: cx.request_id,
+        endpoint: cx.endpoint,
+        tenant: cx.tenant,
+        country: client_country(policy, cx.headers),
+        edge_region: cx.edge_region,
+        model,
+        stream,
+        privacy,
+        prefs,
+        headers: cx.headers.to_vec(),
+    })
+}

@@ -1,0 +1,35 @@
+//! The routing policy: format, validation and the validated model.
+//!
+//! Stages are separate, as in Cedar: parse (TOML with spans) → validate (collect every error,
+//! each with line, column and a hint) → the [`Policy`] the decision engine reads.
+
+mod diag;
+pub mod jurisdictions;
+mod model;
+mod reader;
+mod validate;
+
+pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
+pub use model::*;
+pub use validate::load;
+
+/// The key lists the validator accepts per section, for the JSON Schema consistency test.
+pub mod keys {
+    pub use super::validate::{
+        ENDPOINTS, MODEL_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS, REQUIRE_KEYS,
+        RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
+    };
+}
+
+/// The default policy, embedded in the component so it runs with nothing mounted.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
+
+/// The sha256 of an API key, as tenants store it.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    hash_key_bytes(key.as_bytes())
+}
+
+pub fn hash_key_bytes(key: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key).into()
+}

@@ -1,0 +1,477 @@
+//! The validated policy: every reference resolved, every value checked. Built only by `load`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+use wildmatch::WildMatch;
+
+macro_rules! typed_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// A provider's id in the catalog.
+    ProviderId
+);
+typed_id!(
+    /// A rule's id.
+    RuleId
+);
+typed_id!(
+    /// A tenant's id.
+    TenantId
+);
+
+/// The policy file format version this build understands.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// A country code (ISO 3166-1 alpha-2, upper case). `XX` means "unknown".
+pub type Country = String;
+
+/// The country code facts carry when no trusted header names a country.
+pub const UNKNOWN_COUNTRY: &str = "XX";
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub revision: String,
+    /// First 12 hex digits of the sha256 of the policy text: tells two texts apart in audit logs.
+    pub digest: String,
+    pub settings: Settings,
+    /// Every jurisdiction name (built-in and user-defined) → its countries.
+    pub jurisdictions: BTreeMap<String, BTreeSet<Country>>,
+    pub providers: Vec<Provider>,
+    pub tenants: Vec<Tenant>,
+    pub rules: Vec<Rule>,
+    pub tests: Vec<TestCase>,
+}
+
+impl Policy {
+    /// `name@revision+digest`, the policy version reported on every response.
+    pub fn version_label(&self) -> String {
+        format!("{}@{}+{}", self.name, self.revision, self.digest)
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.id.0 == id)
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id.0 == id)
+    }
+
+    /// The jurisdictions (sorted names) a country belongs to.
+    pub fn jurisdictions_of(&self, country: &str) -> Vec<String> {
+        self.jurisdictions
+            .iter()
+            .filter(|(_, cs)| cs.contains(country))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every public model name some provider serves, sorted, without duplicates.
+    pub fn model_names(&self) -> Vec<&str> {
+        let set: BTreeSet<&str> = self
+            .providers
+            .iter()
+            .flat_map(|p| p.models.keys().map(String::as_str))
+            .collect();
+        set.into_iter().collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Headers set by the edge platform, in order of trust; the first valid one wins.
+    pub trusted_country_headers: Vec<String>,
+    pub max_body_bytes: u64,
+    /// Requests without a key are served (as no tenant) only when this is true.
+    pub allow_anonymous: bool,
+    /// The attempt plan when no matching rule changes it.
+    pub plan: Plan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireKind {
+    /// The OpenAI HTTP API, spoken by OpenAI and most providers and self-hosted engines.
+    OpenAi,
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub id: ProviderId,
+    pub kind: WireKind,
+    /// Base URL up to and including the API version path, e.g. `https://api.openai.com/v1`.
+    pub base_url: url::Url,
+    /// Name of the Spin variable that holds this provider's key; `None` for keyless engines.
+    pub key_secret: Option<String>,
+    /// Where data is processed, as written (a country code or a jurisdiction name).
+    pub location: String,
+    /// The countries `location` stands for.
+    pub countries: BTreeSet<Country>,
+    pub retention_days: u32,
+    pub trains_on_inputs: bool,
+    pub zdr: bool,
+    pub self_hosted: bool,
+    /// Public model name → what this provider calls it, with prices.
+    pub models: BTreeMap<String, ModelEntry>,
+    pub latency_ms: Option<u32>,
+    pub weight: u32,
+}
+
+impl Provider {
+    /// Whether every place this provider processes data lies inside `allowed`.
+    pub fn within(&self, allowed: &BTreeSet<Country>) -> bool {
+        !self.countries.is_empty() && self.countries.is_subset(allowed)
+    }
+
+    /// Whether the provider keeps or learns from request data.
+    pub fn collects_data(&self) -> bool {
+        self.trains_on_inputs || (self.retention_days > 0 && !self.zdr)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelEntry {
+    pub upstream: String,
+    /// USD per million input tokens.
+    pub input_price: Option<f64>,
+    /// USD per million output tokens.
+    pub output_price: Option<f64>,
+}
+
+impl ModelEntry {
+    /// The sort key for "cheapest first": input plus output price; unknown prices sort last.
+    pub fn blended_price(&self) -> f64 {
+        match (self.input_price, self.output_price) {
+            (None, None) => f64::INFINITY,
+            (i, o) => i.unwrap_or(0.0) + o.unwrap_or(0.0),
+        }
+    }
+}
+
+/// Privacy requirements: each set flag removes providers that do not meet it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PrivacyFlags {
+    pub zdr: bool,
+    pub no_training: bool,
+    pub local_only: bool,
+    /// OpenRouter's `data_collection: deny`: no retention (unless zdr) and no training.
+    pub no_data_collection: bool,
+}
+
+/// Names accepted in `privacy` lists and the `x-meridian-privacy` header.
+pub const PRIVACY_FLAG_NAMES: &[&str] = &["zdr", "no-training", "local-only", "no-data-collection"];
+
+impl PrivacyFlags {
+    pub fn set(&mut self, name: &str) -> bool {
+        match name {
+            "zdr" => self.zdr = true,
+            "no-training" => self.no_training = true,
+            "local-only" => self.local_only = true,
+            "no-data-collection" => self.no_data_collection = true,
+            _ => return false,
+        }
+        true
+    }
+
+    pub fn union(self, o: PrivacyFlags) -> PrivacyFlags {
+        PrivacyFlags {
+            zdr: self.zdr || o.zdr,
+            no_training: self.no_training || o.no_training,
+            local_only: self.local_only || o.local_only,
+            no_data_collection: self.no_data_collection || o.no_data_collection,
+        }
+    }
+
+    /// Whether every flag set in `self` is also set in `have`.
+    pub fn satisfied_by(self, have: PrivacyFlags) -> bool {
+        (!self.zdr || have.zdr)
+            && (!self.no_training || have.no_training)
+            && (!self.local_only || have.local_only)
+            && (!self.no_data_collection || have.no_data_collection)
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.zdr {
+            v.push("zdr");
+        }
+        if self.no_training {
+            v.push("no-training");
+        }
+        if self.local_only {
+            v.push("local-only");
+        }
+        if self.no_data_collection {
+            v.push("no-data-collection");
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    /// sha256 digests of the tenant's API keys.
+    pub key_hashes: Vec<[u8; 32]>,
+    /// Model globs the tenant may use; empty means any.
+    pub models: Vec<Glob>,
+    /// Where this tenant's data may be processed (names as written, countries resolved).
+    pub jurisdictions: Option<Residency>,
+    pub privacy: PrivacyFlags,
+    /// Browser (publishable) keys: the origins allowed to use them. Empty for server keys.
+    pub origins: Vec<String>,
+    /// A cap on `max_tokens`/`max_completion_tokens` for this tenant's requests.
+    pub max_tokens: Option<u64>,
+}
+
+/// A set of allowed processing countries, with the names it came from for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Residency {
+    pub names: Vec<String>,
+    #[serde(skip)]
+    pub countries: BTreeSet<Country>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Glob {
+    pub text: String,
+    matcher: WildMatch,
+}
+
+impl Glob {
+    pub fn new(text: &str) -> Self {
+        Glob {
+            text: text.to_string(),
+            matcher: WildMatch::new(text),
+        }
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        self.matcher.matches(s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: RuleId,
+    pub when: When,
+    pub require: Require,
+    pub prefer: Prefer,
+    pub plan: PlanPatch,
+}
+
+/// Conditions; every one present must hold for the rule to match. An empty `when` always matches.
+#[derive(Debug, Clone, Default)]
+pub struct When {
+    pub client_countries: Option<BTreeSet<Country>>,
+    pub edge_regions: Option<Vec<String>>,
+    pub tenants: Option<Vec<TenantId>>,
+    /// `Some(true)`: only requests with no tenant (anonymous) match.
+    pub anonymous: Option<bool>,
+    pub models: Option<Vec<Glob>>,
+    pub privacy: Option<PrivacyFlags>,
+    /// Lower-case header name → required value (`None`: present with any value).
+    pub headers: Vec<(String, Option<String>)>,
+    pub stream: Option<bool>,
+    pub endpoints: Option<Vec<String>>,
+}
+
+/// Hard constraints: they only ever remove providers.
+#[derive(Debug, Clone, Default)]
+pub struct Require {
+    pub jurisdiction: Option<Residency>,
+    pub self_hosted: bool,
+    pub privacy: PrivacyFlags,
+    pub providers: Option<BTreeSet<ProviderId>>,
+    pub deny: BTreeSet<ProviderId>,
+    pub max_price: MaxPrice,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MaxPrice {
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+}
+
+impl MaxPrice {
+    pub fn tighten(self, o: MaxPrice) -> MaxPrice {
+        fn min(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        MaxPrice {
+            input: min(self.input, o.input),
+            output: min(self.output, o.output),
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.input.is_some() || self.output.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sort {
+    Price,
+    Latency,
+    /// A weighted choice by the catalog's `weight`s (and the rule's `weights`, which override).
+    Weighted,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Prefer {
+    pub order: Vec<ProviderId>,
+    pub sort: Option<Sort>,
+    pub weights: BTreeMap<ProviderId, u32>,
+}
+
+impl Prefer {
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty() && self.sort.is_none() && self.weights.is_empty()
+    }
+}
+
+/// What makes the forwarding engine move to the next attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FallbackOn {
+    pub connect: bool,
+    pub timeout: bool,
+    /// Upstream answered 2xx with a body that is not what the API promises.
+    pub malformed: bool,
+    pub statuses: BTreeSet<u16>,
+}
+
+impl Default for FallbackOn {
+    fn default() -> Self {
+        FallbackOn {
+            connect: true,
+            timeout: true,
+            malformed: true,
+            statuses: [429, 500, 502, 503, 504].into_iter().collect(),
+        }
+    }
+}
+
+/// How to attempt the candidates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Per attempt: until the upstream's response headers.
+    pub attempt_timeout_ms: u64,
+    /// Streams: from the response headers until the first body byte.
+    pub first_byte_timeout_ms: u64,
+    /// Streams: the longest silence allowed between two body chunks.
+    pub idle_timeout_ms: u64,
+    /// For the whole request, all attempts included (until the response starts).
+    pub deadline_ms: u64,
+    /// Extra attempts on the same provider before moving on.
+    pub retries: u32,
+    pub backoff_ms: u64,
+    pub fallback_on: FallbackOn,
+    /// Start the next candidate if the current one has not answered after this long.
+    pub hedge_after_ms: Option<u64>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            attempt_timeout_ms: 30_000,
+            first_byte_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            deadline_ms: 120_000,
+            retries: 0,
+            backoff_ms: 250,
+            fallback_on: FallbackOn::default(),
+            hedge_after_ms: None,
+        }
+    }
+}
+
+/// A rule's changes to the plan: only the fields it sets.
+#[derive(Debug, Clone, Default)]
+pub struct PlanPatch {
+    pub attempt_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub retries: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub fallback_on: Option<FallbackOn>,
+    pub hedge_after_ms: Option<u64>,
+}
+
+impl PlanPatch {
+    /// Fields this patch sets that `plan` has not been given by an earlier rule.
+    pub fn apply(&self, plan: &mut Plan, taken: &mut BTreeSet<&'static str>) {
+        macro_rules! field {
+            ($f:ident) => {
+                if let Some(v) = &self.$f {
+                    if taken.insert(stringify!($f)) {
+                        plan.$f = v.clone();
+                    }
+                }
+            };
+        }
+        field!(attempt_timeout_ms);
+        field!(first_byte_timeout_ms);
+        field!(idle_timeout_ms);
+        field!(deadline_ms);
+        field!(retries);
+        field!(backoff_ms);
+        field!(fallback_on);
+        if let Some(v) = self.hedge_after_ms {
+            if taken.insert("hedge_after_ms") {
+                plan.hedge_after_ms = Some(v);
+            }
+        }
+    }
+}
+
+/// A `[[test]]` case: request facts and what the decision must be.
+#[derive(Debug, Clone)]
+pub struct TestCase {
+    pub name: String,
+    pub line: usize,
+    pub model: String,
+    pub country: Option<Country>,
+    pub edge_region: Option<String>,
+    pub tenant: Option<TenantId>,
+    pub privacy: PrivacyFlags,
+    pub stream: bool,
+    pub headers: Vec<(String, String)>,
+    /// The OpenRouter-style `provider` object, as JSON.
+    pub provider: Option<serde_json::Value>,
+    pub request_id: String,
+    pub expect: Expectation,
+}
+
+#[derive(Debug, Clone)]
+pub enum Expectation {
+    /// The candidates, in exactly this order.
+    Order(Vec<ProviderId>),
+    /// Only the first candidate.
+    First(ProviderId),
+    /// A refusal with this status.
+    Refusal(u16),
+}

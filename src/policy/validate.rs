@@ -1,0 +1,933 @@
+//! Text → validated [`Policy`], collecting every problem with its position.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+use toml_edit::{ImDocument, Item, Value};
+
+use super::diag::{suggest, PolicyErrors, Sink};
+use super::jurisdictions::{builtins, is_country_code};
+use super::model::*;
+use super::reader::{Obj, Sp};
+
+pub const TOP_KEYS: &[&str] = &[
+    "version", "name", "revision", "settings", "jurisdictions", "providers", "tenants", "rules",
+    "test",
+];
+pub const SETTINGS_KEYS: &[&str] = &[
+    "trusted_country_headers",
+    "max_body_bytes",
+    "allow_anonymous",
+    "plan",
+];
+pub const PROVIDER_KEYS: &[&str] = &[
+    "id", "kind", "base_url", "key_secret", "location", "retention_days", "trains_on_inputs",
+    "zdr", "self_hosted", "models", "latency_ms", "weight",
+];
+pub const MODEL_KEYS: &[&str] = &["id", "input_price", "output_price"];
+pub const TENANT_KEYS: &[&str] = &[
+    "id", "keys", "models", "jurisdictions", "privacy", "origins", "max_tokens",
+];
+pub const RULE_KEYS: &[&str] = &["id", "when", "require", "prefer", "plan"];
+pub const WHEN_KEYS: &[&str] = &[
+    "client_country", "client_jurisdiction", "edge_region", "tenant", "anonymous", "model",
+    "privacy", "header", "stream", "endpoint",
+];
+pub const REQUIRE_KEYS: &[&str] = &[
+    "jurisdiction", "self_hosted", "privacy", "providers", "deny", "max_price",
+];
+pub const PRICE_KEYS: &[&str] = &["input", "output"];
+pub const PREFER_KEYS: &[&str] = &["order", "sort", "weights"];
+pub const PLAN_KEYS: &[&str] = &[
+    "attempt_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "deadline_ms", "retries",
+    "backoff_ms", "fallback_on", "hedge_after_ms",
+];
+pub const TEST_KEYS: &[&str] = &[
+    "name", "model", "country", "edge_region", "tenant", "privacy", "stream", "headers",
+    "provider", "request_id", "expect", "expect_first", "expect_status",
+];
+pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings"];
+const KINDS: &[&str] = &["openai"];
+const SORTS: &[&str] = &["price", "latency", "weighted"];
+const FALLBACK_WORDS: &[&str] = &["connect", "timeout", "malformed"];
+
+/// Parses and validates a policy. `origin` names the text in messages (a path, or `<embedded>`).
+pub fn load(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
+    let mut sink = Sink::new(text);
+    let policy = match ImDocument::parse(text) {
+        Ok(doc) => build(&mut sink, doc.as_table(), text),
+        Err(e) => {
+            let help = "check the TOML syntax at this place".to_string();
+            sink.error_help(
+                e.span().as_ref(),
+                format!("invalid TOML: {}", e.message().trim()),
+                help,
+            );
+            None
+        }
+    };
+    match policy {
+        Some(p) if sink.diagnostics.is_empty() => Ok(p),
+        _ => Err(PolicyErrors {
+            origin: origin.to_string(),
+            diagnostics: sink.diagnostics,
+        }),
+    }
+}
+
+struct Ctx {
+    jurisdictions: BTreeMap<String, BTreeSet<Country>>,
+    provider_ids: Vec<String>,
+    tenant_ids: Vec<String>,
+    models: BTreeSet<String>,
+}
+
+fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy> {
+    let top = Obj::root(root);
+    top.deny_unknown(sink, TOP_KEYS);
+
+    match top.int(sink, "version") {
+        None if top.key_span("version").is_none() || root.get("version").is_none() => {
+            sink.error_help(
+                Some(&(0..0)),
+                "the policy is missing the required key `version`",
+                format!("add `version = {FORMAT_VERSION}` at the top of the file"),
+            );
+        }
+        Some(v) if v.value != FORMAT_VERSION => sink.error_help(
+            v.span.as_ref(),
+            format!("unsupported policy format version `{}`", v.value),
+            format!("this build of Meridian reads `version = {FORMAT_VERSION}`"),
+        ),
+        _ => {}
+    }
+    let name = top.str(sink, "name").map_or_else(|| "policy".into(), |s| s.value);
+    let revision = top.str(sink, "revision").map_or_else(|| "0".into(), |s| s.value);
+
+    let jurisdictions = read_jurisdictions(sink, &top);
+    let mut cx = Ctx {
+        jurisdictions,
+        provider_ids: Vec::new(),
+        tenant_ids: Vec::new(),
+        models: BTreeSet::new(),
+    };
+    let settings = read_settings(sink, &top);
+    let providers = read_providers(sink, &top, &mut cx);
+    let tenants = read_tenants(sink, &top, &mut cx);
+    let rules = read_rules(sink, &top, &cx);
+    let tests = read_tests(sink, &top, &cx);
+
+    let digest = hex::encode(Sha256::digest(text.as_bytes()));
+    Some(Policy {
+        name,
+        revision,
+        digest: digest[..12].to_string(),
+        settings: settings?,
+        jurisdictions: cx.jurisdictions,
+        providers,
+        tenants,
+        rules,
+        tests,
+    })
+}
+
+fn read_jurisdictions(sink: &mut Sink, top: &Obj) -> BTreeMap<String, BTreeSet<Country>> {
+    let mut map: BTreeMap<String, BTreeSet<Country>> = builtins()
+        .into_iter()
+        .map(|(n, cs)| (n.to_string(), cs.into_iter().map(String::from).collect()))
+        .collect();
+    let Some(table) = top.table(sink, "jurisdictions") else {
+        return map;
+    };
+    for (name, item) in table.entries() {
+        if map.contains_key(&name.value) {
+            sink.error_help(
+                name.span.as_ref(),
+                format!("jurisdiction `{}` is built in and cannot be redefined", name.value),
+                "choose another name, e.g. `my-eu`",
+            );
+            continue;
+        }
+        if !is_id(&name.value) {
+            sink.error(name.span.as_ref(), bad_id_message("jurisdiction", &name.value));
+        }
+        let Some(arr) = item.as_array() else {
+            sink.error(
+                name.span.as_ref(),
+                format!("jurisdiction `{}` must be an array of country codes", name.value),
+            );
+            continue;
+        };
+        let mut set = BTreeSet::new();
+        for v in arr.iter() {
+            match v.as_str() {
+                Some(c) if is_country_code(c) => {
+                    set.insert(c.to_string());
+                }
+                Some(c) => {
+                    if let Some(existing) = map.get(c) {
+                        set.extend(existing.iter().cloned());
+                    } else {
+                        sink.error_help(
+                            v.span().as_ref(),
+                            format!("`{c}` is not a country code or a jurisdiction defined before it"),
+                            "use ISO 3166-1 alpha-2 codes in upper case, e.g. `DE`",
+                        );
+                    }
+                }
+                None => sink.error(v.span().as_ref(), "country codes must be strings"),
+            }
+        }
+        map.insert(name.value, set);
+    }
+    map
+}
+
+fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn bad_id_message(what: &str, id: &str) -> String {
+    format!("{what} id `{id}` must be 1 to 64 letters, digits, `-`, `_` or `.`")
+}
+
+fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
+    let mut s = Settings {
+        trusted_country_headers: Vec::new(),
+        max_body_bytes: 1024 * 1024,
+        allow_anonymous: false,
+        plan: Plan::default(),
+    };
+    let Some(t) = top.table(sink, "settings") else {
+        return Some(s);
+    };
+    t.deny_unknown(sink, SETTINGS_KEYS);
+    if let Some(hs) = t.str_list(sink, "trusted_country_headers") {
+        for h in hs {
+            if http::HeaderName::from_bytes(h.value.as_bytes()).is_err() {
+                sink.error(h.span.as_ref(), format!("`{}` is not a valid header name", h.value));
+            }
+            s.trusted_country_headers.push(h.value.to_ascii_lowercase());
+        }
+    }
+    if let Some(n) = t.uint(sink, "max_body_bytes") {
+        if n == 0 {
+            sink.error(t.key_span("max_body_bytes").as_ref(), "`max_body_bytes` must be positive");
+        }
+        s.max_body_bytes = n;
+    }
+    if let Some(b) = t.bool(sink, "allow_anonymous") {
+        s.allow_anonymous = b;
+    }
+    if let Some(p) = t.table(sink, "plan") {
+        let patch = read_plan(sink, &p);
+        patch.apply(&mut s.plan, &mut BTreeSet::new());
+    }
+    Some(s)
+}
+
+fn resolve_residency(sink: &mut Sink, cx: &Ctx, names: &[Sp<String>]) -> Residency {
+    let mut countries = BTreeSet::new();
+    for n in names {
+        if let Some(cs) = cx.jurisdictions.get(&n.value) {
+            countries.extend(cs.iter().cloned());
+        } else if is_country_code(&n.value) {
+            countries.insert(n.value.clone());
+        } else {
+            let known: Vec<&str> = cx.jurisdictions.keys().map(String::as_str).collect();
+            sink.error_help(
+                n.span.as_ref(),
+                format!("unknown jurisdiction `{}`", n.value),
+                format!(
+                    "{}; or a country code such as `DE`",
+                    suggest(&n.value, &known)
+                ),
+            );
+        }
+    }
+    Residency {
+        names: names.iter().map(|n| n.value.clone()).collect(),
+        countries,
+    }
+}
+
+fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
+    let mut out = Vec::new();
+    let tables = top.tables(sink, "providers");
+    if tables.is_empty() && top.key_span("providers").is_some() {
+        // An empty catalog is legal but serves nothing; nothing to add.
+    }
+    for t in tables {
+        t.deny_unknown(sink, PROVIDER_KEYS);
+        let id = t.req_str(sink, "id");
+        if let Some(id) = &id {
+            if !is_id(&id.value) {
+                sink.error(id.span.as_ref(), bad_id_message("provider", &id.value));
+            } else if cx.provider_ids.contains(&id.value) {
+                sink.error_help(
+                    id.span.as_ref(),
+                    format!("duplicate provider id `{}`", id.value),
+                    "each provider needs its own id",
+                );
+            }
+        }
+        let kind = match t.str(sink, "kind") {
+            None => Some(WireKind::OpenAi),
+            Some(k) => match k.value.as_str() {
+                "openai" => Some(WireKind::OpenAi),
+                "anthropic" => {
+                    sink.error_help(
+                        k.span.as_ref(),
+                        "provider kind `anthropic` is not supported by this build yet",
+                        "use an OpenAI-compatible endpoint (`kind = \"openai\"`), e.g. through your own translation proxy",
+                    );
+                    None
+                }
+                other => {
+                    sink.error_help(
+                        k.span.as_ref(),
+                        format!("unknown provider kind `{other}`"),
+                        suggest(other, KINDS),
+                    );
+                    None
+                }
+            },
+        };
+        let base_url = t.req_str(sink, "base_url").and_then(|u| {
+            match url::Url::parse(&u.value) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    if url.query().is_some() || url.fragment().is_some() {
+                        sink.error(u.span.as_ref(), "`base_url` must not have a query or fragment");
+                        None
+                    } else {
+                        Some(url)
+                    }
+                }
+                Ok(_) => {
+                    sink.error_help(
+                        u.span.as_ref(),
+                        format!("`base_url` `{}` must be an http or https URL with a host", u.value),
+                        "e.g. `https://api.openai.com/v1`",
+                    );
+                    None
+                }
+                Err(e) => {
+                    sink.error(u.span.as_ref(), format!("`base_url` `{}` is not a URL: {e}", u.value));
+                    None
+                }
+            }
+        });
+        let key_secret = t.str(sink, "key_secret").and_then(|k| {
+            let ok = !k.value.is_empty()
+                && k.value.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.value
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if ok {
+                Some(k.value)
+            } else {
+                sink.error_help(
+                    k.span.as_ref(),
+                    format!("`key_secret` `{}` is not a valid Spin variable name", k.value),
+                    "use lower case letters, digits and `_`, starting with a letter, e.g. `openai_api_key`",
+                );
+                None
+            }
+        });
+        let location = t.req_str(sink, "location");
+        let countries = location.as_ref().map(|l| {
+            resolve_residency(sink, cx, std::slice::from_ref(l)).countries
+        });
+        let models = read_models(sink, &t, cx);
+        let weight = t.uint(sink, "weight").unwrap_or(1);
+        let latency = t.uint(sink, "latency_ms");
+        let retention = t.uint(sink, "retention_days").unwrap_or(30);
+        let (Some(id), Some(kind), Some(base_url), Some(location), Some(countries)) =
+            (id, kind, base_url, location, countries)
+        else {
+            continue;
+        };
+        cx.provider_ids.push(id.value.clone());
+        out.push(Provider {
+            id: ProviderId(id.value),
+            kind,
+            base_url,
+            key_secret,
+            location: location.value,
+            countries,
+            retention_days: u32::try_from(retention).unwrap_or(u32::MAX),
+            trains_on_inputs: t.bool(sink, "trains_on_inputs").unwrap_or(false),
+            zdr: t.bool(sink, "zdr").unwrap_or(false),
+            self_hosted: t.bool(sink, "self_hosted").unwrap_or(false),
+            models,
+            latency_ms: latency.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        });
+    }
+    out
+}
+
+fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<String, ModelEntry> {
+    let mut models = BTreeMap::new();
+    let Some(m) = t.table(sink, "models") else {
+        if t.key_span("models").is_some() && t.span.is_some() {
+            // mistyped: already reported by `table`
+        } else {
+            t_missing_models(sink, t);
+        }
+        return models;
+    };
+    for (name, item) in m.entries() {
+        let entry = if let Some(s) = item.as_str() {
+            Some(ModelEntry {
+                upstream: s.to_string(),
+                input_price: None,
+                output_price: None,
+            })
+        } else if item.is_table_like() {
+            m.table(sink, &name.value).and_then(|e| {
+                e.deny_unknown(sink, MODEL_KEYS);
+                let upstream = e.str(sink, "id").map_or_else(|| name.value.clone(), |s| s.value);
+                Some(ModelEntry {
+                    upstream,
+                    input_price: e.number(sink, "input_price").map(|v| v.value),
+                    output_price: e.number(sink, "output_price").map(|v| v.value),
+                })
+            })
+        } else {
+            sink.error_help(
+                name.span.as_ref(),
+                format!("model `{}` must be a string or a table", name.value),
+                "e.g. `\"gpt-4o-mini\" = \"gpt-4o-mini-2024-07-18\"` or `{ id = \"…\", input_price = 0.15, output_price = 0.6 }`",
+            );
+            None
+        };
+        if let Some(e) = entry {
+            cx.models.insert(name.value.clone());
+            models.insert(name.value, e);
+        }
+    }
+    models
+}
+
+fn t_missing_models(sink: &mut Sink, t: &Obj) {
+    sink.error_help(
+        t.span.as_ref(),
+        format!("`{}` is missing the required key `models`", t.path),
+        "add `models = { \"public-name\" = \"provider-model-id\" }`",
+    );
+}
+
+fn read_privacy(sink: &mut Sink, list: Option<Vec<Sp<String>>>) -> PrivacyFlags {
+    let mut flags = PrivacyFlags::default();
+    for f in list.unwrap_or_default() {
+        if !flags.set(&f.value) {
+            sink.error_help(
+                f.span.as_ref(),
+                format!("unknown privacy flag `{}`", f.value),
+                suggest(&f.value, PRIVACY_FLAG_NAMES),
+            );
+        }
+    }
+    flags
+}
+
+fn check_model_globs(sink: &mut Sink, cx: &Ctx, globs: &[Sp<String>]) -> Vec<Glob> {
+    globs
+        .iter()
+        .map(|g| {
+            let glob = Glob::new(&g.value);
+            if !cx.models.iter().any(|m| glob.matches(m)) {
+                let known: Vec<&str> = cx.models.iter().map(String::as_str).collect();
+                sink.error_help(
+                    g.span.as_ref(),
+                    format!("no provider serves a model matching `{}`", g.value),
+                    suggest(&g.value, &known),
+                );
+            }
+            glob
+        })
+        .collect()
+}
+
+fn check_provider_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> ProviderId {
+    if !cx.provider_ids.contains(&id.value) {
+        let known: Vec<&str> = cx.provider_ids.iter().map(String::as_str).collect();
+        sink.error_help(
+            id.span.as_ref(),
+            format!("unknown provider `{}`", id.value),
+            suggest(&id.value, &known),
+        );
+    }
+    ProviderId(id.value.clone())
+}
+
+fn check_tenant_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> TenantId {
+    if !cx.tenant_ids.contains(&id.value) {
+        let known: Vec<&str> = cx.tenant_ids.iter().map(String::as_str).collect();
+        sink.error_help(
+            id.span.as_ref(),
+            format!("unknown tenant `{}`", id.value),
+            suggest(&id.value, &known),
+        );
+    }
+    TenantId(id.value.clone())
+}
+
+fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tenant> {
+    let mut out = Vec::new();
+    let mut seen_keys: Vec<[u8; 32]> = Vec::new();
+    for t in top.tables(sink, "tenants") {
+        t.deny_unknown(sink, TENANT_KEYS);
+        let id = t.req_str(sink, "id");
+        if let Some(id) = &id {
+            if !is_id(&id.value) {
+                sink.error(id.span.as_ref(), bad_id_message("tenant", &id.value));
+            } else if cx.tenant_ids.contains(&id.value) {
+                sink.error(id.span.as_ref(), format!("duplicate tenant id `{}`", id.value));
+            }
+        }
+        let mut key_hashes = Vec::new();
+        for k in t.str_list(sink, "keys").unwrap_or_default() {
+            let decoded = k
+                .value
+                .strip_prefix("sha256:")
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok());
+            match decoded {
+                Some(h) if seen_keys.contains(&h) => sink.error_help(
+                    k.span.as_ref(),
+                    "this key hash is listed twice",
+                    "a key must map to exactly one tenant",
+                ),
+                Some(h) => {
+                    seen_keys.push(h);
+                    key_hashes.push(h);
+                }
+                None => sink.error_help(
+                    k.span.as_ref(),
+                    "tenant keys must be written as `sha256:` and 64 hex digits",
+                    "store keys hashed, never in clear: `meridian hash-key <key>` prints the line to paste",
+                ),
+            }
+        }
+        let models = t
+            .str_list(sink, "models")
+            .map(|g| check_model_globs(sink, cx, &g))
+            .unwrap_or_default();
+        let jurisdictions = t
+            .str_list(sink, "jurisdictions")
+            .map(|names| resolve_residency(sink, cx, &names));
+        let privacy_list = t.str_list(sink, "privacy");
+        let privacy = read_privacy(sink, privacy_list);
+        let mut origins = Vec::new();
+        for o in t.str_list(sink, "origins").unwrap_or_default() {
+            match url::Url::parse(&o.value) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.path() == "/"
+                        && !o.value.ends_with('/') =>
+                {
+                    origins.push(u.origin().ascii_serialization())
+                }
+                _ => sink.error_help(
+                    o.span.as_ref(),
+                    format!("`{}` is not an origin", o.value),
+                    "an origin is scheme, host and optional port with no path, e.g. `https://app.example.com`",
+                ),
+            }
+        }
+        let max_tokens = t.uint(sink, "max_tokens");
+        let Some(id) = id else { continue };
+        cx.tenant_ids.push(id.value.clone());
+        out.push(Tenant {
+            id: TenantId(id.value),
+            key_hashes,
+            models,
+            jurisdictions,
+            privacy,
+            origins,
+            max_tokens,
+        });
+    }
+    out
+}
+
+fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
+    p.deny_unknown(sink, PLAN_KEYS);
+    let mut patch = PlanPatch {
+        attempt_timeout_ms: p.uint(sink, "attempt_timeout_ms"),
+        first_byte_timeout_ms: p.uint(sink, "first_byte_timeout_ms"),
+        idle_timeout_ms: p.uint(sink, "idle_timeout_ms"),
+        deadline_ms: p.uint(sink, "deadline_ms"),
+        retries: p
+            .uint(sink, "retries")
+            .map(|r| u32::try_from(r.min(10)).unwrap_or(10)),
+        backoff_ms: p.uint(sink, "backoff_ms"),
+        fallback_on: None,
+        hedge_after_ms: p.uint(sink, "hedge_after_ms"),
+    };
+    if let Some(r) = p.int(sink, "retries") {
+        if r.value > 10 {
+            sink.error_help(r.span.as_ref(), "`retries` must be at most 10", "use fallbacks to other providers instead");
+        }
+    }
+    for key in ["attempt_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "deadline_ms"] {
+        if let Some(v) = p.int(sink, key) {
+            if v.value == 0 {
+                sink.error(v.span.as_ref(), format!("`{key}` must be positive"));
+            }
+        }
+    }
+    if let Some(vals) = p.values(sink, "fallback_on") {
+        let mut f = FallbackOn {
+            connect: false,
+            timeout: false,
+            malformed: false,
+            statuses: BTreeSet::new(),
+        };
+        for v in vals {
+            match &v.value {
+                Value::Integer(i) => match u16::try_from(*i.value()) {
+                    Ok(code) if (400..600).contains(&code) => {
+                        f.statuses.insert(code);
+                    }
+                    _ => sink.error(
+                        v.span.as_ref(),
+                        format!("`{}` is not an HTTP error status (400 to 599)", i.value()),
+                    ),
+                },
+                Value::String(s) => match s.value().as_str() {
+                    "connect" => f.connect = true,
+                    "timeout" => f.timeout = true,
+                    "malformed" => f.malformed = true,
+                    "4xx" => f.statuses.extend(400..500),
+                    "5xx" => f.statuses.extend(500..600),
+                    other => sink.error_help(
+                        v.span.as_ref(),
+                        format!("unknown fallback trigger `{other}`"),
+                        format!(
+                            "{}, `4xx`, `5xx` or a status code such as 503",
+                            suggest(other, FALLBACK_WORDS)
+                        ),
+                    ),
+                },
+                _ => sink.error(v.span.as_ref(), "fallback triggers are strings or status codes"),
+            }
+        }
+        patch.fallback_on = Some(f);
+    }
+    patch
+}
+
+fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for t in top.tables(sink, "rules") {
+        t.deny_unknown(sink, RULE_KEYS);
+        let id = t.req_str(sink, "id");
+        if let Some(id) = &id {
+            if !is_id(&id.value) {
+                sink.error(id.span.as_ref(), bad_id_message("rule", &id.value));
+            } else if ids.contains(&id.value) {
+                sink.error(id.span.as_ref(), format!("duplicate rule id `{}`", id.value));
+            }
+        }
+        let when = t.table(sink, "when").map(|w| read_when(sink, &w, cx)).unwrap_or_default();
+        let require = t
+            .table(sink, "require")
+            .map(|r| read_require(sink, &r, cx))
+            .unwrap_or_default();
+        let prefer = t
+            .table(sink, "prefer")
+            .map(|p| read_prefer(sink, &p, cx, &require))
+            .unwrap_or_default();
+        let plan = t.table(sink, "plan").map(|p| read_plan(sink, &p)).unwrap_or_default();
+        let Some(id) = id else { continue };
+        ids.push(id.value.clone());
+        out.push(Rule {
+            id: RuleId(id.value),
+            when,
+            require,
+            prefer,
+            plan,
+        });
+    }
+    out
+}
+
+fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
+    w.deny_unknown(sink, WHEN_KEYS);
+    let mut client_countries: Option<BTreeSet<Country>> = None;
+    if let Some(cs) = w.str_list(sink, "client_country") {
+        let mut set = BTreeSet::new();
+        for c in cs {
+            if is_country_code(&c.value) {
+                set.insert(c.value);
+            } else {
+                sink.error_help(
+                    c.span.as_ref(),
+                    format!("`{}` is not a country code", c.value),
+                    "use ISO 3166-1 alpha-2 in upper case, e.g. `FR`; `XX` matches clients whose country is unknown",
+                );
+            }
+        }
+        client_countries = Some(set);
+    }
+    if let Some(js) = w.str_list(sink, "client_jurisdiction") {
+        let r = resolve_residency(sink, cx, &js);
+        client_countries.get_or_insert_with(BTreeSet::new).extend(r.countries);
+    }
+    let tenants = w
+        .str_list(sink, "tenant")
+        .map(|ts| ts.iter().map(|t| check_tenant_ref(sink, cx, t)).collect());
+    let models = w.str_list(sink, "model").map(|g| check_model_globs(sink, cx, &g));
+    let privacy = w.str_list(sink, "privacy").map(|l| read_privacy(sink, Some(l)));
+    let mut headers = Vec::new();
+    if let Some(h) = w.table(sink, "header") {
+        for (name, item) in h.entries() {
+            if http::HeaderName::from_bytes(name.value.as_bytes()).is_err() {
+                sink.error(name.span.as_ref(), format!("`{}` is not a valid header name", name.value));
+            }
+            let value = match item.as_value() {
+                Some(Value::String(s)) => Some(s.value().clone()),
+                Some(Value::Boolean(b)) if *b.value() => None,
+                _ => {
+                    sink.error_help(
+                        name.span.as_ref(),
+                        format!("header condition `{}` must be a string or `true`", name.value),
+                        "`true` matches any value; a string matches that exact value",
+                    );
+                    continue;
+                }
+            };
+            headers.push((name.value.to_ascii_lowercase(), value));
+        }
+    }
+    let endpoints = w.str_list(sink, "endpoint").map(|es| {
+        es.into_iter()
+            .filter_map(|e| {
+                if ENDPOINTS.contains(&e.value.as_str()) {
+                    Some(e.value)
+                } else {
+                    sink.error_help(
+                        e.span.as_ref(),
+                        format!("unknown endpoint `{}`", e.value),
+                        suggest(&e.value, ENDPOINTS),
+                    );
+                    None
+                }
+            })
+            .collect()
+    });
+    When {
+        client_countries,
+        edge_regions: w
+            .str_list(sink, "edge_region")
+            .map(|rs| rs.into_iter().map(|r| r.value).collect()),
+        tenants,
+        anonymous: w.bool(sink, "anonymous"),
+        models,
+        privacy,
+        headers,
+        stream: w.bool(sink, "stream"),
+        endpoints,
+    }
+}
+
+fn read_price(sink: &mut Sink, p: &Obj) -> MaxPrice {
+    p.deny_unknown(sink, PRICE_KEYS);
+    MaxPrice {
+        input: p.number(sink, "input").map(|v| v.value),
+        output: p.number(sink, "output").map(|v| v.value),
+    }
+}
+
+fn read_require(sink: &mut Sink, r: &Obj, cx: &Ctx) -> Require {
+    r.deny_unknown(sink, REQUIRE_KEYS);
+    let privacy_list = r.str_list(sink, "privacy");
+    Require {
+        jurisdiction: r
+            .str_list(sink, "jurisdiction")
+            .map(|names| resolve_residency(sink, cx, &names)),
+        self_hosted: r.bool(sink, "self_hosted").unwrap_or(false),
+        privacy: read_privacy(sink, privacy_list),
+        providers: r
+            .str_list(sink, "providers")
+            .map(|ps| ps.iter().map(|p| check_provider_ref(sink, cx, p)).collect()),
+        deny: r
+            .str_list(sink, "deny")
+            .unwrap_or_default()
+            .iter()
+            .map(|p| check_provider_ref(sink, cx, p))
+            .collect(),
+        max_price: r
+            .table(sink, "max_price")
+            .map(|p| read_price(sink, &p))
+            .unwrap_or_default(),
+    }
+}
+
+fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require) -> Prefer {
+    p.deny_unknown(sink, PREFER_KEYS);
+    let order = p
+        .str_list(sink, "order")
+        .unwrap_or_default()
+        .iter()
+        .map(|id| check_provider_ref(sink, cx, id))
+        .collect();
+    let sort = p.str(sink, "sort").and_then(|s| match s.value.as_str() {
+        "price" => Some(Sort::Price),
+        "latency" => Some(Sort::Latency),
+        "weighted" => Some(Sort::Weighted),
+        other => {
+            sink.error_help(s.span.as_ref(), format!("unknown sort `{other}`"), suggest(other, SORTS));
+            None
+        }
+    });
+    let mut weights = BTreeMap::new();
+    if let Some(w) = p.table(sink, "weights") {
+        for (id, item) in w.entries() {
+            let pid = check_provider_ref(sink, cx, &id);
+            let Some(n) = item.as_integer().and_then(|n| u32::try_from(n).ok()) else {
+                sink.error(id.span.as_ref(), format!("weight of `{}` must be a non-negative integer", id.value));
+                continue;
+            };
+            if require.deny.contains(&pid)
+                || require.providers.as_ref().is_some_and(|allow| !allow.contains(&pid))
+            {
+                sink.error_help(
+                    id.span.as_ref(),
+                    format!("weight for `{}` cannot apply: this rule's `require` excludes it", id.value),
+                    "remove the weight or the exclusion",
+                );
+            }
+            weights.insert(pid, n);
+        }
+        if !weights.is_empty() && weights.values().all(|w| *w == 0) {
+            sink.error_help(
+                p.key_span("weights").as_ref(),
+                "every weight is zero, so no weighted choice can be made",
+                "give at least one provider a positive weight",
+            );
+        }
+    }
+    Prefer {
+        order,
+        sort,
+        weights,
+    }
+}
+
+fn toml_to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::String(s) => serde_json::Value::String(s.value().clone()),
+        Value::Integer(i) => serde_json::Value::from(*i.value()),
+        Value::Float(f) => serde_json::Number::from_f64(*f.value())
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Boolean(b) => serde_json::Value::Bool(*b.value()),
+        Value::Datetime(d) => serde_json::Value::String(d.value().to_string()),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
+        Value::InlineTable(t) => serde_json::Value::Object(
+            t.iter().map(|(k, v)| (k.to_string(), toml_to_json(v))).collect(),
+        ),
+    }
+}
+
+fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
+    let mut out = Vec::new();
+    for (i, t) in top.tables(sink, "test").into_iter().enumerate() {
+        t.deny_unknown(sink, TEST_KEYS);
+        let line = sink.position(t.span.as_ref()).0;
+        let name = t.str(sink, "name").map_or_else(|| format!("test #{}", i + 1), |s| s.value);
+        let model = t.req_str(sink, "model");
+        if let Some(m) = &model {
+            // An unknown model is a legitimate thing to test (expect_status = 404), so no error.
+            let _ = m;
+        }
+        let country = t.str(sink, "country").and_then(|c| {
+            if is_country_code(&c.value) {
+                Some(c.value)
+            } else {
+                sink.error(c.span.as_ref(), format!("`{}` is not a country code", c.value));
+                None
+            }
+        });
+        let tenant = t.str(sink, "tenant").map(|id| check_tenant_ref(sink, cx, &id));
+        let privacy_list = t.str_list(sink, "privacy");
+        let privacy = read_privacy(sink, privacy_list);
+        let mut headers = Vec::new();
+        if let Some(h) = t.table(sink, "headers") {
+            for (k, item) in h.entries() {
+                match item.as_str() {
+                    Some(v) => headers.push((k.value.to_ascii_lowercase(), v.to_string())),
+                    None => sink.error(k.span.as_ref(), "header values must be strings"),
+                }
+            }
+        }
+        let provider = t
+            .table(sink, "provider")
+            .map(|_| t_value_json(&t, "provider"))
+            .flatten();
+        let expect_order = t.str_list(sink, "expect");
+        let expect_first = t.str(sink, "expect_first");
+        let expect_status = t.uint(sink, "expect_status");
+        let expect = match (expect_order, expect_first, expect_status) {
+            (Some(o), None, None) => Some(Expectation::Order(
+                o.iter().map(|p| check_provider_ref(sink, cx, p)).collect(),
+            )),
+            (None, Some(f), None) => Some(Expectation::First(check_provider_ref(sink, cx, &f))),
+            (None, None, Some(s)) => match u16::try_from(s) {
+                Ok(s) if (400..600).contains(&s) => Some(Expectation::Refusal(s)),
+                _ => {
+                    sink.error(t.key_span("expect_status").as_ref(), "`expect_status` must be 400 to 599");
+                    None
+                }
+            },
+            _ => {
+                sink.error_help(
+                    t.span.as_ref(),
+                    format!("test `{name}` needs exactly one of `expect`, `expect_first`, `expect_status`"),
+                    "`expect = [\"a\", \"b\"]` for the whole order, `expect_first = \"a\"`, or `expect_status = 451` for a refusal",
+                );
+                None
+            }
+        };
+        let (Some(model), Some(expect)) = (model, expect) else {
+            continue;
+        };
+        out.push(TestCase {
+            request_id: t
+                .str(sink, "request_id")
+                .map_or_else(|| format!("test-{}", i + 1), |s| s.value),
+            name,
+            line,
+            model: model.value,
+            country,
+            edge_region: t.str(sink, "edge_region").map(|s| s.value),
+            tenant,
+            privacy,
+            stream: t.bool(sink, "stream").unwrap_or(false),
+            headers,
+            provider,
+            expect,
+        });
+    }
+    out
+}
+
+fn t_value_json(t: &Obj, key: &str) -> Option<serde_json::Value> {
+    let item: &Item = t.raw(key)?;
+    match item {
+        Item::Value(v) => Some(toml_to_json(v)),
+        Item::Table(tbl) => Some(serde_json::Value::Object(
+            tbl.iter()
+                .filter_map(|(k, v)| v.as_value().map(|v| (k.to_string(), toml_to_json(v))))
+                .collect(),
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,239 @@
+//! The streaming contract. Meridian passes SSE bytes through as they arrive and watches them:
+//! a stream that ends without `data: [DONE]`, breaks, or carries an event that is not JSON is
+//! ended with an explicit error event in OpenAI's error shape, never with a fake clean end.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest SSE line we hold while waiting for its end; protects memory on a broken upstream.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// USD, from prices per million tokens.
+    pub fn cost(&self, input_price: Option<f64>, output_price: Option<f64>) -> Option<f64> {
+        if input_price.is_none() && output_price.is_none() {
+            return None;
+        }
+        let c = self.prompt_tokens as f64 * input_price.unwrap_or(0.0)
+            + self.completion_tokens as f64 * output_price.unwrap_or(0.0);
+        Some(c / 1_000_000.0)
+    }
+}
+
+/// Only the part of a chunk we read; serde skips the rest without allocating it.
+#[derive(Deserialize)]
+struct ChunkProbe {
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// What went wrong with a stream, as the client will be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFault {
+    /// The upstream ended the body before `data: [DONE]`.
+    Truncated,
+    /// The upstream connection failed or went silent.
+    Broken(String),
+    /// An event's data was not JSON.
+    Malformed(String),
+    /// The upstream itself sent an error event.
+    UpstreamError,
+}
+
+impl StreamFault {
+    pub fn code(&self) -> &'static str {
+        match self {
+            StreamFault::Truncated => "upstream_stream_truncated",
+            StreamFault::Broken(_) => "upstream_stream_broken",
+            StreamFault::Malformed(_) => "upstream_stream_malformed",
+            StreamFault::UpstreamError => "upstream_stream_error",
+        }
+    }
+
+    pub fn message(&self, provider: &str) -> String {
+        match self {
+            StreamFault::Truncated => format!(
+                "the upstream provider `{provider}` ended the stream before it was complete; the response above is partial"
+            ),
+            StreamFault::Broken(why) => format!(
+                "the stream from upstream provider `{provider}` failed midway ({why}); the response above is partial"
+            ),
+            StreamFault::Malformed(why) => format!(
+                "upstream provider `{provider}` sent a malformed stream event ({why}); the stream was stopped"
+            ),
+            StreamFault::UpstreamError => format!(
+                "upstream provider `{provider}` reported an error in the stream; the response above is partial"
+            ),
+        }
+    }
+}
+
+/// The SSE error event Meridian sends when a stream cannot end cleanly.
+pub fn error_event(fault: &StreamFault, provider: &str, request_id: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": {
+            "message": fault.message(provider),
+            "type": "upstream_error",
+            "param": null,
+            "code": fault.code(),
+            "meridian": { "provider": provider, "request_id": request_id },
+        }
+    });
+    let mut out = b"event: error\ndata: ".to_vec();
+    out.extend_from_slice(body.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// Watches an OpenAI-style SSE stream. Holds at most one partial line.
+#[derive(Debug, Default)]
+pub struct SseGuard {
+    partial: Vec<u8>,
+    done: bool,
+    pub events: u64,
+    pub usage: Option<Usage>,
+    upstream_error: bool,
+}
+
+impl SseGuard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn saw_done(&self) -> bool {
+        self.done
+    }
+
+    /// Inspects a chunk that is about to be passed through. An `Err` means: do not send it;
+    /// end the stream with the fault's error event.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), StreamFault> {
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            let (line, tail) = rest.split_at(nl);
+            rest = &tail[1..];
+            if self.partial.is_empty() {
+                self.line(line)?;
+            } else {
+                let mut full = std::mem::take(&mut self.partial);
+                full.extend_from_slice(line);
+                self.line(&full)?;
+            }
+        }
+        if self.partial.len() + rest.len() > MAX_LINE_BYTES {
+            return Err(StreamFault::Malformed(format!(
+                "a line longer than {MAX_LINE_BYTES} bytes"
+            )));
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn line(&mut self, line: &[u8]) -> Result<(), StreamFault> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return Ok(()); // comments, `event:`, `id:`, blank separators
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data == b"[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        if self.done {
+            return Err(StreamFault::Malformed("data after [DONE]".into()));
+        }
+        match serde_json::from_slice::<ChunkProbe>(data) {
+            Ok(probe) => {
+                self.events += 1;
+                if probe.usage.is_some() {
+                    self.usage = probe.usage;
+                }
+                if probe.error.is_some() {
+                    self.upstream_error = true;
+                }
+                Ok(())
+            }
+            Err(e) => Err(StreamFault::Malformed(format!(
+                "event data is not a JSON object: {}",
+                e.to_string().split(" at line").next().unwrap_or("invalid JSON")
+            ))),
+        }
+    }
+
+    /// Called when the upstream body ends normally.
+    pub fn finish(&self) -> Result<(), StreamFault> {
+        if self.done {
+            Ok(())
+        } else if self.upstream_error {
+            Err(StreamFault::UpstreamError)
+        } else {
+            Err(StreamFault::Truncated)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_stream_with_usage_split_across_chunks() {
+        let mut g = SseGuard::new();
+        g.feed(b"data: {\"choices\":[]}\n\nda").unwrap();
+        g.feed(b"ta: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\n").unwrap();
+        assert_eq!(g.finish(), Err(StreamFault::Truncated));
+        g.feed(b"data: [DONE]\n\n").unwrap();
+        assert_eq!(g.finish(), Ok(()));
+        assert_eq!(g.events, 2);
+        assert_eq!(g.usage.unwrap().completion_tokens, 5);
+    }
+
+    #[test]
+    fn malformed_event_is_a_fault() {
+        let mut g = SseGuard::new();
+        assert!(matches!(g.feed(b"data: {not json}\n"), Err(StreamFault::Malformed(_))));
+    }
+
+    #[test]
+    fn upstream_error_event_without_done() {
+        let mut g = SseGuard::new();
+        g.feed(b"data: {\"error\":{\"message\":\"boom\"}}\n\n").unwrap();
+        assert_eq!(g.finish(), Err(StreamFault::UpstreamError));
+    }
+
+    #[test]
+    fn endless_line_is_bounded() {
+        let mut g = SseGuard::new();
+        let big = vec![b'a'; MAX_LINE_BYTES / 2 + 1];
+        g.feed(&big).unwrap();
+        assert!(g.feed(&big).is_err());
+    }
+
+    #[test]
+    fn error_event_is_openai_shaped_and_not_done() {
+        let ev = error_event(&StreamFault::Truncated, "p1", "r1");
+        let s = String::from_utf8(ev).unwrap();
+        assert!(s.starts_with("event: error\ndata: {"));
+        assert!(!s.contains("[DONE]"));
+        let json: serde_json::Value =
+            serde_json::from_str(s.trim_start_matches("event: error\ndata: ").trim()).unwrap();
+        assert_eq!(json["error"]["code"], "upstream_stream_truncated");
+    }
+
+    #[test]
+    fn cost_from_prices() {
+        let u = Usage { prompt_tokens: 1_000_000, completion_tokens: 500_000, total_tokens: 0 };
+        assert_eq!(u.cost(Some(0.15), Some(0.6)), Some(0.45));
+        assert_eq!(u.cost(None, None), None);
+    }
+}

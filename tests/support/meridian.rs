@@ -1,0 +1,126 @@
+//! Starts the exact component that spin.toml deploys, in meridian-host (wasmtime 48), and stops it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub struct Meridian {
+    pub url: String,
+    child: Child,
+    /// Every line the component printed on stdout (the JSON log lines).
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn host_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MERIDIAN_HOST") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("MERIDIAN_HOST_TARGET").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/meridian/host-target")
+    });
+    target.join("release/meridian-host")
+}
+
+pub fn component() -> PathBuf {
+    root().join("target/wasm32-wasip2/release/meridian.wasm")
+}
+
+impl Meridian {
+    /// With the embedded default policy.
+    pub async fn default_policy(env: &[(&str, &str)]) -> Meridian {
+        Meridian::start(None, env).await
+    }
+
+    pub async fn with_policy(policy: &str, env: &[(&str, &str)]) -> Meridian {
+        Meridian::start(Some(policy), env).await
+    }
+
+    async fn start(policy: Option<&str>, env: &[(&str, &str)]) -> Meridian {
+        let host = host_binary();
+        assert!(
+            host.exists() && component().exists(),
+            "{} or {} is missing: run ./scripts/test (or ./scripts/setup), which builds both",
+            host.display(),
+            component().display()
+        );
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut cmd = Command::new(host);
+        cmd.current_dir(root())
+            .args(["--manifest", "spin.toml", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--allow-outbound", "http://127.0.0.1:*"])
+            .env_remove("SPIN_VARIABLE_POLICY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(p) = policy {
+            cmd.env("SPIN_VARIABLE_POLICY", p);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start meridian-host");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let lines2 = lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            let mut ready = Some(ready_tx);
+            while let Ok(Some(line)) = reader.next_line().await {
+                if line.starts_with("meridian-host: serving") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                lines2.lock().unwrap().push(line);
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(120), ready_rx)
+            .await
+            .expect("meridian-host did not start within 120 s")
+            .expect("meridian-host exited before serving");
+        Meridian { url: format!("http://127.0.0.1:{port}"), child, stdout: lines }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// The JSON log lines printed so far.
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (bounded) for the log line of a request id.
+    pub async fn log_for(&self, request_id: &str) -> serde_json::Value {
+        for _ in 0..100 {
+            if let Some(l) = self.logs().into_iter().find(|l| l["request_id"] == request_id) {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no log line for {request_id}");
+    }
+}
+
+impl Drop for Meridian {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

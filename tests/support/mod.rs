@@ -1,0 +1,24 @@
+//! Shared by the end-to-end tests: mock upstreams and a running Meridian.
+#![allow(dead_code)]
+
+pub mod meridian;
+pub mod mock;
+
+pub use meridian::Meridian;
+pub use mock::{Mock, Recorded, Script};
+
+/// A policy whose providers point at the given mocks: (id, mock, location, extra TOML). Providers
+/// are keyless unless the extra TOML sets `key_secret`.
+pub fn policy_for(providers: &[(&str, &Mock, &str, &str)], extra: &str) -> String {
+    let mut s = String::from(
+        "version = 1\nname = \"e2e\"\nrevision = \"1\"\n\n[settings]\ntrusted_country_headers = [\"cf-ipcountry\"]\nallow_anonymous = true\nmax_body_bytes = 4096\n\n",
+    );
+    for (id, mock, location, more) in providers {
+        s.push_str(&format!(
+            "[[providers]]\nid = \"{id}\"\nbase_url = \"{}/v1\"\nlocation = \"{location}\"\nmodels = {{ \"chat-model\" = {{ id = \"{id}-upstream-model\", input_price = 1.0, output_price = 2.0 }}, \"embed-model\" = \"{id}-embed\" }}\n{more}\n\n",
+            mock.url()
+        ));
+    }
+    s.push_str(extra);
+    s
+}
