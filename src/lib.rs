@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod cases;
 pub mod decide;
 pub mod error;
 pub mod facts;

@@ -21,21 +21,22 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
 #[tokio::test]
 async fn non_stream_chat_is_forwarded_with_alias_key_injection_and_audit() {
     let up = Mock::start(Script::ok("hello from upstream")).await;
-    let policy = policy_for(&[("alpha", &up, "DE", "key_secret = \"openai_api_key\"")], "");
+    let client_key = "sk-client-should-not-leak";
+    let tenant = format!(
+        "[[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\n",
+        hex::encode(meridian::policy::hash_key(client_key))
+    );
+    let policy = policy_for(&[("alpha", &up, "DE", "key_secret = \"openai_api_key\"")], &tenant);
     let m = Meridian::with_policy(&policy, &[("SPIN_VARIABLE_OPENAI_API_KEY", "sk-provider-secret")]).await;
 
     let r = client()
         .post(m.at("/v1/chat/completions"))
-        .header("authorization", "Bearer sk-client-should-not-leak")
+        .header("authorization", format!("Bearer {client_key}"))
         .header("cookie", "session=abc")
         .header("x-request-id", "req-nonstream-1")
         .header("cf-ipcountry", "DE")
-        .json(&serde_json::json!({
-            "model": "chat-model",
-            "messages": [{"role": "user", "content": "secret prompt text"}],
-            "temperature": 0.70,
-            "provider": {"order": ["alpha"]}
-        }))
+        .header("content-type", "application/json")
+        .body(r#"{"model":"chat-model","messages":[{"role":"user","content":"secret prompt text"}],"temperature":0.70,"provider":{"order":["alpha"]}}"#)
         .send()
         .await
         .unwrap();
@@ -66,6 +67,7 @@ async fn non_stream_chat_is_forwarded_with_alias_key_injection_and_audit() {
 
     let log = m.log_for("req-nonstream-1").await;
     assert_eq!(log["provider"], "alpha");
+    assert_eq!(log["tenant"], "acme");
     assert_eq!(log["status"], 200);
     let raw = m.stdout.lock().unwrap().join("\n");
     assert!(!raw.contains("secret prompt text"), "prompt text must never be logged");

@@ -133,6 +133,11 @@ impl variables::Host for State {
     }
 }
 
+/// wasmtime 48 has its own error type; keep its full chain when turning it into anyhow's.
+fn w<T>(r: wasmtime::Result<T>) -> Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
 struct Server {
     pre: ProxyPre<State>,
     allowed: Arc<Vec<AllowedHost>>,
@@ -157,8 +162,8 @@ impl Server {
             },
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
-        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let req = w(store.data_mut().http().new_incoming_request(Scheme::Http, req))?;
+        let out = w(store.data_mut().http().new_response_outparam(sender))?;
         let pre = self.pre.clone();
         let task = tokio::task::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
@@ -173,7 +178,7 @@ impl Server {
             Err(_) => {
                 let e = match task.await {
                     Ok(Ok(())) => anyhow::anyhow!("guest never set a response"),
-                    Ok(Err(e)) => e,
+                    Ok(Err(e)) => anyhow::anyhow!("{e:?}"),
                     Err(e) => e.into(),
                 };
                 Err(e.context("guest trapped before setting a response"))
@@ -232,17 +237,17 @@ async fn main() -> Result<()> {
     let component_path = args.component.unwrap_or(resolved.source);
 
     let mut config = Config::new();
-    config.async_support(true);
     // Compiled code is cached on disk, so restarts (every e2e test starts a host) are fast.
     config.cache(wasmtime::Cache::from_file(None).ok());
-    let engine = Engine::new(&config)?;
-    let component = Component::from_file(&engine, &component_path)
+    let engine = Engine::new(&config);
+    let engine = w(engine)?;
+    let component = w(Component::from_file(&engine, &component_path))
         .with_context(|| format!("loading {}", component_path.display()))?;
     let mut linker: Linker<State> = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    variables::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+    w(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
+    w(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
+    w(variables::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s))?;
+    let pre = w(ProxyPre::new(w(linker.instantiate_pre(&component))?))?;
 
     let server = Arc::new(Server {
         pre,

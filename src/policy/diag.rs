@@ -108,13 +108,15 @@ pub fn did_you_mean<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -
 pub(crate) fn suggest<'a>(wrong: &str, known: &[&'a str]) -> String {
     match did_you_mean(wrong, known.iter().copied()) {
         Some(k) => format!("did you mean `{k}`?"),
-        None => format!(
-            "expected one of {}",
-            known
-                .iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        None if known.is_empty() => "nothing of that kind is defined".to_string(),
+        None => {
+            let mut names: Vec<&str> = known.to_vec();
+            names.sort_unstable();
+            names.dedup();
+            format!(
+                "expected one of {}",
+                names.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            )
+        }
     }
 }

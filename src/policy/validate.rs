@@ -60,7 +60,10 @@ pub fn load(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
             let help = "check the TOML syntax at this place".to_string();
             sink.error_help(
                 e.span().as_ref(),
-                format!("invalid TOML: {}", e.message().trim()),
+                format!(
+                    "invalid TOML: {}",
+                    e.message().trim().lines().collect::<Vec<_>>().join("; ")
+                ),
                 help,
             );
             None
@@ -68,10 +71,14 @@ pub fn load(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
     };
     match policy {
         Some(p) if sink.diagnostics.is_empty() => Ok(p),
-        _ => Err(PolicyErrors {
-            origin: origin.to_string(),
-            diagnostics: sink.diagnostics,
-        }),
+        _ => {
+            let mut diagnostics = sink.diagnostics;
+            diagnostics.sort_by_key(|d| (d.line, d.column));
+            Err(PolicyErrors {
+                origin: origin.to_string(),
+                diagnostics,
+            })
+        }
     }
 }
 
@@ -345,12 +352,17 @@ fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
         let weight = t.uint(sink, "weight").unwrap_or(1);
         let latency = t.uint(sink, "latency_ms");
         let retention = t.uint(sink, "retention_days").unwrap_or(30);
+        let trains_on_inputs = t.bool(sink, "trains_on_inputs").unwrap_or(false);
+        let zdr = t.bool(sink, "zdr").unwrap_or(false);
+        let self_hosted = t.bool(sink, "self_hosted").unwrap_or(false);
+        if let Some(id) = &id {
+            cx.provider_ids.push(id.value.clone());
+        }
         let (Some(id), Some(kind), Some(base_url), Some(location), Some(countries)) =
             (id, kind, base_url, location, countries)
         else {
             continue;
         };
-        cx.provider_ids.push(id.value.clone());
         out.push(Provider {
             id: ProviderId(id.value),
             kind,
@@ -359,9 +371,9 @@ fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
             location: location.value,
             countries,
             retention_days: u32::try_from(retention).unwrap_or(u32::MAX),
-            trains_on_inputs: t.bool(sink, "trains_on_inputs").unwrap_or(false),
-            zdr: t.bool(sink, "zdr").unwrap_or(false),
-            self_hosted: t.bool(sink, "self_hosted").unwrap_or(false),
+            trains_on_inputs,
+            zdr,
+            self_hosted,
             models,
             latency_ms: latency.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
@@ -542,7 +554,9 @@ fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tenant> {
         }
         let max_tokens = t.uint(sink, "max_tokens");
         let Some(id) = id else { continue };
-        cx.tenant_ids.push(id.value.clone());
+        if !cx.tenant_ids.contains(&id.value) {
+            cx.tenant_ids.push(id.value.clone());
+        }
         out.push(Tenant {
             id: TenantId(id.value),
             key_hashes,
@@ -609,10 +623,10 @@ fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
                     other => sink.error_help(
                         v.span.as_ref(),
                         format!("unknown fallback trigger `{other}`"),
-                        format!(
-                            "{}, `4xx`, `5xx` or a status code such as 503",
-                            suggest(other, FALLBACK_WORDS)
-                        ),
+                        match super::diag::did_you_mean(other, FALLBACK_WORDS.iter().copied()) {
+                            Some(k) => format!("did you mean `{k}`?"),
+                            None => "use `connect`, `timeout`, `malformed`, `4xx`, `5xx` or a status code such as 503".into(),
+                        },
                     ),
                 },
                 _ => sink.error(v.span.as_ref(), "fallback triggers are strings or status codes"),

@@ -1,0 +1,88 @@
+//! Runs the `[[test]]` cases a policy file carries. Used by `meridian test` and the test suite.
+
+use serde_json::{Map, Value};
+
+use crate::decide::{decide, Decision};
+use crate::facts::{self, Endpoint};
+use crate::policy::{Expectation, Policy, TestCase};
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub name: String,
+    pub line: usize,
+    /// `None` when the case passed; otherwise what differed.
+    pub failure: Option<String>,
+    pub decision: Option<Decision>,
+}
+
+fn run_one(policy: &Policy, case: &TestCase) -> Result<Decision, String> {
+    let mut headers = case.headers.clone();
+    if let Some(c) = &case.country {
+        // Cases state the country directly; deliver it through the first trusted header.
+        let name = policy
+            .settings
+            .trusted_country_headers
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "cf-ipcountry".into());
+        headers.retain(|(k, _)| k != &name);
+        headers.push((name, c.clone()));
+    }
+    if !case.privacy.names().is_empty() {
+        headers.push((facts::PRIVACY_HEADER.into(), case.privacy.names().join(", ")));
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(case.model.clone()));
+    body.insert("stream".into(), Value::Bool(case.stream));
+    if let Some(p) = &case.provider {
+        body.insert("provider".into(), p.clone());
+    }
+    let cx = facts::Context {
+        request_id: case.request_id.clone(),
+        endpoint: Endpoint::Chat,
+        tenant: case.tenant.clone(),
+        edge_region: case.edge_region.clone(),
+        headers: &headers,
+    };
+    let facts = facts::from_request(policy, cx, &mut body).map_err(|e| e.message)?;
+    Ok(decide(policy, &facts))
+}
+
+fn check(expect: &Expectation, d: &Decision) -> Option<String> {
+    let order: Vec<&str> = d.candidates.iter().map(|c| c.provider.as_str()).collect();
+    let got = match &d.refusal {
+        Some(r) => format!("refusal {} ({})", r.status, r.code),
+        None => format!("{order:?}"),
+    };
+    match expect {
+        Expectation::Order(want) => {
+            let want: Vec<&str> = want.iter().map(|p| p.as_str()).collect();
+            (d.refusal.is_some() || order != want).then(|| format!("expected {want:?}, got {got}"))
+        }
+        Expectation::First(want) => (order.first() != Some(&want.as_str()))
+            .then(|| format!("expected `{want}` first, got {got}")),
+        Expectation::Refusal(status) => (d.refusal.as_ref().map(|r| r.status) != Some(*status))
+            .then(|| format!("expected refusal {status}, got {got}")),
+    }
+}
+
+pub fn run(policy: &Policy) -> Vec<CaseResult> {
+    policy
+        .tests
+        .iter()
+        .map(|case| match run_one(policy, case) {
+            Ok(d) => CaseResult {
+                name: case.name.clone(),
+                line: case.line,
+                failure: check(&case.expect, &d),
+                decision: Some(d),
+            },
+            Err(e) => CaseResult {
+                name: case.name.clone(),
+                line: case.line,
+                failure: Some(format!("the request is invalid: {e}")),
+                decision: None,
+            },
+        })
+        .collect()
+}
