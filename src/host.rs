@@ -58,9 +58,10 @@ impl Future for Sleep {
 }
 
 /// The response future of an outgoing request; dropping it cancels the request.
+/// Field order matters: the pollable (in `token`) is a child of `fut` and must drop first.
 struct Pending {
-    fut: FutureIncomingResponse,
     token: Option<CancelOnDropToken>,
+    fut: FutureIncomingResponse,
 }
 
 impl Future for Pending {
@@ -106,10 +107,11 @@ fn failure_of(e: &ErrorCode) -> Failure {
 
 struct WasiTransport;
 
+/// Field order matters: the body stream is a child of the response and must drop first;
+/// the response is kept alive because dropping it cancels its body under wasmtime.
 struct WasiBody {
-    // Kept alive: dropping the response cancels its body under wasmtime.
-    _response: IncomingResponse,
     stream: BoxStream<'static, Result<Vec<u8>, wasi::io::streams::Error>>,
+    _response: IncomingResponse,
 }
 
 impl BodyStream for WasiBody {
@@ -160,7 +162,7 @@ impl Transport for WasiTransport {
 
         let mut body = out.take_body();
         let fut = outgoing_handler::handle(out, Some(options)).map_err(|e| failure_of(&e))?;
-        let pending = Pending { fut, token: None };
+        let pending = Pending { token: None, fut };
         body.send(req.body).await.map_err(|e| Failure::Transport(format!("{e:?}")))?;
         drop(body);
 
@@ -182,8 +184,8 @@ impl Transport for WasiTransport {
             status,
             headers,
             body: WasiBody {
-                _response: response,
                 stream,
+                _response: response,
             },
         })
     }

@@ -273,7 +273,16 @@ async fn main() -> Result<()> {
         let _ = client.set_nodelay(true);
         let server = server.clone();
         tokio::task::spawn(async move {
-            let service = hyper::service::service_fn(move |req| server.clone().handle(req));
+            let service = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                async move {
+                    let r = server.handle(req).await;
+                    if let Err(e) = &r {
+                        eprintln!("meridian-host: request failed: {e:?}");
+                    }
+                    r
+                }
+            });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(client), service)

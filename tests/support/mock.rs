@@ -197,6 +197,9 @@ fn respond(script: Script) -> std::pin::Pin<Box<dyn std::future::Future<Output =
             Script::Sse { events, gap_ms, end } => {
                 let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
                 tokio::spawn(async move {
+                    if let (SseEnd::HoldAfterFirst(n), true) = (&end, events.is_empty()) {
+                        n.notified().await; // headers only: the first byte is held
+                    }
                     for (i, e) in events.iter().enumerate() {
                         if i > 0 {
                             if let SseEnd::HoldAfterFirst(n) = &end {
