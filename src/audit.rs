@@ -16,14 +16,28 @@ pub const HEDGED: &str = "x-meridian-hedged";
 
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
-    REQUEST_ID, PROVIDER, UPSTREAM_MODEL, JURISDICTION, RULES, ATTEMPTS, FAILURES, POLICY, COST,
+    REQUEST_ID,
+    PROVIDER,
+    UPSTREAM_MODEL,
+    JURISDICTION,
+    RULES,
+    ATTEMPTS,
+    FAILURES,
+    POLICY,
+    COST,
     HEDGED,
 ];
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
 pub fn header_safe(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

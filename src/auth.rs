@@ -47,9 +47,8 @@ pub fn authenticate<'p>(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
         ));
     };
-    let tenant = tenant_for_key(policy, key).ok_or_else(|| {
-        ApiError::new(401, "invalid_api_key", "Incorrect API key provided.")
-    })?;
+    let tenant = tenant_for_key(policy, key)
+        .ok_or_else(|| ApiError::new(401, "invalid_api_key", "Incorrect API key provided."))?;
     if !tenant.origins.is_empty() {
         let origin = headers
             .iter()

@@ -29,7 +29,10 @@ fn run_one(policy: &Policy, case: &TestCase) -> Result<Decision, String> {
         headers.push((name, c.clone()));
     }
     if !case.privacy.names().is_empty() {
-        headers.push((facts::PRIVACY_HEADER.into(), case.privacy.names().join(", ")));
+        headers.push((
+            facts::PRIVACY_HEADER.into(),
+            case.privacy.names().join(", "),
+        ));
     }
     let mut body = Map::new();
     body.insert("model".into(), Value::String(case.model.clone()));

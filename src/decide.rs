@@ -118,10 +118,16 @@ impl<'a> Constraint<'a> {
             }
         }
         if (self.self_hosted || self.privacy.local_only) && !p.self_hosted {
-            push(ReasonKind::Privacy, "is not self-hosted (local-only)".into());
+            push(
+                ReasonKind::Privacy,
+                "is not self-hosted (local-only)".into(),
+            );
         }
         if self.privacy.zdr && !p.zdr {
-            push(ReasonKind::Privacy, "does not offer zero data retention".into());
+            push(
+                ReasonKind::Privacy,
+                "does not offer zero data retention".into(),
+            );
         }
         if self.privacy.no_training && p.trains_on_inputs {
             push(ReasonKind::Privacy, "may train on inputs".into());
@@ -192,8 +198,7 @@ fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags) -> boo
                 .any(|(n, v)| n == name && want.as_ref().is_none_or(|w| w == v))
         })
         && w.stream.is_none_or(|s| s == facts.stream)
-        && w
-            .endpoints
+        && w.endpoints
             .as_ref()
             .is_none_or(|es| es.iter().any(|e| e == facts.endpoint.name()))
 }
@@ -218,7 +223,11 @@ impl Seeded {
 }
 
 /// Weighted order without replacement; zero weights keep their order at the end.
-fn weighted_order(items: Vec<Candidate>, weight: impl Fn(&Candidate) -> u32, id: &str) -> Vec<Candidate> {
+fn weighted_order(
+    items: Vec<Candidate>,
+    weight: impl Fn(&Candidate) -> u32,
+    id: &str,
+) -> Vec<Candidate> {
     let (mut pool, zero): (Vec<Candidate>, Vec<Candidate>) =
         items.into_iter().partition(|c| weight(c) > 0);
     let mut rng = Seeded::from_id(id);
@@ -248,11 +257,9 @@ fn sort_by(cands: &mut [Candidate], sort: Sort, policy: &Policy) {
             let pb = b.input_price.unwrap_or(f64::INFINITY) + b.output_price.unwrap_or(0.0);
             pa.total_cmp(&pb)
         }),
-        Sort::Latency => cands.sort_by_key(|c| {
-            policy.providers[c.index]
-                .latency_ms
-                .unwrap_or(u32::MAX)
-        }),
+        Sort::Latency => {
+            cands.sort_by_key(|c| policy.providers[c.index].latency_ms.unwrap_or(u32::MAX))
+        }
         Sort::Weighted => {}
     }
 }
@@ -270,7 +277,10 @@ fn move_to_front<'a>(cands: &mut Vec<Candidate>, order: impl IntoIterator<Item =
 
 /// Decides where a request may go and in which order to try.
 pub fn decide(policy: &Policy, facts: &RequestFacts) -> Decision {
-    let tenant = facts.tenant.as_ref().and_then(|t| policy.tenant(t.as_str()));
+    let tenant = facts
+        .tenant
+        .as_ref()
+        .and_then(|t| policy.tenant(t.as_str()));
     let tenant_privacy = tenant.map(|t| t.privacy).unwrap_or_default();
     let base_privacy = facts.privacy.union(tenant_privacy);
 
@@ -356,7 +366,11 @@ pub fn decide(policy: &Policy, facts: &RequestFacts) -> Decision {
                     "tenant `{}` may not use model `{}`; allowed: {}",
                     t.id,
                     facts.model,
-                    t.models.iter().map(|g| format!("`{}`", g.text)).collect::<Vec<_>>().join(", ")
+                    t.models
+                        .iter()
+                        .map(|g| format!("`{}`", g.text))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
             return decision;
@@ -425,14 +439,13 @@ pub fn decide(policy: &Policy, facts: &RequestFacts) -> Decision {
         .unwrap_or_default();
     if sort == Some(Sort::Weighted) || !rule_weights.is_empty() {
         let weight = |c: &Candidate| {
-            rule_weights
-                .get(c.provider.as_str())
-                .copied()
-                .unwrap_or(if sort == Some(Sort::Weighted) {
+            rule_weights.get(c.provider.as_str()).copied().unwrap_or(
+                if sort == Some(Sort::Weighted) {
                     policy.providers[c.index].weight
                 } else {
                     0
-                })
+                },
+            )
         };
         allowed = weighted_order(allowed, weight, &facts.request_id);
     }

@@ -11,7 +11,7 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<&'static str>,
     /// Meridian's explanation (exclusions, attempts), under `error.meridian`.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 impl ApiError {
@@ -42,7 +42,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -54,7 +54,7 @@ impl ApiError {
             "code": self.code,
         });
         if let (Some(d), Some(obj)) = (&self.details, e.as_object_mut()) {
-            obj.insert("meridian".into(), d.clone());
+            obj.insert("meridian".into(), (**d).clone());
         }
         json!({ "error": e })
     }

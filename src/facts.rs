@@ -228,10 +228,16 @@ pub fn provider_prefs(v: &Value) -> Result<(ProviderPrefs, PrivacyFlags), FactsE
 }
 
 fn max_price(v: &Value) -> Result<MaxPrice, FactsError> {
-    let err = |m: &str| bad(m.to_string(), Some("provider"), "invalid_provider_preferences");
-    let obj = v
-        .as_object()
-        .ok_or_else(|| err("`provider.max_price` must be an object like {\"prompt\": 1, \"completion\": 2}"))?;
+    let err = |m: &str| {
+        bad(
+            m.to_string(),
+            Some("provider"),
+            "invalid_provider_preferences",
+        )
+    };
+    let obj = v.as_object().ok_or_else(|| {
+        err("`provider.max_price` must be an object like {\"prompt\": 1, \"completion\": 2}")
+    })?;
     let mut p = MaxPrice::default();
     for (k, val) in obj {
         let n = val
@@ -241,7 +247,11 @@ fn max_price(v: &Value) -> Result<MaxPrice, FactsError> {
         match k.as_str() {
             "prompt" | "input" => p.input = Some(n),
             "completion" | "output" => p.output = Some(n),
-            _ => return Err(err("`provider.max_price` accepts `prompt` and `completion`")),
+            _ => {
+                return Err(err(
+                    "`provider.max_price` accepts `prompt` and `completion`",
+                ))
+            }
         }
     }
     Ok(p)

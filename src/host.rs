@@ -8,7 +8,10 @@ use std::task::{Context, Poll};
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 use spin_executor::{push_waker_and_get_token, CancelOnDropToken};
-use spin_sdk::http::{Fields, IncomingRequest, IncomingResponse, Method, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme};
+use spin_sdk::http::{
+    Fields, IncomingRequest, IncomingResponse, Method, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
 use spin_sdk::http_component;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
@@ -24,7 +27,9 @@ use crate::policy::{self, Policy};
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 fn variable(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name).ok().filter(|v| !v.is_empty())
+    spin_sdk::variables::get(name)
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 fn now_ms() -> u64 {
@@ -88,9 +93,9 @@ fn failure_of(e: &ErrorCode) -> Failure {
         | ErrorCode::ConnectionWriteTimeout
         | ErrorCode::HttpResponseTimeout
         | ErrorCode::DnsTimeout => Failure::Timeout("headers"),
-        ErrorCode::HttpRequestDenied => Failure::Config(
-            "its host is not in the component's allowed_outbound_hosts".into(),
-        ),
+        ErrorCode::HttpRequestDenied => {
+            Failure::Config("its host is not in the component's allowed_outbound_hosts".into())
+        }
         ErrorCode::ConnectionRefused
         | ErrorCode::DnsError(_)
         | ErrorCode::DestinationNotFound
@@ -133,16 +138,24 @@ impl BodyStream for WasiBody {
 impl Transport for WasiTransport {
     type Body = WasiBody;
 
-    async fn send(&self, req: OutboundRequest, timeout_ms: u64) -> Result<UpResponse<WasiBody>, Failure> {
+    async fn send(
+        &self,
+        req: OutboundRequest,
+        timeout_ms: u64,
+    ) -> Result<UpResponse<WasiBody>, Failure> {
         let url = url::Url::parse(&req.url).map_err(|e| Failure::Config(e.to_string()))?;
         let headers = Fields::new();
         for (k, v) in &req.headers {
             // A header the host refuses is dropped rather than failing the request.
-            let _ = headers.append(k, &v.as_bytes().to_vec());
+            let _ = headers.append(k, v.as_bytes());
         }
         let out = OutgoingRequest::new(headers);
         let _ = out.set_method(&Method::Post);
-        let scheme = if url.scheme() == "https" { Scheme::Https } else { Scheme::Http };
+        let scheme = if url.scheme() == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         let _ = out.set_scheme(Some(&scheme));
         let authority = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
@@ -163,7 +176,9 @@ impl Transport for WasiTransport {
         let mut body = out.take_body();
         let fut = outgoing_handler::handle(out, Some(options)).map_err(|e| failure_of(&e))?;
         let pending = Pending { token: None, fut };
-        body.send(req.body).await.map_err(|e| Failure::Transport(format!("{e:?}")))?;
+        body.send(req.body)
+            .await
+            .map_err(|e| Failure::Transport(format!("{e:?}")))?;
         drop(body);
 
         let timer = sleep_ms(timeout_ms);
@@ -177,7 +192,12 @@ impl Transport for WasiTransport {
             .headers()
             .entries()
             .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
         let stream = response.take_body_stream().boxed();
         Ok(UpResponse {
@@ -203,21 +223,29 @@ struct ClientSink<S>(S);
 
 impl<S: futures::Sink<Vec<u8>> + Unpin> ChunkSink for ClientSink<S> {
     async fn send(&mut self, chunk: Vec<u8>) -> Result<(), String> {
-        self.0.send(chunk).await.map_err(|_| "client gone".to_string())
+        self.0
+            .send(chunk)
+            .await
+            .map_err(|_| "client gone".to_string())
     }
 }
 
 fn response(status: u16, headers: &[(String, String)]) -> OutgoingResponse {
     let fields = Fields::new();
     for (k, v) in headers {
-        let _ = fields.append(k, &v.as_bytes().to_vec());
+        let _ = fields.append(k, v.as_bytes());
     }
     let r = OutgoingResponse::new(fields);
     let _ = r.set_status_code(status);
     r
 }
 
-async fn send_full(out: ResponseOutparam, status: u16, headers: &[(String, String)], body: Vec<u8>) {
+async fn send_full(
+    out: ResponseOutparam,
+    status: u16,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) {
     let _ = out.set_with_body(response(status, headers), body).await;
 }
 
@@ -234,7 +262,10 @@ async fn read_body(req: IncomingRequest, limit: u64) -> Result<Vec<u8>, ApiError
     let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("body_read_error", format!("could not read the request body: {}", e.to_debug_string()))
+            ApiError::bad_request(
+                "body_read_error",
+                format!("could not read the request body: {}", e.to_debug_string()),
+            )
         })?;
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
@@ -260,10 +291,18 @@ fn request_id(headers: &[(String, String)]) -> String {
 fn load_policy() -> Result<Policy, ApiError> {
     match variable("policy") {
         Some(text) => policy::load(&text, "<variable policy>").map_err(|e| {
-            ApiError::new(500, "invalid_policy", format!("the configured policy is invalid:\n{e}"))
+            ApiError::new(
+                500,
+                "invalid_policy",
+                format!("the configured policy is invalid:\n{e}"),
+            )
         }),
         None => policy::load(policy::DEFAULT_POLICY, "policies/default.toml").map_err(|e| {
-            ApiError::new(500, "invalid_policy", format!("the embedded policy is invalid:\n{e}"))
+            ApiError::new(
+                500,
+                "invalid_policy",
+                format!("the embedded policy is invalid:\n{e}"),
+            )
         }),
     }
 }
@@ -277,7 +316,12 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         .headers()
         .entries()
         .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
         .collect();
     let rid = request_id(&headers);
     let base = vec![(REQUEST_ID.to_string(), header_safe(&rid))];
@@ -331,7 +375,14 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             Err(e) => error(out, &base, &e).await,
             Ok(body) => {
                 let admin = variable("admin_key");
-                match api::explain(&policy, &rid, variable("edge_region"), &headers, &body, admin.as_deref()) {
+                match api::explain(
+                    &policy,
+                    &rid,
+                    variable("edge_region"),
+                    &headers,
+                    &body,
+                    admin.as_deref(),
+                ) {
                     Ok(v) => {
                         let mut h = base.clone();
                         h.push(("content-type".into(), "application/json".into()));
@@ -352,7 +403,9 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                 Err(ApiError::new(
                     413,
                     "request_too_large",
-                    format!("The request body is larger than this deployment's limit of {limit} bytes."),
+                    format!(
+                        "The request body is larger than this deployment's limit of {limit} bytes."
+                    ),
                 ))
             } else {
                 read_body(req, limit).await
@@ -371,23 +424,45 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                         secret: &secret,
                         max_response_bytes: MAX_RESPONSE_BYTES,
                     };
-                    let (reply, s) = api::inference(&env, &WasiTransport, endpoint, &headers, &body).await;
+                    let (reply, s) =
+                        api::inference(&env, &WasiTransport, endpoint, &headers, &body).await;
                     served = s;
                     match reply {
-                        Reply::Full { status, mut headers, body } => {
+                        Reply::Full {
+                            status,
+                            mut headers,
+                            body,
+                        } => {
                             headers.append(&mut cors);
                             send_full(out, status, &headers, body).await;
                             status
                         }
-                        Reply::Stream { status, mut headers, first, mut body, provider, idle_timeout_ms } => {
+                        Reply::Stream {
+                            status,
+                            mut headers,
+                            first,
+                            mut body,
+                            provider,
+                            idle_timeout_ms,
+                        } => {
                             headers.append(&mut cors);
                             let resp = response(status, &headers);
                             let sink = resp.take_body();
                             out.set(resp);
                             let mut sink = ClientSink(sink);
-                            let end = api::pump(first, &mut body, &mut sink, &provider, &rid, idle_timeout_ms).await;
+                            let end = api::pump(
+                                first,
+                                &mut body,
+                                &mut sink,
+                                &provider,
+                                &rid,
+                                idle_timeout_ms,
+                            )
+                            .await;
                             served.usage = end.usage;
-                            served.cost_usd = end.usage.and_then(|u| u.cost(served.prices.0, served.prices.1));
+                            served.cost_usd = end
+                                .usage
+                                .and_then(|u| u.cost(served.prices.0, served.prices.1));
                             stream_outcome = Some(end.outcome);
                             status
                         }
@@ -398,7 +473,8 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     };
 
     let line = LogLine {
-        ts_ms: wall_clock::now().seconds * 1000 + u64::from(wall_clock::now().nanoseconds / 1_000_000),
+        ts_ms: wall_clock::now().seconds * 1000
+            + u64::from(wall_clock::now().nanoseconds / 1_000_000),
         request_id: &rid,
         method: &method,
         path: path.split('?').next().unwrap_or(&path),

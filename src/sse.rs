@@ -165,7 +165,10 @@ impl SseGuard {
             }
             Err(e) => Err(StreamFault::Malformed(format!(
                 "event data is not a JSON object: {}",
-                e.to_string().split(" at line").next().unwrap_or("invalid JSON")
+                e.to_string()
+                    .split(" at line")
+                    .next()
+                    .unwrap_or("invalid JSON")
             ))),
         }
     }
@@ -201,13 +204,17 @@ mod tests {
     #[test]
     fn malformed_event_is_a_fault() {
         let mut g = SseGuard::new();
-        assert!(matches!(g.feed(b"data: {not json}\n"), Err(StreamFault::Malformed(_))));
+        assert!(matches!(
+            g.feed(b"data: {not json}\n"),
+            Err(StreamFault::Malformed(_))
+        ));
     }
 
     #[test]
     fn upstream_error_event_without_done() {
         let mut g = SseGuard::new();
-        g.feed(b"data: {\"error\":{\"message\":\"boom\"}}\n\n").unwrap();
+        g.feed(b"data: {\"error\":{\"message\":\"boom\"}}\n\n")
+            .unwrap();
         assert_eq!(g.finish(), Err(StreamFault::UpstreamError));
     }
 
@@ -232,7 +239,11 @@ mod tests {
 
     #[test]
     fn cost_from_prices() {
-        let u = Usage { prompt_tokens: 1_000_000, completion_tokens: 500_000, total_tokens: 0 };
+        let u = Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 500_000,
+            total_tokens: 0,
+        };
         assert_eq!(u.cost(Some(0.15), Some(0.6)), Some(0.45));
         assert_eq!(u.cost(None, None), None);
     }

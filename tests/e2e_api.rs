@@ -11,11 +11,17 @@ use support::mock::{chunk, SseEnd};
 use support::{policy_for, Meridian, Mock, Script};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -26,8 +32,15 @@ async fn non_stream_chat_is_forwarded_with_alias_key_injection_and_audit() {
         "[[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\n",
         hex::encode(meridian::policy::hash_key(client_key))
     );
-    let policy = policy_for(&[("alpha", &up, "DE", "key_secret = \"openai_api_key\"")], &tenant);
-    let m = Meridian::with_policy(&policy, &[("SPIN_VARIABLE_OPENAI_API_KEY", "sk-provider-secret")]).await;
+    let policy = policy_for(
+        &[("alpha", &up, "DE", "key_secret = \"openai_api_key\"")],
+        &tenant,
+    );
+    let m = Meridian::with_policy(
+        &policy,
+        &[("SPIN_VARIABLE_OPENAI_API_KEY", "sk-provider-secret")],
+    )
+    .await;
 
     let r = client()
         .post(m.at("/v1/chat/completions"))
@@ -50,19 +63,32 @@ async fn non_stream_chat_is_forwarded_with_alias_key_injection_and_audit() {
     // usage 10 in, 20 out at 1.0 / 2.0 USD per million tokens
     assert_eq!(header(&r, "x-meridian-cost-usd"), "0.00005000");
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], "hello from upstream");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "hello from upstream"
+    );
 
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
     let req = &seen[0];
     assert_eq!(req.path, "/v1/chat/completions");
-    assert_eq!(req.header("authorization"), Some("Bearer sk-provider-secret"));
+    assert_eq!(
+        req.header("authorization"),
+        Some("Bearer sk-provider-secret")
+    );
     assert_eq!(req.header("cookie"), None);
     assert_eq!(req.header("cf-ipcountry"), None);
     assert_eq!(req.header("x-request-id"), Some("req-nonstream-1"));
     assert_eq!(req.body["model"], "alpha-upstream-model");
-    assert!(req.body.get("provider").is_none(), "the provider object is Meridian's, not the upstream's");
-    assert_eq!(req.body["temperature"].to_string(), "0.70", "numbers pass through exactly");
+    assert!(
+        req.body.get("provider").is_none(),
+        "the provider object is Meridian's, not the upstream's"
+    );
+    assert_eq!(
+        req.body["temperature"].to_string(),
+        "0.70",
+        "numbers pass through exactly"
+    );
     assert_eq!(req.body["messages"][0]["content"], "secret prompt text");
 
     let log = m.log_for("req-nonstream-1").await;
@@ -70,7 +96,10 @@ async fn non_stream_chat_is_forwarded_with_alias_key_injection_and_audit() {
     assert_eq!(log["tenant"], "acme");
     assert_eq!(log["status"], 200);
     let raw = m.stdout.lock().unwrap().join("\n");
-    assert!(!raw.contains("secret prompt text"), "prompt text must never be logged");
+    assert!(
+        !raw.contains("secret prompt text"),
+        "prompt text must never be logged"
+    );
     assert!(!raw.contains("sk-provider-secret") && !raw.contains("sk-client-should-not-leak"));
 }
 
@@ -107,7 +136,10 @@ async fn stream_first_chunk_arrives_while_upstream_is_still_generating() {
         rest.extend_from_slice(&c.unwrap());
     }
     let rest = String::from_utf8(rest).unwrap();
-    assert!(rest.contains("lo") && rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    assert!(
+        rest.contains("lo") && rest.trim_end().ends_with("data: [DONE]"),
+        "{rest}"
+    );
 }
 
 #[tokio::test]
@@ -118,9 +150,21 @@ async fn models_list_and_health_come_from_the_policy() {
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["chat-model", "embed-model"]);
-    let h: serde_json::Value = client().get(m.at("/healthz")).send().await.unwrap().json().await.unwrap();
+    let h: serde_json::Value = client()
+        .get(m.at("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["status"], "ok");
     assert!(h["policy"].as_str().unwrap().starts_with("e2e@1"));
 }
@@ -128,10 +172,32 @@ async fn models_list_and_health_come_from_the_policy() {
 #[tokio::test]
 async fn embedded_default_policy_serves_with_nothing_configured() {
     let m = Meridian::default_policy(&[]).await;
-    let v: serde_json::Value = client().get(m.at("/v1/models")).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"gpt-4o-mini") && ids.contains(&"llama-3.1-8b"), "{ids:?}");
-    let h: serde_json::Value = client().get(m.at("/healthz")).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = client()
+        .get(m.at("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"gpt-4o-mini") && ids.contains(&"llama-3.1-8b"),
+        "{ids:?}"
+    );
+    let h: serde_json::Value = client()
+        .get(m.at("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(h["policy"].as_str().unwrap().starts_with("default@"));
     // No key configured for openai: the attempt is skipped with the reason, never sent keyless.
     let r = client()
@@ -183,7 +249,10 @@ async fn embeddings_and_completions_are_forwarded_to_their_paths() {
 async fn error_of(r: reqwest::Response) -> (u16, serde_json::Value) {
     let s = r.status().as_u16();
     let v: serde_json::Value = r.json().await.expect("error bodies are JSON");
-    assert!(v["error"]["message"].is_string() && v["error"]["type"].is_string(), "{v}");
+    assert!(
+        v["error"]["message"].is_string() && v["error"]["type"].is_string(),
+        "{v}"
+    );
     (s, v)
 }
 
@@ -201,24 +270,77 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
     let (s, _) = error_of(r).await;
     assert_eq!(s, 405);
 
-    let (s, v) = error_of(c.post(m.at("/v1/chat/completions")).body("{not json").send().await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_json")));
+    let (s, v) = error_of(
+        c.post(m.at("/v1/chat/completions"))
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
 
-    let (s, v) = error_of(c.post(m.at("/v1/chat/completions")).json(&serde_json::json!({"messages": []})).send().await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_str(), v["error"]["param"].as_str()), (400, Some("missing_model"), Some("model")));
+    let (s, v) = error_of(
+        c.post(m.at("/v1/chat/completions"))
+            .json(&serde_json::json!({"messages": []}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["param"].as_str()),
+        (400, Some("missing_model"), Some("model"))
+    );
 
-    let (s, v) = error_of(c.post(m.at("/v1/chat/completions")).json(&serde_json::json!({"model": "chat-modle"})).send().await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("model_not_found")));
-    assert!(v["error"]["message"].as_str().unwrap().contains("chat-model"), "did-you-mean: {v}");
+    let (s, v) = error_of(
+        c.post(m.at("/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "chat-modle"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chat-model"),
+        "did-you-mean: {v}"
+    );
 
     // The e2e policy sets max_body_bytes = 4096.
     let big = serde_json::json!({"model": "chat-model", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
-    let (s, v) = error_of(c.post(m.at("/v1/chat/completions")).json(&big).send().await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("request_too_large")));
+    let (s, v) = error_of(
+        c.post(m.at("/v1/chat/completions"))
+            .json(&big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("request_too_large"))
+    );
 
     // Chunked (no content-length) bodies are limited too.
-    let stream = futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1000]))));
-    let r = c.post(m.at("/v1/chat/completions")).body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
+    let stream = futures::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1000]))),
+    );
+    let r = c
+        .post(m.at("/v1/chat/completions"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 
     let (s, v) = error_of(
@@ -231,7 +353,13 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
     )
     .await;
     assert_eq!(s, 400);
-    assert!(v["error"]["message"].as_str().unwrap().contains("no-training"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-training"),
+        "{v}"
+    );
     assert_eq!(up.requests().len(), 0, "nothing bad reached the upstream");
 }
 
@@ -249,9 +377,16 @@ async fn upstream_down_is_a_502_that_says_why() {
         .send()
         .await
         .unwrap();
-    assert!(header(&r, "x-meridian-failures").starts_with("down=connect error"), "{:?}", r.headers());
+    assert!(
+        header(&r, "x-meridian-failures").starts_with("down=connect error"),
+        "{:?}",
+        r.headers()
+    );
     let (s, v) = error_of(r).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (502, Some("upstream_unavailable")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (502, Some("upstream_unavailable"))
+    );
     assert_eq!(v["error"]["meridian"]["attempts"][0]["provider"], "down");
 }
 
@@ -273,11 +408,18 @@ async fn residency_refusal_is_451_and_explains_each_exclusion() {
         .unwrap();
     assert_eq!(header(&r, "x-meridian-rules"), "eu-stays-in-eu");
     let (s, v) = error_of(r).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (451, Some("residency_violation")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (451, Some("residency_violation"))
+    );
     let ex = &v["error"]["meridian"]["excluded"][0];
     assert_eq!(ex["provider"], "usa");
     assert_eq!(ex["reasons"][0]["by"], "rule `eu-stays-in-eu`");
-    assert_eq!(us.requests().len(), 0, "nothing was sent where the policy forbids");
+    assert_eq!(
+        us.requests().len(),
+        0,
+        "nothing was sent where the policy forbids"
+    );
     // A header the policy does not trust cannot move the client.
     let r = client()
         .post(m.at("/v1/chat/completions"))
@@ -292,9 +434,19 @@ async fn residency_refusal_is_451_and_explains_each_exclusion() {
 
 #[tokio::test]
 async fn a_policy_variable_that_does_not_validate_is_refused_with_its_errors() {
-    let m = Meridian::with_policy("version = 1\n[[providers]]\nid = \"x\"\nbase_ur = \"http://a\"\n", &[]).await;
+    let m = Meridian::with_policy(
+        "version = 1\n[[providers]]\nid = \"x\"\nbase_ur = \"http://a\"\n",
+        &[],
+    )
+    .await;
     let (s, v) = error_of(client().get(m.at("/v1/models")).send().await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (500, Some("invalid_policy")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (500, Some("invalid_policy"))
+    );
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("unknown key `base_ur`") && msg.contains("did you mean `base_url`?"), "{msg}");
+    assert!(
+        msg.contains("unknown key `base_ur`") && msg.contains("did you mean `base_url`?"),
+        "{msg}"
+    );
 }

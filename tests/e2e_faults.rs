@@ -9,11 +9,18 @@ use support::mock::{chunk, SseEnd};
 use support::{policy_for, Meridian, Mock, Script};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 fn h(r: &reqwest::Response, name: &str) -> String {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 const PLAN: &str = "[settings.plan]\nattempt_timeout_ms = 1500\nfirst_byte_timeout_ms = 1500\nidle_timeout_ms = 1500\ndeadline_ms = 20000\n";
@@ -21,7 +28,13 @@ const PLAN: &str = "[settings.plan]\nattempt_timeout_ms = 1500\nfirst_byte_timeo
 async fn two(a: Script, b: Script, plan: &str) -> (Mock, Mock, Meridian) {
     let (ma, mb) = (Mock::start(a).await, Mock::start(b).await);
     let policy = policy_for(&[("first", &ma, "DE", ""), ("second", &mb, "FR", "")], "");
-    let policy = policy.replace("max_body_bytes = 4096\n", &format!("max_body_bytes = 4096\n{}", plan.replace("[settings.plan]\n", "\n[settings.plan]\n")));
+    let policy = policy.replace(
+        "max_body_bytes = 4096\n",
+        &format!(
+            "max_body_bytes = 4096\n{}",
+            plan.replace("[settings.plan]\n", "\n[settings.plan]\n")
+        ),
+    );
     // [settings.plan] must follow [settings]; policy_for puts [settings] first.
     let m = Meridian::with_policy(&policy, &[]).await;
     (ma, mb, m)
@@ -40,7 +53,14 @@ async fn chat(m: &Meridian, stream: bool, rid: &str) -> reqwest::Response {
 #[tokio::test]
 async fn status_429_with_retry_after_500_and_503_fall_back_to_the_next_provider() {
     for (script, label) in [
-        (Script::Json { status: 429, body: "{}".into(), headers: vec![("retry-after".into(), "30".into())] }, "status 429"),
+        (
+            Script::Json {
+                status: 429,
+                body: "{}".into(),
+                headers: vec![("retry-after".into(), "30".into())],
+            },
+            "status 429",
+        ),
         (Script::status(500), "status 500"),
         (Script::status(503), "status 503"),
     ] {
@@ -76,7 +96,11 @@ async fn refused_connections_fall_back() {
     let m = Meridian::with_policy(&policy, &[]).await;
     let r = chat(&m, false, "fref").await;
     assert_eq!(r.status(), 200);
-    assert!(h(&r, "x-meridian-failures").starts_with("gone=connect error"), "{}", h(&r, "x-meridian-failures"));
+    assert!(
+        h(&r, "x-meridian-failures").starts_with("gone=connect error"),
+        "{}",
+        h(&r, "x-meridian-failures")
+    );
 }
 
 #[tokio::test]
@@ -101,13 +125,21 @@ async fn when_every_provider_times_out_the_client_gets_504_listing_the_attempts(
 #[tokio::test]
 async fn a_delayed_first_byte_falls_back_before_anything_reaches_the_client() {
     // Headers at once, then nothing: longer than first_byte_timeout_ms = 1500.
-    let (_a, _b, m) = two(held_first_byte(), Script::stream(&["from ", "second"]), PLAN).await;
+    let (_a, _b, m) = two(
+        held_first_byte(),
+        Script::stream(&["from ", "second"]),
+        PLAN,
+    )
+    .await;
     let r = chat(&m, true, "ffb").await;
     assert_eq!(r.status(), 200);
     assert_eq!(h(&r, "x-meridian-provider"), "second");
     assert_eq!(h(&r, "x-meridian-failures"), "first=timeout (first byte)");
     let text = r.text().await.unwrap();
-    assert!(text.contains("second") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        text.contains("second") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
 }
 
 /// Answers with stream headers at once but holds the first event forever.
@@ -121,7 +153,11 @@ fn held_first_byte() -> Script {
 
 #[tokio::test]
 async fn a_stream_cut_midway_ends_with_an_error_event_and_no_done() {
-    let cut = Script::Sse { events: vec![chunk("Hello"), chunk(" wor")], gap_ms: 50, end: SseEnd::Cut };
+    let cut = Script::Sse {
+        events: vec![chunk("Hello"), chunk(" wor")],
+        gap_ms: 50,
+        end: SseEnd::Cut,
+    };
     let (_a, b, m) = two(cut, Script::stream(&["never"]), PLAN).await;
     let r = chat(&m, true, "fcut").await;
     assert_eq!(r.status(), 200);
@@ -131,22 +167,47 @@ async fn a_stream_cut_midway_ends_with_an_error_event_and_no_done() {
     assert!(!text.contains("[DONE]"), "never a fake clean end: {text}");
     let last = text.trim_end().rsplit("\n\n").next().unwrap();
     assert!(last.starts_with("event: error\ndata: "), "{last}");
-    let ev: serde_json::Value = serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
-    assert!(ev["error"]["code"].as_str().unwrap().starts_with("upstream_stream_"), "{ev}");
-    assert_eq!(b.requests().len(), 0, "no fallback after the first byte was sent");
+    let ev: serde_json::Value =
+        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+    assert!(
+        ev["error"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream_stream_"),
+        "{ev}"
+    );
+    assert_eq!(
+        b.requests().len(),
+        0,
+        "no fallback after the first byte was sent"
+    );
     let log = m.log_for("fcut").await;
-    assert!(log["stream_outcome"].as_str().unwrap().starts_with("upstream_stream_"), "{log}");
+    assert!(
+        log["stream_outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream_stream_"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
 async fn malformed_json_falls_back_and_a_malformed_stream_event_ends_with_an_error() {
-    let bad = Script::Json { status: 200, body: "{\"choices\": [".into(), headers: vec![] };
+    let bad = Script::Json {
+        status: 200,
+        body: "{\"choices\": [".into(),
+        headers: vec![],
+    };
     let (_a, _b, m) = two(bad, Script::ok("good"), PLAN).await;
     let r = chat(&m, false, "fmal").await;
     assert_eq!(r.status(), 200);
     assert!(h(&r, "x-meridian-failures").starts_with("first=malformed response"));
 
-    let garbled = Script::Sse { events: vec![chunk("ok"), "{not json".into(), chunk("more")], gap_ms: 0, end: SseEnd::Done };
+    let garbled = Script::Sse {
+        events: vec![chunk("ok"), "{not json".into(), chunk("more")],
+        gap_ms: 0,
+        end: SseEnd::Done,
+    };
     let (_a, _b, m) = two(garbled, Script::stream(&["x"]), PLAN).await;
     let text = chat(&m, true, "fmal2").await.text().await.unwrap();
     assert!(text.contains("\"ok\""));
@@ -157,14 +218,26 @@ async fn malformed_json_falls_back_and_a_malformed_stream_event_ends_with_an_err
 #[tokio::test]
 async fn hedging_starts_the_second_candidate_and_cancels_the_slower_one() {
     let plan = format!("{PLAN}hedge_after_ms = 200\n");
-    let (a, b, m) = two(Script::Delay(10_000, Box::new(Script::ok("slow"))), Script::ok("fast"), &plan).await;
+    let (a, b, m) = two(
+        Script::Delay(10_000, Box::new(Script::ok("slow"))),
+        Script::ok("fast"),
+        &plan,
+    )
+    .await;
     let started = std::time::Instant::now();
     let r = chat(&m, false, "fhedge").await;
     assert_eq!(r.status(), 200);
     assert_eq!(h(&r, "x-meridian-provider"), "second");
     assert_eq!(h(&r, "x-meridian-hedged"), "true");
-    assert!(h(&r, "x-meridian-failures").starts_with("first=cancelled"), "{}", h(&r, "x-meridian-failures"));
-    assert!(started.elapsed() < Duration::from_secs(9), "did not wait for the slow candidate");
+    assert!(
+        h(&r, "x-meridian-failures").starts_with("first=cancelled"),
+        "{}",
+        h(&r, "x-meridian-failures")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "did not wait for the slow candidate"
+    );
     assert_eq!((a.requests().len(), b.requests().len()), (1, 1));
     // The slower request is cancelled: its connection closes, so the mock's handler is dropped.
     for _ in 0..100 {
@@ -179,7 +252,11 @@ async fn hedging_starts_the_second_candidate_and_cancels_the_slower_one() {
 #[tokio::test]
 async fn stream_usage_is_costed_in_the_log() {
     let usage = serde_json::json!({"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}).to_string();
-    let s = Script::Sse { events: vec![chunk("hi"), usage], gap_ms: 0, end: SseEnd::Done };
+    let s = Script::Sse {
+        events: vec![chunk("hi"), usage],
+        gap_ms: 0,
+        end: SseEnd::Done,
+    };
     let (_a, _b, m) = two(s, Script::ok("x"), PLAN).await;
     let text = chat(&m, true, "fusage").await.text().await.unwrap();
     assert!(text.trim_end().ends_with("[DONE]"));

@@ -28,18 +28,33 @@ fn allowed_outbound_hosts_are_exactly_the_default_catalog_hosts() {
     let p = policy::load(policy::DEFAULT_POLICY, "default").unwrap();
     let catalog: BTreeSet<String> = p.providers.iter().map(|p| origin(&p.base_url)).collect();
     let missing: Vec<_> = catalog.difference(&allowed).collect();
-    assert!(missing.is_empty(), "the catalog names hosts spin.toml does not allow: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the catalog names hosts spin.toml does not allow: {missing:?}"
+    );
     let extra: Vec<_> = allowed.difference(&catalog).collect();
-    assert!(extra.is_empty(), "spin.toml allows hosts no provider uses: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "spin.toml allows hosts no provider uses: {extra:?}"
+    );
 }
 
 #[test]
 fn every_provider_key_is_a_secret_variable_wired_to_the_component() {
     let m = manifest();
     let p = policy::load(policy::DEFAULT_POLICY, "default").unwrap();
-    for name in p.providers.iter().filter_map(|p| p.key_secret.as_deref()).chain(["admin_key"]) {
+    for name in p
+        .providers
+        .iter()
+        .filter_map(|p| p.key_secret.as_deref())
+        .chain(["admin_key"])
+    {
         let var = &m["variables"][name];
-        assert_eq!(var["secret"].as_bool(), Some(true), "`{name}` must be a secret variable");
+        assert_eq!(
+            var["secret"].as_bool(),
+            Some(true),
+            "`{name}` must be a secret variable"
+        );
         assert_eq!(
             m["component"]["meridian"]["variables"][name].as_str(),
             Some(format!("{{{{ {name} }}}}").as_str()),
@@ -47,7 +62,10 @@ fn every_provider_key_is_a_secret_variable_wired_to_the_component() {
         );
     }
     for name in ["policy", "edge_region"] {
-        assert!(m["variables"].get(name).is_some(), "`{name}` must be declared");
+        assert!(
+            m["variables"].get(name).is_some(),
+            "`{name}` must be declared"
+        );
     }
 }
 
@@ -55,7 +73,10 @@ fn every_provider_key_is_a_secret_variable_wired_to_the_component() {
 fn the_build_command_produces_the_deployed_source() {
     let m = manifest();
     let c = &m["component"]["meridian"];
-    assert_eq!(c["source"].as_str(), Some("target/wasm32-wasip2/release/meridian.wasm"));
+    assert_eq!(
+        c["source"].as_str(),
+        Some("target/wasm32-wasip2/release/meridian.wasm")
+    );
     assert_eq!(
         c["build"]["command"].as_str(),
         Some("cargo build --target wasm32-wasip2 --release")

@@ -23,14 +23,23 @@ fn toml_files(dir: &Path) -> Vec<PathBuf> {
 fn every_shipped_policy_validates_and_passes_its_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let files = toml_files(&root.join("policies"));
-    assert!(files.len() >= 4, "the default and at least three examples: {files:?}");
+    assert!(
+        files.len() >= 4,
+        "the default and at least three examples: {files:?}"
+    );
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let name = f.strip_prefix(root).unwrap().display().to_string();
         let p = policy::load(&text, &name).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.tests.is_empty(), "{name} carries no [[test]] cases");
         for r in cases::run(&p) {
-            assert!(r.failure.is_none(), "{name}:{}: `{}`: {}", r.line, r.name, r.failure.unwrap());
+            assert!(
+                r.failure.is_none(),
+                "{name}:{}: `{}`: {}",
+                r.line,
+                r.name,
+                r.failure.unwrap()
+            );
         }
     }
 }
@@ -56,8 +65,12 @@ fn invalid_policies_report_every_error_with_position_and_hint() {
         if std::env::var_os("MERIDIAN_BLESS").is_some() {
             std::fs::write(&expected_path, &got).unwrap();
         }
-        let want = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|_| panic!("missing {}; MERIDIAN_BLESS=1 writes it", expected_path.display()));
+        let want = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "missing {}; MERIDIAN_BLESS=1 writes it",
+                expected_path.display()
+            )
+        });
         assert_eq!(got, want, "diagnostics of {name} changed");
     }
 }
@@ -69,6 +82,12 @@ fn a_wrong_expectation_fails() {
         + "\n[[test]]\nname = \"wrong on purpose\"\nmodel = \"llama-3.1-8b\"\ncountry = \"US\"\nexpect_first = \"groq\"\n";
     let p = policy::load(&text, "x").unwrap();
     let results = cases::run(&p);
-    let wrong = results.iter().find(|r| r.name == "wrong on purpose").unwrap();
-    assert_eq!(wrong.failure.as_deref(), Some("expected `groq` first, got [\"local\", \"groq\", \"mistral\"]"));
+    let wrong = results
+        .iter()
+        .find(|r| r.name == "wrong on purpose")
+        .unwrap();
+    assert_eq!(
+        wrong.failure.as_deref(),
+        Some("expected `groq` first, got [\"local\", \"groq\", \"mistral\"]")
+    );
 }

@@ -30,9 +30,20 @@ struct RuleGen {
 }
 
 fn prov() -> impl Strategy<Value = Prov> {
-    (0..COUNTRIES.len(), any::<bool>(), any::<bool>(), any::<bool>(), 0u32..60).prop_map(
-        |(country, zdr, trains, self_hosted, retention)| Prov { country, zdr, trains, self_hosted, retention },
+    (
+        0..COUNTRIES.len(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        0u32..60,
     )
+        .prop_map(|(country, zdr, trains, self_hosted, retention)| Prov {
+            country,
+            zdr,
+            trains,
+            self_hosted,
+            retention,
+        })
 }
 
 fn rule() -> impl Strategy<Value = RuleGen> {
@@ -41,10 +52,19 @@ fn rule() -> impl Strategy<Value = RuleGen> {
         proptest::collection::vec(0..JURIS.len(), 0..3),
         proptest::collection::vec(0..FLAGS.len(), 0..2),
     )
-        .prop_map(|(when_juris, require_juris, flags)| RuleGen { when_juris, require_juris, flags })
+        .prop_map(|(when_juris, require_juris, flags)| RuleGen {
+            when_juris,
+            require_juris,
+            flags,
+        })
 }
 
-fn policy_text(provs: &[Prov], rules: &[RuleGen], tenant_juris: &[usize], tenant_flags: &[usize]) -> String {
+fn policy_text(
+    provs: &[Prov],
+    rules: &[RuleGen],
+    tenant_juris: &[usize],
+    tenant_flags: &[usize],
+) -> String {
     let mut s = String::from("version = 1\n[settings]\ntrusted_country_headers = [\"cf-ipcountry\"]\nallow_anonymous = true\n");
     for (i, p) in provs.iter().enumerate() {
         s += &format!(
@@ -52,10 +72,19 @@ fn policy_text(provs: &[Prov], rules: &[RuleGen], tenant_juris: &[usize], tenant
             COUNTRIES[p.country], p.zdr, p.trains, p.self_hosted, p.retention
         );
     }
-    let list = |ix: &[usize], names: &[&str]| ix.iter().map(|i| format!("\"{}\"", names[*i])).collect::<Vec<_>>().join(", ");
+    let list = |ix: &[usize], names: &[&str]| {
+        ix.iter()
+            .map(|i| format!("\"{}\"", names[*i]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     s += &format!(
         "[[tenants]]\nid = \"t\"\nkeys = []\n{}privacy = [{}]\n",
-        if tenant_juris.is_empty() { String::new() } else { format!("jurisdictions = [{}]\n", list(tenant_juris, JURIS)) },
+        if tenant_juris.is_empty() {
+            String::new()
+        } else {
+            format!("jurisdictions = [{}]\n", list(tenant_juris, JURIS))
+        },
         list(tenant_flags, FLAGS)
     );
     for (i, r) in rules.iter().enumerate() {
@@ -65,7 +94,10 @@ fn policy_text(provs: &[Prov], rules: &[RuleGen], tenant_juris: &[usize], tenant
         }
         let mut req = Vec::new();
         if !r.require_juris.is_empty() {
-            req.push(format!("jurisdiction = [{}]", list(&r.require_juris, JURIS)));
+            req.push(format!(
+                "jurisdiction = [{}]",
+                list(&r.require_juris, JURIS)
+            ));
         }
         if !r.flags.is_empty() {
             req.push(format!("privacy = [{}]", list(&r.flags, FLAGS)));
@@ -75,12 +107,22 @@ fn policy_text(provs: &[Prov], rules: &[RuleGen], tenant_juris: &[usize], tenant
     s
 }
 
-fn candidates(p: &Policy, country: &str, tenant: bool, header_flags: &[usize], only: Option<&[usize]>) -> BTreeSet<String> {
+fn candidates(
+    p: &Policy,
+    country: &str,
+    tenant: bool,
+    header_flags: &[usize],
+    only: Option<&[usize]>,
+) -> BTreeSet<String> {
     let mut headers = vec![("cf-ipcountry".to_string(), country.to_string())];
     if !header_flags.is_empty() {
         headers.push((
             facts::PRIVACY_HEADER.to_string(),
-            header_flags.iter().map(|i| FLAGS[*i]).collect::<Vec<_>>().join(","),
+            header_flags
+                .iter()
+                .map(|i| FLAGS[*i])
+                .collect::<Vec<_>>()
+                .join(","),
         ));
     }
     let mut body = serde_json::Map::new();
@@ -106,7 +148,12 @@ fn candidates(p: &Policy, country: &str, tenant: bool, header_flags: &[usize], o
         let prov = p.provider(c.provider.as_str()).unwrap();
         for r in p.rules.iter().filter(|r| d.matched_rules.contains(&r.id)) {
             if let Some(j) = &r.require.jurisdiction {
-                assert!(prov.within(&j.countries), "{} outside rule {} jurisdiction", prov.id, r.id);
+                assert!(
+                    prov.within(&j.countries),
+                    "{} outside rule {} jurisdiction",
+                    prov.id,
+                    r.id
+                );
             }
             let need = r.require.privacy;
             assert!(!need.zdr || prov.zdr);
@@ -116,7 +163,11 @@ fn candidates(p: &Policy, country: &str, tenant: bool, header_flags: &[usize], o
         }
         if tenant {
             if let Some(j) = &tenant_def.jurisdictions {
-                assert!(prov.within(&j.countries), "{} outside tenant jurisdiction", prov.id);
+                assert!(
+                    prov.within(&j.countries),
+                    "{} outside tenant jurisdiction",
+                    prov.id
+                );
             }
             assert!(!tenant_def.privacy.zdr || prov.zdr);
             assert!(!tenant_def.privacy.local_only || prov.self_hosted);

@@ -69,7 +69,10 @@ impl WasiHttpHooks for Hooks {
                 Output = Result<
                     (
                         http::Response<WasiBody>,
-                        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
                     ),
                     wasmtime_wasi_http::Error,
                 >,
@@ -88,7 +91,10 @@ impl WasiHttpHooks for Hooks {
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io)
-                    as Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    as Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
             ))
         })
     }
@@ -123,7 +129,11 @@ impl WasiHttpView for State {
 
 impl variables::Host for State {
     fn get(&mut self, name: String) -> Result<String, variables::Error> {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             return Err(variables::Error::InvalidName(name));
         }
         self.vars
@@ -162,7 +172,10 @@ impl Server {
             },
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = w(store.data_mut().http().new_incoming_request(Scheme::Http, req))?;
+        let req = w(store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req))?;
         let out = w(store.data_mut().http().new_response_outparam(sender))?;
         let pre = self.pre.clone();
         let task = tokio::task::spawn(async move {
@@ -232,7 +245,8 @@ async fn main() -> Result<()> {
     let resolved = m.resolve(&env)?;
     let mut allowed = resolved.allowed_outbound_hosts;
     for extra in &args.extra_allowed {
-        allowed.push(AllowedHost::parse(extra).with_context(|| format!("--allow-outbound {extra}"))?);
+        allowed
+            .push(AllowedHost::parse(extra).with_context(|| format!("--allow-outbound {extra}"))?);
     }
     let component_path = args.component.unwrap_or(resolved.source);
 
@@ -245,8 +259,13 @@ async fn main() -> Result<()> {
         .with_context(|| format!("loading {}", component_path.display()))?;
     let mut linker: Linker<State> = Linker::new(&engine);
     w(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
-    w(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
-    w(variables::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s))?;
+    w(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+        &mut linker,
+    ))?;
+    w(variables::add_to_linker::<State, HasSelf<State>>(
+        &mut linker,
+        |s| s,
+    ))?;
     let pre = w(ProxyPre::new(w(linker.instantiate_pre(&component))?))?;
 
     let server = Arc::new(Server {
@@ -255,10 +274,15 @@ async fn main() -> Result<()> {
         vars: Arc::new(resolved.variables),
     });
     let listener = TcpListener::bind(args.listen).await?;
-    println!("meridian-host: serving {} on http://{}", component_path.display(), listener.local_addr()?);
+    println!(
+        "meridian-host: serving {} on http://{}",
+        component_path.display(),
+        listener.local_addr()?
+    );
 
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},

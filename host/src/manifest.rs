@@ -57,8 +57,10 @@ pub struct Resolved {
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let manifest: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: Manifest =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if manifest.spin_manifest_version != 2 {
         bail!("only spin_manifest_version = 2 is supported");
     }
@@ -74,7 +76,9 @@ fn expand(template: &str, app: &HashMap<String, String>) -> Result<String> {
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").ok_or_else(|| anyhow!("unclosed `{{{{` in `{template}`"))?;
+        let end = rest[start..]
+            .find("}}")
+            .ok_or_else(|| anyhow!("unclosed `{{{{` in `{template}`"))?;
         let name = rest[start + 2..start + end].trim();
         let value = app
             .get(name)
@@ -89,7 +93,11 @@ fn expand(template: &str, app: &HashMap<String, String>) -> Result<String> {
 impl Loaded {
     pub fn resolve(&self, env: &HashMap<String, String>) -> Result<Resolved> {
         let m = &self.manifest;
-        let trigger = m.trigger.http.first().ok_or_else(|| anyhow!("spin.toml has no [[trigger.http]]"))?;
+        let trigger = m
+            .trigger
+            .http
+            .first()
+            .ok_or_else(|| anyhow!("spin.toml has no [[trigger.http]]"))?;
         let comp = m
             .component
             .get(&trigger.component)
@@ -141,7 +149,9 @@ pub struct AllowedHost {
 
 impl AllowedHost {
     pub fn parse(s: &str) -> Result<Self> {
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| anyhow!("`{s}` has no scheme"))?;
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| anyhow!("`{s}` has no scheme"))?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() => (h, Some(p.to_string())),
@@ -161,7 +171,9 @@ impl AllowedHost {
         let scheme = uri.scheme_str().unwrap_or("https");
         let Some(host) = uri.host() else { return false };
         let host = host.to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
         let scheme_ok = self.scheme == "*" || self.scheme == scheme;
         let host_ok = self.host == "*"
             || self.host == host

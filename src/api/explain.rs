@@ -67,7 +67,12 @@ pub fn explain(
                 ))
             }
         },
-        Some(_) => return Err(ApiError::bad_request("invalid_endpoint", "`endpoint` must be a string")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_endpoint",
+                "`endpoint` must be a string",
+            ))
+        }
     };
     let tenant = auth::authenticate(policy, headers)?;
     let cx = facts::Context {
@@ -111,7 +116,11 @@ pub fn explain_text(d: &Decision) -> String {
     let _ = writeln!(
         s,
         "matched rules: {}",
-        if rules.is_empty() { "(none)".to_string() } else { rules.join(", ") }
+        if rules.is_empty() {
+            "(none)".to_string()
+        } else {
+            rules.join(", ")
+        }
     );
     for (i, c) in d.candidates.iter().enumerate() {
         let _ = writeln!(

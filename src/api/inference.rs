@@ -65,8 +65,18 @@ fn json_header() -> (String, String) {
 /// CORS and anything posing as our audit headers are dropped.
 fn passthrough_headers(up: &[(String, String)]) -> Vec<(String, String)> {
     const DROP: &[&str] = &[
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-        "transfer-encoding", "upgrade", "content-length", "set-cookie", "x-request-id", "host",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "set-cookie",
+        "x-request-id",
+        "host",
     ];
     up.iter()
         .filter(|(k, _)| {
@@ -183,7 +193,8 @@ pub async fn inference<T: Transport>(
     let mut body = match serde_json::from_slice::<Value>(raw_body) {
         Ok(Value::Object(m)) => m,
         Ok(_) => {
-            let e = ApiError::bad_request("invalid_json", "The request body must be a JSON object.");
+            let e =
+                ApiError::bad_request("invalid_json", "The request body must be a JSON object.");
             served.error_code = Some(e.code);
             return (error_reply(env, &e, None, &[]), served);
         }
@@ -227,8 +238,16 @@ pub async fn inference<T: Transport>(
 
     let decision = decide(policy, &facts);
     served.rules = decision.matched_rules.iter().map(|r| r.0.clone()).collect();
-    served.candidates = decision.candidates.iter().map(|c| c.provider.0.clone()).collect();
-    served.excluded = decision.excluded.iter().map(|e| e.provider.0.clone()).collect();
+    served.candidates = decision
+        .candidates
+        .iter()
+        .map(|c| c.provider.0.clone())
+        .collect();
+    served.excluded = decision
+        .excluded
+        .iter()
+        .map(|e| e.provider.0.clone())
+        .collect();
     if let Some(r) = &decision.refusal {
         let e = ApiError::new(r.status, r.code, r.message.clone()).with_details(json!({
             "request_id": env.request_id,
@@ -308,9 +327,14 @@ pub async fn inference<T: Transport>(
             let e = ApiError::new(
                 status,
                 code,
-                format!("Every allowed upstream {what} for `{}`. Attempts: {list}", facts.model),
+                format!(
+                    "Every allowed upstream {what} for `{}`. Attempts: {list}",
+                    facts.model
+                ),
             )
-            .with_details(json!({ "request_id": env.request_id, "attempts": attempts_json(&fwd.attempts) }));
+            .with_details(
+                json!({ "request_id": env.request_id, "attempts": attempts_json(&fwd.attempts) }),
+            );
             served.error_code = Some(code);
             (error_reply(env, &e, Some(&decision), &fwd.attempts), served)
         }
@@ -327,14 +351,27 @@ pub async fn inference<T: Transport>(
             served.usage = usage;
             served.cost_usd = usage.and_then(|u| u.cost(c.input_price, c.output_price));
             let mut h = passthrough_headers(&up);
-            h.extend(audit_headers(policy, &env.request_id, Some(&decision), Some(c), &fwd.attempts));
+            h.extend(audit_headers(
+                policy,
+                &env.request_id,
+                Some(&decision),
+                Some(c),
+                &fwd.attempts,
+            ));
             if let Some(cost) = served.cost_usd {
                 h.push((audit::COST.into(), format!("{cost:.8}")));
             }
             if !(200..300).contains(&status) {
                 served.error_code = Some("upstream_error");
             }
-            (Reply::Full { status, headers: h, body }, served)
+            (
+                Reply::Full {
+                    status,
+                    headers: h,
+                    body,
+                },
+                served,
+            )
         }
         Outcome::Stream {
             candidate,
@@ -348,7 +385,13 @@ pub async fn inference<T: Transport>(
             served.upstream_model = Some(c.upstream_model.clone());
             served.prices = (c.input_price, c.output_price);
             let mut h = passthrough_headers(&up);
-            h.extend(audit_headers(policy, &env.request_id, Some(&decision), Some(c), &fwd.attempts));
+            h.extend(audit_headers(
+                policy,
+                &env.request_id,
+                Some(&decision),
+                Some(c),
+                &fwd.attempts,
+            ));
             (
                 Reply::Stream {
                     status,

@@ -30,7 +30,11 @@ pub enum Route {
 /// Maps method and path (query ignored) to a route.
 pub fn route(method: &str, path: &str) -> Route {
     let path = path.split('?').next().unwrap_or(path);
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
     let (route, allowed) = match path {
         "/healthz" => (Route::Health, "GET"),
         "/v1/models" => (Route::Models, "GET"),
@@ -87,7 +91,9 @@ pub fn models_body(policy: &Policy) -> Vec<u8> {
             })
         })
         .collect();
-    json!({ "object": "list", "data": data }).to_string().into_bytes()
+    json!({ "object": "list", "data": data })
+        .to_string()
+        .into_bytes()
 }
 
 pub fn health_body(policy: &Policy) -> Vec<u8> {
@@ -128,7 +134,10 @@ pub fn cors_headers(policy: &Policy, headers: &[(String, String)]) -> Vec<(Strin
 }
 
 /// Answers a CORS preflight: 204 with the allowed methods and headers, or 403.
-pub fn preflight(policy: &Policy, headers: &[(String, String)]) -> Result<Vec<(String, String)>, ApiError> {
+pub fn preflight(
+    policy: &Policy,
+    headers: &[(String, String)],
+) -> Result<Vec<(String, String)>, ApiError> {
     let mut out = cors_headers(policy, headers);
     if out.is_empty() {
         return Err(ApiError::new(
@@ -137,7 +146,10 @@ pub fn preflight(policy: &Policy, headers: &[(String, String)]) -> Result<Vec<(S
             "This origin may not call Meridian from a browser.",
         ));
     }
-    out.push(("access-control-allow-methods".into(), "GET, POST, OPTIONS".into()));
+    out.push((
+        "access-control-allow-methods".into(),
+        "GET, POST, OPTIONS".into(),
+    ));
     out.push((
         "access-control-allow-headers".into(),
         "authorization, content-type, x-api-key, x-request-id, x-meridian-privacy".into(),
@@ -152,9 +164,18 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route("POST", "/v1/chat/completions"), Route::Inference(Endpoint::Chat));
-        assert_eq!(route("POST", "/v1/embeddings?x=1"), Route::Inference(Endpoint::Embeddings));
-        assert_eq!(route("GET", "/v1/chat/completions"), Route::MethodNotAllowed("POST"));
+        assert_eq!(
+            route("POST", "/v1/chat/completions"),
+            Route::Inference(Endpoint::Chat)
+        );
+        assert_eq!(
+            route("POST", "/v1/embeddings?x=1"),
+            Route::Inference(Endpoint::Embeddings)
+        );
+        assert_eq!(
+            route("GET", "/v1/chat/completions"),
+            Route::MethodNotAllowed("POST")
+        );
         assert_eq!(route("GET", "/v1/models/"), Route::Models);
         assert_eq!(route("POST", "/v1/models"), Route::MethodNotAllowed("GET"));
         assert_eq!(route("GET", "/nope"), Route::NotFound);

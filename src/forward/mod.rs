@@ -154,7 +154,13 @@ fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
     }
     serde_json::from_slice::<Probe>(body)
         .map(|p| p.usage)
-        .map_err(|e| e.to_string().split(" at line").next().unwrap_or("invalid JSON").to_string())
+        .map_err(|e| {
+            e.to_string()
+                .split(" at line")
+                .next()
+                .unwrap_or("invalid JSON")
+                .to_string()
+        })
 }
 
 struct Loop<'a, T: Transport> {
@@ -270,14 +276,15 @@ pub async fn forward<T: Transport>(
     let mut attempts = Vec::new();
     let mut i = 0;
     let mut last_failure: Option<Failure> = None;
-    let record = |attempts: &mut Vec<Attempt>, idx: usize, f: Option<&Failure>, began: u64, hedge: bool| {
-        attempts.push(Attempt {
-            provider: cands[idx].provider.0.clone(),
-            failure: f.map(Failure::label),
-            ms: t.now_ms().saturating_sub(began),
-            hedge,
-        });
-    };
+    let record =
+        |attempts: &mut Vec<Attempt>, idx: usize, f: Option<&Failure>, began: u64, hedge: bool| {
+            attempts.push(Attempt {
+                provider: cands[idx].provider.0.clone(),
+                failure: f.map(Failure::label),
+                ms: t.now_ms().saturating_sub(began),
+                hedge,
+            });
+        };
 
     while i < cands.len() {
         let mut tries = 0u32;
@@ -289,7 +296,9 @@ pub async fn forward<T: Transport>(
                 };
             }
             let began = t.now_ms();
-            let hedge = plan.hedge_after_ms.filter(|_| tries == 0 && i + 1 < cands.len());
+            let hedge = plan
+                .hedge_after_ms
+                .filter(|_| tries == 0 && i + 1 < cands.len());
             let result: Vec<(usize, Answer<T::Body>, bool)> = match hedge {
                 None => vec![(i, lp.attempt(i, &build, &cands[i]).await, false)],
                 Some(after) => hedged(&lp, &build, cands, i, after).await,
@@ -371,7 +380,9 @@ async fn hedged<T: Transport>(
                 Either::Right((Ok(o), _)) => {
                     vec![(i, Err(Failure::Cancelled), false), (i + 1, Ok(o), true)]
                 }
-                Either::Left((Err(f), second)) => vec![(i, Err(f), false), (i + 1, second.await, true)],
+                Either::Left((Err(f), second)) => {
+                    vec![(i, Err(f), false), (i + 1, second.await, true)]
+                }
                 Either::Right((Err(f), first)) => {
                     let a = first.await;
                     match a {

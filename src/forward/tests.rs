@@ -12,19 +12,37 @@ use crate::policy::{Plan, ProviderId};
 
 enum Step {
     /// Headers after `after_ms`, then body chunks, each after its delay.
-    Answer { after_ms: u64, status: u16, headers: Vec<(String, String)>, chunks: Vec<(u64, Result<Vec<u8>, Failure>)> },
-    Fail { after_ms: u64, failure: Failure },
+    Answer {
+        after_ms: u64,
+        status: u16,
+        headers: Vec<(String, String)>,
+        chunks: Vec<(u64, Result<Vec<u8>, Failure>)>,
+    },
+    Fail {
+        after_ms: u64,
+        failure: Failure,
+    },
 }
 
 fn ok_json(after_ms: u64) -> Step {
-    Step::Answer { after_ms, status: 200, headers: vec![], chunks: vec![(0, Ok(br#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#.to_vec()))] }
+    Step::Answer {
+        after_ms,
+        status: 200,
+        headers: vec![],
+        chunks: vec![(
+            0,
+            Ok(br#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#.to_vec()),
+        )],
+    }
 }
 
 fn status(code: u16, retry_after: Option<&str>) -> Step {
     Step::Answer {
         after_ms: 0,
         status: code,
-        headers: retry_after.map(|r| vec![("retry-after".to_string(), r.to_string())]).unwrap_or_default(),
+        headers: retry_after
+            .map(|r| vec![("retry-after".to_string(), r.to_string())])
+            .unwrap_or_default(),
         chunks: vec![(0, Ok(b"{\"error\":{}}".to_vec()))],
     }
 }
@@ -39,7 +57,12 @@ struct Fake {
 impl Fake {
     fn new(steps: Vec<(&str, Vec<Step>)>) -> Fake {
         Fake {
-            steps: RefCell::new(steps.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect()),
+            steps: RefCell::new(
+                steps
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .collect(),
+            ),
             sent: RefCell::new(Vec::new()),
             dropped: RefCell::new(Vec::new()),
             t0: Instant::now(),
@@ -76,24 +99,53 @@ impl Drop for Cancel<'_> {
 
 impl Transport for Fake {
     type Body = FakeBody;
-    async fn send(&self, req: OutboundRequest, timeout_ms: u64) -> Result<UpResponse<FakeBody>, Failure> {
-        let provider = req.url.trim_start_matches("http://").split('/').next().unwrap_or("").to_string();
-        self.sent.borrow_mut().push((provider.clone(), self.now_ms()));
+    async fn send(
+        &self,
+        req: OutboundRequest,
+        timeout_ms: u64,
+    ) -> Result<UpResponse<FakeBody>, Failure> {
+        let provider = req
+            .url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        self.sent
+            .borrow_mut()
+            .push((provider.clone(), self.now_ms()));
         let mut guard = Cancel(self, provider.clone(), false);
-        let step = self.steps.borrow_mut().get_mut(&provider).and_then(|q| q.pop_front());
+        let step = self
+            .steps
+            .borrow_mut()
+            .get_mut(&provider)
+            .and_then(|q| q.pop_front());
         let result = match step {
             None => Err(Failure::Connect("no script".into())),
             Some(Step::Fail { after_ms, failure }) => {
                 sleep(Duration::from_millis(after_ms.min(timeout_ms))).await;
-                Err(if after_ms > timeout_ms { Failure::Timeout("headers") } else { failure })
+                Err(if after_ms > timeout_ms {
+                    Failure::Timeout("headers")
+                } else {
+                    failure
+                })
             }
-            Some(Step::Answer { after_ms, status, headers, chunks }) => {
+            Some(Step::Answer {
+                after_ms,
+                status,
+                headers,
+                chunks,
+            }) => {
                 if after_ms > timeout_ms {
                     sleep(Duration::from_millis(timeout_ms)).await;
                     Err(Failure::Timeout("headers"))
                 } else {
                     sleep(Duration::from_millis(after_ms)).await;
-                    Ok(UpResponse { status, headers, body: FakeBody(chunks.into()) })
+                    Ok(UpResponse {
+                        status,
+                        headers,
+                        body: FakeBody(chunks.into()),
+                    })
                 }
             }
         };
@@ -140,26 +192,50 @@ fn build(c: &Candidate) -> Result<OutboundRequest, Failure> {
     if c.provider.0 == "nokey" {
         return Err(Failure::Config("its key is not set".into()));
     }
-    Ok(OutboundRequest { url: format!("http://{}/v1/chat/completions", c.provider), headers: vec![], body: vec![] })
+    Ok(OutboundRequest {
+        url: format!("http://{}/v1/chat/completions", c.provider),
+        headers: vec![],
+        body: vec![],
+    })
 }
 
-const LIMITS: Limits = Limits { max_response_bytes: 1 << 20 };
+const LIMITS: Limits = Limits {
+    max_response_bytes: 1 << 20,
+};
 
 fn served(f: &Forwarded<FakeBody>) -> Option<(usize, u16)> {
     match &f.outcome {
-        Outcome::Complete { candidate, status, .. } | Outcome::Stream { candidate, status, .. } => Some((*candidate, *status)),
+        Outcome::Complete {
+            candidate, status, ..
+        }
+        | Outcome::Stream {
+            candidate, status, ..
+        } => Some((*candidate, *status)),
         Outcome::Exhausted { .. } => None,
     }
 }
 
 fn failures(f: &Forwarded<FakeBody>) -> Vec<String> {
-    f.attempts.iter().map(|a| format!("{}:{}", a.provider, a.failure.as_deref().unwrap_or("ok"))).collect()
+    f.attempts
+        .iter()
+        .map(|a| format!("{}:{}", a.provider, a.failure.as_deref().unwrap_or("ok")))
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn falls_back_on_503_and_records_the_failure() {
-    let t = Fake::new(vec![("a", vec![status(503, None)]), ("b", vec![ok_json(0)])]);
-    let f = forward(&t, &decision(&["a", "b"], Plan::default()), build, false, LIMITS).await;
+    let t = Fake::new(vec![
+        ("a", vec![status(503, None)]),
+        ("b", vec![ok_json(0)]),
+    ]);
+    let f = forward(
+        &t,
+        &decision(&["a", "b"], Plan::default()),
+        build,
+        false,
+        LIMITS,
+    )
+    .await;
     assert_eq!(served(&f), Some((1, 200)));
     assert_eq!(failures(&f), ["a:status 503", "b:ok"]);
     if let Outcome::Complete { usage, .. } = &f.outcome {
@@ -169,33 +245,63 @@ async fn falls_back_on_503_and_records_the_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn does_not_fall_back_on_400_unless_the_plan_says_so() {
-    let t = Fake::new(vec![("a", vec![status(400, None)]), ("b", vec![ok_json(0)])]);
-    let f = forward(&t, &decision(&["a", "b"], Plan::default()), build, false, LIMITS).await;
+    let t = Fake::new(vec![
+        ("a", vec![status(400, None)]),
+        ("b", vec![ok_json(0)]),
+    ]);
+    let f = forward(
+        &t,
+        &decision(&["a", "b"], Plan::default()),
+        build,
+        false,
+        LIMITS,
+    )
+    .await;
     assert_eq!(served(&f), Some((0, 400)));
     assert_eq!(t.sent_to(), ["a"]);
 
     let mut plan = Plan::default();
     plan.fallback_on.statuses.insert(400);
-    let t = Fake::new(vec![("a", vec![status(400, None)]), ("b", vec![ok_json(0)])]);
+    let t = Fake::new(vec![
+        ("a", vec![status(400, None)]),
+        ("b", vec![ok_json(0)]),
+    ]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
     assert_eq!(served(&f), Some((1, 200)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn retries_the_same_provider_after_retry_after_when_it_fits() {
-    let plan = Plan { retries: 1, backoff_ms: 10, ..Plan::default() };
-    let t = Fake::new(vec![("a", vec![status(429, Some("2")), ok_json(0)]), ("b", vec![ok_json(0)])]);
+    let plan = Plan {
+        retries: 1,
+        backoff_ms: 10,
+        ..Plan::default()
+    };
+    let t = Fake::new(vec![
+        ("a", vec![status(429, Some("2")), ok_json(0)]),
+        ("b", vec![ok_json(0)]),
+    ]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
     assert_eq!(served(&f), Some((0, 200)));
     let sent = t.sent.borrow().clone();
     assert_eq!(sent.len(), 2);
-    assert!(sent[1].1 - sent[0].1 >= 2000, "waited for Retry-After: {sent:?}");
+    assert!(
+        sent[1].1 - sent[0].1 >= 2000,
+        "waited for Retry-After: {sent:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn moves_on_when_retry_after_does_not_fit_the_deadline() {
-    let plan = Plan { retries: 3, deadline_ms: 5_000, ..Plan::default() };
-    let t = Fake::new(vec![("a", vec![status(429, Some("60"))]), ("b", vec![ok_json(0)])]);
+    let plan = Plan {
+        retries: 3,
+        deadline_ms: 5_000,
+        ..Plan::default()
+    };
+    let t = Fake::new(vec![
+        ("a", vec![status(429, Some("60"))]),
+        ("b", vec![ok_json(0)]),
+    ]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
     assert_eq!(served(&f), Some((1, 200)));
     assert!(t.now_ms() < 1000, "did not wait 60 s");
@@ -203,7 +309,10 @@ async fn moves_on_when_retry_after_does_not_fit_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn header_timeout_moves_to_the_next_candidate() {
-    let plan = Plan { attempt_timeout_ms: 500, ..Plan::default() };
+    let plan = Plan {
+        attempt_timeout_ms: 500,
+        ..Plan::default()
+    };
     let t = Fake::new(vec![("a", vec![ok_json(10_000)]), ("b", vec![ok_json(0)])]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
     assert_eq!(served(&f), Some((1, 200)));
@@ -213,9 +322,22 @@ async fn header_timeout_moves_to_the_next_candidate() {
 
 #[tokio::test(start_paused = true)]
 async fn stream_first_byte_timeout_falls_back_before_anything_is_sent() {
-    let plan = Plan { first_byte_timeout_ms: 300, ..Plan::default() };
-    let slow = Step::Answer { after_ms: 0, status: 200, headers: vec![], chunks: vec![(5_000, Ok(b"data: {}\n\n".to_vec()))] };
-    let fast = Step::Answer { after_ms: 0, status: 200, headers: vec![], chunks: vec![(0, Ok(b"data: {}\n\n".to_vec()))] };
+    let plan = Plan {
+        first_byte_timeout_ms: 300,
+        ..Plan::default()
+    };
+    let slow = Step::Answer {
+        after_ms: 0,
+        status: 200,
+        headers: vec![],
+        chunks: vec![(5_000, Ok(b"data: {}\n\n".to_vec()))],
+    };
+    let fast = Step::Answer {
+        after_ms: 0,
+        status: 200,
+        headers: vec![],
+        chunks: vec![(0, Ok(b"data: {}\n\n".to_vec()))],
+    };
     let t = Fake::new(vec![("a", vec![slow]), ("b", vec![fast])]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, true, LIMITS).await;
     assert!(matches!(f.outcome, Outcome::Stream { candidate: 1, .. }));
@@ -224,43 +346,84 @@ async fn stream_first_byte_timeout_falls_back_before_anything_is_sent() {
 
 #[tokio::test(start_paused = true)]
 async fn malformed_json_and_missing_keys_fall_back() {
-    let bad = Step::Answer { after_ms: 0, status: 200, headers: vec![], chunks: vec![(0, Ok(b"{oops".to_vec()))] };
+    let bad = Step::Answer {
+        after_ms: 0,
+        status: 200,
+        headers: vec![],
+        chunks: vec![(0, Ok(b"{oops".to_vec()))],
+    };
     let t = Fake::new(vec![("a", vec![bad]), ("b", vec![ok_json(0)])]);
-    let f = forward(&t, &decision(&["nokey", "a", "b"], Plan::default()), build, false, LIMITS).await;
+    let f = forward(
+        &t,
+        &decision(&["nokey", "a", "b"], Plan::default()),
+        build,
+        false,
+        LIMITS,
+    )
+    .await;
     assert_eq!(served(&f), Some((2, 200)));
     let fl = failures(&f);
     assert!(fl[0].starts_with("nokey:not configured"), "{fl:?}");
     assert!(fl[1].starts_with("a:malformed response"), "{fl:?}");
-    assert_eq!(t.sent_to(), ["a", "b"], "the keyless candidate was never sent");
+    assert_eq!(
+        t.sent_to(),
+        ["a", "b"],
+        "the keyless candidate was never sent"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn deadline_ends_with_timed_out() {
-    let plan = Plan { attempt_timeout_ms: 1_000, deadline_ms: 1_500, ..Plan::default() };
-    let t = Fake::new(vec![("a", vec![ok_json(9_000)]), ("b", vec![ok_json(9_000)]), ("c", vec![ok_json(0)])]);
+    let plan = Plan {
+        attempt_timeout_ms: 1_000,
+        deadline_ms: 1_500,
+        ..Plan::default()
+    };
+    let t = Fake::new(vec![
+        ("a", vec![ok_json(9_000)]),
+        ("b", vec![ok_json(9_000)]),
+        ("c", vec![ok_json(0)]),
+    ]);
     let f = forward(&t, &decision(&["a", "b", "c"], plan), build, false, LIMITS).await;
     assert!(matches!(f.outcome, Outcome::Exhausted { timed_out: true }));
-    assert_eq!(t.sent_to(), ["a", "b"], "c was never started: no time was left");
+    assert_eq!(
+        t.sent_to(),
+        ["a", "b"],
+        "c was never started: no time was left"
+    );
     assert!(t.now_ms() <= 1_500);
 }
 
 #[tokio::test(start_paused = true)]
 async fn hedging_starts_the_next_candidate_and_cancels_the_slower_one() {
-    let plan = Plan { hedge_after_ms: Some(100), ..Plan::default() };
+    let plan = Plan {
+        hedge_after_ms: Some(100),
+        ..Plan::default()
+    };
     let t = Fake::new(vec![("a", vec![ok_json(1_000)]), ("b", vec![ok_json(50)])]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
     assert_eq!(served(&f), Some((1, 200)));
     let sent = t.sent.borrow().clone();
     assert_eq!(sent, [("a".to_string(), 0), ("b".to_string(), 100)]);
     assert_eq!(t.now_ms(), 150, "answered by b, without waiting for a");
-    assert_eq!(*t.dropped.borrow(), ["a"], "the slower request was cancelled");
-    assert_eq!(failures(&f), ["a:cancelled (another candidate answered first)", "b:ok"]);
+    assert_eq!(
+        *t.dropped.borrow(),
+        ["a"],
+        "the slower request was cancelled"
+    );
+    assert_eq!(
+        failures(&f),
+        ["a:cancelled (another candidate answered first)", "b:ok"]
+    );
     assert!(f.attempts[1].hedge);
 }
 
 #[tokio::test(start_paused = true)]
 async fn hedging_keeps_the_first_when_it_answers_in_time() {
-    let plan = Plan { hedge_after_ms: Some(100), ..Plan::default() };
+    let plan = Plan {
+        hedge_after_ms: Some(100),
+        ..Plan::default()
+    };
     let t = Fake::new(vec![("a", vec![ok_json(50)]), ("b", vec![ok_json(0)])]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
     assert_eq!(served(&f), Some((0, 200)));
@@ -271,7 +434,16 @@ async fn hedging_keeps_the_first_when_it_answers_in_time() {
 async fn connect_errors_are_not_retried_when_the_plan_removes_them() {
     let mut plan = Plan::default();
     plan.fallback_on.connect = false;
-    let t = Fake::new(vec![("a", vec![Step::Fail { after_ms: 0, failure: Failure::Connect("refused".into()) }]), ("b", vec![ok_json(0)])]);
+    let t = Fake::new(vec![
+        (
+            "a",
+            vec![Step::Fail {
+                after_ms: 0,
+                failure: Failure::Connect("refused".into()),
+            }],
+        ),
+        ("b", vec![ok_json(0)]),
+    ]);
     let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
     assert!(matches!(f.outcome, Outcome::Exhausted { timed_out: false }));
     assert_eq!(t.sent_to(), ["a"]);

@@ -105,7 +105,7 @@ pub fn did_you_mean<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -
 }
 
 /// A help line suggesting the closest known name, or listing what is accepted.
-pub(crate) fn suggest<'a>(wrong: &str, known: &[&'a str]) -> String {
+pub(crate) fn suggest(wrong: &str, known: &[&str]) -> String {
     match did_you_mean(wrong, known.iter().copied()) {
         Some(k) => format!("did you mean `{k}`?"),
         None if known.is_empty() => "nothing of that kind is defined".to_string(),
@@ -115,7 +115,11 @@ pub(crate) fn suggest<'a>(wrong: &str, known: &[&'a str]) -> String {
             names.dedup();
             format!(
                 "expected one of {}",
-                names.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         }
     }

@@ -7,8 +7,8 @@ pub const EU: &[&str] = &[
 const EEA_EXTRA: &[&str] = &["IS", "LI", "NO"];
 
 pub const APAC: &[&str] = &[
-    "AU", "BD", "BN", "KH", "CN", "FJ", "HK", "IN", "ID", "JP", "KR", "LA", "MO", "MY", "MN",
-    "MM", "NP", "NZ", "PK", "PG", "PH", "SG", "LK", "TW", "TH", "VN",
+    "AU", "BD", "BN", "KH", "CN", "FJ", "HK", "IN", "ID", "JP", "KR", "LA", "MO", "MY", "MN", "MM",
+    "NP", "NZ", "PK", "PG", "PH", "SG", "LK", "TW", "TH", "VN",
 ];
 
 /// Every built-in jurisdiction, name → countries.

@@ -84,7 +84,14 @@ impl<'a> Obj<'a> {
             .or_else(|| self.span.clone())
     }
 
-    fn mistyped(&self, sink: &mut Sink, key: &str, span: Option<Range<usize>>, want: &str, item: &Item) {
+    fn mistyped(
+        &self,
+        sink: &mut Sink,
+        key: &str,
+        span: Option<Range<usize>>,
+        want: &str,
+        item: &Item,
+    ) {
         sink.error(
             span.as_ref(),
             format!(
@@ -209,10 +216,7 @@ impl<'a> Obj<'a> {
                 }),
                 None => sink.error(
                     v.span().as_ref(),
-                    format!(
-                        "`{}` must contain only strings",
-                        self.child_path(key)
-                    ),
+                    format!("`{}` must contain only strings", self.child_path(key)),
                 ),
             }
         }

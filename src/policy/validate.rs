@@ -11,7 +11,14 @@ use super::model::*;
 use super::reader::{Obj, Sp};
 
 pub const TOP_KEYS: &[&str] = &[
-    "version", "name", "revision", "settings", "jurisdictions", "providers", "tenants", "rules",
+    "version",
+    "name",
+    "revision",
+    "settings",
+    "jurisdictions",
+    "providers",
+    "tenants",
+    "rules",
     "test",
 ];
 pub const SETTINGS_KEYS: &[&str] = &[
@@ -21,30 +28,76 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "plan",
 ];
 pub const PROVIDER_KEYS: &[&str] = &[
-    "id", "kind", "base_url", "key_secret", "location", "retention_days", "trains_on_inputs",
-    "zdr", "self_hosted", "models", "latency_ms", "weight",
+    "id",
+    "kind",
+    "base_url",
+    "key_secret",
+    "location",
+    "retention_days",
+    "trains_on_inputs",
+    "zdr",
+    "self_hosted",
+    "models",
+    "latency_ms",
+    "weight",
 ];
 pub const MODEL_KEYS: &[&str] = &["id", "input_price", "output_price"];
 pub const TENANT_KEYS: &[&str] = &[
-    "id", "keys", "models", "jurisdictions", "privacy", "origins", "max_tokens",
+    "id",
+    "keys",
+    "models",
+    "jurisdictions",
+    "privacy",
+    "origins",
+    "max_tokens",
 ];
 pub const RULE_KEYS: &[&str] = &["id", "when", "require", "prefer", "plan"];
 pub const WHEN_KEYS: &[&str] = &[
-    "client_country", "client_jurisdiction", "edge_region", "tenant", "anonymous", "model",
-    "privacy", "header", "stream", "endpoint",
+    "client_country",
+    "client_jurisdiction",
+    "edge_region",
+    "tenant",
+    "anonymous",
+    "model",
+    "privacy",
+    "header",
+    "stream",
+    "endpoint",
 ];
 pub const REQUIRE_KEYS: &[&str] = &[
-    "jurisdiction", "self_hosted", "privacy", "providers", "deny", "max_price",
+    "jurisdiction",
+    "self_hosted",
+    "privacy",
+    "providers",
+    "deny",
+    "max_price",
 ];
 pub const PRICE_KEYS: &[&str] = &["input", "output"];
 pub const PREFER_KEYS: &[&str] = &["order", "sort", "weights"];
 pub const PLAN_KEYS: &[&str] = &[
-    "attempt_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "deadline_ms", "retries",
-    "backoff_ms", "fallback_on", "hedge_after_ms",
+    "attempt_timeout_ms",
+    "first_byte_timeout_ms",
+    "idle_timeout_ms",
+    "deadline_ms",
+    "retries",
+    "backoff_ms",
+    "fallback_on",
+    "hedge_after_ms",
 ];
 pub const TEST_KEYS: &[&str] = &[
-    "name", "model", "country", "edge_region", "tenant", "privacy", "stream", "headers",
-    "provider", "request_id", "expect", "expect_first", "expect_status",
+    "name",
+    "model",
+    "country",
+    "edge_region",
+    "tenant",
+    "privacy",
+    "stream",
+    "headers",
+    "provider",
+    "request_id",
+    "expect",
+    "expect_first",
+    "expect_status",
 ];
 pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings"];
 const KINDS: &[&str] = &["openai"];
@@ -108,8 +161,12 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         ),
         _ => {}
     }
-    let name = top.str(sink, "name").map_or_else(|| "policy".into(), |s| s.value);
-    let revision = top.str(sink, "revision").map_or_else(|| "0".into(), |s| s.value);
+    let name = top
+        .str(sink, "name")
+        .map_or_else(|| "policy".into(), |s| s.value);
+    let revision = top
+        .str(sink, "revision")
+        .map_or_else(|| "0".into(), |s| s.value);
 
     let jurisdictions = read_jurisdictions(sink, &top);
     let mut cx = Ctx {
@@ -150,18 +207,27 @@ fn read_jurisdictions(sink: &mut Sink, top: &Obj) -> BTreeMap<String, BTreeSet<C
         if map.contains_key(&name.value) {
             sink.error_help(
                 name.span.as_ref(),
-                format!("jurisdiction `{}` is built in and cannot be redefined", name.value),
+                format!(
+                    "jurisdiction `{}` is built in and cannot be redefined",
+                    name.value
+                ),
                 "choose another name, e.g. `my-eu`",
             );
             continue;
         }
         if !is_id(&name.value) {
-            sink.error(name.span.as_ref(), bad_id_message("jurisdiction", &name.value));
+            sink.error(
+                name.span.as_ref(),
+                bad_id_message("jurisdiction", &name.value),
+            );
         }
         let Some(arr) = item.as_array() else {
             sink.error(
                 name.span.as_ref(),
-                format!("jurisdiction `{}` must be an array of country codes", name.value),
+                format!(
+                    "jurisdiction `{}` must be an array of country codes",
+                    name.value
+                ),
             );
             continue;
         };
@@ -177,7 +243,9 @@ fn read_jurisdictions(sink: &mut Sink, top: &Obj) -> BTreeMap<String, BTreeSet<C
                     } else {
                         sink.error_help(
                             v.span().as_ref(),
-                            format!("`{c}` is not a country code or a jurisdiction defined before it"),
+                            format!(
+                                "`{c}` is not a country code or a jurisdiction defined before it"
+                            ),
                             "use ISO 3166-1 alpha-2 codes in upper case, e.g. `DE`",
                         );
                     }
@@ -215,14 +283,20 @@ fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
     if let Some(hs) = t.str_list(sink, "trusted_country_headers") {
         for h in hs {
             if http::HeaderName::from_bytes(h.value.as_bytes()).is_err() {
-                sink.error(h.span.as_ref(), format!("`{}` is not a valid header name", h.value));
+                sink.error(
+                    h.span.as_ref(),
+                    format!("`{}` is not a valid header name", h.value),
+                );
             }
             s.trusted_country_headers.push(h.value.to_ascii_lowercase());
         }
     }
     if let Some(n) = t.uint(sink, "max_body_bytes") {
         if n == 0 {
-            sink.error(t.key_span("max_body_bytes").as_ref(), "`max_body_bytes` must be positive");
+            sink.error(
+                t.key_span("max_body_bytes").as_ref(),
+                "`max_body_bytes` must be positive",
+            );
         }
         s.max_body_bytes = n;
     }
@@ -303,11 +377,15 @@ fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
                 }
             },
         };
-        let base_url = t.req_str(sink, "base_url").and_then(|u| {
-            match url::Url::parse(&u.value) {
+        let base_url = t
+            .req_str(sink, "base_url")
+            .and_then(|u| match url::Url::parse(&u.value) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                     if url.query().is_some() || url.fragment().is_some() {
-                        sink.error(u.span.as_ref(), "`base_url` must not have a query or fragment");
+                        sink.error(
+                            u.span.as_ref(),
+                            "`base_url` must not have a query or fragment",
+                        );
                         None
                     } else {
                         Some(url)
@@ -316,17 +394,22 @@ fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
                 Ok(_) => {
                     sink.error_help(
                         u.span.as_ref(),
-                        format!("`base_url` `{}` must be an http or https URL with a host", u.value),
+                        format!(
+                            "`base_url` `{}` must be an http or https URL with a host",
+                            u.value
+                        ),
                         "e.g. `https://api.openai.com/v1`",
                     );
                     None
                 }
                 Err(e) => {
-                    sink.error(u.span.as_ref(), format!("`base_url` `{}` is not a URL: {e}", u.value));
+                    sink.error(
+                        u.span.as_ref(),
+                        format!("`base_url` `{}` is not a URL: {e}", u.value),
+                    );
                     None
                 }
-            }
-        });
+            });
         let key_secret = t.str(sink, "key_secret").and_then(|k| {
             let ok = !k.value.is_empty()
                 && k.value.starts_with(|c: char| c.is_ascii_lowercase())
@@ -345,9 +428,9 @@ fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
             }
         });
         let location = t.req_str(sink, "location");
-        let countries = location.as_ref().map(|l| {
-            resolve_residency(sink, cx, std::slice::from_ref(l)).countries
-        });
+        let countries = location
+            .as_ref()
+            .map(|l| resolve_residency(sink, cx, std::slice::from_ref(l)).countries);
         let models = read_models(sink, &t, cx);
         let weight = t.uint(sink, "weight").unwrap_or(1);
         let latency = t.uint(sink, "latency_ms");
@@ -400,14 +483,16 @@ fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<String, Model
                 output_price: None,
             })
         } else if item.is_table_like() {
-            m.table(sink, &name.value).and_then(|e| {
+            m.table(sink, &name.value).map(|e| {
                 e.deny_unknown(sink, MODEL_KEYS);
-                let upstream = e.str(sink, "id").map_or_else(|| name.value.clone(), |s| s.value);
-                Some(ModelEntry {
+                let upstream = e
+                    .str(sink, "id")
+                    .map_or_else(|| name.value.clone(), |s| s.value);
+                ModelEntry {
                     upstream,
                     input_price: e.number(sink, "input_price").map(|v| v.value),
                     output_price: e.number(sink, "output_price").map(|v| v.value),
-                })
+                }
             })
         } else {
             sink.error_help(
@@ -499,7 +584,10 @@ fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tenant> {
             if !is_id(&id.value) {
                 sink.error(id.span.as_ref(), bad_id_message("tenant", &id.value));
             } else if cx.tenant_ids.contains(&id.value) {
-                sink.error(id.span.as_ref(), format!("duplicate tenant id `{}`", id.value));
+                sink.error(
+                    id.span.as_ref(),
+                    format!("duplicate tenant id `{}`", id.value),
+                );
             }
         }
         let mut key_hashes = Vec::new();
@@ -586,10 +674,19 @@ fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
     };
     if let Some(r) = p.int(sink, "retries") {
         if r.value > 10 {
-            sink.error_help(r.span.as_ref(), "`retries` must be at most 10", "use fallbacks to other providers instead");
+            sink.error_help(
+                r.span.as_ref(),
+                "`retries` must be at most 10",
+                "use fallbacks to other providers instead",
+            );
         }
     }
-    for key in ["attempt_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "deadline_ms"] {
+    for key in [
+        "attempt_timeout_ms",
+        "first_byte_timeout_ms",
+        "idle_timeout_ms",
+        "deadline_ms",
+    ] {
         if let Some(v) = p.int(sink, key) {
             if v.value == 0 {
                 sink.error(v.span.as_ref(), format!("`{key}` must be positive"));
@@ -647,10 +744,16 @@ fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             if !is_id(&id.value) {
                 sink.error(id.span.as_ref(), bad_id_message("rule", &id.value));
             } else if ids.contains(&id.value) {
-                sink.error(id.span.as_ref(), format!("duplicate rule id `{}`", id.value));
+                sink.error(
+                    id.span.as_ref(),
+                    format!("duplicate rule id `{}`", id.value),
+                );
             }
         }
-        let when = t.table(sink, "when").map(|w| read_when(sink, &w, cx)).unwrap_or_default();
+        let when = t
+            .table(sink, "when")
+            .map(|w| read_when(sink, &w, cx))
+            .unwrap_or_default();
         let require = t
             .table(sink, "require")
             .map(|r| read_require(sink, &r, cx))
@@ -659,7 +762,10 @@ fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             .table(sink, "prefer")
             .map(|p| read_prefer(sink, &p, cx, &require))
             .unwrap_or_default();
-        let plan = t.table(sink, "plan").map(|p| read_plan(sink, &p)).unwrap_or_default();
+        let plan = t
+            .table(sink, "plan")
+            .map(|p| read_plan(sink, &p))
+            .unwrap_or_default();
         let Some(id) = id else { continue };
         ids.push(id.value.clone());
         out.push(Rule {
@@ -693,18 +799,27 @@ fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
     }
     if let Some(js) = w.str_list(sink, "client_jurisdiction") {
         let r = resolve_residency(sink, cx, &js);
-        client_countries.get_or_insert_with(BTreeSet::new).extend(r.countries);
+        client_countries
+            .get_or_insert_with(BTreeSet::new)
+            .extend(r.countries);
     }
     let tenants = w
         .str_list(sink, "tenant")
         .map(|ts| ts.iter().map(|t| check_tenant_ref(sink, cx, t)).collect());
-    let models = w.str_list(sink, "model").map(|g| check_model_globs(sink, cx, &g));
-    let privacy = w.str_list(sink, "privacy").map(|l| read_privacy(sink, Some(l)));
+    let models = w
+        .str_list(sink, "model")
+        .map(|g| check_model_globs(sink, cx, &g));
+    let privacy = w
+        .str_list(sink, "privacy")
+        .map(|l| read_privacy(sink, Some(l)));
     let mut headers = Vec::new();
     if let Some(h) = w.table(sink, "header") {
         for (name, item) in h.entries() {
             if http::HeaderName::from_bytes(name.value.as_bytes()).is_err() {
-                sink.error(name.span.as_ref(), format!("`{}` is not a valid header name", name.value));
+                sink.error(
+                    name.span.as_ref(),
+                    format!("`{}` is not a valid header name", name.value),
+                );
             }
             let value = match item.as_value() {
                 Some(Value::String(s)) => Some(s.value().clone()),
@@ -712,7 +827,10 @@ fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
                 _ => {
                     sink.error_help(
                         name.span.as_ref(),
-                        format!("header condition `{}` must be a string or `true`", name.value),
+                        format!(
+                            "header condition `{}` must be a string or `true`",
+                            name.value
+                        ),
                         "`true` matches any value; a string matches that exact value",
                     );
                     continue;
@@ -798,7 +916,11 @@ fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require) -> Prefer 
         "latency" => Some(Sort::Latency),
         "weighted" => Some(Sort::Weighted),
         other => {
-            sink.error_help(s.span.as_ref(), format!("unknown sort `{other}`"), suggest(other, SORTS));
+            sink.error_help(
+                s.span.as_ref(),
+                format!("unknown sort `{other}`"),
+                suggest(other, SORTS),
+            );
             None
         }
     });
@@ -807,15 +929,24 @@ fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require) -> Prefer 
         for (id, item) in w.entries() {
             let pid = check_provider_ref(sink, cx, &id);
             let Some(n) = item.as_integer().and_then(|n| u32::try_from(n).ok()) else {
-                sink.error(id.span.as_ref(), format!("weight of `{}` must be a non-negative integer", id.value));
+                sink.error(
+                    id.span.as_ref(),
+                    format!("weight of `{}` must be a non-negative integer", id.value),
+                );
                 continue;
             };
             if require.deny.contains(&pid)
-                || require.providers.as_ref().is_some_and(|allow| !allow.contains(&pid))
+                || require
+                    .providers
+                    .as_ref()
+                    .is_some_and(|allow| !allow.contains(&pid))
             {
                 sink.error_help(
                     id.span.as_ref(),
-                    format!("weight for `{}` cannot apply: this rule's `require` excludes it", id.value),
+                    format!(
+                        "weight for `{}` cannot apply: this rule's `require` excludes it",
+                        id.value
+                    ),
                     "remove the weight or the exclusion",
                 );
             }
@@ -846,7 +977,9 @@ fn toml_to_json(v: &Value) -> serde_json::Value {
         Value::Datetime(d) => serde_json::Value::String(d.value().to_string()),
         Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
         Value::InlineTable(t) => serde_json::Value::Object(
-            t.iter().map(|(k, v)| (k.to_string(), toml_to_json(v))).collect(),
+            t.iter()
+                .map(|(k, v)| (k.to_string(), toml_to_json(v)))
+                .collect(),
         ),
     }
 }
@@ -856,7 +989,9 @@ fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
     for (i, t) in top.tables(sink, "test").into_iter().enumerate() {
         t.deny_unknown(sink, TEST_KEYS);
         let line = sink.position(t.span.as_ref()).0;
-        let name = t.str(sink, "name").map_or_else(|| format!("test #{}", i + 1), |s| s.value);
+        let name = t
+            .str(sink, "name")
+            .map_or_else(|| format!("test #{}", i + 1), |s| s.value);
         let model = t.req_str(sink, "model");
         if let Some(m) = &model {
             // An unknown model is a legitimate thing to test (expect_status = 404), so no error.
@@ -866,11 +1001,16 @@ fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
             if is_country_code(&c.value) {
                 Some(c.value)
             } else {
-                sink.error(c.span.as_ref(), format!("`{}` is not a country code", c.value));
+                sink.error(
+                    c.span.as_ref(),
+                    format!("`{}` is not a country code", c.value),
+                );
                 None
             }
         });
-        let tenant = t.str(sink, "tenant").map(|id| check_tenant_ref(sink, cx, &id));
+        let tenant = t
+            .str(sink, "tenant")
+            .map(|id| check_tenant_ref(sink, cx, &id));
         let privacy_list = t.str_list(sink, "privacy");
         let privacy = read_privacy(sink, privacy_list);
         let mut headers = Vec::new();
@@ -884,8 +1024,7 @@ fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
         }
         let provider = t
             .table(sink, "provider")
-            .map(|_| t_value_json(&t, "provider"))
-            .flatten();
+            .and_then(|_| t_value_json(&t, "provider"));
         let expect_order = t.str_list(sink, "expect");
         let expect_first = t.str(sink, "expect_first");
         let expect_status = t.uint(sink, "expect_status");
@@ -897,7 +1036,10 @@ fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
             (None, None, Some(s)) => match u16::try_from(s) {
                 Ok(s) if (400..600).contains(&s) => Some(Expectation::Refusal(s)),
                 _ => {
-                    sink.error(t.key_span("expect_status").as_ref(), "`expect_status` must be 400 to 599");
+                    sink.error(
+                        t.key_span("expect_status").as_ref(),
+                        "`expect_status` must be 400 to 599",
+                    );
                     None
                 }
             },

@@ -23,9 +23,12 @@ pub fn host_binary() -> PathBuf {
     if let Ok(p) = std::env::var("MERIDIAN_HOST") {
         return PathBuf::from(p);
     }
-    let target = std::env::var("MERIDIAN_HOST_TARGET").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/meridian/host-target")
-    });
+    let target = std::env::var("MERIDIAN_HOST_TARGET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/meridian/host-target")
+        });
     target.join("release/meridian-host")
 }
 
@@ -57,7 +60,12 @@ impl Meridian {
         };
         let mut cmd = Command::new(host);
         cmd.current_dir(root())
-            .args(["--manifest", "spin.toml", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--manifest",
+                "spin.toml",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .args(["--allow-outbound", "http://127.0.0.1:*"])
             .env_remove("SPIN_VARIABLE_POLICY")
             .stdout(Stdio::piped())
@@ -90,7 +98,11 @@ impl Meridian {
             .await
             .expect("meridian-host did not start within 120 s")
             .expect("meridian-host exited before serving");
-        Meridian { url: format!("http://127.0.0.1:{port}"), child, stdout: lines }
+        Meridian {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            stdout: lines,
+        }
     }
 
     pub fn at(&self, path: &str) -> String {
@@ -110,7 +122,11 @@ impl Meridian {
     /// Waits (bounded) for the log line of a request id.
     pub async fn log_for(&self, request_id: &str) -> serde_json::Value {
         for _ in 0..100 {
-            if let Some(l) = self.logs().into_iter().find(|l| l["request_id"] == request_id) {
+            if let Some(l) = self
+                .logs()
+                .into_iter()
+                .find(|l| l["request_id"] == request_id)
+            {
                 return l;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -24,16 +24,27 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// How the upstream answers one request.
 #[derive(Clone)]
 pub enum Script {
-    Json { status: u16, body: String, headers: Vec<(String, String)> },
+    Json {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
     /// SSE events (each written as `data: <e>\n\n`), with a pause before each after the first.
-    Sse { events: Vec<String>, gap_ms: u64, end: SseEnd },
+    Sse {
+        events: Vec<String>,
+        gap_ms: u64,
+        end: SseEnd,
+    },
     /// Waits before sending the response headers.
     Delay(u64, Box<Script>),
     /// Accepts the request and never answers.
@@ -68,7 +79,11 @@ pub fn chunk(content: &str) -> String {
 
 impl Script {
     pub fn ok(content: &str) -> Script {
-        Script::Json { status: 200, body: chat_json(content), headers: vec![] }
+        Script::Json {
+            status: 200,
+            body: chat_json(content),
+            headers: vec![],
+        }
     }
     pub fn status(status: u16) -> Script {
         Script::Json {
@@ -78,7 +93,11 @@ impl Script {
         }
     }
     pub fn stream(words: &[&str]) -> Script {
-        Script::Sse { events: words.iter().map(|w| chunk(w)).collect(), gap_ms: 0, end: SseEnd::Done }
+        Script::Sse {
+            events: words.iter().map(|w| chunk(w)).collect(),
+            gap_ms: 0,
+            end: SseEnd::Done,
+        }
     }
 }
 
@@ -131,38 +150,66 @@ impl Mock {
         let (log2, dropped2) = (log.clone(), dropped.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((conn, _)) = listener.accept().await else { return };
+                let Ok((conn, _)) = listener.accept().await else {
+                    return;
+                };
                 let (responder, log, dropped) = (responder.clone(), log2.clone(), dropped2.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (responder, log, dropped) = (responder.clone(), log.clone(), dropped.clone());
-                        async move {
-                            let mut guard = DropCounter(dropped, false);
-                            let method = req.method().to_string();
-                            let path = req.uri().path().to_string();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                                .collect();
-                            let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-                            let rec = Recorded { method, path, headers, body };
-                            let n = {
-                                let mut l = log.lock().unwrap();
-                                l.push(rec.clone());
-                                l.len() - 1
-                            };
-                            let resp = respond(responder(&rec, n)).await;
-                            guard.1 = true;
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(conn), service).await;
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (responder, log, dropped) =
+                                (responder.clone(), log.clone(), dropped.clone());
+                            async move {
+                                let mut guard = DropCounter(dropped, false);
+                                let method = req.method().to_string();
+                                let path = req.uri().path().to_string();
+                                let headers = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.as_str().to_string(),
+                                            v.to_str().unwrap_or("").to_string(),
+                                        )
+                                    })
+                                    .collect();
+                                let bytes = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let body = serde_json::from_slice(&bytes)
+                                    .unwrap_or(serde_json::Value::Null);
+                                let rec = Recorded {
+                                    method,
+                                    path,
+                                    headers,
+                                    body,
+                                };
+                                let n = {
+                                    let mut l = log.lock().unwrap();
+                                    l.push(rec.clone());
+                                    l.len() - 1
+                                };
+                                let resp = respond(responder(&rec, n)).await;
+                                guard.1 = true;
+                                Ok::<_, Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(conn), service)
+                        .await;
                 });
             }
         });
-        Mock { addr, log, dropped, task }
+        Mock {
+            addr,
+            log,
+            dropped,
+            task,
+        }
     }
 
     /// An address where nothing listens: connections are refused.
@@ -176,15 +223,28 @@ impl Mock {
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-fn respond(script: Script) -> std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<Body>> + Send>> {
+fn respond(
+    script: Script,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<Body>> + Send>> {
     Box::pin(async move {
         match script {
-            Script::Json { status, body, headers } => {
-                let mut b = hyper::Response::builder().status(status).header("content-type", "application/json");
+            Script::Json {
+                status,
+                body,
+                headers,
+            } => {
+                let mut b = hyper::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json");
                 for (k, v) in headers {
                     b = b.header(k, v);
                 }
-                b.body(Full::new(Bytes::from(body)).map_err(|e: Infallible| match e {}).boxed()).unwrap()
+                b.body(
+                    Full::new(Bytes::from(body))
+                        .map_err(|e: Infallible| match e {})
+                        .boxed(),
+                )
+                .unwrap()
             }
             Script::Delay(ms, inner) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -194,7 +254,11 @@ fn respond(script: Script) -> std::pin::Pin<Box<dyn std::future::Future<Output =
                 std::future::pending::<()>().await;
                 unreachable!()
             }
-            Script::Sse { events, gap_ms, end } => {
+            Script::Sse {
+                events,
+                gap_ms,
+                end,
+            } => {
                 let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
                 tokio::spawn(async move {
                     if let (SseEnd::HoldAfterFirst(n), true) = (&end, events.is_empty()) {
@@ -209,7 +273,11 @@ fn respond(script: Script) -> std::pin::Pin<Box<dyn std::future::Future<Output =
                             }
                             tokio::time::sleep(Duration::from_millis(gap_ms)).await;
                         }
-                        if tx.send(Ok(Frame::data(Bytes::from(format!("data: {e}\n\n"))))).await.is_err() {
+                        if tx
+                            .send(Ok(Frame::data(Bytes::from(format!("data: {e}\n\n")))))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -218,7 +286,9 @@ fn respond(script: Script) -> std::pin::Pin<Box<dyn std::future::Future<Output =
                             let _ = tx.send(Err(std::io::Error::other("cut"))).await;
                         }
                         SseEnd::Done | SseEnd::HoldAfterFirst(_) => {
-                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))).await;
+                            let _ = tx
+                                .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+                                .await;
                         }
                     }
                 });

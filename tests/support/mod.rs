@@ -1,5 +1,5 @@
 //! Shared by the end-to-end tests: mock upstreams and a running Meridian.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod meridian;
 pub mod mock;
