@@ -287,7 +287,8 @@ fn request_id(headers: &[(String, String)]) -> String {
         )
 }
 
-/// The policy in force: the `policy` variable (TOML text) if set, else the embedded default.
+/// The policy in force: the `policy` variable (TOML text, parsed and validated on every request)
+/// if set, else the policy compiled in at build time (decoded, no parsing).
 fn load_policy() -> Result<Policy, ApiError> {
     match variable("policy") {
         Some(text) => policy::load(&text, "<variable policy>").map_err(|e| {
@@ -297,11 +298,14 @@ fn load_policy() -> Result<Policy, ApiError> {
                 format!("the configured policy is invalid:\n{e}"),
             )
         }),
-        None => policy::load(policy::DEFAULT_POLICY, "policies/default.toml").map_err(|e| {
+        None => crate::embedded::load().map_err(|e| {
             ApiError::new(
                 500,
                 "invalid_policy",
-                format!("the embedded policy is invalid:\n{e}"),
+                format!(
+                    "the embedded policy ({}) cannot be loaded: {e}",
+                    crate::embedded::ORIGIN
+                ),
             )
         }),
     }

@@ -13,8 +13,22 @@ pub mod decide;
 pub mod error;
 pub mod facts;
 pub mod forward;
-pub mod policy;
+/// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.
+pub use meridian_policy as policy;
 pub mod sse;
+
+/// The policy `build.rs` validated and compiled into this build: `MERIDIAN_POLICY` at build time,
+/// else `policies/default.toml`. Loading it is a postcard decode, not a TOML parse.
+pub mod embedded {
+    /// The compiled bytes.
+    pub const COMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/policy.bin"));
+    /// The path it was compiled from, relative to the crate root.
+    pub const ORIGIN: &str = include_str!(concat!(env!("OUT_DIR"), "/policy.origin"));
+
+    pub fn load() -> Result<crate::policy::Policy, String> {
+        crate::policy::load_compiled(COMPILED)
+    }
+}
 
 // spin-sdk's export macro expands to `unsafe` glue; our own code there has none.
 #[cfg(target_arch = "wasm32")]

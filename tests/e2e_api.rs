@@ -77,6 +77,14 @@ async fn non_stream_chat_is_forwarded_with_alias_key_injection_and_audit() {
         Some("Bearer sk-provider-secret")
     );
     assert_eq!(req.header("cookie"), None);
+    assert_eq!(
+        req.header("transfer-encoding"),
+        None,
+        "a known length, not chunked"
+    );
+    assert!(req
+        .header("content-length")
+        .is_some_and(|v| v.parse::<usize>().is_ok_and(|n| n > 0)));
     assert_eq!(req.header("cf-ipcountry"), None);
     assert_eq!(req.header("x-request-id"), Some("req-nonstream-1"));
     assert_eq!(req.body["model"], "alpha-upstream-model");
@@ -210,6 +218,87 @@ async fn embedded_default_policy_serves_with_nothing_configured() {
     assert_eq!(r.status(), 502);
     let failures = header(&r, "x-meridian-failures").to_string();
     assert!(failures.contains("openai_api_key"), "{failures}");
+
+    // The compiled default policy routes `local-only` traffic to its self-hosted engine at
+    // 127.0.0.1:11434 (played here by a mock), under the engine's own model name.
+    let engine = Mock::start_at("127.0.0.1:11434", Script::ok("from the local engine"))
+        .await
+        .expect("127.0.0.1:11434 is taken (a local Ollama?): stop it to run this test");
+    let r = client()
+        .post(m.at("/v1/chat/completions"))
+        .header("cf-ipcountry", "US")
+        .header("x-meridian-privacy", "local-only")
+        .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-meridian-provider"), "local");
+    assert_eq!(header(&r, "x-meridian-model"), "llama3.1:8b");
+    let seen = engine.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body["model"], "llama3.1:8b");
+}
+
+#[tokio::test]
+async fn route_explain_answers_behind_the_admin_key_without_forwarding() {
+    let eu = Mock::start(Script::ok("never")).await;
+    let us = Mock::start(Script::ok("never")).await;
+    let policy = policy_for(
+        &[("eu-prov", &eu, "DE", ""), ("us-prov", &us, "US", "")],
+        "[[rules]]\nid = \"eu-stays\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n",
+    );
+    let body =
+        serde_json::json!({"model": "chat-model", "messages": [{"role": "user", "content": "x"}]});
+
+    // Without an admin key configured, the endpoint is off.
+    let off = Meridian::with_policy(&policy, &[]).await;
+    let r = client()
+        .post(off.at("/v1/route/explain"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_of(r).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (403, Some("explain_disabled"))
+    );
+
+    let m = Meridian::with_policy(&policy, &[("SPIN_VARIABLE_ADMIN_KEY", "adm-secret")]).await;
+    for key in [None, Some("wrong")] {
+        let mut rb = client().post(m.at("/v1/route/explain")).json(&body);
+        if let Some(k) = key {
+            rb = rb.header("x-meridian-admin-key", k);
+        }
+        let (status, e) = error_of(rb.send().await.unwrap()).await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (401, Some("invalid_admin_key"))
+        );
+    }
+    let r = client()
+        .post(m.at("/v1/route/explain"))
+        .header("x-meridian-admin-key", "adm-secret")
+        .header("cf-ipcountry", "FR")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["decision"]["candidates"][0]["provider"], "eu-prov");
+    assert_eq!(v["decision"]["candidates"].as_array().unwrap().len(), 1);
+    assert_eq!(v["decision"]["excluded"][0]["provider"], "us-prov");
+    assert_eq!(
+        v["decision"]["matched_rules"],
+        serde_json::json!(["eu-stays"])
+    );
+    assert!(v["text"].as_str().unwrap().contains("1. eu-prov"), "{v}");
+    assert!(
+        eu.requests().is_empty() && us.requests().is_empty(),
+        "explain never forwards"
+    );
 }
 
 #[tokio::test]

@@ -45,6 +45,18 @@ pub fn explain(
             format!("Send the admin key in `{ADMIN_KEY_HEADER}`."),
         ));
     }
+    explain_request(policy, request_id, edge_region, headers, raw_body)
+}
+
+/// The decision for a request (headers as received, the JSON body), as JSON: the facts read, the
+/// decision and a text account. Shared by the endpoint and `meridian explain`.
+pub fn explain_request(
+    policy: &Policy,
+    request_id: &str,
+    edge_region: Option<String>,
+    headers: &[(String, String)],
+    raw_body: &[u8],
+) -> Result<Value, ApiError> {
     let mut body = match serde_json::from_slice::<Value>(raw_body) {
         Ok(Value::Object(m)) => m,
         _ => {
@@ -136,6 +148,32 @@ pub fn explain_text(d: &Decision) -> String {
         for r in &e.reasons {
             let _ = writeln!(s, "  excluded {}: {} {}", e.provider, r.by, r.message);
         }
+    }
+    if d.refusal.is_none() {
+        let p = &d.plan;
+        let mut on: Vec<String> = [
+            (p.fallback_on.connect, "connect"),
+            (p.fallback_on.timeout, "timeout"),
+            (p.fallback_on.malformed, "malformed"),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, w)| w.to_string())
+        .collect();
+        on.extend(p.fallback_on.statuses.iter().map(u16::to_string));
+        let _ = writeln!(
+            s,
+            "plan: attempt timeout {} ms, first byte {} ms, idle {} ms, deadline {} ms, {} retries (backoff {} ms), {}; fall back on {}",
+            p.attempt_timeout_ms,
+            p.first_byte_timeout_ms,
+            p.idle_timeout_ms,
+            p.deadline_ms,
+            p.retries,
+            p.backoff_ms,
+            p.hedge_after_ms
+                .map_or_else(|| "no hedging".to_string(), |h| format!("hedge after {h} ms")),
+            if on.is_empty() { "nothing".to_string() } else { on.join(", ") }
+        );
     }
     if let Some(r) = &d.refusal {
         let _ = writeln!(s, "refused with {} {}: {}", r.status, r.code, r.message);

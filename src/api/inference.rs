@@ -283,6 +283,9 @@ pub async fn inference<T: Transport>(
         let mut b = body.clone();
         b.insert("model".into(), Value::String(c.upstream_model.clone()));
         let bytes = serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?;
+        // A known length rather than chunked encoding: some engines' servers read only
+        // content-length bodies.
+        h.push(("content-length".into(), bytes.len().to_string()));
         let base = p.base_url.as_str().trim_end_matches('/');
         Ok(OutboundRequest {
             url: format!("{base}/{}", endpoint.upstream_suffix()),

@@ -5,7 +5,7 @@ mod explain;
 mod inference;
 mod stream;
 
-pub use explain::{explain, explain_text};
+pub use explain::{explain, explain_request, explain_text};
 pub use inference::{inference, Env, Reply, Served};
 pub use stream::{pump, ChunkSink, StreamEnd};
 

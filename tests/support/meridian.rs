@@ -105,6 +105,11 @@ impl Meridian {
         }
     }
 
+    /// The host process id (for CPU accounting in the benchmark).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }

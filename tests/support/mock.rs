@@ -142,8 +142,18 @@ impl Mock {
 
     /// Scripts chosen per request (`n` counts requests from 0).
     pub async fn with(f: impl Fn(&Recorded, usize) -> Script + Send + Sync + 'static) -> Mock {
-        let responder: Responder = Arc::new(f);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Mock::serve(listener, Arc::new(f))
+    }
+
+    /// The same script for every request, at a fixed address (e.g. where the default policy's
+    /// self-hosted engine lives); `None` when that address is taken.
+    pub async fn start_at(addr: &str, script: Script) -> Option<Mock> {
+        let listener = TcpListener::bind(addr).await.ok()?;
+        Some(Mock::serve(listener, Arc::new(move |_, _| script.clone())))
+    }
+
+    fn serve(listener: TcpListener, responder: Responder) -> Mock {
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let dropped = Arc::new(Mutex::new(0));

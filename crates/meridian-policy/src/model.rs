@@ -3,13 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wildmatch::WildMatch;
 
 macro_rules! typed_id {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub String);
         impl fmt::Display for $name {
@@ -47,7 +47,7 @@ pub type Country = String;
 /// The country code facts carry when no trusted header names a country.
 pub const UNKNOWN_COUNTRY: &str = "XX";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
     pub name: String,
     pub revision: String,
@@ -59,6 +59,8 @@ pub struct Policy {
     pub providers: Vec<Provider>,
     pub tenants: Vec<Tenant>,
     pub rules: Vec<Rule>,
+    /// Not part of the compiled form: the component never runs test cases.
+    #[serde(skip)]
     pub tests: Vec<TestCase>,
 }
 
@@ -96,7 +98,7 @@ impl Policy {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// Headers set by the edge platform, in order of trust; the first valid one wins.
     pub trusted_country_headers: Vec<String>,
@@ -107,14 +109,14 @@ pub struct Settings {
     pub plan: Plan,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WireKind {
     /// The OpenAI HTTP API, spoken by OpenAI and most providers and self-hosted engines.
     OpenAi,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Provider {
     pub id: ProviderId,
     pub kind: WireKind,
@@ -148,7 +150,7 @@ impl Provider {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {
     pub upstream: String,
     /// USD per million input tokens.
@@ -168,7 +170,7 @@ impl ModelEntry {
 }
 
 /// Privacy requirements: each set flag removes providers that do not meet it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrivacyFlags {
     pub zdr: bool,
     pub no_training: bool,
@@ -227,7 +229,7 @@ impl PrivacyFlags {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: TenantId,
     /// sha256 digests of the tenant's API keys.
@@ -244,17 +246,30 @@ pub struct Tenant {
 }
 
 /// A set of allowed processing countries, with the names it came from for messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Residency {
     pub names: Vec<String>,
-    #[serde(skip)]
     pub countries: BTreeSet<Country>,
 }
 
-#[derive(Debug, Clone)]
+/// A model glob; its compiled form is the text, the matcher is rebuilt on load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub struct Glob {
     pub text: String,
     matcher: WildMatch,
+}
+
+impl From<String> for Glob {
+    fn from(text: String) -> Self {
+        Glob::new(&text)
+    }
+}
+
+impl From<Glob> for String {
+    fn from(g: Glob) -> String {
+        g.text
+    }
 }
 
 impl Glob {
@@ -270,7 +285,7 @@ impl Glob {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rule {
     pub id: RuleId,
     pub when: When,
@@ -280,7 +295,7 @@ pub struct Rule {
 }
 
 /// Conditions; every one present must hold for the rule to match. An empty `when` always matches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct When {
     pub client_countries: Option<BTreeSet<Country>>,
     pub edge_regions: Option<Vec<String>>,
@@ -296,7 +311,7 @@ pub struct When {
 }
 
 /// Hard constraints: they only ever remove providers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Require {
     pub jurisdiction: Option<Residency>,
     pub self_hosted: bool,
@@ -306,7 +321,7 @@ pub struct Require {
     pub max_price: MaxPrice,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MaxPrice {
     pub input: Option<f64>,
     pub output: Option<f64>,
@@ -331,7 +346,7 @@ impl MaxPrice {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sort {
     Price,
@@ -340,7 +355,7 @@ pub enum Sort {
     Weighted,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Prefer {
     pub order: Vec<ProviderId>,
     pub sort: Option<Sort>,
@@ -354,7 +369,7 @@ impl Prefer {
 }
 
 /// What makes the forwarding engine move to the next attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FallbackOn {
     pub connect: bool,
     pub timeout: bool,
@@ -375,7 +390,7 @@ impl Default for FallbackOn {
 }
 
 /// How to attempt the candidates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// Per attempt: until the upstream's response headers.
     pub attempt_timeout_ms: u64,
@@ -409,7 +424,7 @@ impl Default for Plan {
 }
 
 /// A rule's changes to the plan: only the fields it sets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PlanPatch {
     pub attempt_timeout_ms: Option<u64>,
     pub first_byte_timeout_ms: Option<u64>,

@@ -3,12 +3,14 @@
 //! Stages are separate, as in Cedar: parse (TOML with spans) → validate (collect every error,
 //! each with line, column and a hint) → the [`Policy`] the decision engine reads.
 
+mod compiled;
 mod diag;
 pub mod jurisdictions;
 mod model;
 mod reader;
 mod validate;
 
+pub use compiled::{compile, load_compiled};
 pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
 pub use model::*;
 pub use validate::load;
@@ -22,7 +24,10 @@ pub mod keys {
 }
 
 /// The default policy, embedded in the component so it runs with nothing mounted.
-pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
+
+/// The JSON Schema of the policy format (for editors; `meridian schema` prints it).
+pub const SCHEMA: &str = include_str!("../../../policies/schema.json");
 
 /// The sha256 of an API key, as tenants store it.
 pub fn hash_key(key: &str) -> [u8; 32] {
