@@ -6,9 +6,15 @@
 //!   start when a required one is missing, exactly as Spin does;
 //! - provides `fermyon:spin/variables@2.0.0` to the component;
 //! - enforces `allowed_outbound_hosts` on every outgoing request (HttpRequestDenied otherwise);
-//! - one fresh instance per request, like Spin.
+//! - one fresh instance per request, like Spin, from a pooling instance allocator (as Spin
+//!   configures wasmtime);
+//! - plain-HTTP outbound connections are kept alive and reused, as Spin's outbound HTTP does;
+//!   HTTPS goes through wasmtime-wasi-http's default sender.
+//!
+//! `MERIDIAN_HOST_PERFMAP=1` writes /tmp/perf-PID.map so `perf report` names the guest's functions.
 
 mod manifest;
+mod pool;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,6 +62,7 @@ use vars::fermyon::spin::variables;
 
 struct Hooks {
     allowed: Arc<Vec<AllowedHost>>,
+    pool: pool::Pool,
 }
 
 impl WasiHttpHooks for Hooks {
@@ -79,6 +86,7 @@ impl WasiHttpHooks for Hooks {
             > + Send,
     > {
         let allowed = self.allowed.iter().any(|a| a.allows(request.uri()));
+        let pool = self.pool.clone();
         Box::new(async move {
             if !allowed {
                 eprintln!(
@@ -86,6 +94,9 @@ impl WasiHttpHooks for Hooks {
                     request.uri()
                 );
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+                return pool.send(request, options).await;
             }
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
@@ -151,6 +162,7 @@ fn w<T>(r: wasmtime::Result<T>) -> Result<T> {
 struct Server {
     pre: ProxyPre<State>,
     allowed: Arc<Vec<AllowedHost>>,
+    pool: pool::Pool,
     vars: Arc<HashMap<String, String>>,
 }
 
@@ -167,6 +179,7 @@ impl Server {
                 http: WasiHttpCtx::new(),
                 hooks: Hooks {
                     allowed: self.allowed.clone(),
+                    pool: self.pool.clone(),
                 },
                 vars: self.vars.clone(),
             },
@@ -253,6 +266,13 @@ async fn main() -> Result<()> {
     let mut config = Config::new();
     // Compiled code is cached on disk, so restarts (every e2e test starts a host) are fast.
     config.cache(wasmtime::Cache::from_file(None).ok());
+    // Instances come from a pool of pre-reserved slots (reset, not re-mapped, per request).
+    let mut pooling = wasmtime::PoolingAllocationConfig::default();
+    pooling.total_component_instances(256);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    if std::env::var_os("MERIDIAN_HOST_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config);
     let engine = w(engine)?;
     let component = w(Component::from_file(&engine, &component_path))
@@ -271,6 +291,7 @@ async fn main() -> Result<()> {
     let server = Arc::new(Server {
         pre,
         allowed: Arc::new(allowed),
+        pool: pool::Pool::new(),
         vars: Arc::new(resolved.variables),
     });
     let listener = TcpListener::bind(args.listen).await?;
