@@ -1,0 +1,237 @@
+//! `meridian`: the policy tool. Validates policies, runs their test cases, explains the decision
+//! for a request, prints the JSON Schema and hashes tenant keys. Same code as the component.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meridian::policy::{self, Policy};
+use meridian::{api, cases, facts};
+use serde_json::{Map, Value};
+
+#[derive(Parser)]
+#[command(name = "meridian", version, about = "Meridian's policy tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate policy files; print every error with its line and column.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate policy files and run the [[test]] cases they carry.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the decision for a request: candidates in order, exclusions and why, the plan.
+    Explain(Box<ExplainArgs>),
+    /// Print the JSON Schema of the policy format.
+    Schema,
+    /// Print the `sha256:` form of an API key for a tenant's `keys` (reads stdin without KEY).
+    HashKey { key: Option<String> },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The policy file.
+    policy: PathBuf,
+    /// The model the request asks for (sets the body's `model`).
+    #[arg(long)]
+    model: Option<String>,
+    /// The client's country, delivered through the policy's first trusted country header.
+    #[arg(long)]
+    country: Option<String>,
+    /// The caller's API key (sent as `Authorization: Bearer`).
+    #[arg(long)]
+    key: Option<String>,
+    /// Privacy flags, as the x-meridian-privacy header takes them (e.g. "zdr, no-training").
+    #[arg(long)]
+    privacy: Option<String>,
+    /// A request header, `name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// The edge region the component runs in.
+    #[arg(long)]
+    edge_region: Option<String>,
+    /// Ask for a stream.
+    #[arg(long)]
+    stream: bool,
+    /// chat, completions or embeddings.
+    #[arg(long, default_value = "chat")]
+    endpoint: String,
+    /// The request body (JSON object); --model and --stream are applied on top.
+    #[arg(long)]
+    body: Option<String>,
+    /// The request id (seeds weighted choices).
+    #[arg(long, default_value = "explain")]
+    request_id: String,
+    /// Print the whole decision as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load(path: &Path) -> Result<Policy, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    policy::load(&text, &path.display().to_string()).map_err(|e| e.to_string())
+}
+
+fn summary(p: &Policy) -> String {
+    format!(
+        "{} ({} providers, {} tenants, {} rules, {} test cases)",
+        p.version_label(),
+        p.providers.len(),
+        p.tenants.len(),
+        p.rules.len(),
+        p.tests.len()
+    )
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match load(f) {
+            Ok(p) => println!("ok: {}: {}", f.display(), summary(&p)),
+            Err(e) => {
+                ok = false;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn test(files: &[PathBuf]) -> ExitCode {
+    let (mut passed, mut failed, mut invalid) = (0, 0, 0);
+    for f in files {
+        let p = match load(f) {
+            Ok(p) => p,
+            Err(e) => {
+                invalid += 1;
+                eprintln!("{e}");
+                continue;
+            }
+        };
+        println!("{}: {}", f.display(), summary(&p));
+        for r in cases::run(&p) {
+            match &r.failure {
+                None => {
+                    passed += 1;
+                    println!("  ok    {}", r.name);
+                }
+                Some(why) => {
+                    failed += 1;
+                    println!("  FAIL  {} ({}:{}): {why}", r.name, f.display(), r.line);
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed, {invalid} invalid policies");
+    if failed == 0 && invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn explain(a: &ExplainArgs) -> Result<(), String> {
+    let p = load(&a.policy)?;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header `{h}` must look like `name: value`"))?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    if let Some(c) = &a.country {
+        let name = p.settings.trusted_country_headers.first().ok_or(
+            "--country needs a trusted country header in the policy's settings; pass the header with --header instead",
+        )?;
+        headers.push((name.clone(), c.clone()));
+    }
+    if let Some(k) = &a.key {
+        headers.push(("authorization".into(), format!("Bearer {k}")));
+    }
+    if let Some(f) = &a.privacy {
+        headers.push((facts::PRIVACY_HEADER.into(), f.clone()));
+    }
+    let mut body: Map<String, Value> = match &a.body {
+        Some(b) => match serde_json::from_str(b) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err("--body must be a JSON object".into()),
+        },
+        None => Map::new(),
+    };
+    if let Some(m) = &a.model {
+        body.insert("model".into(), Value::String(m.clone()));
+    }
+    if a.stream {
+        body.insert("stream".into(), Value::Bool(true));
+    }
+    body.insert("endpoint".into(), Value::String(a.endpoint.clone()));
+    let raw = serde_json::to_vec(&Value::Object(body)).map_err(|e| e.to_string())?;
+    let out = api::explain_request(&p, &a.request_id, a.edge_region.clone(), &headers, &raw)
+        .map_err(|e| {
+            format!(
+                "the request is refused before routing ({} {}): {}",
+                e.status, e.code, e.message
+            )
+        })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", out["text"].as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { files } => check(&files),
+        Command::Test { files } => test(&files),
+        Command::Explain(a) => match explain(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian explain: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Schema => {
+            println!("{}", policy::SCHEMA.trim_end());
+            ExitCode::SUCCESS
+        }
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut s = String::new();
+                    if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+                        eprintln!("meridian hash-key: cannot read stdin: {e}");
+                        return ExitCode::from(2);
+                    }
+                    s.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if key.is_empty() {
+                eprintln!("meridian hash-key: the key is empty");
+                return ExitCode::from(2);
+            }
+            println!("sha256:{}", hex::encode(policy::hash_key(&key)));
+            ExitCode::SUCCESS
+        }
+    }
+}

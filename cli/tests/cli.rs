@@ -1,0 +1,212 @@
+//! The `meridian` command, run as a user runs it, on the repository's policies.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn meridian(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("run meridian")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn policy_files() -> Vec<String> {
+    let mut v = vec!["policies/default.toml".to_string()];
+    for e in std::fs::read_dir(root().join("policies/examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            v.push(format!(
+                "policies/examples/{}",
+                p.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn check_accepts_every_shipped_policy() {
+    let files = policy_files();
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let o = meridian(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in &files {
+        assert!(stdout(&o).contains(&format!("ok: {f}: ")), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn check_prints_every_error_with_its_position_and_fails() {
+    for name in ["references", "shapes", "syntax", "typos"] {
+        let file = format!("tests/invalid/{name}.toml");
+        let o = meridian(&["check", &file]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        let expected =
+            std::fs::read_to_string(root().join(format!("tests/invalid/{name}.expected"))).unwrap();
+        // The .expected files name the file without its directory.
+        let got = stderr(&o).replace("tests/invalid/", "");
+        assert_eq!(got.trim_end(), expected.trim_end(), "{name}");
+    }
+}
+
+#[test]
+fn test_runs_the_cases_and_fails_on_a_wrong_expectation() {
+    let files = policy_files();
+    let args: Vec<&str> = std::iter::once("test")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let o = meridian(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(" 0 failed, 0 invalid policies"),
+        "{}",
+        stdout(&o)
+    );
+
+    let text = std::fs::read_to_string(root().join("policies/default.toml")).unwrap();
+    let broken = text.replacen(
+        "expect = [\"local\", \"groq\", \"mistral\"]",
+        "expect = [\"groq\", \"local\", \"mistral\"]",
+        1,
+    );
+    assert_ne!(broken, text);
+    let dir = std::env::temp_dir().join(format!("meridian-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.toml");
+    std::fs::write(&path, broken).unwrap();
+    let o = meridian(&["test", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("FAIL  a US client gets the cheapest llama first"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains(
+            "expected [\"groq\", \"local\", \"mistral\"], got [\"local\", \"groq\", \"mistral\"]"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn explain_gives_the_decision_as_text_and_json() {
+    let o = meridian(&[
+        "explain",
+        "policies/default.toml",
+        "--model",
+        "llama-3.1-8b",
+        "--country",
+        "DE",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(
+        t.contains("from country DE (jurisdictions: eea, eu)"),
+        "{t}"
+    );
+    assert!(t.contains("  1. local as `llama3.1:8b`"), "{t}");
+    assert!(t.contains("  2. mistral as `open-mistral-nemo`"), "{t}");
+    assert!(t.contains("excluded groq: rule `eea-residency`"), "{t}");
+    assert!(t.contains("plan: attempt timeout 30000 ms"), "{t}");
+
+    let o = meridian(&[
+        "explain",
+        "policies/default.toml",
+        "--model",
+        "gpt-4o-mini",
+        "--country",
+        "FR",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["decision"]["refusal"]["status"], 451);
+    assert_eq!(v["decision"]["candidates"], serde_json::json!([]));
+    assert_eq!(v["decision"]["excluded"][0]["provider"], "openai");
+    assert_eq!(v["facts"]["country"], "FR");
+
+    // Request flags apply as in the component: local-only leaves the self-hosted engine.
+    let o = meridian(&[
+        "explain",
+        "policies/default.toml",
+        "--model",
+        "llama-3.1-8b",
+        "--privacy",
+        "local-only",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let order: Vec<&str> = v["decision"]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["local"]);
+
+    // A request the component would refuse before routing is reported, with status 2.
+    let o = meridian(&[
+        "explain",
+        "policies/default.toml",
+        "--model",
+        "llama-3.1-8b",
+        "--privacy",
+        "everything",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("400"), "{}", stderr(&o));
+}
+
+#[test]
+fn schema_and_hash_key() {
+    let o = meridian(&["schema"]);
+    assert!(o.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+
+    // The demo key of policies/examples/cost-first.toml.
+    let o = meridian(&["hash-key", "sk-demo-free"]);
+    let line = stdout(&o);
+    let text = std::fs::read_to_string(root().join("policies/examples/cost-first.toml")).unwrap();
+    assert!(
+        line.starts_with("sha256:") && text.contains(line.trim()),
+        "{line}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"sk-demo-free\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), line, "stdin and argument give the same hash");
+}
