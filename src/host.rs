@@ -341,23 +341,35 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
     };
     let mut cors = api::cors_headers(&policy, &headers);
+    // Errors carry the CORS headers too, so a browser script can read why it was refused.
+    let err_base: Vec<(String, String)> = base.iter().chain(&cors).cloned().collect();
     let mut served = Served::default();
     let mut stream_outcome = None;
 
     let status = match api::route(&method, &path) {
-        Route::Health | Route::Models => {
-            let body = if api::route(&method, &path) == Route::Health {
-                api::health_body(&policy)
-            } else {
-                api::models_body(&policy)
-            };
+        Route::Health => {
             let mut h = base.clone();
             h.append(&mut cors);
             h.push(("content-type".into(), "application/json".into()));
-            let body = if method == "HEAD" { Vec::new() } else { body };
+            let body = if method == "HEAD" {
+                Vec::new()
+            } else {
+                api::health_body(&policy)
+            };
             send_full(out, 200, &h, body).await;
             200
         }
+        Route::Models => match api::models(&policy, &headers) {
+            Ok(body) => {
+                let mut h = base.clone();
+                h.append(&mut cors);
+                h.push(("content-type".into(), "application/json".into()));
+                let body = if method == "HEAD" { Vec::new() } else { body };
+                send_full(out, 200, &h, body).await;
+                200
+            }
+            Err(e) => error(out, &err_base, &e).await,
+        },
         Route::Preflight => match api::preflight(&policy, &headers) {
             Ok(mut h) => {
                 h.extend(base.clone());
@@ -366,7 +378,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
             Err(e) => error(out, &base, &e).await,
         },
-        Route::NotFound => error(out, &base, &api::not_found(&path)).await,
+        Route::NotFound => error(out, &err_base, &api::not_found(&path)).await,
         Route::MethodNotAllowed(allowed) => {
             let e = api::method_not_allowed(&method, allowed);
             let mut h = base.clone();
@@ -376,7 +388,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             405
         }
         Route::Explain => match read_body(req, policy.settings.max_body_bytes).await {
-            Err(e) => error(out, &base, &e).await,
+            Err(e) => error(out, &err_base, &e).await,
             Ok(body) => {
                 let admin = variable("admin_key");
                 match api::explain(
@@ -393,7 +405,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                         send_full(out, 200, &h, v.to_string().into_bytes()).await;
                         200
                     }
-                    Err(e) => error(out, &base, &e).await,
+                    Err(e) => error(out, &err_base, &e).await,
                 }
             }
         },
@@ -417,7 +429,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             match body {
                 Err(e) => {
                     served.error_code = Some(e.code);
-                    error(out, &base, &e).await
+                    error(out, &err_base, &e).await
                 }
                 Ok(body) => {
                     let secret = |name: &str| variable(name);

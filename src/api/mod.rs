@@ -71,10 +71,20 @@ pub fn method_not_allowed(method: &str, allowed: &str) -> ApiError {
 }
 
 /// `GET /v1/models`: every model the policy's catalog serves, in OpenAI's list shape.
-pub fn models_body(policy: &Policy) -> Vec<u8> {
+/// `GET /v1/models`: the caller must be allowed in (a key, or anonymous access); a tenant sees
+/// only the models its `models` globs allow.
+pub fn models(policy: &Policy, headers: &[(String, String)]) -> Result<Vec<u8>, ApiError> {
+    let tenant = crate::auth::authenticate(policy, headers)?;
+    Ok(models_body(policy, tenant))
+}
+
+pub fn models_body(policy: &Policy, tenant: Option<&crate::policy::Tenant>) -> Vec<u8> {
     let data: Vec<_> = policy
         .model_names()
         .into_iter()
+        .filter(|m| {
+            tenant.is_none_or(|t| t.models.is_empty() || t.models.iter().any(|g| g.matches(m)))
+        })
         .map(|m| {
             let providers: Vec<&str> = policy
                 .providers
