@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 
-use meridian::policy;
 
 fn manifest() -> toml::Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")).unwrap();
@@ -17,7 +16,7 @@ fn origin(u: &url::Url) -> String {
 }
 
 #[test]
-fn allowed_outbound_hosts_are_exactly_the_default_catalog_hosts() {
+fn allowed_outbound_hosts_are_exactly_the_built_in_catalog_hosts() {
     let m = manifest();
     let allowed: BTreeSet<String> = m["component"]["meridian"]["allowed_outbound_hosts"]
         .as_array()
@@ -25,7 +24,7 @@ fn allowed_outbound_hosts_are_exactly_the_default_catalog_hosts() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    let p = policy::load(policy::DEFAULT_POLICY, "default").unwrap();
+    let p = meridian::embedded::load().expect("the built-in policy loads");
     let catalog: BTreeSet<String> = p.providers.iter().map(|p| origin(&p.base_url)).collect();
     let missing: Vec<_> = catalog.difference(&allowed).collect();
     assert!(
@@ -42,7 +41,7 @@ fn allowed_outbound_hosts_are_exactly_the_default_catalog_hosts() {
 #[test]
 fn every_provider_key_is_a_secret_variable_wired_to_the_component() {
     let m = manifest();
-    let p = policy::load(policy::DEFAULT_POLICY, "default").unwrap();
+    let p = meridian::embedded::load().expect("the built-in policy loads");
     for name in p
         .providers
         .iter()

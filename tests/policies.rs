@@ -49,6 +49,15 @@ fn the_embedded_default_is_policies_default_toml() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let on_disk = std::fs::read_to_string(root.join("policies/default.toml")).unwrap();
     assert_eq!(policy::DEFAULT_POLICY, on_disk);
+    // What build.rs compiled into this build is that file (unless MERIDIAN_POLICY chose another).
+    if std::env::var_os("MERIDIAN_POLICY").is_none() {
+        assert_eq!(meridian::embedded::ORIGIN, "policies/default.toml");
+        let built_in = meridian::embedded::load().expect("the compiled policy loads");
+        let parsed = policy::load(&on_disk, "default").unwrap();
+        assert_eq!(built_in.version_label(), parsed.version_label());
+        assert_eq!(format!("{:?}", built_in.providers), format!("{:?}", parsed.providers));
+        assert_eq!(format!("{:?}", built_in.rules), format!("{:?}", parsed.rules));
+    }
 }
 
 #[test]
