@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 
-
 fn manifest() -> toml::Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")).unwrap();
     toml::from_str(&text).unwrap()

@@ -55,8 +55,14 @@ fn the_embedded_default_is_policies_default_toml() {
         let built_in = meridian::embedded::load().expect("the compiled policy loads");
         let parsed = policy::load(&on_disk, "default").unwrap();
         assert_eq!(built_in.version_label(), parsed.version_label());
-        assert_eq!(format!("{:?}", built_in.providers), format!("{:?}", parsed.providers));
-        assert_eq!(format!("{:?}", built_in.rules), format!("{:?}", parsed.rules));
+        assert_eq!(
+            format!("{:?}", built_in.providers),
+            format!("{:?}", parsed.providers)
+        );
+        assert_eq!(
+            format!("{:?}", built_in.rules),
+            format!("{:?}", parsed.rules)
+        );
     }
 }
 

@@ -57,6 +57,34 @@ pub struct Served {
     pub prices: (Option<f64>, Option<f64>),
 }
 
+impl Served {
+    /// Records the candidate that answered.
+    fn record(&mut self, c: &crate::decide::Candidate) {
+        self.provider = Some(c.provider.0.clone());
+        self.upstream_model = Some(c.upstream_model.clone());
+        self.prices = (c.input_price, c.output_price);
+    }
+}
+
+/// The upstream's passthrough headers plus the audit headers of the candidate that answered.
+fn served_headers(
+    env: &Env<'_>,
+    up: &[(String, String)],
+    decision: &crate::decide::Decision,
+    c: &crate::decide::Candidate,
+    attempts: &[crate::forward::Attempt],
+) -> Vec<(String, String)> {
+    let mut h = passthrough_headers(up);
+    h.extend(audit_headers(
+        env.policy,
+        &env.request_id,
+        Some(decision),
+        Some(c),
+        attempts,
+    ));
+    h
+}
+
 fn json_header() -> (String, String) {
     ("content-type".into(), "application/json".into())
 }
@@ -349,18 +377,10 @@ pub async fn inference<T: Transport>(
             usage,
         } => {
             let c = &decision.candidates[candidate];
-            served.provider = Some(c.provider.0.clone());
-            served.upstream_model = Some(c.upstream_model.clone());
+            served.record(c);
             served.usage = usage;
             served.cost_usd = usage.and_then(|u| u.cost(c.input_price, c.output_price));
-            let mut h = passthrough_headers(&up);
-            h.extend(audit_headers(
-                policy,
-                &env.request_id,
-                Some(&decision),
-                Some(c),
-                &fwd.attempts,
-            ));
+            let mut h = served_headers(env, &up, &decision, c, &fwd.attempts);
             if let Some(cost) = served.cost_usd {
                 h.push((audit::COST.into(), format!("{cost:.8}")));
             }
@@ -384,17 +404,8 @@ pub async fn inference<T: Transport>(
             body,
         } => {
             let c = &decision.candidates[candidate];
-            served.provider = Some(c.provider.0.clone());
-            served.upstream_model = Some(c.upstream_model.clone());
-            served.prices = (c.input_price, c.output_price);
-            let mut h = passthrough_headers(&up);
-            h.extend(audit_headers(
-                policy,
-                &env.request_id,
-                Some(&decision),
-                Some(c),
-                &fwd.attempts,
-            ));
+            served.record(c);
+            let h = served_headers(env, &up, &decision, c, &fwd.attempts);
             (
                 Reply::Stream {
                     status,
