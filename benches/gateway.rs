@@ -228,11 +228,18 @@ async fn main() {
     // retries with backoff, hedging, Retry-After, deadline) that a successful request never trips.
     let up = Mock::start(Script::ok("benchmark answer")).await;
     let down = Mock::start(Script::status(503)).await;
-    let plain = Meridian::with_policy(&policy_for(&[("alpha", &up, "DE", "")], ""), &[]).await;
+    // Both policies have the same catalog and order; only the plan differs.
+    let providers = [
+        ("alpha", &up, "DE", ""),
+        ("beta", &down, "DE", ""),
+        ("gamma", &down, "DE", ""),
+    ];
+    let rule = "[[rules]]\nid = \"r\"\nprefer = { order = [\"alpha\", \"beta\", \"gamma\"] }\n";
+    let plain = Meridian::with_policy(&policy_for(&providers, rule), &[]).await;
     let armed = Meridian::with_policy(
         &policy_for(
-            &[("alpha", &up, "DE", ""), ("beta", &down, "DE", ""), ("gamma", &down, "DE", "")],
-            "[[rules]]\nid = \"armed\"\nprefer = { order = [\"alpha\", \"beta\", \"gamma\"] }\nplan = { retries = 2, backoff_ms = 50, hedge_after_ms = 2000, deadline_ms = 10000, attempt_timeout_ms = 5000 }\n",
+            &providers,
+            &format!("{rule}plan = {{ retries = 2, backoff_ms = 50, hedge_after_ms = 2000, deadline_ms = 10000, attempt_timeout_ms = 5000 }}\n"),
         ),
         &[],
     )

@@ -133,37 +133,27 @@ fn python() -> String {
     })
 }
 
-#[tokio::test]
-async fn official_python_sdk() {
+/// An SDK script's whole run: chat ×2 (one streamed) and embeddings ×2 reach the upstream with
+/// the provider's key; the unknown model and the wrong key never leave Meridian.
+async fn sdk_suite(program: &str, script: &str) {
     let (up, m) = start("http://127.0.0.1:1").await;
-    run_script(
-        &python(),
-        "sdk_test.py",
-        &[
-            ("MERIDIAN_URL", m.url.clone()),
-            ("MERIDIAN_KEY", APP_KEY.into()),
-        ],
-    )
-    .await;
+    let env = [
+        ("MERIDIAN_URL", m.url.clone()),
+        ("MERIDIAN_KEY", APP_KEY.to_string()),
+    ];
+    run_script(program, script, &env).await;
     assert_keys(&up);
-    // chat ×2 (one streamed), embeddings ×2; the unknown model and the wrong key never left.
     assert_eq!(up.requests().len(), 4);
 }
 
 #[tokio::test]
+async fn official_python_sdk() {
+    sdk_suite(&python(), "sdk_test.py").await;
+}
+
+#[tokio::test]
 async fn official_npm_sdk() {
-    let (up, m) = start("http://127.0.0.1:1").await;
-    run_script(
-        "node",
-        "sdk.test.mjs",
-        &[
-            ("MERIDIAN_URL", m.url.clone()),
-            ("MERIDIAN_KEY", APP_KEY.into()),
-        ],
-    )
-    .await;
-    assert_keys(&up);
-    assert_eq!(up.requests().len(), 4);
+    sdk_suite("node", "sdk.test.mjs").await;
 }
 
 #[tokio::test]

@@ -38,13 +38,19 @@ fn policy_files() -> Vec<String> {
     v
 }
 
-#[test]
-fn check_accepts_every_shipped_policy() {
+/// `meridian <command>` on every shipped policy.
+fn on_shipped_policies(command: &str) -> (Vec<String>, Output) {
     let files = policy_files();
-    let args: Vec<&str> = std::iter::once("check")
+    let args: Vec<&str> = std::iter::once(command)
         .chain(files.iter().map(String::as_str))
         .collect();
     let o = meridian(&args);
+    (files, o)
+}
+
+#[test]
+fn check_accepts_every_shipped_policy() {
+    let (files, o) = on_shipped_policies("check");
     assert!(o.status.success(), "{}", stderr(&o));
     for f in &files {
         assert!(stdout(&o).contains(&format!("ok: {f}: ")), "{}", stdout(&o));
@@ -67,11 +73,7 @@ fn check_prints_every_error_with_its_position_and_fails() {
 
 #[test]
 fn test_runs_the_cases_and_fails_on_a_wrong_expectation() {
-    let files = policy_files();
-    let args: Vec<&str> = std::iter::once("test")
-        .chain(files.iter().map(String::as_str))
-        .collect();
-    let o = meridian(&args);
+    let (_, o) = on_shipped_policies("test");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(
         stdout(&o).contains(" 0 failed, 0 invalid policies"),
