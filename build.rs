@@ -28,8 +28,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let compiled = match meridian_policy::compile(&policy) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
-    let write = std::fs::write(out.join("policy.bin"), meridian_policy::compile(&policy))
+    let write = std::fs::write(out.join("policy.bin"), compiled)
         .and_then(|()| std::fs::write(out.join("policy.origin"), &chosen));
     if let Err(e) = write {
         eprintln!("cannot write the compiled policy: {e}");

@@ -129,7 +129,7 @@ fn bench_core() {
         ("default policy", policy::DEFAULT_POLICY.to_string()),
         ("20×50 policy", text),
     ] {
-        let compiled = policy::compile(&policy::load(&text, "x").unwrap());
+        let compiled = policy::compile(&policy::load(&text, "x").unwrap()).unwrap();
         let (mut parse, mut decode) = (Vec::new(), Vec::new());
         for _ in 0..200 {
             let t = Instant::now();

@@ -341,35 +341,31 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
     };
     let mut cors = api::cors_headers(&policy, &headers);
-    // Errors carry the CORS headers too, so a browser script can read why it was refused.
+    // Every JSON answer, errors included, carries the CORS headers, so a browser script can read
+    // why it was refused.
     let err_base: Vec<(String, String)> = base.iter().chain(&cors).cloned().collect();
     let mut served = Served::default();
     let mut stream_outcome = None;
 
-    let status = match api::route(&method, &path) {
-        Route::Health => {
-            let mut h = base.clone();
-            h.append(&mut cors);
-            h.push(("content-type".into(), "application/json".into()));
-            let body = if method == "HEAD" {
-                Vec::new()
+    let route = api::route(&method, &path);
+    let status = match route {
+        Route::Health | Route::Models => {
+            let listing = if route == Route::Health {
+                Ok(api::health_body(&policy))
             } else {
-                api::health_body(&policy)
+                api::models(&policy, &headers)
             };
-            send_full(out, 200, &h, body).await;
-            200
-        }
-        Route::Models => match api::models(&policy, &headers) {
-            Ok(body) => {
-                let mut h = base.clone();
-                h.append(&mut cors);
-                h.push(("content-type".into(), "application/json".into()));
-                let body = if method == "HEAD" { Vec::new() } else { body };
-                send_full(out, 200, &h, body).await;
-                200
+            match listing {
+                Ok(body) => {
+                    let mut h = err_base.clone();
+                    h.push(("content-type".into(), "application/json".into()));
+                    let body = if method == "HEAD" { Vec::new() } else { body };
+                    send_full(out, 200, &h, body).await;
+                    200
+                }
+                Err(e) => error(out, &err_base, &e).await,
             }
-            Err(e) => error(out, &err_base, &e).await,
-        },
+        }
         Route::Preflight => match api::preflight(&policy, &headers) {
             Ok(mut h) => {
                 h.extend(base.clone());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use support::mock::{chunk, SseEnd};
-use support::{policy_for, Meridian, Mock, Script};
+use support::{json_of, list_ids, policy_for, Meridian, Mock, Script};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -158,21 +158,9 @@ async fn models_list_and_health_come_from_the_policy() {
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = list_ids(&v);
     assert_eq!(ids, ["chat-model", "embed-model"]);
-    let h: serde_json::Value = client()
-        .get(m.at("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: serde_json::Value = json_of(client().get(m.at("/healthz"))).await;
     assert_eq!(h["status"], "ok");
     assert!(h["policy"].as_str().unwrap().starts_with("e2e@1"));
 }
@@ -180,32 +168,13 @@ async fn models_list_and_health_come_from_the_policy() {
 #[tokio::test]
 async fn embedded_default_policy_serves_with_nothing_configured() {
     let m = Meridian::default_policy(&[]).await;
-    let v: serde_json::Value = client()
-        .get(m.at("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let v: serde_json::Value = json_of(client().get(m.at("/v1/models"))).await;
+    let ids = list_ids(&v);
     assert!(
         ids.contains(&"gpt-4o-mini") && ids.contains(&"llama-3.1-8b"),
         "{ids:?}"
     );
-    let h: serde_json::Value = client()
-        .get(m.at("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: serde_json::Value = json_of(client().get(m.at("/healthz"))).await;
     assert!(h["policy"].as_str().unwrap().starts_with("default@"));
     // No key configured for openai: the attempt is skipped with the reason, never sent keyless.
     let r = client()

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::mock::{chunk, SseEnd};
-use support::{policy_for, Meridian, Mock, Recorded, Script};
+use support::{json_of, policy_for, Meridian, Mock, Recorded, Script};
 
 const APP_KEY: &str = "sk-app-test-key";
 const BROWSER_KEY: &str = "pk-web-test-key";
@@ -232,16 +232,12 @@ async fn browser_keys_carry_a_tighter_policy() {
     assert_eq!(e["error"]["code"], "origin_required");
 
     // The models list shows only what the key may use.
-    let v: serde_json::Value = c
-        .get(m.at("/v1/models"))
-        .bearer_auth(BROWSER_KEY)
-        .header("origin", origin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = json_of(
+        c.get(m.at("/v1/models"))
+            .bearer_auth(BROWSER_KEY)
+            .header("origin", origin),
+    )
+    .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     assert_eq!(v["data"][0]["id"], "chat-model");
 

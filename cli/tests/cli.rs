@@ -23,6 +23,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
 fn policy_files() -> Vec<String> {
     let mut v = vec!["policies/default.toml".to_string()];
     for e in std::fs::read_dir(root().join("policies/examples")).unwrap() {
@@ -140,7 +144,7 @@ fn explain_gives_the_decision_as_text_and_json() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = json(&o);
     assert_eq!(v["decision"]["refusal"]["status"], 451);
     assert_eq!(v["decision"]["candidates"], serde_json::json!([]));
     assert_eq!(v["decision"]["excluded"][0]["provider"], "openai");
@@ -156,7 +160,7 @@ fn explain_gives_the_decision_as_text_and_json() {
         "local-only",
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = json(&o);
     let order: Vec<&str> = v["decision"]["candidates"]
         .as_array()
         .unwrap()
@@ -182,7 +186,7 @@ fn explain_gives_the_decision_as_text_and_json() {
 fn schema_and_hash_key() {
     let o = meridian(&["schema"]);
     assert!(o.status.success());
-    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let schema = json(&o);
     assert_eq!(
         schema["$schema"],
         "https://json-schema.org/draft/2020-12/schema"

@@ -78,7 +78,7 @@ pub fn models(policy: &Policy, headers: &[(String, String)]) -> Result<Vec<u8>, 
     Ok(models_body(policy, tenant))
 }
 
-pub fn models_body(policy: &Policy, tenant: Option<&crate::policy::Tenant>) -> Vec<u8> {
+fn models_body(policy: &Policy, tenant: Option<&crate::policy::Tenant>) -> Vec<u8> {
     let data: Vec<_> = policy
         .model_names()
         .into_iter()

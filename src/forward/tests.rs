@@ -215,6 +215,11 @@ fn served(f: &Forwarded<FakeBody>) -> Option<(usize, u16)> {
     }
 }
 
+/// A non-stream forward over the named candidates with this plan.
+async fn run(t: &Fake, providers: &[&str], plan: Plan) -> Forwarded<FakeBody> {
+    forward(t, &decision(providers, plan), build, false, LIMITS).await
+}
+
 fn failures(f: &Forwarded<FakeBody>) -> Vec<String> {
     f.attempts
         .iter()
@@ -228,14 +233,7 @@ async fn falls_back_on_503_and_records_the_failure() {
         ("a", vec![status(503, None)]),
         ("b", vec![ok_json(0)]),
     ]);
-    let f = forward(
-        &t,
-        &decision(&["a", "b"], Plan::default()),
-        build,
-        false,
-        LIMITS,
-    )
-    .await;
+    let f = run(&t, &["a", "b"], Plan::default()).await;
     assert_eq!(served(&f), Some((1, 200)));
     assert_eq!(failures(&f), ["a:status 503", "b:ok"]);
     if let Outcome::Complete { usage, .. } = &f.outcome {
@@ -249,14 +247,7 @@ async fn does_not_fall_back_on_400_unless_the_plan_says_so() {
         ("a", vec![status(400, None)]),
         ("b", vec![ok_json(0)]),
     ]);
-    let f = forward(
-        &t,
-        &decision(&["a", "b"], Plan::default()),
-        build,
-        false,
-        LIMITS,
-    )
-    .await;
+    let f = run(&t, &["a", "b"], Plan::default()).await;
     assert_eq!(served(&f), Some((0, 400)));
     assert_eq!(t.sent_to(), ["a"]);
 
@@ -266,7 +257,7 @@ async fn does_not_fall_back_on_400_unless_the_plan_says_so() {
         ("a", vec![status(400, None)]),
         ("b", vec![ok_json(0)]),
     ]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b"], plan).await;
     assert_eq!(served(&f), Some((1, 200)));
 }
 
@@ -281,7 +272,7 @@ async fn retries_the_same_provider_after_retry_after_when_it_fits() {
         ("a", vec![status(429, Some("2")), ok_json(0)]),
         ("b", vec![ok_json(0)]),
     ]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b"], plan).await;
     assert_eq!(served(&f), Some((0, 200)));
     let sent = t.sent.borrow().clone();
     assert_eq!(sent.len(), 2);
@@ -302,7 +293,7 @@ async fn moves_on_when_retry_after_does_not_fit_the_deadline() {
         ("a", vec![status(429, Some("60"))]),
         ("b", vec![ok_json(0)]),
     ]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b"], plan).await;
     assert_eq!(served(&f), Some((1, 200)));
     assert!(t.now_ms() < 1000, "did not wait 60 s");
 }
@@ -314,7 +305,7 @@ async fn header_timeout_moves_to_the_next_candidate() {
         ..Plan::default()
     };
     let t = Fake::new(vec![("a", vec![ok_json(10_000)]), ("b", vec![ok_json(0)])]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b"], plan).await;
     assert_eq!(served(&f), Some((1, 200)));
     assert_eq!(failures(&f)[0], "a:timeout (headers)");
     assert!(t.now_ms() >= 500 && t.now_ms() < 1000);
@@ -353,14 +344,7 @@ async fn malformed_json_and_missing_keys_fall_back() {
         chunks: vec![(0, Ok(b"{oops".to_vec()))],
     };
     let t = Fake::new(vec![("a", vec![bad]), ("b", vec![ok_json(0)])]);
-    let f = forward(
-        &t,
-        &decision(&["nokey", "a", "b"], Plan::default()),
-        build,
-        false,
-        LIMITS,
-    )
-    .await;
+    let f = run(&t, &["nokey", "a", "b"], Plan::default()).await;
     assert_eq!(served(&f), Some((2, 200)));
     let fl = failures(&f);
     assert!(fl[0].starts_with("nokey:not configured"), "{fl:?}");
@@ -384,7 +368,7 @@ async fn deadline_ends_with_timed_out() {
         ("b", vec![ok_json(9_000)]),
         ("c", vec![ok_json(0)]),
     ]);
-    let f = forward(&t, &decision(&["a", "b", "c"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b", "c"], plan).await;
     assert!(matches!(f.outcome, Outcome::Exhausted { timed_out: true }));
     assert_eq!(
         t.sent_to(),
@@ -401,7 +385,7 @@ async fn hedging_starts_the_next_candidate_and_cancels_the_slower_one() {
         ..Plan::default()
     };
     let t = Fake::new(vec![("a", vec![ok_json(1_000)]), ("b", vec![ok_json(50)])]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b"], plan).await;
     assert_eq!(served(&f), Some((1, 200)));
     let sent = t.sent.borrow().clone();
     assert_eq!(sent, [("a".to_string(), 0), ("b".to_string(), 100)]);
@@ -425,7 +409,7 @@ async fn hedging_keeps_the_first_when_it_answers_in_time() {
         ..Plan::default()
     };
     let t = Fake::new(vec![("a", vec![ok_json(50)]), ("b", vec![ok_json(0)])]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b"], plan).await;
     assert_eq!(served(&f), Some((0, 200)));
     assert_eq!(t.sent_to(), ["a"]);
 }
@@ -444,7 +428,7 @@ async fn connect_errors_are_not_retried_when_the_plan_removes_them() {
         ),
         ("b", vec![ok_json(0)]),
     ]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, false, LIMITS).await;
+    let f = run(&t, &["a", "b"], plan).await;
     assert!(matches!(f.outcome, Outcome::Exhausted { timed_out: false }));
     assert_eq!(t.sent_to(), ["a"]);
 }

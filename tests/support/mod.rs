@@ -22,3 +22,18 @@ pub fn policy_for(providers: &[(&str, &Mock, &str, &str)], extra: &str) -> Strin
     s.push_str(extra);
     s
 }
+
+/// Sends a request and parses its JSON answer.
+pub async fn json_of(rb: reqwest::RequestBuilder) -> serde_json::Value {
+    rb.send().await.unwrap().json().await.unwrap()
+}
+
+/// The `id`s of an OpenAI list object (e.g. `/v1/models`).
+pub fn list_ids(list: &serde_json::Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}

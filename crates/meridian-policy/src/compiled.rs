@@ -16,11 +16,12 @@ fn header() -> Vec<u8> {
 }
 
 /// Serializes a validated policy (its `[[test]]` cases are left out: the component never runs them).
-pub fn compile(policy: &Policy) -> Vec<u8> {
+pub fn compile(policy: &Policy) -> Result<Vec<u8>, String> {
     let mut out = header();
-    // Serializing plain owned data into a Vec cannot fail; an empty body would be refused on load.
-    out.extend(postcard::to_allocvec(policy).unwrap_or_default());
-    out
+    out.extend(
+        postcard::to_allocvec(policy).map_err(|e| format!("cannot compile the policy: {e}"))?,
+    );
+    Ok(out)
 }
 
 /// Loads a compiled policy. Errors say why the bytes are not one this build can read.
@@ -40,7 +41,7 @@ mod tests {
     #[test]
     fn round_trip_keeps_everything_but_test_cases() {
         let p = crate::load(crate::DEFAULT_POLICY, "default.toml").expect("default policy");
-        let bytes = compile(&p);
+        let bytes = compile(&p).expect("compiles");
         let q = load_compiled(&bytes).expect("loads");
         assert_eq!(
             format!(
@@ -67,7 +68,7 @@ mod tests {
     #[test]
     fn refuses_foreign_or_corrupt_bytes() {
         let p = crate::load(crate::DEFAULT_POLICY, "default.toml").expect("default policy");
-        let mut bytes = compile(&p);
+        let mut bytes = compile(&p).expect("compiles");
         let err = load_compiled(b"meridian-policy/0.0.0\0xyz").unwrap_err();
         assert!(err.contains("another version"), "{err}");
         bytes.truncate(bytes.len() / 2);
