@@ -4,14 +4,14 @@
 //! 1. Added latency: the same mock upstream called directly and through Meridian (the built
 //!    component in meridian-host), 1 client and 32 clients, p50/p99, in one run.
 //! 2. CPU per request: each host process's user+system time over its runs, per request.
-//! 3. The pure decision for a 20-provider, 50-rule policy, and loading (parsing) a policy.
+//!
+//! The pure decision and policy loading are in `cargo bench --bench decide`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
-use meridian::{decide, facts, policy};
 use support::{policy_for, Meridian, Mock, Script};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -70,83 +70,6 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-fn big_policy() -> String {
-    let mut s = String::from("version = 1\n[settings]\ntrusted_country_headers = [\"cf-ipcountry\"]\nallow_anonymous = true\n");
-    let cs = ["DE", "FR", "US", "GB", "JP"];
-    for i in 0..20 {
-        s += &format!(
-            "[[providers]]\nid = \"p{i}\"\nbase_url = \"https://p{i}.example/v1\"\nlocation = \"{}\"\nzdr = {}\nlatency_ms = {}\nmodels = {{ \"m\" = {{ id = \"m{i}\", input_price = {}.0, output_price = 1.0 }}, \"other{i}\" = \"o\" }}\n",
-            cs[i % 5], i % 2 == 0, 100 + i * 7, 20 - i
-        );
-    }
-    for i in 0..50 {
-        let when = match i % 3 {
-            0 => "when = { client_jurisdiction = [\"eu\"] }",
-            1 => "when = { model = [\"other*\"] }",
-            _ => "when = { client_country = [\"US\", \"CA\"], stream = false }",
-        };
-        let req = match i % 4 {
-            0 => "require = { deny = [\"p3\"] }",
-            1 => "require = { jurisdiction = [\"eu\", \"uk\", \"us\"] }",
-            2 => "require = { max_price = { input = 30.0 } }",
-            _ => "require = { }",
-        };
-        s += &format!("[[rules]]\nid = \"r{i}\"\n{when}\n{req}\nprefer = {{ sort = \"price\" }}\n");
-    }
-    s
-}
-
-fn bench_core() {
-    let text = big_policy();
-    let p = policy::load(&text, "bench").unwrap();
-    let headers = vec![("cf-ipcountry".to_string(), "DE".to_string())];
-    let mut body = serde_json::Map::new();
-    body.insert("model".into(), "m".into());
-    let cx = facts::Context {
-        request_id: "bench".into(),
-        endpoint: facts::Endpoint::Chat,
-        tenant: None,
-        edge_region: None,
-        headers: &headers,
-    };
-    let f = facts::from_request(&p, cx, &mut body).unwrap();
-    let mut samples = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        for _ in 0..50 {
-            std::hint::black_box(decide::decide(&p, std::hint::black_box(&f)));
-        }
-        samples.push(t.elapsed().as_secs_f64() * 1e6 / 50.0);
-    }
-    let d = decide::decide(&p, &f);
-    println!("decision, 20 providers × 50 rules ({} matched, {} candidates): median {:.2} µs, p99 {:.2} µs", d.matched_rules.len(), d.candidates.len(), pct(&mut samples.clone(), 0.5), pct(&mut samples, 0.99));
-
-    // What obtaining the policy costs per request: parsing + validating TOML (the `policy`
-    // variable path) against decoding the form build.rs compiled (the embedded path).
-    for (name, text) in [
-        ("default policy", policy::DEFAULT_POLICY.to_string()),
-        ("20×50 policy", text),
-    ] {
-        let compiled = policy::compile(&policy::load(&text, "x").unwrap()).unwrap();
-        let (mut parse, mut decode) = (Vec::new(), Vec::new());
-        for _ in 0..200 {
-            let t = Instant::now();
-            std::hint::black_box(policy::load(&text, "x").unwrap());
-            parse.push(t.elapsed().as_secs_f64() * 1e6);
-            let t = Instant::now();
-            std::hint::black_box(policy::load_compiled(&compiled).unwrap());
-            decode.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        let (p, d) = (pct(&mut parse, 0.5), pct(&mut decode, 0.5));
-        println!(
-            "obtaining the {name} natively: TOML {} bytes parse+validate median {p:.1} µs | compiled {} bytes decode median {d:.1} µs ({:.1}× faster)",
-            text.len(),
-            compiled.len(),
-            p / d
-        );
-    }
 }
 
 struct Stats {
@@ -209,7 +132,6 @@ fn report(targets: &[Target], stats: &[Stats]) {
 
 #[tokio::main]
 async fn main() {
-    bench_core();
     let n = std::env::var("BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())

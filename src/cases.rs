@@ -7,26 +7,18 @@ use crate::facts::{self, Endpoint};
 use crate::policy::{Expectation, Policy, TestCase};
 
 #[derive(Debug, Clone)]
-pub struct CaseResult {
+pub struct CaseResult<'p> {
     pub name: String,
     pub line: usize,
     /// `None` when the case passed; otherwise what differed.
     pub failure: Option<String>,
-    pub decision: Option<Decision>,
+    pub decision: Option<Decision<'p>>,
 }
 
-fn run_one(policy: &Policy, case: &TestCase) -> Result<Decision, String> {
+fn run_one<'p>(policy: &'p Policy, case: &TestCase) -> Result<Decision<'p>, String> {
     let mut headers = case.headers.clone();
     if let Some(c) = &case.country {
-        // Cases state the country directly; deliver it through the first trusted header.
-        let name = policy
-            .settings
-            .trusted_country_headers
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "cf-ipcountry".into());
-        headers.retain(|(k, _)| k != &name);
-        headers.push((name, c.clone()));
+        facts::deliver_country(policy, &mut headers, c.as_str())?;
     }
     if !case.privacy.names().is_empty() {
         headers.push((
@@ -69,7 +61,7 @@ fn check(expect: &Expectation, d: &Decision) -> Option<String> {
     }
 }
 
-pub fn run(policy: &Policy) -> Vec<CaseResult> {
+pub fn run(policy: &Policy) -> Vec<CaseResult<'_>> {
     policy
         .tests
         .iter()

@@ -2,10 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::policy::{
-    jurisdictions::is_country_code, MaxPrice, Policy, PrivacyFlags, Sort, TenantId,
-    PRIVACY_FLAG_NAMES, UNKNOWN_COUNTRY,
-};
+use crate::policy::{Country, MaxPrice, Policy, PrivacyFlags, Sort, TenantId, PRIVACY_FLAG_NAMES};
 
 /// The request header that tightens privacy for one request.
 pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
@@ -64,7 +61,7 @@ pub struct RequestFacts {
     pub endpoint: Endpoint,
     pub tenant: Option<TenantId>,
     /// ISO code, or `XX` when no trusted header named a valid one.
-    pub country: String,
+    pub country: Country,
     pub edge_region: Option<String>,
     pub model: String,
     pub stream: bool,
@@ -94,16 +91,31 @@ fn bad(message: String, param: Option<&'static str>, code: &'static str) -> Fact
 /// The client's country from the first trusted header that carries a valid code.
 ///
 /// Only headers the policy lists are read, so a client cannot claim a country through any other.
-pub fn client_country(policy: &Policy, headers: &[(String, String)]) -> String {
+pub fn client_country(policy: &Policy, headers: &[(String, String)]) -> Country {
     for name in &policy.settings.trusted_country_headers {
         if let Some((_, v)) = headers.iter().find(|(n, _)| n == name) {
-            let code = v.trim().to_ascii_uppercase();
-            if is_country_code(&code) {
-                return code;
+            if let Some(c) = Country::parse(&v.trim().to_ascii_uppercase()) {
+                return c;
             }
         }
     }
-    UNKNOWN_COUNTRY.to_string()
+    Country::UNKNOWN
+}
+
+/// Sets the client's country the way the edge platform would: in the policy's first trusted
+/// country header, replacing any value there. For tools that take a country directly (`[[test]]`
+/// cases, `meridian explain --country`).
+pub fn deliver_country(
+    policy: &Policy,
+    headers: &mut Vec<(String, String)>,
+    country: &str,
+) -> Result<(), String> {
+    let name = policy.settings.trusted_country_headers.first().ok_or(
+        "the policy trusts no country header (settings.trusted_country_headers), so no request can carry a country",
+    )?;
+    headers.retain(|(k, _)| k != name);
+    headers.push((name.clone(), country.to_string()));
+    Ok(())
 }
 
 /// Flags from `x-meridian-privacy: zdr, no-training, local-only`.

@@ -494,7 +494,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         policy: &policy.version_label(),
         tenant: served.tenant.as_deref(),
         model: served.model.as_deref(),
-        country: served.country.as_deref(),
+        country: served.country.as_ref().map(|c| c.as_str()),
         provider: served.provider.as_deref(),
         upstream_model: served.upstream_model.as_deref(),
         rules: served.rules.iter().map(String::as_str).collect(),

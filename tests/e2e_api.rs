@@ -418,7 +418,48 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
             .contains("no-training"),
         "{v}"
     );
+    // Nesting past serde_json's 128-level limit is a 400, not a trap (the component's shadow
+    // stack is 128 KiB); the deepest JSON the limit allows is parsed, forwarded and answered.
+    let deep = format!(
+        "{{\"model\": \"chat-model\", \"x\": {}1{}}}",
+        "[".repeat(2000),
+        "]".repeat(2000)
+    );
+    let (s, v) = error_of(
+        c.post(m.at("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(deep)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
     assert_eq!(up.requests().len(), 0, "nothing bad reached the upstream");
+    let deepest = format!(
+        "{{\"model\": \"chat-model\", \"x\": {}1{}}}",
+        "[".repeat(126),
+        "]".repeat(126)
+    );
+    let r = c
+        .post(m.at("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(deepest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = up.requests().remove(0).body;
+    let mut depth = 0;
+    let mut x = &sent["x"];
+    while let Some(inner) = x.get(0) {
+        depth += 1;
+        x = inner;
+    }
+    assert_eq!(depth, 126, "forwarded unchanged");
 }
 
 #[tokio::test]

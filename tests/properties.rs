@@ -146,7 +146,7 @@ fn candidates(
     let tenant_def = p.tenant("t").unwrap();
     for c in &d.candidates {
         let prov = p.provider(c.provider.as_str()).unwrap();
-        for r in p.rules.iter().filter(|r| d.matched_rules.contains(&r.id)) {
+        for r in p.rules.iter().filter(|r| d.matched_rules.contains(&&r.id)) {
             if let Some(j) = &r.require.jurisdiction {
                 assert!(
                     prov.within(&j.countries),

@@ -154,10 +154,8 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
     if let Some(c) = &a.country {
-        let name = p.settings.trusted_country_headers.first().ok_or(
-            "--country needs a trusted country header in the policy's settings; pass the header with --header instead",
-        )?;
-        headers.push((name.clone(), c.clone()));
+        facts::deliver_country(&p, &mut headers, c)
+            .map_err(|e| format!("--country: {e}; pass the header with --header instead"))?;
     }
     if let Some(k) = &a.key {
         headers.push(("authorization".into(), format!("Bearer {k}")));

@@ -267,8 +267,23 @@ async fn main() -> Result<()> {
     // Compiled code is cached on disk, so restarts (every e2e test starts a host) are fast.
     config.cache(wasmtime::Cache::from_file(None).ok());
     // Instances come from a pool of pre-reserved slots (reset, not re-mapped, per request).
+    // As Spin (spin-core) configures it, with the same environment overrides: the first 2 MiB of
+    // linear memory and 512 KiB of tables are reset in place between instances instead of being
+    // handed back to the kernel.
+    let env_usize = |name: &str, default: usize| -> Result<usize> {
+        match std::env::var(name) {
+            Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a number")),
+            Err(_) => Ok(default),
+        }
+    };
     let mut pooling = wasmtime::PoolingAllocationConfig::default();
-    pooling.total_component_instances(256);
+    pooling
+        .total_component_instances(256)
+        .linear_memory_keep_resident(env_usize(
+            "SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT",
+            2 << 20,
+        )?)
+        .table_keep_resident(env_usize("SPIN_WASMTIME_TABLE_KEEP_RESIDENT", 512 << 10)?);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     if std::env::var_os("MERIDIAN_HOST_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);

@@ -43,7 +43,7 @@ pub enum Reply<B> {
 pub struct Served {
     pub tenant: Option<String>,
     pub model: Option<String>,
-    pub country: Option<String>,
+    pub country: Option<crate::policy::Country>,
     pub provider: Option<String>,
     pub upstream_model: Option<String>,
     pub rules: Vec<String>,
@@ -61,7 +61,7 @@ impl Served {
     /// Records the candidate that answered.
     fn record(&mut self, c: &crate::decide::Candidate) {
         self.provider = Some(c.provider.0.clone());
-        self.upstream_model = Some(c.upstream_model.clone());
+        self.upstream_model = Some(c.upstream_model.to_string());
         self.prices = (c.input_price, c.output_price);
     }
 }
@@ -133,8 +133,8 @@ fn audit_headers(
     }
     if let Some(c) = served {
         h.push((audit::PROVIDER.into(), header_safe(c.provider.as_str())));
-        h.push((audit::UPSTREAM_MODEL.into(), header_safe(&c.upstream_model)));
-        h.push((audit::JURISDICTION.into(), header_safe(&c.location)));
+        h.push((audit::UPSTREAM_MODEL.into(), header_safe(c.upstream_model)));
+        h.push((audit::JURISDICTION.into(), header_safe(c.location)));
     }
     h.push((audit::ATTEMPTS.into(), attempts.len().to_string()));
     let failures: Vec<String> = attempts
@@ -262,7 +262,7 @@ pub async fn inference<T: Transport>(
         }
     };
     served.model = Some(facts.model.clone());
-    served.country = Some(facts.country.clone());
+    served.country = Some(facts.country);
 
     let decision = decide(policy, &facts);
     served.rules = decision.matched_rules.iter().map(|r| r.0.clone()).collect();
@@ -309,7 +309,7 @@ pub async fn inference<T: Transport>(
             }
         }
         let mut b = body.clone();
-        b.insert("model".into(), Value::String(c.upstream_model.clone()));
+        b.insert("model".into(), Value::String(c.upstream_model.to_string()));
         let bytes = serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?;
         // A known length rather than chunked encoding: some engines' servers read only
         // content-length bodies.

@@ -246,7 +246,7 @@ impl<T: Transport> Loop<'_, T> {
         &self,
         candidate: usize,
         build: &impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
-        c: &Candidate,
+        c: &Candidate<'_>,
     ) -> Answer<T::Body> {
         let timeout = self.plan.attempt_timeout_ms.min(self.remaining());
         let req = build(c)?;
@@ -258,7 +258,7 @@ impl<T: Transport> Loop<'_, T> {
 /// Runs the attempt loop for a decision with at least one candidate.
 pub async fn forward<T: Transport>(
     t: &T,
-    decision: &Decision,
+    decision: &Decision<'_>,
     build: impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
     stream: bool,
     limits: Limits,
@@ -361,7 +361,7 @@ pub async fn forward<T: Transport>(
 async fn hedged<T: Transport>(
     lp: &Loop<'_, T>,
     build: &impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
-    cands: &[Candidate],
+    cands: &[Candidate<'_>],
     i: usize,
     after_ms: u64,
 ) -> Vec<(usize, Answer<T::Body>, bool)> {

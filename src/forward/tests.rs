@@ -160,31 +160,46 @@ impl Transport for Fake {
     }
 }
 
-fn decision(providers: &[&str], plan: Plan) -> Decision {
-    Decision {
-        request_id: "r".into(),
-        model: "m".into(),
-        tenant: None,
-        client_country: "XX".into(),
-        client_jurisdictions: vec![],
-        edge_region: None,
-        privacy: vec![],
-        matched_rules: vec![],
-        candidates: providers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Candidate {
-                provider: ProviderId(p.to_string()),
-                index: i,
-                upstream_model: format!("{p}-m"),
-                location: "US".into(),
-                input_price: None,
-                output_price: None,
-            })
-            .collect(),
-        excluded: vec![],
-        plan,
-        refusal: None,
+/// The providers a test decision names; decisions borrow their ids from a catalog.
+struct Catalog(Vec<(ProviderId, String)>);
+
+impl Catalog {
+    fn new(providers: &[&str]) -> Self {
+        Catalog(
+            providers
+                .iter()
+                .map(|p| (ProviderId(p.to_string()), format!("{p}-m")))
+                .collect(),
+        )
+    }
+
+    fn decision(&self, plan: Plan) -> Decision<'_> {
+        Decision {
+            request_id: "r".into(),
+            model: "m".into(),
+            tenant: None,
+            client_country: crate::policy::Country::UNKNOWN,
+            client_jurisdictions: vec![],
+            edge_region: None,
+            privacy: vec![],
+            matched_rules: vec![],
+            candidates: self
+                .0
+                .iter()
+                .enumerate()
+                .map(|(i, (id, model))| Candidate {
+                    provider: id,
+                    index: i,
+                    upstream_model: model,
+                    location: "US",
+                    input_price: None,
+                    output_price: None,
+                })
+                .collect(),
+            excluded: vec![],
+            plan,
+            refusal: None,
+        }
     }
 }
 
@@ -217,7 +232,14 @@ fn served(f: &Forwarded<FakeBody>) -> Option<(usize, u16)> {
 
 /// A non-stream forward over the named candidates with this plan.
 async fn run(t: &Fake, providers: &[&str], plan: Plan) -> Forwarded<FakeBody> {
-    forward(t, &decision(providers, plan), build, false, LIMITS).await
+    forward(
+        t,
+        &Catalog::new(providers).decision(plan),
+        build,
+        false,
+        LIMITS,
+    )
+    .await
 }
 
 fn failures(f: &Forwarded<FakeBody>) -> Vec<String> {
@@ -330,7 +352,8 @@ async fn stream_first_byte_timeout_falls_back_before_anything_is_sent() {
         chunks: vec![(0, Ok(b"data: {}\n\n".to_vec()))],
     };
     let t = Fake::new(vec![("a", vec![slow]), ("b", vec![fast])]);
-    let f = forward(&t, &decision(&["a", "b"], plan), build, true, LIMITS).await;
+    let catalog = Catalog::new(&["a", "b"]);
+    let f = forward(&t, &catalog.decision(plan), build, true, LIMITS).await;
     assert!(matches!(f.outcome, Outcome::Stream { candidate: 1, .. }));
     assert_eq!(failures(&f)[0], "a:timeout (first byte)");
 }

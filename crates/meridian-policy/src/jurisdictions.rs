@@ -28,5 +28,17 @@ pub fn builtins() -> Vec<(&'static str, Vec<&'static str>)> {
 
 /// Whether `code` looks like an ISO 3166-1 alpha-2 code (two upper-case ASCII letters).
 pub fn is_country_code(code: &str) -> bool {
-    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
+    crate::Country::parse(code).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_builtin_code_is_valid() {
+        for (name, codes) in super::builtins() {
+            for c in codes {
+                assert!(super::is_country_code(c), "{name}: {c}");
+            }
+        }
+    }
 }

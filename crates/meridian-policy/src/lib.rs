@@ -4,6 +4,7 @@
 //! each with line, column and a hint) → the [`Policy`] the decision engine reads.
 
 mod compiled;
+mod country;
 mod diag;
 pub mod jurisdictions;
 mod model;

@@ -22,6 +22,12 @@ macro_rules! typed_id {
                 &self.0
             }
         }
+        /// Lets sets and maps keyed by the id be searched with a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 
@@ -41,11 +47,7 @@ typed_id!(
 /// The policy file format version this build understands.
 pub const FORMAT_VERSION: i64 = 1;
 
-/// A country code (ISO 3166-1 alpha-2, upper case). `XX` means "unknown".
-pub type Country = String;
-
-/// The country code facts carry when no trusted header names a country.
-pub const UNKNOWN_COUNTRY: &str = "XX";
+pub use crate::country::{Country, CountrySet};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
@@ -55,7 +57,7 @@ pub struct Policy {
     pub digest: String,
     pub settings: Settings,
     /// Every jurisdiction name (built-in and user-defined) → its countries.
-    pub jurisdictions: BTreeMap<String, BTreeSet<Country>>,
+    pub jurisdictions: BTreeMap<String, CountrySet>,
     pub providers: Vec<Provider>,
     pub tenants: Vec<Tenant>,
     pub rules: Vec<Rule>,
@@ -79,12 +81,15 @@ impl Policy {
     }
 
     /// The jurisdictions (sorted names) a country belongs to.
-    pub fn jurisdictions_of(&self, country: &str) -> Vec<String> {
-        self.jurisdictions
-            .iter()
-            .filter(|(_, cs)| cs.contains(country))
-            .map(|(n, _)| n.clone())
-            .collect()
+    pub fn jurisdictions_of(&self, country: Country) -> Vec<&str> {
+        let mut names = Vec::with_capacity(self.jurisdictions.len());
+        names.extend(
+            self.jurisdictions
+                .iter()
+                .filter(|(_, cs)| cs.contains(country))
+                .map(|(n, _)| n.as_str()),
+        );
+        names
     }
 
     /// Every public model name some provider serves, sorted, without duplicates.
@@ -127,7 +132,7 @@ pub struct Provider {
     /// Where data is processed, as written (a country code or a jurisdiction name).
     pub location: String,
     /// The countries `location` stands for.
-    pub countries: BTreeSet<Country>,
+    pub countries: CountrySet,
     pub retention_days: u32,
     pub trains_on_inputs: bool,
     pub zdr: bool,
@@ -140,8 +145,8 @@ pub struct Provider {
 
 impl Provider {
     /// Whether every place this provider processes data lies inside `allowed`.
-    pub fn within(&self, allowed: &BTreeSet<Country>) -> bool {
-        !self.countries.is_empty() && self.countries.is_subset(allowed)
+    pub fn within(&self, allowed: &CountrySet) -> bool {
+        self.countries.is_nonempty_subset(allowed)
     }
 
     /// Whether the provider keeps or learns from request data.
@@ -160,12 +165,10 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
-    /// The sort key for "cheapest first": input plus output price; unknown prices sort last.
-    pub fn blended_price(&self) -> f64 {
-        match (self.input_price, self.output_price) {
-            (None, None) => f64::INFINITY,
-            (i, o) => i.unwrap_or(0.0) + o.unwrap_or(0.0),
-        }
+    /// The sort key for "cheapest first": input plus output price. Every request pays for input,
+    /// so an unknown input price sorts last; an unknown output price (embeddings) counts as 0.
+    pub fn blended_price(input: Option<f64>, output: Option<f64>) -> f64 {
+        input.unwrap_or(f64::INFINITY) + output.unwrap_or(0.0)
     }
 }
 
@@ -249,7 +252,7 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Residency {
     pub names: Vec<String>,
-    pub countries: BTreeSet<Country>,
+    pub countries: CountrySet,
 }
 
 /// A model glob; its compiled form is the text, the matcher is rebuilt on load.
@@ -297,7 +300,7 @@ pub struct Rule {
 /// Conditions; every one present must hold for the rule to match. An empty `when` always matches.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct When {
-    pub client_countries: Option<BTreeSet<Country>>,
+    pub client_countries: Option<CountrySet>,
     pub edge_regions: Option<Vec<String>>,
     pub tenants: Option<Vec<TenantId>>,
     /// `Some(true)`: only requests with no tenant (anonymous) match.
@@ -316,9 +319,40 @@ pub struct Require {
     pub jurisdiction: Option<Residency>,
     pub self_hosted: bool,
     pub privacy: PrivacyFlags,
-    pub providers: Option<BTreeSet<ProviderId>>,
-    pub deny: BTreeSet<ProviderId>,
+    pub providers: Option<ProviderSet>,
+    pub deny: ProviderSet,
     pub max_price: MaxPrice,
+}
+
+/// Providers a rule names, as positions in [`Policy::providers`] (validation resolved the ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSet(Vec<u32>);
+
+impl ProviderSet {
+    pub fn contains(&self, index: usize) -> bool {
+        self.0.iter().any(|i| *i as usize == index)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Catalog positions, ascending.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().map(|i| *i as usize)
+    }
+}
+
+impl FromIterator<usize> for ProviderSet {
+    fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Self {
+        let mut v: Vec<u32> = iter
+            .into_iter()
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        ProviderSet(v)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use toml_edit::{ImDocument, Item, Value};
 
 use super::diag::{suggest, PolicyErrors, Sink};
-use super::jurisdictions::{builtins, is_country_code};
+use super::jurisdictions::builtins;
 use super::model::*;
 use super::reader::{Obj, Sp};
 
@@ -136,7 +136,7 @@ pub fn load(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
 }
 
 struct Ctx {
-    jurisdictions: BTreeMap<String, BTreeSet<Country>>,
+    jurisdictions: BTreeMap<String, CountrySet>,
     provider_ids: Vec<String>,
     tenant_ids: Vec<String>,
     models: BTreeSet<String>,
@@ -195,10 +195,15 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
     })
 }
 
-fn read_jurisdictions(sink: &mut Sink, top: &Obj) -> BTreeMap<String, BTreeSet<Country>> {
-    let mut map: BTreeMap<String, BTreeSet<Country>> = builtins()
+fn read_jurisdictions(sink: &mut Sink, top: &Obj) -> BTreeMap<String, CountrySet> {
+    let mut map: BTreeMap<String, CountrySet> = builtins()
         .into_iter()
-        .map(|(n, cs)| (n.to_string(), cs.into_iter().map(String::from).collect()))
+        .map(|(n, cs)| {
+            (
+                n.to_string(),
+                cs.into_iter().filter_map(Country::parse).collect(),
+            )
+        })
         .collect();
     let Some(table) = top.table(sink, "jurisdictions") else {
         return map;
@@ -231,15 +236,15 @@ fn read_jurisdictions(sink: &mut Sink, top: &Obj) -> BTreeMap<String, BTreeSet<C
             );
             continue;
         };
-        let mut set = BTreeSet::new();
+        let mut set = CountrySet::new();
         for v in arr.iter() {
-            match v.as_str() {
-                Some(c) if is_country_code(c) => {
-                    set.insert(c.to_string());
+            match v.as_str().map(|c| (c, Country::parse(c))) {
+                Some((_, Some(code))) => {
+                    set.insert(code);
                 }
-                Some(c) => {
+                Some((c, None)) => {
                     if let Some(existing) = map.get(c) {
-                        set.extend(existing.iter().cloned());
+                        set.union_with(existing);
                     } else {
                         sink.error_help(
                             v.span().as_ref(),
@@ -311,12 +316,12 @@ fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
 }
 
 fn resolve_residency(sink: &mut Sink, cx: &Ctx, names: &[Sp<String>]) -> Residency {
-    let mut countries = BTreeSet::new();
+    let mut countries = CountrySet::new();
     for n in names {
         if let Some(cs) = cx.jurisdictions.get(&n.value) {
-            countries.extend(cs.iter().cloned());
-        } else if is_country_code(&n.value) {
-            countries.insert(n.value.clone());
+            countries.union_with(cs);
+        } else if let Some(c) = Country::parse(&n.value) {
+            countries.insert(c);
         } else {
             let known: Vec<&str> = cx.jurisdictions.keys().map(String::as_str).collect();
             sink.error_help(
@@ -562,6 +567,16 @@ fn check_provider_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> ProviderId 
     ProviderId(id.value.clone())
 }
 
+/// Provider ids → their catalog positions; unknown ids are reported (and left out).
+fn provider_set(sink: &mut Sink, cx: &Ctx, ids: &[Sp<String>]) -> ProviderSet {
+    ids.iter()
+        .filter_map(|id| {
+            check_provider_ref(sink, cx, id);
+            cx.provider_ids.iter().position(|p| *p == id.value)
+        })
+        .collect()
+}
+
 fn check_tenant_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> TenantId {
     if !cx.tenant_ids.contains(&id.value) {
         let known: Vec<&str> = cx.tenant_ids.iter().map(String::as_str).collect();
@@ -781,12 +796,12 @@ fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
 
 fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
     w.deny_unknown(sink, WHEN_KEYS);
-    let mut client_countries: Option<BTreeSet<Country>> = None;
+    let mut client_countries: Option<CountrySet> = None;
     if let Some(cs) = w.str_list(sink, "client_country") {
-        let mut set = BTreeSet::new();
+        let mut set = CountrySet::new();
         for c in cs {
-            if is_country_code(&c.value) {
-                set.insert(c.value);
+            if let Some(code) = Country::parse(&c.value) {
+                set.insert(code);
             } else {
                 sink.error_help(
                     c.span.as_ref(),
@@ -800,8 +815,8 @@ fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
     if let Some(js) = w.str_list(sink, "client_jurisdiction") {
         let r = resolve_residency(sink, cx, &js);
         client_countries
-            .get_or_insert_with(BTreeSet::new)
-            .extend(r.countries);
+            .get_or_insert_with(CountrySet::new)
+            .union_with(&r.countries);
     }
     let tenants = w
         .str_list(sink, "tenant")
@@ -889,13 +904,11 @@ fn read_require(sink: &mut Sink, r: &Obj, cx: &Ctx) -> Require {
         privacy: read_privacy(sink, privacy_list),
         providers: r
             .str_list(sink, "providers")
-            .map(|ps| ps.iter().map(|p| check_provider_ref(sink, cx, p)).collect()),
+            .map(|ps| provider_set(sink, cx, &ps)),
         deny: r
             .str_list(sink, "deny")
-            .unwrap_or_default()
-            .iter()
-            .map(|p| check_provider_ref(sink, cx, p))
-            .collect(),
+            .map(|ps| provider_set(sink, cx, &ps))
+            .unwrap_or_default(),
         max_price: r
             .table(sink, "max_price")
             .map(|p| read_price(sink, &p))
@@ -935,12 +948,14 @@ fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require) -> Prefer 
                 );
                 continue;
             };
-            if require.deny.contains(&pid)
-                || require
-                    .providers
-                    .as_ref()
-                    .is_some_and(|allow| !allow.contains(&pid))
-            {
+            let at = cx.provider_ids.iter().position(|p| *p == id.value);
+            if at.is_some_and(|i| {
+                require.deny.contains(i)
+                    || require
+                        .providers
+                        .as_ref()
+                        .is_some_and(|allow| !allow.contains(i))
+            }) {
                 sink.error_help(
                     id.span.as_ref(),
                     format!(
@@ -992,14 +1007,11 @@ fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
         let name = t
             .str(sink, "name")
             .map_or_else(|| format!("test #{}", i + 1), |s| s.value);
+        // An unknown model is a legitimate thing to test (expect_status = 404), so no check.
         let model = t.req_str(sink, "model");
-        if let Some(m) = &model {
-            // An unknown model is a legitimate thing to test (expect_status = 404), so no error.
-            let _ = m;
-        }
         let country = t.str(sink, "country").and_then(|c| {
-            if is_country_code(&c.value) {
-                Some(c.value)
+            if let Some(code) = Country::parse(&c.value) {
+                Some(code)
             } else {
                 sink.error(
                     c.span.as_ref(),

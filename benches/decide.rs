@@ -1,0 +1,145 @@
+//! `cargo bench --bench decide`: the pure decision for a 20-provider, 50-rule policy, and what
+//! obtaining the policy costs (TOML parse+validate against decoding the compiled form).
+//! Prints figures; asserts nothing about time.
+
+use std::time::Instant;
+
+use meridian::{decide, facts, policy};
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn big_policy() -> String {
+    let mut s = String::from("version = 1\n[settings]\ntrusted_country_headers = [\"cf-ipcountry\"]\nallow_anonymous = true\n");
+    let cs = ["DE", "FR", "US", "GB", "JP"];
+    for i in 0..20 {
+        s += &format!(
+            "[[providers]]\nid = \"p{i}\"\nbase_url = \"https://p{i}.example/v1\"\nlocation = \"{}\"\nzdr = {}\nlatency_ms = {}\nmodels = {{ \"m\" = {{ id = \"m{i}\", input_price = {}.0, output_price = 1.0 }}, \"other{i}\" = \"o\" }}\n",
+            cs[i % 5], i % 2 == 0, 100 + i * 7, 20 - i
+        );
+    }
+    for i in 0..50 {
+        let when = match i % 3 {
+            0 => "when = { client_jurisdiction = [\"eu\"] }",
+            1 => "when = { model = [\"other*\"] }",
+            _ => "when = { client_country = [\"US\", \"CA\"], stream = false }",
+        };
+        let req = match i % 4 {
+            0 => "require = { deny = [\"p3\"] }",
+            1 => "require = { jurisdiction = [\"eu\", \"uk\", \"us\"] }",
+            2 => "require = { max_price = { input = 30.0 } }",
+            _ => "require = { }",
+        };
+        s += &format!("[[rules]]\nid = \"r{i}\"\n{when}\n{req}\nprefer = {{ sort = \"price\" }}\n");
+    }
+    s
+}
+
+/// A typical chat request body (about 1 KiB), as the component receives it.
+fn request_body() -> Vec<u8> {
+    let turns: Vec<serde_json::Value> = (0..8)
+        .map(|i| {
+            serde_json::json!({
+                "role": if i % 2 == 0 { "user" } else { "assistant" },
+                "content": "Summarise the attached paragraph in two sentences, keeping names and figures exact."
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "model": "m", "messages": turns, "temperature": 0.2, "max_tokens": 256, "stream": false
+    }))
+    .unwrap()
+}
+
+fn main() {
+    let text = big_policy();
+    let p = policy::load(&text, "bench").unwrap();
+    let headers = vec![("cf-ipcountry".to_string(), "DE".to_string())];
+    let mut body = serde_json::Map::new();
+    body.insert("model".into(), "m".into());
+    let cx = facts::Context {
+        request_id: "bench".into(),
+        endpoint: facts::Endpoint::Chat,
+        tenant: None,
+        edge_region: None,
+        headers: &headers,
+    };
+    let f = facts::from_request(&p, cx, &mut body).unwrap();
+
+    // `MERIDIAN_DECIDE_CALLS=N`: only N decisions, for an instruction count under callgrind
+    // (scripts/bench does this when valgrind is installed): exact, whatever the machine's load.
+    if let Some(n) = std::env::var("MERIDIAN_DECIDE_CALLS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        for _ in 0..n {
+            std::hint::black_box(decide::decide(&p, std::hint::black_box(&f)));
+        }
+        return;
+    }
+
+    // The decision, interleaved with a baseline every request pays anyway: parsing a 1 KiB chat
+    // body with serde_json. Both see the same machine, so their ratio is stable even when the
+    // absolute figures are not.
+    let raw = request_body();
+    let (mut dec, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..300 {
+        let t = Instant::now();
+        for _ in 0..50 {
+            std::hint::black_box(decide::decide(&p, std::hint::black_box(&f)));
+        }
+        dec.push(t.elapsed().as_secs_f64() * 1e6 / 50.0);
+        let t = Instant::now();
+        for _ in 0..50 {
+            std::hint::black_box(
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+                    std::hint::black_box(&raw),
+                )
+                .unwrap(),
+            );
+        }
+        base.push(t.elapsed().as_secs_f64() * 1e6 / 50.0);
+    }
+    let d = decide::decide(&p, &f);
+    let (dm, bm) = (pct(&mut dec.clone(), 0.5), pct(&mut base.clone(), 0.5));
+    println!(
+        "decision, 20 providers × 50 rules ({} matched, {} candidates, {} excluded): median {dm:.2} µs, p99 {:.2} µs",
+        d.matched_rules.len(),
+        d.candidates.len(),
+        d.excluded.len(),
+        pct(&mut dec, 0.99)
+    );
+    println!(
+        "baseline, serde_json parse of a {} byte chat body: median {bm:.2} µs, p99 {:.2} µs → the decision costs {:.2}× that parse",
+        raw.len(),
+        pct(&mut base, 0.99),
+        dm / bm
+    );
+
+    // What obtaining the policy costs per request: parsing + validating TOML (the `policy`
+    // variable path) against decoding the form build.rs compiled (the embedded path).
+    for (name, text) in [
+        ("default policy", policy::DEFAULT_POLICY.to_string()),
+        ("20×50 policy", text),
+    ] {
+        let compiled = policy::compile(&policy::load(&text, "x").unwrap()).unwrap();
+        let (mut parse, mut decode) = (Vec::new(), Vec::new());
+        for _ in 0..200 {
+            let t = Instant::now();
+            std::hint::black_box(policy::load(&text, "x").unwrap());
+            parse.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            std::hint::black_box(policy::load_compiled(&compiled).unwrap());
+            decode.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let (p, d) = (pct(&mut parse, 0.5), pct(&mut decode, 0.5));
+        println!(
+            "obtaining the {name} natively: TOML {} bytes parse+validate median {p:.1} µs | compiled {} bytes decode median {d:.1} µs ({:.1}× faster)",
+            text.len(),
+            compiled.len(),
+            p / d
+        );
+    }
+}

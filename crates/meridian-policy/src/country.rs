@@ -1,0 +1,267 @@
+//! Country codes and sets of them, sized for the per-request path: a code is two bytes and a set
+//! is a 676-bit bitmap, so membership and "within" checks are a few word operations and loading a
+//! compiled policy allocates nothing for them.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+
+/// An ISO 3166-1 alpha-2 code in upper case. `XX` means "unknown".
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Country([u8; 2]);
+
+impl Country {
+    /// The country facts carry when no trusted header names one.
+    pub const UNKNOWN: Country = Country(*b"XX");
+
+    /// Two upper-case ASCII letters, or `None`.
+    pub fn parse(code: &str) -> Option<Country> {
+        match code.as_bytes() {
+            &[a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => Some(Country([a, b])),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built only by `parse`, so always two ASCII letters.
+        std::str::from_utf8(&self.0).unwrap_or("XX")
+    }
+
+    fn bit(self) -> (usize, u64) {
+        let i = usize::from(self.0[0] - b'A') * 26 + usize::from(self.0[1] - b'A');
+        (i / 64, 1 << (i % 64))
+    }
+
+    fn from_index(i: usize) -> Country {
+        // i < 676, so both letters are in A..=Z.
+        Country([b'A' + (i / 26) as u8, b'A' + (i % 26) as u8])
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq<str> for Country {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Country {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for Country {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Country;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an ISO 3166-1 alpha-2 country code in upper case")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Country, E> {
+                Country::parse(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+const WORDS: usize = (26 * 26_usize).div_ceil(64);
+
+/// A set of countries.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CountrySet([u64; WORDS]);
+
+impl CountrySet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, c: Country) -> bool {
+        let (w, b) = c.bit();
+        let new = self.0[w] & b == 0;
+        self.0[w] |= b;
+        new
+    }
+
+    pub fn contains(&self, c: Country) -> bool {
+        let (w, b) = c.bit();
+        self.0[w] & b != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether every country in `self` is in `other`.
+    pub fn is_subset(&self, other: &CountrySet) -> bool {
+        let mut outside = 0;
+        for i in 0..WORDS {
+            outside |= self.0[i] & !other.0[i];
+        }
+        outside == 0
+    }
+
+    /// Whether `self` is non-empty and every country in it is in `other`.
+    pub fn is_nonempty_subset(&self, other: &CountrySet) -> bool {
+        let mut any = false;
+        for (a, b) in self.0.iter().zip(&other.0) {
+            if *a != 0 {
+                if a & !b != 0 {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+
+    pub fn union_with(&mut self, other: &CountrySet) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+
+    /// The countries in code order.
+    pub fn iter(&self) -> impl Iterator<Item = Country> + '_ {
+        (0..26 * 26)
+            .filter(|i| self.0[i / 64] & (1 << (i % 64)) != 0)
+            .map(Country::from_index)
+    }
+}
+
+impl FromIterator<Country> for CountrySet {
+    fn from_iter<I: IntoIterator<Item = Country>>(iter: I) -> Self {
+        let mut s = CountrySet::new();
+        s.extend(iter);
+        s
+    }
+}
+
+impl Extend<Country> for CountrySet {
+    fn extend<I: IntoIterator<Item = Country>>(&mut self, iter: I) {
+        for c in iter {
+            self.insert(c);
+        }
+    }
+}
+
+impl fmt::Debug for CountrySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// Readable formats (JSON) get the list of codes; binary ones (the compiled policy) the bitmap.
+impl Serialize for CountrySet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            let mut seq = s.serialize_seq(Some(self.len()))?;
+            for c in self.iter() {
+                seq.serialize_element(&c)?;
+            }
+            seq.end()
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CountrySet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = CountrySet;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a list of country codes")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<CountrySet, A::Error> {
+                    let mut s = CountrySet::new();
+                    while let Some(c) = a.next_element::<Country>()? {
+                        s.insert(c);
+                    }
+                    Ok(s)
+                }
+            }
+            d.deserialize_seq(V)
+        } else {
+            let words = <[u64; WORDS]>::deserialize(d)?;
+            if words[WORDS - 1] >> (26 * 26 % 64) != 0 {
+                return Err(de::Error::custom("country set has bits past `ZZ`"));
+            }
+            Ok(CountrySet(words))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Country {
+        Country::parse(s).expect("valid code")
+    }
+
+    #[test]
+    fn parse_accepts_only_two_upper_case_letters() {
+        assert_eq!(c("DE").as_str(), "DE");
+        for bad in ["de", "D", "DEU", "D1", "", "ÄB"] {
+            assert!(Country::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn set_membership_subset_and_order() {
+        let eu: CountrySet = ["DE", "FR", "AA", "ZZ"].into_iter().map(c).collect();
+        let de: CountrySet = [c("DE")].into_iter().collect();
+        assert!(eu.contains(c("ZZ")) && eu.contains(c("AA")) && !eu.contains(c("US")));
+        assert!(de.is_subset(&eu) && !eu.is_subset(&de));
+        assert!(CountrySet::new().is_subset(&de) && CountrySet::new().is_empty());
+        assert_eq!(eu.len(), 4);
+        let codes: Vec<String> = eu.iter().map(|x| x.to_string()).collect();
+        assert_eq!(codes, ["AA", "DE", "FR", "ZZ"]);
+        let mut u = de;
+        u.union_with(&[c("US")].into_iter().collect());
+        assert_eq!(format!("{u:?}"), r#"{"DE", "US"}"#);
+    }
+
+    #[test]
+    fn serde_readable_and_binary() {
+        let s: CountrySet = ["GB", "US"].into_iter().map(c).collect();
+        let json = serde_json::to_string(&s).expect("json");
+        assert_eq!(json, r#"["GB","US"]"#);
+        assert_eq!(serde_json::from_str::<CountrySet>(&json).expect("back"), s);
+        assert!(serde_json::from_str::<CountrySet>(r#"["gb"]"#).is_err());
+        let bin = postcard::to_allocvec(&s).expect("postcard");
+        assert_eq!(postcard::from_bytes::<CountrySet>(&bin).expect("back"), s);
+        let mut bad = [0u64; WORDS];
+        bad[WORDS - 1] = u64::MAX;
+        let bin = postcard::to_allocvec(&bad).expect("postcard");
+        assert!(postcard::from_bytes::<CountrySet>(&bin).is_err());
+    }
+}
