@@ -4,6 +4,9 @@
 //! 1. Added latency: the same mock upstream called directly and through Meridian (the built
 //!    component in meridian-host), 1 client and 32 clients, p50/p99, in one run.
 //! 2. CPU per request: each host process's user+system time over its runs, per request.
+//! 3. References in the same host and run (benches/floor): an empty component (the host's own
+//!    cost) and a component that only forwards to the same engine (the least any forwarding
+//!    component costs), so Meridian's own share is the difference.
 //!
 //! The pure decision and policy loading are in `cargo bench --bench decide`.
 
@@ -145,6 +148,18 @@ async fn main() {
         std::process::exit(1);
     };
     let embedded = Meridian::default_policy(&[]).await;
+    // References in the same host: benches/floor (scripts/bench builds it) answers `/empty` at
+    // once and forwards chat requests to the same engine without doing anything else.
+    let floor_wasm =
+        support::meridian::root().join("target/wasm32-wasip2/release/meridian_floor.wasm");
+    if !floor_wasm.exists() {
+        eprintln!(
+            "{} is missing: run ./scripts/bench, which builds it",
+            floor_wasm.display()
+        );
+        std::process::exit(1);
+    }
+    let floor = Meridian::other_component(&floor_wasm).await;
     // The same upstream through policies given as the `policy` variable (TOML parsed per
     // request): a plain plan, and one with the whole resilience machinery armed (3 candidates,
     // retries with backoff, hedging, Retry-After, deadline) that a successful request never trips.
@@ -174,6 +189,20 @@ async fn main() {
         model: "chat-model",
         pid: None,
     };
+    let empty = Target {
+        label: "reference: empty component (host floor)",
+        url: floor.at("/empty"),
+        headers: vec![],
+        model: "llama-3.1-8b",
+        pid: floor.pid(),
+    };
+    let proxy = Target {
+        label: "reference: bare forwarding component",
+        url: floor.at("/v1/chat/completions"),
+        headers: vec![],
+        model: "llama-3.1-8b",
+        pid: floor.pid(),
+    };
     let via_embedded = Target {
         label: "Meridian, embedded compiled policy",
         url: embedded.at("/v1/chat/completions"),
@@ -195,7 +224,14 @@ async fn main() {
         model: "chat-model",
         pid: armed.pid(),
     };
-    let targets = [direct.clone(), via_embedded.clone(), via_plain, via_armed];
+    let targets = [
+        direct.clone(),
+        empty,
+        proxy,
+        via_embedded.clone(),
+        via_plain,
+        via_armed,
+    ];
 
     // Warm up every path (connection pools, wasmtime code).
     for t in &targets {
@@ -204,6 +240,24 @@ async fn main() {
     println!("\nnon-stream chat, 1 client, {n} requests each, interleaved in 5 rounds:");
     let stats = measure_interleaved(&targets, n).await;
     report(&targets, &stats);
+    // What Meridian itself adds: the same host, the same engine, the same request, against the
+    // component that only forwards (and the one that does nothing at all).
+    let (empty_s, proxy_s, meridian_s) = (&stats[1], &stats[2], &stats[3]);
+    let cpu = |s: &Stats| s.cpu_us.unwrap_or(f64::NAN);
+    println!(
+        "  Meridian (embedded policy) over the bare forwarding component: p50 {:+.3} ms ({:.2}×), CPU {:+.0} µs/request ({:.2}×)",
+        meridian_s.p50 - proxy_s.p50,
+        meridian_s.p50 / proxy_s.p50,
+        cpu(meridian_s) - cpu(proxy_s),
+        cpu(meridian_s) / cpu(proxy_s)
+    );
+    println!(
+        "  host floor (empty component) over direct: p50 {:+.3} ms, CPU {:.0} µs/request; forwarding floor over direct: p50 {:+.3} ms, CPU {:.0} µs/request",
+        empty_s.p50 - stats[0].p50,
+        cpu(empty_s),
+        proxy_s.p50 - stats[0].p50,
+        cpu(proxy_s)
+    );
 
     let per32 = (n / 32).max(10);
     println!("non-stream chat, 32 clients × {per32} requests:");
@@ -226,6 +280,6 @@ async fn main() {
         down.requests().is_empty(),
         "a successful request must not touch the fallbacks"
     );
-    drop((embedded, plain, armed, local));
+    drop((embedded, floor, plain, armed, local));
     tokio::time::sleep(Duration::from_millis(100)).await;
 }

@@ -24,7 +24,11 @@ fn allowed_outbound_hosts_are_exactly_the_built_in_catalog_hosts() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     let p = meridian::embedded::load().expect("the built-in policy loads");
-    let catalog: BTreeSet<String> = p.providers.iter().map(|p| origin(&p.base_url)).collect();
+    let catalog: BTreeSet<String> = p
+        .providers
+        .iter()
+        .map(|p| origin(&p.base_url.url().unwrap()))
+        .collect();
     let missing: Vec<_> = catalog.difference(&allowed).collect();
     assert!(
         missing.is_empty(),

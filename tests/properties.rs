@@ -10,6 +10,8 @@ use meridian::policy::{self, Policy};
 use proptest::prelude::*;
 
 const COUNTRIES: &[&str] = &["DE", "FR", "US", "GB", "JP", "CH"];
+/// Where providers process data: single countries, and jurisdictions spanning many.
+const LOCATIONS: &[&str] = &["DE", "FR", "US", "GB", "JP", "CH", "eu", "eea", "apac"];
 const JURIS: &[&str] = &["eu", "us", "uk", "apac", "ch", "eea"];
 const FLAGS: &[&str] = &["zdr", "no-training", "local-only", "no-data-collection"];
 
@@ -31,7 +33,7 @@ struct RuleGen {
 
 fn prov() -> impl Strategy<Value = Prov> {
     (
-        0..COUNTRIES.len(),
+        0..LOCATIONS.len(),
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
@@ -59,6 +61,13 @@ fn rule() -> impl Strategy<Value = RuleGen> {
         })
 }
 
+/// The oracle for residency, independent of `Provider::within`: every country the provider may
+/// process data in is allowed, and there is at least one.
+fn inside(p: &policy::Provider, allowed: &policy::CountrySet) -> bool {
+    let all: Vec<policy::Country> = p.countries.iter().collect();
+    !all.is_empty() && all.iter().all(|c| allowed.contains(*c))
+}
+
 fn policy_text(
     provs: &[Prov],
     rules: &[RuleGen],
@@ -69,7 +78,7 @@ fn policy_text(
     for (i, p) in provs.iter().enumerate() {
         s += &format!(
             "[[providers]]\nid = \"p{i}\"\nbase_url = \"https://p{i}.example/v1\"\nlocation = \"{}\"\nzdr = {}\ntrains_on_inputs = {}\nself_hosted = {}\nretention_days = {}\nmodels = {{ \"m\" = \"m{i}\" }}\n",
-            COUNTRIES[p.country], p.zdr, p.trains, p.self_hosted, p.retention
+            LOCATIONS[p.country], p.zdr, p.trains, p.self_hosted, p.retention
         );
     }
     let list = |ix: &[usize], names: &[&str]| {
@@ -149,7 +158,7 @@ fn candidates(
         for r in p.rules.iter().filter(|r| d.matched_rules.contains(&&r.id)) {
             if let Some(j) = &r.require.jurisdiction {
                 assert!(
-                    prov.within(&j.countries),
+                    inside(prov, &j.countries),
                     "{} outside rule {} jurisdiction",
                     prov.id,
                     r.id
@@ -164,7 +173,7 @@ fn candidates(
         if tenant {
             if let Some(j) = &tenant_def.jurisdictions {
                 assert!(
-                    prov.within(&j.countries),
+                    inside(prov, &j.countries),
                     "{} outside tenant jurisdiction",
                     prov.id
                 );

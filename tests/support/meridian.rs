@@ -39,20 +39,30 @@ pub fn component() -> PathBuf {
 impl Meridian {
     /// With the embedded default policy.
     pub async fn default_policy(env: &[(&str, &str)]) -> Meridian {
-        Meridian::start(None, env).await
+        Meridian::start(None, env, None).await
     }
 
     pub async fn with_policy(policy: &str, env: &[(&str, &str)]) -> Meridian {
-        Meridian::start(Some(policy), env).await
+        Meridian::start(Some(policy), env, None).await
     }
 
-    async fn start(policy: Option<&str>, env: &[(&str, &str)]) -> Meridian {
+    /// Another component in the same host and manifest settings (the benchmark's references).
+    pub async fn other_component(wasm: &std::path::Path) -> Meridian {
+        Meridian::start(None, &[], Some(wasm)).await
+    }
+
+    async fn start(
+        policy: Option<&str>,
+        env: &[(&str, &str)],
+        other: Option<&std::path::Path>,
+    ) -> Meridian {
         let host = host_binary();
+        let wasm = other.map(PathBuf::from).unwrap_or_else(component);
         assert!(
-            host.exists() && component().exists(),
+            host.exists() && wasm.exists(),
             "{} or {} is missing: run ./scripts/test (or ./scripts/setup), which builds both",
             host.display(),
-            component().display()
+            wasm.display()
         );
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -67,6 +77,12 @@ impl Meridian {
                 &format!("127.0.0.1:{port}"),
             ])
             .args(["--allow-outbound", "http://127.0.0.1:*"])
+            .args(
+                other
+                    .map(|_| ["--component".as_ref(), wasm.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env_remove("SPIN_VARIABLE_POLICY")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

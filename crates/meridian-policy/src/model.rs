@@ -126,13 +126,16 @@ pub struct Provider {
     pub id: ProviderId,
     pub kind: WireKind,
     /// Base URL up to and including the API version path, e.g. `https://api.openai.com/v1`.
-    pub base_url: url::Url,
+    pub base_url: BaseUrl,
     /// Name of the Spin variable that holds this provider's key; `None` for keyless engines.
     pub key_secret: Option<String>,
     /// Where data is processed, as written (a country code or a jurisdiction name).
     pub location: String,
     /// The countries `location` stands for.
     pub countries: CountrySet,
+    /// The one country, when `countries` has exactly one (most providers): residency checks
+    /// then test a single bit.
+    pub single_country: Option<Country>,
     pub retention_days: u32,
     pub trains_on_inputs: bool,
     pub zdr: bool,
@@ -143,10 +146,40 @@ pub struct Provider {
     pub weight: u32,
 }
 
+/// A provider's base URL, checked by validation (http or https, a host, no query or fragment)
+/// and kept as its normalised text, so loading a compiled policy does not parse URLs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BaseUrl(String);
+
+impl BaseUrl {
+    pub(crate) fn new(url: &url::Url) -> BaseUrl {
+        BaseUrl(url.as_str().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The parsed URL (validation guaranteed it parses).
+    pub fn url(&self) -> Result<url::Url, url::ParseError> {
+        url::Url::parse(&self.0)
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Provider {
     /// Whether every place this provider processes data lies inside `allowed`.
     pub fn within(&self, allowed: &CountrySet) -> bool {
-        self.countries.is_nonempty_subset(allowed)
+        match self.single_country {
+            Some(c) => allowed.contains(c),
+            None => self.countries.is_nonempty_subset(allowed),
+        }
     }
 
     /// Whether the provider keeps or learns from request data.

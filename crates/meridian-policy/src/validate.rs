@@ -393,7 +393,7 @@ fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
                         );
                         None
                     } else {
-                        Some(url)
+                        Some(BaseUrl::new(&url))
                     }
                 }
                 Ok(_) => {
@@ -457,6 +457,10 @@ fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
             base_url,
             key_secret,
             location: location.value,
+            single_country: match (countries.len(), countries.iter().next()) {
+                (1, Some(c)) => Some(c),
+                _ => None,
+            },
             countries,
             retention_days: u32::try_from(retention).unwrap_or(u32::MAX),
             trains_on_inputs,
