@@ -179,7 +179,11 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
     let providers = read_providers(sink, &top, &mut cx);
     let tenants = read_tenants(sink, &top, &mut cx);
     let rules = read_rules(sink, &top, &cx);
-    let tests = read_tests(sink, &top, &cx);
+    // A request carries a country only through a trusted header.
+    let countries_deliverable = settings
+        .as_ref()
+        .is_none_or(|s| !s.trusted_country_headers.is_empty());
+    let tests = read_tests(sink, &top, &cx, countries_deliverable);
 
     let digest = hex::encode(Sha256::digest(text.as_bytes()));
     Some(Policy {
@@ -1003,7 +1007,7 @@ fn toml_to_json(v: &Value) -> serde_json::Value {
     }
 }
 
-fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
+fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx, countries_deliverable: bool) -> Vec<TestCase> {
     let mut out = Vec::new();
     for (i, t) in top.tables(sink, "test").into_iter().enumerate() {
         t.deny_unknown(sink, TEST_KEYS);
@@ -1014,6 +1018,13 @@ fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<TestCase> {
         // An unknown model is a legitimate thing to test (expect_status = 404), so no check.
         let model = t.req_str(sink, "model");
         let country = t.str(sink, "country").and_then(|c| {
+            if !countries_deliverable {
+                sink.error_help(
+                    c.span.as_ref(),
+                    "this case gives a `country`, but `settings.trusted_country_headers` is empty, so no request can carry one",
+                    "trust your edge platform's header, e.g. `trusted_country_headers = [\"cf-ipcountry\"]`",
+                );
+            }
             if let Some(code) = Country::parse(&c.value) {
                 Some(code)
             } else {
