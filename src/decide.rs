@@ -151,6 +151,13 @@ impl Serialize for Reason<'_> {
     }
 }
 
+/// "rule `x` is denied": who imposed the constraint, then what is wrong.
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.by, self.message)
+    }
+}
+
 /// Serializes a value as its Display text.
 struct Shown<'a, T>(&'a T);
 
@@ -647,7 +654,7 @@ fn refusal_for(d: &Decision, model: &str) -> Refusal {
             let why = e
                 .reasons
                 .iter()
-                .map(|r| format!("{} {}", r.by, r.message))
+                .map(Reason::to_string)
                 .collect::<Vec<_>>()
                 .join("; ");
             format!("`{}`: {why}", e.provider)
@@ -753,11 +760,7 @@ require = { jurisdiction = ["eu"], providers = ["eu", "local"], deny = ["local"]
             .excluded
             .iter()
             .map(|e| {
-                let rs = e
-                    .reasons
-                    .iter()
-                    .map(|r| format!("{} {}", r.by, r.message))
-                    .collect();
+                let rs = e.reasons.iter().map(Reason::to_string).collect();
                 (e.provider.to_string(), rs)
             })
             .collect();

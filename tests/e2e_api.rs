@@ -304,6 +304,11 @@ async fn embeddings_and_completions_are_forwarded_to_their_paths() {
     assert_eq!(reqs[1].path, "/v1/completions");
 }
 
+/// Sends a request and returns its status and JSON error body.
+async fn sent(rb: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    error_of(rb.send().await.unwrap()).await
+}
+
 async fn error_of(r: reqwest::Response) -> (u16, serde_json::Value) {
     let s = r.status().as_u16();
     let v: serde_json::Value = r.json().await.expect("error bodies are JSON");
@@ -328,25 +333,29 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
     let (s, _) = error_of(r).await;
     assert_eq!(s, 405);
 
-    let (s, v) = error_of(
-        c.post(m.at("/v1/chat/completions"))
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (400, Some("invalid_json"))
+    // Not JSON; and JSON nested past serde_json's 128-level limit, a 400 rather than a trap
+    // (the component's shadow stack is 128 KiB).
+    let deep = format!(
+        "{{\"model\": \"chat-model\", \"x\": {}1{}}}",
+        "[".repeat(2000),
+        "]".repeat(2000)
     );
+    for body in ["{not json".to_string(), deep] {
+        let (s, v) = sent(
+            c.post(m.at("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_json"))
+        );
+    }
 
-    let (s, v) = error_of(
+    let (s, v) = sent(
         c.post(m.at("/v1/chat/completions"))
-            .json(&serde_json::json!({"messages": []}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&serde_json::json!({"messages": []})),
     )
     .await;
     assert_eq!(
@@ -354,12 +363,9 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
         (400, Some("missing_model"), Some("model"))
     );
 
-    let (s, v) = error_of(
+    let (s, v) = sent(
         c.post(m.at("/v1/chat/completions"))
-            .json(&serde_json::json!({"model": "chat-modle"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&serde_json::json!({"model": "chat-modle"})),
     )
     .await;
     assert_eq!(
@@ -376,14 +382,7 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
 
     // The e2e policy sets max_body_bytes = 4096.
     let big = serde_json::json!({"model": "chat-model", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
-    let (s, v) = error_of(
-        c.post(m.at("/v1/chat/completions"))
-            .json(&big)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = sent(c.post(m.at("/v1/chat/completions")).json(&big)).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (413, Some("request_too_large"))
@@ -401,13 +400,10 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
         .unwrap();
     assert_eq!(r.status(), 413);
 
-    let (s, v) = error_of(
+    let (s, v) = sent(
         c.post(m.at("/v1/chat/completions"))
             .header("x-meridian-privacy", "zdr, no-trainig")
-            .json(&serde_json::json!({"model": "chat-model"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&serde_json::json!({"model": "chat-model"})),
     )
     .await;
     assert_eq!(s, 400);
@@ -418,27 +414,8 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
             .contains("no-training"),
         "{v}"
     );
-    // Nesting past serde_json's 128-level limit is a 400, not a trap (the component's shadow
-    // stack is 128 KiB); the deepest JSON the limit allows is parsed, forwarded and answered.
-    let deep = format!(
-        "{{\"model\": \"chat-model\", \"x\": {}1{}}}",
-        "[".repeat(2000),
-        "]".repeat(2000)
-    );
-    let (s, v) = error_of(
-        c.post(m.at("/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(deep)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (400, Some("invalid_json"))
-    );
     assert_eq!(up.requests().len(), 0, "nothing bad reached the upstream");
+    // The deepest JSON the limit allows is parsed, forwarded unchanged and answered.
     let deepest = format!(
         "{{\"model\": \"chat-model\", \"x\": {}1{}}}",
         "[".repeat(126),

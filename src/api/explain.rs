@@ -146,7 +146,7 @@ pub fn explain_text(d: &Decision) -> String {
     }
     for e in &d.excluded {
         for r in &e.reasons {
-            let _ = writeln!(s, "  excluded {}: {} {}", e.provider, r.by, r.message);
+            let _ = writeln!(s, "  excluded {}: {r}", e.provider);
         }
     }
     if d.refusal.is_none() {
