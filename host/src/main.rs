@@ -272,7 +272,9 @@ async fn main() -> Result<()> {
     // handed back to the kernel.
     let env_usize = |name: &str, default: usize| -> Result<usize> {
         match std::env::var(name) {
-            Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a number")),
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("{name}={v} is not a number")),
             Err(_) => Ok(default),
         }
     };

@@ -38,7 +38,9 @@ impl Pool {
     ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
         const DEFAULT: Duration = Duration::from_secs(600);
         let connect = options.and_then(|o| o.connect_timeout).unwrap_or(DEFAULT);
-        let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(DEFAULT);
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .unwrap_or(DEFAULT);
         let between = options
             .and_then(|o| o.between_bytes_timeout)
             .unwrap_or(DEFAULT)
@@ -58,24 +60,20 @@ impl Pool {
                 });
             }
             Ok(Err(e)) => {
-                return Err(match std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<hyper::Error>())
-                {
-                    Some(h) if h.is_incomplete_message() => Error::HttpResponseIncomplete,
-                    _ => Error::HttpProtocolError,
-                })
+                return Err(
+                    match std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<hyper::Error>())
+                    {
+                        Some(h) if h.is_incomplete_message() => Error::HttpResponseIncomplete,
+                        _ => Error::HttpProtocolError,
+                    },
+                )
             }
             Ok(Ok(r)) => r,
         };
         let mut interval = tokio::time::interval(between);
         interval.reset();
-        let response = response.map(|incoming| {
-            TimedBody {
-                incoming,
-                interval,
-            }
-            .boxed_unsync()
-        });
+        let response = response.map(|incoming| TimedBody { incoming, interval }.boxed_unsync());
         Ok((response, Box::new(async { Ok(()) }) as IoFuture))
     }
 }
