@@ -286,7 +286,18 @@ async fn main() -> Result<()> {
             2 << 20,
         )?)
         .table_keep_resident(env_usize("SPIN_WASMTIME_TABLE_KEEP_RESIDENT", 512 << 10)?);
-    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    if std::env::var_os("MERIDIAN_HOST_UNDER_VALGRIND").is_some() {
+        // For instruction counts under callgrind, which can neither reserve the pool's address
+        // space nor follow guard-page traps: on-demand instances, explicit bounds checks.
+        // Counts compare components with each other; they are not production figures.
+        config
+            .memory_reservation(0)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(1 << 20)
+            .signals_based_traps(false);
+    } else {
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    }
     if std::env::var_os("MERIDIAN_HOST_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
