@@ -563,37 +563,35 @@ fn check_model_globs(sink: &mut Sink, cx: &Ctx, globs: &[Sp<String>]) -> Vec<Glo
         .collect()
 }
 
-fn check_provider_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> ProviderId {
-    if !cx.provider_ids.contains(&id.value) {
-        let known: Vec<&str> = cx.provider_ids.iter().map(String::as_str).collect();
+/// The position of `id` among the `known` ids of a kind (`what`: "provider", "tenant"); an
+/// unknown id is reported with a "did you mean".
+fn find_ref(sink: &mut Sink, known: &[String], what: &str, id: &Sp<String>) -> Option<usize> {
+    let at = known.iter().position(|k| *k == id.value);
+    if at.is_none() {
+        let names: Vec<&str> = known.iter().map(String::as_str).collect();
         sink.error_help(
             id.span.as_ref(),
-            format!("unknown provider `{}`", id.value),
-            suggest(&id.value, &known),
+            format!("unknown {what} `{}`", id.value),
+            suggest(&id.value, &names),
         );
     }
+    at
+}
+
+fn check_provider_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> ProviderId {
+    find_ref(sink, &cx.provider_ids, "provider", id);
     ProviderId(id.value.clone())
 }
 
 /// Provider ids → their catalog positions; unknown ids are reported (and left out).
 fn provider_set(sink: &mut Sink, cx: &Ctx, ids: &[Sp<String>]) -> ProviderSet {
     ids.iter()
-        .filter_map(|id| {
-            check_provider_ref(sink, cx, id);
-            cx.provider_ids.iter().position(|p| *p == id.value)
-        })
+        .filter_map(|id| find_ref(sink, &cx.provider_ids, "provider", id))
         .collect()
 }
 
 fn check_tenant_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> TenantId {
-    if !cx.tenant_ids.contains(&id.value) {
-        let known: Vec<&str> = cx.tenant_ids.iter().map(String::as_str).collect();
-        sink.error_help(
-            id.span.as_ref(),
-            format!("unknown tenant `{}`", id.value),
-            suggest(&id.value, &known),
-        );
-    }
+    find_ref(sink, &cx.tenant_ids, "tenant", id);
     TenantId(id.value.clone())
 }
 
@@ -948,7 +946,8 @@ fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require) -> Prefer 
     let mut weights = BTreeMap::new();
     if let Some(w) = p.table(sink, "weights") {
         for (id, item) in w.entries() {
-            let pid = check_provider_ref(sink, cx, &id);
+            let at = find_ref(sink, &cx.provider_ids, "provider", &id);
+            let pid = ProviderId(id.value.clone());
             let Some(n) = item.as_integer().and_then(|n| u32::try_from(n).ok()) else {
                 sink.error(
                     id.span.as_ref(),
@@ -956,7 +955,6 @@ fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require) -> Prefer 
                 );
                 continue;
             };
-            let at = cx.provider_ids.iter().position(|p| *p == id.value);
             if at.is_some_and(|i| {
                 require.deny.contains(i)
                     || require
