@@ -6,10 +6,8 @@ use std::time::Instant;
 
 use meridian::{decide, facts, policy};
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+mod common;
+use common::pct;
 
 fn big_policy() -> String {
     let mut s = String::from("version = 1\n[settings]\ntrusted_country_headers = [\"cf-ipcountry\"]\nallow_anonymous = true\n");

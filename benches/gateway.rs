@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 
 use support::{policy_for, Meridian, Mock, Script};
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+mod common;
+use common::pct;
 
 /// One request shape: where it goes and the extra headers it carries.
 #[derive(Clone)]
