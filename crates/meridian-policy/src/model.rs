@@ -167,12 +167,6 @@ impl BaseUrl {
     }
 }
 
-impl fmt::Display for BaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 impl Provider {
     /// Whether every place this provider processes data lies inside `allowed`.
     pub fn within(&self, allowed: &CountrySet) -> bool {
@@ -368,11 +362,6 @@ impl ProviderSet {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    /// Catalog positions, ascending.
-    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
-        self.0.iter().map(|i| *i as usize)
     }
 }
 
