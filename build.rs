@@ -2,11 +2,16 @@
 //! diagnostic if it is invalid) and embeds its compiled form, so no request parses TOML.
 //! `MERIDIAN_POLICY=path/to/policy.toml` selects a deployment's own policy (default:
 //! policies/default.toml).
+//!
+//! `MERIDIAN_GEOIP=dir` also compiles in an IP-to-country table from the `ip-location-db` package
+//! unpacked in `dir` (`scripts/geoip` fetches it): the country of a client whose platform gives
+//! only its address. Without it the component has no table (such addresses stay unknown).
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=MERIDIAN_POLICY");
+    println!("cargo:rerun-if-env-changed=MERIDIAN_GEOIP");
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let chosen = std::env::var("MERIDIAN_POLICY")
         .ok()
@@ -42,4 +47,47 @@ fn main() {
         eprintln!("cannot write the compiled policy: {e}");
         std::process::exit(1);
     }
+    let table = match std::env::var("MERIDIAN_GEOIP")
+        .ok()
+        .filter(|d| !d.is_empty())
+    {
+        Some(dir) => match geoip_table(&PathBuf::from(dir)) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("MERIDIAN_GEOIP: {e}");
+                std::process::exit(1);
+            }
+        },
+        None => Vec::new(),
+    };
+    if let Err(e) = std::fs::write(out.join("geoip.bin"), table) {
+        eprintln!("cannot write the IP table: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The table from an unpacked `@ip-location-db/geo-whois-asn-country` package.
+fn geoip_table(dir: &std::path::Path) -> Result<Vec<u8>, String> {
+    println!("cargo:rerun-if-env-changed=MERIDIAN_GEOIP");
+    let read = |name: &str| {
+        let p = dir.join(name);
+        println!("cargo:rerun-if-changed={}", p.display());
+        std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let package = read("package.json")?;
+    // The package's version is `2.3.YYYYMMDDHH`: the data's date.
+    let version = package
+        .split("\"version\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').nth(1))
+        .ok_or("package.json has no version")?;
+    let stamp = version.rsplit('.').next().unwrap_or_default();
+    if stamp.len() < 8 || !stamp.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("unexpected package version `{version}`"));
+    }
+    let date = format!("{}-{}-{}", &stamp[..4], &stamp[4..6], &stamp[6..8]);
+    let source = format!("geo-whois-asn-country {version}");
+    let v4 = meridian_policy::geoip::read_num_csv(&read("geo-whois-asn-country-ipv4-num.csv")?)?;
+    let v6 = meridian_policy::geoip::read_num_csv(&read("geo-whois-asn-country-ipv6-num.csv")?)?;
+    meridian_policy::geoip::build(&date, &source, &v4, &v6)
 }

@@ -58,13 +58,14 @@ fn main() {
     let mut body = serde_json::Map::new();
     body.insert("model".into(), "m".into());
     let cx = facts::Context {
+        location: meridian::location::locate(&p.settings.client, &headers, None, None),
         request_id: "bench".into(),
         endpoint: facts::Endpoint::Chat,
         tenant: None,
         edge_region: None,
         headers: &headers,
     };
-    let f = facts::from_request(&p, cx, &mut body).unwrap();
+    let f = facts::from_request(cx, &mut body).unwrap();
 
     // `MERIDIAN_DECIDE_CALLS=N`: only N decisions, for an instruction count under callgrind
     // (scripts/bench does this when valgrind is installed): exact, whatever the machine's load.

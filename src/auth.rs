@@ -33,12 +33,17 @@ pub fn tenant_for_key<'p>(policy: &'p Policy, key: &str) -> Option<&'p Tenant> {
 }
 
 /// Authenticates a request: `Ok(None)` is an anonymous caller (only when the policy allows it).
+///
+/// Where anonymous access is allowed, a key that matches no tenant is treated as no key: the
+/// official SDKs always send one, and an unknown key grants nothing a caller without a key would
+/// not get (anonymous callers are limited to keyless providers unless the policy says "paid").
 pub fn authenticate<'p>(
     policy: &'p Policy,
     headers: &[(String, String)],
 ) -> Result<Option<&'p Tenant>, ApiError> {
+    let anonymous = policy.settings.anonymous.allowed();
     let Some(key) = presented_key(headers) else {
-        if policy.settings.allow_anonymous {
+        if anonymous {
             return Ok(None);
         }
         return Err(ApiError::new(
@@ -47,8 +52,16 @@ pub fn authenticate<'p>(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
         ));
     };
-    let tenant = tenant_for_key(policy, key)
-        .ok_or_else(|| ApiError::new(401, "invalid_api_key", "Incorrect API key provided."))?;
+    let Some(tenant) = tenant_for_key(policy, key) else {
+        if anonymous {
+            return Ok(None);
+        }
+        return Err(ApiError::new(
+            401,
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        ));
+    };
     if !tenant.origins.is_empty() {
         let origin = headers
             .iter()

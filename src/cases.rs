@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::decide::{decide, Decision};
 use crate::facts::{self, Endpoint};
+use crate::location::Location;
 use crate::policy::{Expectation, Policy, TestCase};
 
 #[derive(Debug, Clone)]
@@ -17,9 +18,6 @@ pub struct CaseResult<'p> {
 
 fn run_one<'p>(policy: &'p Policy, case: &TestCase) -> Result<Decision<'p>, String> {
     let mut headers = case.headers.clone();
-    if let Some(c) = &case.country {
-        facts::deliver_country(policy, &mut headers, c.as_str())?;
-    }
     if !case.privacy.names().is_empty() {
         headers.push((
             facts::PRIVACY_HEADER.into(),
@@ -33,13 +31,14 @@ fn run_one<'p>(policy: &'p Policy, case: &TestCase) -> Result<Decision<'p>, Stri
         body.insert("provider".into(), p.clone());
     }
     let cx = facts::Context {
+        location: Location::given(case.country),
         request_id: case.request_id.clone(),
         endpoint: Endpoint::Chat,
         tenant: case.tenant.clone(),
         edge_region: case.edge_region.clone(),
         headers: &headers,
     };
-    let facts = facts::from_request(policy, cx, &mut body).map_err(|e| e.message)?;
+    let facts = facts::from_request(cx, &mut body).map_err(|e| e.message)?;
     Ok(decide(policy, &facts))
 }
 

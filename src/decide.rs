@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::facts::RequestFacts;
 use crate::policy::{
-    Country, MaxPrice, ModelEntry, Plan, Policy, PrivacyFlags, Provider, ProviderId, ProviderSet,
-    Residency, Rule, RuleId, Sort, TenantId,
+    Anonymous, Country, MaxPrice, ModelEntry, Plan, Policy, PrivacyFlags, Provider, ProviderId,
+    ProviderSet, Residency, Rule, RuleId, Sort, TenantId,
 };
 
 /// A decision borrows the policy it was made from: ids, model names and locations are not copied.
@@ -69,6 +69,8 @@ pub enum Who<'p> {
     Rule(&'p RuleId),
     Tenant(&'p TenantId),
     Request,
+    /// The policy's `allow_anonymous`, for a caller without a tenant key.
+    Anonymous,
 }
 
 impl fmt::Display for Who<'_> {
@@ -77,6 +79,7 @@ impl fmt::Display for Who<'_> {
             Who::Rule(id) => write!(f, "rule `{id}`"),
             Who::Tenant(id) => write!(f, "tenant `{id}`"),
             Who::Request => f.write_str("request"),
+            Who::Anonymous => f.write_str("anonymous access"),
         }
     }
 }
@@ -97,6 +100,8 @@ pub enum Message<'p> {
     },
     NotAllowed,
     Denied,
+    /// Anonymous callers may not spend the operator's key for this provider.
+    SpendsKey,
     AbovePrice {
         what: &'static str,
         price: f64,
@@ -127,6 +132,9 @@ impl fmt::Display for Message<'_> {
             ),
             Message::NotAllowed => f.write_str("is not in the allowed providers"),
             Message::Denied => f.write_str("is denied"),
+            Message::SpendsKey => f.write_str(
+                "needs the operator's provider key, which callers without a tenant key may not spend (send a tenant key; the policy can allow this with `allow_anonymous = \"paid\"`)",
+            ),
             Message::AbovePrice { what, price, limit } => write!(
                 f,
                 "{what} price {price} USD/M tokens is above the maximum {limit}"
@@ -213,6 +221,8 @@ struct Constraint<'p, 'f> {
     allow: Option<Ids<'f>>,
     deny: Ids<'f>,
     max_price: MaxPrice,
+    /// Only providers without a `key_secret`.
+    keyless: bool,
 }
 
 impl<'p, 'f> Constraint<'p, 'f> {
@@ -225,6 +235,7 @@ impl<'p, 'f> Constraint<'p, 'f> {
             allow: None,
             deny: Ids::Request(&[]),
             max_price: MaxPrice::default(),
+            keyless: false,
         }
     }
 
@@ -236,6 +247,7 @@ impl<'p, 'f> Constraint<'p, 'f> {
             || self.allow.is_some()
             || !self.deny.is_empty()
             || self.max_price.is_set()
+            || self.keyless
     }
 
     /// Appends to `reasons[k]` a reason for every way `serving[k]` breaks this constraint.
@@ -302,6 +314,13 @@ impl<'p, 'f> Constraint<'p, 'f> {
                 }
             }
         }
+        if self.keyless {
+            for ((_, p, _), out) in each!() {
+                if p.key_secret.is_some() {
+                    out.push(reason(ReasonKind::Scope, Message::SpendsKey));
+                }
+            }
+        }
         if self.max_price.is_set() {
             let cap = self.max_price;
             for ((_, _, m), out) in each!() {
@@ -364,6 +383,8 @@ fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags) -> boo
         && w.endpoints
             .as_ref()
             .is_none_or(|es| es.iter().any(|e| e == facts.endpoint.name()))
+        && w.edge_verified
+            .is_none_or(|want| facts.location.edge.verified() == Some(want))
 }
 
 /// A small deterministic generator seeded from the request id (splitmix64).
@@ -516,6 +537,12 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
             residency: t.jurisdictions.as_ref(),
             privacy: t.privacy,
             ..Constraint::new(Who::Tenant(&t.id))
+        });
+    }
+    if tenant.is_none() && policy.settings.anonymous != Anonymous::Paid {
+        constraints.push(Constraint {
+            keyless: true,
+            ..Constraint::new(Who::Anonymous)
         });
     }
     let prefs = &facts.prefs;
@@ -731,13 +758,14 @@ require = { jurisdiction = ["eu"], providers = ["eu", "local"], deny = ["local"]
             _ => Map::new(),
         };
         let cx = Context {
+            location: crate::location::locate(&p.settings.client, &headers, None, None),
             request_id: "t".into(),
             endpoint: Endpoint::Chat,
             tenant: None,
             edge_region: None,
             headers: &headers,
         };
-        let f = facts::from_request(p, cx, &mut body).expect("facts");
+        let f = facts::from_request(cx, &mut body).expect("facts");
         decide(p, &f)
     }
 

@@ -2,7 +2,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::policy::{Country, MaxPrice, Policy, PrivacyFlags, Sort, TenantId, PRIVACY_FLAG_NAMES};
+use crate::location::Location;
+use crate::policy::{Country, MaxPrice, PrivacyFlags, Sort, TenantId, PRIVACY_FLAG_NAMES};
 
 /// The request header that tightens privacy for one request.
 pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
@@ -60,8 +61,10 @@ pub struct RequestFacts {
     pub request_id: String,
     pub endpoint: Endpoint,
     pub tenant: Option<TenantId>,
-    /// ISO code, or `XX` when no trusted header named a valid one.
+    /// ISO code, or `XX` when the deployment's location source gave none (`location` says why).
     pub country: Country,
+    /// Where the country came from, and whether the edge secret verified.
+    pub location: Location,
     pub edge_region: Option<String>,
     pub model: String,
     pub stream: bool,
@@ -86,36 +89,6 @@ fn bad(message: String, param: Option<&'static str>, code: &'static str) -> Fact
         param,
         code,
     }
-}
-
-/// The client's country from the first trusted header that carries a valid code.
-///
-/// Only headers the policy lists are read, so a client cannot claim a country through any other.
-pub fn client_country(policy: &Policy, headers: &[(String, String)]) -> Country {
-    for name in &policy.settings.trusted_country_headers {
-        if let Some((_, v)) = headers.iter().find(|(n, _)| n == name) {
-            if let Some(c) = Country::parse(&v.trim().to_ascii_uppercase()) {
-                return c;
-            }
-        }
-    }
-    Country::UNKNOWN
-}
-
-/// Sets the client's country the way the edge platform would: in the policy's first trusted
-/// country header, replacing any value there. For tools that take a country directly (`[[test]]`
-/// cases, `meridian explain --country`).
-pub fn deliver_country(
-    policy: &Policy,
-    headers: &mut Vec<(String, String)>,
-    country: &str,
-) -> Result<(), String> {
-    let name = policy.settings.trusted_country_headers.first().ok_or(
-        "the policy trusts no country header (settings.trusted_country_headers), so no request can carry a country",
-    )?;
-    headers.retain(|(k, _)| k != name);
-    headers.push((name.clone(), country.to_string()));
-    Ok(())
 }
 
 /// Flags from `x-meridian-privacy: zdr, no-training, local-only`.
@@ -272,6 +245,8 @@ fn max_price(v: &Value) -> Result<MaxPrice, FactsError> {
 /// Everything needed besides the body: already-authenticated tenant and the configuration.
 pub struct Context<'a> {
     pub request_id: String,
+    /// Where the client is (`location::locate`, or given by a tool).
+    pub location: Location,
     pub endpoint: Endpoint,
     pub tenant: Option<TenantId>,
     pub edge_region: Option<String>,
@@ -281,7 +256,6 @@ pub struct Context<'a> {
 /// Reads the facts from a parsed JSON body, removing the `provider` object (it is ours, not
 /// the upstream's). The body must be a JSON object.
 pub fn from_request(
-    policy: &Policy,
     cx: Context<'_>,
     body: &mut Map<String, Value>,
 ) -> Result<RequestFacts, FactsError> {
@@ -337,7 +311,8 @@ pub fn from_request(
         request_id: cx.request_id,
         endpoint: cx.endpoint,
         tenant: cx.tenant,
-        country: client_country(policy, cx.headers),
+        country: cx.location.country,
+        location: cx.location,
         edge_region: cx.edge_region,
         model,
         stream,

@@ -351,7 +351,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let status = match route {
         Route::Health | Route::Models => {
             let listing = if route == Route::Health {
-                Ok(api::health_body(&policy))
+                Ok(api::health_body(&policy, crate::embedded::geoip().as_ref()))
             } else {
                 api::models(&policy, &headers)
             };
@@ -387,6 +387,18 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             Err(e) => error(out, &err_base, &e).await,
             Ok(body) => {
                 let admin = variable("admin_key");
+                let edge_secret = policy
+                    .settings
+                    .client
+                    .edge_secret
+                    .as_ref()
+                    .and_then(|e| variable(&e.secret));
+                let location = crate::location::locate(
+                    &policy.settings.client,
+                    &headers,
+                    crate::embedded::geoip().as_ref(),
+                    edge_secret.as_deref(),
+                );
                 match api::explain(
                     &policy,
                     &rid,
@@ -394,6 +406,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                     &headers,
                     &body,
                     admin.as_deref(),
+                    location,
                 ) {
                     Ok(v) => {
                         let mut h = base.clone();
@@ -435,6 +448,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                         edge_region: variable("edge_region"),
                         secret: &secret,
                         max_response_bytes: MAX_RESPONSE_BYTES,
+                        geoip: crate::embedded::geoip(),
                     };
                     let (reply, s) =
                         api::inference(&env, &WasiTransport, endpoint, &headers, &body).await;
@@ -491,10 +505,12 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         method: &method,
         path: path.split('?').next().unwrap_or(&path),
         status,
-        policy: &policy.version_label(),
+        policy: &api::policy_label(&policy, crate::embedded::geoip().as_ref()),
         tenant: served.tenant.as_deref(),
         model: served.model.as_deref(),
-        country: served.country.as_ref().map(|c| c.as_str()),
+        country: served.location.as_ref().map(|l| l.country.as_str()),
+        country_source: served.location.as_ref().map(|l| l.source.to_string()),
+        edge: served.location.as_ref().map(|l| l.edge),
         provider: served.provider.as_deref(),
         upstream_model: served.upstream_model.as_deref(),
         rules: served.rules.iter().map(String::as_str).collect(),
@@ -503,6 +519,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         attempts: served.attempts,
         error_code: served.error_code,
         stream_outcome,
+        upstream_error: served.upstream_error.as_deref(),
         usage: served.usage,
         cost_usd: served.cost_usd,
         duration_ms: now_ms().saturating_sub(started),

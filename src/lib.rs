@@ -13,6 +13,7 @@ pub mod decide;
 pub mod error;
 pub mod facts;
 pub mod forward;
+pub mod location;
 /// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.
 pub use meridian_policy as policy;
 pub mod sse;
@@ -27,6 +28,14 @@ pub mod embedded {
 
     pub fn load() -> Result<crate::policy::Policy, String> {
         crate::policy::load_compiled(COMPILED)
+    }
+
+    /// The IP-to-country table `build.rs` compiled in (`MERIDIAN_GEOIP`); empty when it did not.
+    pub const GEOIP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/geoip.bin"));
+
+    /// The built-in table, if this build has one.
+    pub fn geoip() -> Option<crate::policy::geoip::GeoTable<'static>> {
+        crate::policy::geoip::GeoTable::parse(GEOIP)
     }
 }
 

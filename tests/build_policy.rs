@@ -48,7 +48,9 @@ async fn a_policy_chosen_at_build_time_is_the_one_served_and_an_invalid_one_fail
     let c = reqwest::Client::new();
 
     // The models are eu-residency's, not the default policy's.
-    let models = json_of(c.get(m.at("/v1/models"))).await;
+    // The example's demo tenant key (policies/examples/eu-residency.toml).
+    let key = "Bearer sk-demo-app";
+    let models = json_of(c.get(m.at("/v1/models")).header("authorization", key)).await;
     let mut ids = list_ids(&models);
     ids.sort();
     assert_eq!(ids, ["gpt-4o", "gpt-4o-mini", "mistral-small"]);
@@ -57,6 +59,7 @@ async fn a_policy_chosen_at_build_time_is_the_one_served_and_an_invalid_one_fail
     // US provider serves `gpt-4o`, so the request is refused before anything is sent.
     let r = c
         .post(m.at("/v1/chat/completions"))
+        .header("authorization", key)
         .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await

@@ -176,17 +176,17 @@ async fn embedded_default_policy_serves_with_nothing_configured() {
     );
     let h: serde_json::Value = json_of(client().get(m.at("/healthz"))).await;
     assert!(h["policy"].as_str().unwrap().starts_with("default@"));
-    // No key configured for openai: the attempt is skipped with the reason, never sent keyless.
+    assert_eq!(h["client_location"]["platform"], "spin");
+    // Anonymous callers may not spend the operator's keys: refused before any attempt.
     let r = client()
         .post(m.at("/v1/chat/completions"))
-        .header("cf-ipcountry", "US")
         .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": []}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 502);
-    let failures = header(&r, "x-meridian-failures").to_string();
-    assert!(failures.contains("openai_api_key"), "{failures}");
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "x-meridian-attempts"), "0");
+    assert_eq!(header(&r, "x-meridian-tenant"), "anonymous");
 
     // The compiled default policy routes `local-only` traffic to its self-hosted engine at
     // 127.0.0.1:11434 (played here by a mock), under the engine's own model name.
@@ -195,7 +195,6 @@ async fn embedded_default_policy_serves_with_nothing_configured() {
         .expect("127.0.0.1:11434 is taken (a local Ollama?): stop it to run this test");
     let r = client()
         .post(m.at("/v1/chat/completions"))
-        .header("cf-ipcountry", "US")
         .header("x-meridian-privacy", "local-only")
         .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
         .send()

@@ -103,6 +103,6 @@ fn a_wrong_expectation_fails() {
         .unwrap();
     assert_eq!(
         wrong.failure.as_deref(),
-        Some("expected `groq` first, got [\"local\", \"groq\", \"mistral\"]")
+        Some("expected `groq` first, got [\"local\"]")
     );
 }

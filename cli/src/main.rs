@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use meridian::policy::{self, Policy};
+use meridian::location::{self, Location};
+use meridian::policy::{self, Country, Policy};
 use meridian::{api, cases, facts};
 use serde_json::{Map, Value};
 
@@ -97,7 +98,12 @@ fn check(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for f in files {
         match load(f) {
-            Ok(p) => println!("ok: {}: {}", f.display(), summary(&p)),
+            Ok(p) => {
+                for w in &p.warnings {
+                    eprintln!("{}:{w}", f.display());
+                }
+                println!("ok: {}: {}", f.display(), summary(&p));
+            }
             Err(e) => {
                 ok = false;
                 eprintln!("{e}");
@@ -153,10 +159,6 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
             .ok_or_else(|| format!("--header `{h}` must look like `name: value`"))?;
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
-    if let Some(c) = &a.country {
-        facts::deliver_country(&p, &mut headers, c)
-            .map_err(|e| format!("--country: {e}; pass the header with --header instead"))?;
-    }
     if let Some(k) = &a.key {
         headers.push(("authorization".into(), format!("Bearer {k}")));
     }
@@ -178,13 +180,28 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
     }
     body.insert("endpoint".into(), Value::String(a.endpoint.clone()));
     let raw = serde_json::to_vec(&Value::Object(body)).map_err(|e| e.to_string())?;
-    let out = api::explain_request(&p, &a.request_id, a.edge_region.clone(), &headers, &raw)
-        .map_err(|e| {
-            format!(
-                "the request is refused before routing ({} {}): {}",
-                e.status, e.code, e.message
-            )
-        })?;
+    // `--country` states the client's country; otherwise it is read from the `--header`s by the
+    // policy's location source (with no IP table: the CLI has none built in).
+    let location = match &a.country {
+        Some(c) => Location::given(Some(Country::parse_assigned(c).ok_or_else(|| {
+            format!("--country `{c}` is not a country code (ISO 3166-1 alpha-2, e.g. `DE`)")
+        })?)),
+        None => location::locate(&p.settings.client, &headers, None, None),
+    };
+    let out = api::explain_request(
+        &p,
+        &a.request_id,
+        a.edge_region.clone(),
+        &headers,
+        &raw,
+        location,
+    )
+    .map_err(|e| {
+        format!(
+            "the request is refused before routing ({} {}): {}",
+            e.status, e.code, e.message
+        )
+    })?;
     if a.json {
         println!(
             "{}",

@@ -169,8 +169,14 @@ struct Server {
 impl Server {
     async fn handle(
         self: Arc<Self>,
-        req: hyper::Request<hyper::body::Incoming>,
+        mut req: hyper::Request<hyper::body::Incoming>,
+        client_addr: SocketAddr,
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        // As Spin's HTTP trigger does: the connection's address in `spin-client-addr`, replacing
+        // any value the client sent under that name.
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&client_addr.to_string()) {
+            req.headers_mut().insert("spin-client-addr", v);
+        }
         let mut store = Store::new(
             self.pre.engine(),
             State {
@@ -339,7 +345,7 @@ async fn main() -> Result<()> {
     };
     tokio::pin!(shutdown);
     loop {
-        let (client, _) = tokio::select! {
+        let (client, client_addr) = tokio::select! {
             r = listener.accept() => r?,
             _ = &mut shutdown => { println!("meridian-host: shutting down"); return Ok(()); }
         };
@@ -349,7 +355,7 @@ async fn main() -> Result<()> {
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 async move {
-                    let r = server.handle(req).await;
+                    let r = server.handle(req, client_addr).await;
                     if let Err(e) = &r {
                         eprintln!("meridian-host: request failed: {e:?}");
                     }

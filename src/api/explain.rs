@@ -9,6 +9,7 @@ use crate::auth;
 use crate::decide::{decide, Decision};
 use crate::error::ApiError;
 use crate::facts::{self, Endpoint};
+use crate::location::Location;
 use crate::policy::Policy;
 
 /// The header that carries the admin key for `POST /v1/route/explain`.
@@ -23,6 +24,7 @@ pub fn explain(
     headers: &[(String, String)],
     raw_body: &[u8],
     admin_key: Option<&str>,
+    location: Location,
 ) -> Result<Value, ApiError> {
     let Some(admin_key) = admin_key.filter(|k| !k.is_empty()) else {
         return Err(ApiError::new(
@@ -45,17 +47,19 @@ pub fn explain(
             format!("Send the admin key in `{ADMIN_KEY_HEADER}`."),
         ));
     }
-    explain_request(policy, request_id, edge_region, headers, raw_body)
+    explain_request(policy, request_id, edge_region, headers, raw_body, location)
 }
 
 /// The decision for a request (headers as received, the JSON body), as JSON: the facts read, the
-/// decision and a text account. Shared by the endpoint and `meridian explain`.
+/// decision and a text account. Shared by the endpoint and `meridian explain`. `location` is
+/// where the client is: read from the headers (`location::locate`) or given by the tool.
 pub fn explain_request(
     policy: &Policy,
     request_id: &str,
     edge_region: Option<String>,
     headers: &[(String, String)],
     raw_body: &[u8],
+    location: Location,
 ) -> Result<Value, ApiError> {
     let mut body = match serde_json::from_slice::<Value>(raw_body) {
         Ok(Value::Object(m)) => m,
@@ -88,13 +92,14 @@ pub fn explain_request(
     };
     let tenant = auth::authenticate(policy, headers)?;
     let cx = facts::Context {
+        location,
         request_id: request_id.to_string(),
         endpoint,
         tenant: tenant.map(|t| t.id.clone()),
         edge_region,
         headers,
     };
-    let facts = facts::from_request(policy, cx, &mut body)
+    let facts = facts::from_request(cx, &mut body)
         .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
     let decision = decide(policy, &facts);
     Ok(json!({

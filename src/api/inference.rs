@@ -8,8 +8,61 @@ use crate::decide::{decide, Decision};
 use crate::error::ApiError;
 use crate::facts::{self, Endpoint};
 use crate::forward::{self, Attempt, Failure, Limits, OutboundRequest, Outcome, Transport};
+use crate::location::{self, Location};
+use crate::policy::geoip::GeoTable;
 use crate::policy::Policy;
 use crate::sse::Usage;
+
+/// An identifier-like value from an upstream error (`type`, `code`, `param`), safe to repeat.
+fn ident(v: &Value) -> Option<&str> {
+    v.as_str().filter(|s| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    })
+}
+
+/// Meridian's own error for an upstream error answer: the provider, its status and what kind of
+/// error it reported, never the provider's text.
+fn upstream_error(provider: &str, status: u16, body: &[u8]) -> ApiError {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let err = &parsed["error"];
+    let mut kind: Vec<String> = Vec::new();
+    for field in ["type", "code", "param"] {
+        if let Some(v) = ident(&err[field]) {
+            kind.push(format!("{field} `{v}`"));
+        }
+    }
+    let kind = if kind.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", kind.join(", "))
+    };
+    let (out_status, code, what) = match status {
+        401 | 403 | 407 => (
+            502,
+            "upstream_auth_failed",
+            "refused Meridian's credentials for it; the operator must check the provider's key",
+        ),
+        400 | 404 | 409 | 413 | 415 | 422 => {
+            (status, "upstream_rejected_request", "rejected the request")
+        }
+        429 => (
+            429,
+            "upstream_rate_limited",
+            "is rate limiting this deployment",
+        ),
+        _ => (502, "upstream_error", "answered with an error"),
+    };
+    ApiError::new(
+        out_status,
+        code,
+        format!(
+            "The provider `{provider}` {what} (HTTP {status}{kind}). Its own message is in Meridian's log under this request id."
+        ),
+    )
+}
 
 /// What the host supplies for one request.
 pub struct Env<'a> {
@@ -19,6 +72,8 @@ pub struct Env<'a> {
     /// Reads a secret (a Spin variable) by name; `None` or empty when it is not set.
     pub secret: &'a dyn Fn(&str) -> Option<String>,
     pub max_response_bytes: usize,
+    /// The IP-to-country table built into the component, if any.
+    pub geoip: Option<GeoTable<'a>>,
 }
 
 pub enum Reply<B> {
@@ -43,7 +98,7 @@ pub enum Reply<B> {
 pub struct Served {
     pub tenant: Option<String>,
     pub model: Option<String>,
-    pub country: Option<crate::policy::Country>,
+    pub location: Option<Location>,
     pub provider: Option<String>,
     pub upstream_model: Option<String>,
     pub rules: Vec<String>,
@@ -55,6 +110,8 @@ pub struct Served {
     pub cost_usd: Option<f64>,
     /// Prices of the serving model, to cost a stream's usage when it ends.
     pub prices: (Option<f64>, Option<f64>),
+    /// An upstream error body for the log (keys masked); the client got a summary.
+    pub upstream_error: Option<String>,
 }
 
 impl Served {
@@ -70,14 +127,17 @@ impl Served {
 fn served_headers(
     env: &Env<'_>,
     up: &[(String, String)],
+    who: Caller<'_>,
     decision: &crate::decide::Decision,
     c: &crate::decide::Candidate,
     attempts: &[crate::forward::Attempt],
 ) -> Vec<(String, String)> {
-    let mut h = passthrough_headers(up);
+    let mut h = passthrough_headers(up, env.policy.settings.expose_ratelimit_headers);
     h.extend(audit_headers(
         env.policy,
+        env.geoip.as_ref(),
         &env.request_id,
+        who,
         Some(decision),
         Some(c),
         attempts,
@@ -85,32 +145,28 @@ fn served_headers(
     h
 }
 
+/// Who called and from where, once known: for the audit headers.
+#[derive(Clone, Copy, Default)]
+struct Caller<'a> {
+    /// `Some(None)`: authenticated as anonymous.
+    tenant: Option<Option<&'a str>>,
+    location: Option<&'a Location>,
+}
+
 fn json_header() -> (String, String) {
     ("content-type".into(), "application/json".into())
 }
 
-/// Headers from the upstream response that reach the client. Hop-by-hop, framing, cookies,
-/// CORS and anything posing as our audit headers are dropped.
-fn passthrough_headers(up: &[(String, String)]) -> Vec<(String, String)> {
-    const DROP: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "set-cookie",
-        "x-request-id",
-        "host",
-    ];
+/// Headers from the upstream response that reach the client: an allowlist. `content-type` and
+/// `retry-after` always; the provider's `x-ratelimit-*` only when the policy says so (they
+/// describe the operator's account, not the caller's). Everything else (cookies, the provider's
+/// request ids and organisation names, framing) stays behind.
+fn passthrough_headers(up: &[(String, String)], ratelimit: bool) -> Vec<(String, String)> {
     up.iter()
         .filter(|(k, _)| {
-            !DROP.contains(&k.as_str())
-                && !k.starts_with("x-meridian-")
-                && !k.starts_with("access-control-")
+            k == "content-type"
+                || k == "retry-after"
+                || (ratelimit && k.starts_with("x-ratelimit-"))
         })
         .cloned()
         .collect()
@@ -118,15 +174,29 @@ fn passthrough_headers(up: &[(String, String)]) -> Vec<(String, String)> {
 
 fn audit_headers(
     policy: &Policy,
+    geoip: Option<&GeoTable<'_>>,
     request_id: &str,
+    who: Caller<'_>,
     decision: Option<&Decision>,
     served: Option<&crate::decide::Candidate>,
     attempts: &[Attempt],
 ) -> Vec<(String, String)> {
     let mut h = vec![
         (audit::REQUEST_ID.into(), header_safe(request_id)),
-        (audit::POLICY.into(), header_safe(&policy.version_label())),
+        (
+            audit::POLICY.into(),
+            header_safe(&super::policy_label(policy, geoip)),
+        ),
     ];
+    if let Some(t) = who.tenant {
+        h.push((audit::TENANT.into(), header_safe(t.unwrap_or("anonymous"))));
+    }
+    if let Some(l) = who.location {
+        h.push((
+            audit::CLIENT_COUNTRY.into(),
+            header_safe(&format!("{}; {}", l.country, l.source)),
+        ));
+    }
     if let Some(d) = decision {
         let rules: Vec<&str> = d.matched_rules.iter().map(|r| r.as_str()).collect();
         h.push((audit::RULES.into(), header_safe(&rules.join(","))));
@@ -152,11 +222,20 @@ fn audit_headers(
 
 fn error_reply<B>(
     env: &Env<'_>,
+    who: Caller<'_>,
     err: &ApiError,
     decision: Option<&Decision>,
     attempts: &[Attempt],
 ) -> Reply<B> {
-    let mut headers = audit_headers(env.policy, &env.request_id, decision, None, attempts);
+    let mut headers = audit_headers(
+        env.policy,
+        env.geoip.as_ref(),
+        &env.request_id,
+        who,
+        decision,
+        None,
+        attempts,
+    );
     headers.push(json_header());
     Reply::Full {
         status: err.status,
@@ -213,10 +292,27 @@ pub async fn inference<T: Transport>(
         Ok(t) => t,
         Err(e) => {
             served.error_code = Some(e.code);
-            return (error_reply(env, &e, None, &[]), served);
+            return (error_reply(env, Caller::default(), &e, None, &[]), served);
         }
     };
     served.tenant = tenant.map(|t| t.id.0.clone());
+    let edge_secret = policy
+        .settings
+        .client
+        .edge_secret
+        .as_ref()
+        .and_then(|e| (env.secret)(&e.secret));
+    let location = location::locate(
+        &policy.settings.client,
+        headers,
+        env.geoip.as_ref(),
+        edge_secret.as_deref(),
+    );
+    served.location = Some(location.clone());
+    let who = Caller {
+        tenant: Some(tenant.map(|t| t.id.as_str())),
+        location: Some(&location),
+    };
 
     let mut body = match serde_json::from_slice::<Value>(raw_body) {
         Ok(Value::Object(m)) => m,
@@ -224,7 +320,7 @@ pub async fn inference<T: Transport>(
             let e =
                 ApiError::bad_request("invalid_json", "The request body must be a JSON object.");
             served.error_code = Some(e.code);
-            return (error_reply(env, &e, None, &[]), served);
+            return (error_reply(env, who, &e, None, &[]), served);
         }
         Err(err) => {
             let e = ApiError::bad_request(
@@ -234,35 +330,35 @@ pub async fn inference<T: Transport>(
                 ),
             );
             served.error_code = Some(e.code);
-            return (error_reply(env, &e, None, &[]), served);
+            return (error_reply(env, who, &e, None, &[]), served);
         }
     };
     if let Some(cap) = tenant.and_then(|t| t.max_tokens) {
         if endpoint != Endpoint::Embeddings {
             if let Err(e) = cap_max_tokens(&mut body, cap) {
                 served.error_code = Some(e.code);
-                return (error_reply(env, &e, None, &[]), served);
+                return (error_reply(env, who, &e, None, &[]), served);
             }
         }
     }
 
     let cx = facts::Context {
+        location: location.clone(),
         request_id: env.request_id.clone(),
         endpoint,
         tenant: tenant.map(|t| t.id.clone()),
         edge_region: env.edge_region.clone(),
         headers,
     };
-    let facts = match facts::from_request(policy, cx, &mut body) {
+    let facts = match facts::from_request(cx, &mut body) {
         Ok(f) => f,
         Err(fe) => {
             let e = ApiError::bad_request(fe.code, fe.message).with_param(fe.param);
             served.error_code = Some(e.code);
-            return (error_reply(env, &e, None, &[]), served);
+            return (error_reply(env, who, &e, None, &[]), served);
         }
     };
     served.model = Some(facts.model.clone());
-    served.country = Some(facts.country);
 
     let decision = decide(policy, &facts);
     served.rules = decision.matched_rules.iter().map(|r| r.0.clone()).collect();
@@ -280,11 +376,12 @@ pub async fn inference<T: Transport>(
         let e = ApiError::new(r.status, r.code, r.message.clone()).with_details(json!({
             "request_id": env.request_id,
             "client_country": decision.client_country,
+            "client_country_source": location.source,
             "matched_rules": decision.matched_rules,
             "excluded": decision.excluded,
         }));
         served.error_code = Some(r.code);
-        return (error_reply(env, &e, Some(&decision), &[]), served);
+        return (error_reply(env, who, &e, Some(&decision), &[]), served);
     }
 
     let accept = headers
@@ -339,6 +436,7 @@ pub async fn inference<T: Transport>(
             provider: a.provider.clone(),
             outcome: a.failure.clone().unwrap_or_else(|| "ok".into()),
             ms: a.ms,
+            detail: a.detail.clone(),
         })
         .collect();
 
@@ -367,7 +465,10 @@ pub async fn inference<T: Transport>(
                 json!({ "request_id": env.request_id, "attempts": attempts_json(&fwd.attempts) }),
             );
             served.error_code = Some(code);
-            (error_reply(env, &e, Some(&decision), &fwd.attempts), served)
+            (
+                error_reply(env, who, &e, Some(&decision), &fwd.attempts),
+                served,
+            )
         }
         Outcome::Complete {
             candidate,
@@ -380,18 +481,34 @@ pub async fn inference<T: Transport>(
             served.record(c);
             served.usage = usage;
             served.cost_usd = usage.and_then(|u| u.cost(c.input_price, c.output_price));
-            let mut h = served_headers(env, &up, &decision, c, &fwd.attempts);
+            let mut h = served_headers(env, &up, who, &decision, c, &fwd.attempts);
             if let Some(cost) = served.cost_usd {
                 h.push((audit::COST.into(), format!("{cost:.8}")));
             }
-            if !(200..300).contains(&status) {
-                served.error_code = Some("upstream_error");
+            if (200..300).contains(&status) {
+                return (
+                    Reply::Full {
+                        status,
+                        headers: h,
+                        body,
+                    },
+                    served,
+                );
             }
+            // The provider's own error body can carry what the client must not see (a fragment
+            // of the operator's key, account names): the client gets a summary, the log the body.
+            let e = upstream_error(c.provider.as_str(), status, &body)
+                .with_details(json!({ "request_id": env.request_id, "provider": c.provider, "upstream_status": status }));
+            served.error_code = Some(e.code);
+            let cut = &body[..body.len().min(2048)];
+            served.upstream_error = Some(audit::mask_keys(&String::from_utf8_lossy(cut)));
+            h.retain(|(k, _)| k != "content-type");
+            h.push(json_header());
             (
                 Reply::Full {
-                    status,
+                    status: e.status,
                     headers: h,
-                    body,
+                    body: e.body(),
                 },
                 served,
             )
@@ -405,7 +522,7 @@ pub async fn inference<T: Transport>(
         } => {
             let c = &decision.candidates[candidate];
             served.record(c);
-            let h = served_headers(env, &up, &decision, c, &fwd.attempts);
+            let h = served_headers(env, &up, who, &decision, c, &fwd.attempts);
             (
                 Reply::Stream {
                     status,

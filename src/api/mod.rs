@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::audit;
 use crate::error::ApiError;
 use crate::facts::Endpoint;
+use crate::policy::geoip::GeoTable;
 use crate::policy::Policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +107,34 @@ fn models_body(policy: &Policy, tenant: Option<&crate::policy::Tenant>) -> Vec<u
         .into_bytes()
 }
 
-pub fn health_body(policy: &Policy) -> Vec<u8> {
+/// The policy's version as reported on every response and log line; with the IP-to-country
+/// table's date when the build has one, since the table decides countries too.
+pub fn policy_label(policy: &Policy, geoip: Option<&GeoTable<'_>>) -> String {
+    match geoip {
+        Some(t) => format!("{} ip-table {}", policy.version_label(), t.date),
+        None => policy.version_label(),
+    }
+}
+
+pub fn health_body(policy: &Policy, geoip: Option<&GeoTable<'_>>) -> Vec<u8> {
+    let c = &policy.settings.client;
     json!({
         "status": "ok",
-        "policy": policy.version_label(),
+        "policy": policy_label(policy, geoip),
         "providers": policy.providers.len(),
         "rules": policy.rules.len(),
+        "client_location": {
+            "platform": c.platform.name(),
+            "country_header": c.country.as_ref().map(|h| &h.name),
+            "address_header": c.address.as_ref().map(|h| &h.name),
+            "edge_secret": c.edge_secret.is_some(),
+            "ip_table": geoip.map(|t| json!({
+                "date": t.date,
+                "source": t.source,
+                "ipv4_ranges": t.len().0,
+                "ipv6_ranges": t.len().1,
+            })),
+        },
     })
     .to_string()
     .into_bytes()

@@ -48,8 +48,17 @@ impl Failure {
             Failure::Status { status, .. } => format!("status {status}"),
             Failure::Malformed(why) => format!("malformed response ({why})"),
             Failure::Transport(why) => format!("transport error ({why})"),
-            Failure::Config(why) => format!("not configured ({why})"),
+            // What is missing (a secret's name) is for the operator's log only: `detail`.
+            Failure::Config(_) => "not configured".into(),
             Failure::Cancelled => "cancelled (another candidate answered first)".into(),
+        }
+    }
+
+    /// What only the operator's log shows: why a candidate is not configured.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Failure::Config(why) => Some(why.clone()),
+            _ => None,
         }
     }
 
@@ -98,8 +107,10 @@ pub trait Transport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub provider: String,
-    /// `None` for the attempt that answered.
+    /// `None` for the attempt that answered. Safe to show any caller.
     pub failure: Option<String>,
+    /// For the operator's log only (e.g. which secret is unset).
+    pub detail: Option<String>,
     pub ms: u64,
     /// Started by hedging rather than by a failure.
     pub hedge: bool,
@@ -281,6 +292,7 @@ pub async fn forward<T: Transport>(
             attempts.push(Attempt {
                 provider: cands[idx].provider.0.clone(),
                 failure: f.map(Failure::label),
+                detail: f.and_then(Failure::detail),
                 ms: t.now_ms().saturating_sub(began),
                 hedge,
             });
@@ -334,8 +346,10 @@ pub async fn forward<T: Transport>(
                 Failure::Status { retry_after_ms, .. } => *retry_after_ms,
                 _ => None,
             };
+            // A candidate that cannot be called as configured is skipped, never retried.
+            let retryable = !matches!(f, Failure::Config(_));
             last_failure = Some(f);
-            if moved_on == 1 && tries < plan.retries {
+            if retryable && moved_on == 1 && tries < plan.retries {
                 let backoff = plan.backoff_ms.saturating_mul(1 << tries.min(16));
                 let wait = retry_after.map_or(backoff, |r| r.max(backoff));
                 if wait < lp.remaining() {

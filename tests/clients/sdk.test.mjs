@@ -49,12 +49,15 @@ try {
   check("unknown model message", e.message.includes("Did you mean `chat-model`?"), e.message);
   check("unknown model code", e.code === "model_not_found", e.code);
 }
+// A key that matches no tenant is served as anonymous (the policy allows anonymous callers), and
+// anonymous callers may not spend the operator's provider key.
 const bad = new OpenAI({ baseURL, apiKey: "sk-not-a-tenant", maxRetries: 0 });
 try {
   await bad.chat.completions.create({ model: "chat-model", messages });
-  check("wrong key throws", false, "no error");
+  check("unknown key throws", false, "no error");
 } catch (e) {
-  check("wrong key is AuthenticationError (401)", e instanceof OpenAI.AuthenticationError && e.status === 401, String(e));
-  check("wrong key message", e.message.includes("Incorrect API key provided"), e.message);
+  check("unknown key is anonymous: PermissionDeniedError (403)", e instanceof OpenAI.PermissionDeniedError && e.status === 403, String(e));
+  check("anonymous tenant reported", e.headers?.get?.("x-meridian-tenant") === "anonymous" || e.headers?.["x-meridian-tenant"] === "anonymous", String(e.headers));
+  check("unknown key message", e.message.includes("may not spend"), e.message);
 }
 console.log("node: all passed");

@@ -54,12 +54,15 @@ except openai.NotFoundError as e:
     check("unknown model message", "Did you mean `chat-model`?" in e.message, e.message)
     check("unknown model code", e.code == "model_not_found", e.code)
 
+# A key that matches no tenant is served as anonymous (the policy allows anonymous callers), and
+# anonymous callers may not spend the operator's provider key.
 bad = openai.OpenAI(base_url=URL, api_key="sk-not-a-tenant", max_retries=0, timeout=30)
 try:
     bad.chat.completions.create(model="chat-model", messages=MESSAGES)
-    check("wrong key raises", False, "no exception")
-except openai.AuthenticationError as e:
-    check("wrong key is AuthenticationError (401)", e.status_code == 401, e)
-    check("wrong key message", "Incorrect API key provided" in e.message, e.message)
+    check("unknown key raises", False, "no exception")
+except openai.PermissionDeniedError as e:
+    check("unknown key is anonymous: PermissionDeniedError (403)", e.status_code == 403, e)
+    check("anonymous tenant reported", e.response.headers.get("x-meridian-tenant") == "anonymous", dict(e.response.headers))
+    check("unknown key message", "may not spend" in e.message, e.message)
 
 print("python: all passed")

@@ -51,6 +51,15 @@ impl Meridian {
         Meridian::start(None, &[], Some(wasm)).await
     }
 
+    /// Another build of Meridian (e.g. with the IP table) with a run-time policy.
+    pub async fn build_with_policy(
+        wasm: &std::path::Path,
+        policy: &str,
+        env: &[(&str, &str)],
+    ) -> Meridian {
+        Meridian::start(Some(policy), env, Some(wasm)).await
+    }
+
     async fn start(
         policy: Option<&str>,
         env: &[(&str, &str)],

@@ -24,6 +24,17 @@ impl Country {
         }
     }
 
+    /// A country that exists: an officially assigned ISO 3166-1 alpha-2 code, or `XK` (Kosovo,
+    /// which CDNs report). Refuses `XX`, `T1` (Tor), `A1`/`A2` (proxies), `EU`, `AP` and the other
+    /// user-assigned or reserved codes that geo headers use for "not a country".
+    pub fn parse_assigned(code: &str) -> Option<Country> {
+        let c = Country::parse(code)?;
+        ASSIGNED
+            .split(' ')
+            .any(|a| a.as_bytes() == c.0)
+            .then_some(c)
+    }
+
     pub fn as_str(&self) -> &str {
         // Built only by `parse`, so always two ASCII letters.
         std::str::from_utf8(&self.0).unwrap_or("XX")
@@ -39,6 +50,9 @@ impl Country {
         Country([b'A' + (i / 26) as u8, b'A' + (i % 26) as u8])
     }
 }
+
+/// ISO 3166-1 alpha-2, officially assigned codes (249), plus `XK`.
+const ASSIGNED: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK";
 
 impl fmt::Display for Country {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,11 +13,19 @@ pub struct Diagnostic {
     pub column: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// A warning: the policy is valid, but probably not what its author wants.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: error: {}", self.line, self.column, self.message)?;
+        let level = if self.warning { "warning" } else { "error" };
+        write!(
+            f,
+            "{}:{}: {level}: {}",
+            self.line, self.column, self.message
+        )?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }
@@ -50,6 +58,7 @@ impl std::error::Error for PolicyErrors {}
 pub(crate) struct Sink<'s> {
     text: &'s str,
     pub(crate) diagnostics: Vec<Diagnostic>,
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 impl<'s> Sink<'s> {
@@ -57,6 +66,7 @@ impl<'s> Sink<'s> {
         Sink {
             text,
             diagnostics: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -83,6 +93,22 @@ impl<'s> Sink<'s> {
         self.push(span, message.into(), Some(help.into()));
     }
 
+    pub(crate) fn warn(
+        &mut self,
+        span: Option<&Range<usize>>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        let (line, column) = self.position(span);
+        self.warnings.push(Diagnostic {
+            message: message.into(),
+            line,
+            column,
+            help: Some(help.into()),
+            warning: true,
+        });
+    }
+
     fn push(&mut self, span: Option<&Range<usize>>, message: String, help: Option<String>) {
         let (line, column) = self.position(span);
         self.diagnostics.push(Diagnostic {
@@ -90,6 +116,7 @@ impl<'s> Sink<'s> {
             line,
             column,
             help,
+            warning: false,
         });
     }
 }

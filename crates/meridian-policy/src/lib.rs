@@ -3,14 +3,17 @@
 //! Stages are separate, as in Cedar: parse (TOML with spans) → validate (collect every error,
 //! each with line, column and a hint) → the [`Policy`] the decision engine reads.
 
+mod client;
 mod compiled;
 mod country;
 mod diag;
+pub mod geoip;
 pub mod jurisdictions;
 mod model;
 mod reader;
 mod validate;
 
+pub use client::{platform_of_header, PLATFORM_NAMES};
 pub use compiled::{compile, load_compiled};
 pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
 pub use model::*;

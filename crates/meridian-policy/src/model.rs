@@ -47,6 +47,10 @@ typed_id!(
 /// The policy file format version this build understands.
 pub const FORMAT_VERSION: i64 = 1;
 
+pub use crate::client::{
+    AddressForm, AddressHeader, Anonymous, ClientSource, CountryForm, CountryHeader, EdgeSecret,
+    Platform,
+};
 pub use crate::country::{Country, CountrySet};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +68,9 @@ pub struct Policy {
     /// Not part of the compiled form: the component never runs test cases.
     #[serde(skip)]
     pub tests: Vec<TestCase>,
+    /// What `meridian check` warns about: valid, but probably not what the operator wants.
+    #[serde(skip)]
+    pub warnings: Vec<crate::Diagnostic>,
 }
 
 impl Policy {
@@ -105,11 +112,13 @@ impl Policy {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
-    /// Headers set by the edge platform, in order of trust; the first valid one wins.
-    pub trusted_country_headers: Vec<String>,
+    /// Where the client's location comes from: one platform's headers, never a list of them.
+    pub client: ClientSource,
     pub max_body_bytes: u64,
-    /// Requests without a key are served (as no tenant) only when this is true.
-    pub allow_anonymous: bool,
+    /// Whether callers without a tenant key are served, and from which providers.
+    pub anonymous: Anonymous,
+    /// Pass the upstream's `x-ratelimit-*` response headers to the client.
+    pub expose_ratelimit_headers: bool,
     /// The attempt plan when no matching rule changes it.
     pub plan: Plan,
 }
@@ -338,6 +347,8 @@ pub struct When {
     pub headers: Vec<(String, Option<String>)>,
     pub stream: Option<bool>,
     pub endpoints: Option<Vec<String>>,
+    /// Whether the request carried the right edge secret (`settings.client.edge_secret`).
+    pub edge_verified: Option<bool>,
 }
 
 /// Hard constraints: they only ever remove providers.

@@ -22,11 +22,20 @@ pub const TOP_KEYS: &[&str] = &[
     "test",
 ];
 pub const SETTINGS_KEYS: &[&str] = &[
+    "client",
     "trusted_country_headers",
     "max_body_bytes",
     "allow_anonymous",
+    "expose_ratelimit_headers",
     "plan",
 ];
+pub const CLIENT_KEYS: &[&str] = &[
+    "platform",
+    "country_header",
+    "address_header",
+    "edge_secret",
+];
+pub const EDGE_SECRET_KEYS: &[&str] = &["header", "secret"];
 pub const PROVIDER_KEYS: &[&str] = &[
     "id",
     "kind",
@@ -63,6 +72,7 @@ pub const WHEN_KEYS: &[&str] = &[
     "header",
     "stream",
     "endpoint",
+    "edge_verified",
 ];
 pub const REQUIRE_KEYS: &[&str] = &[
     "jurisdiction",
@@ -123,7 +133,11 @@ pub fn load(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
         }
     };
     match policy {
-        Some(p) if sink.diagnostics.is_empty() => Ok(p),
+        Some(mut p) if sink.diagnostics.is_empty() => {
+            p.warnings = sink.warnings;
+            p.warnings.sort_by_key(|d| (d.line, d.column));
+            Ok(p)
+        }
         _ => {
             let mut diagnostics = sink.diagnostics;
             diagnostics.sort_by_key(|d| (d.line, d.column));
@@ -140,6 +154,8 @@ struct Ctx {
     provider_ids: Vec<String>,
     tenant_ids: Vec<String>,
     models: BTreeSet<String>,
+    /// Whether `settings.client.edge_secret` is set (`when.edge_verified` needs it).
+    edge_secret: bool,
 }
 
 fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy> {
@@ -174,16 +190,19 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         provider_ids: Vec::new(),
         tenant_ids: Vec::new(),
         models: BTreeSet::new(),
+        edge_secret: false,
     };
     let settings = read_settings(sink, &top);
+    cx.edge_secret = settings
+        .as_ref()
+        .is_some_and(|s| s.client.edge_secret.is_some());
     let providers = read_providers(sink, &top, &mut cx);
     let tenants = read_tenants(sink, &top, &mut cx);
     let rules = read_rules(sink, &top, &cx);
-    // A request carries a country only through a trusted header.
-    let countries_deliverable = settings
-        .as_ref()
-        .is_none_or(|s| !s.trusted_country_headers.is_empty());
+    // A request carries a country only through the deployment's location source.
+    let countries_deliverable = settings.as_ref().is_none_or(|s| s.client.can_locate());
     let tests = read_tests(sink, &top, &cx, countries_deliverable);
+    warn_unknown_country(sink, &top, &rules);
 
     let digest = hex::encode(Sha256::digest(text.as_bytes()));
     Some(Policy {
@@ -196,6 +215,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         tenants,
         rules,
         tests,
+        warnings: Vec::new(),
     })
 }
 
@@ -280,25 +300,57 @@ fn bad_id_message(what: &str, id: &str) -> String {
 
 fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
     let mut s = Settings {
-        trusted_country_headers: Vec::new(),
+        client: ClientSource::default(),
         max_body_bytes: 1024 * 1024,
-        allow_anonymous: false,
+        anonymous: Anonymous::Deny,
+        expose_ratelimit_headers: false,
         plan: Plan::default(),
     };
     let Some(t) = top.table(sink, "settings") else {
         return Some(s);
     };
     t.deny_unknown(sink, SETTINGS_KEYS);
+    let client = t.table(sink, "client");
     if let Some(hs) = t.str_list(sink, "trusted_country_headers") {
-        for h in hs {
-            if http::HeaderName::from_bytes(h.value.as_bytes()).is_err() {
-                sink.error(
-                    h.span.as_ref(),
-                    format!("`{}` is not a valid header name", h.value),
-                );
-            }
-            s.trusted_country_headers.push(h.value.to_ascii_lowercase());
+        let span = t.key_span("trusted_country_headers");
+        if client.is_some() {
+            sink.error_help(
+                span.as_ref(),
+                "`trusted_country_headers` and `[settings.client]` both say where the client's country comes from",
+                "remove `trusted_country_headers`: `[settings.client]` replaces it",
+            );
+        } else if hs.len() > 1 {
+            sink.error_help(
+                span.as_ref(),
+                format!(
+                    "`trusted_country_headers` lists {} headers: behind one platform a client can send the others itself, and the first one present wins",
+                    hs.len()
+                ),
+                "name the one platform Meridian runs behind instead, e.g. `[settings.client]` with `platform = \"cloudflare\"` (or cloudfront, vercel, fastly, akamai, spin, custom)",
+            );
+        } else if let Some(h) = hs.first() {
+            check_header_name(sink, h);
+            sink.warn(
+                span.as_ref(),
+                "`trusted_country_headers` is deprecated",
+                format!(
+                    "write `[settings.client]` with `platform = \"custom\"` and `country_header = \"{}\"`, or the platform's own profile",
+                    h.value
+                ),
+            );
+            s.client = ClientSource {
+                platform: Platform::Legacy,
+                country: Some(CountryHeader {
+                    name: h.value.to_ascii_lowercase(),
+                    form: CountryForm::Iso,
+                }),
+                address: None,
+                edge_secret: None,
+            };
         }
+    }
+    if let Some(c) = client {
+        s.client = read_client(sink, &c);
     }
     if let Some(n) = t.uint(sink, "max_body_bytes") {
         if n == 0 {
@@ -309,14 +361,164 @@ fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
         }
         s.max_body_bytes = n;
     }
-    if let Some(b) = t.bool(sink, "allow_anonymous") {
-        s.allow_anonymous = b;
+    if let Some(item) = t.raw("allow_anonymous") {
+        let span = t.key_span("allow_anonymous");
+        match (item.as_bool(), item.as_str()) {
+            (Some(false), _) => s.anonymous = Anonymous::Deny,
+            (Some(true), _) => s.anonymous = Anonymous::Keyless,
+            (_, Some("paid")) => {
+                s.anonymous = Anonymous::Paid;
+                sink.warn(
+                    span.as_ref(),
+                    "`allow_anonymous = \"paid\"` lets anyone who can reach Meridian spend the providers' keys",
+                    "use tenant keys for paid providers; `allow_anonymous = true` serves anonymous callers only from keyless providers",
+                );
+            }
+            _ => sink.error_help(
+                span.as_ref(),
+                "`allow_anonymous` must be `false`, `true` or `\"paid\"`",
+                "`true` serves callers without a key from keyless providers only; `\"paid\"` also lets them spend provider keys",
+            ),
+        }
+    }
+    if let Some(b) = t.bool(sink, "expose_ratelimit_headers") {
+        s.expose_ratelimit_headers = b;
     }
     if let Some(p) = t.table(sink, "plan") {
         let patch = read_plan(sink, &p);
         patch.apply(&mut s.plan, &mut BTreeSet::new());
     }
     Some(s)
+}
+
+fn check_header_name(sink: &mut Sink, h: &Sp<String>) {
+    if http::HeaderName::from_bytes(h.value.as_bytes()).is_err() {
+        sink.error(
+            h.span.as_ref(),
+            format!("`{}` is not a valid header name", h.value),
+        );
+    }
+}
+
+/// A Spin variable name: lower-case letters, digits and `_`, starting with a letter.
+fn is_variable_name(s: &str) -> bool {
+    s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn read_client(sink: &mut Sink, c: &Obj) -> ClientSource {
+    c.deny_unknown(sink, CLIENT_KEYS);
+    let mut out = ClientSource::default();
+    let Some(name) = c.req_str(sink, "platform") else {
+        return out;
+    };
+    let Some(platform) = Platform::from_name(&name.value) else {
+        sink.error_help(
+            name.span.as_ref(),
+            format!("unknown platform `{}`", name.value),
+            suggest(&name.value, crate::PLATFORM_NAMES),
+        );
+        return out;
+    };
+    out.platform = platform;
+    let country = c.str(sink, "country_header");
+    let address = c.str(sink, "address_header");
+    for h in country.iter().chain(address.iter()) {
+        check_header_name(sink, h);
+    }
+    let lower = |h: &Sp<String>| h.value.to_ascii_lowercase();
+    match platform.fixed() {
+        Some((fixed_country, fixed_address)) => {
+            for (h, key) in [(&country, "country_header"), (&address, "address_header")] {
+                if h.is_some() {
+                    sink.error_help(
+                        c.key_span(key).as_ref(),
+                        format!(
+                            "the `{}` profile fixes its headers, so `{key}` cannot be set",
+                            platform.name()
+                        ),
+                        "use `platform = \"custom\"` to name other headers",
+                    );
+                }
+            }
+            out.country = fixed_country;
+            out.address = fixed_address;
+        }
+        None => {
+            out.country = country.as_ref().map(|h| CountryHeader {
+                name: lower(h),
+                form: CountryForm::Iso,
+            });
+            out.address = address
+                .as_ref()
+                .map(lower)
+                .or_else(|| (platform == Platform::Fastly).then(|| "fastly-client-ip".into()))
+                .map(|name| AddressHeader {
+                    name,
+                    form: AddressForm::Ip,
+                });
+            if platform == Platform::Fastly && country.is_none() {
+                sink.error_help(
+                    c.span.as_ref(),
+                    "the `fastly` profile needs `country_header`: Fastly sets no country header of its own",
+                    "set one in VCL from `client.geo.country_code`, e.g. `country_header = \"fastly-geo-country\"`",
+                );
+            }
+            if platform == Platform::Custom && !out.can_locate() {
+                sink.error_help(
+                    c.span.as_ref(),
+                    "the `custom` profile needs `country_header`, `address_header` or both",
+                    "name the headers your platform sets and strips from client requests",
+                );
+            }
+            if platform == Platform::Custom {
+                let owners: BTreeSet<&str> = [
+                    &out.country.as_ref().map(|h| &h.name),
+                    &out.address.as_ref().map(|h| &h.name),
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(|n| crate::platform_of_header(n))
+                .map(Platform::name)
+                .collect();
+                if owners.len() > 1 {
+                    sink.warn(
+                        c.span.as_ref(),
+                        format!(
+                            "this source trusts headers of more than one platform ({})",
+                            owners.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                        "behind one platform, a client can send the other platform's headers itself: name the headers of the platform Meridian runs behind",
+                    );
+                }
+            }
+        }
+    }
+    if let Some(e) = c.table(sink, "edge_secret") {
+        e.deny_unknown(sink, EDGE_SECRET_KEYS);
+        let header = e.req_str(sink, "header");
+        let secret = e.req_str(sink, "secret");
+        if let Some(h) = &header {
+            check_header_name(sink, h);
+        }
+        if let Some(v) = &secret {
+            if !is_variable_name(&v.value) {
+                sink.error_help(
+                    v.span.as_ref(),
+                    format!("`{}` is not a Spin variable name", v.value),
+                    "use lower-case letters, digits and `_`, starting with a letter, e.g. `edge_secret`",
+                );
+            }
+        }
+        if let (Some(h), Some(v)) = (header, secret) {
+            out.edge_secret = Some(EdgeSecret {
+                header: lower(&h),
+                secret: v.value,
+            });
+        }
+    }
+    out
 }
 
 fn resolve_residency(sink: &mut Sink, cx: &Ctx, names: &[Sp<String>]) -> Residency {
@@ -802,6 +1004,14 @@ fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
 
 fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
     w.deny_unknown(sink, WHEN_KEYS);
+    let edge_verified = w.bool(sink, "edge_verified");
+    if edge_verified.is_some() && !cx.edge_secret {
+        sink.error_help(
+            w.key_span("edge_verified").as_ref(),
+            "`edge_verified` needs an edge secret to verify",
+            "set `[settings.client] edge_secret = { header = \"x-edge-secret\", secret = \"edge_secret\" }`",
+        );
+    }
     let mut client_countries: Option<CountrySet> = None;
     if let Some(cs) = w.str_list(sink, "client_country") {
         let mut set = CountrySet::new();
@@ -888,6 +1098,44 @@ fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
         headers,
         stream: w.bool(sink, "stream"),
         endpoints,
+        edge_verified,
+    }
+}
+
+/// Warns when residency rules cover known client locations but none covers the unknown one
+/// (`XX`): a client whose location is unknown would then be served without residency.
+fn warn_unknown_country(sink: &mut Sink, top: &Obj, rules: &[Rule]) {
+    let located_residency = rules.iter().any(|r| {
+        r.require.jurisdiction.is_some()
+            && r.when
+                .client_countries
+                .as_ref()
+                .is_some_and(|cs| !cs.contains(Country::UNKNOWN))
+    });
+    let unknown_covered = rules.iter().any(|r| {
+        r.when
+            .client_countries
+            .as_ref()
+            .is_none_or(|cs| cs.contains(Country::UNKNOWN))
+            && r.when.edge_regions.is_none()
+            && r.when.tenants.is_none()
+            && r.when.anonymous.is_none()
+            && r.when.models.is_none()
+            && r.when.privacy.is_none()
+            && r.when.headers.is_empty()
+            && r.when.stream.is_none()
+            && r.when.endpoints.is_none()
+            && r.when.edge_verified.is_none()
+            && (r.require.jurisdiction.is_some()
+                || r.require.self_hosted
+                || r.require.providers.is_some())
+    });
+    if located_residency && !unknown_covered {
+        sink.warn(
+            top.key_span("rules").as_ref(),
+            "residency rules apply to clients whose country is known, but no rule decides for clients whose country is unknown (`XX`): they are served without residency",
+            "add a rule such as `when = { client_country = [\"XX\"] }` with `require = { jurisdiction = [\"eu\"] }` (or `self_hosted = true`)",
+        );
     }
 }
 
@@ -1019,8 +1267,8 @@ fn read_tests(sink: &mut Sink, top: &Obj, cx: &Ctx, countries_deliverable: bool)
             if !countries_deliverable {
                 sink.error_help(
                     c.span.as_ref(),
-                    "this case gives a `country`, but `settings.trusted_country_headers` is empty, so no request can carry one",
-                    "trust your edge platform's header, e.g. `trusted_country_headers = [\"cf-ipcountry\"]`",
+                    "this case gives a `country`, but the policy has no location source, so no request can carry one",
+                    "name the platform Meridian runs behind, e.g. `[settings.client]` with `platform = \"cloudflare\"`",
                 );
             }
             if let Some(code) = Country::parse(&c.value) {

@@ -1,0 +1,303 @@
+//! Where the client is, as evidence with a source. Pure: headers, the policy's one location
+//! source, the built-in IP table and the edge secret's value in; a country and its provenance out.
+//!
+//! Only the deployment's platform headers are read. A header that appears more than once, or
+//! holds anything but one real country (or one address), makes the country unknown: it never
+//! falls through to another header. Without the right edge secret (when one is configured) no
+//! header is trusted at all.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::policy::geoip::GeoTable;
+use crate::policy::{AddressForm, ClientSource, Country, CountryForm};
+
+/// Whether the request proved it came through the deployment's CDN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Edge {
+    /// The policy configures no edge secret.
+    NotConfigured,
+    Verified,
+    /// The edge secret header is missing or appears more than once.
+    Missing,
+    Wrong,
+    /// The Spin variable holding the expected value is not set: nothing can be verified.
+    SecretUnset,
+}
+
+impl Edge {
+    /// For `when.edge_verified`: `None` when no edge secret is configured.
+    pub fn verified(self) -> Option<bool> {
+        match self {
+            Edge::NotConfigured => None,
+            Edge::Verified => Some(true),
+            _ => Some(false),
+        }
+    }
+}
+
+/// Where the country came from, or why it is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The platform's country header.
+    Header(String),
+    /// The platform's address header (or the connection address), looked up in the built-in
+    /// IP-to-country table of that date.
+    Address {
+        header: String,
+        table: String,
+    },
+    /// Stated directly by a tool (`[[test]]` cases, `meridian explain --country`).
+    Given,
+    Unknown(Unknown),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unknown {
+    /// The policy names no location source.
+    NoSource,
+    /// The edge secret did not verify, so no header is trusted.
+    Edge(Edge),
+    /// None of the source's headers is present.
+    Absent,
+    Repeated {
+        header: String,
+        times: usize,
+    },
+    NotACountry {
+        header: String,
+    },
+    NotAnAddress {
+        header: String,
+    },
+    /// The address is in no country's range (private, reserved, unallocated or ambiguous).
+    NotInTable {
+        header: String,
+    },
+    /// An address, but this build has no IP-to-country table.
+    NoTable {
+        header: String,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Header(h) => write!(f, "header {h}"),
+            Source::Address { header, table } => write!(f, "address in {header}, ip table {table}"),
+            Source::Given => f.write_str("given"),
+            Source::Unknown(u) => {
+                f.write_str("unknown: ")?;
+                match u {
+                    Unknown::NoSource => f.write_str("the policy names no location source"),
+                    Unknown::Edge(Edge::SecretUnset) => {
+                        f.write_str("the edge secret is not configured, so no header is trusted")
+                    }
+                    Unknown::Edge(_) => {
+                        f.write_str("the edge secret did not verify, so no header is trusted")
+                    }
+                    Unknown::Absent => f.write_str("no location header"),
+                    Unknown::Repeated { header, times } => {
+                        write!(f, "{header} appears {times} times")
+                    }
+                    Unknown::NotACountry { header } => write!(f, "{header} holds no country"),
+                    Unknown::NotAnAddress { header } => write!(f, "{header} holds no address"),
+                    Unknown::NotInTable { header } => {
+                        write!(f, "the address in {header} is in no country's range")
+                    }
+                    Unknown::NoTable { header } => write!(
+                        f,
+                        "{header} gives an address, but this build has no ip table"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The client's location facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// `XX` when unknown.
+    pub country: Country,
+    pub source: Source,
+    pub edge: Edge,
+}
+
+impl Location {
+    /// A country stated by a tool rather than read from a request.
+    pub fn given(country: Option<Country>) -> Location {
+        Location {
+            country: country.unwrap_or(Country::UNKNOWN),
+            source: match country {
+                Some(_) => Source::Given,
+                None => Source::Unknown(Unknown::Absent),
+            },
+            edge: Edge::NotConfigured,
+        }
+    }
+
+    fn unknown(why: Unknown, edge: Edge) -> Location {
+        Location {
+            country: Country::UNKNOWN,
+            source: Source::Unknown(why),
+            edge,
+        }
+    }
+}
+
+/// Every value of a header (names are lower case).
+fn values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Checks the edge secret: the header once, equal to the secret's value (compared as sha256
+/// digests in constant time, so neither content nor length leaks through timing).
+fn check_edge(
+    source: &ClientSource,
+    headers: &[(String, String)],
+    secret_value: Option<&str>,
+) -> Edge {
+    let Some(cfg) = &source.edge_secret else {
+        return Edge::NotConfigured;
+    };
+    let Some(expected) = secret_value.filter(|v| !v.is_empty()) else {
+        return Edge::SecretUnset;
+    };
+    match values(headers, &cfg.header).as_slice() {
+        [given] => {
+            let a = crate::policy::hash_key(given);
+            let b = crate::policy::hash_key(expected);
+            if bool::from(a.ct_eq(&b)) {
+                Edge::Verified
+            } else {
+                Edge::Wrong
+            }
+        }
+        _ => Edge::Missing,
+    }
+}
+
+/// A country header's value as the platform writes it; `None` for anything else.
+fn parse_country(value: &str, form: CountryForm) -> Option<Country> {
+    match form {
+        CountryForm::Iso => Country::parse_assigned(value),
+        CountryForm::Edgescape => {
+            let mut found = value
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(k, _)| *k == "country_code");
+            match (found.next(), found.next()) {
+                (Some((_, v)), None) => Country::parse_assigned(v),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// An address header's value as the platform writes it; `None` for anything else (lists
+/// included).
+pub fn parse_address(value: &str, form: AddressForm) -> Option<IpAddr> {
+    match form {
+        AddressForm::Ip => value.parse().ok(),
+        AddressForm::IpPort => {
+            if let Ok(sa) = value.parse::<std::net::SocketAddr>() {
+                return Some(sa.ip());
+            }
+            // CloudFront writes IPv6 with its port and no brackets: `2001:db8::1:46532`.
+            let (ip, port) = value.rsplit_once(':')?;
+            (!port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
+                .flatten()
+        }
+    }
+}
+
+/// The client's location from the request's headers, by the policy's one source.
+pub fn locate(
+    source: &ClientSource,
+    headers: &[(String, String)],
+    table: Option<&GeoTable<'_>>,
+    edge_secret: Option<&str>,
+) -> Location {
+    let edge = check_edge(source, headers, edge_secret);
+    if !matches!(edge, Edge::NotConfigured | Edge::Verified) {
+        return Location::unknown(Unknown::Edge(edge), edge);
+    }
+    if !source.can_locate() {
+        return Location::unknown(Unknown::NoSource, edge);
+    }
+    if let Some(h) = &source.country {
+        match values(headers, &h.name).as_slice() {
+            [] => {}
+            [v] => {
+                return match parse_country(v, h.form) {
+                    Some(c) => Location {
+                        country: c,
+                        source: Source::Header(h.name.clone()),
+                        edge,
+                    },
+                    None => Location::unknown(
+                        Unknown::NotACountry {
+                            header: h.name.clone(),
+                        },
+                        edge,
+                    ),
+                };
+            }
+            many => {
+                return Location::unknown(
+                    Unknown::Repeated {
+                        header: h.name.clone(),
+                        times: many.len(),
+                    },
+                    edge,
+                )
+            }
+        }
+    }
+    // No country header: the platform's address, looked up in the built-in table.
+    let Some(a) = &source.address else {
+        return Location::unknown(Unknown::Absent, edge);
+    };
+    let header = a.name.clone();
+    let ip = match values(headers, &a.name).as_slice() {
+        [] => return Location::unknown(Unknown::Absent, edge),
+        [v] => match parse_address(v, a.form) {
+            Some(ip) => ip,
+            None => return Location::unknown(Unknown::NotAnAddress { header }, edge),
+        },
+        many => {
+            let times = many.len();
+            return Location::unknown(Unknown::Repeated { header, times }, edge);
+        }
+    };
+    let Some(t) = table else {
+        return Location::unknown(Unknown::NoTable { header }, edge);
+    };
+    match t.lookup(ip) {
+        Some(country) => Location {
+            country,
+            source: Source::Address {
+                header,
+                table: t.date.to_string(),
+            },
+            edge,
+        },
+        None => Location::unknown(Unknown::NotInTable { header }, edge),
+    }
+}
