@@ -301,3 +301,270 @@ pub fn locate(
         None => Location::unknown(Unknown::NotInTable { header }, edge),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::geoip;
+
+    fn source(client: &str) -> ClientSource {
+        let text = format!(
+            "version = 1\n[settings.client]\n{client}\n[[providers]]\nid = \"a\"\nbase_url = \"https://a.example/v1\"\nlocation = \"DE\"\nmodels = {{ \"m\" = \"m\" }}\n"
+        );
+        crate::policy::load(&text, "t")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .settings
+            .client
+    }
+
+    fn hs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A table over documentation ranges: 192.0.2.0/24 → DE, 198.51.100.0/24 → US,
+    /// 2001:db8::/48 → FR.
+    fn table_bytes() -> Vec<u8> {
+        let de = Country::parse("DE").unwrap();
+        let us = Country::parse("US").unwrap();
+        let fr = Country::parse("FR").unwrap();
+        let v4 = |a: [u8; 4]| u128::from(u32::from_be_bytes(a));
+        let v6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        geoip::build(
+            "2026-01-01",
+            "test",
+            &[
+                (v4([192, 0, 2, 0]), v4([192, 0, 2, 255]), de),
+                (v4([198, 51, 100, 0]), v4([198, 51, 100, 255]), us),
+            ],
+            &[(
+                v6("2001:db8::"),
+                v6("2001:db8:0:ffff:ffff:ffff:ffff:ffff"),
+                fr,
+            )],
+        )
+        .unwrap()
+    }
+
+    fn show(l: &Location) -> String {
+        format!("{}; {}", l.country, l.source)
+    }
+
+    #[test]
+    fn country_headers_by_profile() {
+        for (client, header, value, want) in [
+            (
+                "platform = \"cloudflare\"",
+                "cf-ipcountry",
+                "DE",
+                "DE; header cf-ipcountry",
+            ),
+            (
+                "platform = \"cloudfront\"",
+                "cloudfront-viewer-country",
+                "FR",
+                "FR; header cloudfront-viewer-country",
+            ),
+            (
+                "platform = \"vercel\"",
+                "x-vercel-ip-country",
+                "US",
+                "US; header x-vercel-ip-country",
+            ),
+            (
+                "platform = \"akamai\"",
+                "x-akamai-edgescape",
+                "georegion=79,country_code=DE,city=BERLIN",
+                "DE; header x-akamai-edgescape",
+            ),
+            (
+                "platform = \"akamai\"",
+                "x-akamai-edgescape",
+                "country_code=DE,country_code=US",
+                "XX; unknown: x-akamai-edgescape holds no country",
+            ),
+            (
+                "platform = \"akamai\"",
+                "x-akamai-edgescape",
+                "georegion=79",
+                "XX; unknown: x-akamai-edgescape holds no country",
+            ),
+            (
+                "platform = \"fastly\"\ncountry_header = \"Fastly-Geo\"",
+                "fastly-geo",
+                "CH",
+                "CH; header fastly-geo",
+            ),
+            (
+                "platform = \"cloudflare\"",
+                "cf-ipcountry",
+                "T1",
+                "XX; unknown: cf-ipcountry holds no country",
+            ),
+            (
+                "platform = \"cloudflare\"",
+                "cf-ipcountry",
+                "XX",
+                "XX; unknown: cf-ipcountry holds no country",
+            ),
+            (
+                "platform = \"cloudflare\"",
+                "cf-ipcountry",
+                " DE",
+                "XX; unknown: cf-ipcountry holds no country",
+            ),
+            (
+                "platform = \"cloudflare\"",
+                "cf-ipcountry",
+                "de",
+                "XX; unknown: cf-ipcountry holds no country",
+            ),
+            (
+                "platform = \"cloudflare\"",
+                "x-vercel-ip-country",
+                "US",
+                "XX; unknown: no location header",
+            ),
+            (
+                "platform = \"none\"",
+                "cf-ipcountry",
+                "US",
+                "XX; unknown: the policy names no location source",
+            ),
+        ] {
+            let l = locate(&source(client), &hs(&[(header, value)]), None, None);
+            assert_eq!(show(&l), want, "{client} {header}: {value}");
+        }
+        let twice = hs(&[("cf-ipcountry", "DE"), ("cf-ipcountry", "US")]);
+        let l = locate(&source("platform = \"cloudflare\""), &twice, None, None);
+        assert_eq!(show(&l), "XX; unknown: cf-ipcountry appears 2 times");
+    }
+
+    #[test]
+    fn addresses_by_profile_and_form() {
+        let bytes = table_bytes();
+        let t = GeoTable::parse(&bytes).unwrap();
+        for (client, headers, want) in [
+            (
+                "platform = \"spin\"",
+                vec![("spin-client-addr", "192.0.2.9:40000")],
+                "DE; address in spin-client-addr, ip table 2026-01-01",
+            ),
+            (
+                "platform = \"spin\"",
+                vec![("spin-client-addr", "[2001:db8::5]:443")],
+                "FR; address in spin-client-addr, ip table 2026-01-01",
+            ),
+            (
+                "platform = \"spin\"",
+                vec![("spin-client-addr", "192.0.2.9")],
+                "XX; unknown: spin-client-addr holds no address",
+            ),
+            (
+                "platform = \"spin\"",
+                vec![("spin-client-addr", "127.0.0.1:1")],
+                "XX; unknown: the address in spin-client-addr is in no country's range",
+            ),
+            (
+                "platform = \"spin\"",
+                vec![("cf-ipcountry", "DE")],
+                "XX; unknown: no location header",
+            ),
+            (
+                "platform = \"cloudfront\"",
+                vec![("cloudfront-viewer-address", "198.51.100.7:46532")],
+                "US; address in cloudfront-viewer-address, ip table 2026-01-01",
+            ),
+            (
+                "platform = \"cloudfront\"",
+                vec![("cloudfront-viewer-address", "2001:db8::1:46532")],
+                "FR; address in cloudfront-viewer-address, ip table 2026-01-01",
+            ),
+            // The country header wins over the address when present, and a bad one does not fall
+            // through to the address.
+            (
+                "platform = \"cloudflare\"",
+                vec![("cf-ipcountry", "T1"), ("cf-connecting-ip", "192.0.2.9")],
+                "XX; unknown: cf-ipcountry holds no country",
+            ),
+            (
+                "platform = \"cloudflare\"",
+                vec![("cf-connecting-ip", "192.0.2.9")],
+                "DE; address in cf-connecting-ip, ip table 2026-01-01",
+            ),
+            (
+                "platform = \"cloudflare\"",
+                vec![("cf-connecting-ip", "192.0.2.9, 198.51.100.7")],
+                "XX; unknown: cf-connecting-ip holds no address",
+            ),
+            (
+                "platform = \"vercel\"",
+                vec![("x-real-ip", "198.51.100.7"), ("x-real-ip", "198.51.100.7")],
+                "XX; unknown: x-real-ip appears 2 times",
+            ),
+            (
+                "platform = \"akamai\"",
+                vec![("true-client-ip", "2001:db8::77")],
+                "FR; address in true-client-ip, ip table 2026-01-01",
+            ),
+            (
+                "platform = \"fastly\"\ncountry_header = \"x-geo\"",
+                vec![("fastly-client-ip", "198.51.100.1")],
+                "US; address in fastly-client-ip, ip table 2026-01-01",
+            ),
+            (
+                "platform = \"custom\"\naddress_header = \"X-Client-IP\"",
+                vec![("x-client-ip", "192.0.2.200")],
+                "DE; address in x-client-ip, ip table 2026-01-01",
+            ),
+        ] {
+            let l = locate(&source(client), &hs(&headers), Some(&t), None);
+            assert_eq!(show(&l), want, "{client} {headers:?}");
+        }
+        // Without a table, an address is unknown, and says why.
+        let l = locate(
+            &source("platform = \"spin\""),
+            &hs(&[("spin-client-addr", "192.0.2.9:1")]),
+            None,
+            None,
+        );
+        assert_eq!(
+            show(&l),
+            "XX; unknown: spin-client-addr gives an address, but this build has no ip table"
+        );
+    }
+
+    #[test]
+    fn the_edge_secret_gates_everything() {
+        let s = source(
+            "platform = \"cloudflare\"\nedge_secret = { header = \"X-Edge\", secret = \"edge_secret\" }",
+        );
+        let with = |edge: &[&str], secret: Option<&str>| {
+            let mut h = hs(&[("cf-ipcountry", "US")]);
+            h.extend(edge.iter().map(|v| ("x-edge".to_string(), v.to_string())));
+            locate(&s, &h, None, secret)
+        };
+        let ok = with(&["s3cret"], Some("s3cret"));
+        assert_eq!(
+            (show(&ok).as_str(), ok.edge),
+            ("US; header cf-ipcountry", Edge::Verified)
+        );
+        assert_eq!(ok.edge.verified(), Some(true));
+        for (edge, secret, want) in [
+            (&[][..], Some("s3cret"), Edge::Missing),
+            (&["s3cre"][..], Some("s3cret"), Edge::Wrong),
+            (&["s3cret", "s3cret"][..], Some("s3cret"), Edge::Missing),
+            (&["s3cret"][..], None, Edge::SecretUnset),
+            (&[""][..], Some(""), Edge::SecretUnset),
+        ] {
+            let l = with(edge, secret);
+            assert_eq!(l.edge, want, "{edge:?} {secret:?}");
+            assert_eq!(l.country, Country::UNKNOWN);
+            assert_eq!(l.edge.verified(), Some(false));
+        }
+        let plain = locate(&source("platform = \"cloudflare\""), &[], None, None);
+        assert_eq!(plain.edge.verified(), None);
+    }
+}
