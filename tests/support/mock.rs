@@ -153,6 +153,15 @@ impl Mock {
         Some(Mock::serve(listener, Arc::new(move |_, _| script.clone())))
     }
 
+    /// At a fixed address, answering each request as `f` says; `None` if the address is taken.
+    pub async fn with_at(
+        addr: &str,
+        f: impl Fn(&Recorded, usize) -> Script + Send + Sync + 'static,
+    ) -> Option<Mock> {
+        let listener = TcpListener::bind(addr).await.ok()?;
+        Some(Mock::serve(listener, Arc::new(f)))
+    }
+
     fn serve(listener: TcpListener, responder: Responder) -> Mock {
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
