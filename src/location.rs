@@ -156,13 +156,15 @@ impl Location {
     }
 }
 
-/// Every value of a header (names are lower case).
-fn values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
-    headers
-        .iter()
-        .filter(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
+/// A header's one value: `Ok(None)` when absent, `Err(n)` when it appears `n > 1` times
+/// (names are lower case).
+fn one<'h>(headers: &'h [(String, String)], name: &str) -> Result<Option<&'h str>, usize> {
+    let mut found = headers.iter().filter(|(n, _)| n == name);
+    match (found.next(), found.next()) {
+        (None, _) => Ok(None),
+        (Some((_, v)), None) => Ok(Some(v)),
+        (Some(_), Some(_)) => Err(2 + found.count()),
+    }
 }
 
 /// Checks the edge secret: the header once, equal to the secret's value (compared as sha256
@@ -178,8 +180,8 @@ fn check_edge(
     let Some(expected) = secret_value.filter(|v| !v.is_empty()) else {
         return Edge::SecretUnset;
     };
-    match values(headers, &cfg.header).as_slice() {
-        [given] => {
+    match one(headers, &cfg.header) {
+        Ok(Some(given)) => {
             let a = crate::policy::hash_key(given);
             let b = crate::policy::hash_key(expected);
             if bool::from(a.ct_eq(&b)) {
@@ -242,9 +244,9 @@ pub fn locate(
         return Location::unknown(Unknown::NoSource, edge);
     }
     if let Some(h) = &source.country {
-        match values(headers, &h.name).as_slice() {
-            [] => {}
-            [v] => {
+        match one(headers, &h.name) {
+            Ok(None) => {}
+            Ok(Some(v)) => {
                 return match parse_country(v, h.form) {
                     Some(c) => Location {
                         country: c,
@@ -259,11 +261,11 @@ pub fn locate(
                     ),
                 };
             }
-            many => {
+            Err(times) => {
                 return Location::unknown(
                     Unknown::Repeated {
                         header: h.name.clone(),
-                        times: many.len(),
+                        times,
                     },
                     edge,
                 )
@@ -275,16 +277,13 @@ pub fn locate(
         return Location::unknown(Unknown::Absent, edge);
     };
     let header = a.name.clone();
-    let ip = match values(headers, &a.name).as_slice() {
-        [] => return Location::unknown(Unknown::Absent, edge),
-        [v] => match parse_address(v, a.form) {
+    let ip = match one(headers, &a.name) {
+        Ok(None) => return Location::unknown(Unknown::Absent, edge),
+        Ok(Some(v)) => match parse_address(v, a.form) {
             Some(ip) => ip,
             None => return Location::unknown(Unknown::NotAnAddress { header }, edge),
         },
-        many => {
-            let times = many.len();
-            return Location::unknown(Unknown::Repeated { header, times }, edge);
-        }
+        Err(times) => return Location::unknown(Unknown::Repeated { header, times }, edge),
     };
     let Some(t) = table else {
         return Location::unknown(Unknown::NoTable { header }, edge);

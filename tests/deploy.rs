@@ -97,7 +97,11 @@ fn the_spinapp_conforms_to_the_crd_and_binds_every_variable() {
     let manifest: toml::Value =
         toml::from_str(&std::fs::read_to_string(root().join("spin.toml")).unwrap()).unwrap();
     let declared = manifest["variables"].as_table().unwrap();
-    let bound: Vec<&Value> = app["spec"]["variables"].as_array().unwrap().iter().collect();
+    let bound: Vec<&Value> = app["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
     let secret_name = secret["metadata"]["name"].as_str().unwrap();
     for (name, decl) in declared {
         let is_secret = decl.get("secret").and_then(toml::Value::as_bool) == Some(true);
@@ -120,6 +124,9 @@ fn the_spinapp_conforms_to_the_crd_and_binds_every_variable() {
     }
     for b in &bound {
         let name = b["name"].as_str().unwrap();
-        assert!(declared.contains_key(name), "`{name}` is not a spin.toml variable");
+        assert!(
+            declared.contains_key(name),
+            "`{name}` is not a spin.toml variable"
+        );
     }
 }

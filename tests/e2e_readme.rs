@@ -88,7 +88,12 @@ async fn readme_client_examples_run_verbatim_against_the_default_policy() {
 
     let sh = blocks("Calling Meridian", "sh");
     assert_eq!(sh.len(), 1, "one curl example");
-    let out = run("bash", &["-c", &sh[0].replace(README_URL, &m.url)], &clients).await;
+    let out = run(
+        "bash",
+        &["-c", &sh[0].replace(README_URL, &m.url)],
+        &clients,
+    )
+    .await;
     assert!(out.contains("x-meridian-provider: local"), "{out}");
     assert!(out.contains("x-meridian-tenant: anonymous"), "{out}");
     assert!(out.contains("data: [DONE]"), "{out}");
