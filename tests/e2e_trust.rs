@@ -357,16 +357,41 @@ async fn addresses_are_located_with_the_built_in_table() {
     drop(m);
 
     // Spin facing clients directly: the connection's address, which the runtime sets in
-    // `spin-client-addr` over anything the client sends under that name. Here that is
-    // 127.0.0.1, in no country's range.
-    let m =
-        Meridian::build_with_policy(&wasm, &geo_policy(&eu, &us, "platform = \"spin\""), &[]).await;
+    // `spin-client-addr` over anything the client sends under that name.
+    let spin = geo_policy(&eu, &us, "platform = \"spin\"");
+    let m = Meridian::build_with_policy(&wasm, &spin, &[]).await;
     let (status, served, got) = ask(&m, &[("spin-client-addr", "8.8.8.8:443")]).await;
     assert_eq!((status, served.as_str()), (200, "eu"), "{got}");
     assert_eq!(
-        got,
-        "XX; unknown: the address in spin-client-addr is in no country's range"
+        got, "XX; unknown: the address in spin-client-addr is in no country's range",
+        "the test's own 127.0.0.1, not the spoofed address"
     );
+    drop(m);
+    // The same with the host standing in for clients elsewhere (its test-only peer header).
+    let m = Meridian::build_with_policy_and_peer_header(&wasm, &spin).await;
+    for (peer, provider, country) in [
+        ("130.149.7.201:5000", "eu", "DE"),
+        ("8.8.8.8:443", "us", "US"),
+        ("[2001:4860:4860::8888]:443", "us", "US"),
+    ] {
+        let (status, served, got) = ask(&m, &[("x-test-peer", peer)]).await;
+        assert_eq!((status, served.as_str()), (200, provider), "{peer}: {got}");
+        assert_eq!(
+            got,
+            format!("{country}; address in spin-client-addr, ip table 2026-06-17")
+        );
+    }
+    // A German client that claims a US address in `spin-client-addr` stays German.
+    let (_, served, got) = ask(
+        &m,
+        &[
+            ("x-test-peer", "130.149.7.201:5000"),
+            ("spin-client-addr", "8.8.8.8:443"),
+        ],
+    )
+    .await;
+    assert_eq!(served, "eu", "{got}");
+    assert!(got.starts_with("DE; "), "{got}");
 }
 
 #[tokio::test]

@@ -106,3 +106,17 @@ fn a_wrong_expectation_fails() {
         Some("expected `groq` first, got [\"local\"]")
     );
 }
+
+#[test]
+fn a_single_legacy_country_header_keeps_working_with_a_warning() {
+    let text = "version = 1\n[settings]\ntrusted_country_headers = [\"CF-IPCountry\"]\nallow_anonymous = true\n[[providers]]\nid = \"a\"\nbase_url = \"https://a.example/v1\"\nlocation = \"DE\"\nmodels = { \"m\" = \"m\" }\n";
+    let p = policy::load(text, "legacy.toml").unwrap();
+    let warnings: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        ["3:1: warning: `trusted_country_headers` is deprecated\n  help: write `[settings.client]` with `platform = \"custom\"` and `country_header = \"CF-IPCountry\"`, or the platform's own profile"]
+    );
+    let headers = vec![("cf-ipcountry".to_string(), "FR".to_string())];
+    let l = meridian::location::locate(&p.settings.client, &headers, None, None);
+    assert_eq!(l.country.as_str(), "FR");
+}

@@ -164,6 +164,9 @@ struct Server {
     allowed: Arc<Vec<AllowedHost>>,
     pool: pool::Pool,
     vars: Arc<HashMap<String, String>>,
+    /// Tests only (`--test-peer-header`): take the connection's address from this request
+    /// header, so a test on 127.0.0.1 can stand in for a client anywhere.
+    test_peer_header: Option<hyper::header::HeaderName>,
 }
 
 impl Server {
@@ -174,6 +177,16 @@ impl Server {
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
         // As Spin's HTTP trigger does: the connection's address in `spin-client-addr`, replacing
         // any value the client sent under that name.
+        let mut client_addr = client_addr;
+        if let Some(name) = &self.test_peer_header {
+            if let Some(peer) = req
+                .headers_mut()
+                .remove(name)
+                .and_then(|v| v.to_str().ok()?.parse::<SocketAddr>().ok())
+            {
+                client_addr = peer;
+            }
+        }
         if let Ok(v) = hyper::header::HeaderValue::from_str(&client_addr.to_string()) {
             req.headers_mut().insert("spin-client-addr", v);
         }
@@ -224,12 +237,14 @@ struct Args {
     listen: SocketAddr,
     component: Option<PathBuf>,
     extra_allowed: Vec<String>,
+    test_peer_header: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]...\n\
-         Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`."
+        "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--test-peer-header NAME]\n\
+         Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.\n\
+         --test-peer-header (tests only): the client address Spin reports comes from this header."
     );
     std::process::exit(2)
 }
@@ -240,6 +255,7 @@ fn parse_args() -> Result<Args> {
         listen: "127.0.0.1:3000".parse()?,
         component: None,
         extra_allowed: Vec::new(),
+        test_peer_header: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -249,6 +265,7 @@ fn parse_args() -> Result<Args> {
             "--listen" => args.listen = value().parse().context("--listen takes ip:port")?,
             "--component" => args.component = Some(value().into()),
             "--allow-outbound" => args.extra_allowed.push(value()),
+            "--test-peer-header" => args.test_peer_header = Some(value()),
             "-h" | "--help" => usage(),
             other => bail!("unknown argument `{other}`"),
         }
@@ -327,6 +344,11 @@ async fn main() -> Result<()> {
         allowed: Arc::new(allowed),
         pool: pool::Pool::new(),
         vars: Arc::new(resolved.variables),
+        test_peer_header: args
+            .test_peer_header
+            .map(|n| hyper::header::HeaderName::from_bytes(n.as_bytes()))
+            .transpose()
+            .context("--test-peer-header takes a header name")?,
     });
     let listener = TcpListener::bind(args.listen).await?;
     println!(

@@ -39,16 +39,16 @@ pub fn component() -> PathBuf {
 impl Meridian {
     /// With the embedded default policy.
     pub async fn default_policy(env: &[(&str, &str)]) -> Meridian {
-        Meridian::start(None, env, None).await
+        Meridian::start(None, env, None, &[]).await
     }
 
     pub async fn with_policy(policy: &str, env: &[(&str, &str)]) -> Meridian {
-        Meridian::start(Some(policy), env, None).await
+        Meridian::start(Some(policy), env, None, &[]).await
     }
 
     /// Another component in the same host and manifest settings (the benchmark's references).
     pub async fn other_component(wasm: &std::path::Path) -> Meridian {
-        Meridian::start(None, &[], Some(wasm)).await
+        Meridian::start(None, &[], Some(wasm), &[]).await
     }
 
     /// Another build of Meridian (e.g. with the IP table) with a run-time policy.
@@ -57,13 +57,30 @@ impl Meridian {
         policy: &str,
         env: &[(&str, &str)],
     ) -> Meridian {
-        Meridian::start(Some(policy), env, Some(wasm)).await
+        Meridian::start(Some(policy), env, Some(wasm), &[]).await
+    }
+
+    /// As `build_with_policy`, with meridian-host taking the client's connection address from
+    /// the `x-test-peer` header (`--test-peer-header`), so a test can stand in for a client
+    /// anywhere; the component sees it in `spin-client-addr` exactly as under Spin.
+    pub async fn build_with_policy_and_peer_header(
+        wasm: &std::path::Path,
+        policy: &str,
+    ) -> Meridian {
+        Meridian::start(
+            Some(policy),
+            &[],
+            Some(wasm),
+            &["--test-peer-header", "x-test-peer"],
+        )
+        .await
     }
 
     async fn start(
         policy: Option<&str>,
         env: &[(&str, &str)],
         other: Option<&std::path::Path>,
+        host_args: &[&str],
     ) -> Meridian {
         let host = host_binary();
         let wasm = other.map(PathBuf::from).unwrap_or_else(component);
@@ -86,6 +103,7 @@ impl Meridian {
                 &format!("127.0.0.1:{port}"),
             ])
             .args(["--allow-outbound", "http://127.0.0.1:*"])
+            .args(host_args)
             .args(
                 other
                     .map(|_| ["--component".as_ref(), wasm.as_os_str()])
