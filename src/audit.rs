@@ -1,6 +1,11 @@
-//! Audit headers (names are constants, so clients and tests agree) and the decision log line.
+//! Everything audit: the header names (constants, so clients and tests agree), the record one
+//! request fills in, the headers it renders and the JSON log line.
 
 use serde::Serialize;
+
+use crate::forward::{Attempt, Failure};
+use crate::location::{Edge, Location};
+use crate::sse::Usage;
 
 pub const REQUEST_ID: &str = "x-request-id";
 pub const PROVIDER: &str = "x-meridian-provider";
@@ -88,62 +93,210 @@ pub fn mask_keys(text: &str) -> String {
     out
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptLog {
-    pub provider: String,
-    pub outcome: String,
-    pub ms: u64,
+/// Who called, once authentication has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    Tenant(String),
+}
+
+impl Caller {
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Anonymous => "anonymous",
+            Caller::Tenant(t) => t,
+        }
+    }
+}
+
+/// Everything the audit says about one request: the headers every response carries and the
+/// one log line. Filled in as the request goes (`api::serve` owns it); rendered only at the end.
+/// Never prompt text, never keys.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    pub request_id: String,
+    pub method: String,
+    /// Without the query.
+    pub path: String,
+    pub status: u16,
+    /// `name@revision+digest` (and the IP table's date), once a policy is in force.
+    pub policy: Option<String>,
+    pub caller: Option<Caller>,
+    pub location: Option<Location>,
+    pub model: Option<String>,
+    /// The rules that matched, once a decision was made.
+    pub rules: Option<Vec<String>>,
+    pub candidates: Vec<String>,
+    pub excluded: Vec<String>,
+    pub attempts: Vec<Attempt>,
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    /// Where the serving provider processes data, as the policy writes it.
+    pub jurisdiction: Option<String>,
+    /// Prices of the serving model (USD per million tokens), to cost the usage.
+    pub prices: (Option<f64>, Option<f64>),
+    pub usage: Option<Usage>,
+    pub error_code: Option<&'static str>,
+    pub stream_outcome: Option<&'static str>,
+    /// An upstream error body (keys masked, cut at 2 KiB): the client got a summary only.
+    pub upstream_error: Option<String>,
+    /// When the request started, on the transport's monotonic clock.
+    pub started_ms: u64,
+}
+
+impl Record {
+    pub fn cost_usd(&self) -> Option<f64> {
+        self.usage
+            .and_then(|u| u.cost(self.prices.0, self.prices.1))
+    }
+
+    /// The audit headers that apply to this response.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut h = vec![(REQUEST_ID.to_string(), header_safe(&self.request_id))];
+        let mut put = |name: &str, value: &str| h.push((name.to_string(), header_safe(value)));
+        if let Some(p) = &self.policy {
+            put(POLICY, p);
+        }
+        if let Some(c) = &self.caller {
+            put(TENANT, c.name());
+        }
+        if let Some(l) = &self.location {
+            put(CLIENT_COUNTRY, &format!("{}; {}", l.country, l.source));
+        }
+        if let Some(r) = &self.rules {
+            put(RULES, &r.join(","));
+        }
+        if let Some(p) = &self.provider {
+            put(PROVIDER, p);
+        }
+        if let Some(m) = &self.upstream_model {
+            put(UPSTREAM_MODEL, m);
+        }
+        if let Some(j) = &self.jurisdiction {
+            put(JURISDICTION, j);
+        }
+        if self.rules.is_some() {
+            put(ATTEMPTS, &self.attempts.len().to_string());
+        }
+        let failures: Vec<String> = self
+            .attempts
+            .iter()
+            .filter_map(|a| {
+                a.failure
+                    .as_ref()
+                    .map(|f| format!("{}={}", a.provider, f.label()))
+            })
+            .collect();
+        if !failures.is_empty() {
+            put(FAILURES, &failures.join(", "));
+        }
+        if self.attempts.iter().any(|a| a.hedge) {
+            put(HEDGED, "true");
+        }
+        if self.stream_outcome.is_none() {
+            if let Some(cost) = self.cost_usd() {
+                put(COST, &format!("{cost:.8}"));
+            }
+        }
+        h
+    }
+
+    /// The JSON log line, given the wall clock and the monotonic clock at the end.
+    pub fn log_line(&self, ts_ms: u64, now_ms: u64) -> String {
+        let attempts: Vec<AttemptLog> = self
+            .attempts
+            .iter()
+            .map(|a| AttemptLog {
+                provider: &a.provider,
+                outcome: a
+                    .failure
+                    .as_ref()
+                    .map_or_else(|| "ok".into(), Failure::label),
+                ms: a.ms,
+                hedge: a.hedge,
+                detail: a.failure.as_ref().and_then(Failure::detail),
+            })
+            .collect();
+        let line = LogLine {
+            ts_ms,
+            request_id: &self.request_id,
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            policy: self.policy.as_deref(),
+            tenant: self.caller.as_ref().map(Caller::name),
+            model: self.model.as_deref(),
+            country: self.location.as_ref().map(|l| l.country.as_str()),
+            country_source: self.location.as_ref().map(|l| l.source.to_string()),
+            edge: self.location.as_ref().map(|l| l.edge),
+            provider: self.provider.as_deref(),
+            upstream_model: self.upstream_model.as_deref(),
+            rules: self.rules.as_deref().unwrap_or_default(),
+            candidates: &self.candidates,
+            excluded: &self.excluded,
+            attempts,
+            error_code: self.error_code,
+            stream_outcome: self.stream_outcome,
+            upstream_error: self.upstream_error.as_deref(),
+            usage: self.usage,
+            cost_usd: self.cost_usd(),
+            duration_ms: now_ms.saturating_sub(self.started_ms),
+        };
+        serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
+    }
+}
+
+#[derive(Serialize)]
+struct AttemptLog<'a> {
+    provider: &'a str,
+    outcome: String,
+    ms: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hedge: bool,
     /// What only the operator sees (e.g. which secret is unset).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    detail: Option<String>,
 }
 
-/// One JSON line per request on stdout. Never prompt text, never keys.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogLine<'a> {
-    pub ts_ms: u64,
-    pub request_id: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub policy: &'a str,
+#[derive(Serialize)]
+struct LogLine<'a> {
+    ts_ms: u64,
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<&'a str>,
+    policy: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<&'a str>,
+    tenant: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub country: Option<&'a str>,
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<&'a str>,
     /// Where the country came from, or why it is unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub country_source: Option<String>,
+    country_source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub edge: Option<crate::location::Edge>,
+    edge: Option<Edge>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<&'a str>,
+    provider: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_model: Option<&'a str>,
-    pub rules: Vec<&'a str>,
-    pub candidates: Vec<&'a str>,
-    pub excluded: Vec<&'a str>,
-    pub attempts: Vec<AttemptLog>,
+    upstream_model: Option<&'a str>,
+    rules: &'a [String],
+    candidates: &'a [String],
+    excluded: &'a [String],
+    attempts: Vec<AttemptLog<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<&'a str>,
+    error_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stream_outcome: Option<&'a str>,
-    /// An upstream error body (keys masked, cut at 2 KiB): the client gets a summary only.
+    stream_outcome: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_error: Option<&'a str>,
+    upstream_error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::sse::Usage>,
+    usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost_usd: Option<f64>,
-    pub duration_ms: u64,
-}
-
-impl LogLine<'_> {
-    pub fn to_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
-    }
+    cost_usd: Option<f64>,
+    duration_ms: u64,
 }
 
 #[cfg(test)]

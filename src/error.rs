@@ -12,6 +12,8 @@ pub struct ApiError {
     pub param: Option<&'static str>,
     /// Meridian's explanation (exclusions, attempts), under `error.meridian`.
     pub details: Option<Box<Value>>,
+    /// For 405: the `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -20,7 +22,7 @@ impl ApiError {
             401 => "authentication_error",
             403 | 451 => "permission_error",
             404 => "not_found_error",
-            413 => "invalid_request_error",
+            413 | 415 => "invalid_request_error",
             429 => "rate_limit_error",
             400..=499 => "invalid_request_error",
             502..=504 => "upstream_error",
@@ -33,6 +35,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             details: None,
+            allow: None,
         }
     }
 

@@ -8,6 +8,9 @@ use crate::policy::{Country, MaxPrice, PrivacyFlags, Sort, TenantId, PRIVACY_FLA
 /// The request header that tightens privacy for one request.
 pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
 
+/// Longest model name accepted: refused before any lookup, logging or fuzzy matching.
+pub const MAX_MODEL_BYTES: usize = 256;
+
 /// The inference endpoints Meridian forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,10 +183,17 @@ pub fn provider_prefs(v: &Value) -> Result<(ProviderPrefs, PrivacyFlags), FactsE
             "sort" => {
                 prefs.sort = match val.as_str() {
                     Some("price") => Some(Sort::Price),
-                    Some("latency") | Some("throughput") => Some(Sort::Latency),
+                    Some("latency") => Some(Sort::Latency),
+                    Some("throughput") => {
+                        return Err(bad(
+                            "`provider.sort = \"throughput\"` is not supported: Meridian has no throughput figures for providers; use \"price\" or \"latency\"".into(),
+                            Some("provider"),
+                            "unsupported_provider_preference",
+                        ))
+                    }
                     _ => {
                         return Err(bad(
-                            "`provider.sort` must be \"price\", \"latency\" or \"throughput\"".into(),
+                            "`provider.sort` must be \"price\" or \"latency\"".into(),
                             Some("provider"),
                             "invalid_provider_preferences",
                         ))
@@ -260,6 +270,13 @@ pub fn from_request(
     body: &mut Map<String, Value>,
 ) -> Result<RequestFacts, FactsError> {
     let model = match body.get("model") {
+        Some(Value::String(m)) if m.len() > MAX_MODEL_BYTES => {
+            return Err(bad(
+                format!("`model` is longer than {MAX_MODEL_BYTES} bytes"),
+                Some("model"),
+                "invalid_model",
+            ))
+        }
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => {
             return Err(bad(

@@ -1,5 +1,6 @@
-//! The host adapter: the only file that touches `spin-sdk`. Request in → `api` → response out,
-//! plus the outbound transport over `wasi:http` with timeouts, clocks, secrets and the log line.
+//! The Spin adapter: the only file that touches `spin-sdk`. It moves bytes (request in →
+//! `api::serve` → response out) and provides the outbound transport over `wasi:http` with
+//! timeouts, clocks and secrets, and the log line's output.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,8 +18,7 @@ use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
 use wasi::clocks::{monotonic_clock, wall_clock};
 
-use crate::api::{self, ChunkSink, Env, Reply, Route, Served};
-use crate::audit::{header_safe, LogLine, REQUEST_ID};
+use crate::api::{self, Body, ChunkSink, Env, Request, RequestBody};
 use crate::error::ApiError;
 use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use crate::policy::{self, Policy};
@@ -217,6 +217,10 @@ impl Transport for WasiTransport {
     fn now_ms(&self) -> u64 {
         now_ms()
     }
+
+    fn unix_ms(&self) -> u64 {
+        wall_ms()
+    }
 }
 
 struct ClientSink<S>(S);
@@ -230,6 +234,18 @@ impl<S: futures::Sink<Vec<u8>> + Unpin> ChunkSink for ClientSink<S> {
     }
 }
 
+/// The incoming body as chunks.
+struct WasiRequestBody(BoxStream<'static, Result<Vec<u8>, wasi::io::streams::Error>>);
+
+impl RequestBody for WasiRequestBody {
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        self.0
+            .next()
+            .await
+            .map(|r| r.map_err(|e| e.to_debug_string()))
+    }
+}
+
 fn response(status: u16, headers: &[(String, String)]) -> OutgoingResponse {
     let fields = Fields::new();
     for (k, v) in headers {
@@ -238,53 +254,6 @@ fn response(status: u16, headers: &[(String, String)]) -> OutgoingResponse {
     let r = OutgoingResponse::new(fields);
     let _ = r.set_status_code(status);
     r
-}
-
-async fn send_full(
-    out: ResponseOutparam,
-    status: u16,
-    headers: &[(String, String)],
-    body: Vec<u8>,
-) {
-    let _ = out.set_with_body(response(status, headers), body).await;
-}
-
-/// Reads the request body, refusing it past `limit` bytes.
-async fn read_body(req: IncomingRequest, limit: u64) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            413,
-            "request_too_large",
-            format!("The request body is larger than this deployment's limit of {limit} bytes."),
-        )
-    };
-    let mut body = Vec::new();
-    let mut stream = req.into_body_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "body_read_error",
-                format!("could not read the request body: {}", e.to_debug_string()),
-            )
-        })?;
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn request_id(headers: &[(String, String)]) -> String {
-    headers
-        .iter()
-        .find(|(k, _)| k == REQUEST_ID)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(
-            || format!("mrd-{:016x}", wasi::random::random::get_random_u64()),
-            str::to_string,
-        )
 }
 
 /// The policy in force: the `policy` variable (TOML text, parsed and validated on every request)
@@ -311,9 +280,15 @@ fn load_policy() -> Result<Policy, ApiError> {
     }
 }
 
+fn wall_ms() -> u64 {
+    let now = wall_clock::now();
+    now.seconds * 1000 + u64::from(now.nanoseconds / 1_000_000)
+}
+
+/// Moves bytes: the request into `api::serve`, its reply out, a stream through its pump, and the
+/// audit record to the log.
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    let started = now_ms();
     let method = req.method().to_string();
     let path = req.path_with_query().unwrap_or_else(|| "/".into());
     let headers: Vec<(String, String)> = req
@@ -327,209 +302,42 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             )
         })
         .collect();
-    let rid = request_id(&headers);
-    let base = vec![(REQUEST_ID.to_string(), header_safe(&rid))];
-
-    let policy = match load_policy() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}", e.message);
-            let mut h = base.clone();
-            h.push(("content-type".into(), "application/json".into()));
-            send_full(out, e.status, &h, e.body()).await;
-            return;
-        }
+    let body = WasiRequestBody(req.into_body_stream().boxed());
+    let loaded = load_policy();
+    if let Err(e) = &loaded {
+        eprintln!("{}", e.message);
+    }
+    let secret = |name: &str| variable(name);
+    let fresh_id = || format!("mrd-{:016x}", wasi::random::random::get_random_u64());
+    let env = Env {
+        policy: loaded.as_ref().map_err(Clone::clone),
+        secret: &secret,
+        edge_region: variable("edge_region"),
+        max_response_bytes: MAX_RESPONSE_BYTES,
+        geoip: crate::embedded::geoip(),
+        fresh_id: &fresh_id,
     };
-    let mut cors = api::cors_headers(&policy, &headers);
-    // Every JSON answer, errors included, carries the CORS headers, so a browser script can read
-    // why it was refused.
-    let err_base: Vec<(String, String)> = base.iter().chain(&cors).cloned().collect();
-    let mut served = Served::default();
-    let mut stream_outcome = None;
-
-    let route = api::route(&method, &path);
-    let status = match route {
-        Route::Health | Route::Models => {
-            let listing = if route == Route::Health {
-                Ok(api::health_body(&policy, crate::embedded::geoip().as_ref()))
-            } else {
-                api::models(&policy, &headers)
-            };
-            match listing {
-                Ok(body) => {
-                    let mut h = err_base.clone();
-                    h.push(("content-type".into(), "application/json".into()));
-                    let body = if method == "HEAD" { Vec::new() } else { body };
-                    send_full(out, 200, &h, body).await;
-                    200
-                }
-                Err(e) => error(out, &err_base, &e).await,
-            }
-        }
-        Route::Preflight => match api::preflight(&policy, &headers) {
-            Ok(mut h) => {
-                h.extend(base.clone());
-                send_full(out, 204, &h, Vec::new()).await;
-                204
-            }
-            Err(e) => error(out, &base, &e).await,
-        },
-        Route::NotFound => error(out, &err_base, &api::not_found(&path)).await,
-        Route::MethodNotAllowed(allowed) => {
-            let e = api::method_not_allowed(&method, allowed);
-            let mut h = base.clone();
-            h.push(("allow".into(), allowed.into()));
-            h.push(("content-type".into(), "application/json".into()));
-            send_full(out, 405, &h, e.body()).await;
-            405
-        }
-        Route::Explain => match read_body(req, policy.settings.max_body_bytes).await {
-            Err(e) => error(out, &err_base, &e).await,
-            Ok(body) => {
-                let admin = variable("admin_key");
-                let edge_secret = policy
-                    .settings
-                    .client
-                    .edge_secret
-                    .as_ref()
-                    .and_then(|e| variable(&e.secret));
-                let location = crate::location::locate(
-                    &policy.settings.client,
-                    &headers,
-                    crate::embedded::geoip().as_ref(),
-                    edge_secret.as_deref(),
-                );
-                match api::explain(
-                    &policy,
-                    &rid,
-                    variable("edge_region"),
-                    &headers,
-                    &body,
-                    admin.as_deref(),
-                    location,
-                ) {
-                    Ok(v) => {
-                        let mut h = base.clone();
-                        h.push(("content-type".into(), "application/json".into()));
-                        send_full(out, 200, &h, v.to_string().into_bytes()).await;
-                        200
-                    }
-                    Err(e) => error(out, &err_base, &e).await,
-                }
-            }
-        },
-        Route::Inference(endpoint) => {
-            let declared = headers
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .and_then(|(_, v)| v.trim().parse::<u64>().ok());
-            let limit = policy.settings.max_body_bytes;
-            let body = if declared.is_some_and(|n| n > limit) {
-                Err(ApiError::new(
-                    413,
-                    "request_too_large",
-                    format!(
-                        "The request body is larger than this deployment's limit of {limit} bytes."
-                    ),
-                ))
-            } else {
-                read_body(req, limit).await
-            };
-            match body {
-                Err(e) => {
-                    served.error_code = Some(e.code);
-                    error(out, &err_base, &e).await
-                }
-                Ok(body) => {
-                    let secret = |name: &str| variable(name);
-                    let env = Env {
-                        policy: &policy,
-                        request_id: rid.clone(),
-                        edge_region: variable("edge_region"),
-                        secret: &secret,
-                        max_response_bytes: MAX_RESPONSE_BYTES,
-                        geoip: crate::embedded::geoip(),
-                    };
-                    let (reply, s) =
-                        api::inference(&env, &WasiTransport, endpoint, &headers, &body).await;
-                    served = s;
-                    match reply {
-                        Reply::Full {
-                            status,
-                            mut headers,
-                            body,
-                        } => {
-                            headers.append(&mut cors);
-                            send_full(out, status, &headers, body).await;
-                            status
-                        }
-                        Reply::Stream {
-                            status,
-                            mut headers,
-                            first,
-                            mut body,
-                            provider,
-                            idle_timeout_ms,
-                        } => {
-                            headers.append(&mut cors);
-                            let resp = response(status, &headers);
-                            let sink = resp.take_body();
-                            out.set(resp);
-                            let mut sink = ClientSink(sink);
-                            let end = api::pump(
-                                first,
-                                &mut body,
-                                &mut sink,
-                                &provider,
-                                &rid,
-                                idle_timeout_ms,
-                            )
-                            .await;
-                            served.usage = end.usage;
-                            served.cost_usd = end
-                                .usage
-                                .and_then(|u| u.cost(served.prices.0, served.prices.1));
-                            stream_outcome = Some(end.outcome);
-                            status
-                        }
-                    }
-                }
-            }
-        }
+    let request = Request {
+        method,
+        path,
+        headers,
+        body,
     };
-
-    let line = LogLine {
-        ts_ms: wall_clock::now().seconds * 1000
-            + u64::from(wall_clock::now().nanoseconds / 1_000_000),
-        request_id: &rid,
-        method: &method,
-        path: path.split('?').next().unwrap_or(&path),
-        status,
-        policy: &api::policy_label(&policy, crate::embedded::geoip().as_ref()),
-        tenant: served.tenant.as_deref(),
-        model: served.model.as_deref(),
-        country: served.location.as_ref().map(|l| l.country.as_str()),
-        country_source: served.location.as_ref().map(|l| l.source.to_string()),
-        edge: served.location.as_ref().map(|l| l.edge),
-        provider: served.provider.as_deref(),
-        upstream_model: served.upstream_model.as_deref(),
-        rules: served.rules.iter().map(String::as_str).collect(),
-        candidates: served.candidates.iter().map(String::as_str).collect(),
-        excluded: served.excluded.iter().map(String::as_str).collect(),
-        attempts: served.attempts,
-        error_code: served.error_code,
-        stream_outcome,
-        upstream_error: served.upstream_error.as_deref(),
-        usage: served.usage,
-        cost_usd: served.cost_usd,
-        duration_ms: now_ms().saturating_sub(started),
-    };
-    println!("{}", line.to_line());
-}
-
-async fn error(out: ResponseOutparam, base: &[(String, String)], e: &ApiError) -> u16 {
-    let mut h = base.to_vec();
-    h.push(("content-type".into(), "application/json".into()));
-    send_full(out, e.status, &h, e.body()).await;
-    e.status
+    let mut reply = api::serve(&env, &WasiTransport, request).await;
+    match reply.body {
+        Body::Full(bytes) => {
+            let _ = out
+                .set_with_body(response(reply.status, &reply.headers), bytes)
+                .await;
+        }
+        Body::Stream(stream) => {
+            let resp = response(reply.status, &reply.headers);
+            let sink = resp.take_body();
+            out.set(resp);
+            stream
+                .pump(&WasiTransport, &mut ClientSink(sink), &mut reply.record)
+                .await;
+        }
+    }
+    println!("{}", reply.record.log_line(wall_ms(), now_ms()));
 }

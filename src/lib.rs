@@ -17,6 +17,8 @@ pub mod location;
 /// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.
 pub use meridian_policy as policy;
 pub mod sse;
+#[cfg(test)]
+mod testing;
 
 /// The policy `build.rs` validated and compiled into this build: `MERIDIAN_POLICY` at build time,
 /// else `policies/default.toml`. Loading it is a postcard decode, not a TOML parse.

@@ -49,6 +49,8 @@ pub enum StreamFault {
     Malformed(String),
     /// The upstream itself sent an error event.
     UpstreamError,
+    /// The stream ran past the plan's `stream_deadline_ms`.
+    Deadline,
 }
 
 impl StreamFault {
@@ -58,6 +60,7 @@ impl StreamFault {
             StreamFault::Broken(_) => "upstream_stream_broken",
             StreamFault::Malformed(_) => "upstream_stream_malformed",
             StreamFault::UpstreamError => "upstream_stream_error",
+            StreamFault::Deadline => "stream_deadline_exceeded",
         }
     }
 
@@ -74,6 +77,9 @@ impl StreamFault {
             ),
             StreamFault::UpstreamError => format!(
                 "upstream provider `{provider}` reported an error in the stream; the response above is partial"
+            ),
+            StreamFault::Deadline => format!(
+                "the stream from upstream provider `{provider}` ran past this deployment's stream deadline; the response above is partial"
             ),
         }
     }
@@ -96,11 +102,23 @@ pub fn error_event(fault: &StreamFault, provider: &str, request_id: &str) -> Vec
     out
 }
 
-/// Watches an OpenAI-style SSE stream. Holds at most one partial line.
+/// What a chunk fed to the guard gives: the bytes that may go to the client (whole lines that
+/// checked out), and the fault that ends the stream, if any.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fed {
+    pub send: Vec<u8>,
+    pub fault: Option<StreamFault>,
+}
+
+/// Watches an OpenAI-style SSE stream line by line. A line reaches the client only once it is
+/// whole and checked; at most one partial line is held. After `data: [DONE]` nothing but blank
+/// lines is passed on.
 #[derive(Debug, Default)]
 pub struct SseGuard {
     partial: Vec<u8>,
     done: bool,
+    /// The blank line that ends the `[DONE]` event has been passed on.
+    closed: bool,
     pub events: u64,
     pub usage: Option<Usage>,
     upstream_error: bool,
@@ -115,42 +133,65 @@ impl SseGuard {
         self.done
     }
 
-    /// Inspects a chunk that is about to be passed through. An `Err` means: do not send it;
-    /// end the stream with the fault's error event.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), StreamFault> {
+    /// Whether an event carried an `error` object (the upstream reported an error in-stream).
+    pub fn saw_upstream_error(&self) -> bool {
+        self.upstream_error
+    }
+
+    /// Inspects a chunk as it arrives.
+    pub fn feed(&mut self, chunk: &[u8]) -> Fed {
+        let mut out = Fed::default();
         let mut rest = chunk;
         while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
             let (line, tail) = rest.split_at(nl);
             rest = &tail[1..];
-            if self.partial.is_empty() {
-                self.line(line)?;
+            let whole;
+            let line = if self.partial.is_empty() {
+                line
             } else {
                 let mut full = std::mem::take(&mut self.partial);
                 full.extend_from_slice(line);
-                self.line(&full)?;
+                whole = full;
+                &whole[..]
+            };
+            match self.line(line) {
+                Ok(true) => {
+                    out.send.extend_from_slice(line);
+                    out.send.push(b'\n');
+                }
+                Ok(false) => {}
+                Err(f) => {
+                    out.fault = Some(f);
+                    return out;
+                }
             }
         }
         if self.partial.len() + rest.len() > MAX_LINE_BYTES {
-            return Err(StreamFault::Malformed(format!(
+            out.fault = Some(StreamFault::Malformed(format!(
                 "a line longer than {MAX_LINE_BYTES} bytes"
             )));
+            return out;
         }
         self.partial.extend_from_slice(rest);
-        Ok(())
+        out
     }
 
-    fn line(&mut self, line: &[u8]) -> Result<(), StreamFault> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return Ok(()); // comments, `event:`, `id:`, blank separators
+    /// Checks one whole line: `Ok(true)` to pass it on, `Ok(false)` to drop it.
+    fn line(&mut self, line: &[u8]) -> Result<bool, StreamFault> {
+        let bare = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.done {
+            // The stream is complete: only the blank line that ends the `[DONE]` event goes on.
+            let pass = bare.is_empty() && !self.closed;
+            self.closed |= pass;
+            return Ok(pass);
+        }
+        let Some(data) = bare.strip_prefix(b"data:") else {
+            return Ok(true); // comments, `event:`, `id:`, blank separators
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
         if data == b"[DONE]" {
             self.done = true;
-            return Ok(());
-        }
-        if self.done {
-            return Err(StreamFault::Malformed("data after [DONE]".into()));
+            return Ok(true);
         }
         match serde_json::from_slice::<ChunkProbe>(data) {
             Ok(probe) => {
@@ -161,7 +202,7 @@ impl SseGuard {
                 if probe.error.is_some() {
                     self.upstream_error = true;
                 }
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(StreamFault::Malformed(format!(
                 "event data is not a JSON object: {}",
@@ -189,32 +230,55 @@ impl SseGuard {
 mod tests {
     use super::*;
 
+    fn ok(f: Fed) -> Vec<u8> {
+        assert_eq!(f.fault, None);
+        f.send
+    }
+
     #[test]
     fn clean_stream_with_usage_split_across_chunks() {
         let mut g = SseGuard::new();
-        g.feed(b"data: {\"choices\":[]}\n\nda").unwrap();
-        g.feed(b"ta: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\n").unwrap();
+        let sent = ok(g.feed(b"data: {\"choices\":[]}\n\nda"));
+        assert_eq!(
+            sent, b"data: {\"choices\":[]}\n\n",
+            "the partial line is held"
+        );
+        let sent = ok(g.feed(b"ta: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\n"));
+        assert!(sent.starts_with(b"data: {\"choices\":[],\"usage\""));
         assert_eq!(g.finish(), Err(StreamFault::Truncated));
-        g.feed(b"data: [DONE]\n\n").unwrap();
+        assert_eq!(ok(g.feed(b"data: [DONE]\n\n")), b"data: [DONE]\n\n");
         assert_eq!(g.finish(), Ok(()));
         assert_eq!(g.events, 2);
         assert_eq!(g.usage.unwrap().completion_tokens, 5);
     }
 
     #[test]
-    fn malformed_event_is_a_fault() {
+    fn valid_events_before_a_malformed_line_are_delivered() {
         let mut g = SseGuard::new();
-        assert!(matches!(
-            g.feed(b"data: {not json}\n"),
-            Err(StreamFault::Malformed(_))
-        ));
+        let f = g.feed(b"data: {\"a\":1}\n\ndata: {not json}\ndata: {\"b\":2}\n\n");
+        assert_eq!(f.send, b"data: {\"a\":1}\n\n");
+        assert!(matches!(f.fault, Some(StreamFault::Malformed(_))));
+    }
+
+    #[test]
+    fn nothing_after_done() {
+        let mut g = SseGuard::new();
+        let f = g.feed(b"data: [DONE]\n\ndata: {\"late\":1}\n\n: comment\n");
+        assert_eq!(
+            f,
+            Fed {
+                send: b"data: [DONE]\n\n".to_vec(),
+                fault: None
+            }
+        );
+        assert_eq!(g.finish(), Ok(()));
     }
 
     #[test]
     fn upstream_error_event_without_done() {
         let mut g = SseGuard::new();
-        g.feed(b"data: {\"error\":{\"message\":\"boom\"}}\n\n")
-            .unwrap();
+        ok(g.feed(b"data: {\"error\":{\"message\":\"boom\"}}\n\n"));
+        assert!(g.saw_upstream_error());
         assert_eq!(g.finish(), Err(StreamFault::UpstreamError));
     }
 
@@ -222,8 +286,8 @@ mod tests {
     fn endless_line_is_bounded() {
         let mut g = SseGuard::new();
         let big = vec![b'a'; MAX_LINE_BYTES / 2 + 1];
-        g.feed(&big).unwrap();
-        assert!(g.feed(&big).is_err());
+        assert_eq!(ok(g.feed(&big)), b"");
+        assert!(g.feed(&big).fault.is_some());
     }
 
     #[test]

@@ -1,21 +1,29 @@
-//! The HTTP API, independent of the host: routing, the simple endpoints, CORS, and the
-//! inference flow (in `inference`). The host adapter only moves bytes in and out.
+//! The HTTP API, independent of the host: one request's whole life in [`serve`] (dispatch,
+//! limits, CORS, authentication, inference, streaming and the finished audit record). The Spin
+//! adapter only moves bytes in and out, so every HTTP behaviour is testable natively with a
+//! scripted transport.
 
 mod explain;
 mod inference;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use explain::{explain, explain_request, explain_text};
-pub use inference::{inference, Env, Reply, Served};
-pub use stream::{pump, ChunkSink, StreamEnd};
+pub use stream::{ChunkSink, Stream};
 
 use serde_json::json;
 
-use crate::audit;
+use crate::audit::{self, Caller, Record};
 use crate::error::ApiError;
 use crate::facts::Endpoint;
+use crate::forward::Transport;
+use crate::location::{self, Location};
 use crate::policy::geoip::GeoTable;
 use crate::policy::Policy;
+
+/// Longest request id accepted from a client; longer or non-visible-ASCII ids are replaced.
+const MAX_REQUEST_ID: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -28,8 +36,11 @@ pub enum Route {
     MethodNotAllowed(&'static str),
 }
 
-/// Maps method and path (query ignored) to a route.
+/// Maps method and path (query ignored) to a route. `OPTIONS` is a CORS preflight on any path.
 pub fn route(method: &str, path: &str) -> Route {
+    if method == "OPTIONS" {
+        return Route::Preflight;
+    }
     let path = path.split('?').next().unwrap_or(path);
     let path = if path.len() > 1 {
         path.trim_end_matches('/')
@@ -46,10 +57,278 @@ pub fn route(method: &str, path: &str) -> Route {
         },
     };
     match method {
-        "OPTIONS" => Route::Preflight,
         m if m == allowed || (allowed == "GET" && m == "HEAD") => route,
         _ => Route::MethodNotAllowed(allowed),
     }
+}
+
+/// A request as the host received it.
+pub struct Request<R> {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Lower-case names, in arrival order (a repeated header appears repeatedly).
+    pub headers: Vec<(String, String)>,
+    pub body: R,
+}
+
+/// The request body, read chunk by chunk.
+#[allow(async_fn_in_trait)]
+pub trait RequestBody {
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>>;
+}
+
+/// What the host supplies for one request.
+pub struct Env<'a> {
+    /// The policy in force, or why none could be loaded (every request is then refused, audited).
+    pub policy: Result<&'a Policy, ApiError>,
+    /// Reads a secret (a Spin variable) by name; `None` or empty when it is not set.
+    pub secret: &'a dyn Fn(&str) -> Option<String>,
+    pub edge_region: Option<String>,
+    /// Largest upstream answer Meridian buffers (non-stream answers and upstream errors).
+    pub max_response_bytes: usize,
+    /// The IP-to-country table built into the component, if any.
+    pub geoip: Option<GeoTable<'a>>,
+    /// A fresh request id, for requests that bring none.
+    pub fresh_id: &'a dyn Fn() -> String,
+}
+
+/// The answer to one request.
+pub struct Reply<B> {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body<B>,
+    /// Finished for a whole body; a stream's pump adds its outcome.
+    pub record: Record,
+}
+
+pub enum Body<B> {
+    Full(Vec<u8>),
+    /// Pass the rest through with [`Stream::pump`].
+    Stream(Stream<B>),
+}
+
+/// What a route produces: status, its own headers and body, or an error to render.
+type Outcome<B> = Result<(u16, Vec<(String, String)>, Body<B>), ApiError>;
+
+fn json_header() -> (String, String) {
+    ("content-type".into(), "application/json".into())
+}
+
+fn request_id(headers: &[(String, String)], fresh: &dyn Fn() -> String) -> String {
+    headers
+        .iter()
+        .find(|(k, _)| k == audit::REQUEST_ID)
+        .map(|(_, v)| v.trim())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(fresh, str::to_string)
+}
+
+/// Serves one request: every response, success or error, carries the audit headers that apply
+/// and the CORS headers, and its record is ready for the log line.
+pub async fn serve<T: Transport, R: RequestBody>(
+    env: &Env<'_>,
+    t: &T,
+    req: Request<R>,
+) -> Reply<T::Body> {
+    let mut record = Record {
+        request_id: request_id(&req.headers, env.fresh_id),
+        method: req.method.clone(),
+        path: req.path.split('?').next().unwrap_or(&req.path).to_string(),
+        started_ms: t.now_ms(),
+        ..Record::default()
+    };
+    let route = route(&req.method, &req.path);
+    let (outcome, cors) = match &env.policy {
+        Err(e) => (Err(e.clone()), vec![("vary".into(), "Origin".into())]),
+        Ok(policy) => {
+            record.policy = Some(policy_label(policy, env.geoip.as_ref()));
+            let cors = cors_headers(policy, &req.headers);
+            (
+                dispatch(env, t, policy, route, req, &mut record).await,
+                cors,
+            )
+        }
+    };
+    let (status, own, body) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            record.error_code = Some(e.code);
+            let mut h = vec![json_header()];
+            if let Some(allow) = e.allow {
+                h.push(("allow".into(), allow.into()));
+            }
+            (e.status, h, Body::Full(e.body()))
+        }
+    };
+    record.status = status;
+    let mut headers = record.headers();
+    headers.extend(cors);
+    headers.extend(own);
+    let body = match (body, record.method.as_str()) {
+        (Body::Full(_), "HEAD") => Body::Full(Vec::new()),
+        (b, _) => b,
+    };
+    Reply {
+        status,
+        headers,
+        body,
+        record,
+    }
+}
+
+async fn dispatch<T: Transport, R: RequestBody>(
+    env: &Env<'_>,
+    t: &T,
+    policy: &Policy,
+    route: Route,
+    req: Request<R>,
+    record: &mut Record,
+) -> Outcome<T::Body> {
+    let Request {
+        method,
+        path,
+        headers,
+        body,
+    } = req;
+    let headers = &headers;
+    match route {
+        Route::Preflight => preflight(policy, headers).map(|h| (204, h, Body::Full(Vec::new()))),
+        Route::NotFound => Err(not_found(&path)),
+        Route::MethodNotAllowed(allowed) => Err(method_not_allowed(&method, allowed)),
+        Route::Health => Ok((
+            200,
+            vec![json_header()],
+            Body::Full(health_body(policy, env.geoip.as_ref())),
+        )),
+        Route::Models => {
+            let location = locate(env, policy, headers, record);
+            let tenant = authenticate(policy, headers, record)?;
+            let body = models(policy, tenant, location, headers, env.edge_region.clone())?;
+            Ok((200, vec![json_header()], Body::Full(body)))
+        }
+        Route::Explain => {
+            let body = read_json_body(policy, headers, body).await?;
+            let location = locate(env, policy, headers, record);
+            let admin = (env.secret)("admin_key");
+            let v = explain::explain(
+                policy,
+                &record.request_id,
+                env.edge_region.clone(),
+                headers,
+                &body,
+                admin.as_deref(),
+                location,
+            )?;
+            Ok((
+                200,
+                vec![json_header()],
+                Body::Full(v.to_string().into_bytes()),
+            ))
+        }
+        Route::Inference(endpoint) => {
+            let body = read_json_body(policy, headers, body).await?;
+            let location = locate(env, policy, headers, record);
+            let tenant = authenticate(policy, headers, record)?;
+            inference::inference(
+                env, t, policy, endpoint, headers, &body, tenant, location, record,
+            )
+            .await
+        }
+    }
+}
+
+/// Where the client is, by the policy's one source (with the edge secret's value, if any).
+fn locate(
+    env: &Env<'_>,
+    policy: &Policy,
+    headers: &[(String, String)],
+    record: &mut Record,
+) -> Location {
+    let edge_secret = policy
+        .settings
+        .client
+        .edge_secret
+        .as_ref()
+        .and_then(|e| (env.secret)(&e.secret));
+    let l = location::locate(
+        &policy.settings.client,
+        headers,
+        env.geoip.as_ref(),
+        edge_secret.as_deref(),
+    );
+    record.location = Some(l.clone());
+    l
+}
+
+fn authenticate<'p>(
+    policy: &'p Policy,
+    headers: &[(String, String)],
+    record: &mut Record,
+) -> Result<Option<&'p crate::policy::Tenant>, ApiError> {
+    let tenant = crate::auth::authenticate(policy, headers)?;
+    record.caller = Some(match tenant {
+        Some(t) => Caller::Tenant(t.id.0.clone()),
+        None => Caller::Anonymous,
+    });
+    Ok(tenant)
+}
+
+/// The body of a POST: it must say it is JSON (a cross-site form post cannot, so it cannot skip
+/// the CORS preflight) and fit the policy's limit, declared or not.
+async fn read_json_body<R: RequestBody>(
+    policy: &Policy,
+    headers: &[(String, String)],
+    mut stream: R,
+) -> Result<Vec<u8>, ApiError> {
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.as_str());
+    let media = content_type
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    if media.as_deref() != Some("application/json") {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!(
+                "The request body must be JSON, sent with `content-type: application/json` (got {}).",
+                content_type.map_or("none".to_string(), |c| format!("`{}`", audit::header_safe(c)))
+            ),
+        ));
+    }
+    let limit = policy.settings.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            413,
+            "request_too_large",
+            format!("The request body is larger than this deployment's limit of {limit} bytes."),
+        )
+    };
+    let declared = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "body_read_error",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 pub fn not_found(path: &str) -> ApiError {
@@ -63,48 +342,58 @@ pub fn not_found(path: &str) -> ApiError {
     )
 }
 
-pub fn method_not_allowed(method: &str, allowed: &str) -> ApiError {
-    ApiError::new(
+pub fn method_not_allowed(method: &str, allowed: &'static str) -> ApiError {
+    let mut e = ApiError::new(
         405,
         "method_not_allowed",
-        format!("Method {method} is not allowed here; use {allowed}."),
-    )
+        format!(
+            "Method {} is not allowed here; use {allowed}.",
+            audit::header_safe(method)
+        ),
+    );
+    e.allow = Some(allowed);
+    e
 }
 
-/// `GET /v1/models`: every model the policy's catalog serves, in OpenAI's list shape.
-/// `GET /v1/models`: the caller must be allowed in (a key, or anonymous access); a tenant sees
-/// only the models its `models` globs allow.
-pub fn models(policy: &Policy, headers: &[(String, String)]) -> Result<Vec<u8>, ApiError> {
-    let tenant = crate::auth::authenticate(policy, headers)?;
-    Ok(models_body(policy, tenant))
-}
-
-fn models_body(policy: &Policy, tenant: Option<&crate::policy::Tenant>) -> Vec<u8> {
-    let data: Vec<_> = policy
-        .model_names()
-        .into_iter()
-        .filter(|m| {
-            tenant.is_none_or(|t| t.models.is_empty() || t.models.iter().any(|g| g.matches(m)))
-        })
-        .map(|m| {
-            let providers: Vec<&str> = policy
-                .providers
-                .iter()
-                .filter(|p| p.models.contains_key(m))
-                .map(|p| p.id.as_str())
-                .collect();
-            json!({
-                "id": m,
-                "object": "model",
-                "created": 0,
-                "owned_by": "meridian",
-                "meridian": { "providers": providers },
-            })
-        })
-        .collect();
-    json!({ "object": "list", "data": data })
+/// `GET /v1/models`: exactly the models for which this caller's decision (its tenant, where it
+/// is, its privacy header) would leave at least one provider, in OpenAI's list shape.
+fn models(
+    policy: &Policy,
+    tenant: Option<&crate::policy::Tenant>,
+    location: Location,
+    headers: &[(String, String)],
+    edge_region: Option<String>,
+) -> Result<Vec<u8>, ApiError> {
+    let mut data = Vec::new();
+    for m in policy.model_names() {
+        let mut body = serde_json::Map::new();
+        body.insert("model".into(), m.into());
+        let cx = crate::facts::Context {
+            location: location.clone(),
+            request_id: "models".into(),
+            endpoint: Endpoint::Chat,
+            tenant: tenant.map(|t| t.id.clone()),
+            edge_region: edge_region.clone(),
+            headers,
+        };
+        let facts = crate::facts::from_request(cx, &mut body)
+            .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
+        let d = crate::decide::decide(policy, &facts);
+        if d.candidates.is_empty() {
+            continue;
+        }
+        let providers: Vec<&str> = d.candidates.iter().map(|c| c.provider.as_str()).collect();
+        data.push(json!({
+            "id": m,
+            "object": "model",
+            "created": 0,
+            "owned_by": "meridian",
+            "meridian": { "providers": providers },
+        }));
+    }
+    Ok(json!({ "object": "list", "data": data })
         .to_string()
-        .into_bytes()
+        .into_bytes())
 }
 
 /// The policy's version as reported on every response and log line; with the IP-to-country
@@ -148,71 +437,48 @@ pub fn origin_allowed(policy: &Policy, origin: &str) -> bool {
         .any(|t| t.origins.iter().any(|o| o == origin))
 }
 
-/// CORS headers for a response to a request from `origin`, if that origin may call.
+/// CORS headers for a response: `Vary: Origin` always (the answer depends on it, so no cache
+/// may serve one origin's answer to another), and the allow/expose headers for an allowed origin.
 pub fn cors_headers(policy: &Policy, headers: &[(String, String)]) -> Vec<(String, String)> {
-    let Some(origin) = headers.iter().find(|(k, _)| k == "origin").map(|(_, v)| v) else {
-        return Vec::new();
-    };
-    if !origin_allowed(policy, origin) {
-        return Vec::new();
+    let mut out = vec![("vary".to_string(), "Origin".to_string())];
+    if let Some(origin) = headers.iter().find(|(k, _)| k == "origin").map(|(_, v)| v) {
+        if origin_allowed(policy, origin) {
+            out.push(("access-control-allow-origin".into(), origin.clone()));
+            out.push((
+                "access-control-expose-headers".into(),
+                audit::ALL.join(", "),
+            ));
+        }
     }
-    vec![
-        ("access-control-allow-origin".into(), origin.clone()),
-        ("vary".into(), "Origin".into()),
-        (
-            "access-control-expose-headers".into(),
-            audit::ALL.join(", "),
-        ),
-    ]
+    out
 }
 
-/// Answers a CORS preflight: 204 with the allowed methods and headers, or 403.
+/// Answers a CORS preflight (on any path): 204 with the allowed methods and headers for an
+/// allowed origin, else 403.
 pub fn preflight(
     policy: &Policy,
     headers: &[(String, String)],
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let mut out = cors_headers(policy, headers);
-    if out.is_empty() {
+    let allowed = headers
+        .iter()
+        .find(|(k, _)| k == "origin")
+        .is_some_and(|(_, o)| origin_allowed(policy, o));
+    if !allowed {
         return Err(ApiError::new(
             403,
             "origin_not_allowed",
             "This origin may not call Meridian from a browser.",
         ));
     }
-    out.push((
-        "access-control-allow-methods".into(),
-        "GET, POST, OPTIONS".into(),
-    ));
-    out.push((
-        "access-control-allow-headers".into(),
-        "authorization, content-type, x-api-key, x-request-id, x-meridian-privacy".into(),
-    ));
-    out.push(("access-control-max-age".into(), "600".into()));
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(
-            route("POST", "/v1/chat/completions"),
-            Route::Inference(Endpoint::Chat)
-        );
-        assert_eq!(
-            route("POST", "/v1/embeddings?x=1"),
-            Route::Inference(Endpoint::Embeddings)
-        );
-        assert_eq!(
-            route("GET", "/v1/chat/completions"),
-            Route::MethodNotAllowed("POST")
-        );
-        assert_eq!(route("GET", "/v1/models/"), Route::Models);
-        assert_eq!(route("POST", "/v1/models"), Route::MethodNotAllowed("GET"));
-        assert_eq!(route("GET", "/nope"), Route::NotFound);
-        assert_eq!(route("OPTIONS", "/v1/chat/completions"), Route::Preflight);
-        assert_eq!(route("GET", "/healthz"), Route::Health);
-    }
+    Ok(vec![
+        (
+            "access-control-allow-methods".into(),
+            "GET, POST, OPTIONS".into(),
+        ),
+        (
+            "access-control-allow-headers".into(),
+            "authorization, content-type, x-api-key, x-request-id, x-meridian-privacy".into(),
+        ),
+        ("access-control-max-age".into(), "600".into()),
+    ])
 }

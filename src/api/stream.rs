@@ -1,7 +1,8 @@
 //! Passing a stream through under the streaming contract (see `crate::sse`).
 
-use crate::forward::BodyStream;
-use crate::sse::{error_event, SseGuard, StreamFault, Usage};
+use crate::audit::Record;
+use crate::forward::{BodyStream, Failure, Transport};
+use crate::sse::{error_event, SseGuard, StreamFault};
 
 /// Where the client's bytes go.
 #[allow(async_fn_in_trait)]
@@ -10,60 +11,85 @@ pub trait ChunkSink {
     async fn send(&mut self, chunk: Vec<u8>) -> Result<(), String>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamEnd {
-    /// "done", "client_gone", or the fault's code.
-    pub outcome: &'static str,
-    pub usage: Option<Usage>,
-    pub events: u64,
+/// A stream whose headers and first event are ready: what `api::serve` answers for a streamed
+/// request, and what pumps the rest to the client.
+pub struct Stream<B> {
+    /// The first event (whole lines), already checked.
+    pub first: Vec<u8>,
+    /// Has seen `first`; watches the rest.
+    pub guard: SseGuard,
+    pub body: B,
+    pub provider: String,
+    pub request_id: String,
+    pub idle_timeout_ms: u64,
+    /// When the stream must be over, on the transport's monotonic clock
+    /// (`plan.stream_deadline_ms` after the request started).
+    pub deadline_at_ms: u64,
 }
 
-/// Sends `first` and then every chunk of `body` as it arrives. Ends with the upstream's own
-/// `[DONE]`, or with an SSE error event when the upstream fails, truncates or garbles the stream.
-pub async fn pump<B: BodyStream, S: ChunkSink>(
-    first: Vec<u8>,
-    body: &mut B,
-    sink: &mut S,
-    provider: &str,
-    request_id: &str,
-    idle_timeout_ms: u64,
-) -> StreamEnd {
-    let mut guard = SseGuard::new();
-    let mut next = Some(first);
-    let fault = loop {
-        let chunk = match next.take() {
-            Some(c) => c,
-            None => match body.next_chunk(idle_timeout_ms).await {
-                None => match guard.finish() {
-                    Ok(()) => {
-                        return StreamEnd {
-                            outcome: "done",
-                            usage: guard.usage,
-                            events: guard.events,
+impl<B: BodyStream> Stream<B> {
+    /// Sends the first event and then every checked line as it arrives. Ends after the
+    /// upstream's own `[DONE]` (whatever follows it is dropped, a reset included), or with an SSE
+    /// error event when the upstream fails, truncates or garbles the stream, goes silent past the
+    /// idle timeout or runs past the stream deadline. Records the outcome and usage.
+    pub async fn pump<T: Transport, S: ChunkSink>(
+        mut self,
+        t: &T,
+        sink: &mut S,
+        record: &mut Record,
+    ) {
+        let mut next = Some(std::mem::take(&mut self.first));
+        let fault = loop {
+            let chunk = match next.take() {
+                Some(c) => c,
+                None => {
+                    let remaining = self.deadline_at_ms.saturating_sub(t.now_ms());
+                    if remaining == 0 && !self.guard.saw_done() {
+                        break StreamFault::Deadline;
+                    }
+                    let wait = self.idle_timeout_ms.min(remaining.max(1));
+                    match self.body.next_chunk(wait).await {
+                        // After `[DONE]` the stream is complete, however the body ends.
+                        None | Some(Err(_)) if self.guard.saw_done() => {
+                            return self.end(record, "done")
+                        }
+                        None => match self.guard.finish() {
+                            Ok(()) => return self.end(record, "done"),
+                            Err(f) => break f,
+                        },
+                        Some(Err(Failure::Timeout(_)))
+                            if wait < self.idle_timeout_ms && t.now_ms() >= self.deadline_at_ms =>
+                        {
+                            break StreamFault::Deadline
+                        }
+                        Some(Err(f)) => break StreamFault::Broken(f.label()),
+                        Some(Ok(c)) => {
+                            let fed = self.guard.feed(&c);
+                            if !fed.send.is_empty() && sink.send(fed.send).await.is_err() {
+                                return self.end(record, "client_gone");
+                            }
+                            match fed.fault {
+                                Some(f) => break f,
+                                None => continue,
+                            }
                         }
                     }
-                    Err(f) => break f,
-                },
-                Some(Err(f)) => break StreamFault::Broken(f.label()),
-                Some(Ok(c)) => c,
-            },
-        };
-        if let Err(f) = guard.feed(&chunk) {
-            break f;
-        }
-        if sink.send(chunk).await.is_err() {
-            return StreamEnd {
-                outcome: "client_gone",
-                usage: guard.usage,
-                events: guard.events,
+                }
             };
-        }
-    };
-    // Best effort: if the client is gone too, there is no one left to tell.
-    let _ = sink.send(error_event(&fault, provider, request_id)).await;
-    StreamEnd {
-        outcome: fault.code(),
-        usage: guard.usage,
-        events: guard.events,
+            // The first event: checked by the attempt loop already.
+            if !chunk.is_empty() && sink.send(chunk).await.is_err() {
+                return self.end(record, "client_gone");
+            }
+        };
+        // Best effort: if the client is gone too, there is no one left to tell.
+        let _ = sink
+            .send(error_event(&fault, &self.provider, &self.request_id))
+            .await;
+        self.end(record, fault.code())
+    }
+
+    fn end(&self, record: &mut Record, outcome: &'static str) {
+        record.stream_outcome = Some(outcome);
+        record.usage = self.guard.usage;
     }
 }

@@ -8,7 +8,7 @@ use futures::FutureExt;
 
 use crate::decide::{Candidate, Decision};
 use crate::policy::{FallbackOn, Plan};
-use crate::sse::Usage;
+use crate::sse::{SseGuard, Usage};
 
 #[cfg(test)]
 mod tests;
@@ -100,17 +100,19 @@ pub trait Transport {
         timeout_ms: u64,
     ) -> Result<UpResponse<Self::Body>, Failure>;
     async fn sleep(&self, ms: u64);
+    /// A monotonic clock, in milliseconds.
     fn now_ms(&self) -> u64;
+    /// The wall clock, in milliseconds since the Unix epoch (for `Retry-After` dates).
+    fn unix_ms(&self) -> u64;
 }
 
-/// One attempt, for the audit trail.
+/// One attempt, for the audit trail: the failure is kept as data and rendered where it is shown
+/// (`Failure::label` for anyone, `Failure::detail` for the operator's log only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub provider: String,
-    /// `None` for the attempt that answered. Safe to show any caller.
-    pub failure: Option<String>,
-    /// For the operator's log only (e.g. which secret is unset).
-    pub detail: Option<String>,
+    /// `None` for the attempt that answered.
+    pub failure: Option<Failure>,
     pub ms: u64,
     /// Started by hedging rather than by a failure.
     pub hedge: bool,
@@ -125,12 +127,14 @@ pub enum Outcome<B> {
         body: Vec<u8>,
         usage: Option<Usage>,
     },
-    /// A stream whose first chunk has arrived; the caller passes the rest through.
+    /// A stream whose first event has arrived and is not an error: `first` is what may be sent
+    /// (whole lines), `guard` has seen it and watches the rest.
     Stream {
         candidate: usize,
         status: u16,
         headers: Vec<(String, String)>,
         first: Vec<u8>,
+        guard: SseGuard,
         body: B,
     },
     /// No candidate answered.
@@ -148,13 +152,20 @@ pub struct Limits {
     pub max_response_bytes: usize,
 }
 
-fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
-    headers
-        .iter()
-        .find(|(k, _)| k == "retry-after")
-        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| (s * 1000.0) as u64)
+/// `Retry-After` in either form: delay-seconds, or an HTTP date (`now_unix_ms` is the wall
+/// clock); a date in the past means "now".
+fn retry_after_ms(headers: &[(String, String)], now_unix_ms: u64) -> Option<u64> {
+    let v = headers.iter().find(|(k, _)| k == "retry-after")?.1.trim();
+    if let Ok(s) = v.parse::<f64>() {
+        return (s.is_finite() && s >= 0.0).then_some((s * 1000.0) as u64);
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    let at_ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis()
+        .min(u128::from(u64::MAX)) as u64;
+    Some(at_ms.saturating_sub(now_unix_ms))
 }
 
 fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
@@ -219,24 +230,12 @@ impl<T: Transport> Loop<'_, T> {
         if self.plan.fallback_on.statuses.contains(&status) {
             return Err(Failure::Status {
                 status,
-                retry_after_ms: retry_after_ms(&headers),
+                retry_after_ms: retry_after_ms(&headers, self.t.unix_ms()),
             });
         }
         let ok = (200..300).contains(&status);
         if ok && self.stream {
-            let wait = self.plan.first_byte_timeout_ms.min(self.remaining().max(1));
-            return match body.next_chunk(wait).await {
-                Some(Ok(first)) => Ok(Outcome::Stream {
-                    candidate,
-                    status,
-                    headers,
-                    first,
-                    body,
-                }),
-                Some(Err(Failure::Timeout(_))) => Err(Failure::Timeout("first byte")),
-                Some(Err(f)) => Err(f),
-                None => Err(Failure::Malformed("empty stream".into())),
-            };
+            return self.first_event(candidate, status, headers, body).await;
         }
         let bytes = self.read_all(&mut body).await?;
         let usage = if ok {
@@ -253,18 +252,79 @@ impl<T: Transport> Loop<'_, T> {
         })
     }
 
-    async fn attempt(
+    /// Reads a stream until its first whole event, which must be a JSON event that is not an
+    /// error: until then nothing has reached the client, so a garbage or error start, an empty
+    /// stream or a silent one is a failure the plan may fall back on.
+    async fn first_event(
         &self,
         candidate: usize,
+        status: u16,
+        headers: Vec<(String, String)>,
+        mut body: T::Body,
+    ) -> Answer<T::Body> {
+        let started = self.t.now_ms();
+        let mut guard = SseGuard::new();
+        let mut first = Vec::new();
+        loop {
+            let spent = self.t.now_ms().saturating_sub(started);
+            let wait = self
+                .plan
+                .first_byte_timeout_ms
+                .saturating_sub(spent)
+                .min(self.remaining())
+                .max(1);
+            let chunk = match body.next_chunk(wait).await {
+                Some(Ok(c)) => c,
+                Some(Err(Failure::Timeout(_))) => return Err(Failure::Timeout("first byte")),
+                Some(Err(f)) => return Err(f),
+                None if first.is_empty() => return Err(Failure::Malformed("empty stream".into())),
+                None => {
+                    return Err(Failure::Malformed(
+                        "the stream ended before its first event".into(),
+                    ))
+                }
+            };
+            let fed = guard.feed(&chunk);
+            if let Some(fault) = fed.fault {
+                return Err(Failure::Malformed(format!(
+                    "the stream's first event: {}",
+                    fault.message("the provider")
+                )));
+            }
+            first.extend_from_slice(&fed.send);
+            if guard.saw_upstream_error() {
+                return Err(Failure::Malformed(
+                    "the stream's first event is an error".into(),
+                ));
+            }
+            if guard.events > 0 || guard.saw_done() {
+                return Ok(Outcome::Stream {
+                    candidate,
+                    status,
+                    headers,
+                    first,
+                    guard,
+                    body,
+                });
+            }
+        }
+    }
+
+    /// Builds and sends a candidate's request: the response headers, or why not.
+    async fn send(
+        &self,
         build: &impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
         c: &Candidate<'_>,
-    ) -> Answer<T::Body> {
+    ) -> Result<UpResponse<T::Body>, Failure> {
         let timeout = self.plan.attempt_timeout_ms.min(self.remaining());
         let req = build(c)?;
-        let resp = self.t.send(req, timeout).await?;
-        self.finish(candidate, resp).await
+        self.t.send(req, timeout).await
     }
 }
+
+/// One candidate's request: its position, its response headers (or why not), and whether it was
+/// started by hedging.
+type Sent<B> = (usize, Result<UpResponse<B>, Failure>, bool);
 
 /// Runs the attempt loop for a decision with at least one candidate.
 pub async fn forward<T: Transport>(
@@ -288,11 +348,10 @@ pub async fn forward<T: Transport>(
     let mut i = 0;
     let mut last_failure: Option<Failure> = None;
     let record =
-        |attempts: &mut Vec<Attempt>, idx: usize, f: Option<&Failure>, began: u64, hedge: bool| {
+        |attempts: &mut Vec<Attempt>, idx: usize, f: Option<Failure>, began: u64, hedge: bool| {
             attempts.push(Attempt {
                 provider: cands[idx].provider.0.clone(),
-                failure: f.map(Failure::label),
-                detail: f.and_then(Failure::detail),
+                failure: f,
                 ms: t.now_ms().saturating_sub(began),
                 hedge,
             });
@@ -311,24 +370,33 @@ pub async fn forward<T: Transport>(
             let hedge = plan
                 .hedge_after_ms
                 .filter(|_| tries == 0 && i + 1 < cands.len());
-            let result: Vec<(usize, Answer<T::Body>, bool)> = match hedge {
-                None => vec![(i, lp.attempt(i, &build, &cands[i]).await, false)],
+            // The response headers: from this candidate, or (hedging) from whichever of it and
+            // the next one answers first; the other is cancelled.
+            let headers: Vec<Sent<T::Body>> = match hedge {
+                None => vec![(i, lp.send(&build, &cands[i]).await, false)],
                 Some(after) => hedged(&lp, &build, cands, i, after).await,
             };
             let mut moved_on = 1;
             let mut failed = None;
-            for (idx, answer, is_hedge) in result {
+            for (idx, sent, is_hedge) in headers {
+                let answer = match sent {
+                    Ok(resp) => lp.finish(idx, resp).await,
+                    Err(f) => Err(f),
+                };
                 match answer {
                     Ok(outcome) => {
                         record(&mut attempts, idx, None, began, is_hedge);
                         return Forwarded { outcome, attempts };
                     }
                     Err(f) => {
-                        record(&mut attempts, idx, Some(&f), began, is_hedge);
-                        if is_hedge {
+                        if is_hedge && !matches!(f, Failure::Cancelled) {
+                            // The hedge itself failed: both candidates were tried.
                             moved_on = 2;
                         }
-                        failed = Some(f);
+                        record(&mut attempts, idx, Some(f.clone()), began, is_hedge);
+                        if !matches!(f, Failure::Cancelled) {
+                            failed = Some(f);
+                        }
                     }
                 }
             }
@@ -370,40 +438,39 @@ pub async fn forward<T: Transport>(
     }
 }
 
-/// Starts candidate `i`; if it has not answered after `after_ms`, starts `i + 1` too. The first
-/// success wins and the other future is dropped, which cancels its request.
+/// Sends candidate `i`; if its response headers have not arrived after `after_ms`, sends
+/// `i + 1` too. Whichever gives headers first is kept and the other request is dropped, which
+/// cancels it (recorded as `Cancelled`). Only the wait for headers is raced: reading a body
+/// is never hedged. The winner comes last in the list.
 async fn hedged<T: Transport>(
     lp: &Loop<'_, T>,
     build: &impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
     cands: &[Candidate<'_>],
     i: usize,
     after_ms: u64,
-) -> Vec<(usize, Answer<T::Body>, bool)> {
-    let first = lp.attempt(i, build, &cands[i]).fuse();
+) -> Vec<Sent<T::Body>> {
+    let first = lp.send(build, &cands[i]).fuse();
     let timer = lp.t.sleep(after_ms).fuse();
     futures::pin_mut!(first, timer);
     match future::select(first, timer).await {
-        Either::Left((answer, _)) => vec![(i, answer, false)],
+        Either::Left((sent, _)) => vec![(i, sent, false)],
         Either::Right(((), first)) => {
-            let second = lp.attempt(i + 1, build, &cands[i + 1]).fuse();
+            let second = lp.send(build, &cands[i + 1]).fuse();
             futures::pin_mut!(second);
             match future::select(first, second).await {
-                Either::Left((Ok(o), _)) => {
-                    vec![(i + 1, Err(Failure::Cancelled), true), (i, Ok(o), false)]
+                Either::Left((Ok(r), _)) => {
+                    vec![(i + 1, Err(Failure::Cancelled), true), (i, Ok(r), false)]
                 }
-                Either::Right((Ok(o), _)) => {
-                    vec![(i, Err(Failure::Cancelled), false), (i + 1, Ok(o), true)]
+                Either::Right((Ok(r), _)) => {
+                    vec![(i, Err(Failure::Cancelled), false), (i + 1, Ok(r), true)]
                 }
                 Either::Left((Err(f), second)) => {
                     vec![(i, Err(f), false), (i + 1, second.await, true)]
                 }
-                Either::Right((Err(f), first)) => {
-                    let a = first.await;
-                    match a {
-                        Ok(o) => vec![(i + 1, Err(f), true), (i, Ok(o), false)],
-                        Err(e) => vec![(i, Err(e), false), (i + 1, Err(f), true)],
-                    }
-                }
+                Either::Right((Err(f), first)) => match first.await {
+                    Ok(r) => vec![(i + 1, Err(f), true), (i, Ok(r), false)],
+                    Err(e) => vec![(i, Err(e), false), (i + 1, Err(f), true)],
+                },
             }
         }
     }

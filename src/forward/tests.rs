@@ -1,164 +1,10 @@
 //! The attempt loop against a scripted transport on tokio's paused clock: time only moves when
 //! every task waits, so timeouts, backoff and hedging are exact and instant.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-
-use tokio::time::{sleep, Duration, Instant};
-
 use super::*;
 use crate::decide::{Candidate, Decision};
 use crate::policy::{Plan, ProviderId};
-
-enum Step {
-    /// Headers after `after_ms`, then body chunks, each after its delay.
-    Answer {
-        after_ms: u64,
-        status: u16,
-        headers: Vec<(String, String)>,
-        chunks: Vec<(u64, Result<Vec<u8>, Failure>)>,
-    },
-    Fail {
-        after_ms: u64,
-        failure: Failure,
-    },
-}
-
-fn ok_json(after_ms: u64) -> Step {
-    Step::Answer {
-        after_ms,
-        status: 200,
-        headers: vec![],
-        chunks: vec![(
-            0,
-            Ok(br#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#.to_vec()),
-        )],
-    }
-}
-
-fn status(code: u16, retry_after: Option<&str>) -> Step {
-    Step::Answer {
-        after_ms: 0,
-        status: code,
-        headers: retry_after
-            .map(|r| vec![("retry-after".to_string(), r.to_string())])
-            .unwrap_or_default(),
-        chunks: vec![(0, Ok(b"{\"error\":{}}".to_vec()))],
-    }
-}
-
-struct Fake {
-    steps: RefCell<HashMap<String, VecDeque<Step>>>,
-    sent: RefCell<Vec<(String, u64)>>,
-    dropped: RefCell<Vec<String>>,
-    t0: Instant,
-}
-
-impl Fake {
-    fn new(steps: Vec<(&str, Vec<Step>)>) -> Fake {
-        Fake {
-            steps: RefCell::new(
-                steps
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.into()))
-                    .collect(),
-            ),
-            sent: RefCell::new(Vec::new()),
-            dropped: RefCell::new(Vec::new()),
-            t0: Instant::now(),
-        }
-    }
-    fn sent_to(&self) -> Vec<String> {
-        self.sent.borrow().iter().map(|(p, _)| p.clone()).collect()
-    }
-}
-
-struct FakeBody(VecDeque<(u64, Result<Vec<u8>, Failure>)>);
-
-impl BodyStream for FakeBody {
-    async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>> {
-        let (delay, item) = self.0.pop_front()?;
-        if delay > timeout_ms {
-            sleep(Duration::from_millis(timeout_ms)).await;
-            return Some(Err(Failure::Timeout("body")));
-        }
-        sleep(Duration::from_millis(delay)).await;
-        Some(item)
-    }
-}
-
-/// Notes a send whose future was dropped before it finished (a cancelled request).
-struct Cancel<'a>(&'a Fake, String, bool);
-impl Drop for Cancel<'_> {
-    fn drop(&mut self) {
-        if !self.2 {
-            self.0.dropped.borrow_mut().push(self.1.clone());
-        }
-    }
-}
-
-impl Transport for Fake {
-    type Body = FakeBody;
-    async fn send(
-        &self,
-        req: OutboundRequest,
-        timeout_ms: u64,
-    ) -> Result<UpResponse<FakeBody>, Failure> {
-        let provider = req
-            .url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
-        self.sent
-            .borrow_mut()
-            .push((provider.clone(), self.now_ms()));
-        let mut guard = Cancel(self, provider.clone(), false);
-        let step = self
-            .steps
-            .borrow_mut()
-            .get_mut(&provider)
-            .and_then(|q| q.pop_front());
-        let result = match step {
-            None => Err(Failure::Connect("no script".into())),
-            Some(Step::Fail { after_ms, failure }) => {
-                sleep(Duration::from_millis(after_ms.min(timeout_ms))).await;
-                Err(if after_ms > timeout_ms {
-                    Failure::Timeout("headers")
-                } else {
-                    failure
-                })
-            }
-            Some(Step::Answer {
-                after_ms,
-                status,
-                headers,
-                chunks,
-            }) => {
-                if after_ms > timeout_ms {
-                    sleep(Duration::from_millis(timeout_ms)).await;
-                    Err(Failure::Timeout("headers"))
-                } else {
-                    sleep(Duration::from_millis(after_ms)).await;
-                    Ok(UpResponse {
-                        status,
-                        headers,
-                        body: FakeBody(chunks.into()),
-                    })
-                }
-            }
-        };
-        guard.2 = true;
-        result
-    }
-    async fn sleep(&self, ms: u64) {
-        sleep(Duration::from_millis(ms)).await
-    }
-    fn now_ms(&self) -> u64 {
-        self.t0.elapsed().as_millis() as u64
-    }
-}
+use crate::testing::{ok_json, status, Fake, FakeBody, Step};
 
 /// The providers a test decision names; decisions borrow their ids from a catalog.
 struct Catalog(Vec<(ProviderId, String)>);
@@ -245,7 +91,13 @@ async fn run(t: &Fake, providers: &[&str], plan: Plan) -> Forwarded<FakeBody> {
 fn failures(f: &Forwarded<FakeBody>) -> Vec<String> {
     f.attempts
         .iter()
-        .map(|a| format!("{}:{}", a.provider, a.failure.as_deref().unwrap_or("ok")))
+        .map(|a| {
+            let outcome = a
+                .failure
+                .as_ref()
+                .map_or_else(|| "ok".into(), Failure::label);
+            format!("{}:{outcome}", a.provider)
+        })
         .collect()
 }
 

@@ -465,8 +465,11 @@ pub struct Plan {
     pub first_byte_timeout_ms: u64,
     /// Streams: the longest silence allowed between two body chunks.
     pub idle_timeout_ms: u64,
-    /// For the whole request, all attempts included (until the response starts).
+    /// For the whole request, all attempts included, until the response starts.
     pub deadline_ms: u64,
+    /// Streams: from the request's start until the stream's end; past it the stream ends with
+    /// an error event.
+    pub stream_deadline_ms: u64,
     /// Extra attempts on the same provider before moving on.
     pub retries: u32,
     pub backoff_ms: u64,
@@ -482,6 +485,7 @@ impl Default for Plan {
             first_byte_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             deadline_ms: 120_000,
+            stream_deadline_ms: 600_000,
             retries: 0,
             backoff_ms: 250,
             fallback_on: FallbackOn::default(),
@@ -497,6 +501,7 @@ pub struct PlanPatch {
     pub first_byte_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
+    pub stream_deadline_ms: Option<u64>,
     pub retries: Option<u32>,
     pub backoff_ms: Option<u64>,
     pub fallback_on: Option<FallbackOn>,
@@ -519,6 +524,7 @@ impl PlanPatch {
         field!(first_byte_timeout_ms);
         field!(idle_timeout_ms);
         field!(deadline_ms);
+        field!(stream_deadline_ms);
         field!(retries);
         field!(backoff_ms);
         field!(fallback_on);

@@ -89,6 +89,7 @@ pub const PLAN_KEYS: &[&str] = &[
     "first_byte_timeout_ms",
     "idle_timeout_ms",
     "deadline_ms",
+    "stream_deadline_ms",
     "retries",
     "backoff_ms",
     "fallback_on",
@@ -888,6 +889,7 @@ fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
         first_byte_timeout_ms: p.uint(sink, "first_byte_timeout_ms"),
         idle_timeout_ms: p.uint(sink, "idle_timeout_ms"),
         deadline_ms: p.uint(sink, "deadline_ms"),
+        stream_deadline_ms: p.uint(sink, "stream_deadline_ms"),
         retries: p
             .uint(sink, "retries")
             .map(|r| u32::try_from(r.min(10)).unwrap_or(10)),
@@ -909,6 +911,7 @@ fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
         "first_byte_timeout_ms",
         "idle_timeout_ms",
         "deadline_ms",
+        "stream_deadline_ms",
     ] {
         if let Some(v) = p.int(sink, key) {
             if v.value == 0 {

@@ -1,0 +1,931 @@
+//! Whole requests through `serve`, natively: the scripted transport plays the providers on a
+//! paused clock, so every route, status, CORS case and fault is checked without Wasm or sockets.
+
+use tokio::time::{sleep, Duration};
+
+use super::*;
+use crate::forward::Failure;
+use crate::policy::{self, Policy};
+use crate::testing::{ok_json, status, Fake, Step};
+
+/// Two providers: `alpha` (DE, keyless) and `beta` (US, its key in `beta_key`), both serving
+/// `chat-model`; `beta` also `us-model`. Tenants: `acme` (server key `sk-acme`), `eu-only`
+/// (key `sk-eu`, jurisdiction eu) and `web` (browser key `pk-web` from https://app.example,
+/// max 100 tokens).
+fn policy_text(extra: &str) -> String {
+    let h = |k: &str| hex::encode(policy::hash_key(k));
+    format!(
+        "version = 1\nname = \"api\"\nrevision = \"1\"\n[settings]\nallow_anonymous = true\nmax_body_bytes = 2048\n\
+         [settings.client]\nplatform = \"cloudflare\"\n{extra}\n\
+         [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"a-m\", input_price = 1.0, output_price = 2.0 }} }}\n\
+         [[providers]]\nid = \"beta\"\nbase_url = \"http://beta/v1\"\nlocation = \"US\"\nkey_secret = \"beta_key\"\nmodels = {{ \"chat-model\" = \"b-m\", \"us-model\" = \"b-us\" }}\n\
+         [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\n\
+         [[tenants]]\nid = \"eu-only\"\nkeys = [\"sha256:{}\"]\njurisdictions = [\"eu\"]\n\
+         [[tenants]]\nid = \"web\"\nkeys = [\"sha256:{}\"]\norigins = [\"https://app.example\"]\nmax_tokens = 100\n",
+        h("sk-acme"),
+        h("sk-eu"),
+        h("pk-web")
+    )
+}
+
+fn load(extra: &str) -> Policy {
+    policy::load(&policy_text(extra), "api").unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Bytes(Option<Vec<u8>>);
+
+impl RequestBody for Bytes {
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        self.0.take().map(Ok)
+    }
+}
+
+#[derive(Default)]
+struct Sink(Vec<u8>);
+
+impl ChunkSink for Sink {
+    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), String> {
+        self.0.extend_from_slice(&chunk);
+        Ok(())
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    record: Record,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn call_env(
+    policy: Result<&Policy, ApiError>,
+    t: &Fake,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let secret = |name: &str| match name {
+        "beta_key" => Some("sk-beta-provider".to_string()),
+        "admin_key" => Some("adm".to_string()),
+        _ => None,
+    };
+    let fresh = || "fresh-id".to_string();
+    let env = Env {
+        policy,
+        secret: &secret,
+        edge_region: None,
+        max_response_bytes: 1 << 20,
+        geoip: None,
+        fresh_id: &fresh,
+    };
+    let req = Request {
+        method: method.into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: Bytes(Some(body.as_bytes().to_vec())),
+    };
+    let mut reply = serve(&env, t, req).await;
+    let body = match reply.body {
+        Body::Full(b) => b,
+        Body::Stream(s) => {
+            let mut sink = Sink::default();
+            s.pump(t, &mut sink, &mut reply.record).await;
+            sink.0
+        }
+    };
+    // Every request's record renders a log line, whatever happened.
+    let line: serde_json::Value =
+        serde_json::from_str(&reply.record.log_line(1, t.now_ms())).unwrap();
+    assert_eq!(line["status"], reply.status);
+    assert_eq!(line["request_id"], reply.record.request_id.as_str());
+    Answer {
+        status: reply.status,
+        headers: reply.headers,
+        body,
+        record: reply.record,
+    }
+}
+
+async fn call(
+    p: &Policy,
+    t: &Fake,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    call_env(Ok(p), t, method, path, headers, body).await
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const CHAT: &str = r#"{"model":"chat-model","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn chat_body(extra: &str) -> String {
+    format!(r#"{{"model":"chat-model","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#)
+}
+
+fn no_script() -> Fake {
+    Fake::new(vec![])
+}
+
+/// An SSE answer: each chunk after its delay.
+fn sse(chunks: &[(u64, &str)]) -> Step {
+    Step::Answer {
+        after_ms: 0,
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        chunks: chunks
+            .iter()
+            .map(|(d, c)| (*d, Ok(c.as_bytes().to_vec())))
+            .collect(),
+    }
+}
+
+const EV1: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+const EV2: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n";
+const DONE: &str = "data: [DONE]\n\n";
+
+#[test]
+fn routes() {
+    assert_eq!(
+        route("POST", "/v1/chat/completions"),
+        Route::Inference(Endpoint::Chat)
+    );
+    assert_eq!(
+        route("POST", "/v1/embeddings?x=1"),
+        Route::Inference(Endpoint::Embeddings)
+    );
+    assert_eq!(
+        route("GET", "/v1/chat/completions"),
+        Route::MethodNotAllowed("POST")
+    );
+    assert_eq!(route("GET", "/v1/models/"), Route::Models);
+    assert_eq!(route("HEAD", "/healthz"), Route::Health);
+    assert_eq!(route("POST", "/v1/models"), Route::MethodNotAllowed("GET"));
+    assert_eq!(route("GET", "/nope"), Route::NotFound);
+    assert_eq!(route("OPTIONS", "/v1/chat/completions"), Route::Preflight);
+    assert_eq!(route("OPTIONS", "/anything/at/all"), Route::Preflight);
+    assert_eq!(route("GET", "/healthz"), Route::Health);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_route_and_status_carries_the_audit_headers_that_apply() {
+    let p = load("");
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    // (method, path, headers, body, status)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str, u16);
+    let cases: Vec<Case> = vec![
+        ("GET", "/healthz", vec![], "", 200),
+        ("GET", "/v1/models", vec![], "", 200),
+        ("POST", "/v1/chat/completions", vec![JSON], CHAT, 200),
+        ("GET", "/nope", vec![], "", 404),
+        ("DELETE", "/v1/models", vec![], "", 405),
+        ("GET", "/v1/chat/completions", vec![], "", 405),
+        (
+            "POST",
+            "/v1/chat/completions",
+            vec![("content-type", "text/plain")],
+            CHAT,
+            415,
+        ),
+        ("POST", "/v1/chat/completions", vec![], CHAT, 415),
+        (
+            "POST",
+            "/v1/chat/completions",
+            vec![JSON, ("content-length", "99999")],
+            CHAT,
+            413,
+        ),
+        ("POST", "/v1/chat/completions", vec![JSON], "{not json", 400),
+        (
+            "POST",
+            "/v1/chat/completions",
+            vec![JSON, ("authorization", "Bearer sk-acme")],
+            r#"{"model":"nope","messages":[]}"#,
+            404,
+        ),
+        ("POST", "/v1/route/explain", vec![JSON], CHAT, 401),
+        (
+            "OPTIONS",
+            "/v1/chat/completions",
+            vec![("origin", "https://app.example")],
+            "",
+            204,
+        ),
+        (
+            "OPTIONS",
+            "/nope",
+            vec![("origin", "https://evil.example")],
+            "",
+            403,
+        ),
+    ];
+    for (method, path, headers, body, want) in cases {
+        let a = call(&p, &t, method, path, &headers, body).await;
+        assert_eq!(a.status, want, "{method} {path}: {}", a.text());
+        assert_eq!(
+            a.header("x-request-id"),
+            Some("fresh-id"),
+            "{method} {path}"
+        );
+        assert!(
+            a.header("x-meridian-policy")
+                .is_some_and(|v| v.starts_with("api@1+")),
+            "{method} {path}"
+        );
+        assert_eq!(a.header("vary"), Some("Origin"), "{method} {path}");
+        if want >= 400 {
+            assert!(!a.code().is_empty(), "{method} {path}: {}", a.text());
+            assert_eq!(a.record.error_code.map(str::to_string), Some(a.code()));
+        }
+    }
+    // The 405 says what is allowed; HEAD has the headers and no body.
+    let a = call(&p, &t, "DELETE", "/healthz", &[], "").await;
+    assert_eq!(a.header("allow"), Some("GET"));
+    let a = call(&p, &t, "HEAD", "/healthz", &[], "").await;
+    assert_eq!((a.status, a.body.len()), (200, 0));
+    // A chat answer names the tenant, the client's country and the serving provider.
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("cf-ipcountry", "DE"), ("x-request-id", "mine-1")],
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-request-id"), Some("mine-1"));
+    assert_eq!(a.header("x-meridian-tenant"), Some("anonymous"));
+    assert_eq!(
+        a.header("x-meridian-client-country"),
+        Some("DE; header cf-ipcountry")
+    );
+    assert_eq!(a.header("x-meridian-provider"), Some("alpha"));
+    assert_eq!(a.header("x-meridian-model"), Some("a-m"));
+    assert_eq!(a.header("x-meridian-attempts"), Some("1"));
+    assert_eq!(a.header("x-meridian-cost-usd"), Some("0.00000500"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_that_fails_to_load_is_refused_and_audited() {
+    let t = no_script();
+    let e = ApiError::new(500, "invalid_policy", "the configured policy is invalid");
+    let a = call_env(Err(e), &t, "POST", "/v1/chat/completions", &[JSON], CHAT).await;
+    assert_eq!(a.status, 500);
+    assert_eq!(a.code(), "invalid_policy");
+    assert_eq!(a.header("x-request-id"), Some("fresh-id"));
+    assert_eq!(a.header("vary"), Some("Origin"));
+    assert_eq!(a.record.error_code, Some("invalid_policy"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cors_for_allowed_unknown_and_missing_origins() {
+    let p = load("");
+    let t = Fake::new(vec![("alpha", vec![ok_json(0), ok_json(0)])]);
+    let web = [
+        JSON,
+        ("authorization", "Bearer pk-web"),
+        ("origin", "https://app.example"),
+    ];
+    let a = call(&p, &t, "POST", "/v1/chat/completions", &web, CHAT).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(a.header("access-control-expose-headers").is_some_and(|v| v
+        .contains("x-meridian-provider")
+        && v.contains("x-meridian-client-country")));
+    // The browser key from another origin, or with none: refused, and no CORS grant.
+    for origin in [Some("https://evil.example"), None] {
+        let mut h = vec![JSON, ("authorization", "Bearer pk-web")];
+        if let Some(o) = origin {
+            h.push(("origin", o));
+        }
+        let a = call(&p, &t, "POST", "/v1/chat/completions", &h, CHAT).await;
+        assert_eq!(a.status, 403, "{origin:?}");
+        assert_eq!(a.header("access-control-allow-origin"), None);
+        assert_eq!(a.header("vary"), Some("Origin"));
+    }
+    // Preflight on every path: allowed origin 204 with methods and headers; others 403.
+    for path in [
+        "/v1/chat/completions",
+        "/v1/models",
+        "/healthz",
+        "/no/such/path",
+    ] {
+        let a = call(
+            &p,
+            &t,
+            "OPTIONS",
+            path,
+            &[("origin", "https://app.example")],
+            "",
+        )
+        .await;
+        assert_eq!(a.status, 204, "{path}");
+        assert_eq!(
+            a.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert!(a
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("content-type"));
+        for origin in [Some("https://evil.example"), None] {
+            let h: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+            let a = call(&p, &t, "OPTIONS", path, &h, "").await;
+            assert_eq!(
+                (a.status, a.code().as_str()),
+                (403, "origin_not_allowed"),
+                "{path} {origin:?}"
+            );
+            assert_eq!(a.header("access-control-allow-origin"), None);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_must_be_json_and_fit() {
+    let p = load("");
+    let t = no_script();
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let a = call(
+            &p,
+            &t,
+            "POST",
+            "/v1/chat/completions",
+            &[("content-type", ct)],
+            CHAT,
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (415, "unsupported_media_type"),
+            "{ct}"
+        );
+    }
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "Application/JSON; charset=utf-8")],
+        "[]",
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (400, "invalid_json"),
+        "a JSON media type with parameters passes"
+    );
+    // Larger than the limit without saying so: 413 all the same.
+    let big = format!(r#"{{"model":"chat-model","pad":"{}"}}"#, "x".repeat(3000));
+    let a = call(&p, &t, "POST", "/v1/chat/completions", &[JSON], &big).await;
+    assert_eq!((a.status, a.code().as_str()), (413, "request_too_large"));
+    // A model name past 256 bytes is refused before any lookup.
+    let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(257));
+    let a = call(&p, &t, "POST", "/v1/chat/completions", &[JSON], &long).await;
+    assert_eq!((a.status, a.code().as_str()), (400, "invalid_model"));
+    assert_eq!(a.record.model, None);
+    // Sort values the decision does not implement are refused, not treated as another.
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        &chat_body(r#","provider":{"sort":"throughput"}"#),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (400, "unsupported_provider_preference")
+    );
+    assert!(t.sent_to().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tenant_token_cap_counts_every_completion() {
+    let p = load("");
+    let web = [
+        JSON,
+        ("authorization", "Bearer pk-web"),
+        ("origin", "https://app.example"),
+    ];
+    for (extra, want) in [
+        (r#","max_tokens":100"#, 200),
+        (r#","max_tokens":60,"n":2"#, 400),
+        (r#","max_tokens":50,"n":2"#, 200),
+        (r#","max_tokens":30,"best_of":4"#, 400),
+        (r#","n":200"#, 400),
+        (r#","n":0"#, 400),
+    ] {
+        let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+        let a = call(
+            &p,
+            &t,
+            "POST",
+            "/v1/chat/completions",
+            &web,
+            &chat_body(extra),
+        )
+        .await;
+        assert_eq!(a.status, want, "{extra}: {}", a.text());
+    }
+    // Absent: set so that all completions together fit the cap.
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &web,
+        &chat_body(r#","n":4"#),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let sent: serde_json::Value = serde_json::from_slice(&t.requests.borrow()[0].body).unwrap();
+    assert_eq!(sent["max_tokens"], 25);
+}
+
+#[tokio::test(start_paused = true)]
+async fn models_lists_exactly_what_the_caller_could_be_served() {
+    let p = load("[[rules]]\nid = \"eu\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n");
+    let t = no_script();
+    let ids = |a: &Answer| -> Vec<String> {
+        a.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Anonymous: only keyless providers, so `us-model` (beta only) is not listed.
+    let a = call(&p, &t, "GET", "/v1/models", &[], "").await;
+    assert_eq!(ids(&a), ["chat-model"]);
+    // A tenant sees both; one limited to the EU does not see the US-only model; nor does an EU
+    // client.
+    let a = call(
+        &p,
+        &t,
+        "GET",
+        "/v1/models",
+        &[("authorization", "Bearer sk-acme")],
+        "",
+    )
+    .await;
+    assert_eq!(ids(&a), ["chat-model", "us-model"]);
+    let a = call(
+        &p,
+        &t,
+        "GET",
+        "/v1/models",
+        &[("authorization", "Bearer sk-eu")],
+        "",
+    )
+    .await;
+    assert_eq!(ids(&a), ["chat-model"]);
+    let a = call(
+        &p,
+        &t,
+        "GET",
+        "/v1/models",
+        &[("authorization", "Bearer sk-acme"), ("cf-ipcountry", "FR")],
+        "",
+    )
+    .await;
+    assert_eq!(ids(&a), ["chat-model"]);
+    assert_eq!(
+        a.json()["data"][0]["meridian"]["providers"],
+        serde_json::json!(["alpha"])
+    );
+    // And a request for the unlisted model is indeed refused (451: residency alone).
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("authorization", "Bearer sk-eu")],
+        r#"{"model":"us-model"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 451);
+    // Without anonymous access, listing needs a key.
+    let closed = policy::load(
+        &policy_text("").replace("allow_anonymous = true", "allow_anonymous = false"),
+        "x",
+    )
+    .unwrap();
+    let a = call(&closed, &t, "GET", "/v1/models", &[], "").await;
+    assert_eq!((a.status, a.code().as_str()), (401, "missing_api_key"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn explain_needs_the_admin_key() {
+    let p = load("");
+    let t = no_script();
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/route/explain",
+        &[JSON, ("x-meridian-admin-key", "wrong")],
+        CHAT,
+    )
+    .await;
+    assert_eq!((a.status, a.code().as_str()), (401, "invalid_admin_key"));
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/route/explain",
+        &[
+            JSON,
+            ("x-meridian-admin-key", "adm"),
+            ("cf-ipcountry", "FR"),
+        ],
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["decision"]["candidates"][0]["provider"], "alpha");
+    assert_eq!(
+        a.json()["facts"]["location"]["source"],
+        "header cf-ipcountry"
+    );
+    assert!(t.sent_to().is_empty(), "explain never forwards");
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_and_exhaustion_have_their_exact_codes() {
+    let p = load("[[rules]]\nid = \"eu\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n");
+    let acme = ("authorization", "Bearer sk-acme");
+    let t = no_script();
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, acme, ("cf-ipcountry", "FR")],
+        r#"{"model":"us-model"}"#,
+    )
+    .await;
+    assert_eq!((a.status, a.code().as_str()), (451, "residency_violation"));
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, acme, ("x-meridian-privacy", "local-only")],
+        CHAT,
+    )
+    .await;
+    assert_eq!((a.status, a.code().as_str()), (403, "no_allowed_provider"));
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("authorization", "Bearer nope")],
+        r#"{"model":"us-model"}"#,
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (403, "no_allowed_provider"),
+        "unknown key = anonymous: no paid providers"
+    );
+    assert_eq!(a.header("x-meridian-tenant"), Some("anonymous"));
+    assert_eq!(a.header("x-meridian-attempts"), Some("0"));
+
+    let t = Fake::new(vec![
+        ("alpha", vec![status(503, None)]),
+        (
+            "beta",
+            vec![Step::Fail {
+                after_ms: 0,
+                failure: Failure::Connect("refused".into()),
+            }],
+        ),
+    ]);
+    let a = call(&p, &t, "POST", "/v1/chat/completions", &[JSON, acme], CHAT).await;
+    assert_eq!((a.status, a.code().as_str()), (502, "upstream_unavailable"));
+    assert_eq!(
+        a.header("x-meridian-failures"),
+        Some("alpha=status 503, beta=connect error (refused)")
+    );
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![Step::Fail {
+            after_ms: 200_000,
+            failure: Failure::Connect("x".into()),
+        }],
+    )]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("cf-ipcountry", "DE")],
+        CHAT,
+    )
+    .await;
+    assert_eq!((a.status, a.code().as_str()), (504, "upstream_timeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unset_keys_are_skipped_not_retried() {
+    let p = load("[settings.plan]\nretries = 3\nbackoff_ms = 1000\n");
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let env_secret = |_: &str| None;
+    let fresh = || "r".to_string();
+    let env = Env {
+        policy: Ok(&p),
+        secret: &env_secret,
+        edge_region: None,
+        max_response_bytes: 1 << 20,
+        geoip: None,
+        fresh_id: &fresh,
+    };
+    let req = Request {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("authorization".into(), "Bearer sk-acme".into()),
+        ],
+        body: Bytes(Some(
+            chat_body(r#","provider":{"order":["beta"]}"#).into_bytes(),
+        )),
+    };
+    let started = t.now_ms();
+    let reply = serve(&env, &t, req).await;
+    assert_eq!(reply.status, 200);
+    let failures: Vec<String> = reply
+        .record
+        .attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{}={}",
+                a.provider,
+                a.failure.as_ref().map_or("ok".into(), Failure::label)
+            )
+        })
+        .collect();
+    assert_eq!(failures, ["beta=not configured", "alpha=ok"]);
+    assert_eq!(
+        t.now_ms() - started,
+        0,
+        "no backoff was slept for a provider that cannot be called"
+    );
+    let line: serde_json::Value = serde_json::from_str(&reply.record.log_line(0, 0)).unwrap();
+    assert!(line["attempts"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("beta_key"));
+    let shown = reply
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-meridian-failures")
+        .unwrap();
+    assert_eq!(shown.1, "beta=not configured");
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_are_truthful_to_the_end() {
+    let p = load("");
+    let stream_req = chat_body(r#","stream":true"#);
+    let go = |t: Fake| {
+        let p = &p;
+        let body = stream_req.clone();
+        async move {
+            let h = [
+                JSON,
+                ("cf-ipcountry", "DE"),
+                ("authorization", "Bearer sk-acme"),
+            ];
+            let a = call(p, &t, "POST", "/v1/chat/completions", &h, &body).await;
+            (a, t)
+        }
+    };
+    // Clean: everything through [DONE], nothing after it, a reset after it is no error.
+    let (a, _) = go(Fake::new(vec![(
+        "alpha",
+        vec![Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![],
+            chunks: vec![
+                (0, Ok(EV1.as_bytes().to_vec())),
+                (
+                    5,
+                    Ok(format!("{EV2}{DONE}data: {{\"late\":1}}\n\n").into_bytes()),
+                ),
+                (5, Err(Failure::Transport("connection reset".into()))),
+            ],
+        }],
+    )]))
+    .await;
+    assert_eq!(a.text(), format!("{EV1}{EV2}{DONE}"));
+    assert_eq!(a.record.stream_outcome, Some("done"));
+
+    // A malformed line: the valid events before it (in the same chunk) are delivered, then the
+    // error event, and no [DONE].
+    let (a, _) = go(Fake::new(vec![(
+        "alpha",
+        vec![sse(&[
+            (0, EV1),
+            (0, &format!("{EV2}data: {{broken\n\n{DONE}")),
+        ])],
+    )]))
+    .await;
+    let text = a.text();
+    assert!(
+        text.starts_with(&format!("{EV1}{EV2}event: error\n")),
+        "{text}"
+    );
+    assert!(!text.contains("[DONE]"));
+    assert_eq!(a.record.stream_outcome, Some("upstream_stream_malformed"));
+
+    // Cut off after the first event: an error event, never a clean end.
+    let (a, _) = go(Fake::new(vec![("alpha", vec![sse(&[(0, EV1), (0, EV2)])])])).await;
+    assert!(a.text().ends_with("}\n\n") && a.text().contains("upstream_stream_truncated"));
+
+    // A first event that is an error, or garbage: nothing was sent, so the next candidate serves.
+    for first in [
+        "data: {\"error\":{\"message\":\"overloaded\"}}\n\n",
+        "data: <html>oops\n\n",
+    ] {
+        let (a, t) = go(Fake::new(vec![
+            ("alpha", vec![sse(&[(0, first)])]),
+            ("beta", vec![sse(&[(0, EV1), (0, DONE)])]),
+        ]))
+        .await;
+        assert_eq!(a.status, 200, "{first}");
+        assert_eq!(a.header("x-meridian-provider"), Some("beta"), "{first}");
+        assert_eq!(a.text(), format!("{EV1}{DONE}"), "{first}");
+        assert!(a
+            .header("x-meridian-failures")
+            .unwrap()
+            .starts_with("alpha=malformed response"));
+        assert_eq!(t.sent_to(), ["alpha", "beta"]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stream_deadline_ends_a_stream_that_runs_too_long() {
+    let p = load("[settings.plan]\nstream_deadline_ms = 1000\nidle_timeout_ms = 5000\n");
+    let chunks: Vec<(u64, &str)> = std::iter::once((0, EV1))
+        .chain(std::iter::repeat_n((300, EV2), 10))
+        .collect();
+    let t = Fake::new(vec![("alpha", vec![sse(&chunks)])]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("cf-ipcountry", "DE")],
+        &chat_body(r#","stream":true"#),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.record.stream_outcome, Some("stream_deadline_exceeded"));
+    assert!(a.text().contains("stream_deadline_exceeded"));
+    assert_eq!(
+        a.text().matches("\"lo\"").count(),
+        3,
+        "events until the deadline: {}",
+        a.text()
+    );
+    assert!(t.now_ms() <= 1000, "{}", t.now_ms());
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedging_starts_the_backup_only_while_no_headers_have_come() {
+    let p = load("[settings.plan]\nhedge_after_ms = 100\n");
+    // alpha's headers come at 50 ms and its body slowly after: no hedge.
+    let slow_body = Step::Answer {
+        after_ms: 50,
+        status: 200,
+        headers: vec![],
+        chunks: vec![(
+            500,
+            Ok(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#.to_vec()),
+        )],
+    };
+    let t = Fake::new(vec![("alpha", vec![slow_body]), ("beta", vec![ok_json(0)])]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            JSON,
+            ("authorization", "Bearer sk-acme"),
+            ("cf-ipcountry", "DE"),
+        ],
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.header("x-meridian-provider"), Some("alpha"));
+    assert_eq!(t.sent_to(), ["alpha"], "a body being read is not hedged");
+    assert_eq!(a.header("x-meridian-hedged"), None);
+    // Headers late: the backup starts, answers first, and alpha's request is cancelled.
+    let t = Fake::new(vec![
+        ("alpha", vec![ok_json(400)]),
+        ("beta", vec![ok_json(10)]),
+    ]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            JSON,
+            ("authorization", "Bearer sk-acme"),
+            ("cf-ipcountry", "DE"),
+        ],
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.header("x-meridian-provider"), Some("beta"));
+    assert_eq!(a.header("x-meridian-hedged"), Some("true"));
+    assert_eq!(t.dropped.borrow().as_slice(), ["alpha"]);
+    sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_in_both_forms_with_retries_on() {
+    let p = load("[settings.plan]\nretries = 1\nbackoff_ms = 10\n");
+    // 08:49:37 is when the fake clock starts; the provider asks for 08:49:40: 3 s.
+    for value in ["3", "Sun, 06 Nov 1994 08:49:40 GMT"] {
+        let t = Fake::new(vec![("alpha", vec![status(429, Some(value)), ok_json(0)])]);
+        let a = call(
+            &p,
+            &t,
+            "POST",
+            "/v1/chat/completions",
+            &[JSON, ("cf-ipcountry", "DE")],
+            CHAT,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{value}");
+        let sent = t.sent.borrow().clone();
+        assert_eq!(sent.len(), 2, "{value}");
+        assert_eq!(sent[1].1 - sent[0].1, 3000, "{value}: waited as asked");
+    }
+    // A date in the past: retry after the backoff.
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![
+            status(503, Some("Sun, 06 Nov 1994 08:00:00 GMT")),
+            ok_json(0),
+        ],
+    )]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("cf-ipcountry", "DE")],
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let sent = t.sent.borrow().clone();
+    assert_eq!(sent[1].1 - sent[0].1, 10);
+}
