@@ -16,6 +16,8 @@ pub mod forward;
 pub mod location;
 /// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.
 pub use meridian_policy as policy;
+#[cfg(test)]
+mod fuzz;
 pub mod sse;
 #[cfg(test)]
 mod testing;

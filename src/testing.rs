@@ -12,6 +12,7 @@ use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse
 /// The wall clock when a `Fake` starts: Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example).
 pub const UNIX_AT_START_MS: u64 = 784_111_777_000;
 
+#[derive(Debug, Clone)]
 pub enum Step {
     /// Headers after `after_ms`, then body chunks, each after its delay.
     Answer {

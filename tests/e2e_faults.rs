@@ -259,17 +259,20 @@ async fn retry_after_is_honoured_with_retries_on() {
     })
     .await;
     let other = Mock::start(Script::ok("never")).await;
-    let policy = policy_for(&[("first", &up, "DE", ""), ("second", &other, "FR", "")], "")
-        .replace(
-            "max_body_bytes = 4096
+    let policy = policy_for(
+        &[("first", &up, "DE", ""), ("second", &other, "FR", "")],
+        "",
+    )
+    .replace(
+        "max_body_bytes = 4096
 ",
-            "max_body_bytes = 4096
+        "max_body_bytes = 4096
 
 [settings.plan]
 retries = 1
 backoff_ms = 10
 ",
-        );
+    );
     let m = Meridian::with_policy(&policy, &[]).await;
     let started = std::time::Instant::now();
     let r = chat(&m, false, "fretry").await;
