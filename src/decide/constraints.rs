@@ -1,0 +1,171 @@
+//! Hard constraints: each set (a rule's `require`, the tenant's, anonymous access, the
+//! request's) only ever removes providers, one test kind at a time over all serving providers.
+
+use super::reasons::{Message, Reason, ReasonKind, Who};
+use crate::policy::{MaxPrice, ModelEntry, PrivacyFlags, Provider, ProviderSet, Residency};
+
+/// Providers a constraint names: the policy's own set (catalog positions), or the request's ids.
+#[derive(Clone, Copy)]
+pub(super) enum Ids<'a> {
+    Policy(&'a ProviderSet),
+    Request(&'a [String]),
+}
+
+impl Ids<'_> {
+    #[inline]
+    fn contains(&self, index: usize, p: &Provider) -> bool {
+        match self {
+            Ids::Policy(s) => s.contains(index),
+            Ids::Request(v) => v.contains(&p.id.0),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Ids::Policy(s) => s.is_empty(),
+            Ids::Request(v) => v.is_empty(),
+        }
+    }
+}
+
+/// One set of hard constraints and who imposed it (`'p`: the policy, `'f`: the request's facts).
+pub(super) struct Constraint<'p, 'f> {
+    pub(super) by: Who<'p>,
+    pub(super) residency: Option<&'p Residency>,
+    pub(super) self_hosted: bool,
+    pub(super) privacy: PrivacyFlags,
+    pub(super) allow: Option<Ids<'f>>,
+    pub(super) deny: Ids<'f>,
+    pub(super) max_price: MaxPrice,
+    /// Only providers without a `key_secret`.
+    pub(super) keyless: bool,
+}
+
+impl<'p, 'f> Constraint<'p, 'f> {
+    pub(super) fn new(by: Who<'p>) -> Self {
+        Constraint {
+            by,
+            residency: None,
+            self_hosted: false,
+            privacy: PrivacyFlags::default(),
+            allow: None,
+            deny: Ids::Request(&[]),
+            max_price: MaxPrice::default(),
+            keyless: false,
+        }
+    }
+
+    /// Whether this constraint can exclude anything at all (most rules only route).
+    pub(super) fn binds(&self) -> bool {
+        self.residency.is_some()
+            || self.self_hosted
+            || self.privacy != PrivacyFlags::default()
+            || self.allow.is_some()
+            || !self.deny.is_empty()
+            || self.max_price.is_set()
+            || self.keyless
+    }
+
+    /// Appends to `reasons[k]` a reason for every way `serving[k]` breaks this constraint.
+    ///
+    /// One pass per kind of test over all providers, so each pass is a tight, predictable loop.
+    pub(super) fn check_all(&self, serving: &[Serving<'p>], reasons: &mut [Vec<Reason<'p>>]) {
+        macro_rules! each {
+            () => {
+                serving.iter().zip(reasons.iter_mut())
+            };
+        }
+        let reason = |kind, message| Reason {
+            by: self.by,
+            kind,
+            message,
+        };
+        if let Some(r) = self.residency {
+            for ((_, p, _), out) in each!() {
+                if !p.within(&r.countries) {
+                    out.push(reason(
+                        ReasonKind::Residency,
+                        Message::Outside {
+                            location: &p.location,
+                            allowed: &r.names,
+                        },
+                    ));
+                }
+            }
+        }
+        let q = self.privacy;
+        if self.self_hosted || q.local_only || q.zdr || q.no_training || q.no_data_collection {
+            for ((_, p, _), out) in each!() {
+                if (self.self_hosted || q.local_only) && !p.self_hosted {
+                    out.push(reason(ReasonKind::Privacy, Message::NotSelfHosted));
+                }
+                if q.zdr && !p.zdr {
+                    out.push(reason(ReasonKind::Privacy, Message::NoZdr));
+                }
+                if q.no_training && p.trains_on_inputs {
+                    out.push(reason(ReasonKind::Privacy, Message::TrainsOnInputs));
+                }
+                if q.no_data_collection && p.collects_data() {
+                    out.push(reason(
+                        ReasonKind::Privacy,
+                        Message::CollectsData {
+                            retention_days: p.retention_days,
+                            trains_on_inputs: p.trains_on_inputs,
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(allow) = &self.allow {
+            for ((index, p, _), out) in each!() {
+                if !allow.contains(*index, p) {
+                    out.push(reason(ReasonKind::Scope, Message::NotAllowed));
+                }
+            }
+        }
+        if !self.deny.is_empty() {
+            for ((index, p, _), out) in each!() {
+                if self.deny.contains(*index, p) {
+                    out.push(reason(ReasonKind::Scope, Message::Denied));
+                }
+            }
+        }
+        if self.keyless {
+            for ((_, p, _), out) in each!() {
+                if p.key_secret.is_some() {
+                    out.push(reason(ReasonKind::Scope, Message::SpendsKey));
+                }
+            }
+        }
+        if self.max_price.is_set() {
+            let cap = self.max_price;
+            for ((_, _, m), out) in each!() {
+                if let Some(why) = over_price(cap.input, m.input_price, "input") {
+                    out.push(reason(ReasonKind::Price, why));
+                }
+                if let Some(why) = over_price(cap.output, m.output_price, "output") {
+                    out.push(reason(ReasonKind::Price, why));
+                }
+            }
+        }
+    }
+}
+
+/// Why a price breaks a maximum: above it, or unknown (so it cannot be proven below).
+#[inline]
+fn over_price(
+    limit: Option<f64>,
+    price: Option<f64>,
+    what: &'static str,
+) -> Option<Message<'static>> {
+    match (limit, price) {
+        (Some(limit), Some(price)) if price > limit => {
+            Some(Message::AbovePrice { what, price, limit })
+        }
+        (Some(_), None) => Some(Message::NoPrice { what }),
+        _ => None,
+    }
+}
+
+/// A provider that serves the requested model: catalog position, entry, model entry.
+pub(super) type Serving<'p> = (usize, &'p Provider, &'p ModelEntry);

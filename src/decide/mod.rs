@@ -1,0 +1,281 @@
+//! (policy, facts) → decision. Pure and deterministic: same inputs, same decision.
+//!
+//! The stages, in `decide`: match rules → gather constraints (rules, tenant or anonymous access,
+//! request) → exclude providers, keeping each reason as data (`reasons`) → order what remains
+//! (`ordering`).
+
+mod constraints;
+mod ordering;
+mod reasons;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::facts::RequestFacts;
+use crate::policy::{
+    Anonymous, Country, Plan, Policy, PrivacyFlags, ProviderId, Rule, RuleId, Sort, TenantId,
+};
+
+use constraints::{Constraint, Ids, Serving};
+use ordering::{move_to_front, sort_by, weighted_order};
+use reasons::refusal_for;
+pub use reasons::{Exclusion, Message, Reason, ReasonKind, Refusal, Who};
+
+/// A decision borrows the policy it was made from: ids, model names and locations are not copied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision<'p> {
+    pub request_id: String,
+    pub model: String,
+    pub tenant: Option<&'p TenantId>,
+    pub client_country: Country,
+    pub client_jurisdictions: Vec<&'p str>,
+    pub edge_region: Option<String>,
+    /// Privacy flags in force: request ∪ tenant floor ∪ matched rules.
+    pub privacy: Vec<&'static str>,
+    pub matched_rules: Vec<&'p RuleId>,
+    /// In the order they will be tried.
+    pub candidates: Vec<Candidate<'p>>,
+    pub excluded: Vec<Exclusion<'p>>,
+    pub plan: Plan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate<'p> {
+    pub provider: &'p ProviderId,
+    /// Index into `policy.providers`.
+    #[serde(skip)]
+    pub index: usize,
+    pub upstream_model: &'p str,
+    /// Where the provider processes data, as the policy writes it.
+    pub location: &'p str,
+    pub input_price: Option<f64>,
+    pub output_price: Option<f64>,
+}
+
+fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags) -> bool {
+    let w = &rule.when;
+    w.client_countries
+        .as_ref()
+        .is_none_or(|cs| cs.contains(facts.country))
+        && w.edge_regions.as_ref().is_none_or(|rs| {
+            facts
+                .edge_region
+                .as_ref()
+                .is_some_and(|r| rs.iter().any(|x| x == r))
+        })
+        && w.tenants
+            .as_ref()
+            .is_none_or(|ts| facts.tenant.as_ref().is_some_and(|t| ts.contains(t)))
+        && w.anonymous.is_none_or(|a| a == facts.tenant.is_none())
+        && w.models
+            .as_ref()
+            .is_none_or(|gs| gs.iter().any(|g| g.matches(&facts.model)))
+        && w.privacy.is_none_or(|need| need.satisfied_by(privacy))
+        && w.headers.iter().all(|(name, want)| {
+            facts
+                .headers
+                .iter()
+                .any(|(n, v)| n == name && want.as_ref().is_none_or(|w| w == v))
+        })
+        && w.stream.is_none_or(|s| s == facts.stream)
+        && w.endpoints
+            .as_ref()
+            .is_none_or(|es| es.iter().any(|e| e == facts.endpoint.name()))
+        && w.edge_verified
+            .is_none_or(|want| facts.location.edge.verified() == Some(want))
+}
+
+/// Decides where a request may go and in which order to try.
+pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
+    let tenant = facts
+        .tenant
+        .as_ref()
+        .and_then(|t| policy.tenant(t.as_str()));
+    let tenant_privacy = tenant.map(|t| t.privacy).unwrap_or_default();
+    let base_privacy = facts.privacy.union(tenant_privacy);
+
+    let mut matched: Vec<&'p Rule> = Vec::with_capacity(policy.rules.len());
+    matched.extend(
+        policy
+            .rules
+            .iter()
+            .filter(|r| rule_matches(r, facts, base_privacy)),
+    );
+
+    let mut plan = policy.settings.plan.clone();
+    let mut taken = BTreeSet::new();
+    for r in &matched {
+        r.plan.apply(&mut plan, &mut taken);
+    }
+
+    let mut decision = Decision {
+        request_id: facts.request_id.clone(),
+        model: facts.model.clone(),
+        tenant: tenant.map(|t| &t.id),
+        client_country: facts.country,
+        client_jurisdictions: policy.jurisdictions_of(facts.country),
+        edge_region: facts.edge_region.clone(),
+        privacy: Vec::new(),
+        matched_rules: matched.iter().map(|r| &r.id).collect(),
+        candidates: Vec::new(),
+        excluded: Vec::new(),
+        plan,
+        refusal: None,
+    };
+
+    // Constraints: every matched rule, the tenant, the request. All must hold (intersection).
+    let mut constraints: Vec<Constraint> = Vec::with_capacity(matched.len() + 2);
+    constraints.extend(matched.iter().map(|r| {
+        let q = &r.require;
+        Constraint {
+            residency: q.jurisdiction.as_ref(),
+            self_hosted: q.self_hosted,
+            privacy: q.privacy,
+            allow: q.providers.as_ref().map(Ids::Policy),
+            deny: Ids::Policy(&q.deny),
+            max_price: q.max_price,
+            ..Constraint::new(Who::Rule(&r.id))
+        }
+    }));
+    if let Some(t) = tenant {
+        constraints.push(Constraint {
+            residency: t.jurisdictions.as_ref(),
+            privacy: t.privacy,
+            ..Constraint::new(Who::Tenant(&t.id))
+        });
+    }
+    if tenant.is_none() && policy.settings.anonymous != Anonymous::Paid {
+        constraints.push(Constraint {
+            keyless: true,
+            ..Constraint::new(Who::Anonymous)
+        });
+    }
+    let prefs = &facts.prefs;
+    constraints.push(Constraint {
+        privacy: facts.privacy,
+        allow: prefs.only.as_deref().map(Ids::Request),
+        deny: Ids::Request(&prefs.ignore),
+        max_price: prefs.max_price,
+        ..Constraint::new(Who::Request)
+    });
+    decision.privacy = constraints
+        .iter()
+        .fold(PrivacyFlags::default(), |acc, c| {
+            let mut p = c.privacy;
+            p.local_only |= c.self_hosted;
+            acc.union(p)
+        })
+        .names();
+
+    if let Some(t) = tenant {
+        if !t.models.is_empty() && !t.models.iter().any(|g| g.matches(&facts.model)) {
+            decision.refusal = Some(Refusal {
+                status: 403,
+                code: "model_not_allowed",
+                message: format!(
+                    "tenant `{}` may not use model `{}`; allowed: {}",
+                    t.id,
+                    facts.model,
+                    t.models
+                        .iter()
+                        .map(|g| format!("`{}`", g.text))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+            return decision;
+        }
+    }
+
+    let mut serving: Vec<Serving> = Vec::with_capacity(policy.providers.len());
+    serving.extend(
+        policy
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.models.get(&facts.model).map(|m| (i, p, m))),
+    );
+    if serving.is_empty() {
+        let names = policy.model_names();
+        let hint = crate::policy::did_you_mean(&facts.model, names.iter().copied())
+            .map(|m| format!(" Did you mean `{m}`?"))
+            .unwrap_or_default();
+        decision.refusal = Some(Refusal {
+            status: 404,
+            code: "model_not_found",
+            message: format!(
+                "The model `{}` does not exist or no provider in this policy serves it.{hint} See GET /v1/models.",
+                facts.model
+            ),
+        });
+        return decision;
+    }
+
+    // Reasons per serving provider, in constraint order. Constraints that cannot exclude anything
+    // (most rules only route) are skipped; the privacy in force was taken from them above.
+    let mut reasons: Vec<Vec<Reason>> = Vec::with_capacity(serving.len());
+    reasons.resize_with(serving.len(), Vec::new);
+    for c in constraints.iter().filter(|c| c.binds()) {
+        c.check_all(&serving, &mut reasons);
+    }
+    let mut allowed = Vec::with_capacity(serving.len());
+    for ((index, p, m), reasons) in serving.into_iter().zip(reasons) {
+        if reasons.is_empty() {
+            allowed.push(Candidate {
+                provider: &p.id,
+                index,
+                upstream_model: &m.upstream,
+                location: &p.location,
+                input_price: m.input_price,
+                output_price: m.output_price,
+            });
+        } else {
+            decision.excluded.push(Exclusion {
+                provider: &p.id,
+                reasons,
+            });
+        }
+    }
+
+    if allowed.is_empty() {
+        decision.refusal = Some(refusal_for(&decision, &facts.model));
+        return decision;
+    }
+
+    // Preferences: the first matched rule that states any; the request's own override it.
+    let rule_pref = matched.iter().map(|r| &r.prefer).find(|p| !p.is_empty());
+    let sort = prefs.sort.or(rule_pref.and_then(|p| p.sort));
+    if let Some(s) = sort {
+        sort_by(&mut allowed, s, policy);
+    }
+    let rule_weights: BTreeMap<&str, u32> = rule_pref
+        .map(|p| p.weights.iter().map(|(k, v)| (k.as_str(), *v)).collect())
+        .unwrap_or_default();
+    if sort == Some(Sort::Weighted) || !rule_weights.is_empty() {
+        let weight = |c: &Candidate| {
+            rule_weights.get(c.provider.as_str()).copied().unwrap_or(
+                if sort == Some(Sort::Weighted) {
+                    policy.providers[c.index].weight
+                } else {
+                    0
+                },
+            )
+        };
+        allowed = weighted_order(allowed, weight, &facts.request_id);
+    }
+    if let Some(p) = rule_pref {
+        move_to_front(&mut allowed, p.order.iter().map(ProviderId::as_str));
+    }
+    move_to_front(&mut allowed, prefs.order.iter().map(String::as_str));
+    if !prefs.allow_fallbacks {
+        allowed.truncate(1);
+    }
+    decision.candidates = allowed;
+    decision
+}
+
+#[cfg(test)]
+mod tests;

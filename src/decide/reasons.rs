@@ -1,0 +1,191 @@
+//! Why providers are excluded and why a request is refused: kept as data while deciding,
+//! rendered (text or JSON) only where shown.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::Decision;
+use crate::policy::{ProviderId, RuleId, TenantId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonKind {
+    Residency,
+    Privacy,
+    Scope,
+    Price,
+}
+
+/// Why one constraint excludes one provider. Kept as data and rendered only when shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reason<'p> {
+    /// What imposed the constraint: shown as "rule `x`", "tenant `y`" or "request".
+    pub by: Who<'p>,
+    pub kind: ReasonKind,
+    pub message: Message<'p>,
+}
+
+/// Who imposed a constraint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Who<'p> {
+    Rule(&'p RuleId),
+    Tenant(&'p TenantId),
+    Request,
+    /// The policy's `allow_anonymous`, for a caller without a tenant key.
+    Anonymous,
+}
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Who::Rule(id) => write!(f, "rule `{id}`"),
+            Who::Tenant(id) => write!(f, "tenant `{id}`"),
+            Who::Request => f.write_str("request"),
+            Who::Anonymous => f.write_str("anonymous access"),
+        }
+    }
+}
+
+/// What is wrong with the provider, in words when displayed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Message<'p> {
+    Outside {
+        location: &'p str,
+        allowed: &'p [String],
+    },
+    NotSelfHosted,
+    NoZdr,
+    TrainsOnInputs,
+    CollectsData {
+        retention_days: u32,
+        trains_on_inputs: bool,
+    },
+    NotAllowed,
+    Denied,
+    /// Anonymous callers may not spend the operator's key for this provider.
+    SpendsKey,
+    AbovePrice {
+        what: &'static str,
+        price: f64,
+        limit: f64,
+    },
+    NoPrice {
+        what: &'static str,
+    },
+}
+
+impl fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Message::Outside { location, allowed } => write!(
+                f,
+                "processes data in `{location}`, outside the allowed `{}`",
+                allowed.join(", ")
+            ),
+            Message::NotSelfHosted => f.write_str("is not self-hosted (local-only)"),
+            Message::NoZdr => f.write_str("does not offer zero data retention"),
+            Message::TrainsOnInputs => f.write_str("may train on inputs"),
+            Message::CollectsData {
+                retention_days,
+                trains_on_inputs,
+            } => write!(
+                f,
+                "collects data (retention {retention_days} days, trains on inputs: {trains_on_inputs})"
+            ),
+            Message::NotAllowed => f.write_str("is not in the allowed providers"),
+            Message::Denied => f.write_str("is denied"),
+            Message::SpendsKey => f.write_str(
+                "needs the operator's provider key, which callers without a tenant key may not spend (send a tenant key; the policy can allow this with `allow_anonymous = \"paid\"`)",
+            ),
+            Message::AbovePrice { what, price, limit } => write!(
+                f,
+                "{what} price {price} USD/M tokens is above the maximum {limit}"
+            ),
+            Message::NoPrice { what } => write!(
+                f,
+                "has no {what} price, so the maximum price cannot be proven"
+            ),
+        }
+    }
+}
+
+/// `{"by": "rule `x`", "kind": "residency", "message": "..."}`.
+impl Serialize for Reason<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Reason", 3)?;
+        st.serialize_field("by", &Shown(&self.by))?;
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("message", &Shown(&self.message))?;
+        st.end()
+    }
+}
+
+/// "rule `x` is denied": who imposed the constraint, then what is wrong.
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.by, self.message)
+    }
+}
+
+/// Serializes a value as its Display text.
+struct Shown<'a, T>(&'a T);
+
+impl<T: fmt::Display> Serialize for Shown<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exclusion<'p> {
+    pub provider: &'p ProviderId,
+    pub reasons: Vec<Reason<'p>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub(super) fn refusal_for(d: &Decision, model: &str) -> Refusal {
+    let residency_only = d
+        .excluded
+        .iter()
+        .any(|e| e.reasons.iter().all(|r| r.kind == ReasonKind::Residency));
+    let details = d
+        .excluded
+        .iter()
+        .map(|e| {
+            let why = e
+                .reasons
+                .iter()
+                .map(Reason::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            format!("`{}`: {why}", e.provider)
+        })
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if residency_only {
+        Refusal {
+            status: 451,
+            code: "residency_violation",
+            message: format!(
+                "No provider allowed for a client in `{}` may serve `{model}`: the policy forbids sending this request where the remaining providers process data. Excluded: {details}",
+                d.client_country
+            ),
+        }
+    } else {
+        Refusal {
+            status: 403,
+            code: "no_allowed_provider",
+            message: format!(
+                "No provider meets this request's privacy and scope requirements for `{model}`. Excluded: {details}"
+            ),
+        }
+    }
+}
