@@ -1,0 +1,338 @@
+//! Text → validated [`Policy`], collecting every problem with its position. One module per
+//! policy section; shared reference checks here.
+
+mod cases;
+mod jurisdictions;
+mod plan;
+mod providers;
+mod rules;
+mod settings;
+mod tenants;
+
+use cases::read_tests;
+use jurisdictions::read_jurisdictions;
+use plan::read_plan;
+use providers::read_providers;
+use rules::{read_rules, warn_unknown_country};
+use settings::read_settings;
+use tenants::read_tenants;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+use toml_edit::{ImDocument, Item, Value};
+
+use crate::diag::{suggest, PolicyErrors, Sink};
+use crate::jurisdictions::builtins;
+use crate::model::*;
+use crate::reader::{Obj, Sp};
+
+pub const TOP_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "revision",
+    "settings",
+    "jurisdictions",
+    "providers",
+    "tenants",
+    "rules",
+    "test",
+];
+pub const SETTINGS_KEYS: &[&str] = &[
+    "client",
+    "trusted_country_headers",
+    "max_body_bytes",
+    "allow_anonymous",
+    "expose_ratelimit_headers",
+    "plan",
+];
+pub const CLIENT_KEYS: &[&str] = &[
+    "platform",
+    "country_header",
+    "address_header",
+    "edge_secret",
+];
+pub const EDGE_SECRET_KEYS: &[&str] = &["header", "secret"];
+pub const PROVIDER_KEYS: &[&str] = &[
+    "id",
+    "kind",
+    "base_url",
+    "key_secret",
+    "location",
+    "retention_days",
+    "trains_on_inputs",
+    "zdr",
+    "self_hosted",
+    "models",
+    "latency_ms",
+    "weight",
+];
+pub const MODEL_KEYS: &[&str] = &["id", "input_price", "output_price"];
+pub const TENANT_KEYS: &[&str] = &[
+    "id",
+    "keys",
+    "models",
+    "jurisdictions",
+    "privacy",
+    "origins",
+    "max_tokens",
+];
+pub const RULE_KEYS: &[&str] = &["id", "when", "require", "prefer", "plan"];
+pub const WHEN_KEYS: &[&str] = &[
+    "client_country",
+    "client_jurisdiction",
+    "edge_region",
+    "tenant",
+    "anonymous",
+    "model",
+    "privacy",
+    "header",
+    "stream",
+    "endpoint",
+    "edge_verified",
+];
+pub const REQUIRE_KEYS: &[&str] = &[
+    "jurisdiction",
+    "self_hosted",
+    "privacy",
+    "providers",
+    "deny",
+    "max_price",
+];
+pub const PRICE_KEYS: &[&str] = &["input", "output"];
+pub const PREFER_KEYS: &[&str] = &["order", "sort", "weights"];
+pub const PLAN_KEYS: &[&str] = &[
+    "attempt_timeout_ms",
+    "first_byte_timeout_ms",
+    "idle_timeout_ms",
+    "deadline_ms",
+    "stream_deadline_ms",
+    "retries",
+    "backoff_ms",
+    "fallback_on",
+    "hedge_after_ms",
+];
+pub const TEST_KEYS: &[&str] = &[
+    "name",
+    "model",
+    "country",
+    "edge_region",
+    "tenant",
+    "privacy",
+    "stream",
+    "headers",
+    "provider",
+    "request_id",
+    "expect",
+    "expect_first",
+    "expect_status",
+];
+pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings"];
+const KINDS: &[&str] = &["openai"];
+const SORTS: &[&str] = &["price", "latency", "weighted"];
+const FALLBACK_WORDS: &[&str] = &["connect", "timeout", "malformed"];
+
+/// Parses and validates a policy. `origin` names the text in messages (a path, or `<embedded>`).
+pub fn load(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
+    let mut sink = Sink::new(text);
+    let policy = match ImDocument::parse(text) {
+        Ok(doc) => build(&mut sink, doc.as_table(), text),
+        Err(e) => {
+            let help = "check the TOML syntax at this place".to_string();
+            sink.error_help(
+                e.span().as_ref(),
+                format!(
+                    "invalid TOML: {}",
+                    e.message().trim().lines().collect::<Vec<_>>().join("; ")
+                ),
+                help,
+            );
+            None
+        }
+    };
+    match policy {
+        Some(mut p) if sink.diagnostics.is_empty() => {
+            p.warnings = sink.warnings;
+            p.warnings.sort_by_key(|d| (d.line, d.column));
+            Ok(p)
+        }
+        _ => {
+            let mut diagnostics = sink.diagnostics;
+            diagnostics.sort_by_key(|d| (d.line, d.column));
+            Err(PolicyErrors {
+                origin: origin.to_string(),
+                diagnostics,
+            })
+        }
+    }
+}
+
+struct Ctx {
+    jurisdictions: BTreeMap<String, CountrySet>,
+    provider_ids: Vec<String>,
+    tenant_ids: Vec<String>,
+    models: BTreeSet<String>,
+    /// Whether `settings.client.edge_secret` is set (`when.edge_verified` needs it).
+    edge_secret: bool,
+}
+
+fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy> {
+    let top = Obj::root(root);
+    top.deny_unknown(sink, TOP_KEYS);
+
+    match top.int(sink, "version") {
+        None if top.key_span("version").is_none() || root.get("version").is_none() => {
+            sink.error_help(
+                Some(&(0..0)),
+                "the policy is missing the required key `version`",
+                format!("add `version = {FORMAT_VERSION}` at the top of the file"),
+            );
+        }
+        Some(v) if v.value != FORMAT_VERSION => sink.error_help(
+            v.span.as_ref(),
+            format!("unsupported policy format version `{}`", v.value),
+            format!("this build of Meridian reads `version = {FORMAT_VERSION}`"),
+        ),
+        _ => {}
+    }
+    let name = top
+        .str(sink, "name")
+        .map_or_else(|| "policy".into(), |s| s.value);
+    let revision = top
+        .str(sink, "revision")
+        .map_or_else(|| "0".into(), |s| s.value);
+
+    let jurisdictions = read_jurisdictions(sink, &top);
+    let mut cx = Ctx {
+        jurisdictions,
+        provider_ids: Vec::new(),
+        tenant_ids: Vec::new(),
+        models: BTreeSet::new(),
+        edge_secret: false,
+    };
+    let settings = read_settings(sink, &top);
+    cx.edge_secret = settings
+        .as_ref()
+        .is_some_and(|s| s.client.edge_secret.is_some());
+    let providers = read_providers(sink, &top, &mut cx);
+    let tenants = read_tenants(sink, &top, &mut cx);
+    let rules = read_rules(sink, &top, &cx);
+    // A request carries a country only through the deployment's location source.
+    let countries_deliverable = settings.as_ref().is_none_or(|s| s.client.can_locate());
+    let tests = read_tests(sink, &top, &cx, countries_deliverable);
+    warn_unknown_country(sink, &top, &rules);
+
+    let digest = hex::encode(Sha256::digest(text.as_bytes()));
+    Some(Policy {
+        name,
+        revision,
+        digest: digest[..12].to_string(),
+        settings: settings?,
+        jurisdictions: cx.jurisdictions,
+        providers,
+        tenants,
+        rules,
+        tests,
+        warnings: Vec::new(),
+    })
+}
+
+fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn bad_id_message(what: &str, id: &str) -> String {
+    format!("{what} id `{id}` must be 1 to 64 letters, digits, `-`, `_` or `.`")
+}
+
+fn resolve_residency(sink: &mut Sink, cx: &Ctx, names: &[Sp<String>]) -> Residency {
+    let mut countries = CountrySet::new();
+    for n in names {
+        if let Some(cs) = cx.jurisdictions.get(&n.value) {
+            countries.union_with(cs);
+        } else if let Some(c) = Country::parse(&n.value) {
+            countries.insert(c);
+        } else {
+            let known: Vec<&str> = cx.jurisdictions.keys().map(String::as_str).collect();
+            sink.error_help(
+                n.span.as_ref(),
+                format!("unknown jurisdiction `{}`", n.value),
+                format!(
+                    "{}; or a country code such as `DE`",
+                    suggest(&n.value, &known)
+                ),
+            );
+        }
+    }
+    Residency {
+        names: names.iter().map(|n| n.value.clone()).collect(),
+        countries,
+    }
+}
+
+fn read_privacy(sink: &mut Sink, list: Option<Vec<Sp<String>>>) -> PrivacyFlags {
+    let mut flags = PrivacyFlags::default();
+    for f in list.unwrap_or_default() {
+        if !flags.set(&f.value) {
+            sink.error_help(
+                f.span.as_ref(),
+                format!("unknown privacy flag `{}`", f.value),
+                suggest(&f.value, PRIVACY_FLAG_NAMES),
+            );
+        }
+    }
+    flags
+}
+
+fn check_model_globs(sink: &mut Sink, cx: &Ctx, globs: &[Sp<String>]) -> Vec<Glob> {
+    globs
+        .iter()
+        .map(|g| {
+            let glob = Glob::new(&g.value);
+            if !cx.models.iter().any(|m| glob.matches(m)) {
+                let known: Vec<&str> = cx.models.iter().map(String::as_str).collect();
+                sink.error_help(
+                    g.span.as_ref(),
+                    format!("no provider serves a model matching `{}`", g.value),
+                    suggest(&g.value, &known),
+                );
+            }
+            glob
+        })
+        .collect()
+}
+
+/// The position of `id` among the `known` ids of a kind (`what`: "provider", "tenant"); an
+/// unknown id is reported with a "did you mean".
+fn find_ref(sink: &mut Sink, known: &[String], what: &str, id: &Sp<String>) -> Option<usize> {
+    let at = known.iter().position(|k| *k == id.value);
+    if at.is_none() {
+        let names: Vec<&str> = known.iter().map(String::as_str).collect();
+        sink.error_help(
+            id.span.as_ref(),
+            format!("unknown {what} `{}`", id.value),
+            suggest(&id.value, &names),
+        );
+    }
+    at
+}
+
+fn check_provider_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> ProviderId {
+    find_ref(sink, &cx.provider_ids, "provider", id);
+    ProviderId(id.value.clone())
+}
+
+/// Provider ids → their catalog positions; unknown ids are reported (and left out).
+fn provider_set(sink: &mut Sink, cx: &Ctx, ids: &[Sp<String>]) -> ProviderSet {
+    ids.iter()
+        .filter_map(|id| find_ref(sink, &cx.provider_ids, "provider", id))
+        .collect()
+}
+
+fn check_tenant_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> TenantId {
+    find_ref(sink, &cx.tenant_ids, "tenant", id);
+    TenantId(id.value.clone())
+}

@@ -1,0 +1,190 @@
+//! `[[providers]]`: the catalog, its locations and model maps.
+
+use super::*;
+
+pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Provider> {
+    let mut out = Vec::new();
+    let tables = top.tables(sink, "providers");
+    if tables.is_empty() && top.key_span("providers").is_some() {
+        // An empty catalog is legal but serves nothing; nothing to add.
+    }
+    for t in tables {
+        t.deny_unknown(sink, PROVIDER_KEYS);
+        let id = t.req_str(sink, "id");
+        if let Some(id) = &id {
+            if !is_id(&id.value) {
+                sink.error(id.span.as_ref(), bad_id_message("provider", &id.value));
+            } else if cx.provider_ids.contains(&id.value) {
+                sink.error_help(
+                    id.span.as_ref(),
+                    format!("duplicate provider id `{}`", id.value),
+                    "each provider needs its own id",
+                );
+            }
+        }
+        let kind = match t.str(sink, "kind") {
+            None => Some(WireKind::OpenAi),
+            Some(k) => match k.value.as_str() {
+                "openai" => Some(WireKind::OpenAi),
+                "anthropic" => {
+                    sink.error_help(
+                        k.span.as_ref(),
+                        "provider kind `anthropic` is not supported by this build yet",
+                        "use an OpenAI-compatible endpoint (`kind = \"openai\"`), e.g. through your own translation proxy",
+                    );
+                    None
+                }
+                other => {
+                    sink.error_help(
+                        k.span.as_ref(),
+                        format!("unknown provider kind `{other}`"),
+                        suggest(other, KINDS),
+                    );
+                    None
+                }
+            },
+        };
+        let base_url = t
+            .req_str(sink, "base_url")
+            .and_then(|u| match url::Url::parse(&u.value) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    if url.query().is_some() || url.fragment().is_some() {
+                        sink.error(
+                            u.span.as_ref(),
+                            "`base_url` must not have a query or fragment",
+                        );
+                        None
+                    } else {
+                        Some(BaseUrl::new(&url))
+                    }
+                }
+                Ok(_) => {
+                    sink.error_help(
+                        u.span.as_ref(),
+                        format!(
+                            "`base_url` `{}` must be an http or https URL with a host",
+                            u.value
+                        ),
+                        "e.g. `https://api.openai.com/v1`",
+                    );
+                    None
+                }
+                Err(e) => {
+                    sink.error(
+                        u.span.as_ref(),
+                        format!("`base_url` `{}` is not a URL: {e}", u.value),
+                    );
+                    None
+                }
+            });
+        let key_secret = t.str(sink, "key_secret").and_then(|k| {
+            let ok = !k.value.is_empty()
+                && k.value.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.value
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if ok {
+                Some(k.value)
+            } else {
+                sink.error_help(
+                    k.span.as_ref(),
+                    format!("`key_secret` `{}` is not a valid Spin variable name", k.value),
+                    "use lower case letters, digits and `_`, starting with a letter, e.g. `openai_api_key`",
+                );
+                None
+            }
+        });
+        let location = t.req_str(sink, "location");
+        let countries = location
+            .as_ref()
+            .map(|l| resolve_residency(sink, cx, std::slice::from_ref(l)).countries);
+        let models = read_models(sink, &t, cx);
+        let weight = t.uint(sink, "weight").unwrap_or(1);
+        let latency = t.uint(sink, "latency_ms");
+        let retention = t.uint(sink, "retention_days").unwrap_or(30);
+        let trains_on_inputs = t.bool(sink, "trains_on_inputs").unwrap_or(false);
+        let zdr = t.bool(sink, "zdr").unwrap_or(false);
+        let self_hosted = t.bool(sink, "self_hosted").unwrap_or(false);
+        if let Some(id) = &id {
+            cx.provider_ids.push(id.value.clone());
+        }
+        let (Some(id), Some(kind), Some(base_url), Some(location), Some(countries)) =
+            (id, kind, base_url, location, countries)
+        else {
+            continue;
+        };
+        out.push(Provider {
+            id: ProviderId(id.value),
+            kind,
+            base_url,
+            key_secret,
+            location: location.value,
+            single_country: match (countries.len(), countries.iter().next()) {
+                (1, Some(c)) => Some(c),
+                _ => None,
+            },
+            countries,
+            retention_days: u32::try_from(retention).unwrap_or(u32::MAX),
+            trains_on_inputs,
+            zdr,
+            self_hosted,
+            models,
+            latency_ms: latency.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        });
+    }
+    out
+}
+
+pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<String, ModelEntry> {
+    let mut models = BTreeMap::new();
+    let Some(m) = t.table(sink, "models") else {
+        if t.key_span("models").is_some() && t.span.is_some() {
+            // mistyped: already reported by `table`
+        } else {
+            t_missing_models(sink, t);
+        }
+        return models;
+    };
+    for (name, item) in m.entries() {
+        let entry = if let Some(s) = item.as_str() {
+            Some(ModelEntry {
+                upstream: s.to_string(),
+                input_price: None,
+                output_price: None,
+            })
+        } else if item.is_table_like() {
+            m.table(sink, &name.value).map(|e| {
+                e.deny_unknown(sink, MODEL_KEYS);
+                let upstream = e
+                    .str(sink, "id")
+                    .map_or_else(|| name.value.clone(), |s| s.value);
+                ModelEntry {
+                    upstream,
+                    input_price: e.number(sink, "input_price").map(|v| v.value),
+                    output_price: e.number(sink, "output_price").map(|v| v.value),
+                }
+            })
+        } else {
+            sink.error_help(
+                name.span.as_ref(),
+                format!("model `{}` must be a string or a table", name.value),
+                "e.g. `\"gpt-4o-mini\" = \"gpt-4o-mini-2024-07-18\"` or `{ id = \"…\", input_price = 0.15, output_price = 0.6 }`",
+            );
+            None
+        };
+        if let Some(e) = entry {
+            cx.models.insert(name.value.clone());
+            models.insert(name.value, e);
+        }
+    }
+    models
+}
+
+pub(super) fn t_missing_models(sink: &mut Sink, t: &Obj) {
+    sink.error_help(
+        t.span.as_ref(),
+        format!("`{}` is missing the required key `models`", t.path),
+        "add `models = { \"public-name\" = \"provider-model-id\" }`",
+    );
+}
