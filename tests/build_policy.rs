@@ -9,31 +9,11 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::Duration;
 
 use support::{json_of, list_ids, Meridian};
 
 async fn build_with(policy: &str) -> (Output, PathBuf) {
-    let root = support::meridian::root();
-    let target = root.join("target/custom-policy");
-    let mut cmd = tokio::process::Command::new(env!("CARGO"));
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "--target",
-            "wasm32-wasip2",
-            "--release",
-            "--locked",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .env("MERIDIAN_POLICY", policy)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(1800), cmd.output())
-        .await
-        .expect("the build finished within 30 minutes")
-        .expect("cargo runs");
-    (out, target.join("wasm32-wasip2/release/meridian.wasm"))
+    support::meridian::build_component("custom-policy", &[("MERIDIAN_POLICY", policy)]).await
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use support::{Meridian, Mock, Script};
 
@@ -265,34 +264,14 @@ async fn build_with_table() -> PathBuf {
         String::from_utf8_lossy(&dir.stderr)
     );
     let dir = String::from_utf8_lossy(&dir.stdout).trim().to_string();
-    let target = root.join("target/geoip");
-    let out = tokio::time::timeout(
-        Duration::from_secs(1800),
-        tokio::process::Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args([
-                "build",
-                "--target",
-                "wasm32-wasip2",
-                "--release",
-                "--locked",
-            ])
-            .arg("--target-dir")
-            .arg(&target)
-            .env("MERIDIAN_GEOIP", &dir)
-            .env_remove("MERIDIAN_POLICY")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the build finished within 30 minutes")
-    .expect("cargo runs");
+    let (out, wasm) =
+        support::meridian::build_component("geoip", &[("MERIDIAN_GEOIP", dir.as_str())]).await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    target.join("wasm32-wasip2/release/meridian.wasm")
+    wasm
 }
 
 #[tokio::test]

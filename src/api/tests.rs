@@ -1,8 +1,6 @@
 //! Whole requests through `serve`, natively: the scripted transport plays the providers on a
 //! paused clock, so every route, status, CORS case and fault is checked without Wasm or sockets.
 
-use tokio::time::{sleep, Duration};
-
 use super::*;
 use crate::forward::Failure;
 use crate::policy::{self, Policy};
@@ -130,6 +128,11 @@ async fn call_env(
         body,
         record: reply.record,
     }
+}
+
+/// `POST /v1/chat/completions`.
+async fn chat(p: &Policy, t: &Fake, headers: &[(&str, &str)], body: &str) -> Answer {
+    call(p, t, "POST", "/v1/chat/completions", headers, body).await
 }
 
 async fn call(
@@ -272,11 +275,9 @@ async fn every_route_and_status_carries_the_audit_headers_that_apply() {
     assert_eq!((a.status, a.body.len()), (200, 0));
     // A chat answer names the tenant, the client's country and the serving provider.
     let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[JSON, ("cf-ipcountry", "DE"), ("x-request-id", "mine-1")],
         CHAT,
     )
@@ -315,7 +316,7 @@ async fn cors_for_allowed_unknown_and_missing_origins() {
         ("authorization", "Bearer pk-web"),
         ("origin", "https://app.example"),
     ];
-    let a = call(&p, &t, "POST", "/v1/chat/completions", &web, CHAT).await;
+    let a = chat(&p, &t, &web, CHAT).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(
         a.header("access-control-allow-origin"),
@@ -330,7 +331,7 @@ async fn cors_for_allowed_unknown_and_missing_origins() {
         if let Some(o) = origin {
             h.push(("origin", o));
         }
-        let a = call(&p, &t, "POST", "/v1/chat/completions", &h, CHAT).await;
+        let a = chat(&p, &t, &h, CHAT).await;
         assert_eq!(a.status, 403, "{origin:?}");
         assert_eq!(a.header("access-control-allow-origin"), None);
         assert_eq!(a.header("vary"), Some("Origin"));
@@ -382,26 +383,16 @@ async fn bodies_must_be_json_and_fit() {
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
     ] {
-        let a = call(
-            &p,
-            &t,
-            "POST",
-            "/v1/chat/completions",
-            &[("content-type", ct)],
-            CHAT,
-        )
-        .await;
+        let a = chat(&p, &t, &[("content-type", ct)], CHAT).await;
         assert_eq!(
             (a.status, a.code().as_str()),
             (415, "unsupported_media_type"),
             "{ct}"
         );
     }
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[("content-type", "Application/JSON; charset=utf-8")],
         "[]",
     )
@@ -413,19 +404,17 @@ async fn bodies_must_be_json_and_fit() {
     );
     // Larger than the limit without saying so: 413 all the same.
     let big = format!(r#"{{"model":"chat-model","pad":"{}"}}"#, "x".repeat(3000));
-    let a = call(&p, &t, "POST", "/v1/chat/completions", &[JSON], &big).await;
+    let a = chat(&p, &t, &[JSON], &big).await;
     assert_eq!((a.status, a.code().as_str()), (413, "request_too_large"));
     // A model name past 256 bytes is refused before any lookup.
     let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(257));
-    let a = call(&p, &t, "POST", "/v1/chat/completions", &[JSON], &long).await;
+    let a = chat(&p, &t, &[JSON], &long).await;
     assert_eq!((a.status, a.code().as_str()), (400, "invalid_model"));
     assert_eq!(a.record.model, None);
     // Sort values the decision does not implement are refused, not treated as another.
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[JSON],
         &chat_body(r#","provider":{"sort":"throughput"}"#),
     )
@@ -454,28 +443,12 @@ async fn the_tenant_token_cap_counts_every_completion() {
         (r#","n":0"#, 400),
     ] {
         let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
-        let a = call(
-            &p,
-            &t,
-            "POST",
-            "/v1/chat/completions",
-            &web,
-            &chat_body(extra),
-        )
-        .await;
+        let a = chat(&p, &t, &web, &chat_body(extra)).await;
         assert_eq!(a.status, want, "{extra}: {}", a.text());
     }
     // Absent: set so that all completions together fit the cap.
     let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
-    let a = call(
-        &p,
-        &t,
-        "POST",
-        "/v1/chat/completions",
-        &web,
-        &chat_body(r#","n":4"#),
-    )
-    .await;
+    let a = chat(&p, &t, &web, &chat_body(r#","n":4"#)).await;
     assert_eq!(a.status, 200);
     let sent: serde_json::Value = serde_json::from_slice(&t.requests.borrow()[0].body).unwrap();
     assert_eq!(sent["max_tokens"], 25);
@@ -533,11 +506,9 @@ async fn models_lists_exactly_what_the_caller_could_be_served() {
         serde_json::json!(["alpha"])
     );
     // And a request for the unlisted model is indeed refused (451: residency alone).
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[JSON, ("authorization", "Bearer sk-eu")],
         r#"{"model":"us-model"}"#,
     )
@@ -594,31 +565,25 @@ async fn refusals_and_exhaustion_have_their_exact_codes() {
     let p = load("[[rules]]\nid = \"eu\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n");
     let acme = ("authorization", "Bearer sk-acme");
     let t = no_script();
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[JSON, acme, ("cf-ipcountry", "FR")],
         r#"{"model":"us-model"}"#,
     )
     .await;
     assert_eq!((a.status, a.code().as_str()), (451, "residency_violation"));
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[JSON, acme, ("x-meridian-privacy", "local-only")],
         CHAT,
     )
     .await;
     assert_eq!((a.status, a.code().as_str()), (403, "no_allowed_provider"));
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[JSON, ("authorization", "Bearer nope")],
         r#"{"model":"us-model"}"#,
     )
@@ -641,7 +606,7 @@ async fn refusals_and_exhaustion_have_their_exact_codes() {
             }],
         ),
     ]);
-    let a = call(&p, &t, "POST", "/v1/chat/completions", &[JSON, acme], CHAT).await;
+    let a = chat(&p, &t, &[JSON, acme], CHAT).await;
     assert_eq!((a.status, a.code().as_str()), (502, "upstream_unavailable"));
     assert_eq!(
         a.header("x-meridian-failures"),
@@ -654,15 +619,7 @@ async fn refusals_and_exhaustion_have_their_exact_codes() {
             failure: Failure::Connect("x".into()),
         }],
     )]);
-    let a = call(
-        &p,
-        &t,
-        "POST",
-        "/v1/chat/completions",
-        &[JSON, ("cf-ipcountry", "DE")],
-        CHAT,
-    )
-    .await;
+    let a = chat(&p, &t, &[JSON, ("cf-ipcountry", "DE")], CHAT).await;
     assert_eq!((a.status, a.code().as_str()), (504, "upstream_timeout"));
 }
 
@@ -738,7 +695,7 @@ async fn streams_are_truthful_to_the_end() {
                 ("cf-ipcountry", "DE"),
                 ("authorization", "Bearer sk-acme"),
             ];
-            let a = call(p, &t, "POST", "/v1/chat/completions", &h, &body).await;
+            let a = chat(p, &t, &h, &body).await;
             (a, t)
         }
     };
@@ -813,11 +770,9 @@ async fn the_stream_deadline_ends_a_stream_that_runs_too_long() {
         .chain(std::iter::repeat_n((300, EV2), 10))
         .collect();
     let t = Fake::new(vec![("alpha", vec![sse(&chunks)])]);
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[JSON, ("cf-ipcountry", "DE")],
         &chat_body(r#","stream":true"#),
     )
@@ -848,11 +803,9 @@ async fn hedging_starts_the_backup_only_while_no_headers_have_come() {
         )],
     };
     let t = Fake::new(vec![("alpha", vec![slow_body]), ("beta", vec![ok_json(0)])]);
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[
             JSON,
             ("authorization", "Bearer sk-acme"),
@@ -869,11 +822,9 @@ async fn hedging_starts_the_backup_only_while_no_headers_have_come() {
         ("alpha", vec![ok_json(400)]),
         ("beta", vec![ok_json(10)]),
     ]);
-    let a = call(
+    let a = chat(
         &p,
         &t,
-        "POST",
-        "/v1/chat/completions",
         &[
             JSON,
             ("authorization", "Bearer sk-acme"),
@@ -885,7 +836,6 @@ async fn hedging_starts_the_backup_only_while_no_headers_have_come() {
     assert_eq!(a.header("x-meridian-provider"), Some("beta"));
     assert_eq!(a.header("x-meridian-hedged"), Some("true"));
     assert_eq!(t.dropped.borrow().as_slice(), ["alpha"]);
-    sleep(Duration::from_millis(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -894,15 +844,7 @@ async fn retry_after_in_both_forms_with_retries_on() {
     // 08:49:37 is when the fake clock starts; the provider asks for 08:49:40: 3 s.
     for value in ["3", "Sun, 06 Nov 1994 08:49:40 GMT"] {
         let t = Fake::new(vec![("alpha", vec![status(429, Some(value)), ok_json(0)])]);
-        let a = call(
-            &p,
-            &t,
-            "POST",
-            "/v1/chat/completions",
-            &[JSON, ("cf-ipcountry", "DE")],
-            CHAT,
-        )
-        .await;
+        let a = chat(&p, &t, &[JSON, ("cf-ipcountry", "DE")], CHAT).await;
         assert_eq!(a.status, 200, "{value}");
         let sent = t.sent.borrow().clone();
         assert_eq!(sent.len(), 2, "{value}");
@@ -916,15 +858,7 @@ async fn retry_after_in_both_forms_with_retries_on() {
             ok_json(0),
         ],
     )]);
-    let a = call(
-        &p,
-        &t,
-        "POST",
-        "/v1/chat/completions",
-        &[JSON, ("cf-ipcountry", "DE")],
-        CHAT,
-    )
-    .await;
+    let a = chat(&p, &t, &[JSON, ("cf-ipcountry", "DE")], CHAT).await;
     assert_eq!(a.status, 200);
     let sent = t.sent.borrow().clone();
     assert_eq!(sent[1].1 - sent[0].1, 10);

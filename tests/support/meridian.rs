@@ -32,6 +32,35 @@ pub fn host_binary() -> PathBuf {
     target.join("release/meridian-host")
 }
 
+/// Builds the component into `target/<dir>` (so the artifact the other tests run is untouched)
+/// with the given build environment (`MERIDIAN_POLICY`, `MERIDIAN_GEOIP`); the first build there
+/// compiles the dependencies once. Returns cargo's output and the component's path.
+pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::Output, PathBuf) {
+    let target = root().join("target").join(dir);
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root())
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "--locked",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("MERIDIAN_POLICY")
+        .env_remove("MERIDIAN_GEOIP")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(1800), cmd.output())
+        .await
+        .expect("the build finished within 30 minutes")
+        .expect("cargo runs");
+    (out, target.join("wasm32-wasip2/release/meridian.wasm"))
+}
+
 pub fn component() -> PathBuf {
     root().join("target/wasm32-wasip2/release/meridian.wasm")
 }
