@@ -1,7 +1,7 @@
 //! Meridian: a serverless WebAssembly edge inference router.
 //!
 //! The routing core (`policy`, `facts`, `decide`, `forward`, `api`) is plain Rust with no I/O and
-//! is tested natively. Only `host` touches `spin-sdk`, and only in the wasm build.
+//! is tested natively. Only `spin_adapter` touches `spin-sdk`, and only in the wasm build.
 #![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
 #![cfg_attr(target_arch = "wasm32", deny(unsafe_code))]
 
@@ -46,4 +46,4 @@ pub mod embedded {
 // spin-sdk's export macro expands to `unsafe` glue; our own code there has none.
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
-mod host;
+mod spin_adapter;
