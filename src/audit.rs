@@ -41,14 +41,13 @@ pub const ALL: &[&str] = &[
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
 pub fn header_safe(s: &str) -> String {
+    let ok = |b: u8| b.is_ascii_graphic() || b == b' ';
+    if s.bytes().all(ok) {
+        // The common case: nothing to replace, one copy.
+        return s.to_string();
+    }
     s.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
+        .map(|c| if c.is_ascii() && ok(c as u8) { c } else { '?' })
         .collect()
 }
 
@@ -123,6 +122,8 @@ pub struct Record {
     pub policy: Option<String>,
     pub caller: Option<Caller>,
     pub location: Option<Location>,
+    /// `location`'s source in words, rendered once for the header and the log line.
+    pub country_source: Option<String>,
     pub model: Option<String>,
     /// The rules that matched, once a decision was made.
     pub rules: Option<Vec<String>>,
@@ -160,8 +161,8 @@ impl Record {
         if let Some(c) = &self.caller {
             put(TENANT, c.name());
         }
-        if let Some(l) = &self.location {
-            put(CLIENT_COUNTRY, &format!("{}; {}", l.country, l.source));
+        if let (Some(l), Some(source)) = (&self.location, &self.country_source) {
+            put(CLIENT_COUNTRY, &format!("{}; {source}", l.country));
         }
         if let Some(r) = &self.rules {
             put(RULES, &r.join(","));
@@ -227,7 +228,7 @@ impl Record {
             tenant: self.caller.as_ref().map(Caller::name),
             model: self.model.as_deref(),
             country: self.location.as_ref().map(|l| l.country.as_str()),
-            country_source: self.location.as_ref().map(|l| l.source.to_string()),
+            country_source: self.country_source.as_deref(),
             edge: self.location.as_ref().map(|l| l.edge),
             provider: self.provider.as_deref(),
             upstream_model: self.upstream_model.as_deref(),
@@ -275,7 +276,7 @@ struct LogLine<'a> {
     country: Option<&'a str>,
     /// Where the country came from, or why it is unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    country_source: Option<String>,
+    country_source: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     edge: Option<Edge>,
     #[serde(skip_serializing_if = "Option::is_none")]

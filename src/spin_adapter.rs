@@ -340,4 +340,9 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
     }
     println!("{}", reply.record.log_line(wall_ms(), now_ms()));
+    // Under WASI 0.2 (this adapter) every request runs in a fresh instance that is discarded
+    // when it returns, so freeing the decoded policy's allocations one by one is wasted work.
+    // An adapter that reuses instances (WASI 0.3) must decode the policy once per instance
+    // instead, and must not do this.
+    std::mem::forget(loaded);
 }

@@ -259,6 +259,7 @@ fn locate(
         env.geoip.as_ref(),
         edge_secret.as_deref(),
     );
+    record.country_source = Some(l.source.to_string());
     record.location = Some(l.clone());
     l
 }
@@ -405,28 +406,52 @@ pub fn policy_label(policy: &Policy, geoip: Option<&GeoTable<'_>>) -> String {
     }
 }
 
+/// `GET /healthz`: the policy in force and where client locations come from. Serialized from
+/// typed data (no JSON tree is built on the per-request path).
 pub fn health_body(policy: &Policy, geoip: Option<&GeoTable<'_>>) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Health<'a> {
+        status: &'static str,
+        policy: String,
+        providers: usize,
+        rules: usize,
+        client_location: ClientLocation<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct ClientLocation<'a> {
+        platform: &'static str,
+        country_header: Option<&'a str>,
+        address_header: Option<&'a str>,
+        edge_secret: bool,
+        ip_table: Option<IpTable<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct IpTable<'a> {
+        date: &'a str,
+        source: &'a str,
+        ipv4_ranges: usize,
+        ipv6_ranges: usize,
+    }
     let c = &policy.settings.client;
-    json!({
-        "status": "ok",
-        "policy": policy_label(policy, geoip),
-        "providers": policy.providers.len(),
-        "rules": policy.rules.len(),
-        "client_location": {
-            "platform": c.platform.name(),
-            "country_header": c.country.as_ref().map(|h| &h.name),
-            "address_header": c.address.as_ref().map(|h| &h.name),
-            "edge_secret": c.edge_secret.is_some(),
-            "ip_table": geoip.map(|t| json!({
-                "date": t.date,
-                "source": t.source,
-                "ipv4_ranges": t.len().0,
-                "ipv6_ranges": t.len().1,
-            })),
+    let health = Health {
+        status: "ok",
+        policy: policy_label(policy, geoip),
+        providers: policy.providers.len(),
+        rules: policy.rules.len(),
+        client_location: ClientLocation {
+            platform: c.platform.name(),
+            country_header: c.country.as_ref().map(|h| h.name.as_str()),
+            address_header: c.address.as_ref().map(|h| h.name.as_str()),
+            edge_secret: c.edge_secret.is_some(),
+            ip_table: geoip.map(|t| IpTable {
+                date: t.date,
+                source: t.source,
+                ipv4_ranges: t.len().0,
+                ipv6_ranges: t.len().1,
+            }),
         },
-    })
-    .to_string()
-    .into_bytes()
+    };
+    serde_json::to_vec(&health).unwrap_or_default()
 }
 
 /// Origins allowed to call from a browser: the union of every browser key's origins.

@@ -179,7 +179,12 @@ impl Serialize for CountrySet {
             }
             seq.end()
         } else {
-            self.0.serialize(s)
+            // 88 raw bytes: decoding copies them, where 11 u64s would be 11 varints to decode.
+            let mut bytes = [0u8; WORDS * 8];
+            for (chunk, w) in bytes.chunks_exact_mut(8).zip(self.0) {
+                chunk.copy_from_slice(&w.to_le_bytes());
+            }
+            s.serialize_bytes(&bytes)
         }
     }
 }
@@ -203,11 +208,32 @@ impl<'de> Deserialize<'de> for CountrySet {
             }
             d.deserialize_seq(V)
         } else {
-            let words = <[u64; WORDS]>::deserialize(d)?;
-            if words[WORDS - 1] >> (26 * 26 % 64) != 0 {
-                return Err(de::Error::custom("country set has bits past `ZZ`"));
+            struct B;
+            impl<'de> Visitor<'de> for B {
+                type Value = CountrySet;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    write!(f, "{} bytes of a country bitmap", WORDS * 8)
+                }
+                fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<CountrySet, E> {
+                    if b.len() != WORDS * 8 {
+                        return Err(E::invalid_length(b.len(), &self));
+                    }
+                    let mut words = [0u64; WORDS];
+                    for (w, chunk) in words.iter_mut().zip(b.chunks_exact(8)) {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(chunk);
+                        *w = u64::from_le_bytes(a);
+                    }
+                    if words[WORDS - 1] >> (26 * 26 % 64) != 0 {
+                        return Err(E::custom("country set has bits past `ZZ`"));
+                    }
+                    Ok(CountrySet(words))
+                }
+                fn visit_borrowed_bytes<E: de::Error>(self, b: &'de [u8]) -> Result<CountrySet, E> {
+                    self.visit_bytes(b)
+                }
             }
-            Ok(CountrySet(words))
+            d.deserialize_bytes(B)
         }
     }
 }

@@ -61,7 +61,9 @@ pub struct Policy {
     pub digest: String,
     pub settings: Settings,
     /// Every jurisdiction name (built-in and user-defined) → its countries.
-    pub jurisdictions: BTreeMap<String, CountrySet>,
+    /// Sorted by name. A list rather than a map: it is only ever scanned, and a list decodes
+    /// without building a tree on every request.
+    pub jurisdictions: Vec<(String, CountrySet)>,
     pub providers: Vec<Provider>,
     pub tenants: Vec<Tenant>,
     pub rules: Vec<Rule>,
@@ -150,7 +152,7 @@ pub struct Provider {
     pub zdr: bool,
     pub self_hosted: bool,
     /// Public model name → what this provider calls it, with prices.
-    pub models: BTreeMap<String, ModelEntry>,
+    pub models: ModelMap,
     pub latency_ms: Option<u32>,
     pub weight: u32,
 }
@@ -188,6 +190,40 @@ impl Provider {
     /// Whether the provider keeps or learns from request data.
     pub fn collects_data(&self) -> bool {
         self.trains_on_inputs || (self.retention_days > 0 && !self.zdr)
+    }
+}
+
+/// A provider's models, sorted by public name: looked up by binary search, and decoded as a list
+/// (no tree is built on every request).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModelMap(Vec<(String, ModelEntry)>);
+
+impl ModelMap {
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// The public names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<BTreeMap<String, ModelEntry>> for ModelMap {
+    fn from(m: BTreeMap<String, ModelEntry>) -> Self {
+        ModelMap(m.into_iter().collect())
     }
 }
 

@@ -228,7 +228,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         revision,
         digest: digest[..12].to_string(),
         settings: settings?,
-        jurisdictions: cx.jurisdictions,
+        jurisdictions: cx.jurisdictions.into_iter().collect(),
         providers,
         tenants,
         rules,

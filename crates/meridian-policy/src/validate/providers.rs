@@ -128,7 +128,7 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             trains_on_inputs,
             zdr,
             self_hosted,
-            models,
+            models: models.into(),
             latency_ms: latency.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
         });
