@@ -200,13 +200,34 @@ fn routes() {
 #[tokio::test(start_paused = true)]
 async fn every_route_and_status_carries_the_audit_headers_that_apply() {
     let p = load("");
-    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let t = Fake::new(vec![("alpha", vec![ok_json(0), ok_json(0), ok_json(0)])]);
     // (method, path, headers, body, status)
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str, u16);
     let cases: Vec<Case> = vec![
         ("GET", "/healthz", vec![], "", 200),
         ("GET", "/v1/models", vec![], "", 200),
         ("POST", "/v1/chat/completions", vec![JSON], CHAT, 200),
+        (
+            "POST",
+            "/v1/completions",
+            vec![JSON],
+            r#"{"model":"chat-model","prompt":"hi"}"#,
+            200,
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            vec![JSON],
+            r#"{"model":"chat-model","input":"hi"}"#,
+            200,
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            vec![JSON],
+            r#"{"model":"chat-model","input":"hi","stream":true}"#,
+            400,
+        ),
         ("GET", "/nope", vec![], "", 404),
         ("DELETE", "/v1/models", vec![], "", 405),
         ("GET", "/v1/chat/completions", vec![], "", 405),
@@ -268,6 +289,16 @@ async fn every_route_and_status_carries_the_audit_headers_that_apply() {
             assert_eq!(a.record.error_code.map(str::to_string), Some(a.code()));
         }
     }
+    // Each endpoint went to its own upstream path.
+    let paths: Vec<String> = t.requests.borrow().iter().map(|r| r.url.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "http://alpha/v1/chat/completions",
+            "http://alpha/v1/completions",
+            "http://alpha/v1/embeddings"
+        ]
+    );
     // The 405 says what is allowed; HEAD has the headers and no body.
     let a = call(&p, &t, "DELETE", "/healthz", &[], "").await;
     assert_eq!(a.header("allow"), Some("GET"));
