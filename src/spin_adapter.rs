@@ -110,6 +110,20 @@ fn failure_of(e: &ErrorCode) -> Failure {
     }
 }
 
+/// Header fields as (lower-case name, value) pairs, repeated names kept.
+fn header_list(fields: Fields) -> Vec<(String, String)> {
+    fields
+        .entries()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
+}
+
 struct WasiTransport;
 
 /// Field order matters: the body stream is a child of the response and must drop first;
@@ -188,17 +202,7 @@ impl Transport for WasiTransport {
             futures::future::Either::Right(_) => return Err(Failure::Timeout("headers")),
         };
         let status = response.status();
-        let headers = response
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_ascii_lowercase(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_list(response.headers());
         let stream = response.take_body_stream().boxed();
         Ok(UpResponse {
             status,
@@ -291,17 +295,7 @@ fn wall_ms() -> u64 {
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let method = req.method().to_string();
     let path = req.path_with_query().unwrap_or_else(|| "/".into());
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_ascii_lowercase(),
-                String::from_utf8_lossy(&v).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(req.headers());
     let body = WasiRequestBody(req.into_body_stream().boxed());
     let loaded = load_policy();
     if let Err(e) = &loaded {

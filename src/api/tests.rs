@@ -147,6 +147,12 @@ async fn call(
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
+/// A JSON request from the `acme` tenant's client in Germany.
+const ACME_DE: [(&str, &str); 3] = [
+    JSON,
+    ("authorization", "Bearer sk-acme"),
+    ("cf-ipcountry", "DE"),
+];
 const CHAT: &str = r#"{"model":"chat-model","messages":[{"role":"user","content":"hi"}]}"#;
 
 fn chat_body(extra: &str) -> String {
@@ -834,17 +840,7 @@ async fn hedging_starts_the_backup_only_while_no_headers_have_come() {
         )],
     };
     let t = Fake::new(vec![("alpha", vec![slow_body]), ("beta", vec![ok_json(0)])]);
-    let a = chat(
-        &p,
-        &t,
-        &[
-            JSON,
-            ("authorization", "Bearer sk-acme"),
-            ("cf-ipcountry", "DE"),
-        ],
-        CHAT,
-    )
-    .await;
+    let a = chat(&p, &t, &ACME_DE, CHAT).await;
     assert_eq!(a.header("x-meridian-provider"), Some("alpha"));
     assert_eq!(t.sent_to(), ["alpha"], "a body being read is not hedged");
     assert_eq!(a.header("x-meridian-hedged"), None);
@@ -853,17 +849,7 @@ async fn hedging_starts_the_backup_only_while_no_headers_have_come() {
         ("alpha", vec![ok_json(400)]),
         ("beta", vec![ok_json(10)]),
     ]);
-    let a = chat(
-        &p,
-        &t,
-        &[
-            JSON,
-            ("authorization", "Bearer sk-acme"),
-            ("cf-ipcountry", "DE"),
-        ],
-        CHAT,
-    )
-    .await;
+    let a = chat(&p, &t, &ACME_DE, CHAT).await;
     assert_eq!(a.header("x-meridian-provider"), Some("beta"));
     assert_eq!(a.header("x-meridian-hedged"), Some("true"));
     assert_eq!(t.dropped.borrow().as_slice(), ["alpha"]);
