@@ -495,49 +495,33 @@ async fn the_tenant_token_cap_counts_every_completion() {
 async fn models_lists_exactly_what_the_caller_could_be_served() {
     let p = load("[[rules]]\nid = \"eu\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n");
     let t = no_script();
-    let ids = |a: &Answer| -> Vec<String> {
-        a.json()["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_string())
-            .collect()
+    let listed = |headers: &'static [(&'static str, &'static str)]| {
+        let (p, t) = (&p, &t);
+        async move {
+            let a = call(p, t, "GET", "/v1/models", headers, "").await;
+            let ids: Vec<String> = a.json()["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect();
+            (ids, a)
+        }
     };
     // Anonymous: only keyless providers, so `us-model` (beta only) is not listed.
-    let a = call(&p, &t, "GET", "/v1/models", &[], "").await;
-    assert_eq!(ids(&a), ["chat-model"]);
+    assert_eq!(listed(&[]).await.0, ["chat-model"]);
     // A tenant sees both; one limited to the EU does not see the US-only model; nor does an EU
     // client.
-    let a = call(
-        &p,
-        &t,
-        "GET",
-        "/v1/models",
-        &[("authorization", "Bearer sk-acme")],
-        "",
-    )
-    .await;
-    assert_eq!(ids(&a), ["chat-model", "us-model"]);
-    let a = call(
-        &p,
-        &t,
-        "GET",
-        "/v1/models",
-        &[("authorization", "Bearer sk-eu")],
-        "",
-    )
-    .await;
-    assert_eq!(ids(&a), ["chat-model"]);
-    let a = call(
-        &p,
-        &t,
-        "GET",
-        "/v1/models",
-        &[("authorization", "Bearer sk-acme"), ("cf-ipcountry", "FR")],
-        "",
-    )
-    .await;
-    assert_eq!(ids(&a), ["chat-model"]);
+    assert_eq!(
+        listed(&[("authorization", "Bearer sk-acme")]).await.0,
+        ["chat-model", "us-model"]
+    );
+    assert_eq!(
+        listed(&[("authorization", "Bearer sk-eu")]).await.0,
+        ["chat-model"]
+    );
+    let (ids, a) = listed(&[("authorization", "Bearer sk-acme"), ("cf-ipcountry", "FR")]).await;
+    assert_eq!(ids, ["chat-model"]);
     assert_eq!(
         a.json()["data"][0]["meridian"]["providers"],
         serde_json::json!(["alpha"])
