@@ -9,7 +9,18 @@
 //! - one fresh instance per request, like Spin, from a pooling instance allocator (as Spin
 //!   configures wasmtime);
 //! - plain-HTTP outbound connections are kept alive and reused, as Spin's outbound HTTP does;
-//!   HTTPS goes through wasmtime-wasi-http's default sender.
+//!   HTTPS goes through wasmtime-wasi-http's default sender;
+//! - sockets as Spin leaves them: no `TCP_NODELAY` on accepted or outbound connections, so
+//!   Nagle's algorithm and the peer's delayed ACKs shape timing as they do under `spin up` and
+//!   SpinKube (`--tcp-nodelay` turns it on for both, as a tuned proxy would);
+//! - the request headers Spin's WASI HTTP executor gives a component: the client's own, then
+//!   `spin-full-url`, `spin-path-info`, `spin-matched-route`, `spin-base-path`,
+//!   `spin-raw-component-route`, `spin-component-route` and `spin-client-addr` appended after
+//!   them (a client's value under one of those names stays beside Spin's, as under Spin); a
+//!   header value that is not UTF-8 fails the request with an empty 500, as under Spin;
+//! - a guest that fails before setting a response gets an empty 500, and the guest's task is
+//!   aborted as soon as the response body is finished or dropped, as Spin does, so nothing a
+//!   component does after ending its body is guaranteed to run.
 //!
 //! `MERIDIAN_HOST_PERFMAP=1` writes /tmp/perf-PID.map so `perf report` names the guest's functions.
 
@@ -169,14 +180,97 @@ struct Server {
     test_peer_header: Option<hyper::header::HeaderName>,
 }
 
+/// The route every request matches: spin.toml's `[[trigger.http]] route = "/..."`.
+const ROUTE: &str = "/...";
+
+/// The headers Spin's WASI HTTP executor gives the component: the client's own, then Spin's,
+/// appended (not replacing a client value under the same name), as `prepare_request` in Spin's
+/// `trigger-http` does. Fails, as Spin does, when a header value is not UTF-8.
+fn spin_request_headers<B>(req: &mut hyper::Request<B>, client_addr: SocketAddr) -> Result<()> {
+    for v in req.headers().values() {
+        std::str::from_utf8(v.as_bytes()).context("a request header value is not UTF-8")?;
+    }
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let path_info = req.uri().path().to_string();
+    let added = [
+        ("spin-path-info", path_info),
+        ("spin-full-url", format!("http://{host}{path_and_query}")),
+        ("spin-matched-route", ROUTE.to_string()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-raw-component-route", ROUTE.to_string()),
+        ("spin-component-route", String::new()),
+        ("spin-client-addr", client_addr.to_string()),
+    ];
+    for (name, value) in added {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+            req.headers_mut().append(name, v);
+        }
+    }
+    Ok(())
+}
+
+/// An empty response with this status, as Spin answers when the component fails.
+fn empty(status: u16) -> hyper::Response<HyperOutgoingBody> {
+    let mut r = hyper::Response::new(
+        http_body_util::Empty::new()
+            .map_err(
+                |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
+            )
+            .boxed_unsync(),
+    );
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    r
+}
+
+/// A response body that aborts the guest's task when hyper drops it (finished, or the client
+/// gone), as Spin's `AbortOnDropBody` does.
+struct AbortOnDrop {
+    body: HyperOutgoingBody,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl http_body::Body for AbortOnDrop {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl Server {
     async fn handle(
         self: Arc<Self>,
         mut req: hyper::Request<hyper::body::Incoming>,
         client_addr: SocketAddr,
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
-        // As Spin's HTTP trigger does: the connection's address in `spin-client-addr`, replacing
-        // any value the client sent under that name.
         let mut client_addr = client_addr;
         if let Some(name) = &self.test_peer_header {
             if let Some(peer) = req
@@ -187,9 +281,7 @@ impl Server {
                 client_addr = peer;
             }
         }
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&client_addr.to_string()) {
-            req.headers_mut().insert("spin-client-addr", v);
-        }
+        spin_request_headers(&mut req, client_addr)?;
         let mut store = Store::new(
             self.pre.engine(),
             State {
@@ -217,8 +309,22 @@ impl Server {
                 .call_handle(&mut store, req, out)
                 .await
         });
+        let abort = task.abort_handle();
         match receiver.await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                tokio::task::spawn(async move {
+                    match task.await {
+                        Ok(Err(e)) => eprintln!(
+                            "meridian-host: component error after the response started: {e:?}"
+                        ),
+                        Err(e) if !e.is_cancelled() => {
+                            eprintln!("meridian-host: component task failed: {e}")
+                        }
+                        _ => {}
+                    }
+                });
+                Ok(resp.map(|body| AbortOnDrop { body, task: abort }.boxed_unsync()))
+            }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => {
                 let e = match task.await {
@@ -238,12 +344,14 @@ struct Args {
     component: Option<PathBuf>,
     extra_allowed: Vec<String>,
     test_peer_header: Option<String>,
+    tcp_nodelay: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--test-peer-header NAME]\n\
+        "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--tcp-nodelay] [--test-peer-header NAME]\n\
          Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.\n\
+         --tcp-nodelay: set TCP_NODELAY on accepted and outbound connections (Spin does not).\n\
          --test-peer-header (tests only): the client address Spin reports comes from this header."
     );
     std::process::exit(2)
@@ -256,6 +364,7 @@ fn parse_args() -> Result<Args> {
         component: None,
         extra_allowed: Vec::new(),
         test_peer_header: None,
+        tcp_nodelay: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -266,6 +375,7 @@ fn parse_args() -> Result<Args> {
             "--component" => args.component = Some(value().into()),
             "--allow-outbound" => args.extra_allowed.push(value()),
             "--test-peer-header" => args.test_peer_header = Some(value()),
+            "--tcp-nodelay" => args.tcp_nodelay = true,
             "-h" | "--help" => usage(),
             other => bail!("unknown argument `{other}`"),
         }
@@ -342,7 +452,7 @@ async fn main() -> Result<()> {
     let server = Arc::new(Server {
         pre,
         allowed: Arc::new(allowed),
-        pool: pool::Pool::new(),
+        pool: pool::Pool::new(args.tcp_nodelay),
         vars: Arc::new(resolved.variables),
         test_peer_header: args
             .test_peer_header
@@ -352,9 +462,14 @@ async fn main() -> Result<()> {
     });
     let listener = TcpListener::bind(args.listen).await?;
     println!(
-        "meridian-host: serving {} on http://{}",
+        "meridian-host: serving {} on http://{} ({})",
         component_path.display(),
-        listener.local_addr()?
+        listener.local_addr()?,
+        if args.tcp_nodelay {
+            "TCP_NODELAY on"
+        } else {
+            "TCP_NODELAY off, as Spin"
+        }
     );
 
     let shutdown = async {
@@ -371,17 +486,22 @@ async fn main() -> Result<()> {
             r = listener.accept() => r?,
             _ = &mut shutdown => { println!("meridian-host: shutting down"); return Ok(()); }
         };
-        let _ = client.set_nodelay(true);
+        if args.tcp_nodelay {
+            let _ = client.set_nodelay(true);
+        }
         let server = server.clone();
         tokio::task::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 async move {
-                    let r = server.handle(req, client_addr).await;
-                    if let Err(e) = &r {
-                        eprintln!("meridian-host: request failed: {e:?}");
-                    }
-                    r
+                    // As Spin: a request the component cannot answer gets an empty 500.
+                    Ok::<_, std::convert::Infallible>(match server.handle(req, client_addr).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            eprintln!("meridian-host: request failed: {e:?}");
+                            empty(500)
+                        }
+                    })
                 }
             });
             if let Err(e) = http1::Builder::new()

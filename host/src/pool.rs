@@ -22,9 +22,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new() -> Pool {
+    /// `nodelay`: set TCP_NODELAY on outbound connections (Spin's outbound HTTP does not).
+    pub fn new(nodelay: bool) -> Pool {
         let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        connector.set_nodelay(nodelay);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
