@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::stream::BoxStream;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use spin_executor::{push_waker_and_get_token, CancelOnDropToken};
 use spin_sdk::http::{
     Fields, IncomingRequest, IncomingResponse, Method, OutgoingRequest, OutgoingResponse,
@@ -15,8 +15,11 @@ use spin_sdk::http::{
 };
 use spin_sdk::http_component;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
-use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
+use spin_sdk::wit::wasi::http0_2_0::types::{
+    ErrorCode, FutureIncomingResponse, OutgoingBody, RequestOptions,
+};
 use wasi::clocks::{monotonic_clock, wall_clock};
+use wasi::io::streams::{OutputStream, StreamError};
 
 use crate::api::{self, Body, ChunkSink, Env, Request, RequestBody};
 use crate::error::ApiError;
@@ -124,6 +127,149 @@ fn header_list(fields: Fields) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An outgoing body (a response's or a request's), written here rather than through spin-sdk's
+/// sink so that the adapter decides when bytes go and when the body ends. Spin sets no
+/// `TCP_NODELAY`, so a small write that follows unacknowledged data waits for the peer's delayed
+/// ACK (about 40 ms): headers, body and end must reach the host together wherever they can.
+struct BodyWriter {
+    /// Field order matters: the pollable (in `token`) is a child of `stream`, which is a child
+    /// of `body`; each must drop before its parent.
+    token: Option<CancelOnDropToken>,
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+}
+
+impl BodyWriter {
+    fn new(body: OutgoingBody) -> Option<BodyWriter> {
+        let stream = body.write().ok()?;
+        Some(BodyWriter {
+            token: None,
+            stream: Some(stream),
+            body: Some(body),
+        })
+    }
+
+    /// Writes all of `bytes` if the host takes them now without waiting (before the message is
+    /// handed over, nothing drains the body, so waiting could never end); `false`, and nothing
+    /// written, otherwise.
+    fn write_now(&mut self, bytes: &[u8]) -> bool {
+        let Some(stream) = &self.stream else {
+            return false;
+        };
+        if bytes.is_empty() {
+            return true;
+        }
+        match stream.check_write() {
+            Ok(n) if n >= bytes.len() as u64 => {
+                let ok = stream.write(bytes).is_ok();
+                let _ = stream.flush();
+                ok
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes all of `bytes`, waiting whenever the host has no room; never waits after the last
+    /// write, so the end can follow at once.
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        let mut offset = 0;
+        while offset < bytes.len() {
+            let room = futures::future::poll_fn(|cx| {
+                let Some(stream) = &self.stream else {
+                    return Poll::Ready(Err(StreamError::Closed));
+                };
+                match stream.check_write() {
+                    Ok(0) => {
+                        self.token = Some(
+                            push_waker_and_get_token(stream.subscribe(), cx.waker().clone()).into(),
+                        );
+                        Poll::Pending
+                    }
+                    other => Poll::Ready(other),
+                }
+            })
+            .await?;
+            self.token = None;
+            let n = usize::try_from(room)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len() - offset);
+            if let Some(stream) = &self.stream {
+                stream.write(&bytes[offset..offset + n])?;
+            }
+            offset += n;
+        }
+        if let Some(stream) = &self.stream {
+            let _ = stream.flush();
+        }
+        Ok(())
+    }
+
+    /// Ends the body (no trailers). Idempotent.
+    fn finish(&mut self) {
+        self.token = None;
+        drop(self.stream.take());
+        if let Some(body) = self.body.take() {
+            let _ = OutgoingBody::finish(body, None);
+        }
+    }
+}
+
+impl Drop for BodyWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The client's response. Its headers are handed to the host together with the first bytes of
+/// the body (and with the end, when those bytes are the last), so the host can send them in one
+/// write.
+struct ClientResponse {
+    /// Field order matters: the writer (a child of the response's body) drops first.
+    writer: Option<BodyWriter>,
+    unsent: Option<(OutgoingResponse, ResponseOutparam)>,
+}
+
+impl ClientResponse {
+    fn new(status: u16, headers: &[(String, String)], out: ResponseOutparam) -> ClientResponse {
+        let resp = response(status, headers);
+        ClientResponse {
+            writer: resp.body().ok().and_then(BodyWriter::new),
+            unsent: Some((resp, out)),
+        }
+    }
+
+    /// Sends `bytes`, and ends the body after them when `end`.
+    async fn put(&mut self, bytes: &[u8], end: bool) -> Result<(), String> {
+        let Some(writer) = &mut self.writer else {
+            if let Some((resp, out)) = self.unsent.take() {
+                ResponseOutparam::set(out, resp);
+            }
+            return Err("the response body cannot be written".into());
+        };
+        if let Some((resp, out)) = self.unsent.take() {
+            let written = writer.write_now(bytes);
+            if written && end {
+                writer.finish();
+            }
+            ResponseOutparam::set(out, resp);
+            if written {
+                return Ok(());
+            }
+        }
+        let r = writer.write_all(bytes).await;
+        if end {
+            writer.finish();
+        }
+        r.map_err(|_| "client gone".to_string())
+    }
+}
+
+impl ChunkSink for ClientResponse {
+    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), String> {
+        self.put(&chunk, false).await
+    }
+}
+
 struct WasiTransport;
 
 /// Field order matters: the body stream is a child of the response and must drop first;
@@ -187,12 +333,25 @@ impl Transport for WasiTransport {
         let _ = options.set_connect_timeout(Some(ns));
         let _ = options.set_first_byte_timeout(Some(ns));
 
-        let mut body = out.take_body();
+        // The body is written and ended before the request is handed over, when the host takes
+        // it whole, so request line, headers and body leave in one write.
+        let mut body = out
+            .body()
+            .ok()
+            .and_then(BodyWriter::new)
+            .ok_or_else(|| Failure::Transport("the request body cannot be written".into()))?;
+        let whole = body.write_now(&req.body);
+        if whole {
+            body.finish();
+        }
         let fut = outgoing_handler::handle(out, Some(options)).map_err(|e| failure_of(&e))?;
         let pending = Pending { token: None, fut };
-        body.send(req.body)
-            .await
-            .map_err(|e| Failure::Transport(format!("{e:?}")))?;
+        if !whole {
+            body.write_all(&req.body)
+                .await
+                .map_err(|e| Failure::Transport(format!("{e:?}")))?;
+            body.finish();
+        }
         drop(body);
 
         let timer = sleep_ms(timeout_ms);
@@ -224,17 +383,6 @@ impl Transport for WasiTransport {
 
     fn unix_ms(&self) -> u64 {
         wall_ms()
-    }
-}
-
-struct ClientSink<S>(S);
-
-impl<S: futures::Sink<Vec<u8>> + Unpin> ChunkSink for ClientSink<S> {
-    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), String> {
-        self.0
-            .send(chunk)
-            .await
-            .map_err(|_| "client gone".to_string())
     }
 }
 
@@ -318,22 +466,30 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         body,
     };
     let mut reply = api::serve(&env, &WasiTransport, request).await;
+    // The log line is written before the body ends: Spin stops the component as soon as the
+    // host has finished sending the response, so anything after the end may never run.
     match reply.body {
         Body::Full(bytes) => {
-            let _ = out
-                .set_with_body(response(reply.status, &reply.headers), bytes)
-                .await;
+            // Framed by its length (no chunked terminator), headers and body handed over in one
+            // step. A 204 carries no length (RFC 9110, 8.6).
+            if reply.status != 204 {
+                reply
+                    .headers
+                    .push(("content-length".into(), bytes.len().to_string()));
+            }
+            let mut client = ClientResponse::new(reply.status, &reply.headers, out);
+            println!("{}", reply.record.log_line(wall_ms(), now_ms()));
+            let _ = client.put(&bytes, true).await;
         }
         Body::Stream(stream) => {
-            let resp = response(reply.status, &reply.headers);
-            let sink = resp.take_body();
-            out.set(resp);
-            stream
-                .pump(&WasiTransport, &mut ClientSink(sink), &mut reply.record)
+            let mut client = ClientResponse::new(reply.status, &reply.headers, out);
+            let tail = stream
+                .pump(&WasiTransport, &mut client, &mut reply.record)
                 .await;
+            println!("{}", reply.record.log_line(wall_ms(), now_ms()));
+            let _ = client.put(&tail, true).await;
         }
     }
-    println!("{}", reply.record.log_line(wall_ms(), now_ms()));
     // Under WASI 0.2 (this adapter) every request runs in a fresh instance that is discarded
     // when it returns, so freeing the decoded policy's allocations one by one is wasted work.
     // An adapter that reuses instances (WASI 0.3) must decode the policy once per instance

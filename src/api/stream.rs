@@ -7,7 +7,8 @@ use crate::sse::{error_event, SseGuard, StreamFault};
 /// Where the client's bytes go.
 #[allow(async_fn_in_trait)]
 pub trait ChunkSink {
-    /// Sends and flushes a chunk; `Err` when the client has gone.
+    /// Sends a chunk now; `Err` when the client has gone. The stream's last bytes are not sent
+    /// through this: `Stream::pump` returns them.
     async fn send(&mut self, chunk: Vec<u8>) -> Result<(), String>;
 }
 
@@ -28,64 +29,64 @@ pub struct Stream<B> {
 }
 
 impl<B: BodyStream> Stream<B> {
-    /// Sends the first event and then every checked line as it arrives. Ends after the
-    /// upstream's own `[DONE]` (whatever follows it is dropped, a reset included), or with an SSE
-    /// error event when the upstream fails, truncates or garbles the stream, goes silent past the
-    /// idle timeout or runs past the stream deadline. Records the outcome and usage.
+    /// Sends the first event and then every checked line as it arrives, and returns the
+    /// stream's last bytes unsent: the chunk that carries the upstream's own `[DONE]`, or what
+    /// was checked before a fault followed by the SSE error event. The caller writes them and
+    /// ends the body in one step, so a host can put them on the wire together with the end of
+    /// the body (under Nagle's algorithm an end written on its own waits for the client's
+    /// delayed ACK), and it writes the log line first, since a host may stop the component as
+    /// soon as the body ends. Faults: the upstream fails, truncates or garbles the stream, goes
+    /// silent past the idle timeout or runs past the stream deadline. Reading stops at
+    /// `[DONE]`; whatever the upstream sends after it is never read. Records the outcome and
+    /// usage; an empty tail means the client has gone.
     pub async fn pump<T: Transport, S: ChunkSink>(
         mut self,
         t: &T,
         sink: &mut S,
         record: &mut Record,
-    ) {
-        let mut next = Some(std::mem::take(&mut self.first));
+    ) -> Vec<u8> {
+        // Checked bytes not yet sent (the first event was checked by the attempt loop).
+        let mut pending = std::mem::take(&mut self.first);
         let fault = loop {
-            let chunk = match next.take() {
-                Some(c) => c,
-                None => {
-                    let remaining = self.deadline_at_ms.saturating_sub(t.now_ms());
-                    if remaining == 0 && !self.guard.saw_done() {
-                        break StreamFault::Deadline;
+            if self.guard.saw_done() {
+                self.end(record, "done");
+                return pending;
+            }
+            if !pending.is_empty() && sink.send(std::mem::take(&mut pending)).await.is_err() {
+                self.end(record, "client_gone");
+                return Vec::new();
+            }
+            let remaining = self.deadline_at_ms.saturating_sub(t.now_ms());
+            if remaining == 0 {
+                break StreamFault::Deadline;
+            }
+            let wait = self.idle_timeout_ms.min(remaining);
+            match self.body.next_chunk(wait).await {
+                None => match self.guard.finish() {
+                    Ok(()) => {
+                        self.end(record, "done");
+                        return pending;
                     }
-                    let wait = self.idle_timeout_ms.min(remaining.max(1));
-                    match self.body.next_chunk(wait).await {
-                        // After `[DONE]` the stream is complete, however the body ends.
-                        None | Some(Err(_)) if self.guard.saw_done() => {
-                            return self.end(record, "done")
-                        }
-                        None => match self.guard.finish() {
-                            Ok(()) => return self.end(record, "done"),
-                            Err(f) => break f,
-                        },
-                        Some(Err(Failure::Timeout(_)))
-                            if wait < self.idle_timeout_ms && t.now_ms() >= self.deadline_at_ms =>
-                        {
-                            break StreamFault::Deadline
-                        }
-                        Some(Err(f)) => break StreamFault::Broken(f.label()),
-                        Some(Ok(c)) => {
-                            let fed = self.guard.feed(&c);
-                            if !fed.send.is_empty() && sink.send(fed.send).await.is_err() {
-                                return self.end(record, "client_gone");
-                            }
-                            match fed.fault {
-                                Some(f) => break f,
-                                None => continue,
-                            }
-                        }
+                    Err(f) => break f,
+                },
+                Some(Err(Failure::Timeout(_)))
+                    if wait < self.idle_timeout_ms && t.now_ms() >= self.deadline_at_ms =>
+                {
+                    break StreamFault::Deadline
+                }
+                Some(Err(f)) => break StreamFault::Broken(f.label()),
+                Some(Ok(c)) => {
+                    let fed = self.guard.feed(&c);
+                    pending = fed.send;
+                    if let Some(f) = fed.fault {
+                        break f;
                     }
                 }
-            };
-            // The first event: checked by the attempt loop already.
-            if !chunk.is_empty() && sink.send(chunk).await.is_err() {
-                return self.end(record, "client_gone");
             }
         };
-        // Best effort: if the client is gone too, there is no one left to tell.
-        let _ = sink
-            .send(error_event(&fault, &self.provider, &self.request_id))
-            .await;
-        self.end(record, fault.code())
+        pending.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id));
+        self.end(record, fault.code());
+        pending
     }
 
     fn end(&self, record: &mut Record, outcome: &'static str) {

@@ -113,7 +113,8 @@ async fn call_env(
         Body::Full(b) => b,
         Body::Stream(s) => {
             let mut sink = Sink::default();
-            s.pump(t, &mut sink, &mut reply.record).await;
+            let tail = s.pump(t, &mut sink, &mut reply.record).await;
+            sink.0.extend(tail);
             sink.0
         }
     };
