@@ -7,6 +7,13 @@
 //! 3. References in the same host and run (benches/floor): an empty component (the host's own
 //!    cost) and a component that only forwards to the same engine (the least any forwarding
 //!    component costs), so Meridian's own share is the difference.
+//! 4. Both socket modes of the host: as Spin leaves its sockets (the default: no TCP_NODELAY,
+//!    so Nagle's algorithm meets the client's delayed ACKs) and with `--tcp-nodelay`.
+//! 5. Streams on reused connections: time to the first byte and to the end of the stream, for
+//!    an answer the engine sends in one piece and for one whose events come 2 ms apart,
+//!    against the engine directly and against a component that only passes the stream through.
+//!
+//! Every client reuses one connection for all its requests, as the SDKs and browsers do.
 //!
 //! The pure decision and policy loading are in `cargo bench --bench decide`.
 
@@ -15,6 +22,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use support::mock::{chunk, SseEnd};
 use support::{policy_for, Meridian, Mock, Script};
 
 mod common;
@@ -64,6 +73,65 @@ async fn run(t: &Target, clients: usize, per_client: usize) -> Vec<f64> {
         all.extend(t.await.unwrap());
     }
     all
+}
+
+/// One client, `n` streamed requests on one connection: (time to first byte, time to the end)
+/// per request, ms. `word` picks the engine's answer shape (see `engine`).
+async fn run_stream(t: &Target, word: &str, n: usize) -> Vec<(f64, f64)> {
+    let body = format!(
+        r#"{{"model":"{}","stream":true,"messages":[{{"role":"user","content":"{word}"}}]}}"#,
+        t.model
+    );
+    let c = reqwest::Client::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let mut rb = c
+            .post(&t.url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (k, v) in &t.headers {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", t.label);
+        let mut chunks = r.bytes_stream();
+        let mut first = None;
+        let mut all = Vec::new();
+        while let Some(c) = chunks.next().await {
+            let c = c.unwrap();
+            first.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1000.0);
+            all.extend_from_slice(&c);
+        }
+        let end = start.elapsed().as_secs_f64() * 1000.0;
+        assert!(
+            all.ends_with(b"data: [DONE]\n\n"),
+            "{}: {}",
+            t.label,
+            String::from_utf8_lossy(&all)
+        );
+        out.push((first.unwrap_or(end), end));
+    }
+    out
+}
+
+/// The engine at 127.0.0.1:11434: streamed requests whose prompt is `spaced` get four events
+/// 2 ms apart, other streamed requests get them in one piece; the rest a JSON answer.
+fn engine(rec: &support::mock::Recorded, _: usize) -> Script {
+    let words = ["bench", "mark", " ans", "wer"];
+    if rec.body["stream"] != true {
+        return Script::ok("benchmark answer");
+    }
+    let events = words.iter().map(|w| chunk(w)).collect();
+    if rec.body["messages"][0]["content"] == "spaced" {
+        Script::Sse {
+            events,
+            gap_ms: 2,
+            end: SseEnd::Done,
+        }
+    } else {
+        Script::SseAtOnce(events)
+    }
 }
 
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -140,8 +208,7 @@ async fn main() {
 
     // The shipped artifact on its embedded (compiled) default policy: `local-only` traffic goes
     // to the self-hosted engine at 127.0.0.1:11434, which this mock plays.
-    let Some(local) = Mock::start_at("127.0.0.1:11434", Script::ok("benchmark answer")).await
-    else {
+    let Some(local) = Mock::with_at("127.0.0.1:11434", engine).await else {
         eprintln!("127.0.0.1:11434 is taken (an Ollama?): stop it and run the benchmark again");
         std::process::exit(1);
     };
@@ -158,6 +225,9 @@ async fn main() {
         std::process::exit(1);
     }
     let floor = Meridian::other_component(&floor_wasm).await;
+    // The same two with TCP_NODELAY set on the host's sockets (Spin does not set it).
+    let embedded_nd = Meridian::with_host_args(None, &["--tcp-nodelay"]).await;
+    let floor_nd = Meridian::with_host_args(Some(&floor_wasm), &["--tcp-nodelay"]).await;
     // The same upstream through policies given as the `policy` variable (TOML parsed per
     // request): a plain plan, and one with the whole resilience machinery armed (3 candidates,
     // retries with backoff, hedging, Retry-After, deadline) that a successful request never trips.
@@ -201,6 +271,20 @@ async fn main() {
         model: "llama-3.1-8b",
         pid: floor.pid(),
     };
+    let proxy_nd = Target {
+        label: "bare forwarding component, TCP_NODELAY",
+        url: floor_nd.at("/v1/chat/completions"),
+        headers: vec![],
+        model: "llama-3.1-8b",
+        pid: floor_nd.pid(),
+    };
+    let via_embedded_nd = Target {
+        label: "Meridian, embedded policy, TCP_NODELAY",
+        url: embedded_nd.at("/v1/chat/completions"),
+        headers: vec![("x-meridian-privacy", "local-only")],
+        model: "llama-3.1-8b",
+        pid: embedded_nd.pid(),
+    };
     let via_embedded = Target {
         label: "Meridian, embedded compiled policy",
         url: embedded.at("/v1/chat/completions"),
@@ -229,13 +313,15 @@ async fn main() {
         via_embedded.clone(),
         via_plain,
         via_armed,
+        proxy_nd.clone(),
+        via_embedded_nd.clone(),
     ];
 
     // Warm up every path (connection pools, wasmtime code).
     for t in &targets {
         run(t, 1, 50).await;
     }
-    println!("\nnon-stream chat, 1 client, {n} requests each, interleaved in 5 rounds:");
+    println!("\nnon-stream chat, 1 client on one reused connection, {n} requests each, interleaved in 5 rounds (host sockets as Spin's unless marked TCP_NODELAY):");
     let stats = measure_interleaved(&targets, n).await;
     report(&targets, &stats);
     // What Meridian itself adds: the same host, the same engine, the same request, against the
@@ -256,6 +342,23 @@ async fn main() {
         proxy_s.p50 - stats[0].p50,
         cpu(proxy_s)
     );
+
+    let (proxy_nd_s, meridian_nd_s) = (&stats[6], &stats[7]);
+    println!(
+        "  with TCP_NODELAY: Meridian over the bare forwarding component: p50 {:+.3} ms ({:.2}×), p99 {:+.3} ms",
+        meridian_nd_s.p50 - proxy_nd_s.p50,
+        meridian_nd_s.p50 / proxy_nd_s.p50,
+        meridian_nd_s.p99 - proxy_nd_s.p99,
+    );
+
+    stream_figures(
+        [
+            (floor.at("/stream/v1/chat/completions"), &embedded),
+            (floor_nd.at("/stream/v1/chat/completions"), &embedded_nd),
+        ],
+        n / 4,
+    )
+    .await;
 
     let per32 = (n / 32).max(10);
     println!("non-stream chat, 32 clients × {per32} requests:");
@@ -278,6 +381,91 @@ async fn main() {
         down.requests().is_empty(),
         "a successful request must not touch the fallbacks"
     );
-    drop((embedded, floor, plain, armed, local));
+    drop((embedded, floor, plain, armed, local, embedded_nd, floor_nd));
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Streams on one reused connection per target, interleaved in rounds: the engine directly, then
+/// the pass-through component and Meridian, as Spin leaves sockets and with TCP_NODELAY.
+async fn stream_figures(modes: [(String, &Meridian); 2], n: usize) {
+    let mut targets = vec![Target {
+        label: "direct to the engine",
+        url: "http://127.0.0.1:11434/v1/chat/completions".into(),
+        headers: vec![],
+        model: "llama-3.1-8b",
+        pid: None,
+    }];
+    let labels = [
+        (
+            "pass-through component, Spin sockets",
+            "Meridian, Spin sockets",
+        ),
+        (
+            "pass-through component, TCP_NODELAY",
+            "Meridian, TCP_NODELAY",
+        ),
+    ];
+    for ((floor_url, meridian), (floor_label, meridian_label)) in modes.iter().zip(labels) {
+        targets.push(Target {
+            label: floor_label,
+            url: floor_url.clone(),
+            headers: vec![],
+            model: "llama-3.1-8b",
+            pid: None,
+        });
+        targets.push(Target {
+            label: meridian_label,
+            url: meridian.at("/v1/chat/completions"),
+            headers: vec![("x-meridian-privacy", "local-only")],
+            model: "llama-3.1-8b",
+            pid: None,
+        });
+    }
+    for (word, shape) in [
+        ("burst", "events in one piece"),
+        ("spaced", "4 events 2 ms apart"),
+    ] {
+        for t in &targets {
+            run_stream(t, word, 20).await;
+        }
+        let rounds = 5;
+        let mut got: Vec<Vec<(f64, f64)>> = vec![Vec::new(); targets.len()];
+        for _ in 0..rounds {
+            for (i, t) in targets.iter().enumerate() {
+                got[i].extend(run_stream(t, word, (n / rounds).max(4)).await);
+            }
+        }
+        println!(
+            "stream, {shape}, 1 client on one reused connection, {} requests each:",
+            got[0].len()
+        );
+        let q = |v: &[(f64, f64)], end: bool, p: f64| {
+            let mut x: Vec<f64> = v.iter().map(|&(f, e)| if end { e } else { f }).collect();
+            pct(&mut x, p)
+        };
+        let base_end = q(&got[0], true, 0.5);
+        for (i, t) in targets.iter().enumerate() {
+            let (f50, e50, e99) = (
+                q(&got[i], false, 0.5),
+                q(&got[i], true, 0.5),
+                q(&got[i], true, 0.99),
+            );
+            if i == 0 {
+                println!("  {:<40} first byte p50 {f50:.3} ms, end p50 {e50:.3} ms, p99 {e99:.3} ms (baseline)", t.label);
+            } else {
+                println!(
+                    "  {:<40} first byte p50 {f50:.3} ms, end p50 {e50:.3} ms, p99 {e99:.3} ms | end added p50 {:+.3} ms",
+                    t.label,
+                    e50 - base_end
+                );
+            }
+        }
+        for (floor_i, meridian_i) in [(1, 2), (3, 4)] {
+            println!(
+                "  {}: end of stream p50 {:+.3} ms against the pass-through component",
+                targets[meridian_i].label,
+                q(&got[meridian_i], true, 0.5) - q(&got[floor_i], true, 0.5)
+            );
+        }
+    }
 }

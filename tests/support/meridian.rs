@@ -80,6 +80,18 @@ impl Meridian {
         Meridian::start(None, &[], Some(wasm), &[]).await
     }
 
+    /// With a run-time policy (None: the embedded one) and extra meridian-host arguments, e.g.
+    /// `--tcp-nodelay`.
+    pub async fn start_with(policy: Option<&str>, host_args: &[&str]) -> Meridian {
+        Meridian::start(policy, &[], None, host_args).await
+    }
+
+    /// With the embedded default policy (or `wasm`, another component) and extra meridian-host
+    /// arguments, e.g. `--tcp-nodelay`.
+    pub async fn with_host_args(wasm: Option<&std::path::Path>, host_args: &[&str]) -> Meridian {
+        Meridian::start(None, &[], wasm, host_args).await
+    }
+
     /// Another build of Meridian (e.g. with the IP table) with a run-time policy.
     pub async fn build_with_policy(
         wasm: &std::path::Path,

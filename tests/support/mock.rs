@@ -39,6 +39,8 @@ pub enum Script {
         body: String,
         headers: Vec<(String, String)>,
     },
+    /// SSE events and `[DONE]` in one body, sent in one piece (a short or cached answer).
+    SseAtOnce(Vec<String>),
     /// SSE events (each written as `data: <e>\n\n`), with a pause before each after the first.
     Sse {
         events: Vec<String>,
@@ -172,6 +174,9 @@ impl Mock {
                 let Ok((conn, _)) = listener.accept().await else {
                     return;
                 };
+                // As inference servers do (uvicorn, Go's net/http): each write leaves at once, so
+                // the mock's own sends never wait on Nagle's algorithm.
+                let _ = conn.set_nodelay(true);
                 let (responder, log, dropped) = (responder.clone(), log2.clone(), dropped2.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
@@ -264,6 +269,22 @@ fn respond(
                         .boxed(),
                 )
                 .unwrap()
+            }
+            Script::SseAtOnce(events) => {
+                let mut body = String::new();
+                for e in events {
+                    body.push_str(&format!("data: {e}\n\n"));
+                }
+                body.push_str("data: [DONE]\n\n");
+                hyper::Response::builder()
+                    .status(200)
+                    .header("content-type", "text/event-stream")
+                    .body(
+                        Full::new(Bytes::from(body))
+                            .map_err(|e: Infallible| match e {})
+                            .boxed(),
+                    )
+                    .unwrap()
             }
             Script::Delay(ms, inner) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -1,33 +1,77 @@
-//! Two reference points for `cargo bench --bench gateway`, served by the same host as Meridian:
+//! Reference points for `cargo bench --bench gateway` and `scripts/count-instructions`, served
+//! by the same host as Meridian:
 //!
 //! - `POST /empty`: answers 200 with a fixed JSON body and does nothing else (the host's own
 //!   per-request cost: accept, instantiate, call, respond);
 //! - `POST /v1/chat/completions`: reads the body, sends it unchanged to the engine at
 //!   127.0.0.1:11434 (the address Meridian's default policy uses for `local-only` traffic) and
-//!   returns the answer (the least any forwarding component costs: one outbound request).
+//!   returns the answer (the least any forwarding component costs: one outbound request);
+//! - `POST /stream/v1/chat/completions`: the same, but passes the answer through chunk by chunk
+//!   as it arrives, written the plain spin-sdk way (response handed over, then each chunk
+//!   sent): the least a streaming forwarder costs.
 
-use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use futures::{SinkExt, StreamExt};
+use spin_sdk::http::{
+    Fields, IncomingRequest, IncomingResponse, Method, OutgoingResponse, Request, Response,
+    ResponseOutparam,
+};
 use spin_sdk::http_component;
 
+const ENGINE: &str = "http://127.0.0.1:11434/v1/chat/completions";
+
 #[http_component]
-async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    if req.path() != "/v1/chat/completions" {
-        return Ok(Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body("{\"ok\":true}")
-            .build());
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let path = req.path_with_query().unwrap_or_default();
+    let body = match req.into_body().await {
+        Ok(b) => b,
+        Err(_) => return answer(out, 400, b"{}".to_vec()).await,
+    };
+    match path.as_str() {
+        "/v1/chat/completions" => {
+            let result: anyhow::Result<Response> =
+                async { Ok(spin_sdk::http::send(forward(body)).await?) }.await;
+            match result {
+                Ok(r) => answer(out, *r.status(), r.body().to_vec()).await,
+                Err(_) => answer(out, 502, b"{}".to_vec()).await,
+            }
+        }
+        "/stream/v1/chat/completions" => {
+            let upstream: IncomingResponse = match spin_sdk::http::send(forward(body)).await {
+                Ok(r) => r,
+                Err(_) => return answer(out, 502, b"{}".to_vec()).await,
+            };
+            let headers =
+                Fields::from_list(&[("content-type".into(), b"text/event-stream".to_vec())])
+                    .unwrap_or_else(|_| Fields::new());
+            let resp = OutgoingResponse::new(headers);
+            let _ = resp.set_status_code(upstream.status());
+            let mut sink = resp.take_body();
+            out.set(resp);
+            let mut chunks = upstream.take_body_stream();
+            while let Some(Ok(chunk)) = chunks.next().await {
+                if sink.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+        _ => answer(out, 200, b"{\"ok\":true}".to_vec()).await,
     }
-    let out = Request::builder()
+}
+
+fn forward(body: Vec<u8>) -> Request {
+    Request::builder()
         .method(Method::Post)
-        .uri("http://127.0.0.1:11434/v1/chat/completions")
+        .uri(ENGINE)
         .header("content-type", "application/json")
-        .body(req.body().to_vec())
-        .build();
-    let answer: Response = spin_sdk::http::send(out).await?;
-    Ok(Response::builder()
-        .status(*answer.status())
-        .header("content-type", "application/json")
-        .body(answer.body().to_vec())
-        .build())
+        .header("content-length", body.len().to_string())
+        .body(body)
+        .build()
+}
+
+async fn answer(out: ResponseOutparam, status: u16, body: Vec<u8>) {
+    let headers = Fields::from_list(&[("content-type".into(), b"application/json".to_vec())])
+        .unwrap_or_else(|_| Fields::new());
+    let resp = OutgoingResponse::new(headers);
+    let _ = resp.set_status_code(status);
+    let _ = out.set_with_body(resp, body).await;
 }
