@@ -64,6 +64,7 @@ fn main() {
         tenant: None,
         edge_region: None,
         headers: &headers,
+        pii: None,
     };
     let f = facts::from_request(cx, &mut body).unwrap();
 

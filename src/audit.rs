@@ -22,6 +22,8 @@ pub const HEDGED: &str = "x-meridian-hedged";
 pub const TENANT: &str = "x-meridian-tenant";
 /// The client's country and where it came from: `DE; header cf-ipcountry`.
 pub const CLIENT_COUNTRY: &str = "x-meridian-client-country";
+/// Personal data found in the prompt and what was done: `email=1, iban=1; redacted`, `none`.
+pub const PII: &str = "x-meridian-pii";
 
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
@@ -37,6 +39,7 @@ pub const ALL: &[&str] = &[
     HEDGED,
     TENANT,
     CLIENT_COUNTRY,
+    PII,
 ];
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
@@ -92,6 +95,38 @@ pub fn mask_keys(text: &str) -> String {
     out
 }
 
+/// Personal data in the prompt (kinds and counts, never values) and what was done about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PiiRecord {
+    /// Kind → count.
+    pub found: serde_json::Value,
+    /// `email=1, iban=1`, for the header.
+    #[serde(skip)]
+    pub summary: String,
+    /// `refused`, `redacted`, `routed`, `detected` or `none`.
+    pub action: &'static str,
+    /// Findings replaced with placeholders.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redacted: u32,
+    /// Whether the originals were put back into the answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restored: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl PiiRecord {
+    pub fn header(&self) -> String {
+        if self.summary.is_empty() {
+            self.action.to_string()
+        } else {
+            format!("{}; {}", self.summary, self.action)
+        }
+    }
+}
+
 /// Who called, once authentication has run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -143,6 +178,8 @@ pub struct Record {
     pub upstream_error: Option<String>,
     /// When the request started, on the transport's monotonic clock.
     pub started_ms: u64,
+    /// Set when the policy has personal-data rules.
+    pub pii: Option<PiiRecord>,
 }
 
 impl Record {
@@ -166,6 +203,9 @@ impl Record {
         }
         if let Some(r) = &self.rules {
             put(RULES, &r.join(","));
+        }
+        if let Some(p) = &self.pii {
+            put(PII, &p.header());
         }
         if let Some(p) = &self.provider {
             put(PROVIDER, p);
@@ -239,6 +279,7 @@ impl Record {
             error_code: self.error_code,
             stream_outcome: self.stream_outcome,
             upstream_error: self.upstream_error.as_deref(),
+            pii: self.pii.as_ref(),
             usage: self.usage,
             cost_usd: self.cost_usd(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
@@ -293,6 +334,8 @@ struct LogLine<'a> {
     stream_outcome: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pii: Option<&'a PiiRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -30,6 +30,12 @@ fn run_one<'p>(policy: &'p Policy, case: &TestCase) -> Result<Decision<'p>, Stri
     if let Some(p) = &case.provider {
         body.insert("provider".into(), p.clone());
     }
+    if let Some(text) = &case.prompt {
+        body.insert(
+            "messages".into(),
+            serde_json::json!([{"role": "user", "content": text}]),
+        );
+    }
     let cx = facts::Context {
         location: Location::given(case.country),
         request_id: case.request_id.clone(),
@@ -37,8 +43,29 @@ fn run_one<'p>(policy: &'p Policy, case: &TestCase) -> Result<Decision<'p>, Stri
         tenant: case.tenant.clone(),
         edge_region: case.edge_region.clone(),
         headers: &headers,
+        pii: policy.pii.used.then_some(&policy.pii),
     };
-    let facts = facts::from_request(cx, &mut body).map_err(|e| e.message)?;
+    let facts = facts::from_request(cx, &mut body)
+        .map_err(|e| format!("the request is invalid: {}", e.message))?;
+    if let Some(want) = &case.expect_pii {
+        let found: Vec<&str> = facts
+            .pii
+            .as_ref()
+            .map(|f| {
+                f.counts
+                    .iter()
+                    .map(|(k, _)| policy.pii.kind_name(*k))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+        want.sort_by_key(|k| policy.pii.kind_of(k));
+        if found != want {
+            return Err(format!(
+                "expected personal data {want:?} in the prompt, found {found:?}"
+            ));
+        }
+    }
     Ok(decide(policy, &facts))
 }
 
@@ -74,7 +101,7 @@ pub fn run(policy: &Policy) -> Vec<CaseResult<'_>> {
             Err(e) => CaseResult {
                 name: case.name.clone(),
                 line: case.line,
-                failure: Some(format!("the request is invalid: {e}")),
+                failure: Some(e),
                 decision: None,
             },
         })

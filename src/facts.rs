@@ -76,6 +76,10 @@ pub struct RequestFacts {
     /// Lower-case name → value, for `when.header` conditions.
     #[serde(skip)]
     pub headers: Vec<(String, String)>,
+    /// What the prompt's text contains, when the policy has personal-data rules (else not
+    /// scanned: `None`). Kinds and counts only, never values.
+    #[serde(skip)]
+    pub pii: Option<crate::pii::Found>,
 }
 
 /// Why the request's facts could not be read: always the client's fault (400).
@@ -261,6 +265,8 @@ pub struct Context<'a> {
     pub tenant: Option<TenantId>,
     pub edge_region: Option<String>,
     pub headers: &'a [(String, String)],
+    /// The policy's personal-data detectors, when any rule uses them: the body's text is scanned.
+    pub pii: Option<&'a crate::policy::PiiConfig>,
 }
 
 /// Reads the facts from a parsed JSON body, removing the `provider` object (it is ours, not
@@ -324,7 +330,11 @@ pub fn from_request(
         prefs = pp;
         privacy = privacy.union(flags);
     }
+    let pii = cx
+        .pii
+        .map(|config| crate::pii::scan_body(&crate::pii::Scanner::new(config), body, cx.endpoint));
     Ok(RequestFacts {
+        pii,
         request_id: cx.request_id,
         endpoint: cx.endpoint,
         tenant: cx.tenant,

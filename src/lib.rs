@@ -14,6 +14,7 @@ pub mod error;
 pub mod facts;
 pub mod forward;
 pub mod location;
+pub mod pii;
 /// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.
 pub use meridian_policy as policy;
 #[cfg(test)]

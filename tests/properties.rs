@@ -608,6 +608,7 @@ proptest! {
                 tenant: tenant.map(|t| t.id.clone()),
                 edge_region: None,
                 headers: &headers,
+                pii: None,
             };
             let f = facts::from_request(cx, &mut body).unwrap();
             let d = decide(&p, &f);

@@ -30,8 +30,9 @@ fn every_section_has_exactly_the_validators_keys() {
     let s = schema();
     let d = &s["$defs"];
     let model_table = &d["provider"]["properties"]["models"]["additionalProperties"]["oneOf"][1];
-    let sections: [(&str, &Value, &[&str]); 13] = [
+    let sections: [(&str, &Value, &[&str]); 14] = [
         ("top level", &s, keys::TOP_KEYS),
+        ("pii", &s["properties"]["pii"], keys::PII_KEYS),
         ("settings", &d["settings"], keys::SETTINGS_KEYS),
         ("provider", &d["provider"], keys::PROVIDER_KEYS),
         ("model", model_table, keys::MODEL_KEYS),

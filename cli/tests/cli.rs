@@ -252,3 +252,59 @@ fn schema_and_hash_key() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(stdout(&o), line, "stdin and argument give the same hash");
 }
+
+#[test]
+fn explain_shows_personal_data_found_in_the_body() {
+    let body = r#"{"messages":[{"role":"user","content":"Mail jane@example.com about DE89370400440532013000"}]}"#;
+    let args = [
+        "explain",
+        "policies/examples/personal-data.toml",
+        "--key",
+        "sk-demo-app",
+        "--model",
+        "gpt-4o-mini",
+        "--country",
+        "US",
+        "--body",
+        body,
+    ];
+    let o = meridian(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(
+        t.contains("personal data in the prompt: email ×1, iban ×1; redacted before forwarding (email), restored in the answer"),
+        "{t}"
+    );
+    assert!(t.contains("  1. local-de as"), "{t}");
+    assert!(!t.contains("  2. "), "{t}");
+    // Kinds and counts, never the values.
+    assert!(
+        !t.contains("jane@example.com") && !t.contains("DE8937"),
+        "{t}"
+    );
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v = json(&meridian(&json_args));
+    assert_eq!(
+        v["decision"]["pii"],
+        serde_json::json!({"found": {"email": 1, "iban": 1}, "action": "redacted", "redact": ["email"], "restore": true})
+    );
+    assert!(!v.to_string().contains("jane@example.com"));
+
+    // A card number: refused with 422, the kind named, the value not.
+    let o = meridian(&[
+        "explain",
+        "policies/examples/personal-data.toml",
+        "--key",
+        "sk-demo-app",
+        "--model",
+        "gpt-4o-mini",
+        "--body",
+        r#"{"messages":[{"role":"user","content":"charge 4111 1111 1111 1111"}]}"#,
+    ]);
+    let t = stdout(&o);
+    assert!(t.contains("refused with 422 personal_data_refused"), "{t}");
+    assert!(t.contains("(card; rule `no-card-numbers`)"), "{t}");
+    assert!(!t.contains("4111"), "{t}");
+}

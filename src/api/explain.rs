@@ -98,6 +98,7 @@ pub fn explain_request(
         tenant: tenant.map(|t| t.id.clone()),
         edge_region,
         headers,
+        pii: policy.pii.used.then_some(&policy.pii),
     };
     let facts = facts::from_request(cx, &mut body)
         .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
@@ -128,6 +129,33 @@ pub fn explain_text(d: &Decision) -> String {
     );
     if !d.privacy.is_empty() {
         let _ = writeln!(s, "privacy in force: {}", d.privacy.join(", "));
+    }
+    if let Some(p) = &d.pii {
+        let found = if p.found.is_empty() {
+            "none found".to_string()
+        } else {
+            p.found
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let what = match p.action {
+            "redacted" => format!(
+                "redacted before forwarding ({}){}",
+                p.redact_names.join(", "),
+                if p.restore {
+                    ", restored in the answer"
+                } else {
+                    ""
+                }
+            ),
+            "routed" => "routed by the rules that match it".to_string(),
+            "refused" => "refused".to_string(),
+            "detected" => "no rule acts on it".to_string(),
+            _ => "nothing to do".to_string(),
+        };
+        let _ = writeln!(s, "personal data in the prompt: {found}; {what}");
     }
     let rules: Vec<&str> = d.matched_rules.iter().map(|r| r.as_str()).collect();
     let _ = writeln!(

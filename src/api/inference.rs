@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::facts::{self, Endpoint};
 use crate::forward::{self, Failure, Limits, OutboundRequest, Transport};
 use crate::location::Location;
+use crate::pii;
 use crate::policy::{Policy, Tenant};
 
 /// Headers from the upstream response that reach the client: an allowlist. `content-type` and
@@ -204,12 +205,22 @@ pub(super) async fn inference<T: Transport>(
         tenant: tenant.map(|t| t.id.clone()),
         edge_region: env.edge_region.clone(),
         headers,
+        pii: policy.pii.used.then_some(&policy.pii),
     };
     let facts = facts::from_request(cx, &mut body)
         .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
     record.model = Some(facts.model.clone());
 
     let decision = decide(policy, &facts);
+    if let (Some(outcome), Some(found)) = (&decision.pii, &facts.pii) {
+        record.pii = Some(audit::PiiRecord {
+            found: found.to_json(&policy.pii),
+            summary: found.describe(&policy.pii),
+            action: outcome.action,
+            redacted: 0,
+            restored: false,
+        });
+    }
     record.rules = Some(decision.matched_rules.iter().map(|r| r.0.clone()).collect());
     record.candidates = decision
         .candidates
@@ -231,6 +242,20 @@ pub(super) async fn inference<T: Transport>(
                 "excluded": decision.excluded,
             })),
         );
+    }
+
+    // Personal data the matched rules redact is replaced before any provider sees the body.
+    let mut restorer = None;
+    if let Some(outcome) = decision.pii.as_ref().filter(|o| !o.redact.is_empty()) {
+        let scanner = pii::Scanner::new(&policy.pii);
+        let redaction = pii::redact_body(&scanner, &mut body, endpoint, outcome.redact);
+        if let Some(r) = record.pii.as_mut() {
+            r.redacted = redaction.replaced;
+            r.restored = outcome.restore && !redaction.pairs.is_empty();
+        }
+        if outcome.restore && !redaction.pairs.is_empty() {
+            restorer = Some(Box::new(pii::Restorer::new(redaction.pairs)));
+        }
     }
 
     let accept = headers
@@ -323,6 +348,10 @@ pub(super) async fn inference<T: Transport>(
             served_by(record, c);
             if (200..300).contains(&status) {
                 record.usage = usage;
+                let body = match &restorer {
+                    Some(r) => r.restore_body(&body),
+                    None => body,
+                };
                 return Ok((
                     status,
                     passthrough_headers(&up, ratelimit),
@@ -369,6 +398,7 @@ pub(super) async fn inference<T: Transport>(
                     deadline_at_ms: record
                         .started_ms
                         .saturating_add(decision.plan.stream_deadline_ms),
+                    restore: restorer,
                 }),
             ))
         }

@@ -376,6 +376,7 @@ fn models(
             tenant: tenant.map(|t| t.id.clone()),
             edge_region: edge_region.clone(),
             headers,
+            pii: None,
         };
         let facts = crate::facts::from_request(cx, &mut body)
             .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;

@@ -26,6 +26,8 @@ pub struct Stream<B> {
     /// When the stream must be over, on the transport's monotonic clock
     /// (`plan.stream_deadline_ms` after the request started).
     pub deadline_at_ms: u64,
+    /// Puts redacted personal data back into the events (`restore = true`).
+    pub restore: Option<Box<crate::pii::Restorer>>,
 }
 
 impl<B: BodyStream> Stream<B> {
@@ -47,6 +49,9 @@ impl<B: BodyStream> Stream<B> {
     ) -> Vec<u8> {
         // Checked bytes not yet sent (the first event was checked by the attempt loop).
         let mut pending = std::mem::take(&mut self.first);
+        if let Some(r) = &mut self.restore {
+            pending = r.restore_stream(pending);
+        }
         let fault = loop {
             if self.guard.saw_done() {
                 self.end(record, "done");
@@ -77,13 +82,19 @@ impl<B: BodyStream> Stream<B> {
                 Some(Err(f)) => break StreamFault::Broken(f.label()),
                 Some(Ok(c)) => {
                     let fed = self.guard.feed(&c);
-                    pending = fed.send;
+                    pending = match &mut self.restore {
+                        Some(r) if !fed.send.is_empty() => r.restore_stream(fed.send),
+                        _ => fed.send,
+                    };
                     if let Some(f) = fed.fault {
                         break f;
                     }
                 }
             }
         };
+        if let Some(r) = &mut self.restore {
+            pending.extend(r.finish());
+        }
         pending.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id));
         self.end(record, fault.code());
         pending

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::facts::RequestFacts;
 use crate::policy::{
-    Anonymous, Country, Plan, Policy, PrivacyFlags, ProviderId, Rule, RuleId, Sort, TenantId,
+    Anonymous, Country, KindSet, PiiWhen, Plan, Policy, PrivacyFlags, ProviderId, Rule, RuleId,
+    Sort, TenantId,
 };
 
 use constraints::{Constraint, Ids, Serving};
@@ -38,8 +39,109 @@ pub struct Decision<'p> {
     pub candidates: Vec<Candidate<'p>>,
     pub excluded: Vec<Exclusion<'p>>,
     pub plan: Plan,
+    /// Personal data in the prompt and what the policy does about it (when it has such rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pii: Option<PiiOutcome<'p>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
+}
+
+/// What the prompt contains (kinds and counts, never values) and what the matched rules do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PiiOutcome<'p> {
+    pub found: Vec<(&'p str, u32)>,
+    /// The kinds found that are replaced with placeholders before forwarding.
+    pub redact: KindSet,
+    pub redact_names: Vec<&'p str>,
+    /// Whether the originals are put back into the answer.
+    pub restore: bool,
+    /// `refused`, `redacted`, `routed` (a rule matched on what was found), `detected` (found,
+    /// no rule acted on it) or `none`.
+    pub action: &'static str,
+}
+
+impl Serialize for PiiOutcome<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Counts<'a>(&'a [(&'a str, u32)]);
+        impl Serialize for Counts<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, n) in self.0 {
+                    m.serialize_entry(k, n)?;
+                }
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("found", &Counts(&self.found))?;
+        m.serialize_entry("action", self.action)?;
+        m.serialize_entry("redact", &self.redact_names)?;
+        m.serialize_entry("restore", &self.restore)?;
+        m.end()
+    }
+}
+
+/// Matched rules' personal-data actions for what was found; a refusal when one refuses.
+fn pii_outcome<'p>(
+    policy: &'p Policy,
+    matched: &[&'p Rule],
+    found: &crate::pii::Found,
+) -> (PiiOutcome<'p>, Option<Refusal>) {
+    let kinds = found.kinds();
+    let mut redact = KindSet::EMPTY;
+    let mut restore = false;
+    let mut routed = false;
+    let mut refused_by = None;
+    for r in matched {
+        redact = redact.union(r.pii.redact);
+        restore |= r.pii.restore;
+        routed |= matches!(r.when.pii, Some(PiiWhen::Found(_)));
+        if r.pii.refuse && refused_by.is_none() {
+            refused_by = Some(r);
+        }
+    }
+    let redact = KindSet(redact.0 & kinds.0);
+    let action = if refused_by.is_some() {
+        "refused"
+    } else if !redact.is_empty() {
+        "redacted"
+    } else if routed {
+        "routed"
+    } else if !found.is_empty() {
+        "detected"
+    } else {
+        "none"
+    };
+    let config = &policy.pii;
+    let refusal = refused_by.map(|r| {
+        let named = match r.when.pii {
+            Some(PiiWhen::Found(set)) => set,
+            _ => kinds,
+        };
+        let what: Vec<&str> = config.names(KindSet(named.0 & kinds.0));
+        Refusal {
+            status: 422,
+            code: "personal_data_refused",
+            message: format!(
+                "The request contains personal data that this deployment does not accept ({}; rule `{}`). Remove it and send the request again.",
+                what.join(", "),
+                r.id
+            ),
+        }
+    });
+    let outcome = PiiOutcome {
+        found: found
+            .counts
+            .iter()
+            .map(|(k, n)| (config.kind_name(*k), *n))
+            .collect(),
+        redact,
+        redact_names: config.names(redact),
+        restore: restore && !redact.is_empty(),
+        action,
+    };
+    (outcome, refusal)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,6 +188,13 @@ fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags) -> boo
             .is_none_or(|es| es.iter().any(|e| e == facts.endpoint.name()))
         && w.edge_verified
             .is_none_or(|want| facts.location.edge.verified() == Some(want))
+        && w.pii.is_none_or(|p| {
+            let kinds = facts.pii.as_ref().map(|f| f.kinds()).unwrap_or_default();
+            match p {
+                PiiWhen::Found(set) => set.intersects(kinds),
+                PiiWhen::None => kinds.is_empty(),
+            }
+        })
 }
 
 /// Decides where a request may go and in which order to try.
@@ -123,8 +232,17 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         candidates: Vec::new(),
         excluded: Vec::new(),
         plan,
+        pii: None,
         refusal: None,
     };
+    if let Some(found) = &facts.pii {
+        let (outcome, refusal) = pii_outcome(policy, &matched, found);
+        decision.pii = Some(outcome);
+        if refusal.is_some() {
+            decision.refusal = refusal;
+            return decision;
+        }
+    }
 
     // Constraints: every matched rule, the tenant, the request. All must hold (intersection).
     let mut constraints: Vec<Constraint> = Vec::with_capacity(matched.len() + 2);

@@ -53,6 +53,7 @@ fn decision_for<'p>(p: &'p Policy, headers: &[(&str, &str)], body: Value) -> Dec
         tenant: None,
         edge_region: None,
         headers: &headers,
+        pii: p.pii.used.then_some(&p.pii),
     };
     let f = facts::from_request(cx, &mut body).expect("facts");
     decide(p, &f)

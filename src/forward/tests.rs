@@ -29,6 +29,7 @@ impl Catalog {
             edge_region: None,
             privacy: vec![],
             matched_rules: vec![],
+            pii: None,
             candidates: self
                 .0
                 .iter()

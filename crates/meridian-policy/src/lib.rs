@@ -10,6 +10,7 @@ mod diag;
 pub mod geoip;
 pub mod jurisdictions;
 mod model;
+pub mod pii;
 mod reader;
 mod validate;
 
@@ -22,8 +23,8 @@ pub use validate::load;
 /// The key lists the validator accepts per section, for the JSON Schema consistency test.
 pub mod keys {
     pub use super::validate::{
-        ENDPOINTS, MODEL_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS, REQUIRE_KEYS,
-        RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
+        ENDPOINTS, MODEL_KEYS, PII_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS,
+        REQUIRE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
     };
 }
 

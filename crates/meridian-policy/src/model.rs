@@ -52,6 +52,7 @@ pub use crate::client::{
     Platform,
 };
 pub use crate::country::{Country, CountrySet};
+pub use crate::pii::{KindSet, PiiAction, PiiConfig, PiiWhen};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
@@ -67,6 +68,8 @@ pub struct Policy {
     pub providers: Vec<Provider>,
     pub tenants: Vec<Tenant>,
     pub rules: Vec<Rule>,
+    /// The `[pii]` section: custom patterns, and whether any rule uses personal data.
+    pub pii: PiiConfig,
     /// Not part of the compiled form: the component never runs test cases.
     #[serde(skip)]
     pub tests: Vec<TestCase>,
@@ -359,6 +362,8 @@ pub struct Rule {
     pub require: Require,
     pub prefer: Prefer,
     pub plan: PlanPatch,
+    /// `redact`, `restore`, `refuse`.
+    pub pii: PiiAction,
 }
 
 /// Conditions; every one present must hold for the rule to match. An empty `when` always matches.
@@ -377,6 +382,8 @@ pub struct When {
     pub endpoints: Option<Vec<String>>,
     /// Whether the request carried the right edge secret (`settings.client.edge_secret`).
     pub edge_verified: Option<bool>,
+    /// Personal data found in the prompt.
+    pub pii: Option<PiiWhen>,
 }
 
 /// Hard constraints: they only ever remove providers.
@@ -579,6 +586,10 @@ pub struct TestCase {
     /// The OpenRouter-style `provider` object, as JSON.
     pub provider: Option<serde_json::Value>,
     pub request_id: String,
+    /// The text of the request's user message (scanned for personal data as a real one is).
+    pub prompt: Option<String>,
+    /// The personal-data kinds the prompt must be found to contain, exactly.
+    pub expect_pii: Option<Vec<String>>,
     pub expect: Expectation,
 }
 

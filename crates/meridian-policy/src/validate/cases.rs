@@ -96,6 +96,34 @@ pub(super) fn read_tests(
                 None
             }
         };
+        let prompt = t.str(sink, "prompt").map(|s| s.value);
+        let expect_pii = t.str_list(sink, "expect_pii").map(|names| {
+            names
+                .into_iter()
+                .filter_map(|n| {
+                    if cx.pii.kind_of(&n.value).is_some() {
+                        Some(n.value)
+                    } else {
+                        let known: Vec<&str> = (0..cx.pii.kind_count())
+                            .map(|k| cx.pii.kind_name(k))
+                            .collect();
+                        sink.error_help(
+                            n.span.as_ref(),
+                            format!("unknown personal-data kind `{}`", n.value),
+                            suggest(&n.value, &known),
+                        );
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        if expect_pii.is_some() && prompt.is_none() {
+            sink.error_help(
+                t.key_span("expect_pii").as_ref(),
+                "`expect_pii` checks what is found in the case's prompt, but it has none",
+                "add `prompt = \"…\"`",
+            );
+        }
         let (Some(model), Some(expect)) = (model, expect) else {
             continue;
         };
@@ -113,6 +141,8 @@ pub(super) fn read_tests(
             stream: t.bool(sink, "stream").unwrap_or(false),
             headers,
             provider,
+            prompt,
+            expect_pii,
             expect,
         });
     }

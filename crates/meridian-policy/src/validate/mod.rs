@@ -3,6 +3,7 @@
 
 mod cases;
 mod jurisdictions;
+mod pii;
 mod plan;
 mod providers;
 mod rules;
@@ -11,6 +12,8 @@ mod tenants;
 
 use cases::read_tests;
 use jurisdictions::read_jurisdictions;
+use pii::read_pii;
+pub use pii::PII_KEYS;
 use plan::read_plan;
 use providers::read_providers;
 use rules::{read_rules, warn_unknown_country};
@@ -36,6 +39,7 @@ pub const TOP_KEYS: &[&str] = &[
     "providers",
     "tenants",
     "rules",
+    "pii",
     "test",
 ];
 pub const SETTINGS_KEYS: &[&str] = &[
@@ -77,7 +81,9 @@ pub const TENANT_KEYS: &[&str] = &[
     "origins",
     "max_tokens",
 ];
-pub const RULE_KEYS: &[&str] = &["id", "when", "require", "prefer", "plan"];
+pub const RULE_KEYS: &[&str] = &[
+    "id", "when", "require", "prefer", "plan", "redact", "restore", "refuse",
+];
 pub const WHEN_KEYS: &[&str] = &[
     "client_country",
     "client_jurisdiction",
@@ -90,6 +96,7 @@ pub const WHEN_KEYS: &[&str] = &[
     "stream",
     "endpoint",
     "edge_verified",
+    "pii",
 ];
 pub const REQUIRE_KEYS: &[&str] = &[
     "jurisdiction",
@@ -123,6 +130,8 @@ pub const TEST_KEYS: &[&str] = &[
     "headers",
     "provider",
     "request_id",
+    "prompt",
+    "expect_pii",
     "expect",
     "expect_first",
     "expect_status",
@@ -174,6 +183,8 @@ struct Ctx {
     models: BTreeSet<String>,
     /// Whether `settings.client.edge_secret` is set (`when.edge_verified` needs it).
     edge_secret: bool,
+    /// The personal-data kinds rules may name.
+    pii: PiiConfig,
 }
 
 fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy> {
@@ -209,6 +220,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         tenant_ids: Vec::new(),
         models: BTreeSet::new(),
         edge_secret: false,
+        pii: read_pii(sink, &top),
     };
     let settings = read_settings(sink, &top);
     cx.edge_secret = settings
@@ -217,6 +229,10 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
     let providers = read_providers(sink, &top, &mut cx);
     let tenants = read_tenants(sink, &top, &mut cx);
     let rules = read_rules(sink, &top, &cx);
+    let mut pii = cx.pii.clone();
+    pii.used = rules
+        .iter()
+        .any(|r| r.when.pii.is_some() || !r.pii.is_empty());
     // A request carries a country only through the deployment's location source.
     let countries_deliverable = settings.as_ref().is_none_or(|s| s.client.can_locate());
     let tests = read_tests(sink, &top, &cx, countries_deliverable);
@@ -232,6 +248,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         providers,
         tenants,
         rules,
+        pii,
         tests,
         warnings: Vec::new(),
     })

@@ -34,6 +34,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             .table(sink, "plan")
             .map(|p| read_plan(sink, &p))
             .unwrap_or_default();
+        let pii = super::pii::read_action(sink, &t, &when, &cx.pii);
         let Some(id) = id else { continue };
         ids.push(id.value.clone());
         out.push(Rule {
@@ -42,6 +43,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             require,
             prefer,
             plan,
+            pii,
         });
     }
     out
@@ -144,6 +146,7 @@ pub(super) fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
         stream: w.bool(sink, "stream"),
         endpoints,
         edge_verified,
+        pii: super::pii::read_when_pii(sink, w, &cx.pii),
     }
 }
 
@@ -171,6 +174,7 @@ pub(super) fn warn_unknown_country(sink: &mut Sink, top: &Obj, rules: &[Rule]) {
             && r.when.stream.is_none()
             && r.when.endpoints.is_none()
             && r.when.edge_verified.is_none()
+            && r.when.pii.is_none()
             && (r.require.jurisdiction.is_some()
                 || r.require.self_hosted
                 || r.require.providers.is_some())

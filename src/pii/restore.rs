@@ -1,0 +1,224 @@
+//! Puts redacted values back into answers: a whole (non-stream) answer, or a stream as it
+//! arrives. A placeholder the model writes across two stream events is put back too: text that
+//! ends in what may be the start of a placeholder is held back (never more than the longest
+//! placeholder) until the next event of the same choice shows whether it is one.
+
+use serde_json::{Map, Value};
+
+pub struct Restorer {
+    /// (placeholder, original).
+    pairs: Vec<(String, String)>,
+    longest: usize,
+    /// Text held back per choice index.
+    held: Vec<(u64, String)>,
+    /// `id`, `object`, `created`, `model` of the last event, for an event that hands over text
+    /// still held when the stream ends.
+    template: Map<String, Value>,
+    /// Whether the stream is a completions stream (`text`) rather than chat (`delta.content`).
+    text_field: bool,
+}
+
+impl Restorer {
+    pub fn new(pairs: Vec<(String, String)>) -> Restorer {
+        let longest = pairs.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+        Restorer {
+            pairs,
+            longest,
+            held: Vec::new(),
+            template: Map::new(),
+            text_field: false,
+        }
+    }
+
+    /// Replaces every complete placeholder in `s`.
+    pub fn replace_all(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(at) = rest.find('[') {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            match self
+                .pairs
+                .iter()
+                .find(|(p, _)| tail.starts_with(p.as_str()))
+            {
+                Some((p, original)) => {
+                    out.push_str(original);
+                    rest = &tail[p.len()..];
+                }
+                None => {
+                    out.push('[');
+                    rest = &tail[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn restore_string(&self, v: &mut Value) {
+        if let Value::String(s) = v {
+            if s.contains('[') {
+                *s = self.replace_all(s);
+            }
+        }
+    }
+
+    /// A whole answer: message contents, tool-call arguments and completion texts. A body that
+    /// is not JSON is returned unchanged.
+    pub fn restore_body(&self, body: &[u8]) -> Vec<u8> {
+        let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+            return body.to_vec();
+        };
+        if let Some(Value::Array(choices)) = v.get_mut("choices") {
+            for c in choices {
+                if let Some(t) = c.get_mut("text") {
+                    self.restore_string(t);
+                }
+                let Some(m) = c.get_mut("message") else {
+                    continue;
+                };
+                if let Some(t) = m.get_mut("content") {
+                    self.restore_string(t);
+                }
+                if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
+                    for call in calls {
+                        if let Some(a) = call
+                            .get_mut("function")
+                            .and_then(|f| f.get_mut("arguments"))
+                        {
+                            self.restore_string(a);
+                        }
+                    }
+                }
+            }
+        }
+        serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+    }
+
+    fn take_held(&mut self, index: u64) -> String {
+        match self.held.iter().position(|(i, _)| *i == index) {
+            Some(p) => self.held.swap_remove(p).1,
+            None => String::new(),
+        }
+    }
+
+    /// One choice's new text: restored, minus a tail that may be the start of a placeholder
+    /// (kept for the next piece) unless this is the choice's last piece.
+    fn piece(&mut self, index: u64, s: &str, last: bool) -> String {
+        let mut text = self.take_held(index);
+        text.push_str(s);
+        let mut out = self.replace_all(&text);
+        if !last {
+            if let Some(at) = out.rfind('[') {
+                let tail = &out[at..];
+                if tail.len() < self.longest && self.pairs.iter().any(|(p, _)| p.starts_with(tail))
+                {
+                    self.held.push((index, tail.to_string()));
+                    out.truncate(at);
+                }
+            }
+        }
+        out
+    }
+
+    fn restore_event(&mut self, event: &mut Value) {
+        let Some(obj) = event.as_object_mut() else {
+            return;
+        };
+        for key in ["id", "object", "created", "model"] {
+            if let Some(v) = obj.get(key) {
+                self.template.insert(key.to_string(), v.clone());
+            }
+        }
+        let Some(Value::Array(choices)) = obj.get_mut("choices") else {
+            return;
+        };
+        for c in choices {
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let last = c.get("finish_reason").is_some_and(|f| !f.is_null());
+            let slot = if c.get("text").is_some() {
+                self.text_field = true;
+                c.get_mut("text")
+            } else {
+                c.get_mut("delta").and_then(|d| {
+                    if d.get("content").is_none() && last {
+                        // Text still held must leave with the choice's last event.
+                        if let Some(o) = d.as_object_mut() {
+                            o.insert("content".into(), Value::String(String::new()));
+                        }
+                    }
+                    d.get_mut("content")
+                })
+            };
+            match slot {
+                Some(Value::String(s)) => {
+                    let restored = self.piece(index, s, last);
+                    *s = restored;
+                }
+                Some(Value::Null) | None if last => {
+                    // A final event without text: nothing held can be lost, as `piece` ran
+                    // for every earlier piece; hand over what is held anyway.
+                    let held = self.take_held(index);
+                    if !held.is_empty() {
+                        if let Some(d) = c.get_mut("delta").and_then(Value::as_object_mut) {
+                            d.insert("content".into(), Value::String(held));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Events for text still held (the stream ended without a final event for some choice).
+    fn flush_events(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (index, text) in std::mem::take(&mut self.held) {
+            let mut e = self.template.clone();
+            let choice = if self.text_field {
+                serde_json::json!({"index": index, "text": text, "finish_reason": null})
+            } else {
+                serde_json::json!({"index": index, "delta": {"content": text}, "finish_reason": null})
+            };
+            e.insert("choices".into(), Value::Array(vec![choice]));
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&serde_json::to_vec(&e).unwrap_or_default());
+            out.extend_from_slice(b"\n\n");
+        }
+        out
+    }
+
+    /// Restores checked SSE lines (whole lines, as the stream guard passes them on).
+    pub fn restore_stream(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + 16);
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            let body = body.strip_suffix(b"\r").unwrap_or(body);
+            let Some(data) = body.strip_prefix(b"data:") else {
+                out.extend_from_slice(line);
+                continue;
+            };
+            let data = data.strip_prefix(b" ").unwrap_or(data);
+            if data == b"[DONE]" {
+                out.extend(self.flush_events());
+                out.extend_from_slice(line);
+                continue;
+            }
+            let Ok(mut event) = serde_json::from_slice::<Value>(data) else {
+                out.extend_from_slice(line);
+                continue;
+            };
+            self.restore_event(&mut event);
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// What is still held, as events, before an error event ends the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.flush_events()
+    }
+}
