@@ -184,7 +184,11 @@ fn policy() -> Policy {
          [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"a\", input_price = 1.0, output_price = 1.0 }} }}\n\
          [[providers]]\nid = \"beta\"\nbase_url = \"http://beta/v1\"\nlocation = \"US\"\nkey_secret = \"k\"\nmodels = {{ \"chat-model\" = \"b\" }}\n\
          [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{h}\"]\nmax_tokens = 50\n\
-         [[tenants]]\nid = \"web\"\nkeys = []\norigins = [\"https://app.example\"]\n"
+         [[tenants]]\nid = \"web\"\nkeys = []\norigins = [\"https://app.example\"]\n\
+         [pii.custom]\nticket = 'T-[0-9]+'\n\
+         [[rules]]\nid = \"bank-data-in-de\"\nwhen = {{ pii = [\"iban\", \"card\"] }}\nrequire = {{ providers = [\"alpha\"] }}\n\
+         [[rules]]\nid = \"no-ssn\"\nwhen = {{ pii = [\"us_ssn\"] }}\nrefuse = true\n\
+         [[rules]]\nid = \"redact-the-rest\"\nredact = [\"email\", \"phone\", \"ipv4\", \"ipv6\", \"uk_nino\", \"eu_vat\", \"ticket\"]\nrestore = true\n"
     );
     policy::load(&text, "fuzz").unwrap_or_else(|e| panic!("{e}"))
 }
