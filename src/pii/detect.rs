@@ -12,6 +12,81 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// Where detectors can start, found in one pass over the text: digits, `+` and `(` that start
+/// a token; upper-case letters that start a token; every `@`, `:` and `-`.
+#[derive(Default)]
+pub(super) struct Triggers {
+    pub digit: Vec<usize>,
+    pub upper: Vec<usize>,
+    pub at: Vec<usize>,
+    pub colon: Vec<usize>,
+    pub dash: Vec<usize>,
+}
+
+const WORD: u8 = 1;
+const DIGIT: u8 = 2;
+const UPPER: u8 = 4;
+/// `+` or `(`: may start a phone number.
+const OPEN: u8 = 8;
+const AT: u8 = 16;
+const COLON: u8 = 32;
+const DASH: u8 = 64;
+
+/// Each byte's classes, so the one pass over the text is a table lookup per byte.
+const CLASS: [u8; 256] = {
+    let mut c = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let x = b as u8;
+        c[b] = if x.is_ascii_digit() {
+            WORD | DIGIT
+        } else if x.is_ascii_uppercase() {
+            WORD | UPPER
+        } else if x.is_ascii_lowercase() || x == b'_' {
+            WORD
+        } else {
+            match x {
+                b'+' | b'(' => OPEN,
+                b'@' => AT,
+                b':' => COLON,
+                b'-' => DASH,
+                _ => 0,
+            }
+        };
+        b += 1;
+    }
+    c
+};
+
+impl Triggers {
+    pub fn of(t: &[u8]) -> Triggers {
+        let mut tr = Triggers::default();
+        let mut prev_word = false;
+        for (i, &b) in t.iter().enumerate() {
+            let c = CLASS[b as usize];
+            if c & !WORD != 0 {
+                if c & (DIGIT | OPEN) != 0 {
+                    if !prev_word {
+                        tr.digit.push(i);
+                    }
+                } else if c & UPPER != 0 {
+                    if !prev_word {
+                        tr.upper.push(i);
+                    }
+                } else if c == AT {
+                    tr.at.push(i);
+                } else if c == COLON {
+                    tr.colon.push(i);
+                } else if c == DASH {
+                    tr.dash.push(i);
+                }
+            }
+            prev_word = c & WORD != 0;
+        }
+        tr
+    }
+}
+
 /// True when position `i` starts a token: the text starts there or the byte before is not part
 /// of a word.
 fn starts_token(t: &[u8], i: usize) -> bool {
@@ -23,12 +98,14 @@ fn ends_token(t: &[u8], end: usize) -> bool {
     end >= t.len() || !is_word(t[end])
 }
 
-pub(super) fn email(t: &[u8], out: &mut Vec<Finding>) {
+pub(super) fn email(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
     let local_char = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
     let domain_char = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
     let mut from = 0;
-    while let Some(off) = t[from..].iter().position(|&b| b == b'@') {
-        let at = from + off;
+    for &at in cands {
+        if at < from {
+            continue;
+        }
         from = at + 1;
         let mut start = at;
         while start > 0 && local_char(t[start - 1]) && at - start < 64 {
@@ -70,22 +147,59 @@ pub(super) fn email(t: &[u8], out: &mut Vec<Finding>) {
     }
 }
 
+/// A fixed-capacity list on the stack: scanning allocates nothing per candidate.
+#[derive(Clone, Copy)]
+struct Small<T: Copy + Default, const N: usize> {
+    items: [T; N],
+    len: usize,
+}
+
+impl<T: Copy + Default, const N: usize> Small<T, N> {
+    fn new() -> Self {
+        Small {
+            items: [T::default(); N],
+            len: 0,
+        }
+    }
+
+    /// False (and nothing stored) when full.
+    fn push(&mut self, v: T) -> bool {
+        if self.len == N {
+            return false;
+        }
+        self.items[self.len] = v;
+        self.len += 1;
+        true
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == N
+    }
+}
+
+impl<T: Copy + Default, const N: usize> std::ops::Deref for Small<T, N> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+}
+
 /// A run of digit groups and separators from `start`: the groups' lengths, the separators seen,
 /// where it ends (after its last digit), and whether the first group was in parentheses.
 struct Groups {
-    lens: Vec<usize>,
+    lens: Small<usize, 20>,
     /// Where each group ends.
-    ends: Vec<usize>,
-    seps: Vec<u8>,
+    ends: Small<usize, 20>,
+    seps: Small<u8, 20>,
     end: usize,
     paren_first: bool,
 }
 
 fn digit_groups(t: &[u8], mut i: usize, seps_allowed: &[u8], max_digits: usize) -> Groups {
     let mut g = Groups {
-        lens: Vec::new(),
-        ends: Vec::new(),
-        seps: Vec::new(),
+        lens: Small::new(),
+        ends: Small::new(),
+        seps: Small::new(),
         end: i,
         paren_first: false,
     };
@@ -103,6 +217,9 @@ fn digit_groups(t: &[u8], mut i: usize, seps_allowed: &[u8], max_digits: usize) 
             break;
         }
         digits += i - s;
+        if g.lens.is_full() {
+            break;
+        }
         g.lens.push(i - s);
         g.ends.push(i);
         g.end = i;
@@ -131,12 +248,29 @@ fn digit_groups(t: &[u8], mut i: usize, seps_allowed: &[u8], max_digits: usize) 
     g
 }
 
-fn digits_of(t: &[u8], start: usize, end: usize) -> Vec<u8> {
-    t[start..end]
-        .iter()
-        .filter(|b| b.is_ascii_digit())
-        .map(|b| b - b'0')
-        .collect()
+/// How many digits follow `i` before a byte that is neither a digit nor in `seps` (looking at
+/// most `limit` bytes): a cheap test that rules most numbers in prose out before any parsing.
+fn digits_ahead(t: &[u8], i: usize, seps: &[u8], limit: usize) -> usize {
+    let mut n = 0;
+    for &b in t[i..].iter().take(limit) {
+        if b.is_ascii_digit() {
+            n += 1;
+        } else if !seps.contains(&b) {
+            break;
+        }
+    }
+    n
+}
+
+/// The digits between `start` and `end`, as values (the first 32).
+fn digits_of(t: &[u8], start: usize, end: usize) -> Small<u8, 32> {
+    let mut d = Small::new();
+    for b in &t[start..end] {
+        if b.is_ascii_digit() && !d.push(b - b'0') {
+            break;
+        }
+    }
+    d
 }
 
 /// Separators, ignoring the `)` after a parenthesised first group, are all the same byte.
@@ -148,15 +282,17 @@ fn consistent(seps: &[u8]) -> bool {
     }
 }
 
-pub(super) fn phone(t: &[u8], out: &mut Vec<Finding>) {
-    let mut i = 0;
-    while i < t.len() {
+pub(super) fn phone(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
+    let mut next = 0;
+    for &i in cands {
+        if i < next {
+            continue;
+        }
         let b = t[i];
         let candidate = (b == b'+' || b == b'(' || b.is_ascii_digit())
             && starts_token(t, i)
             && (i == 0 || !matches!(t[i - 1], b'+' | b'.' | b'-' | b'/' | b')'));
         if !candidate {
-            i += 1;
             continue;
         }
         if b == b'+' {
@@ -165,7 +301,7 @@ pub(super) fn phone(t: &[u8], out: &mut Vec<Finding>) {
             let mut j = i + 1;
             let mut n = 0;
             // (end, digits so far) after each run of digits: the number may end at any of them.
-            let mut run_ends: Vec<(usize, usize, bool)> = Vec::new();
+            let mut run_ends: Small<(usize, usize, bool), 20> = Small::new();
             let mut open = false;
             let mut parens = 0;
             let mut prev_sep = true; // no separator right after `+`
@@ -174,8 +310,10 @@ pub(super) fn phone(t: &[u8], out: &mut Vec<Finding>) {
                 if c.is_ascii_digit() {
                     n += 1;
                     prev_sep = false;
-                    if !t.get(j + 1).is_some_and(u8::is_ascii_digit) {
-                        run_ends.push((j + 1, n, open));
+                    if !t.get(j + 1).is_some_and(u8::is_ascii_digit)
+                        && !run_ends.push((j + 1, n, open))
+                    {
+                        break;
                     }
                 } else if c == b'(' && !open && parens == 0 {
                     open = true;
@@ -203,10 +341,13 @@ pub(super) fn phone(t: &[u8], out: &mut Vec<Finding>) {
                     start: i,
                     end,
                 });
-                i = end;
+                next = end;
                 continue;
             }
-            i += 1;
+            continue;
+        }
+        // Every national form has at least 10 digits.
+        if digits_ahead(t, i, b" -./()", 24) < 10 {
             continue;
         }
         let g = digit_groups(t, i, b" -./", 13);
@@ -216,6 +357,9 @@ pub(super) fn phone(t: &[u8], out: &mut Vec<Finding>) {
         for k in (2..=g.lens.len()).rev() {
             let (lens, seps, end) = (&g.lens[..k], &g.seps[..k - 1], g.ends[k - 1]);
             let n: usize = lens.iter().sum();
+            if n > 13 || n > all_digits.len() {
+                continue;
+            }
             let digits = &all_digits[..n];
             let ok_end = ends_token(t, end)
                 && !(end + 1 < t.len()
@@ -247,11 +391,11 @@ pub(super) fn phone(t: &[u8], out: &mut Vec<Finding>) {
                 start: i,
                 end,
             });
-            i = end;
+            next = end;
             continue;
         }
         // Skip the rest of this number so its inner digits are not candidates.
-        i = g.ends.first().copied().unwrap_or(i + 1).max(i + 1);
+        next = g.ends.first().copied().unwrap_or(i + 1).max(i + 1);
     }
 }
 
@@ -296,21 +440,31 @@ fn issuer_range(d: &[u8]) -> bool {
     }
 }
 
-pub(super) fn card(t: &[u8], out: &mut Vec<Finding>) {
-    let mut i = 0;
-    while i < t.len() {
+pub(super) fn card(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
+    let mut next = 0;
+    for &i in cands {
+        if i < next {
+            continue;
+        }
         if !(t[i].is_ascii_digit()
             && starts_token(t, i)
             && (i == 0 || !matches!(t[i - 1], b'+' | b'.' | b'-')))
         {
-            i += 1;
+            continue;
+        }
+        // Every card number has at least 12 digits.
+        if digits_ahead(t, i, b" -", 30) < 12 {
             continue;
         }
         let g = digit_groups(t, i, b" -", 19);
         let all_digits = digits_of(t, i, g.end);
         for k in (1..=g.lens.len()).rev() {
             let (lens, seps, end) = (&g.lens[..k], &g.seps[..k - 1], g.ends[k - 1]);
-            let d = &all_digits[..lens.iter().sum::<usize>()];
+            let n: usize = lens.iter().sum();
+            if n > 19 || n > all_digits.len() {
+                continue;
+            }
+            let d = &all_digits[..n];
             let grouped_ok =
                 k == 1 || (consistent(seps) && lens.iter().all(|&l| (3..=6).contains(&l)));
             if (12..=19).contains(&d.len())
@@ -331,15 +485,17 @@ pub(super) fn card(t: &[u8], out: &mut Vec<Finding>) {
                 break;
             }
         }
-        i = g.ends.first().copied().unwrap_or(i + 1).max(i + 1);
+        next = g.ends.first().copied().unwrap_or(i + 1).max(i + 1);
     }
 }
 
-pub(super) fn ipv4(t: &[u8], out: &mut Vec<Finding>) {
-    let mut i = 0;
-    while i < t.len() {
+pub(super) fn ipv4(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
+    let mut next = 0;
+    for &i in cands {
+        if i < next {
+            continue;
+        }
         if !(t[i].is_ascii_digit() && starts_token(t, i) && (i == 0 || t[i - 1] != b'.')) {
-            i += 1;
             continue;
         }
         let mut j = i;
@@ -376,23 +532,25 @@ pub(super) fn ipv4(t: &[u8], out: &mut Vec<Finding>) {
                 start: i,
                 end: j,
             });
-            i = j;
+            next = j;
         } else {
             // Past this run of digits and dots.
             let mut k = i;
             while k < t.len() && (t[k].is_ascii_digit() || t[k] == b'.') {
                 k += 1;
             }
-            i = k.max(i + 1);
+            next = k.max(i + 1);
         }
     }
 }
 
-pub(super) fn ipv6(t: &[u8], out: &mut Vec<Finding>) {
+pub(super) fn ipv6(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
     let run_char = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
     let mut from = 0;
-    while let Some(off) = t[from..].iter().position(|&b| b == b':') {
-        let colon = from + off;
+    for &colon in cands {
+        if colon < from {
+            continue;
+        }
         let mut start = colon;
         while start > 0 && run_char(t[start - 1]) {
             start -= 1;
@@ -431,10 +589,12 @@ pub(super) fn ipv6(t: &[u8], out: &mut Vec<Finding>) {
     }
 }
 
-pub(super) fn us_ssn(t: &[u8], out: &mut Vec<Finding>) {
+pub(super) fn us_ssn(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
     let mut from = 0;
-    while let Some(off) = t[from..].iter().position(|&b| b == b'-') {
-        let dash = from + off;
+    for &dash in cands {
+        if dash < from {
+            continue;
+        }
         from = dash + 1;
         // ddd-dd-dddd: the first dash is at start + 3.
         if dash < 3 || dash + 8 > t.len() {
@@ -469,19 +629,24 @@ pub(super) fn us_ssn(t: &[u8], out: &mut Vec<Finding>) {
     }
 }
 
-pub(super) fn uk_nino(t: &[u8], out: &mut Vec<Finding>) {
+pub(super) fn uk_nino(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
     const FIRST_NOT: &[u8] = b"DFIQUV";
     const SECOND_NOT: &[u8] = b"DFIOQUV";
     const PREFIX_NOT: &[&[u8]] = &[b"BG", b"GB", b"NK", b"KN", b"TN", b"NT", b"ZZ"];
-    let mut i = 0;
-    while i + 9 <= t.len() {
+    let mut next = 0;
+    for &i in cands {
+        if i < next {
+            continue;
+        }
+        if i + 9 > t.len() {
+            break;
+        }
         let (a, b) = (t[i], t[i + 1]);
         if !(a.is_ascii_uppercase() && b.is_ascii_uppercase() && starts_token(t, i))
             || FIRST_NOT.contains(&a)
             || SECOND_NOT.contains(&b)
             || PREFIX_NOT.contains(&&t[i..i + 2])
         {
-            i += 1;
             continue;
         }
         // Six digits, either together or as three pairs with single spaces, then A-D.
@@ -513,11 +678,10 @@ pub(super) fn uk_nino(t: &[u8], out: &mut Vec<Finding>) {
                     start: i,
                     end: j + 1,
                 });
-                i = j + 1;
+                next = j + 1;
                 continue;
             }
         }
-        i += 1;
     }
 }
 
@@ -627,15 +791,19 @@ fn fits(format: &str, s: &[u8]) -> bool {
         })
 }
 
-pub(super) fn eu_vat(t: &[u8], out: &mut Vec<Finding>) {
-    let mut i = 0;
-    while i + 4 <= t.len() {
+pub(super) fn eu_vat(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
+    let mut next = 0;
+    for &i in cands {
+        if i < next {
+            continue;
+        }
+        if i + 4 > t.len() {
+            break;
+        }
         if !(t[i].is_ascii_uppercase() && t[i + 1].is_ascii_uppercase() && starts_token(t, i)) {
-            i += 1;
             continue;
         }
         let Some((cc, formats)) = VAT_FORMATS.iter().find(|(cc, _)| *cc == &t[i..i + 2]) else {
-            i += 1;
             continue;
         };
         // The prefix, optionally one space, then the number up to the end of the token.
@@ -660,29 +828,33 @@ pub(super) fn eu_vat(t: &[u8], out: &mut Vec<Finding>) {
                 start: i,
                 end: e,
             });
-            i = e;
+            next = e;
             continue;
         }
-        i += 1;
     }
 }
 
-pub(super) fn iban(t: &[u8], out: &mut Vec<Finding>) {
-    let mut i = 0;
-    while i + 15 <= t.len() {
+pub(super) fn iban(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
+    let mut next = 0;
+    for &i in cands {
+        if i < next {
+            continue;
+        }
+        if i + 15 > t.len() {
+            break;
+        }
         if !(t[i].is_ascii_uppercase()
             && t[i + 1].is_ascii_uppercase()
             && t[i + 2].is_ascii_digit()
             && t[i + 3].is_ascii_digit()
             && starts_token(t, i))
         {
-            i += 1;
             continue;
         }
         // Upper-case letters and digits, optionally in groups of four separated by one space,
         // up to 34 of them; then the longest prefix that is a valid IBAN.
-        let mut compact = Vec::with_capacity(34);
-        let mut ends = Vec::with_capacity(34); // text position after each compact character
+        let mut compact: Small<u8, 34> = Small::new();
+        let mut ends: Small<usize, 34> = Small::new(); // text position after each compact character
         let mut j = i;
         let grouped = t.get(i + 4) == Some(&b' ');
         while j < t.len() && compact.len() < 34 {
@@ -723,9 +895,9 @@ pub(super) fn iban(t: &[u8], out: &mut Vec<Finding>) {
                     start: i,
                     end,
                 });
-                i = end;
+                next = end;
             }
-            None => i += 1,
+            None => {}
         }
     }
 }

@@ -60,16 +60,21 @@ impl<'p> Scanner<'p> {
     /// text the earlier start wins, then the longer match, then the detector listed first.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let t = text.as_bytes();
+        let tr = detect::Triggers::of(t);
         let mut all = Vec::new();
-        detect::iban(t, &mut all);
-        detect::card(t, &mut all);
-        detect::eu_vat(t, &mut all);
-        detect::uk_nino(t, &mut all);
-        detect::us_ssn(t, &mut all);
-        detect::email(t, &mut all);
-        detect::ipv6(t, &mut all);
-        detect::ipv4(t, &mut all);
-        detect::phone(t, &mut all);
+        if !tr.upper.is_empty() {
+            detect::iban(t, &tr.upper, &mut all);
+            detect::eu_vat(t, &tr.upper, &mut all);
+            detect::uk_nino(t, &tr.upper, &mut all);
+        }
+        if !tr.digit.is_empty() {
+            detect::card(t, &tr.digit, &mut all);
+            detect::ipv4(t, &tr.digit, &mut all);
+            detect::phone(t, &tr.digit, &mut all);
+        }
+        detect::us_ssn(t, &tr.dash, &mut all);
+        detect::email(t, &tr.at, &mut all);
+        detect::ipv6(t, &tr.colon, &mut all);
         for (j, re) in self.custom.iter().enumerate() {
             all.extend(re.find_iter(text).map(|m| Finding {
                 kind: BUILTIN_KINDS.len() + j,
