@@ -888,16 +888,13 @@ pub(super) fn iban(t: &[u8], cands: &[usize], out: &mut Vec<Finding>) {
                 break;
             }
         }
-        match found {
-            Some(end) => {
-                out.push(Finding {
-                    kind: IBAN,
-                    start: i,
-                    end,
-                });
-                next = end;
-            }
-            None => {}
+        if let Some(end) = found {
+            out.push(Finding {
+                kind: IBAN,
+                start: i,
+                end,
+            });
+            next = end;
         }
     }
 }
