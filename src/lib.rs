@@ -22,6 +22,7 @@ mod fuzz;
 pub mod sse;
 #[cfg(test)]
 mod testing;
+pub mod wire;
 
 /// The policy `build.rs` validated and compiled into this build: `MERIDIAN_POLICY` at build time,
 /// else `policies/default.toml`. Loading it is a postcard decode, not a TOML parse.

@@ -11,7 +11,10 @@ use crate::facts::{self, Endpoint};
 use crate::forward::{self, Failure, Limits, OutboundRequest, Transport};
 use crate::location::Location;
 use crate::pii;
-use crate::policy::{Policy, Tenant};
+use crate::policy::{
+    Policy, Tenant, WireKind, ANTHROPIC_MAX_TOKENS, ANTHROPIC_VERSION, AZURE_API_VERSION,
+};
+use crate::wire::{self, Wire, WireBody, WireTransport};
 
 /// Headers from the upstream response that reach the client: an allowlist. `content-type` and
 /// `retry-after` always; the provider's `x-ratelimit-*` only when the policy says so (they
@@ -174,7 +177,7 @@ pub(super) async fn inference<T: Transport>(
     tenant: Option<&Tenant>,
     location: Location,
     record: &mut Record,
-) -> Outcome<T::Body> {
+) -> Outcome<WireBody<T::Body>> {
     let mut body = match serde_json::from_slice::<Value>(raw_body) {
         Ok(Value::Object(m)) => m,
         Ok(_) => {
@@ -262,6 +265,11 @@ pub(super) async fn inference<T: Transport>(
         .iter()
         .find(|(k, _)| k == "accept")
         .map_or_else(|| "application/json".to_string(), |(_, v)| v.clone());
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
     let build = |c: &Candidate| -> Result<OutboundRequest, Failure> {
         let p = &policy.providers[c.index];
         let mut h = vec![
@@ -269,32 +277,95 @@ pub(super) async fn inference<T: Transport>(
             ("accept".to_string(), accept.clone()),
             ("x-request-id".to_string(), record.request_id.clone()),
         ];
-        if let Some(name) = &p.key_secret {
-            match (env.secret)(name).filter(|k| !k.is_empty()) {
-                Some(key) => h.push(("authorization".into(), format!("Bearer {key}"))),
+        let key = match &p.key_secret {
+            Some(name) => match (env.secret)(name).filter(|k| !k.is_empty()) {
+                Some(key) => Some(key),
                 None => {
                     return Err(Failure::Config(format!(
                         "its key is not set: give the Spin variable `{name}` a value"
                     )))
                 }
+            },
+            None => None,
+        };
+        let base = p.base_url.as_str().trim_end_matches('/');
+        let suffix = endpoint.upstream_suffix();
+        let openai_body = || {
+            let mut b = body.clone();
+            b.insert("model".into(), Value::String(c.upstream_model.to_string()));
+            serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
+        };
+        let (url, bytes, wire) = match p.kind {
+            WireKind::OpenAi => {
+                if let Some(key) = key {
+                    h.push(("authorization".into(), format!("Bearer {key}")));
+                }
+                (format!("{base}/{suffix}"), openai_body()?, Wire::OpenAi)
             }
-        }
-        let mut b = body.clone();
-        b.insert("model".into(), Value::String(c.upstream_model.to_string()));
-        let bytes = serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?;
+            WireKind::Azure => {
+                let deployment = c.upstream_model;
+                if deployment.is_empty()
+                    || !deployment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                {
+                    return Err(Failure::Config(format!(
+                        "`{deployment}` is not an Azure deployment name (letters, digits, `-`, `_`, `.`)"
+                    )));
+                }
+                if let Some(key) = key {
+                    h.push(("api-key".into(), key));
+                }
+                let version = p.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+                (
+                    format!(
+                        "{base}/openai/deployments/{deployment}/{suffix}?api-version={version}"
+                    ),
+                    openai_body()?,
+                    Wire::OpenAi,
+                )
+            }
+            WireKind::Anthropic => {
+                if endpoint != Endpoint::Chat {
+                    return Err(Failure::Untranslatable(format!(
+                        "`/v1/{suffix}` (Anthropic serves chat only)"
+                    )));
+                }
+                if let Some(key) = key {
+                    h.push(("x-api-key".into(), key));
+                }
+                let version = p.api_version.as_deref().unwrap_or(ANTHROPIC_VERSION);
+                h.push(("anthropic-version".into(), version.to_string()));
+                let translated = wire::anthropic::request(
+                    &body,
+                    c.upstream_model,
+                    p.max_tokens.unwrap_or(ANTHROPIC_MAX_TOKENS),
+                )
+                .map_err(Failure::Untranslatable)?;
+                (
+                    format!("{base}/messages"),
+                    serde_json::to_vec(&translated).map_err(|e| Failure::Config(e.to_string()))?,
+                    Wire::Anthropic {
+                        stream: facts.stream,
+                        include_usage,
+                    },
+                )
+            }
+        };
         // A known length rather than chunked encoding: some engines' servers read only
         // content-length bodies.
         h.push(("content-length".into(), bytes.len().to_string()));
-        let base = p.base_url.as_str().trim_end_matches('/');
         Ok(OutboundRequest {
-            url: format!("{base}/{}", endpoint.upstream_suffix()),
+            url,
             headers: h,
             body: bytes,
+            wire,
         })
     };
 
+    let wt = WireTransport { inner: t };
     let fwd = forward::forward(
-        t,
+        &wt,
         &decision,
         build,
         facts.stream,
@@ -307,6 +378,30 @@ pub(super) async fn inference<T: Transport>(
     let ratelimit = policy.settings.expose_ratelimit_headers;
 
     match fwd.outcome {
+        forward::Outcome::Exhausted { .. }
+            if !record.attempts.is_empty()
+                && record
+                    .attempts
+                    .iter()
+                    .all(|a| matches!(a.failure, Some(Failure::Untranslatable(_)))) =>
+        {
+            // Every allowed provider speaks a wire that cannot express part of this request:
+            // the client's to change, so a 400 naming the fields, never a silent drop.
+            let list = record
+                .attempts
+                .iter()
+                .filter_map(|a| {
+                    a.failure
+                        .as_ref()
+                        .map(|f| format!("`{}` {}", a.provider, f.label()))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(ApiError::bad_request(
+                "unsupported_parameter",
+                format!("No allowed provider can take this request as sent: {list}. Remove or change those fields."),
+            ))
+        }
         forward::Outcome::Exhausted { timed_out } => {
             let (status, code, what) = if timed_out {
                 (504, "upstream_timeout", "timed out")

@@ -132,7 +132,7 @@ pub async fn serve<T: Transport, R: RequestBody>(
     env: &Env<'_>,
     t: &T,
     req: Request<R>,
-) -> Reply<T::Body> {
+) -> Reply<crate::wire::WireBody<T::Body>> {
     let mut record = Record {
         request_id: request_id(&req.headers, env.fresh_id),
         method: req.method.clone(),
@@ -186,7 +186,7 @@ async fn dispatch<T: Transport, R: RequestBody>(
     route: Route,
     req: Request<R>,
     record: &mut Record,
-) -> Outcome<T::Body> {
+) -> Outcome<crate::wire::WireBody<T::Body>> {
     let Request {
         method,
         path,

@@ -19,6 +19,8 @@ pub struct OutboundRequest {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How the answer must be translated (`crate::wire::WireTransport` does it).
+    pub wire: crate::wire::Wire,
 }
 
 /// Why an attempt did not produce an answer.
@@ -36,6 +38,9 @@ pub enum Failure {
     Transport(String),
     /// The candidate cannot be called as configured (e.g. its key is not set); no request sent.
     Config(String),
+    /// The request has a field (named, as a JSON path) that the candidate's API cannot express;
+    /// no request sent.
+    Untranslatable(String),
     /// Another candidate answered first while this one was hedged against it.
     Cancelled,
 }
@@ -50,6 +55,7 @@ impl Failure {
             Failure::Transport(why) => format!("transport error ({why})"),
             // What is missing (a secret's name) is for the operator's log only: `detail`.
             Failure::Config(_) => "not configured".into(),
+            Failure::Untranslatable(field) => format!("cannot take {field}"),
             Failure::Cancelled => "cancelled (another candidate answered first)".into(),
         }
     }
@@ -69,7 +75,7 @@ impl Failure {
             Failure::Timeout(_) => on.timeout,
             Failure::Status { status, .. } => on.statuses.contains(status),
             Failure::Malformed(_) => on.malformed,
-            Failure::Config(_) | Failure::Cancelled => true,
+            Failure::Config(_) | Failure::Untranslatable(_) | Failure::Cancelled => true,
         }
     }
 }
@@ -415,7 +421,7 @@ pub async fn forward<T: Transport>(
                 _ => None,
             };
             // A candidate that cannot be called as configured is skipped, never retried.
-            let retryable = !matches!(f, Failure::Config(_));
+            let retryable = !matches!(f, Failure::Config(_) | Failure::Untranslatable(_));
             last_failure = Some(f);
             if retryable && moved_on == 1 && tries < plan.retries {
                 let backoff = plan.backoff_ms.saturating_mul(1 << tries.min(16));

@@ -58,6 +58,7 @@ fn build(c: &Candidate) -> Result<OutboundRequest, Failure> {
         url: format!("http://{}/v1/chat/completions", c.provider),
         headers: vec![],
         body: vec![],
+        wire: crate::wire::Wire::OpenAi,
     })
 }
 

@@ -133,7 +133,29 @@ pub struct Settings {
 pub enum WireKind {
     /// The OpenAI HTTP API, spoken by OpenAI and most providers and self-hosted engines.
     OpenAi,
+    /// Azure OpenAI: the OpenAI wire under `{base}/openai/deployments/{deployment}/…` with an
+    /// `api-version` query parameter and an `api-key` header.
+    Azure,
+    /// Anthropic's Messages API (`{base}/messages`, `x-api-key`, `anthropic-version`).
+    Anthropic,
 }
+
+impl WireKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WireKind::OpenAi => "openai",
+            WireKind::Azure => "azure",
+            WireKind::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// The Azure OpenAI data-plane API version used when a provider names none.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+/// The `anthropic-version` header sent when a provider names none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// `max_tokens` for Anthropic requests that give none (the Messages API requires it).
+pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Provider {
@@ -158,6 +180,10 @@ pub struct Provider {
     pub models: ModelMap,
     pub latency_ms: Option<u32>,
     pub weight: u32,
+    /// `azure`: the `api-version` query parameter; `anthropic`: the `anthropic-version` header.
+    pub api_version: Option<String>,
+    /// `anthropic`: `max_tokens` when the client sends none.
+    pub max_tokens: Option<u32>,
 }
 
 /// A provider's base URL, checked by validation (http or https, a host, no query or fragment)
@@ -486,7 +512,8 @@ impl Default for FallbackOn {
             connect: true,
             timeout: true,
             malformed: true,
-            statuses: [429, 500, 502, 503, 504].into_iter().collect(),
+            // 529: Anthropic's "overloaded".
+            statuses: [429, 500, 502, 503, 504, 529].into_iter().collect(),
         }
     }
 }

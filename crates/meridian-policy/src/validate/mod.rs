@@ -70,6 +70,8 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "models",
     "latency_ms",
     "weight",
+    "api_version",
+    "max_tokens",
 ];
 pub const MODEL_KEYS: &[&str] = &["id", "input_price", "output_price"];
 pub const TENANT_KEYS: &[&str] = &[
@@ -137,7 +139,7 @@ pub const TEST_KEYS: &[&str] = &[
     "expect_status",
 ];
 pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings"];
-const KINDS: &[&str] = &["openai"];
+const KINDS: &[&str] = &["openai", "azure", "anthropic"];
 const SORTS: &[&str] = &["price", "latency", "weighted"];
 const FALLBACK_WORDS: &[&str] = &["connect", "timeout", "malformed"];
 

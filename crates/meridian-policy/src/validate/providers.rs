@@ -26,14 +26,8 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             None => Some(WireKind::OpenAi),
             Some(k) => match k.value.as_str() {
                 "openai" => Some(WireKind::OpenAi),
-                "anthropic" => {
-                    sink.error_help(
-                        k.span.as_ref(),
-                        "provider kind `anthropic` is not supported by this build yet",
-                        "use an OpenAI-compatible endpoint (`kind = \"openai\"`), e.g. through your own translation proxy",
-                    );
-                    None
-                }
+                "azure" => Some(WireKind::Azure),
+                "anthropic" => Some(WireKind::Anthropic),
                 other => {
                     sink.error_help(
                         k.span.as_ref(),
@@ -105,6 +99,35 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
         let trains_on_inputs = t.bool(sink, "trains_on_inputs").unwrap_or(false);
         let zdr = t.bool(sink, "zdr").unwrap_or(false);
         let self_hosted = t.bool(sink, "self_hosted").unwrap_or(false);
+        let api_version = t.str(sink, "api_version").map(|v| v.value);
+        if let (Some(v), Some(WireKind::OpenAi)) = (&api_version, kind) {
+            sink.error_help(
+                t.key_span("api_version").as_ref(),
+                format!("`api_version` `{v}` applies to `azure` and `anthropic` providers only"),
+                "remove it, or set `kind`",
+            );
+        }
+        if api_version.as_ref().is_some_and(|v| {
+            v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }) {
+            sink.error(
+                t.key_span("api_version").as_ref(),
+                "`api_version` must be letters, digits, `-` and `.`, e.g. `2024-10-21`",
+            );
+        }
+        let max_tokens = t
+            .uint(sink, "max_tokens")
+            .and_then(|n| u32::try_from(n).ok());
+        if max_tokens.is_some() && kind != Some(WireKind::Anthropic) {
+            sink.error_help(
+                t.key_span("max_tokens").as_ref(),
+                "`max_tokens` (the default for requests that give none) applies to `anthropic` providers only",
+                "remove it; tenants' `max_tokens` caps what requests may ask for",
+            );
+        }
         if let Some(id) = &id {
             cx.provider_ids.push(id.value.clone());
         }
@@ -131,6 +154,8 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             models: models.into(),
             latency_ms: latency.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            api_version,
+            max_tokens,
         });
     }
     out

@@ -1,0 +1,146 @@
+//! The providers' own wires. Requests are built per provider kind in the inference flow; this
+//! module translates what comes back, so the attempt loop, the stream guard and the pump only
+//! ever see the OpenAI wire: `WireTransport` wraps the real transport and, for an Anthropic
+//! provider's successful answer, turns the body into OpenAI JSON (whole) or OpenAI SSE (as it
+//! streams). Error answers pass unchanged (they are summarised, never passed on).
+
+pub mod anthropic;
+
+use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
+
+/// What the provider speaks, as far as its answer needs translating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI and Azure OpenAI: nothing to translate.
+    #[default]
+    OpenAi,
+    Anthropic {
+        stream: bool,
+        /// The client asked for a final usage chunk (`stream_options.include_usage`).
+        include_usage: bool,
+    },
+}
+
+/// The transport, with answers translated to the OpenAI wire.
+pub struct WireTransport<'a, T> {
+    pub inner: &'a T,
+}
+
+enum Translate {
+    Stream(Box<anthropic::StreamTranslator>),
+    Whole {
+        buf: Vec<u8>,
+        created: u64,
+        ended: bool,
+    },
+}
+
+pub struct WireBody<B> {
+    inner: B,
+    translate: Option<Translate>,
+}
+
+/// The most of a whole Anthropic answer held for translation.
+const MAX_WHOLE_BYTES: usize = 64 << 20;
+
+impl<B: BodyStream> BodyStream for WireBody<B> {
+    async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>> {
+        match &mut self.translate {
+            None => self.inner.next_chunk(timeout_ms).await,
+            Some(Translate::Stream(t)) => loop {
+                match self.inner.next_chunk(timeout_ms).await {
+                    Some(Ok(c)) => {
+                        let out = t.feed(&c);
+                        if !out.is_empty() {
+                            return Some(Ok(out));
+                        }
+                    }
+                    other => return other,
+                }
+            },
+            Some(Translate::Whole {
+                buf,
+                created,
+                ended,
+            }) => {
+                if *ended {
+                    return None;
+                }
+                loop {
+                    match self.inner.next_chunk(timeout_ms).await {
+                        Some(Ok(c)) if buf.len() + c.len() <= MAX_WHOLE_BYTES => buf.extend(c),
+                        Some(Ok(_)) => {
+                            return Some(Err(Failure::Malformed(
+                                "the answer is larger than Meridian buffers".into(),
+                            )))
+                        }
+                        Some(Err(e)) => return Some(Err(e)),
+                        None => {
+                            *ended = true;
+                            let whole = std::mem::take(buf);
+                            return Some(Ok(match serde_json::from_slice(&whole) {
+                                Ok(v) => anthropic::response(&v, *created).to_string().into_bytes(),
+                                Err(_) => whole,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Transport> Transport for WireTransport<'_, T> {
+    type Body = WireBody<T::Body>;
+
+    async fn send(
+        &self,
+        req: OutboundRequest,
+        timeout_ms: u64,
+    ) -> Result<UpResponse<Self::Body>, Failure> {
+        let wire = req.wire;
+        let created = self.inner.unix_ms() / 1000;
+        let up = self.inner.send(req, timeout_ms).await?;
+        let translate = match wire {
+            Wire::Anthropic {
+                stream,
+                include_usage,
+            } if (200..300).contains(&up.status) => Some(if stream {
+                Translate::Stream(Box::new(anthropic::StreamTranslator::new(
+                    created,
+                    include_usage,
+                )))
+            } else {
+                Translate::Whole {
+                    buf: Vec::new(),
+                    created,
+                    ended: false,
+                }
+            }),
+            _ => None,
+        };
+        Ok(UpResponse {
+            status: up.status,
+            headers: up.headers,
+            body: WireBody {
+                inner: up.body,
+                translate,
+            },
+        })
+    }
+
+    async fn sleep(&self, ms: u64) {
+        self.inner.sleep(ms).await
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.inner.unix_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests;
