@@ -115,6 +115,7 @@ impl Transport for Fake {
         let provider = req
             .url
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .split('/')
             .next()
             .unwrap_or("")

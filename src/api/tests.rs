@@ -1022,3 +1022,171 @@ async fn a_restored_stream_gives_back_placeholders_split_across_chunks() {
     assert!(!text.contains("[EMAIL"), "{text}");
     assert_eq!(a.record.stream_outcome, Some("done"));
 }
+
+/// `claude` (Anthropic, EU, key `claude_key`), `azure-eu` (Azure OpenAI, key `azure_key`) and
+/// `alpha` (OpenAI wire), all serving `chat-model`, tried in that order.
+fn wires_policy() -> Policy {
+    let text = "version = 1\n[settings]\nallow_anonymous = \"paid\"\n\
+        [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://claude/v1\"\nkey_secret = \"claude_key\"\nlocation = \"eu\"\nmax_tokens = 1000\nmodels = { \"chat-model\" = \"claude-sonnet-4-5\" }\n\
+        [[providers]]\nid = \"azure-eu\"\nkind = \"azure\"\nbase_url = \"https://azure\"\nkey_secret = \"azure_key\"\napi_version = \"2024-10-21\"\nlocation = \"SE\"\nmodels = { \"chat-model\" = \"gpt4o-prod\" }\n\
+        [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = { \"chat-model\" = \"a-m\" }\n\
+        [[rules]]\nid = \"order\"\nprefer = { order = [\"claude\", \"azure-eu\", \"alpha\"] }\n";
+    policy::load(text, "wires").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn wires_call(t: &Fake, body: &str) -> Answer {
+    let secret = |name: &str| match name {
+        "claude_key" => Some("sk-ant-operator".to_string()),
+        "azure_key" => Some("azure-operator-key".to_string()),
+        _ => None,
+    };
+    let fresh = || "wires".to_string();
+    let p = wires_policy();
+    let env = Env {
+        policy: Ok(&p),
+        secret: &secret,
+        edge_region: None,
+        max_response_bytes: 1 << 20,
+        geoip: None,
+        fresh_id: &fresh,
+    };
+    let req = Request {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("authorization".into(), "Bearer sk-client".into()),
+        ],
+        body: Bytes(Some(body.as_bytes().to_vec())),
+    };
+    let mut reply = serve(&env, t, req).await;
+    let body = match reply.body {
+        Body::Full(b) => b,
+        Body::Stream(s) => {
+            let mut sink = Sink::default();
+            let tail = s.pump(t, &mut sink, &mut reply.record).await;
+            sink.0.extend(tail);
+            sink.0
+        }
+    };
+    Answer {
+        status: reply.status,
+        headers: reply.headers,
+        body,
+        record: reply.record,
+    }
+}
+
+fn answer(status: u16, body: &str) -> Step {
+    Step::Answer {
+        after_ms: 0,
+        status,
+        headers: vec![],
+        chunks: vec![(0, Ok(body.as_bytes().to_vec()))],
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_providers_get_their_own_wire_and_answer_in_openai_shape() {
+    let msg = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Bonjour"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":3}}"#;
+    let t = Fake::new(vec![("claude", vec![answer(200, msg)])]);
+    let a = wires_call(&t, r#"{"model":"chat-model","messages":[{"role":"system","content":"Be kind."},{"role":"user","content":"Hi"}]}"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent = t.requests.borrow()[0].clone();
+    assert_eq!(sent.url, "https://claude/v1/messages");
+    let h = |k: &str| sent.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(h("x-api-key"), Some("sk-ant-operator"));
+    assert_eq!(h("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(h("authorization"), None, "no client credential, no bearer");
+    let b: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        b,
+        serde_json::json!({"model": "claude-sonnet-4-5", "system": "Be kind.", "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "max_tokens": 1000})
+    );
+    let v = a.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "Bonjour");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["total_tokens"], 12);
+    assert_eq!(a.header("x-meridian-provider"), Some("claude"));
+
+    // A stream, translated as it arrives, ends with [DONE] after message_stop.
+    let events = [
+        r#"{"type":"message_start","message":{"id":"msg_2","model":"claude-sonnet-4-5","usage":{"input_tokens":4,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#,
+        r#"{"type":"message_stop"}"#,
+    ];
+    let sse_text: String = events.iter().map(|e| format!("event: x\ndata: {e}\n\n")).collect();
+    let (a1, a2) = sse_text.split_at(sse_text.len() / 3);
+    let t = Fake::new(vec![("claude", vec![sse(&[(0, a1), (2, a2)])])]);
+    let a = wires_call(&t, r#"{"model":"chat-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let text = a.text();
+    let mut content = String::new();
+    let mut usage = serde_json::Value::Null;
+    for d in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if d == "[DONE]" {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(d).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+        content.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        if !v["usage"].is_null() {
+            usage = v["usage"].clone();
+        }
+    }
+    assert_eq!(content, "Hello");
+    assert_eq!(usage["completion_tokens"], 2);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(a.record.stream_outcome, Some("done"));
+    assert_eq!(a.record.usage.map(|u| u.total_tokens), Some(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overloaded_anthropic_provider_falls_back_across_wires() {
+    // 529 before the first byte: the next candidate, Azure, serves; the client sees one answer.
+    let t = Fake::new(vec![
+        ("claude", vec![answer(529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)]),
+        ("azure", vec![answer(200, r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"from azure"},"finish_reason":"stop"}]}"#)]),
+    ]);
+    let a = wires_call(&t, r#"{"model":"chat-model","messages":[{"role":"user","content":"Hi"}]}"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["choices"][0]["message"]["content"], "from azure");
+    assert_eq!(a.header("x-meridian-failures"), Some("claude=status 529"));
+    let sent = t.requests.borrow()[1].clone();
+    assert_eq!(
+        sent.url,
+        "https://azure/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
+    );
+    let h = |k: &str| sent.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(h("api-key"), Some("azure-operator-key"));
+    assert_eq!(h("authorization"), None);
+
+    // A stream whose first Anthropic event is an error falls back too.
+    let err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let ok = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"az\"}}]}\n\ndata: [DONE]\n\n";
+    let t = Fake::new(vec![("claude", vec![sse(&[(0, err)])]), ("azure", vec![sse(&[(0, ok)])])]);
+    let a = wires_call(&t, r#"{"model":"chat-model","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-meridian-provider"), Some("azure-eu"));
+    assert!(a.text().contains("\"az\""), "{}", a.text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_field_anthropic_cannot_take_is_a_400_when_no_provider_can() {
+    // `logprobs`: Anthropic cannot; Azure and alpha can, so they serve.
+    let t = Fake::new(vec![("azure", vec![ok_json(0)])]);
+    let a = wires_call(&t, r#"{"model":"chat-model","logprobs":true,"messages":[{"role":"user","content":"Hi"}]}"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-meridian-failures"), Some("claude=cannot take `logprobs`"));
+    // Only Anthropic allowed: a 400 naming the field.
+    let t = no_script();
+    let a = wires_call(&t, r#"{"model":"chat-model","logprobs":true,"provider":{"only":["claude"]},"messages":[{"role":"user","content":"Hi"}]}"#).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.code(), "unsupported_parameter");
+    assert!(a.text().contains("`claude` cannot take `logprobs`"), "{}", a.text());
+    assert!(t.sent_to().is_empty());
+}
