@@ -1094,7 +1094,12 @@ async fn anthropic_providers_get_their_own_wire_and_answer_in_openai_shape() {
     assert_eq!(a.status, 200, "{}", a.text());
     let sent = t.requests.borrow()[0].clone();
     assert_eq!(sent.url, "https://claude/v1/messages");
-    let h = |k: &str| sent.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let h = |k: &str| {
+        sent.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(h("x-api-key"), Some("sk-ant-operator"));
     assert_eq!(h("anthropic-version"), Some("2023-06-01"));
     assert_eq!(h("authorization"), None, "no client credential, no bearer");
@@ -1119,7 +1124,10 @@ async fn anthropic_providers_get_their_own_wire_and_answer_in_openai_shape() {
         r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#,
         r#"{"type":"message_stop"}"#,
     ];
-    let sse_text: String = events.iter().map(|e| format!("event: x\ndata: {e}\n\n")).collect();
+    let sse_text: String = events
+        .iter()
+        .map(|e| format!("event: x\ndata: {e}\n\n"))
+        .collect();
     let (a1, a2) = sse_text.split_at(sse_text.len() / 3);
     let t = Fake::new(vec![("claude", vec![sse(&[(0, a1), (2, a2)])])]);
     let a = wires_call(&t, r#"{"model":"chat-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}"#).await;
@@ -1149,10 +1157,26 @@ async fn anthropic_providers_get_their_own_wire_and_answer_in_openai_shape() {
 async fn an_overloaded_anthropic_provider_falls_back_across_wires() {
     // 529 before the first byte: the next candidate, Azure, serves; the client sees one answer.
     let t = Fake::new(vec![
-        ("claude", vec![answer(529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)]),
-        ("azure", vec![answer(200, r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"from azure"},"finish_reason":"stop"}]}"#)]),
+        (
+            "claude",
+            vec![answer(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            )],
+        ),
+        (
+            "azure",
+            vec![answer(
+                200,
+                r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"from azure"},"finish_reason":"stop"}]}"#,
+            )],
+        ),
     ]);
-    let a = wires_call(&t, r#"{"model":"chat-model","messages":[{"role":"user","content":"Hi"}]}"#).await;
+    let a = wires_call(
+        &t,
+        r#"{"model":"chat-model","messages":[{"role":"user","content":"Hi"}]}"#,
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["choices"][0]["message"]["content"], "from azure");
     assert_eq!(a.header("x-meridian-failures"), Some("claude=status 529"));
@@ -1161,15 +1185,28 @@ async fn an_overloaded_anthropic_provider_falls_back_across_wires() {
         sent.url,
         "https://azure/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
     );
-    let h = |k: &str| sent.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let h = |k: &str| {
+        sent.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(h("api-key"), Some("azure-operator-key"));
     assert_eq!(h("authorization"), None);
 
     // A stream whose first Anthropic event is an error falls back too.
     let err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
-    let ok = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"az\"}}]}\n\ndata: [DONE]\n\n";
-    let t = Fake::new(vec![("claude", vec![sse(&[(0, err)])]), ("azure", vec![sse(&[(0, ok)])])]);
-    let a = wires_call(&t, r#"{"model":"chat-model","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#).await;
+    let ok =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"az\"}}]}\n\ndata: [DONE]\n\n";
+    let t = Fake::new(vec![
+        ("claude", vec![sse(&[(0, err)])]),
+        ("azure", vec![sse(&[(0, ok)])]),
+    ]);
+    let a = wires_call(
+        &t,
+        r#"{"model":"chat-model","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#,
+    )
+    .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("x-meridian-provider"), Some("azure-eu"));
     assert!(a.text().contains("\"az\""), "{}", a.text());
@@ -1179,14 +1216,25 @@ async fn an_overloaded_anthropic_provider_falls_back_across_wires() {
 async fn a_field_anthropic_cannot_take_is_a_400_when_no_provider_can() {
     // `logprobs`: Anthropic cannot; Azure and alpha can, so they serve.
     let t = Fake::new(vec![("azure", vec![ok_json(0)])]);
-    let a = wires_call(&t, r#"{"model":"chat-model","logprobs":true,"messages":[{"role":"user","content":"Hi"}]}"#).await;
+    let a = wires_call(
+        &t,
+        r#"{"model":"chat-model","logprobs":true,"messages":[{"role":"user","content":"Hi"}]}"#,
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(a.header("x-meridian-failures"), Some("claude=cannot take `logprobs`"));
+    assert_eq!(
+        a.header("x-meridian-failures"),
+        Some("claude=cannot take `logprobs`")
+    );
     // Only Anthropic allowed: a 400 naming the field.
     let t = no_script();
     let a = wires_call(&t, r#"{"model":"chat-model","logprobs":true,"provider":{"only":["claude"]},"messages":[{"role":"user","content":"Hi"}]}"#).await;
     assert_eq!(a.status, 400, "{}", a.text());
     assert_eq!(a.code(), "unsupported_parameter");
-    assert!(a.text().contains("`claude` cannot take `logprobs`"), "{}", a.text());
+    assert!(
+        a.text().contains("`claude` cannot take `logprobs`"),
+        "{}",
+        a.text()
+    );
     assert!(t.sent_to().is_empty());
 }

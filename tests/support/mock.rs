@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, Notify};
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The query string, without `?` (empty when none).
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
 }
@@ -187,6 +189,7 @@ impl Mock {
                                 let mut guard = DropCounter(dropped, false);
                                 let method = req.method().to_string();
                                 let path = req.uri().path().to_string();
+                                let query = req.uri().query().unwrap_or("").to_string();
                                 let headers = req
                                     .headers()
                                     .iter()
@@ -208,6 +211,7 @@ impl Mock {
                                 let rec = Recorded {
                                     method,
                                     path,
+                                    query,
                                     headers,
                                     body,
                                 };
