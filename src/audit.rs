@@ -170,7 +170,7 @@ pub struct Record {
     /// Where the serving provider processes data, as the policy writes it.
     pub jurisdiction: Option<String>,
     /// Prices of the serving model (USD per million tokens), to cost the usage.
-    pub prices: (Option<f64>, Option<f64>),
+    pub prices: crate::sse::Prices,
     pub usage: Option<Usage>,
     pub error_code: Option<&'static str>,
     pub stream_outcome: Option<&'static str>,
@@ -184,8 +184,7 @@ pub struct Record {
 
 impl Record {
     pub fn cost_usd(&self) -> Option<f64> {
-        self.usage
-            .and_then(|u| u.cost(self.prices.0, self.prices.1))
+        self.usage.and_then(|u| u.cost(self.prices))
     }
 
     /// The audit headers that apply to this response.

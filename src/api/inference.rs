@@ -162,7 +162,12 @@ fn served_by(record: &mut Record, c: &Candidate) {
     record.provider = Some(c.provider.0.clone());
     record.upstream_model = Some(c.upstream_model.to_string());
     record.jurisdiction = Some(c.location.to_string());
-    record.prices = (c.input_price, c.output_price);
+    record.prices = crate::sse::Prices {
+        input: c.input_price,
+        output: c.output_price,
+        cache_read: c.cache_read_price,
+        cache_write: c.cache_write_price,
+    };
 }
 
 /// Serves one inference request for an authenticated caller.

@@ -155,6 +155,10 @@ pub struct Candidate<'p> {
     pub location: &'p str,
     pub input_price: Option<f64>,
     pub output_price: Option<f64>,
+    #[serde(skip)]
+    pub cache_read_price: Option<f64>,
+    #[serde(skip)]
+    pub cache_write_price: Option<f64>,
 }
 
 fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags) -> bool {
@@ -349,6 +353,8 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
                 location: &p.location,
                 input_price: m.input_price,
                 output_price: m.output_price,
+                cache_read_price: m.cache_read_price,
+                cache_write_price: m.cache_write_price,
             });
         } else {
             decision.excluded.push(Exclusion {

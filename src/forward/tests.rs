@@ -41,6 +41,8 @@ impl Catalog {
                     location: "US",
                     input_price: None,
                     output_price: None,
+                    cache_read_price: None,
+                    cache_write_price: None,
                 })
                 .collect(),
             excluded: vec![],

@@ -238,13 +238,18 @@ pub fn finish_reason(stop: &str) -> &'static str {
 pub fn usage(u: &Value) -> Value {
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
     let cached = n("cache_read_input_tokens");
-    let prompt = n("input_tokens") + cached + n("cache_creation_input_tokens");
+    let written = n("cache_creation_input_tokens");
+    let prompt = n("input_tokens") + cached + written;
     let completion = n("output_tokens");
+    let mut details = json!({"cached_tokens": cached});
+    if written > 0 {
+        details["cache_write_tokens"] = Value::from(written);
+    }
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens_details": details,
     })
 }
 

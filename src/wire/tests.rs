@@ -139,7 +139,7 @@ fn a_messages_answer_becomes_a_chat_completion() {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Looking it up.",
                 "tool_calls": [{"id": "toolu_01", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"cat\"}"}}]},
                 "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 35, "completion_tokens": 7, "total_tokens": 42, "prompt_tokens_details": {"cached_tokens": 20}}
+            "usage": {"prompt_tokens": 35, "completion_tokens": 7, "total_tokens": 42, "prompt_tokens_details": {"cached_tokens": 20, "cache_write_tokens": 5}}
         })
     );
     for (stop, finish) in [

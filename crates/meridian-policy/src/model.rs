@@ -255,6 +255,10 @@ pub struct ModelEntry {
     pub input_price: Option<f64>,
     /// USD per million output tokens.
     pub output_price: Option<f64>,
+    /// USD per million prompt tokens read from the provider's cache (else `input_price`).
+    pub cache_read_price: Option<f64>,
+    /// USD per million prompt tokens written to the provider's cache (else `input_price`).
+    pub cache_write_price: Option<f64>,
 }
 
 impl ModelEntry {

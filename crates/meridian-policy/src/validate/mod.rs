@@ -73,7 +73,13 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "api_version",
     "max_tokens",
 ];
-pub const MODEL_KEYS: &[&str] = &["id", "input_price", "output_price"];
+pub const MODEL_KEYS: &[&str] = &[
+    "id",
+    "input_price",
+    "output_price",
+    "cache_read_price",
+    "cache_write_price",
+];
 pub const TENANT_KEYS: &[&str] = &[
     "id",
     "keys",

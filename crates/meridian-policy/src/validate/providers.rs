@@ -177,6 +177,8 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
                 upstream: s.to_string(),
                 input_price: None,
                 output_price: None,
+                cache_read_price: None,
+                cache_write_price: None,
             })
         } else if item.is_table_like() {
             m.table(sink, &name.value).map(|e| {
@@ -188,6 +190,8 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
                     upstream,
                     input_price: e.number(sink, "input_price").map(|v| v.value),
                     output_price: e.number(sink, "output_price").map(|v| v.value),
+                    cache_read_price: e.number(sink, "cache_read_price").map(|v| v.value),
+                    cache_write_price: e.number(sink, "cache_write_price").map(|v| v.value),
                 }
             })
         } else {
