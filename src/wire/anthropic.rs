@@ -290,6 +290,9 @@ pub fn response(v: &Value, created: u64) -> Value {
 /// arrive, whatever their split: whole events out, at most one partial line held.
 #[derive(Debug, Default)]
 pub struct StreamTranslator {
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[{"index":0,"delta":`
+    /// once the message has started: deltas are written after it without building JSON trees.
+    prefix: String,
     partial: Vec<u8>,
     data: String,
     id: Value,
@@ -327,8 +330,60 @@ impl StreamTranslator {
         out.extend_from_slice(b"\n\n");
     }
 
+    /// The common events, text and tool-argument deltas, without a JSON tree: `true` if done.
+    fn fast_delta(&mut self, data: &str, out: &mut Vec<u8>) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Delta<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            text: Option<String>,
+            #[serde(default)]
+            partial_json: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Event<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            index: u64,
+            #[serde(borrow)]
+            delta: Delta<'a>,
+        }
+        if self.prefix.is_empty() || !data.contains("content_block_delta") {
+            return false;
+        }
+        let Ok(e) = serde_json::from_str::<Event>(data) else {
+            return false;
+        };
+        if e.kind != "content_block_delta" {
+            return false;
+        }
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        let delta = match (e.delta.kind.as_ref(), e.delta.text, e.delta.partial_json) {
+            ("text_delta", Some(t), _) => format!("{{\"content\":{}}}", quoted(&t)),
+            ("input_json_delta", _, Some(j)) => {
+                match self.tools.iter().find(|(b, _)| *b == e.index) {
+                    Some(&(_, index)) => format!(
+                        "{{\"tool_calls\":[{{\"index\":{index},\"function\":{{\"arguments\":{}}}}}]}}",
+                        quoted(&j)
+                    ),
+                    None => return true,
+                }
+            }
+            _ => return true, // thinking and signature deltas have no OpenAI form
+        };
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(delta.as_bytes());
+        out.extend_from_slice(b",\"finish_reason\":null}]}\n\n");
+        true
+    }
+
     /// One whole Anthropic event (its `data`).
     fn event(&mut self, data: &str, out: &mut Vec<u8>) {
+        if self.fast_delta(data, out) {
+            return;
+        }
         let Ok(e) = serde_json::from_str::<Value>(data) else {
             // Not JSON: passed on as it came, so the stream guard reports it as malformed.
             out.extend_from_slice(b"data: ");
@@ -342,6 +397,10 @@ impl StreamTranslator {
                 self.id = m["id"].clone();
                 self.model = m["model"].clone();
                 self.usage = m["usage"].clone();
+                self.prefix = format!(
+                    "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"delta\":",
+                    self.id, self.created, self.model
+                );
                 Self::emit(
                     out,
                     &self.chunk(json!({"role": "assistant", "content": ""}), Value::Null),

@@ -1,0 +1,119 @@
+//! What speaking Anthropic's wire costs against passing OpenAI's through, in the same run:
+//! per request (building the upstream body: OpenAI → Anthropic translation against the
+//! pass-through path's own work, re-serialising the body with the upstream model), per whole
+//! answer (Anthropic → OpenAI against parsing the OpenAI answer for usage), and per streamed
+//! event (the translator plus the stream guard against the guard alone).
+//!
+//! `MERIDIAN_WIRE_CALLS=N MERIDIAN_WIRE_CASE=request|request-base|answer|answer-base|event|event-base`
+//! runs only N of one case, for instruction counts under callgrind (scripts/bench).
+
+use std::time::Instant;
+
+use meridian::sse::SseGuard;
+use meridian::wire::anthropic;
+use serde_json::{json, Map, Value};
+
+mod common;
+use common::pct;
+
+fn chat_body() -> Map<String, Value> {
+    match json!({
+        "model": "chat-model",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant. Answer briefly and cite your sources."},
+            {"role": "user", "content": "What are the main differences between TCP and UDP, and when should I use each? Please give two examples of protocols built on each."}
+        ],
+        "temperature": 0.7,
+        "max_tokens": 512,
+        "stream": true
+    }) {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+const ANSWER: &str = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"TCP is connection-oriented and reliable; UDP is connectionless and best-effort. Use TCP for HTTP and SMTP, UDP for DNS and RTP."}],"stop_reason":"end_turn","usage":{"input_tokens":52,"output_tokens":38}}"#;
+const OPENAI_ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"TCP is connection-oriented and reliable; UDP is connectionless and best-effort. Use TCP for HTTP and SMTP, UDP for DNS and RTP."},"finish_reason":"stop"}],"usage":{"prompt_tokens":52,"completion_tokens":38,"total_tokens":90}}"#;
+const EVENT: &[u8] = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" connection-oriented\"}}\n\n";
+const OPENAI_EVENT: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" connection-oriented\"},\"finish_reason\":null}]}\n\n";
+const START: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":52,\"output_tokens\":1}}}\n\n";
+
+fn request(body: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(&anthropic::request(body, "claude-sonnet-4-5", 4096).unwrap()).unwrap()
+}
+
+fn request_base(body: &Map<String, Value>) -> Vec<u8> {
+    let mut b = body.clone();
+    b.insert("model".into(), Value::String("gpt-4o-mini".into()));
+    serde_json::to_vec(&b).unwrap()
+}
+
+fn answer() -> Vec<u8> {
+    let v: Value = serde_json::from_str(ANSWER).unwrap();
+    anthropic::response(&v, 1).to_string().into_bytes()
+}
+
+fn answer_base() -> Option<u64> {
+    let v: Value = serde_json::from_str(OPENAI_ANSWER).unwrap();
+    v["usage"]["total_tokens"].as_u64()
+}
+
+/// Per event: the translator and the guard after it (a translator primed with message_start).
+fn event(t: &mut anthropic::StreamTranslator, g: &mut SseGuard) -> usize {
+    let out = t.feed(EVENT);
+    g.feed(&out).send.len()
+}
+
+fn event_base(g: &mut SseGuard) -> usize {
+    g.feed(OPENAI_EVENT).send.len()
+}
+
+fn main() {
+    let body = chat_body();
+    if let Some(n) = std::env::var("MERIDIAN_WIRE_CALLS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let case = std::env::var("MERIDIAN_WIRE_CASE").unwrap_or_default();
+        let mut t = anthropic::StreamTranslator::new(1, false);
+        let mut g = SseGuard::new();
+        g.feed(&t.feed(START));
+        for _ in 0..n {
+            match case.as_str() {
+                "request" => drop(std::hint::black_box(request(&body))),
+                "request-base" => drop(std::hint::black_box(request_base(&body))),
+                "answer" => drop(std::hint::black_box(answer())),
+                "answer-base" => drop(std::hint::black_box(answer_base())),
+                "event" => drop(std::hint::black_box(event(&mut t, &mut g))),
+                _ => drop(std::hint::black_box(event_base(&mut g))),
+            }
+        }
+        return;
+    }
+    let time = |f: &mut dyn FnMut()| {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            for _ in 0..32 {
+                f();
+            }
+            v.push(t.elapsed().as_secs_f64() * 1e6 / 32.0);
+        }
+        pct(&mut v, 0.5)
+    };
+    let (mut t, mut g) = (anthropic::StreamTranslator::new(1, false), SseGuard::new());
+    g.feed(&t.feed(START));
+    let mut gb = SseGuard::new();
+    let rq = time(&mut || drop(std::hint::black_box(request(&body))));
+    let rqb = time(&mut || drop(std::hint::black_box(request_base(&body))));
+    let an = time(&mut || drop(std::hint::black_box(answer())));
+    let anb = time(&mut || drop(std::hint::black_box(answer_base())));
+    let ev = time(&mut || drop(std::hint::black_box(event(&mut t, &mut g))));
+    let evb = time(&mut || drop(std::hint::black_box(event_base(&mut gb))));
+    println!(
+        "Anthropic wire (medians): request {rq:.2} µs against {rqb:.2} µs pass-through ({:.2}×); whole answer {an:.2} µs against {anb:.2} µs ({:.2}×); streamed event {ev:.2} µs against {evb:.2} µs ({:.2}×)",
+        rq / rqb,
+        an / anb,
+        ev / evb
+    );
+}
