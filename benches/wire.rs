@@ -80,12 +80,24 @@ fn main() {
         g.feed(&t.feed(START));
         for _ in 0..n {
             match case.as_str() {
-                "request" => drop(std::hint::black_box(request(&body))),
-                "request-base" => drop(std::hint::black_box(request_base(&body))),
-                "answer" => drop(std::hint::black_box(answer())),
-                "answer-base" => drop(std::hint::black_box(answer_base())),
-                "event" => drop(std::hint::black_box(event(&mut t, &mut g))),
-                _ => drop(std::hint::black_box(event_base(&mut g))),
+                "request" => {
+                    std::hint::black_box(request(&body));
+                }
+                "request-base" => {
+                    std::hint::black_box(request_base(&body));
+                }
+                "answer" => {
+                    std::hint::black_box(answer());
+                }
+                "answer-base" => {
+                    std::hint::black_box(answer_base());
+                }
+                "event" => {
+                    std::hint::black_box(event(&mut t, &mut g));
+                }
+                _ => {
+                    std::hint::black_box(event_base(&mut g));
+                }
             }
         }
         return;
@@ -104,12 +116,24 @@ fn main() {
     let (mut t, mut g) = (anthropic::StreamTranslator::new(1, false), SseGuard::new());
     g.feed(&t.feed(START));
     let mut gb = SseGuard::new();
-    let rq = time(&mut || drop(std::hint::black_box(request(&body))));
-    let rqb = time(&mut || drop(std::hint::black_box(request_base(&body))));
-    let an = time(&mut || drop(std::hint::black_box(answer())));
-    let anb = time(&mut || drop(std::hint::black_box(answer_base())));
-    let ev = time(&mut || drop(std::hint::black_box(event(&mut t, &mut g))));
-    let evb = time(&mut || drop(std::hint::black_box(event_base(&mut gb))));
+    let rq = time(&mut || {
+        std::hint::black_box(request(&body));
+    });
+    let rqb = time(&mut || {
+        std::hint::black_box(request_base(&body));
+    });
+    let an = time(&mut || {
+        std::hint::black_box(answer());
+    });
+    let anb = time(&mut || {
+        std::hint::black_box(answer_base());
+    });
+    let ev = time(&mut || {
+        std::hint::black_box(event(&mut t, &mut g));
+    });
+    let evb = time(&mut || {
+        std::hint::black_box(event_base(&mut gb));
+    });
     println!(
         "Anthropic wire (medians): request {rq:.2} µs against {rqb:.2} µs pass-through ({:.2}×); whole answer {an:.2} µs against {anb:.2} µs ({:.2}×); streamed event {ev:.2} µs against {evb:.2} µs ({:.2}×)",
         rq / rqb,
