@@ -18,6 +18,8 @@ pub enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API, for clients built on Anthropic's SDKs.
+    Messages,
 }
 
 impl Endpoint {
@@ -26,14 +28,16 @@ impl Endpoint {
             "/v1/chat/completions" => Some(Endpoint::Chat),
             "/v1/completions" => Some(Endpoint::Completions),
             "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/v1/messages" => Some(Endpoint::Messages),
             _ => None,
         }
     }
 
-    /// The path below a provider's `base_url` (which ends in the API version, e.g. `/v1`).
+    /// The path below a provider's `base_url` (which ends in the API version, e.g. `/v1`), on
+    /// the OpenAI wire (a Messages request becomes a chat request there).
     pub fn upstream_suffix(self) -> &'static str {
         match self {
-            Endpoint::Chat => "chat/completions",
+            Endpoint::Chat | Endpoint::Messages => "chat/completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
         }
@@ -44,6 +48,7 @@ impl Endpoint {
             Endpoint::Chat => "chat",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
         }
     }
 }

@@ -70,26 +70,26 @@ pub fn explain_request(
             ))
         }
     };
-    let endpoint = match body.shift_remove("endpoint") {
-        None => Endpoint::Chat,
-        Some(Value::String(e)) => match e.as_str() {
-            "chat" => Endpoint::Chat,
-            "completions" => Endpoint::Completions,
-            "embeddings" => Endpoint::Embeddings,
-            _ => {
+    let endpoint =
+        match body.shift_remove("endpoint") {
+            None => Endpoint::Chat,
+            Some(Value::String(e)) => match e.as_str() {
+                "chat" => Endpoint::Chat,
+                "completions" => Endpoint::Completions,
+                "embeddings" => Endpoint::Embeddings,
+                "messages" => Endpoint::Messages,
+                _ => return Err(ApiError::bad_request(
+                    "invalid_endpoint",
+                    "`endpoint` must be \"chat\", \"completions\", \"embeddings\" or \"messages\"",
+                )),
+            },
+            Some(_) => {
                 return Err(ApiError::bad_request(
                     "invalid_endpoint",
-                    "`endpoint` must be \"chat\", \"completions\" or \"embeddings\"",
+                    "`endpoint` must be a string",
                 ))
             }
-        },
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_endpoint",
-                "`endpoint` must be a string",
-            ))
-        }
-    };
+        };
     let tenant = auth::authenticate(policy, headers)?;
     let cx = facts::Context {
         location,

@@ -295,7 +295,13 @@ pub(super) async fn inference<T: Transport>(
         };
         let base = p.base_url.as_str().trim_end_matches('/');
         let suffix = endpoint.upstream_suffix();
+        // The body on the OpenAI wire: the client's own, or a Messages request translated.
         let openai_body = || {
+            if endpoint == Endpoint::Messages {
+                let chat = wire::messages::to_chat(&body, c.upstream_model)
+                    .map_err(Failure::Untranslatable)?;
+                return serde_json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
+            }
             let mut b = body.clone();
             b.insert("model".into(), Value::String(c.upstream_model.to_string()));
             serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
@@ -328,6 +334,42 @@ pub(super) async fn inference<T: Transport>(
                     ),
                     openai_body()?,
                     Wire::OpenAi,
+                )
+            }
+            WireKind::Anthropic if endpoint == Endpoint::Messages => {
+                // Anthropic to Anthropic: the client's request as it came, its model rewritten
+                // and the operator's key injected; the client's API version and betas kept.
+                if let Some(key) = key {
+                    h.push(("x-api-key".into(), key));
+                }
+                let client = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                };
+                let version = client("anthropic-version")
+                    .or_else(|| p.api_version.clone())
+                    .unwrap_or_else(|| ANTHROPIC_VERSION.to_string());
+                h.push(("anthropic-version".into(), version));
+                if let Some(beta) = client("anthropic-beta") {
+                    h.push(("anthropic-beta".into(), beta));
+                }
+                let mut b = body.clone();
+                b.insert("model".into(), Value::String(c.upstream_model.to_string()));
+                (
+                    format!("{base}/messages"),
+                    serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?,
+                    // A stream is read on the OpenAI wire inside Meridian (the stream contract
+                    // is checked there) and written back as Anthropic events.
+                    if facts.stream {
+                        Wire::Anthropic {
+                            stream: true,
+                            include_usage: true,
+                        }
+                    } else {
+                        Wire::OpenAi
+                    },
                 )
             }
             WireKind::Anthropic => {
@@ -448,10 +490,20 @@ pub(super) async fn inference<T: Transport>(
             served_by(record, c);
             if (200..300).contains(&status) {
                 record.usage = usage;
-                let body = match &restorer {
+                let mut body = match &restorer {
                     Some(r) => r.restore_body(&body),
                     None => body,
                 };
+                if endpoint == Endpoint::Messages {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if policy.providers[c.index].kind == WireKind::Anthropic {
+                        // Passed through: only its usage is read, for the audit and the cost.
+                        record.usage =
+                            serde_json::from_value(wire::anthropic::usage(&v["usage"])).ok();
+                    } else {
+                        body = wire::messages::from_chat(&v).to_string().into_bytes();
+                    }
+                }
                 return Ok((
                     status,
                     passthrough_headers(&up, ratelimit),
@@ -499,6 +551,8 @@ pub(super) async fn inference<T: Transport>(
                         .started_ms
                         .saturating_add(decision.plan.stream_deadline_ms),
                     restore: restorer,
+                    to_messages: (endpoint == Endpoint::Messages)
+                        .then(|| Box::new(wire::messages::ToMessages::new())),
                 }),
             ))
         }

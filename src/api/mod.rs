@@ -31,6 +31,8 @@ pub enum Route {
     Models,
     Explain,
     Inference(Endpoint),
+    /// Anthropic's token counting, which Meridian refuses clearly.
+    CountTokens,
     Preflight,
     NotFound,
     MethodNotAllowed(&'static str),
@@ -51,6 +53,7 @@ pub fn route(method: &str, path: &str) -> Route {
         "/healthz" => (Route::Health, "GET"),
         "/v1/models" => (Route::Models, "GET"),
         "/v1/route/explain" => (Route::Explain, "POST"),
+        "/v1/messages/count_tokens" => (Route::CountTokens, "POST"),
         p => match Endpoint::from_path(p) {
             Some(e) => (Route::Inference(e), "POST"),
             None => return Route::NotFound,
@@ -141,6 +144,11 @@ pub async fn serve<T: Transport, R: RequestBody>(
         ..Record::default()
     };
     let route = route(&req.method, &req.path);
+    // Anthropic's SDKs read errors in Anthropic's shape.
+    let anthropic = matches!(
+        route,
+        Route::Inference(Endpoint::Messages) | Route::CountTokens
+    );
     let (outcome, cors) = match &env.policy {
         Err(e) => (Err(e.clone()), vec![("vary".into(), "Origin".into())]),
         Ok(policy) => {
@@ -160,7 +168,12 @@ pub async fn serve<T: Transport, R: RequestBody>(
             if let Some(allow) = e.allow {
                 h.push(("allow".into(), allow.into()));
             }
-            (e.status, h, Body::Full(e.body()))
+            let body = if anthropic {
+                crate::wire::messages::error_body(e.status, &e.message, e.details.as_deref())
+            } else {
+                e.body()
+            };
+            (e.status, h, Body::Full(body))
         }
     };
     record.status = status;
@@ -197,6 +210,11 @@ async fn dispatch<T: Transport, R: RequestBody>(
     match route {
         Route::Preflight => preflight(policy, headers).map(|h| (204, h, Body::Full(Vec::new()))),
         Route::NotFound => Err(not_found(&path)),
+        Route::CountTokens => Err(ApiError::new(
+            404,
+            "count_tokens_not_supported",
+            "Meridian does not count tokens before routing: send the request to /v1/messages, whose `usage.input_tokens` reports them.",
+        )),
         Route::MethodNotAllowed(allowed) => Err(method_not_allowed(&method, allowed)),
         Route::Health => Ok((
             200,

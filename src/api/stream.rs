@@ -28,6 +28,8 @@ pub struct Stream<B> {
     pub deadline_at_ms: u64,
     /// Puts redacted personal data back into the events (`restore = true`).
     pub restore: Option<Box<crate::pii::Restorer>>,
+    /// For Anthropic clients: the checked OpenAI events written as Anthropic events.
+    pub to_messages: Option<Box<crate::wire::messages::ToMessages>>,
 }
 
 impl<B: BodyStream> Stream<B> {
@@ -51,6 +53,9 @@ impl<B: BodyStream> Stream<B> {
         let mut pending = std::mem::take(&mut self.first);
         if let Some(r) = &mut self.restore {
             pending = r.restore_stream(pending);
+        }
+        if let Some(m) = &mut self.to_messages {
+            pending = m.feed(&pending);
         }
         let fault = loop {
             if self.guard.saw_done() {
@@ -86,16 +91,24 @@ impl<B: BodyStream> Stream<B> {
                         Some(r) if !fed.send.is_empty() => r.restore_stream(fed.send),
                         _ => fed.send,
                     };
+                    if let Some(m) = &mut self.to_messages {
+                        pending = m.feed(&pending);
+                    }
                     if let Some(f) = fed.fault {
                         break f;
                     }
                 }
             }
         };
+        let mut tail = Vec::new();
         if let Some(r) = &mut self.restore {
-            pending.extend(r.finish());
+            tail.extend(r.finish());
         }
-        pending.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id));
+        tail.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id));
+        match &mut self.to_messages {
+            Some(m) => pending.extend(m.feed(&tail)),
+            None => pending.extend(tail),
+        }
         self.end(record, fault.code());
         pending
     }

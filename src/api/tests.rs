@@ -1238,3 +1238,192 @@ async fn a_field_anthropic_cannot_take_is_a_400_when_no_provider_can() {
     );
     assert!(t.sent_to().is_empty());
 }
+
+async fn messages_call(t: &Fake, body: &str, only: &str) -> Answer {
+    let body =
+        body.trim_end_matches('}').to_string() + &format!(r#","provider":{{"only":["{only}"]}}}}"#);
+    let secret = |name: &str| match name {
+        "claude_key" => Some("sk-ant-operator".to_string()),
+        "azure_key" => Some("azure-operator-key".to_string()),
+        _ => None,
+    };
+    let fresh = || "msgs".to_string();
+    let p = wires_policy();
+    let env = Env {
+        policy: Ok(&p),
+        secret: &secret,
+        edge_region: None,
+        max_response_bytes: 1 << 20,
+        geoip: None,
+        fresh_id: &fresh,
+    };
+    let req = Request {
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-api-key".into(), "sk-client".into()),
+            ("anthropic-version".into(), "2023-06-01".into()),
+            ("anthropic-beta".into(), "prompt-caching-2024-07-31".into()),
+        ],
+        body: Bytes(Some(body.into_bytes())),
+    };
+    let mut reply = serve(&env, t, req).await;
+    let body = match reply.body {
+        Body::Full(b) => b,
+        Body::Stream(s) => {
+            let mut sink = Sink::default();
+            let tail = s.pump(t, &mut sink, &mut reply.record).await;
+            sink.0.extend(tail);
+            sink.0
+        }
+    };
+    Answer {
+        status: reply.status,
+        headers: reply.headers,
+        body,
+        record: reply.record,
+    }
+}
+
+/// Anthropic event names in a stream, in order.
+fn event_names(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_clients_are_served_by_anthropic_and_openai_wire_providers() {
+    let req = r#"{"model":"chat-model","max_tokens":50,"system":"Be kind.","messages":[{"role":"user","content":"Hi"}]}"#;
+    // To an Anthropic provider: passed through, model rewritten, key and versions set.
+    let msg = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"thinking","thinking":"hm","signature":"s"},{"type":"text","text":"Hello"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":3}}"#;
+    let t = Fake::new(vec![("claude", vec![answer(200, msg)])]);
+    let a = messages_call(&t, req, "claude").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent = t.requests.borrow()[0].clone();
+    assert_eq!(sent.url, "https://claude/v1/messages");
+    let h = |k: &str| {
+        sent.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(h("x-api-key").as_deref(), Some("sk-ant-operator"));
+    assert_eq!(
+        h("anthropic-beta").as_deref(),
+        Some("prompt-caching-2024-07-31")
+    );
+    let b: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        b,
+        serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 50, "system": "Be kind.", "messages": [{"role": "user", "content": "Hi"}]})
+    );
+    assert_eq!(
+        a.json()["content"][0]["type"],
+        "thinking",
+        "passed through whole"
+    );
+    assert_eq!(a.record.usage.map(|u| u.total_tokens), Some(12));
+
+    // To an OpenAI-wire provider: translated both ways.
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![answer(
+            200,
+            r#"{"id":"c","object":"chat.completion","model":"a-m","choices":[{"index":0,"message":{"role":"assistant","content":"Hallo"},"finish_reason":"length"}],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#,
+        )],
+    )]);
+    let a = messages_call(&t, req, "alpha").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent: serde_json::Value = serde_json::from_slice(&t.requests.borrow()[0].body).unwrap();
+    assert_eq!(
+        t.requests.borrow()[0].url,
+        "http://alpha/v1/chat/completions"
+    );
+    assert_eq!(
+        sent["messages"],
+        serde_json::json!([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}])
+    );
+    let v = a.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(
+        v["content"],
+        serde_json::json!([{"type": "text", "text": "Hallo"}])
+    );
+    assert_eq!(v["stop_reason"], "max_tokens");
+    assert_eq!(v["usage"]["output_tokens"], 2);
+
+    // A stream from an OpenAI-wire provider reaches the Anthropic client as Anthropic events.
+    let ok = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\ndata: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hal\"}}]}\n\ndata: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let t = Fake::new(vec![("alpha", vec![sse(&[(0, ok)])])]);
+    let stream_req = req.replace("\"max_tokens\":50", "\"max_tokens\":50,\"stream\":true");
+    let a = messages_call(&t, &stream_req, "alpha").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent: serde_json::Value = serde_json::from_slice(&t.requests.borrow()[0].body).unwrap();
+    assert_eq!(
+        sent["stream_options"],
+        serde_json::json!({"include_usage": true})
+    );
+    assert_eq!(
+        event_names(&a.text()),
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+
+    // And from an Anthropic provider, failing after the first byte: Anthropic's error event,
+    // no message_stop.
+    let events = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n";
+    let t = Fake::new(vec![(
+        "claude",
+        vec![Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: vec![
+                (0, Ok(events.as_bytes().to_vec())),
+                (1, Err(Failure::Transport("reset".into()))),
+            ],
+        }],
+    )]);
+    let a = messages_call(&t, &stream_req, "claude").await;
+    let text = a.text();
+    let names = event_names(&text);
+    assert_eq!(names.last(), Some(&"error"), "{text}");
+    assert!(!names.contains(&"message_stop"), "{text}");
+    assert!(text.contains("\"text\":\"Hel\""), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_clients_get_errors_in_anthropics_shape() {
+    // Unknown model: 404 not_found_error.
+    let t = no_script();
+    let a = messages_call(
+        &t,
+        r#"{"model":"nope","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+        "alpha",
+    )
+    .await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.json()["type"], "error");
+    assert_eq!(a.json()["error"]["type"], "not_found_error");
+    // A field no OpenAI-wire provider can take: 400 invalid_request_error naming it.
+    let a = messages_call(&t, r#"{"model":"chat-model","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"x"}]}"#, "alpha").await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.json()["error"]["type"], "invalid_request_error");
+    assert!(a.text().contains("`thinking`"), "{}", a.text());
+    // Token counting is refused clearly.
+    let p = wires_policy();
+    let a = call(&p, &t, "POST", "/v1/messages/count_tokens", &[JSON], "{}").await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.json()["error"]["type"], "not_found_error");
+    assert!(a.text().contains("does not count tokens"), "{}", a.text());
+}

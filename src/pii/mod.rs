@@ -180,6 +180,40 @@ fn texts(body: &Map<String, Value>, endpoint: Endpoint) -> Vec<&str> {
                 strings(i, &mut out);
             }
         }
+        Endpoint::Messages => {
+            fn blocks<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+                match v {
+                    Value::String(s) => out.push(s),
+                    Value::Array(items) => {
+                        for b in items {
+                            match b.get("type").and_then(Value::as_str) {
+                                Some("text") => out.extend(b.get("text").and_then(Value::as_str)),
+                                Some("tool_result") => {
+                                    if let Some(c) = b.get("content") {
+                                        blocks(c, out);
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(sys) = body.get("system") {
+                blocks(sys, &mut out);
+            }
+            for m in body
+                .get("messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = m.get("content") {
+                    blocks(c, &mut out);
+                }
+            }
+        }
     }
     out
 }
@@ -226,6 +260,54 @@ fn texts_mut(body: &mut Map<String, Value>, endpoint: Endpoint) -> Vec<&mut Stri
         Endpoint::Embeddings => {
             if let Some(i) = body.get_mut("input") {
                 strings(i, &mut out);
+            }
+        }
+        Endpoint::Messages => {
+            fn blocks<'a>(v: &'a mut Value, out: &mut Vec<&'a mut String>) {
+                match v {
+                    Value::String(s) => out.push(s),
+                    Value::Array(items) => {
+                        for b in items {
+                            let kind = b.get("type").and_then(Value::as_str).unwrap_or("");
+                            match kind {
+                                "text" => {
+                                    if let Some(Value::String(s)) = b.get_mut("text") {
+                                        out.push(s);
+                                    }
+                                }
+                                "tool_result" => {
+                                    if let Some(c) = b.get_mut("content") {
+                                        blocks(c, out);
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let (system, messages) = {
+                let mut system = None;
+                let mut messages = None;
+                for (k, v) in body.iter_mut() {
+                    match k.as_str() {
+                        "system" => system = Some(v),
+                        "messages" => messages = Some(v),
+                        _ => {}
+                    }
+                }
+                (system, messages)
+            };
+            if let Some(sys) = system {
+                blocks(sys, &mut out);
+            }
+            if let Some(Value::Array(ms)) = messages {
+                for m in ms {
+                    if let Some(c) = m.get_mut("content") {
+                        blocks(c, &mut out);
+                    }
+                }
             }
         }
     }

@@ -70,6 +70,21 @@ impl Restorer {
         let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
             return body.to_vec();
         };
+        // An Anthropic message: text blocks and tool inputs.
+        if let Some(Value::Array(blocks)) = v.get_mut("content") {
+            for b in blocks {
+                if let Some(t) = b.get_mut("text") {
+                    self.restore_string(t);
+                }
+                if let Some(input) = b.get_mut("input") {
+                    let mut s = Value::String(input.to_string());
+                    self.restore_string(&mut s);
+                    if let Some(parsed) = s.as_str().and_then(|s| serde_json::from_str(s).ok()) {
+                        *input = parsed;
+                    }
+                }
+            }
+        }
         if let Some(Value::Array(choices)) = v.get_mut("choices") {
             for c in choices {
                 if let Some(t) = c.get_mut("text") {

@@ -275,3 +275,324 @@ event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"
     );
     assert!(!c.contains(&json!("[DONE]")));
 }
+
+mod messages_in {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::obj;
+    use crate::wire::anthropic;
+    use crate::wire::messages::{error_body, from_chat, to_chat, ToMessages};
+
+    #[test]
+    fn a_messages_request_becomes_an_openai_chat_request() {
+        let body = obj(json!({
+            "model": "claude-public",
+            "max_tokens": 300,
+            "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4A=="}}
+                ]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "a cat"}]}]}
+            ],
+            "stop_sequences": ["END"],
+            "temperature": 0.2,
+            "stream": true,
+            "tools": [{"name": "lookup", "description": "Look up", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "u-9"}
+        }));
+        assert_eq!(
+            to_chat(&body, "gpt-4o").unwrap(),
+            json!({
+                "model": "gpt-4o",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4A=="}}
+                    ]},
+                    {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"x\"}"}}]},
+                    {"role": "tool", "tool_call_id": "toolu_1", "content": "a cat"}
+                ],
+                "max_tokens": 300,
+                "temperature": 0.2,
+                "stop": ["END"],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}, "description": "Look up"}}],
+                "tool_choice": "required",
+                "parallel_tool_calls": false,
+                "user": "u-9"
+            })
+        );
+        let thinking = obj(
+            json!({"model": "m", "max_tokens": 5, "messages": [], "thinking": {"type": "enabled", "budget_tokens": 1024}}),
+        );
+        assert_eq!(to_chat(&thinking, "m"), Err("`thinking`".into()));
+    }
+
+    #[test]
+    fn an_openai_answer_becomes_a_message_and_errors_take_anthropics_shape() {
+        let chat = json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14, "prompt_tokens_details": {"cached_tokens": 6}}});
+        assert_eq!(
+            from_chat(&chat),
+            json!({"id": "chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o",
+                "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": 4, "cache_read_input_tokens": 6, "output_tokens": 4}})
+        );
+        let e: Value = serde_json::from_slice(&error_body(529, "busy", None)).unwrap();
+        assert_eq!(
+            e,
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+        );
+    }
+
+    fn openai_chunks() -> String {
+        let c = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "model": "gpt-4o", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let mut s = c(json!({"role": "assistant", "content": ""}), Value::Null);
+        s += &c(json!({"content": "Hel"}), Value::Null);
+        s += &c(json!({"content": "lo"}), Value::Null);
+        s += &c(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}),
+            Value::Null,
+        );
+        s += &c(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+            Value::Null,
+        );
+        s += &c(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            Value::Null,
+        );
+        s += &c(json!({}), json!("tool_calls"));
+        s += &format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-9", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}})
+        );
+        s += "data: [DONE]\n\n";
+        s
+    }
+
+    fn events(bytes: &[u8]) -> Vec<(String, Value)> {
+        String::from_utf8_lossy(bytes)
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, data) = e.split_once('\n').unwrap();
+                (
+                    name.strip_prefix("event: ").unwrap().to_string(),
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn openai_chunks_become_anthropic_events_whole_lines_at_a_time() {
+        let s = openai_chunks();
+        let out = ToMessages::new().feed(s.as_bytes());
+        let names: Vec<String> = events(&out).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        let ev = events(&out);
+        assert_eq!(
+            ev[2].1["delta"],
+            json!({"type": "text_delta", "text": "Hel"})
+        );
+        assert_eq!(
+            ev[5].1["content_block"],
+            json!({"type": "tool_use", "id": "call_1", "name": "f", "input": {}})
+        );
+        assert_eq!(
+            ev[7].1["delta"],
+            json!({"type": "input_json_delta", "partial_json": "1}"})
+        );
+        assert_eq!(
+            ev[9].1,
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 7}})
+        );
+        // Fed line by line (as the stream guard passes them on) it is the same.
+        let mut m = ToMessages::new();
+        let mut piecewise = Vec::new();
+        for line in s.split_inclusive('\n') {
+            piecewise.extend(m.feed(line.as_bytes()));
+        }
+        assert_eq!(piecewise, out);
+        // An error event ends the message without message_stop.
+        let mut m = ToMessages::new();
+        let mut o = m.feed(
+            b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
+        );
+        o.extend(m.feed(b"event: error\ndata: {\"error\":{\"message\":\"The stream from `p` broke\",\"code\":\"upstream_stream_broken\"}}\n\n"));
+        let ev = events(&o);
+        assert_eq!(ev.last().unwrap().0, "error");
+        assert_eq!(ev.last().unwrap().1["error"]["type"], "api_error");
+        assert!(!ev.iter().any(|(n, _)| n == "message_stop"));
+    }
+
+    /// OpenAI chat requests made only of what both wires can express.
+    fn request() -> impl Strategy<Value = Value> {
+        let text = "[a-zA-Z ,.!?]{1,30}";
+        let turn = prop_oneof![
+            text.prop_map(|t| json!({"role": "user", "content": t})),
+            text.prop_map(|t| json!({"role": "assistant", "content": t})),
+            ("[a-z]{1,8}", "[a-z0-9]{1,6}", text).prop_map(|(name, id, result)| {
+                json!([
+                    {"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{id}"), "type": "function", "function": {"name": name, "arguments": "{\"q\":1}"}}]},
+                    {"role": "tool", "tool_call_id": format!("call_{id}"), "content": result}
+                ])
+            }),
+        ];
+        (
+            proptest::option::of(text),
+            prop::collection::vec(turn, 1..5),
+            1u64..4000,
+            proptest::option::of(0.0f64..1.0),
+            proptest::option::of(prop::collection::vec("[A-Z]{1,5}", 1..3)),
+            proptest::option::of(("[a-z]{1,8}", prop::sample::select(vec!["auto", "required", "none"]))),
+            proptest::option::of("[a-z0-9-]{1,10}"),
+        )
+            .prop_map(|(system, turns, max_tokens, temperature, stop, tool, user)| {
+                let mut messages = Vec::new();
+                if let Some(s) = system {
+                    messages.push(json!({"role": "system", "content": s}));
+                }
+                for t in turns {
+                    match t {
+                        Value::Array(pair) => messages.extend(pair),
+                        one => messages.push(one),
+                    }
+                }
+                let mut r = json!({"model": "m", "messages": messages, "max_tokens": max_tokens});
+                if let Some(t) = temperature {
+                    r["temperature"] = json!(t);
+                }
+                if let Some(s) = stop {
+                    r["stop"] = json!(s);
+                }
+                if let Some((name, choice)) = tool {
+                    r["tools"] = json!([{"type": "function", "function": {"name": name, "description": "d", "parameters": {"type": "object"}}}]);
+                    r["tool_choice"] = json!(choice);
+                }
+                if let Some(u) = user {
+                    r["user"] = json!(u);
+                }
+                r
+            })
+    }
+
+    /// The oracle, written apart from the translators: what an OpenAI request means once
+    /// consecutive turns of one role are joined (Anthropic's messages alternate), as a list of
+    /// (role, text pieces, tool calls, tool results).
+    fn meaning(r: &Value) -> Value {
+        let mut turns: Vec<Value> = Vec::new();
+        let mut system = Vec::new();
+        for m in r["messages"].as_array().unwrap() {
+            let role = m["role"].as_str().unwrap();
+            if role == "system" {
+                system.push(m["content"].clone());
+                continue;
+            }
+            let (role, item) = match role {
+                "tool" => (
+                    "user",
+                    json!({"result": m["tool_call_id"], "text": m["content"]}),
+                ),
+                _ => {
+                    let calls: Vec<Value> = m["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| json!({"call": c["id"], "name": c["function"]["name"], "args": serde_json::from_str::<Value>(c["function"]["arguments"].as_str().unwrap()).unwrap()}))
+                        .collect();
+                    (role, json!({"text": m["content"], "calls": calls}))
+                }
+            };
+            match turns.last_mut() {
+                Some(t) if t["role"] == role => t["items"].as_array_mut().unwrap().push(item),
+                _ => turns.push(json!({"role": role, "items": [item]})),
+            }
+        }
+        // Joined turns become one message on the way back: compare the pieces in order.
+        let flat: Vec<Value> = turns
+            .iter()
+            .map(|t| {
+                let mut texts = Vec::new();
+                let mut calls = Vec::new();
+                let mut results = Vec::new();
+                for i in t["items"].as_array().unwrap() {
+                    if let Some(r) = i.get("result") {
+                        results.push(json!([r, i["text"]]));
+                    } else {
+                        // Content is a string or a list of text parts.
+                        match &i["text"] {
+                            Value::String(s) => texts.push(s.clone()),
+                            Value::Array(parts) => texts.extend(
+                                parts
+                                    .iter()
+                                    .filter_map(|p| p["text"].as_str().map(str::to_string)),
+                            ),
+                            _ => {}
+                        }
+                        calls.extend(i["calls"].as_array().unwrap().iter().cloned());
+                    }
+                }
+                json!({"role": t["role"], "texts": texts, "calls": calls, "results": results})
+            })
+            .collect();
+        json!({
+            "system": system, "turns": flat, "max_tokens": r["max_tokens"], "temperature": r["temperature"],
+            "stop": r["stop"], "tools": r["tools"], "tool_choice": r["tool_choice"], "user": r["user"],
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(500)
+        ))]
+
+        /// OpenAI → Anthropic → OpenAI keeps every field both wires can express.
+        #[test]
+        fn openai_to_anthropic_and_back_keeps_what_both_express(r in request()) {
+            let there = anthropic::request(&obj(r.clone()), "claude", 4096).unwrap();
+            let back = to_chat(&obj(there), "m").unwrap();
+            let mut back_meaning = meaning(&back);
+            let want = meaning(&r);
+            // Several system messages come back as one, joined by a blank line.
+            let joined: Vec<String> = want["system"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+            back_meaning["system"] = json!(back_meaning["system"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>());
+            prop_assert_eq!(&back_meaning["system"], &json!(if joined.is_empty() { vec![] } else { vec![joined.join("\n\n")] }));
+            for k in ["turns", "max_tokens", "temperature", "stop", "tools", "tool_choice", "user"] {
+                prop_assert_eq!(&back_meaning[k], &want[k], "{}", k);
+            }
+        }
+    }
+}

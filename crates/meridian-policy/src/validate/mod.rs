@@ -144,7 +144,7 @@ pub const TEST_KEYS: &[&str] = &[
     "expect_first",
     "expect_status",
 ];
-pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings"];
+pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings", "messages"];
 const KINDS: &[&str] = &["openai", "azure", "anthropic"];
 const SORTS: &[&str] = &["price", "latency", "weighted"];
 const FALLBACK_WORDS: &[&str] = &["connect", "timeout", "malformed"];
