@@ -216,3 +216,160 @@ async fn azure_deployments_and_fallback_across_wires() {
         "no fallback after the first byte"
     );
 }
+
+/// Answers as an OpenAI-compatible engine does, for the Anthropic SDK run.
+fn openai_like(rec: &Recorded, _: usize) -> Script {
+    let prompt = rec.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    if rec.body["stream"] == true {
+        return Script::Sse {
+            events: ["Hello", " from", " a", " stream"]
+                .iter()
+                .map(|w| support::mock::chunk(w))
+                .collect(),
+            gap_ms: 5,
+            end: if prompt == "fail midway" {
+                SseEnd::Cut
+            } else {
+                SseEnd::Done
+            },
+        };
+    }
+    if rec.body.get("tools").is_some() {
+        return json_answer(
+            200,
+            json!({
+                "id": "c1", "object": "chat.completion", "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                    "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}
+            }),
+        );
+    }
+    json_answer(
+        200,
+        json!({
+            "id": "c2", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
+        }),
+    )
+}
+
+/// Answers as Anthropic does, for the Anthropic SDK run (passed through by Meridian).
+fn anthropic_native(rec: &Recorded, n: usize) -> Script {
+    let last = rec.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["content"].clone())
+        .unwrap_or_default();
+    if rec.body["stream"] == true {
+        let Script::Sse {
+            mut events, gap_ms, ..
+        } = anthropic_like(rec, n)
+        else {
+            unreachable!()
+        };
+        // The same stream with "Hello from a stream" as its text.
+        for e in events.iter_mut() {
+            *e = e.replace(" a Claude", " a");
+        }
+        if last == "fail midway" {
+            events.truncate(4);
+            return Script::Sse {
+                events,
+                gap_ms,
+                end: SseEnd::Cut,
+            };
+        }
+        return Script::Sse {
+            events,
+            gap_ms,
+            end: SseEnd::Done,
+        };
+    }
+    if rec.body.get("tools").is_some() {
+        return anthropic_like(rec, n);
+    }
+    json_answer(
+        200,
+        json!({
+            "id": "msg_n", "type": "message", "role": "assistant", "model": "claude-x",
+            "content": [{"type": "text", "text": "Hello there"}],
+            "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 4}
+        }),
+    )
+}
+
+#[tokio::test]
+async fn the_anthropic_sdk_talks_to_both_wires_through_meridian() {
+    let claude = Mock::with(anthropic_native).await;
+    let alpha = Mock::with(openai_like).await;
+    let policy = policy_for(
+        &[
+            (
+                "claude",
+                &claude,
+                "DE",
+                "kind = \"anthropic\"\nkey_secret = \"openai_api_key\"",
+            ),
+            ("alpha", &alpha, "DE", ""),
+        ],
+        "",
+    )
+    .replace("allow_anonymous = true", "allow_anonymous = \"paid\"");
+    let m = Meridian::with_policy(&policy, &[("SPIN_VARIABLE_OPENAI_API_KEY", KEY)]).await;
+    let dir: PathBuf = support::meridian::root().join("tests/clients");
+    for only in ["claude", "alpha"] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(python())
+                .arg("anthropic_sdk_test.py")
+                .current_dir(&dir)
+                .env("MERIDIAN_URL", &m.url)
+                .env("MERIDIAN_ONLY", only)
+                .env(
+                    "MERIDIAN_WIRE",
+                    if only == "claude" {
+                        "anthropic"
+                    } else {
+                        "openai"
+                    },
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the script finishes within 120 s")
+        .expect("run python: ./scripts/setup installs the test clients");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{only}:\n{stdout}\n{stderr}");
+    }
+    // Anthropic received the SDK's requests as sent (model rewritten, operator's key); the
+    // OpenAI engine received chat requests.
+    let seen = claude.requests();
+    assert_eq!(seen.len(), 4);
+    for r in &seen {
+        assert_eq!(r.path, "/v1/messages");
+        assert_eq!(r.header("x-api-key"), Some(KEY));
+        assert!(r.header("anthropic-version").is_some());
+        assert_eq!(r.body["model"], "claude-upstream-model");
+        assert!(
+            r.body.get("provider").is_none(),
+            "Meridian's own field is removed"
+        );
+    }
+    assert_eq!(seen[0].body["system"], "Be brief.");
+    for r in alpha.requests() {
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.body["model"], "alpha-upstream-model");
+    }
+}
