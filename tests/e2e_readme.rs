@@ -69,11 +69,15 @@ async fn readme_client_examples_run_verbatim_against_the_default_policy() {
     let clients = support::meridian::root().join("tests/clients");
 
     let python = blocks("Calling Meridian", "python");
-    assert_eq!(python.len(), 1, "one Python example");
+    assert_eq!(python.len(), 2, "the OpenAI and the Anthropic Python examples");
     let script = python[0].replace(README_URL, &m.url);
     let py = clients.join(".venv/bin/python");
     let out = run(py.to_str().unwrap(), &["-c", &script], &clients).await;
     assert_eq!(out, "local Hello from the engine\nHello from the engine");
+    // Anthropic's SDK, against the same engine through the translated wire.
+    let script = python[1].replace(README_URL, &m.url);
+    let out = run(py.to_str().unwrap(), &["-c", &script], &clients).await;
+    assert_eq!(out, "Hello from the engine\nHello from the engine");
 
     let js = blocks("Calling Meridian", "js");
     let server = js
@@ -99,6 +103,6 @@ async fn readme_client_examples_run_verbatim_against_the_default_policy() {
     assert!(out.contains("data: [DONE]"), "{out}");
     // Every request reached the engine under its own model name; none went to a paid provider.
     let seen = engine.requests();
-    assert!(seen.len() >= 4, "{}", seen.len());
+    assert!(seen.len() >= 6, "{}", seen.len());
     assert!(seen.iter().all(|r| r.body["model"] == "llama3.1:8b"));
 }
