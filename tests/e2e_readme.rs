@@ -69,7 +69,11 @@ async fn readme_client_examples_run_verbatim_against_the_default_policy() {
     let clients = support::meridian::root().join("tests/clients");
 
     let python = blocks("Calling Meridian", "python");
-    assert_eq!(python.len(), 2, "the OpenAI and the Anthropic Python examples");
+    assert_eq!(
+        python.len(),
+        2,
+        "the OpenAI and the Anthropic Python examples"
+    );
     let script = python[0].replace(README_URL, &m.url);
     let py = clients.join(".venv/bin/python");
     let out = run(py.to_str().unwrap(), &["-c", &script], &clients).await;

@@ -73,7 +73,7 @@ fn python() -> String {
 }
 
 #[tokio::test]
-async fn the_openai_sdk_talks_to_an_anthropic_provider_through_meridian() {
+async fn the_openai_sdks_talk_to_an_anthropic_provider_through_meridian() {
     let claude = Mock::with(anthropic_like).await;
     let policy = policy_for(
         &[(
@@ -104,10 +104,28 @@ async fn the_openai_sdk_talks_to_an_anthropic_provider_through_meridian() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    // And the openai npm package: chat, a stream with usage, a refused field.
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg("openai_to_anthropic.mjs")
+            .current_dir(&dir)
+            .env("MERIDIAN_URL", &m.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the script finishes within 120 s")
+    .expect("run node: ./scripts/setup installs the test clients");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
 
-    // The exact wire Anthropic received.
+    // The exact wire Anthropic received (the Python run's three requests first).
     let seen = claude.requests();
-    assert_eq!(seen.len(), 3, "the unsupported field never left Meridian");
+    assert_eq!(seen.len(), 5, "the unsupported fields never left Meridian");
     for r in &seen {
         assert_eq!(r.path, "/v1/messages");
         assert_eq!(r.header("x-api-key"), Some(KEY));

@@ -1427,3 +1427,45 @@ async fn anthropic_clients_get_errors_in_anthropics_shape() {
     assert_eq!(a.json()["error"]["type"], "not_found_error");
     assert!(a.text().contains("does not count tokens"), "{}", a.text());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_client_falls_back_from_anthropic_to_an_openai_engine_in_one_stream() {
+    // The Anthropic provider is overloaded before the first byte; the OpenAI-wire engine serves,
+    // and the client reads one coherent Anthropic stream.
+    let ok = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\ndata: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"from the engine\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let t = Fake::new(vec![
+        (
+            "claude",
+            vec![answer(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            )],
+        ),
+        ("alpha", vec![sse(&[(0, ok)])]),
+    ]);
+    let req = r#"{"model":"chat-model","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let a = messages_call(&t, req, r#"claude","alpha"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(t.sent_to(), ["claude", "alpha"]);
+    assert_eq!(a.header("x-meridian-provider"), Some("alpha"));
+    let text = a.text();
+    assert_eq!(
+        event_names(&text),
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("\"text\":\"from the engine\""), "{text}");
+    // The Anthropic provider got the request as the client sent it; the engine got chat.
+    assert_eq!(t.requests.borrow()[0].url, "https://claude/v1/messages");
+    assert_eq!(
+        t.requests.borrow()[1].url,
+        "http://alpha/v1/chat/completions"
+    );
+}
