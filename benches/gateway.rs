@@ -360,6 +360,8 @@ async fn main() {
     )
     .await;
 
+    wire_figures(n / 4).await;
+
     let per32 = (n / 32).max(10);
     println!("non-stream chat, 32 clients × {per32} requests:");
     let mut d32 = run(&direct, 32, per32).await;
@@ -468,4 +470,81 @@ async fn stream_figures(modes: [(String, &Meridian); 2], n: usize) {
             );
         }
     }
+}
+
+/// A stream from an Anthropic provider (translated event by event) against the same stream from
+/// an OpenAI-wire provider (passed through), same events, one Meridian, interleaved: time to the
+/// first byte and to the end.
+async fn wire_figures(n: usize) {
+    let words = ["bench", "mark", " ans", "wer"];
+    let mut anthropic_events = vec![
+        r#"{"type":"message_start","message":{"id":"msg_b","model":"claude-x","usage":{"input_tokens":5,"output_tokens":1}}}"#.to_string(),
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_string(),
+    ];
+    for w in words {
+        anthropic_events.push(format!(
+            r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{w}"}}}}"#
+        ));
+    }
+    anthropic_events.push(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}"#.to_string());
+    anthropic_events.push(r#"{"type":"message_stop"}"#.to_string());
+    let anth = Mock::start(Script::SseAtOnce(anthropic_events)).await;
+    let oai = Mock::start(Script::SseAtOnce(words.iter().map(|w| chunk(w)).collect())).await;
+    let policy = policy_for(
+        &[
+            ("anth", &anth, "DE", "kind = \"anthropic\""),
+            ("oai", &oai, "DE", ""),
+        ],
+        "",
+    );
+    let m = Meridian::with_policy(&policy, &[]).await;
+    let c = reqwest::Client::new();
+    let url = m.at("/v1/chat/completions");
+    let one = |only: &'static str| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let start = Instant::now();
+            let r = c
+                .post(&url)
+                .json(&serde_json::json!({"model": "chat-model", "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}], "provider": {"only": [only]}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let mut s = r.bytes_stream();
+            let mut first = None;
+            let mut all = Vec::new();
+            while let Some(b) = s.next().await {
+                first.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1000.0);
+                all.extend_from_slice(&b.unwrap());
+            }
+            assert!(all.ends_with(b"data: [DONE]\n\n"), "{only}");
+            (first.unwrap_or(0.0), start.elapsed().as_secs_f64() * 1000.0)
+        }
+    };
+    for _ in 0..20 {
+        one("anth").await;
+        one("oai").await;
+    }
+    let (mut af, mut ae, mut of, mut oe) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n.max(20) {
+        let (f, e) = one("anth").await;
+        af.push(f);
+        ae.push(e);
+        let (f, e) = one("oai").await;
+        of.push(f);
+        oe.push(e);
+    }
+    let (af, ae, of, oe) = (
+        pct(&mut af, 0.5),
+        pct(&mut ae, 0.5),
+        pct(&mut of, 0.5),
+        pct(&mut oe, 0.5),
+    );
+    println!(
+        "stream through Meridian, {} requests each, interleaved: Anthropic provider (translated) first byte p50 {af:.3} ms, end {ae:.3} ms | OpenAI-wire provider (passed through) first byte {of:.3} ms, end {oe:.3} ms | translation adds {:+.3} ms to the first byte",
+        n.max(20),
+        af - of
+    );
 }
