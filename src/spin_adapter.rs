@@ -370,6 +370,7 @@ impl Transport for WasiTransport {
                 stream,
                 _response: response,
             },
+            dialect: crate::sse::Dialect::OpenAi,
         })
     }
 

@@ -89,6 +89,45 @@ impl Usage {
     }
 }
 
+/// The event format of a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// `data: {chunk}` events ending with `data: [DONE]`.
+    #[default]
+    OpenAi,
+    /// Anthropic's named events, ending with `message_stop`.
+    Anthropic,
+}
+
+/// The part of an Anthropic event the guard reads.
+#[derive(Deserialize)]
+struct AnthropicProbe {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: Option<AnthropicMessage>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessage {
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize, Default)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
 /// Only the part of a chunk we read; serde skips the rest without allocating it.
 #[derive(Deserialize)]
 struct ChunkProbe {
@@ -182,6 +221,7 @@ pub struct SseGuard {
     pub events: u64,
     pub usage: Option<Usage>,
     upstream_error: bool,
+    dialect: Dialect,
 }
 
 impl SseGuard {
@@ -189,8 +229,67 @@ impl SseGuard {
         Self::default()
     }
 
+    pub fn for_dialect(dialect: Dialect) -> Self {
+        SseGuard {
+            dialect,
+            ..Self::default()
+        }
+    }
+
+    /// An Anthropic event's data: `message_stop` completes the stream, `error` is the
+    /// upstream's error, usage is gathered from `message_start` and `message_delta`.
+    fn anthropic_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
+        let probe: AnthropicProbe = serde_json::from_slice(data).map_err(|e| {
+            StreamFault::Malformed(format!(
+                "event data is not a JSON object: {}",
+                e.to_string()
+                    .split(" at line")
+                    .next()
+                    .unwrap_or("invalid JSON")
+            ))
+        })?;
+        self.events += 1;
+        let u = self.usage.get_or_insert_with(Usage::default);
+        let mut take = |a: &AnthropicUsage| {
+            if let Some(n) = a.input_tokens {
+                let cached = a.cache_read_input_tokens.unwrap_or(0);
+                let written = a.cache_creation_input_tokens.unwrap_or(0);
+                u.prompt_tokens = n + cached + written;
+                u.cached_tokens = cached;
+                u.cache_write_tokens = written;
+            }
+            if let Some(n) = a.output_tokens {
+                u.completion_tokens = n;
+            }
+            u.total_tokens = u.prompt_tokens + u.completion_tokens;
+        };
+        if let Some(a) = probe.message.as_ref().and_then(|m| m.usage.as_ref()) {
+            take(a);
+        }
+        if let Some(a) = &probe.usage {
+            take(a);
+        }
+        match probe.kind.as_str() {
+            "message_stop" => self.done = true,
+            "error" => self.upstream_error = true,
+            _ => {}
+        }
+        Ok(true)
+    }
+
     pub fn saw_done(&self) -> bool {
         self.done
+    }
+
+    /// Ends the final event if its blank line has not come yet (it is in a later chunk that is
+    /// never read): the line that dispatches it, else nothing.
+    pub fn close(&mut self) -> &'static [u8] {
+        if self.done && !self.closed {
+            self.closed = true;
+            b"\n"
+        } else {
+            b""
+        }
     }
 
     /// Whether an event carried an `error` object (the upstream reported an error in-stream).
@@ -249,6 +348,9 @@ impl SseGuard {
             return Ok(true); // comments, `event:`, `id:`, blank separators
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
+        if self.dialect == Dialect::Anthropic {
+            return self.anthropic_line(data);
+        }
         if data == b"[DONE]" {
             self.done = true;
             return Ok(true);

@@ -155,6 +155,7 @@ impl Transport for Fake {
                         status,
                         headers,
                         body: FakeBody(chunks.into()),
+                        dialect: crate::sse::Dialect::OpenAi,
                     })
                 }
             }

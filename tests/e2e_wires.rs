@@ -38,7 +38,11 @@ fn anthropic_like(rec: &Recorded, _: usize) -> Script {
         events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 6}}));
         events.push(json!({"type": "message_stop"}));
         return Script::Sse {
-            events: events.iter().map(Value::to_string).collect(),
+            // Named, as Anthropic's API writes them.
+            events: events
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}", e["type"].as_str().unwrap_or("")))
+                .collect(),
             gap_ms: 5,
             end: SseEnd::Done,
         };

@@ -270,6 +270,9 @@ pub(super) async fn inference<T: Transport>(
         .iter()
         .find(|(k, _)| k == "accept")
         .map_or_else(|| "application/json".to_string(), |(_, v)| v.clone());
+    // An Anthropic client's stream from an Anthropic provider passes through as it comes, unless
+    // redacted values must be put back into it (the restorer reads the OpenAI form).
+    let native_streams = restorer.is_none();
     let include_usage = body
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -362,13 +365,13 @@ pub(super) async fn inference<T: Transport>(
                     serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?,
                     // A stream is read on the OpenAI wire inside Meridian (the stream contract
                     // is checked there) and written back as Anthropic events.
-                    if facts.stream {
-                        Wire::Anthropic {
+                    match (facts.stream, native_streams) {
+                        (true, true) => Wire::AnthropicNative,
+                        (true, false) => Wire::Anthropic {
                             stream: true,
                             include_usage: true,
-                        }
-                    } else {
-                        Wire::OpenAi
+                        },
+                        (false, _) => Wire::OpenAi,
                     },
                 )
             }
@@ -537,6 +540,10 @@ pub(super) async fn inference<T: Transport>(
         } => {
             let c = &decision.candidates[candidate];
             served_by(record, c);
+            // Passed through as Anthropic events: the guard read them as such.
+            let native = endpoint == Endpoint::Messages
+                && native_streams
+                && policy.providers[c.index].kind == WireKind::Anthropic;
             Ok((
                 status,
                 passthrough_headers(&up, ratelimit),
@@ -551,8 +558,9 @@ pub(super) async fn inference<T: Transport>(
                         .started_ms
                         .saturating_add(decision.plan.stream_deadline_ms),
                     restore: restorer,
-                    to_messages: (endpoint == Endpoint::Messages)
+                    to_messages: (endpoint == Endpoint::Messages && !native)
                         .then(|| Box::new(wire::messages::ToMessages::new())),
+                    anthropic_errors: native,
                 }),
             ))
         }

@@ -30,6 +30,9 @@ pub struct Stream<B> {
     pub restore: Option<Box<crate::pii::Restorer>>,
     /// For Anthropic clients: the checked OpenAI events written as Anthropic events.
     pub to_messages: Option<Box<crate::wire::messages::ToMessages>>,
+    /// The stream is Anthropic's own events, passed through: a fault ends it with Anthropic's
+    /// error event.
+    pub anthropic_errors: bool,
 }
 
 impl<B: BodyStream> Stream<B> {
@@ -60,6 +63,18 @@ impl<B: BodyStream> Stream<B> {
         let fault = loop {
             if self.guard.saw_done() {
                 self.end(record, "done");
+                // Reading stops here, so the blank line that ends the last event may be unread.
+                let close = self.guard.close();
+                if !close.is_empty() {
+                    let mut more = close.to_vec();
+                    if let Some(r) = &mut self.restore {
+                        more = r.restore_stream(more);
+                    }
+                    if let Some(m) = &mut self.to_messages {
+                        more = m.feed(&more);
+                    }
+                    pending.extend(more);
+                }
                 return pending;
             }
             if !pending.is_empty() && sink.send(std::mem::take(&mut pending)).await.is_err() {
@@ -104,7 +119,14 @@ impl<B: BodyStream> Stream<B> {
         if let Some(r) = &mut self.restore {
             tail.extend(r.finish());
         }
-        tail.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id));
+        if self.anthropic_errors {
+            let body = crate::wire::messages::error_body(500, &fault.message(&self.provider), None);
+            tail.extend_from_slice(b"event: error\ndata: ");
+            tail.extend_from_slice(&body);
+            tail.extend_from_slice(b"\n\n");
+        } else {
+            tail.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id));
+        }
         match &mut self.to_messages {
             Some(m) => pending.extend(m.feed(&tail)),
             None => pending.extend(tail),

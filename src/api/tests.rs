@@ -1469,3 +1469,64 @@ async fn an_anthropic_client_falls_back_from_anthropic_to_an_openai_engine_in_on
         "http://alpha/v1/chat/completions"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_stream_for_an_anthropic_client_passes_through_as_it_came() {
+    let upstream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_t\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"usage\":{\"input_tokens\":7,\"cache_read_input_tokens\":3,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Let me think\"}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":12}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let (a1, a2) = upstream.split_at(97);
+    let t = Fake::new(vec![(
+        "claude",
+        vec![Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: vec![
+                (0, Ok(a1.as_bytes().to_vec())),
+                (2, Ok(a2.as_bytes().to_vec())),
+            ],
+        }],
+    )]);
+    let req = r#"{"model":"chat-model","max_tokens":50,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Hi"}]}"#;
+    let a = messages_call(&t, req, "claude").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.text(), upstream, "byte for byte");
+    let sent: serde_json::Value = serde_json::from_slice(&t.requests.borrow()[0].body).unwrap();
+    assert_eq!(
+        sent["thinking"]["budget_tokens"], 1024,
+        "the client's own fields go along"
+    );
+    assert_eq!(a.record.stream_outcome, Some("done"));
+    let u = a.record.usage.unwrap();
+    assert_eq!(
+        (u.prompt_tokens, u.cached_tokens, u.completion_tokens),
+        (10, 3, 12)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_event_is_ended_even_when_its_blank_line_comes_later() {
+    // `data: [DONE]\n` and its blank line in separate chunks: Meridian stops reading at [DONE]
+    // and ends the event itself, so clients dispatch it.
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![sse(&[(0, EV1), (1, "data: [DONE]\n"), (1, "\n")])],
+    )]);
+    let a = chat(&load(""), &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
+    assert!(a.text().ends_with("data: [DONE]\n\n"), "{:?}", a.text());
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![sse(&[(0, EV1), (1, &format!("{DONE}"))])],
+    )]);
+    let a = chat(&load(""), &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
+    assert!(
+        a.text().ends_with("data: [DONE]\n\n") && !a.text().ends_with("\n\n\n"),
+        "{:?}",
+        a.text()
+    );
+}

@@ -84,6 +84,8 @@ pub struct UpResponse<B> {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: B,
+    /// The event format a stream body uses (OpenAI's unless the wire says otherwise).
+    pub dialect: crate::sse::Dialect,
 }
 
 /// A response body read chunk by chunk.
@@ -232,6 +234,7 @@ impl<T: Transport> Loop<'_, T> {
             status,
             headers,
             mut body,
+            dialect,
         } = resp;
         if self.plan.fallback_on.statuses.contains(&status) {
             return Err(Failure::Status {
@@ -241,7 +244,9 @@ impl<T: Transport> Loop<'_, T> {
         }
         let ok = (200..300).contains(&status);
         if ok && self.stream {
-            return self.first_event(candidate, status, headers, body).await;
+            return self
+                .first_event(candidate, status, headers, body, dialect)
+                .await;
         }
         let bytes = self.read_all(&mut body).await?;
         let usage = if ok {
@@ -267,9 +272,10 @@ impl<T: Transport> Loop<'_, T> {
         status: u16,
         headers: Vec<(String, String)>,
         mut body: T::Body,
+        dialect: crate::sse::Dialect,
     ) -> Answer<T::Body> {
         let started = self.t.now_ms();
-        let mut guard = SseGuard::new();
+        let mut guard = SseGuard::for_dialect(dialect);
         let mut first = Vec::new();
         loop {
             let spent = self.t.now_ms().saturating_sub(started);

@@ -20,6 +20,8 @@ pub enum Wire {
         /// The client asked for a final usage chunk (`stream_options.include_usage`).
         include_usage: bool,
     },
+    /// Anthropic to an Anthropic client: nothing translated, streams checked as Anthropic's.
+    AnthropicNative,
 }
 
 /// The transport, with answers translated to the OpenAI wire.
@@ -126,6 +128,11 @@ impl<T: Transport> Transport for WireTransport<'_, T> {
             body: WireBody {
                 inner: up.body,
                 translate,
+            },
+            dialect: if wire == Wire::AnthropicNative {
+                crate::sse::Dialect::Anthropic
+            } else {
+                up.dialect
             },
         })
     }

@@ -277,7 +277,7 @@ fn respond(
             Script::SseAtOnce(events) => {
                 let mut body = String::new();
                 for e in events {
-                    body.push_str(&format!("data: {e}\n\n"));
+                    body.push_str(&sse_event(&e));
                 }
                 body.push_str("data: [DONE]\n\n");
                 hyper::Response::builder()
@@ -318,7 +318,7 @@ fn respond(
                             tokio::time::sleep(Duration::from_millis(gap_ms)).await;
                         }
                         if tx
-                            .send(Ok(Frame::data(Bytes::from(format!("data: {e}\n\n")))))
+                            .send(Ok(Frame::data(Bytes::from(sse_event(e)))))
                             .await
                             .is_err()
                         {
@@ -345,6 +345,16 @@ fn respond(
             }
         }
     })
+}
+
+/// One SSE event: `data: <e>`, or `e` as written when it names itself (`event: …\ndata: …`, as
+/// Anthropic's API writes its events).
+fn sse_event(e: &str) -> String {
+    if e.starts_with("event: ") {
+        format!("{e}\n\n")
+    } else {
+        format!("data: {e}\n\n")
+    }
 }
 
 fn tokio_stream_from(
