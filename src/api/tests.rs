@@ -1519,10 +1519,7 @@ async fn the_last_event_is_ended_even_when_its_blank_line_comes_later() {
     )]);
     let a = chat(&load(""), &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
     assert!(a.text().ends_with("data: [DONE]\n\n"), "{:?}", a.text());
-    let t = Fake::new(vec![(
-        "alpha",
-        vec![sse(&[(0, EV1), (1, &format!("{DONE}"))])],
-    )]);
+    let t = Fake::new(vec![("alpha", vec![sse(&[(0, EV1), (1, DONE)])])]);
     let a = chat(&load(""), &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
     assert!(
         a.text().ends_with("data: [DONE]\n\n") && !a.text().ends_with("\n\n\n"),
