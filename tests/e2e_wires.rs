@@ -67,6 +67,32 @@ fn anthropic_like(rec: &Recorded, _: usize) -> Script {
     )
 }
 
+/// Runs a client script from tests/clients (bounded in time); fails with its output if it fails.
+async fn run_client(program: &str, script: &str, env: &[(&str, &str)]) {
+    let dir: PathBuf = support::meridian::root().join("tests/clients");
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg(script)
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 120 s"))
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}): ./scripts/setup installs the test clients")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} {env:?}:\n{stdout}\n{stderr}"
+    );
+}
+
 fn python() -> String {
     std::env::var("MERIDIAN_PYTHON").unwrap_or_else(|_| {
         support::meridian::root()
@@ -90,42 +116,19 @@ async fn the_openai_sdks_talk_to_an_anthropic_provider_through_meridian() {
     )
     .replace("allow_anonymous = true", "allow_anonymous = \"paid\"");
     let m = Meridian::with_policy(&policy, &[("SPIN_VARIABLE_OPENAI_API_KEY", KEY)]).await;
-    let dir: PathBuf = support::meridian::root().join("tests/clients");
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(python())
-            .arg("openai_to_anthropic.py")
-            .current_dir(&dir)
-            .env("MERIDIAN_URL", &m.url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output(),
+    run_client(
+        &python(),
+        "openai_to_anthropic.py",
+        &[("MERIDIAN_URL", &m.url)],
     )
-    .await
-    .expect("the script finishes within 120 s")
-    .expect("run python: ./scripts/setup installs the test clients");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    .await;
     // And the openai npm package: chat, a stream with usage, a refused field.
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg("openai_to_anthropic.mjs")
-            .current_dir(&dir)
-            .env("MERIDIAN_URL", &m.url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output(),
+    run_client(
+        "node",
+        "openai_to_anthropic.mjs",
+        &[("MERIDIAN_URL", &m.url)],
     )
-    .await
-    .expect("the script finishes within 120 s")
-    .expect("run node: ./scripts/setup installs the test clients");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    .await;
 
     // The exact wire Anthropic received (the Python run's three requests first).
     let seen = claude.requests();
@@ -346,34 +349,13 @@ async fn the_anthropic_sdk_talks_to_both_wires_through_meridian() {
     )
     .replace("allow_anonymous = true", "allow_anonymous = \"paid\"");
     let m = Meridian::with_policy(&policy, &[("SPIN_VARIABLE_OPENAI_API_KEY", KEY)]).await;
-    let dir: PathBuf = support::meridian::root().join("tests/clients");
-    for only in ["claude", "alpha"] {
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::process::Command::new(python())
-                .arg("anthropic_sdk_test.py")
-                .current_dir(&dir)
-                .env("MERIDIAN_URL", &m.url)
-                .env("MERIDIAN_ONLY", only)
-                .env(
-                    "MERIDIAN_WIRE",
-                    if only == "claude" {
-                        "anthropic"
-                    } else {
-                        "openai"
-                    },
-                )
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("the script finishes within 120 s")
-        .expect("run python: ./scripts/setup installs the test clients");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{only}:\n{stdout}\n{stderr}");
+    for (only, wire) in [("claude", "anthropic"), ("alpha", "openai")] {
+        let env = [
+            ("MERIDIAN_URL", m.url.as_str()),
+            ("MERIDIAN_ONLY", only),
+            ("MERIDIAN_WIRE", wire),
+        ];
+        run_client(&python(), "anthropic_sdk_test.py", &env).await;
     }
     // Anthropic received the SDK's requests as sent (model rewritten, operator's key); the
     // OpenAI engine received chat requests.

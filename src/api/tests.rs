@@ -1034,7 +1034,8 @@ fn wires_policy() -> Policy {
     policy::load(text, "wires").unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn wires_call(t: &Fake, body: &str) -> Answer {
+/// A request through `serve` on the wires policy, with the providers' keys set.
+async fn wires_serve(t: &Fake, path: &str, headers: &[(&str, &str)], body: String) -> Answer {
     let secret = |name: &str| match name {
         "claude_key" => Some("sk-ant-operator".to_string()),
         "azure_key" => Some("azure-operator-key".to_string()),
@@ -1052,12 +1053,12 @@ async fn wires_call(t: &Fake, body: &str) -> Answer {
     };
     let req = Request {
         method: "POST".into(),
-        path: "/v1/chat/completions".into(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("authorization".into(), "Bearer sk-client".into()),
-        ],
-        body: Bytes(Some(body.as_bytes().to_vec())),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: Bytes(Some(body.into_bytes())),
     };
     let mut reply = serve(&env, t, req).await;
     let body = match reply.body {
@@ -1075,6 +1076,11 @@ async fn wires_call(t: &Fake, body: &str) -> Answer {
         body,
         record: reply.record,
     }
+}
+
+async fn wires_call(t: &Fake, body: &str) -> Answer {
+    let h = [JSON, ("authorization", "Bearer sk-client")];
+    wires_serve(t, "/v1/chat/completions", &h, body.to_string()).await
 }
 
 fn answer(status: u16, body: &str) -> Step {
@@ -1242,48 +1248,13 @@ async fn a_field_anthropic_cannot_take_is_a_400_when_no_provider_can() {
 async fn messages_call(t: &Fake, body: &str, only: &str) -> Answer {
     let body =
         body.trim_end_matches('}').to_string() + &format!(r#","provider":{{"only":["{only}"]}}}}"#);
-    let secret = |name: &str| match name {
-        "claude_key" => Some("sk-ant-operator".to_string()),
-        "azure_key" => Some("azure-operator-key".to_string()),
-        _ => None,
-    };
-    let fresh = || "msgs".to_string();
-    let p = wires_policy();
-    let env = Env {
-        policy: Ok(&p),
-        secret: &secret,
-        edge_region: None,
-        max_response_bytes: 1 << 20,
-        geoip: None,
-        fresh_id: &fresh,
-    };
-    let req = Request {
-        method: "POST".into(),
-        path: "/v1/messages".into(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("x-api-key".into(), "sk-client".into()),
-            ("anthropic-version".into(), "2023-06-01".into()),
-            ("anthropic-beta".into(), "prompt-caching-2024-07-31".into()),
-        ],
-        body: Bytes(Some(body.into_bytes())),
-    };
-    let mut reply = serve(&env, t, req).await;
-    let body = match reply.body {
-        Body::Full(b) => b,
-        Body::Stream(s) => {
-            let mut sink = Sink::default();
-            let tail = s.pump(t, &mut sink, &mut reply.record).await;
-            sink.0.extend(tail);
-            sink.0
-        }
-    };
-    Answer {
-        status: reply.status,
-        headers: reply.headers,
-        body,
-        record: reply.record,
-    }
+    let h = [
+        JSON,
+        ("x-api-key", "sk-client"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "prompt-caching-2024-07-31"),
+    ];
+    wires_serve(t, "/v1/messages", &h, body).await
 }
 
 /// Anthropic event names in a stream, in order.
