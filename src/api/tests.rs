@@ -90,10 +90,23 @@ async fn call_env(
         "admin_key" => Some("adm".to_string()),
         _ => None,
     };
+    call_with(policy, &secret, t, method, path, headers, body).await
+}
+
+/// A request through `serve` with these secrets; checks that its record renders a log line.
+async fn call_with(
+    policy: Result<&Policy, ApiError>,
+    secret: &dyn Fn(&str) -> Option<String>,
+    t: &Fake,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     let fresh = || "fresh-id".to_string();
     let env = Env {
         policy,
-        secret: &secret,
+        secret,
         edge_region: None,
         max_response_bytes: 1 << 20,
         geoip: None,
@@ -1041,41 +1054,8 @@ async fn wires_serve(t: &Fake, path: &str, headers: &[(&str, &str)], body: Strin
         "azure_key" => Some("azure-operator-key".to_string()),
         _ => None,
     };
-    let fresh = || "wires".to_string();
     let p = wires_policy();
-    let env = Env {
-        policy: Ok(&p),
-        secret: &secret,
-        edge_region: None,
-        max_response_bytes: 1 << 20,
-        geoip: None,
-        fresh_id: &fresh,
-    };
-    let req = Request {
-        method: "POST".into(),
-        path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: Bytes(Some(body.into_bytes())),
-    };
-    let mut reply = serve(&env, t, req).await;
-    let body = match reply.body {
-        Body::Full(b) => b,
-        Body::Stream(s) => {
-            let mut sink = Sink::default();
-            let tail = s.pump(t, &mut sink, &mut reply.record).await;
-            sink.0.extend(tail);
-            sink.0
-        }
-    };
-    Answer {
-        status: reply.status,
-        headers: reply.headers,
-        body,
-        record: reply.record,
-    }
+    call_with(Ok(&p), &secret, t, "POST", path, headers, &body).await
 }
 
 async fn wires_call(t: &Fake, body: &str) -> Answer {
