@@ -358,29 +358,40 @@ impl Redaction {
         p
     }
 
-    /// Replaces findings of `kinds` in `text`.
+    /// Replaces findings of `kinds` in `text`. Text left between two replacements can itself
+    /// read as a finding once its neighbour is gone (`2::2` after a phone number that took the
+    /// first `2`), so the text is scanned again until nothing of those kinds is found (a few
+    /// rounds at most: each one only shortens what is left).
     pub fn redact_text(&mut self, scanner: &Scanner, text: &str, kinds: KindSet) -> Option<String> {
-        let findings: Vec<Finding> = scanner
-            .scan(text)
-            .into_iter()
-            .filter(|f| kinds.contains(f.kind))
-            .collect();
-        if findings.is_empty() {
-            return None;
+        let mut current: Option<String> = None;
+        for _ in 0..MAX_ROUNDS {
+            let src = current.as_deref().unwrap_or(text);
+            let findings: Vec<Finding> = scanner
+                .scan(src)
+                .into_iter()
+                .filter(|f| kinds.contains(f.kind))
+                .collect();
+            if findings.is_empty() {
+                break;
+            }
+            let mut out = String::with_capacity(src.len());
+            let mut at = 0;
+            for f in findings {
+                out.push_str(&src[at..f.start]);
+                let p = self.placeholder(scanner.config, f.kind, &src[f.start..f.end]);
+                out.push_str(&p);
+                self.replaced += 1;
+                at = f.end;
+            }
+            out.push_str(&src[at..]);
+            current = Some(out);
         }
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for f in findings {
-            out.push_str(&text[at..f.start]);
-            let p = self.placeholder(scanner.config, f.kind, &text[f.start..f.end]);
-            out.push_str(&p);
-            self.replaced += 1;
-            at = f.end;
-        }
-        out.push_str(&text[at..]);
-        Some(out)
+        current
     }
 }
+
+/// Rounds of scanning a redacted text again.
+const MAX_ROUNDS: usize = 4;
 
 /// Replaces every finding of `kinds` in the body's text with its placeholder.
 pub fn redact_body(
