@@ -4,10 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-
 use support::mock::{chunk, SseEnd};
 use support::{json_of, policy_for, Meridian, Mock, Recorded, Script};
 
@@ -17,9 +13,7 @@ const PROVIDER_KEY: &str = "sk-provider-only";
 /// [0.5, -0.25, 1.0] as little-endian float32, base64: what OpenAI sends for encoding_format=base64.
 const EMBEDDING_B64: &str = "AAAAPwAAgL4AAIA/";
 
-fn clients_dir() -> PathBuf {
-    support::meridian::root().join("tests/clients")
-}
+use support::clients::{self, python};
 
 /// Answers like an OpenAI-compatible provider: chat (stream or not) and embeddings.
 fn openai_like(rec: &Recorded, _n: usize) -> Script {
@@ -84,30 +78,6 @@ async fn start(page_origin: &str) -> (Mock, Meridian) {
     (up, m)
 }
 
-/// Runs a client script (bounded in time) and fails the test with its output if it fails.
-async fn run_script(program: &str, script: &str, env: &[(&str, String)]) {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.arg(script)
-        .current_dir(clients_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap_or_else(|e| {
-        panic!("cannot run {program} {script} ({e}): run ./scripts/setup, which installs the test clients")
-    });
-    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within 180 s"))
-        .expect("wait for the client script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
-}
-
 /// The upstream saw the provider's key on every request, never a client's.
 fn assert_keys(up: &Mock) {
     let seen = up.requests();
@@ -124,15 +94,6 @@ fn assert_keys(up: &Mock) {
     }
 }
 
-fn python() -> String {
-    std::env::var("MERIDIAN_PYTHON").unwrap_or_else(|_| {
-        clients_dir()
-            .join(".venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
 /// An SDK script's whole run: chat ×2 (one streamed) and embeddings ×2 reach the upstream with
 /// the provider's key; the unknown model and the wrong key never leave Meridian.
 async fn sdk_suite(program: &str, script: &str) {
@@ -141,7 +102,7 @@ async fn sdk_suite(program: &str, script: &str) {
         ("MERIDIAN_URL", m.url.clone()),
         ("MERIDIAN_KEY", APP_KEY.to_string()),
     ];
-    run_script(program, script, &env).await;
+    clients::run(program, script, &env).await;
     assert_keys(&up);
     assert_eq!(up.requests().len(), 4);
 }
@@ -160,7 +121,7 @@ async fn official_npm_sdk() {
 async fn browser_streams_from_an_allowed_origin_and_another_origin_is_refused() {
     let (page_port, other_port) = (free_port(), free_port());
     let (up, m) = start(&format!("http://127.0.0.1:{page_port}")).await;
-    run_script(
+    clients::run(
         "node",
         "browser.mjs",
         &[

@@ -66,7 +66,7 @@ async fn readme_client_examples_run_verbatim_against_the_default_policy() {
     .await
     .expect("127.0.0.1:11434 is taken (a local Ollama?): stop it to run this test");
     let m = Meridian::default_policy(&[]).await;
-    let clients = support::meridian::root().join("tests/clients");
+    let clients = support::clients::dir();
 
     let python = blocks("Calling Meridian", "python");
     assert_eq!(
@@ -75,12 +75,12 @@ async fn readme_client_examples_run_verbatim_against_the_default_policy() {
         "the OpenAI and the Anthropic Python examples"
     );
     let script = python[0].replace(README_URL, &m.url);
-    let py = clients.join(".venv/bin/python");
-    let out = run(py.to_str().unwrap(), &["-c", &script], &clients).await;
+    let py = support::clients::python();
+    let out = run(&py, &["-c", &script], &clients).await;
     assert_eq!(out, "local Hello from the engine\nHello from the engine");
     // Anthropic's SDK, against the same engine through the translated wire.
     let script = python[1].replace(README_URL, &m.url);
-    let out = run(py.to_str().unwrap(), &["-c", &script], &clients).await;
+    let out = run(&py, &["-c", &script], &clients).await;
     assert_eq!(out, "Hello from the engine\nHello from the engine");
 
     let js = blocks("Calling Meridian", "js");

@@ -3,12 +3,9 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-
 use futures::StreamExt;
 use serde_json::{json, Value};
+use support::clients::{self, python};
 use support::mock::SseEnd;
 use support::{policy_for, Meridian, Mock, Recorded, Script};
 
@@ -67,41 +64,6 @@ fn anthropic_like(rec: &Recorded, _: usize) -> Script {
     )
 }
 
-/// Runs a client script from tests/clients (bounded in time); fails with its output if it fails.
-async fn run_client(program: &str, script: &str, env: &[(&str, &str)]) {
-    let dir: PathBuf = support::meridian::root().join("tests/clients");
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.arg(script)
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within 120 s"))
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}): ./scripts/setup installs the test clients")
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{script} {env:?}:\n{stdout}\n{stderr}"
-    );
-}
-
-fn python() -> String {
-    std::env::var("MERIDIAN_PYTHON").unwrap_or_else(|_| {
-        support::meridian::root()
-            .join("tests/clients/.venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
 #[tokio::test]
 async fn the_openai_sdks_talk_to_an_anthropic_provider_through_meridian() {
     let claude = Mock::with(anthropic_like).await;
@@ -116,14 +78,14 @@ async fn the_openai_sdks_talk_to_an_anthropic_provider_through_meridian() {
     )
     .replace("allow_anonymous = true", "allow_anonymous = \"paid\"");
     let m = Meridian::with_policy(&policy, &[("SPIN_VARIABLE_OPENAI_API_KEY", KEY)]).await;
-    run_client(
+    clients::run(
         &python(),
         "openai_to_anthropic.py",
         &[("MERIDIAN_URL", &m.url)],
     )
     .await;
     // And the openai npm package: chat, a stream with usage, a refused field.
-    run_client(
+    clients::run(
         "node",
         "openai_to_anthropic.mjs",
         &[("MERIDIAN_URL", &m.url)],
@@ -355,7 +317,7 @@ async fn the_anthropic_sdk_talks_to_both_wires_through_meridian() {
             ("MERIDIAN_ONLY", only),
             ("MERIDIAN_WIRE", wire),
         ];
-        run_client(&python(), "anthropic_sdk_test.py", &env).await;
+        clients::run(&python(), "anthropic_sdk_test.py", &env).await;
     }
     // Anthropic received the SDK's requests as sent (model rewritten, operator's key); the
     // OpenAI engine received chat requests.

@@ -1080,12 +1080,7 @@ async fn anthropic_providers_get_their_own_wire_and_answer_in_openai_shape() {
     assert_eq!(a.status, 200, "{}", a.text());
     let sent = t.requests.borrow()[0].clone();
     assert_eq!(sent.url, "https://claude/v1/messages");
-    let h = |k: &str| {
-        sent.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let h = |k: &str| sent.header(k);
     assert_eq!(h("x-api-key"), Some("sk-ant-operator"));
     assert_eq!(h("anthropic-version"), Some("2023-06-01"));
     assert_eq!(h("authorization"), None, "no client credential, no bearer");
@@ -1171,12 +1166,7 @@ async fn an_overloaded_anthropic_provider_falls_back_across_wires() {
         sent.url,
         "https://azure/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
     );
-    let h = |k: &str| {
-        sent.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let h = |k: &str| sent.header(k);
     assert_eq!(h("api-key"), Some("azure-operator-key"));
     assert_eq!(h("authorization"), None);
 
@@ -1254,17 +1244,9 @@ async fn anthropic_clients_are_served_by_anthropic_and_openai_wire_providers() {
     assert_eq!(a.status, 200, "{}", a.text());
     let sent = t.requests.borrow()[0].clone();
     assert_eq!(sent.url, "https://claude/v1/messages");
-    let h = |k: &str| {
-        sent.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    assert_eq!(h("x-api-key").as_deref(), Some("sk-ant-operator"));
-    assert_eq!(
-        h("anthropic-beta").as_deref(),
-        Some("prompt-caching-2024-07-31")
-    );
+    let h = |k: &str| sent.header(k);
+    assert_eq!(h("x-api-key"), Some("sk-ant-operator"));
+    assert_eq!(h("anthropic-beta"), Some("prompt-caching-2024-07-31"));
     let b: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(
         b,

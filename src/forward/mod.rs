@@ -23,6 +23,16 @@ pub struct OutboundRequest {
     pub wire: crate::wire::Wire,
 }
 
+impl OutboundRequest {
+    /// The first value of a header (names are lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Why an attempt did not produce an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {

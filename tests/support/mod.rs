@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: mock upstreams and a running Meridian.
 #![allow(dead_code, unused_imports)]
 
+pub mod clients;
 pub mod meridian;
 pub mod mock;
 
