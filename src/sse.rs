@@ -71,6 +71,44 @@ pub struct Prices {
 }
 
 impl Usage {
+    /// Takes what an Anthropic usage object reports (an event may carry only some counts):
+    /// cache reads and writes are prompt tokens too.
+    pub fn add_anthropic(&mut self, a: &AnthropicUsage) {
+        if let Some(n) = a.input_tokens {
+            let cached = a.cache_read_input_tokens.unwrap_or(0);
+            let written = a.cache_creation_input_tokens.unwrap_or(0);
+            self.prompt_tokens = n + cached + written;
+            self.cached_tokens = cached;
+            self.cache_write_tokens = written;
+        }
+        if let Some(n) = a.output_tokens {
+            self.completion_tokens = n;
+        }
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+    }
+
+    /// From a whole Anthropic usage object (JSON).
+    pub fn from_anthropic(u: &serde_json::Value) -> Usage {
+        let mut usage = Usage::default();
+        let a = AnthropicUsage::deserialize(u).unwrap_or_default();
+        usage.add_anthropic(&a);
+        usage
+    }
+
+    /// OpenAI's `usage` object.
+    pub fn to_openai(&self) -> serde_json::Value {
+        let mut details = serde_json::json!({"cached_tokens": self.cached_tokens});
+        if self.cache_write_tokens > 0 {
+            details["cache_write_tokens"] = self.cache_write_tokens.into();
+        }
+        serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": details,
+        })
+    }
+
     /// USD, from prices per million tokens; cache reads and writes at their own prices when
     /// the catalog gives them.
     pub fn cost(&self, p: Prices) -> Option<f64> {
@@ -116,8 +154,9 @@ struct AnthropicMessage {
     usage: Option<AnthropicUsage>,
 }
 
+/// Anthropic's usage object, as `message_start`, `message_delta` and whole answers carry it.
 #[derive(Deserialize, Default)]
-struct AnthropicUsage {
+pub struct AnthropicUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -250,24 +289,11 @@ impl SseGuard {
         })?;
         self.events += 1;
         let u = self.usage.get_or_insert_with(Usage::default);
-        let mut take = |a: &AnthropicUsage| {
-            if let Some(n) = a.input_tokens {
-                let cached = a.cache_read_input_tokens.unwrap_or(0);
-                let written = a.cache_creation_input_tokens.unwrap_or(0);
-                u.prompt_tokens = n + cached + written;
-                u.cached_tokens = cached;
-                u.cache_write_tokens = written;
-            }
-            if let Some(n) = a.output_tokens {
-                u.completion_tokens = n;
-            }
-            u.total_tokens = u.prompt_tokens + u.completion_tokens;
-        };
         if let Some(a) = probe.message.as_ref().and_then(|m| m.usage.as_ref()) {
-            take(a);
+            u.add_anthropic(a);
         }
         if let Some(a) = &probe.usage {
-            take(a);
+            u.add_anthropic(a);
         }
         match probe.kind.as_str() {
             "message_stop" => self.done = true,

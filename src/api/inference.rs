@@ -501,8 +501,7 @@ pub(super) async fn inference<T: Transport>(
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     if policy.providers[c.index].kind == WireKind::Anthropic {
                         // Passed through: only its usage is read, for the audit and the cost.
-                        record.usage =
-                            serde_json::from_value(wire::anthropic::usage(&v["usage"])).ok();
+                        record.usage = Some(crate::sse::Usage::from_anthropic(&v["usage"]));
                     } else {
                         body = wire::messages::from_chat(&v).to_string().into_bytes();
                     }

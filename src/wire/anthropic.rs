@@ -236,21 +236,7 @@ pub fn finish_reason(stop: &str) -> &'static str {
 
 /// Anthropic usage as OpenAI usage: cache reads and writes are prompt tokens too.
 pub fn usage(u: &Value) -> Value {
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    let cached = n("cache_read_input_tokens");
-    let written = n("cache_creation_input_tokens");
-    let prompt = n("input_tokens") + cached + written;
-    let completion = n("output_tokens");
-    let mut details = json!({"cached_tokens": cached});
-    if written > 0 {
-        details["cache_write_tokens"] = Value::from(written);
-    }
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": details,
-    })
+    crate::sse::Usage::from_anthropic(u).to_openai()
 }
 
 /// A whole Anthropic answer as an OpenAI `chat.completion`.

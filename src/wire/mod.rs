@@ -102,7 +102,11 @@ impl<T: Transport> Transport for WireTransport<'_, T> {
         timeout_ms: u64,
     ) -> Result<UpResponse<Self::Body>, Failure> {
         let wire = req.wire;
-        let created = self.inner.unix_ms() / 1000;
+        // Only a translated answer needs the time (its `created`): no clock call otherwise.
+        let created = match wire {
+            Wire::Anthropic { .. } => self.inner.unix_ms() / 1000,
+            _ => 0,
+        };
         let up = self.inner.send(req, timeout_ms).await?;
         let translate = match wire {
             Wire::Anthropic {
