@@ -1413,18 +1413,7 @@ event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n
 event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":12}}\n\n\
 event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     let (a1, a2) = upstream.split_at(97);
-    let t = Fake::new(vec![(
-        "claude",
-        vec![Step::Answer {
-            after_ms: 0,
-            status: 200,
-            headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: vec![
-                (0, Ok(a1.as_bytes().to_vec())),
-                (2, Ok(a2.as_bytes().to_vec())),
-            ],
-        }],
-    )]);
+    let t = Fake::new(vec![("claude", vec![sse(&[(0, a1), (2, a2)])])]);
     let req = r#"{"model":"chat-model","max_tokens":50,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Hi"}]}"#;
     let a = messages_call(&t, req, "claude").await;
     assert_eq!(a.status, 200, "{}", a.text());
