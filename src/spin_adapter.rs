@@ -39,15 +39,19 @@ fn now_ms() -> u64 {
     monotonic_clock::now() / 1_000_000
 }
 
-/// Resolves when the monotonic clock passes `deadline_ns`.
+/// Resolves `ms` milliseconds after it is first polled. The clock is read, and the host's
+/// timer registered, only when something actually waits on it: a timer raced against data that
+/// is already there (a stream's next chunk, usually) costs no host call at all.
 struct Sleep {
-    deadline_ns: u64,
+    ms: u64,
+    deadline_ns: Option<u64>,
     token: Option<CancelOnDropToken>,
 }
 
 fn sleep_ms(ms: u64) -> Sleep {
     Sleep {
-        deadline_ns: monotonic_clock::now().saturating_add(ms.saturating_mul(1_000_000)),
+        ms,
+        deadline_ns: None,
         token: None,
     }
 }
@@ -55,11 +59,14 @@ fn sleep_ms(ms: u64) -> Sleep {
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if monotonic_clock::now() >= self.deadline_ns {
+        let now = monotonic_clock::now();
+        let wait_ns = self.ms.saturating_mul(1_000_000);
+        let deadline = *self.deadline_ns.get_or_insert(now.saturating_add(wait_ns));
+        if now >= deadline {
             self.token = None;
             return Poll::Ready(());
         }
-        let p = monotonic_clock::subscribe_instant(self.deadline_ns);
+        let p = monotonic_clock::subscribe_instant(deadline);
         self.token = Some(push_waker_and_get_token(p, cx.waker().clone()).into());
         Poll::Pending
     }
@@ -113,16 +120,18 @@ fn failure_of(e: &ErrorCode) -> Failure {
     }
 }
 
-/// Header fields as (lower-case name, value) pairs, repeated names kept.
+/// Header fields as (lower-case name, value) pairs, repeated names kept. The host's strings are
+/// kept as they come (names are already lower case under wasmtime and Spin); a value that is not
+/// UTF-8 is replaced lossily.
 fn header_list(fields: Fields) -> Vec<(String, String)> {
     fields
         .entries()
         .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_ascii_lowercase(),
-                String::from_utf8_lossy(&v).into_owned(),
-            )
+        .map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
         })
         .collect()
 }
@@ -230,7 +239,7 @@ struct ClientResponse {
 }
 
 impl ClientResponse {
-    fn new(status: u16, headers: &[(String, String)], out: ResponseOutparam) -> ClientResponse {
+    fn new(status: u16, headers: Vec<(String, String)>, out: ResponseOutparam) -> ClientResponse {
         let resp = response(status, headers);
         ClientResponse {
             writer: resp.body().ok().and_then(BodyWriter::new),
@@ -300,33 +309,22 @@ impl Transport for WasiTransport {
 
     async fn send(
         &self,
-        req: OutboundRequest,
+        mut req: OutboundRequest,
         timeout_ms: u64,
     ) -> Result<UpResponse<WasiBody>, Failure> {
-        let url = url::Url::parse(&req.url).map_err(|e| Failure::Config(e.to_string()))?;
-        let headers = Fields::new();
-        for (k, v) in &req.headers {
-            // A header the host refuses is dropped rather than failing the request.
-            let _ = headers.append(k, v.as_bytes());
-        }
-        let out = OutgoingRequest::new(headers);
+        let target = crate::forward::Target::parse(&req.url)
+            .ok_or_else(|| Failure::Config(format!("`{}` is not an http(s) URL", req.url)))?;
+        // One host call for all the headers; a header the host refuses is dropped rather than
+        // failing the request.
+        let out = OutgoingRequest::new(fields(std::mem::take(&mut req.headers)));
         let _ = out.set_method(&Method::Post);
-        let scheme = if url.scheme() == "https" {
-            Scheme::Https
+        let _ = out.set_scheme(Some(if target.https {
+            &Scheme::Https
         } else {
-            Scheme::Http
-        };
-        let _ = out.set_scheme(Some(&scheme));
-        let authority = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
-        let _ = out.set_authority(Some(&authority));
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        let _ = out.set_path_with_query(Some(&path));
+            &Scheme::Http
+        }));
+        let _ = out.set_authority(Some(&target.authority));
+        let _ = out.set_path_with_query(Some(&target.path_and_query));
 
         let options = RequestOptions::new();
         let ns = timeout_ms.saturating_mul(1_000_000);
@@ -399,12 +397,24 @@ impl RequestBody for WasiRequestBody {
     }
 }
 
-fn response(status: u16, headers: &[(String, String)]) -> OutgoingResponse {
-    let fields = Fields::new();
-    for (k, v) in headers {
-        let _ = fields.append(k, v.as_bytes());
-    }
-    let r = OutgoingResponse::new(fields);
+/// Header fields from (name, value) pairs in one host call; if the host refuses the list (a
+/// forbidden or malformed header), field by field, dropping the ones it refuses.
+fn fields(headers: Vec<(String, String)>) -> Fields {
+    let list: Vec<(String, Vec<u8>)> = headers
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    Fields::from_list(&list).unwrap_or_else(|_| {
+        let fields = Fields::new();
+        for (k, v) in &list {
+            let _ = fields.append(k, v);
+        }
+        fields
+    })
+}
+
+fn response(status: u16, headers: Vec<(String, String)>) -> OutgoingResponse {
+    let r = OutgoingResponse::new(fields(headers));
     let _ = r.set_status_code(status);
     r
 }
@@ -430,6 +440,18 @@ fn load_policy() -> Result<Policy, ApiError> {
                 ),
             )
         }),
+    }
+}
+
+/// Writes one log line to stdout, as `println!` would, in as few host calls as WASI allows (its
+/// blocking write takes at most 4096 bytes at a time) instead of through std's line buffer.
+fn log_line(mut line: String) {
+    line.push('\n');
+    let out = wasi::cli::stdout::get_stdout();
+    for chunk in line.as_bytes().chunks(4096) {
+        if out.blocking_write_and_flush(chunk).is_err() {
+            break;
+        }
     }
 }
 
@@ -478,16 +500,16 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                     .headers
                     .push(("content-length".into(), bytes.len().to_string()));
             }
-            let mut client = ClientResponse::new(reply.status, &reply.headers, out);
-            println!("{}", reply.record.log_line(wall_ms(), now_ms()));
+            let mut client = ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
+            log_line(reply.record.log_line(wall_ms(), now_ms()));
             let _ = client.put(&bytes, true).await;
         }
         Body::Stream(stream) => {
-            let mut client = ClientResponse::new(reply.status, &reply.headers, out);
+            let mut client = ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
             let tail = stream
                 .pump(&WasiTransport, &mut client, &mut reply.record)
                 .await;
-            println!("{}", reply.record.log_line(wall_ms(), now_ms()));
+            log_line(reply.record.log_line(wall_ms(), now_ms()));
             let _ = client.put(&tail, true).await;
         }
     }
