@@ -46,6 +46,6 @@ pub mod embedded {
 }
 
 // spin-sdk's export macro expands to `unsafe` glue; our own code there has none.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "spin-p2"))]
 #[allow(unsafe_code)]
 mod spin_adapter;

@@ -500,12 +500,14 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                     .headers
                     .push(("content-length".into(), bytes.len().to_string()));
             }
-            let mut client = ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
+            let mut client =
+                ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
             log_line(reply.record.log_line(wall_ms(), now_ms()));
             let _ = client.put(&bytes, true).await;
         }
         Body::Stream(stream) => {
-            let mut client = ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
+            let mut client =
+                ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
             let tail = stream
                 .pump(&WasiTransport, &mut client, &mut reply.record)
                 .await;

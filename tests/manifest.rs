@@ -85,3 +85,30 @@ fn the_build_command_produces_the_deployed_source() {
     );
     assert_eq!(m["trigger"]["http"][0]["route"].as_str(), Some("/..."));
 }
+
+/// spin-p3.toml deploys the WASI 0.3 build with everything else exactly as spin.toml.
+#[test]
+fn the_wasi_0_3_manifest_differs_only_in_its_build() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spin-p3.toml"))
+        .expect("spin-p3.toml");
+    let mut p3: toml::Value = toml::from_str(&text).expect("spin-p3.toml parses");
+    let c = &p3["component"]["meridian"];
+    assert_eq!(
+        c["source"].as_str(),
+        Some("target/p3/wasm32-wasip2/release/meridian_p3.wasm")
+    );
+    assert_eq!(
+        c["build"]["command"].as_str(),
+        Some("cargo build --manifest-path adapters/spin-p3/Cargo.toml --target wasm32-wasip2 --release --target-dir target/p3")
+    );
+    let mut p2 = manifest();
+    for m in [&mut p2, &mut p3] {
+        let c = m["component"]["meridian"].as_table_mut().unwrap();
+        c.remove("source");
+        c.remove("build");
+    }
+    assert_eq!(
+        p2, p3,
+        "spin-p3.toml and spin.toml differ beyond the component's build"
+    );
+}

@@ -39,6 +39,10 @@ use tokio::net::TcpListener;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance as HandlerInstance, Proxy, ProxyHandler, ShouldAccept, WorkerExpiration,
+    WorkerState, WorkerStatus,
+};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -165,13 +169,151 @@ impl variables::Host for State {
     }
 }
 
+impl State {
+    fn new(
+        allowed: &Arc<Vec<AllowedHost>>,
+        pool: &pool::Pool,
+        vars: &Arc<HashMap<String, String>>,
+    ) -> State {
+        State {
+            table: ResourceTable::new(),
+            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            hooks: Hooks {
+                allowed: allowed.clone(),
+                pool: pool.clone(),
+            },
+            vars: vars.clone(),
+        }
+    }
+}
+
+/// Instances of a WASI 0.3 component, each reused for up to `max_reuse` requests, at most
+/// `max_concurrent` at a time, and dropped after `idle` without requests.
+struct P3Handler {
+    pre: wasmtime_wasi_http::p3::bindings::ServicePre<State>,
+    allowed: Arc<Vec<AllowedHost>>,
+    pool: pool::Pool,
+    vars: Arc<HashMap<String, String>>,
+    max_reuse: usize,
+    max_concurrent: usize,
+    idle: std::time::Duration,
+}
+
+struct P3Worker {
+    max_reuse: usize,
+    max_concurrent: usize,
+}
+
+/// Ends an instance once it has been idle for the configured time.
+struct IdleExpiry {
+    idle: std::time::Duration,
+    timer: Option<(std::time::Instant, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl WorkerExpiration for IdleExpiry {
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        state: WorkerStatus,
+        start: std::time::Instant,
+    ) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        if state != WorkerStatus::Idle {
+            this.timer = None;
+            return std::task::Poll::Pending;
+        }
+        let idle = this.idle;
+        let timer = match &mut this.timer {
+            Some((s, t)) if *s == start => t,
+            slot => {
+                let deadline = tokio::time::Instant::from_std(start + idle);
+                &mut slot
+                    .insert((start, Box::pin(tokio::time::sleep_until(deadline))))
+                    .1
+            }
+        };
+        std::future::Future::poll(timer.as_mut(), cx)
+    }
+}
+
+impl WorkerState for P3Worker {
+    type StoreData = State;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.max_reuse {
+            ShouldAccept::Never
+        } else if concurrent >= self.max_concurrent {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: wasmtime::StoreContextMut<'_, State>,
+        _data: (),
+        _task: wasmtime::component::GuestTaskId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> {
+        // No per-request time limit, as under `spin up` without one.
+        Box::pin(std::future::pending())
+    }
+
+    fn drop(&self, _store: Store<State>, result: wasmtime::Result<()>) {
+        if let Err(e) = result {
+            eprintln!("meridian-host: instance ended with an error: {e:?}");
+        }
+    }
+}
+
+impl HandlerState for P3Handler {
+    type StoreData = State;
+    type WorkerExpiration = IdleExpiry;
+    type WorkerState = P3Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<HandlerInstance<State, IdleExpiry, P3Worker>> {
+        let mut store = Store::new(
+            self.pre.engine(),
+            State::new(&self.allowed, &self.pool, &self.vars),
+        );
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        // Tests count instances by this line.
+        println!("meridian-host: instance started (WASI 0.3)");
+        Ok(HandlerInstance {
+            store,
+            proxy: Proxy::P3(proxy),
+            view: |s: &mut State| s.http(),
+            expiration: IdleExpiry {
+                idle: self.idle,
+                timer: None,
+            },
+            state: P3Worker {
+                max_reuse: self.max_reuse,
+                max_concurrent: self.max_concurrent,
+            },
+        })
+    }
+}
+
 /// wasmtime 48 has its own error type; keep its full chain when turning it into anyhow's.
 fn w<T>(r: wasmtime::Result<T>) -> Result<T> {
     r.map_err(|e| anyhow::anyhow!("{e:?}"))
 }
 
+/// How the component is served: a WASI 0.2 component gets a fresh instance per request, as
+/// under every Spin; a WASI 0.3 component (`wasi:http/handler@0.3.0`) gets instances that each
+/// serve many requests, concurrently, as under Spin 4.1+ (wasmtime's `ProxyHandler`, which
+/// Spin's HTTP trigger and `wasmtime serve` use).
+enum Mode {
+    P2(ProxyPre<State>),
+    P3(ProxyHandler<P3Handler>),
+}
+
 struct Server {
-    pre: ProxyPre<State>,
+    mode: Mode,
+    engine: Engine,
     allowed: Arc<Vec<AllowedHost>>,
     pool: pool::Pool,
     vars: Arc<HashMap<String, String>>,
@@ -282,18 +424,17 @@ impl Server {
             }
         }
         spin_request_headers(&mut req, client_addr)?;
+        let pre = match &self.mode {
+            Mode::P2(pre) => pre.clone(),
+            Mode::P3(handler) => {
+                let req = req.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                let resp = w(handler.handle((), req).await)?;
+                return Ok(resp);
+            }
+        };
         let mut store = Store::new(
-            self.pre.engine(),
-            State {
-                table: ResourceTable::new(),
-                wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
-                http: WasiHttpCtx::new(),
-                hooks: Hooks {
-                    allowed: self.allowed.clone(),
-                    pool: self.pool.clone(),
-                },
-                vars: self.vars.clone(),
-            },
+            &self.engine,
+            State::new(&self.allowed, &self.pool, &self.vars),
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = w(store
@@ -301,7 +442,6 @@ impl Server {
             .http()
             .new_incoming_request(Scheme::Http, req))?;
         let out = w(store.data_mut().http().new_response_outparam(sender))?;
-        let pre = self.pre.clone();
         let task = tokio::task::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
@@ -345,14 +485,19 @@ struct Args {
     extra_allowed: Vec<String>,
     test_peer_header: Option<String>,
     tcp_nodelay: bool,
+    max_instance_reuse: usize,
+    max_instance_concurrent: usize,
+    idle_instance_ms: u64,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--tcp-nodelay] [--test-peer-header NAME]\n\
+         [--max-instance-reuse-count 128] [--max-instance-concurrent-reuse-count 16] [--idle-instance-timeout-ms 1000]\n\
          Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.\n\
          --tcp-nodelay: set TCP_NODELAY on accepted and outbound connections (Spin does not).\n\
-         --test-peer-header (tests only): the client address Spin reports comes from this header."
+         --test-peer-header (tests only): the client address Spin reports comes from this header.\n\
+         The --max-instance-* and --idle-instance-* options apply to WASI 0.3 components (wasmtime serve's defaults)."
     );
     std::process::exit(2)
 }
@@ -365,6 +510,9 @@ fn parse_args() -> Result<Args> {
         extra_allowed: Vec::new(),
         test_peer_header: None,
         tcp_nodelay: false,
+        max_instance_reuse: 128,
+        max_instance_concurrent: 16,
+        idle_instance_ms: 1000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -376,6 +524,15 @@ fn parse_args() -> Result<Args> {
             "--allow-outbound" => args.extra_allowed.push(value()),
             "--test-peer-header" => args.test_peer_header = Some(value()),
             "--tcp-nodelay" => args.tcp_nodelay = true,
+            "--max-instance-reuse-count" => {
+                args.max_instance_reuse = value().parse().context("a number of requests")?
+            }
+            "--max-instance-concurrent-reuse-count" => {
+                args.max_instance_concurrent = value().parse().context("a number of requests")?
+            }
+            "--idle-instance-timeout-ms" => {
+                args.idle_instance_ms = value().parse().context("milliseconds")?
+            }
             "-h" | "--help" => usage(),
             other => bail!("unknown argument `{other}`"),
         }
@@ -397,6 +554,8 @@ async fn main() -> Result<()> {
     let component_path = args.component.unwrap_or(resolved.source);
 
     let mut config = Config::new();
+    // The component model's async ABI, which WASI 0.3 components use (Spin 4.1+ enables it).
+    config.wasm_component_model_async(true);
     // Compiled code is cached on disk, so restarts (every e2e test starts a host) are fast.
     config.cache(wasmtime::Cache::from_file(None).ok());
     // Instances come from a pool of pre-reserved slots (reset, not re-mapped, per request).
@@ -447,13 +606,39 @@ async fn main() -> Result<()> {
         &mut linker,
         |s| s,
     ))?;
-    let pre = w(ProxyPre::new(w(linker.instantiate_pre(&component))?))?;
+    // WASI 0.3 interfaces too, as Spin 4.1+ provides them: a component may import both.
+    w(wasmtime_wasi::p3::add_to_linker(&mut linker))?;
+    w(wasmtime_wasi_http::p3::add_to_linker(&mut linker))?;
+    let instance_pre = w(linker.instantiate_pre(&component))?;
+    let allowed = Arc::new(allowed);
+    let pool = pool::Pool::new(args.tcp_nodelay);
+    let vars = Arc::new(resolved.variables);
+    let mode = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()) {
+        Ok(pre) => Mode::P3(ProxyHandler::new(P3Handler {
+            pre,
+            allowed: allowed.clone(),
+            pool: pool.clone(),
+            vars: vars.clone(),
+            max_reuse: args.max_instance_reuse,
+            max_concurrent: args.max_instance_concurrent,
+            idle: std::time::Duration::from_millis(args.idle_instance_ms),
+        })),
+        Err(_) => Mode::P2(w(ProxyPre::new(instance_pre))?),
+    };
+    let wasi_version = match &mode {
+        Mode::P2(_) => "WASI 0.2, one instance per request".to_string(),
+        Mode::P3(_) => format!(
+            "WASI 0.3, each instance serves up to {} requests, {} at a time",
+            args.max_instance_reuse, args.max_instance_concurrent
+        ),
+    };
 
     let server = Arc::new(Server {
-        pre,
-        allowed: Arc::new(allowed),
-        pool: pool::Pool::new(args.tcp_nodelay),
-        vars: Arc::new(resolved.variables),
+        mode,
+        engine: engine.clone(),
+        allowed,
+        pool,
+        vars,
         test_peer_header: args
             .test_peer_header
             .map(|n| hyper::header::HeaderName::from_bytes(n.as_bytes()))
@@ -462,7 +647,7 @@ async fn main() -> Result<()> {
     });
     let listener = TcpListener::bind(args.listen).await?;
     println!(
-        "meridian-host: serving {} on http://{} ({})",
+        "meridian-host: serving {} on http://{} ({wasi_version}; {})",
         component_path.display(),
         listener.local_addr()?,
         if args.tcp_nodelay {

@@ -82,13 +82,15 @@ impl Target {
                     && p.len() <= 5
                     && !p.starts_with('0')
                     && p.bytes().all(|b| b.is_ascii_digit())
-                    && p.parse::<u16>().is_ok_and(|n| n != if https { 443 } else { 80 })
+                    && p.parse::<u16>()
+                        .is_ok_and(|n| n != if https { 443 } else { 80 })
             }
         };
         let path = path.split('#').next().unwrap_or_default();
-        let path_ok = path.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"/?&=-_.~:@!$'()*+,;".contains(&b)
-        }) && !path.contains("/.")
+        let path_ok = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/?&=-_.~:@!$'()*+,;".contains(&b))
+            && !path.contains("/.")
             && !path.starts_with('?');
         if !(host_ok && ipv4_ok && port_ok && path_ok) {
             return None;

@@ -36,7 +36,10 @@ pub fn host_binary() -> PathBuf {
 /// with the given build environment (`MERIDIAN_POLICY`, `MERIDIAN_GEOIP`); the first build there
 /// compiles the dependencies once. Returns cargo's output and the component's path.
 pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::Output, PathBuf) {
-    let target = root().join("target").join(dir);
+    let p3 = p3();
+    let target = root()
+        .join("target")
+        .join(if p3 { format!("{dir}-p3") } else { dir.into() });
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root())
         .args([
@@ -46,6 +49,11 @@ pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::
             "--release",
             "--locked",
         ])
+        .args(
+            p3.then_some(["--manifest-path", "adapters/spin-p3/Cargo.toml"])
+                .into_iter()
+                .flatten(),
+        )
         .arg("--target-dir")
         .arg(&target)
         .env_remove("MERIDIAN_POLICY")
@@ -58,11 +66,27 @@ pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::
         .await
         .expect("the build finished within 30 minutes")
         .expect("cargo runs");
-    (out, target.join("wasm32-wasip2/release/meridian.wasm"))
+    let wasm = if p3 {
+        "meridian_p3.wasm"
+    } else {
+        "meridian.wasm"
+    };
+    (out, target.join("wasm32-wasip2/release").join(wasm))
+}
+
+/// Which build the end-to-end tests run: the WASI 0.2 component spin.toml deploys, or, with
+/// `MERIDIAN_COMPONENT=p3`, the WASI 0.3 build (`adapters/spin-p3`, spin-p3.toml) that serves
+/// many requests per instance.
+pub fn p3() -> bool {
+    std::env::var("MERIDIAN_COMPONENT").as_deref() == Ok("p3")
 }
 
 pub fn component() -> PathBuf {
-    root().join("target/wasm32-wasip2/release/meridian.wasm")
+    if p3() {
+        root().join("target/p3/wasm32-wasip2/release/meridian_p3.wasm")
+    } else {
+        root().join("target/wasm32-wasip2/release/meridian.wasm")
+    }
 }
 
 impl Meridian {
@@ -99,6 +123,15 @@ impl Meridian {
         env: &[(&str, &str)],
     ) -> Meridian {
         Meridian::start(Some(policy), env, Some(wasm), &[]).await
+    }
+
+    /// Another build of Meridian with a run-time policy and extra meridian-host arguments.
+    pub async fn build_with_policy_and_args(
+        wasm: &std::path::Path,
+        policy: &str,
+        host_args: &[&str],
+    ) -> Meridian {
+        Meridian::start(Some(policy), &[], Some(wasm), host_args).await
     }
 
     /// As `build_with_policy`, with meridian-host taking the client's connection address from
@@ -146,8 +179,8 @@ impl Meridian {
             .args(["--allow-outbound", "http://127.0.0.1:*"])
             .args(host_args)
             .args(
-                other
-                    .map(|_| ["--component".as_ref(), wasm.as_os_str()])
+                (other.is_some() || p3())
+                    .then(|| ["--component".as_ref(), wasm.as_os_str()])
                     .into_iter()
                     .flatten(),
             )

@@ -1,0 +1,432 @@
+//! Meridian's WASI 0.3 build: the same core (`meridian::api::serve`) behind a spin-sdk 7
+//! adapter, for Spin 4.1 and later, where one instance serves many requests, concurrently.
+//!
+//! What differs from the WASI 0.2 adapter (`src/spin_adapter.rs`):
+//! - the policy is decoded (built-in) or parsed and validated (the `policy` variable) once per
+//!   instance, not per request; a changed `policy` variable is noticed on the next request;
+//! - bodies are WASI 0.3 streams: the response is returned to the host first, and its body is
+//!   written by a task that keeps running after the handler returns;
+//! - timers are `monotonic-clock.wait-for`, started only when a read actually has to wait.
+//!
+//! Nothing about one request is kept in instance state: the request id, tenant, facts, decision
+//! and audit record live in that request's own task (see the README's note on instance reuse
+//! and `tests/e2e_p3.rs`, which interleaves tenants in one instance).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use meridian::api::{self, Body, ChunkSink, Env, Request, RequestBody};
+use meridian::error::ApiError;
+use meridian::forward::{BodyStream, Failure, OutboundRequest, Target, Transport, UpResponse};
+use meridian::policy::{self, Policy};
+use spin_sdk::wasip3;
+use wasip3::clocks::{monotonic_clock, system_clock};
+use wasip3::http::types::{self as wt, ErrorCode, Fields, Method, Scheme};
+use wasip3::wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
+
+/// Largest upstream response Meridian buffers (non-stream answers and upstream errors).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// How much one read of a body asks for.
+const READ_BYTES: usize = 16 * 1024;
+
+/// Spin's variables, through the synchronous `fermyon:spin/variables@2.0.0` interface every
+/// Spin 2.x-4.x host provides (the core reads secrets synchronously).
+mod spin_variables {
+    wit_bindgen::generate!({
+        inline: r#"
+            package fermyon:spin@2.0.0;
+            interface variables {
+                get: func(name: string) -> result<string, error>;
+                variant error {
+                    invalid-name(string),
+                    undefined(string),
+                    provider(string),
+                    other(string),
+                }
+            }
+            world meridian-variables {
+                import variables;
+            }
+        "#,
+    });
+}
+
+fn variable(name: &str) -> Option<String> {
+    spin_variables::fermyon::spin::variables::get(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+fn now_ms() -> u64 {
+    monotonic_clock::now() / 1_000_000
+}
+
+fn wall_ms() -> u64 {
+    let now = system_clock::now();
+    u64::try_from(now.seconds).unwrap_or_default() * 1000 + u64::from(now.nanoseconds / 1_000_000)
+}
+
+fn sleep_ms(ms: u64) -> impl std::future::Future<Output = ()> {
+    monotonic_clock::wait_for(ms.saturating_mul(1_000_000))
+}
+
+/// The policy of this instance, and the `policy` variable text it came from (`None`: built in).
+type Cached = (Option<String>, Result<Rc<Policy>, ApiError>);
+
+thread_local! {
+    /// Per instance, shared by its concurrent requests: immutable once built, replaced only when
+    /// the `policy` variable changes. Requests hold their own `Rc`, so a replacement never
+    /// changes the policy under a request in flight.
+    static POLICY: RefCell<Option<Cached>> = const { RefCell::new(None) };
+}
+
+/// The policy in force: decoded or parsed on the instance's first request, then reused.
+fn load_policy() -> Result<Rc<Policy>, ApiError> {
+    let text = variable("policy");
+    POLICY.with(|cell| {
+        if let Some((source, loaded)) = cell.borrow().as_ref() {
+            if *source == text {
+                return loaded.clone();
+            }
+        }
+        let loaded = match &text {
+            Some(t) => policy::load(t, "<variable policy>").map_err(|e| {
+                ApiError::new(
+                    500,
+                    "invalid_policy",
+                    format!("the configured policy is invalid:\n{e}"),
+                )
+            }),
+            None => meridian::embedded::load().map_err(|e| {
+                ApiError::new(
+                    500,
+                    "invalid_policy",
+                    format!(
+                        "the embedded policy ({}) cannot be loaded: {e}",
+                        meridian::embedded::ORIGIN
+                    ),
+                )
+            }),
+        }
+        .map(Rc::new);
+        *cell.borrow_mut() = Some((text, loaded.clone()));
+        loaded
+    })
+}
+
+fn method_name(m: Method) -> String {
+    match m {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(s) => s,
+    }
+}
+
+/// Header fields as (lower-case name, value) pairs, repeated names kept.
+fn header_list(entries: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    entries
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
+        .collect()
+}
+
+/// Header fields in one host call; if the host refuses the list, field by field, dropping the
+/// ones it refuses.
+fn fields(headers: Vec<(String, String)>) -> Fields {
+    let list: Vec<(String, Vec<u8>)> = headers
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    Fields::from_list(&list).unwrap_or_else(|_| {
+        let fields = Fields::new();
+        for (k, v) in &list {
+            let _ = fields.append(k, v);
+        }
+        fields
+    })
+}
+
+fn failure_of(e: &ErrorCode) -> Failure {
+    match e {
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout
+        | ErrorCode::HttpResponseTimeout
+        | ErrorCode::DnsTimeout => Failure::Timeout("headers"),
+        ErrorCode::HttpRequestDenied => {
+            Failure::Config("its host is not in the component's allowed_outbound_hosts".into())
+        }
+        ErrorCode::ConnectionRefused
+        | ErrorCode::DnsError(_)
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::DestinationIpProhibited
+        | ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::ConnectionTerminated
+        | ErrorCode::ConnectionLimitReached => Failure::Connect(format!("{e:?}")),
+        other => Failure::Transport(format!("{other:?}")),
+    }
+}
+
+/// A body being read: the stream, then the trailers future, which says whether the body ended
+/// cleanly or was cut off (a stream that just stops is not a complete body).
+struct Incoming {
+    stream: Option<StreamReader<u8>>,
+    trailers: Option<FutureReader<Result<Option<wt::Trailers>, ErrorCode>>>,
+}
+
+impl Incoming {
+    fn new(
+        stream: StreamReader<u8>,
+        trailers: FutureReader<Result<Option<wt::Trailers>, ErrorCode>>,
+    ) -> Incoming {
+        Incoming {
+            stream: Some(stream),
+            trailers: Some(trailers),
+        }
+    }
+
+    /// The next non-empty chunk, `None` at a clean end, the error when the body was cut off.
+    async fn read(&mut self) -> Option<Result<Vec<u8>, ErrorCode>> {
+        while let Some(stream) = self.stream.as_mut() {
+            let (result, chunk) = stream.read(Vec::with_capacity(READ_BYTES)).await;
+            match result {
+                StreamResult::Complete(_) if !chunk.is_empty() => return Some(Ok(chunk)),
+                StreamResult::Complete(_) => {}
+                StreamResult::Dropped | StreamResult::Cancelled => self.stream = None,
+            }
+        }
+        match self.trailers.take()?.await {
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+struct ClientBody(Incoming);
+
+impl RequestBody for ClientBody {
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        self.0.read().await.map(|r| r.map_err(|e| format!("{e:?}")))
+    }
+}
+
+struct P3Transport;
+
+struct P3Body(Incoming);
+
+impl BodyStream for P3Body {
+    async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>> {
+        // The timer is an `async fn`: it starts (a host call) only if the read has to wait.
+        let read = std::pin::pin!(self.0.read());
+        let timer = std::pin::pin!(sleep_ms(timeout_ms));
+        match futures_select(read, timer).await {
+            Either::Left(Some(Ok(c))) => Some(Ok(c)),
+            Either::Left(Some(Err(e))) => Some(Err(Failure::Transport(format!("{e:?}")))),
+            Either::Left(None) => None,
+            Either::Right(()) => Some(Err(Failure::Timeout("body"))),
+        }
+    }
+}
+
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// The first of two futures to finish; the other is dropped (a pending stream read is
+/// cancelled, a pending timer forgotten). `a` is polled first.
+async fn futures_select<A, B>(
+    mut a: std::pin::Pin<&mut A>,
+    mut b: std::pin::Pin<&mut B>,
+) -> Either<A::Output, B::Output>
+where
+    A: std::future::Future,
+    B: std::future::Future,
+{
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Either::Left(v));
+        }
+        if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Either::Right(v));
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+impl Transport for P3Transport {
+    type Body = P3Body;
+
+    async fn send(
+        &self,
+        mut req: OutboundRequest,
+        timeout_ms: u64,
+    ) -> Result<UpResponse<P3Body>, Failure> {
+        let target = Target::parse(&req.url)
+            .ok_or_else(|| Failure::Config(format!("`{}` is not an http(s) URL", req.url)))?;
+        let (mut body_tx, body_rx) = wasip3::wit_stream::new::<u8>();
+        let (trailers_tx, trailers_rx) = wasip3::wit_future::new(|| Ok(None));
+        let options = wt::RequestOptions::new();
+        let ns = timeout_ms.saturating_mul(1_000_000);
+        let _ = options.set_connect_timeout(Some(ns));
+        let _ = options.set_first_byte_timeout(Some(ns));
+        let (out, _transmitted) = wt::Request::new(
+            fields(std::mem::take(&mut req.headers)),
+            Some(body_rx),
+            trailers_rx,
+            Some(options),
+        );
+        let _ = out.set_method(&Method::Post);
+        let _ = out.set_scheme(Some(&if target.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }));
+        let _ = out.set_authority(Some(&target.authority));
+        let _ = out.set_path_with_query(Some(&target.path_and_query));
+        // The body is written by its own task while the host sends the request; a request that
+        // is cancelled (hedging, a timeout) drops the reader and the task ends.
+        let body = std::mem::take(&mut req.body);
+        wasip3::spawn(async move {
+            let unwritten = body_tx.write_all(body).await;
+            drop(body_tx);
+            if unwritten.is_empty() {
+                let _ = trailers_tx.write(Ok(None)).await;
+            }
+        });
+        let send = std::pin::pin!(wasip3::http::client::send(out));
+        let timer = std::pin::pin!(sleep_ms(timeout_ms));
+        let response = match futures_select(send, timer).await {
+            Either::Left(r) => r.map_err(|e| failure_of(&e))?,
+            Either::Right(()) => return Err(Failure::Timeout("headers")),
+        };
+        let status = response.get_status_code();
+        let headers = header_list(response.get_headers().copy_all());
+        let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
+        let (stream, trailers) = wt::Response::consume_body(response, done_rx);
+        Ok(UpResponse {
+            status,
+            headers,
+            body: P3Body(Incoming::new(stream, trailers)),
+            dialect: meridian::sse::Dialect::OpenAi,
+        })
+    }
+
+    async fn sleep(&self, ms: u64) {
+        sleep_ms(ms).await
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        wall_ms()
+    }
+}
+
+/// The client's response body.
+struct ClientSink(StreamWriter<u8>);
+
+impl ChunkSink for ClientSink {
+    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), String> {
+        if self.0.write_all(chunk).await.is_empty() {
+            Ok(())
+        } else {
+            Err("client gone".into())
+        }
+    }
+}
+
+fn log_line(line: String) {
+    use std::io::Write;
+    let mut line = line.into_bytes();
+    line.push(b'\n');
+    let _ = std::io::stdout().lock().write_all(&line);
+}
+
+struct Meridian;
+
+wasip3::http::service::export!(Meridian);
+
+impl wasip3::exports::http::handler::Guest for Meridian {
+    async fn handle(request: wt::Request) -> Result<wt::Response, ErrorCode> {
+        let method = method_name(request.get_method());
+        let path = request.get_path_with_query().unwrap_or_else(|| "/".into());
+        let headers = header_list(request.get_headers().copy_all());
+        let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
+        let (stream, trailers) = wt::Request::consume_body(request, done_rx);
+        let body = ClientBody(Incoming::new(stream, trailers));
+        let loaded = load_policy();
+        if let Err(e) = &loaded {
+            eprintln!("{}", e.message);
+        }
+        let secret = |name: &str| variable(name);
+        let fresh_id = || format!("mrd-{:016x}", wasip3::random::random::get_random_u64());
+        let env = Env {
+            policy: loaded.as_deref().map_err(Clone::clone),
+            secret: &secret,
+            edge_region: variable("edge_region"),
+            max_response_bytes: MAX_RESPONSE_BYTES,
+            geoip: meridian::embedded::geoip(),
+            fresh_id: &fresh_id,
+        };
+        let request = Request {
+            method,
+            path,
+            headers,
+            body,
+        };
+        let mut reply = api::serve(&env, &P3Transport, request).await;
+        if let Body::Full(bytes) = &reply.body {
+            if reply.status != 204 {
+                reply
+                    .headers
+                    .push(("content-length".into(), bytes.len().to_string()));
+            }
+        }
+        let (tx, rx) = wasip3::wit_stream::new::<u8>();
+        let (trailers_tx, trailers_rx) = wasip3::wit_future::new(|| Ok(None));
+        let (response, _transmitted) = wt::Response::new(
+            fields(std::mem::take(&mut reply.headers)),
+            Some(rx),
+            trailers_rx,
+        );
+        let _ = response.set_status_code(reply.status);
+        // The body is written by a task that outlives this call: the host starts sending the
+        // response when it is returned, and reads the body as the task writes it. The log line
+        // is written before the body ends, as in the WASI 0.2 build.
+        let mut record = reply.record;
+        let body = reply.body;
+        wasip3::spawn(async move {
+            let mut sink = ClientSink(tx);
+            let tail = match body {
+                Body::Full(bytes) => bytes,
+                Body::Stream(stream) => stream.pump(&P3Transport, &mut sink, &mut record).await,
+            };
+            log_line(record.log_line(wall_ms(), now_ms()));
+            let sent = tail.is_empty() || sink.send(tail).await.is_ok();
+            drop(sink);
+            if sent {
+                let _ = trailers_tx.write(Ok(None)).await;
+            }
+        });
+        Ok(response)
+    }
+}
