@@ -13,6 +13,9 @@
 //!    an answer the engine sends in one piece and for one whose events come 2 ms apart,
 //!    against the engine directly and against a component that only passes the stream through.
 //!
+//! 6. The WASI 0.3 build (adapters/spin-p3: instances reused, requests concurrent) beside the
+//!    WASI 0.2 one, on the same policy, engine and host; and throughput at 32 clients.
+//!
 //! Every client reuses one connection for all its requests, as the SDKs and browsers do.
 //!
 //! The pure decision and policy loading are in `cargo bench --bench decide`.
@@ -225,6 +228,14 @@ async fn main() {
         std::process::exit(1);
     }
     let floor = Meridian::other_component(&floor_wasm).await;
+    // The WASI 0.3 build of the same core (scripts/setup builds it).
+    let p3_wasm =
+        support::meridian::root().join("target/p3/wasm32-wasip2/release/meridian_p3.wasm");
+    if !p3_wasm.exists() {
+        eprintln!("{} is missing: run ./scripts/setup", p3_wasm.display());
+        std::process::exit(1);
+    }
+    let p3 = Meridian::with_host_args(Some(&p3_wasm), &[]).await;
     // The same two with TCP_NODELAY set on the host's sockets (Spin does not set it).
     let embedded_nd = Meridian::with_host_args(None, &["--tcp-nodelay"]).await;
     let floor_nd = Meridian::with_host_args(Some(&floor_wasm), &["--tcp-nodelay"]).await;
@@ -306,15 +317,23 @@ async fn main() {
         model: "chat-model",
         pid: armed.pid(),
     };
+    let via_p3 = Target {
+        label: "Meridian WASI 0.3 build, embedded policy",
+        url: p3.at("/v1/chat/completions"),
+        headers: vec![("x-meridian-privacy", "local-only")],
+        model: "llama-3.1-8b",
+        pid: p3.pid(),
+    };
     let targets = [
         direct.clone(),
         empty,
-        proxy,
+        proxy.clone(),
         via_embedded.clone(),
         via_plain,
         via_armed,
         proxy_nd.clone(),
         via_embedded_nd.clone(),
+        via_p3.clone(),
     ];
 
     // Warm up every path (connection pools, wasmtime code).
@@ -343,6 +362,17 @@ async fn main() {
         cpu(proxy_s)
     );
 
+    let p3_s = &stats[8];
+    println!(
+        "  the WASI 0.3 build over the bare forwarding component: p50 {:+.3} ms ({:.2}×), CPU {:+.0} µs/request ({:.2}×); against the WASI 0.2 build: p50 {:.2}×, CPU {:.2}×",
+        p3_s.p50 - proxy_s.p50,
+        p3_s.p50 / proxy_s.p50,
+        cpu(p3_s) - cpu(proxy_s),
+        cpu(p3_s) / cpu(proxy_s),
+        p3_s.p50 / meridian_s.p50,
+        cpu(p3_s) / cpu(meridian_s)
+    );
+
     let (proxy_nd_s, meridian_nd_s) = (&stats[6], &stats[7]);
     println!(
         "  with TCP_NODELAY: Meridian over the bare forwarding component: p50 {:+.3} ms ({:.2}×), p99 {:+.3} ms",
@@ -363,27 +393,45 @@ async fn main() {
     wire_figures(n / 4).await;
 
     let per32 = (n / 32).max(10);
-    println!("non-stream chat, 32 clients × {per32} requests:");
-    let mut d32 = run(&direct, 32, per32).await;
-    let mut v32 = run(&via_embedded, 32, per32).await;
-    let stats = [
-        Stats {
-            p50: pct(&mut d32, 0.5),
-            p99: pct(&mut d32, 0.99),
-            cpu_us: None,
-        },
-        Stats {
-            p50: pct(&mut v32, 0.5),
-            p99: pct(&mut v32, 0.99),
-            cpu_us: None,
-        },
-    ];
-    report(&[direct, via_embedded], &stats);
+    println!("non-stream chat, 32 clients × {per32} requests each (one connection per client):");
+    let thirty_two = [direct.clone(), proxy, via_embedded, via_p3];
+    let mut stats = Vec::new();
+    for t in &thirty_two {
+        let cpu_before = t.pid.and_then(cpu_ticks);
+        let start = Instant::now();
+        let mut lat = run(t, 32, per32).await;
+        let secs = start.elapsed().as_secs_f64();
+        // USER_HZ = 100 ticks a second.
+        let cpu_us = match (cpu_before, t.pid.and_then(cpu_ticks)) {
+            (Some(a), Some(b)) => Some((b - a) as f64 / 100.0 * 1e6 / (32 * per32) as f64),
+            _ => None,
+        };
+        println!(
+            "  {:<48} {:>8.0} requests/s",
+            t.label,
+            (32 * per32) as f64 / secs
+        );
+        stats.push(Stats {
+            p50: pct(&mut lat, 0.5),
+            p99: pct(&mut lat, 0.99),
+            cpu_us,
+        });
+    }
+    report(&thirty_two, &stats);
     assert!(
         down.requests().is_empty(),
         "a successful request must not touch the fallbacks"
     );
-    drop((embedded, floor, plain, armed, local, embedded_nd, floor_nd));
+    drop((
+        embedded,
+        floor,
+        plain,
+        armed,
+        local,
+        embedded_nd,
+        floor_nd,
+        p3,
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
