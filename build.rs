@@ -1,5 +1,6 @@
 //! Compiles the routing policy into the component: validates it (the build fails with every
-//! diagnostic if it is invalid) and embeds its compiled form, so no request parses TOML.
+//! diagnostic if it is invalid) and writes it out as Rust static data (`policy.rs`, one constant
+//! expression), so no request parses, decodes or allocates the built-in policy.
 //! `MERIDIAN_POLICY=path/to/policy.toml` selects a deployment's own policy (default:
 //! policies/default.toml).
 //!
@@ -33,18 +34,44 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let compiled = match meridian_policy::compile(&policy) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    };
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
-    let write = std::fs::write(out.join("policy.bin"), compiled)
+    let write = std::fs::write(out.join("policy.rs"), meridian_policy::emit_policy(&policy))
         .and_then(|()| std::fs::write(out.join("policy.origin"), &chosen));
     if let Err(e) = write {
         eprintln!("cannot write the compiled policy: {e}");
+        std::process::exit(1);
+    }
+    // Every example policy written the same way, for the crate's own tests (`emitted`), which
+    // compare each with the policy parsed at run time.
+    println!("cargo:rerun-if-changed=policies/examples");
+    let mut examples = String::from("&[");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join("policies/examples"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.sort();
+    for path in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
+        let name = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        println!("cargo:rerun-if-changed={}", path.display());
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        if let Ok(p) = meridian_policy::load(&text, &name) {
+            examples.push_str(&format!(
+                "({name:?}, {}), ",
+                meridian_policy::emit_policy(&p)
+            ));
+        }
+    }
+    examples.push(']');
+    if let Err(e) = std::fs::write(out.join("examples.rs"), examples) {
+        eprintln!("cannot write the example policies: {e}");
         std::process::exit(1);
     }
     let table = match std::env::var("MERIDIAN_GEOIP")

@@ -75,7 +75,7 @@ fn body(prompt: &str) -> serde_json::Map<String, serde_json::Value> {
 
 fn main() {
     let config = PiiConfig {
-        custom: vec![],
+        custom: Default::default(),
         used: true,
     };
     let all = KindSet::all(config.kind_count());

@@ -22,8 +22,8 @@ pub fn presented_key(headers: &[(String, String)]) -> Option<&str> {
 pub fn tenant_for_key<'p>(policy: &'p Policy, key: &str) -> Option<&'p Tenant> {
     let digest = hash_key(key);
     let mut found = None;
-    for t in &policy.tenants {
-        for h in &t.key_hashes {
+    for t in policy.tenants.iter() {
+        for h in t.key_hashes.iter() {
             if bool::from(h.ct_eq(&digest)) && found.is_none() {
                 found = Some(t);
             }

@@ -25,15 +25,51 @@ mod testing;
 pub mod wire;
 
 /// The policy `build.rs` validated and compiled into this build: `MERIDIAN_POLICY` at build time,
-/// else `policies/default.toml`. Loading it is a postcard decode, not a TOML parse.
+/// else `policies/default.toml`. It is static data in the binary: nothing is parsed, decoded or
+/// allocated to use it.
 pub mod embedded {
-    /// The compiled bytes.
-    pub const COMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/policy.bin"));
+    /// The built-in policy.
+    pub static POLICY: crate::policy::Policy = include!(concat!(env!("OUT_DIR"), "/policy.rs"));
     /// The path it was compiled from, relative to the crate root.
     pub const ORIGIN: &str = include_str!(concat!(env!("OUT_DIR"), "/policy.origin"));
 
-    pub fn load() -> Result<crate::policy::Policy, String> {
-        crate::policy::load_compiled(COMPILED)
+    /// The built-in policy.
+    pub fn load() -> &'static crate::policy::Policy {
+        &POLICY
+    }
+
+    /// Every example policy, written by `build.rs` exactly as the built-in one is.
+    #[cfg(test)]
+    static EXAMPLES: &[(&str, crate::policy::Policy)] =
+        include!(concat!(env!("OUT_DIR"), "/examples.rs"));
+
+    /// The static data `build.rs` writes is the policy `load` parses, field for field, for
+    /// every example policy (custom personal-data patterns, tenants, weights, plans, all
+    /// platforms' client settings).
+    #[cfg(test)]
+    #[test]
+    fn every_example_policy_written_as_static_data_is_the_parsed_policy() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples");
+        let files = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "toml"))
+            })
+            .count();
+        assert_eq!(EXAMPLES.len(), files, "every example is valid and written");
+        for (path, built) in EXAMPLES {
+            let text =
+                std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + path)
+                    .unwrap();
+            let parsed = crate::policy::load(&text, path).unwrap();
+            let parsed = crate::policy::Policy {
+                tests: Vec::new(),
+                warnings: Vec::new(),
+                ..parsed
+            };
+            assert_eq!(format!("{built:?}"), format!("{parsed:?}"), "{path}");
+        }
     }
 
     /// The IP-to-country table `build.rs` compiled in (`MERIDIAN_GEOIP`); empty when it did not.

@@ -250,12 +250,12 @@ pub fn locate(
                 return match parse_country(v, h.form) {
                     Some(c) => Location {
                         country: c,
-                        source: Source::Header(h.name.clone()),
+                        source: Source::Header(h.name.to_string()),
                         edge,
                     },
                     None => Location::unknown(
                         Unknown::NotACountry {
-                            header: h.name.clone(),
+                            header: h.name.to_string(),
                         },
                         edge,
                     ),
@@ -264,7 +264,7 @@ pub fn locate(
             Err(times) => {
                 return Location::unknown(
                     Unknown::Repeated {
-                        header: h.name.clone(),
+                        header: h.name.to_string(),
                         times,
                     },
                     edge,
@@ -276,7 +276,7 @@ pub fn locate(
     let Some(a) = &source.address else {
         return Location::unknown(Unknown::Absent, edge);
     };
-    let header = a.name.clone();
+    let header = a.name.to_string();
     let ip = match one(headers, &a.name) {
         Ok(None) => return Location::unknown(Unknown::Absent, edge),
         Ok(Some(v)) => match parse_address(v, a.form) {

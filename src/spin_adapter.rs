@@ -2,6 +2,7 @@
 //! `api::serve` → response out) and provides the outbound transport over `wasi:http` with
 //! timeouts, clocks and secrets, and the log line's output.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -419,27 +420,21 @@ fn response(status: u16, headers: Vec<(String, String)>) -> OutgoingResponse {
     r
 }
 
-/// The policy in force: the `policy` variable (TOML text, parsed and validated on every request)
-/// if set, else the policy compiled in at build time (decoded, no parsing).
-fn load_policy() -> Result<Policy, ApiError> {
+/// The policy in force: the `policy` variable (TOML text, parsed and validated on every request:
+/// under WASI 0.2 every request has a fresh instance) if set, else the policy built in (static
+/// data: nothing decoded or allocated).
+fn load_policy() -> Result<Cow<'static, Policy>, ApiError> {
     match variable("policy") {
-        Some(text) => policy::load(&text, "<variable policy>").map_err(|e| {
-            ApiError::new(
-                500,
-                "invalid_policy",
-                format!("the configured policy is invalid:\n{e}"),
-            )
-        }),
-        None => crate::embedded::load().map_err(|e| {
-            ApiError::new(
-                500,
-                "invalid_policy",
-                format!(
-                    "the embedded policy ({}) cannot be loaded: {e}",
-                    crate::embedded::ORIGIN
-                ),
-            )
-        }),
+        Some(text) => policy::load(&text, "<variable policy>")
+            .map(Cow::Owned)
+            .map_err(|e| {
+                ApiError::new(
+                    500,
+                    "invalid_policy",
+                    format!("the configured policy is invalid:\n{e}"),
+                )
+            }),
+        None => Ok(Cow::Borrowed(crate::embedded::load())),
     }
 }
 
@@ -475,7 +470,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let secret = |name: &str| variable(name);
     let fresh_id = || format!("mrd-{:016x}", wasi::random::random::get_random_u64());
     let env = Env {
-        policy: loaded.as_ref().map_err(Clone::clone),
+        policy: loaded.as_deref().map_err(Clone::clone),
         secret: &secret,
         edge_region: variable("edge_region"),
         max_response_bytes: MAX_RESPONSE_BYTES,
@@ -516,8 +511,8 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
     }
     // Under WASI 0.2 (this adapter) every request runs in a fresh instance that is discarded
-    // when it returns, so freeing the decoded policy's allocations one by one is wasted work.
-    // An adapter that reuses instances (WASI 0.3) must decode the policy once per instance
-    // instead, and must not do this.
+    // when it returns, so freeing a policy parsed from the variable one allocation at a time is
+    // wasted work (the built-in policy is static and owns nothing). An adapter that reuses
+    // instances (WASI 0.3) keeps its policy per instance instead, and must not do this.
     std::mem::forget(loaded);
 }

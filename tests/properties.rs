@@ -612,7 +612,7 @@ proptest! {
             };
             let f = facts::from_request(cx, &mut body).unwrap();
             let d = decide(&p, &f);
-            let got: BTreeSet<String> = d.candidates.iter().map(|c| c.provider.0.clone()).collect();
+            let got: BTreeSet<String> = d.candidates.iter().map(|c| c.provider.0.to_string()).collect();
             match &d.refusal {
                 Some(refusal) => {
                     prop_assert!(allowed.is_empty(), "refused ({}) but the oracle allows {:?}\n{:?}\n{}", refusal.message, allowed, r, text);

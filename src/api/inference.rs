@@ -159,7 +159,7 @@ fn attempts_json(attempts: &[forward::Attempt]) -> Value {
 
 /// Records the candidate that answered.
 fn served_by(record: &mut Record, c: &Candidate) {
-    record.provider = Some(c.provider.0.clone());
+    record.provider = Some(c.provider.0.to_string());
     record.upstream_model = Some(c.upstream_model.to_string());
     record.jurisdiction = Some(c.location.to_string());
     record.prices = crate::sse::Prices {
@@ -229,16 +229,22 @@ pub(super) async fn inference<T: Transport>(
             restored: false,
         });
     }
-    record.rules = Some(decision.matched_rules.iter().map(|r| r.0.clone()).collect());
+    record.rules = Some(
+        decision
+            .matched_rules
+            .iter()
+            .map(|r| r.0.to_string())
+            .collect(),
+    );
     record.candidates = decision
         .candidates
         .iter()
-        .map(|c| c.provider.0.clone())
+        .map(|c| c.provider.0.to_string())
         .collect();
     record.excluded = decision
         .excluded
         .iter()
-        .map(|e| e.provider.0.clone())
+        .map(|e| e.provider.0.to_string())
         .collect();
     if let Some(r) = &decision.refusal {
         return Err(
@@ -352,7 +358,7 @@ pub(super) async fn inference<T: Transport>(
                         .map(|(_, v)| v.clone())
                 };
                 let version = client("anthropic-version")
-                    .or_else(|| p.api_version.clone())
+                    .or_else(|| p.api_version.as_deref().map(str::to_string))
                     .unwrap_or_else(|| ANTHROPIC_VERSION.to_string());
                 h.push(("anthropic-version".into(), version));
                 if let Some(beta) = client("anthropic-beta") {
@@ -550,7 +556,7 @@ pub(super) async fn inference<T: Transport>(
                     first,
                     guard,
                     body,
-                    provider: c.provider.0.clone(),
+                    provider: c.provider.0.to_string(),
                     request_id: record.request_id.clone(),
                     idle_timeout_ms: decision.plan.idle_timeout_ms,
                     deadline_at_ms: record

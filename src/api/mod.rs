@@ -289,7 +289,7 @@ fn authenticate<'p>(
 ) -> Result<Option<&'p crate::policy::Tenant>, ApiError> {
     let tenant = crate::auth::authenticate(policy, headers)?;
     record.caller = Some(match tenant {
-        Some(t) => Caller::Tenant(t.id.0.clone()),
+        Some(t) => Caller::Tenant(t.id.0.to_string()),
         None => Caller::Anonymous,
     });
     Ok(tenant)
@@ -459,8 +459,8 @@ pub fn health_body(policy: &Policy, geoip: Option<&GeoTable<'_>>) -> Vec<u8> {
         rules: policy.rules.len(),
         client_location: ClientLocation {
             platform: c.platform.name(),
-            country_header: c.country.as_ref().map(|h| h.name.as_str()),
-            address_header: c.address.as_ref().map(|h| h.name.as_str()),
+            country_header: c.country.as_ref().map(|h| h.name.as_ref()),
+            address_header: c.address.as_ref().map(|h| h.name.as_ref()),
             edge_secret: c.edge_secret.is_some(),
             ip_table: geoip.map(|t| IpTable {
                 date: t.date,

@@ -16,7 +16,7 @@ impl Ids<'_> {
     fn contains(&self, index: usize, p: &Provider) -> bool {
         match self {
             Ids::Policy(s) => s.contains(index),
-            Ids::Request(v) => v.contains(&p.id.0),
+            Ids::Request(v) => v.iter().any(|id| *id == *p.id.0),
         }
     }
 

@@ -52,7 +52,7 @@ impl fmt::Display for Who<'_> {
 pub enum Message<'p> {
     Outside {
         location: &'p str,
-        allowed: &'p [String],
+        allowed: &'p [crate::policy::Text],
     },
     NotSelfHosted,
     NoZdr,

@@ -477,7 +477,7 @@ pub async fn forward<T: Transport>(
     let record =
         |attempts: &mut Vec<Attempt>, idx: usize, f: Option<Failure>, began: u64, hedge: bool| {
             attempts.push(Attempt {
-                provider: cands[idx].provider.0.clone(),
+                provider: cands[idx].provider.0.to_string(),
                 failure: f,
                 ms: t.now_ms().saturating_sub(began),
                 hedge,

@@ -14,7 +14,7 @@ impl Catalog {
         Catalog(
             providers
                 .iter()
-                .map(|p| (ProviderId(p.to_string()), format!("{p}-m")))
+                .map(|p| (ProviderId(p.to_string().into()), format!("{p}-m")))
                 .collect(),
         )
     }
@@ -130,7 +130,7 @@ async fn does_not_fall_back_on_400_unless_the_plan_says_so() {
     assert_eq!(t.sent_to(), ["a"]);
 
     let mut plan = Plan::default();
-    plan.fallback_on.statuses.insert(400);
+    plan.fallback_on.statuses.to_mut().push(400);
     let t = Fake::new(vec![
         ("a", vec![status(400, None)]),
         ("b", vec![ok_json(0)]),

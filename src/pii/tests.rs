@@ -6,7 +6,7 @@ use crate::policy::pii::BUILTIN_KINDS;
 
 fn config() -> PiiConfig {
     PiiConfig {
-        custom: vec![("employee_id".into(), r"\bEMP-[0-9]{6}\b".into())],
+        custom: vec![("employee_id".into(), r"\bEMP-[0-9]{6}\b".into())].into(),
         used: true,
     }
 }

@@ -70,47 +70,56 @@ fn sleep_ms(ms: u64) -> impl std::future::Future<Output = ()> {
     monotonic_clock::wait_for(ms.saturating_mul(1_000_000))
 }
 
-/// The policy of this instance, and the `policy` variable text it came from (`None`: built in).
-type Cached = (Option<String>, Result<Rc<Policy>, ApiError>);
-
-thread_local! {
-    /// Per instance, shared by its concurrent requests: immutable once built, replaced only when
-    /// the `policy` variable changes. Requests hold their own `Rc`, so a replacement never
-    /// changes the policy under a request in flight.
-    static POLICY: RefCell<Option<Cached>> = const { RefCell::new(None) };
+/// The policy a request uses: the built-in one (static data), or one parsed from the `policy`
+/// variable and shared by this instance's requests.
+enum InForce {
+    BuiltIn(&'static Policy),
+    Variable(Rc<Policy>),
 }
 
-/// The policy in force: decoded or parsed on the instance's first request, then reused.
-fn load_policy() -> Result<Rc<Policy>, ApiError> {
-    let text = variable("policy");
-    POLICY.with(|cell| {
-        if let Some((source, loaded)) = cell.borrow().as_ref() {
+impl std::ops::Deref for InForce {
+    type Target = Policy;
+    fn deref(&self) -> &Policy {
+        match self {
+            InForce::BuiltIn(p) => p,
+            InForce::Variable(p) => p,
+        }
+    }
+}
+
+/// A policy parsed from the `policy` variable, and the text it came from.
+type Parsed = (String, Result<Rc<Policy>, ApiError>);
+
+thread_local! {
+    /// Per instance, shared by its concurrent requests: immutable once parsed, replaced only when
+    /// the `policy` variable changes. Requests hold their own `Rc`, so a replacement never
+    /// changes the policy under a request in flight.
+    static PARSED: RefCell<Option<Parsed>> = const { RefCell::new(None) };
+}
+
+/// The policy in force: the built-in one, or the `policy` variable's, parsed and validated on
+/// the instance's first request that sees that text, then reused.
+fn load_policy() -> Result<InForce, ApiError> {
+    let Some(text) = variable("policy") else {
+        return Ok(InForce::BuiltIn(meridian::embedded::load()));
+    };
+    PARSED.with(|cell| {
+        if let Some((source, parsed)) = cell.borrow().as_ref() {
             if *source == text {
-                return loaded.clone();
+                return parsed.clone().map(InForce::Variable);
             }
         }
-        let loaded = match &text {
-            Some(t) => policy::load(t, "<variable policy>").map_err(|e| {
+        let parsed = policy::load(&text, "<variable policy>")
+            .map(Rc::new)
+            .map_err(|e| {
                 ApiError::new(
                     500,
                     "invalid_policy",
                     format!("the configured policy is invalid:\n{e}"),
                 )
-            }),
-            None => meridian::embedded::load().map_err(|e| {
-                ApiError::new(
-                    500,
-                    "invalid_policy",
-                    format!(
-                        "the embedded policy ({}) cannot be loaded: {e}",
-                        meridian::embedded::ORIGIN
-                    ),
-                )
-            }),
-        }
-        .map(Rc::new);
-        *cell.borrow_mut() = Some((text, loaded.clone()));
-        loaded
+            });
+        *cell.borrow_mut() = Some((text, parsed.clone()));
+        parsed.map(InForce::Variable)
     })
 }
 

@@ -70,13 +70,13 @@ impl Platform {
     pub fn fixed(self) -> Option<(Option<CountryHeader>, Option<AddressHeader>)> {
         let c = |name: &str, form| {
             Some(CountryHeader {
-                name: name.to_string(),
+                name: name.to_string().into(),
                 form,
             })
         };
         let a = |name: &str, form| {
             Some(AddressHeader {
-                name: name.to_string(),
+                name: name.to_string().into(),
                 form,
             })
         };
@@ -144,14 +144,14 @@ pub enum AddressForm {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountryHeader {
     /// Lower case.
-    pub name: String,
+    pub name: crate::model::Text,
     pub form: CountryForm,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressHeader {
     /// Lower case.
-    pub name: String,
+    pub name: crate::model::Text,
     pub form: AddressForm,
 }
 
@@ -160,9 +160,9 @@ pub struct AddressHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeSecret {
     /// The header the CDN sets (lower case).
-    pub header: String,
+    pub header: crate::model::Text,
     /// The Spin variable holding the expected value.
-    pub secret: String,
+    pub secret: crate::model::Text,
 }
 
 /// The deployment's one source of client location facts.

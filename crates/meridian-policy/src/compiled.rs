@@ -58,7 +58,7 @@ mod tests {
         let glob = q
             .rules
             .iter()
-            .flat_map(|r| r.when.models.iter().flatten())
+            .flat_map(|r| r.when.models.iter().flat_map(|m| m.iter()))
             .next();
         if let Some(g) = glob {
             assert!(g.matches(&g.text.replace('*', "x")));

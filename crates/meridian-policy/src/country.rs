@@ -13,6 +13,16 @@ use serde::{Deserialize, Serialize};
 pub struct Country([u8; 2]);
 
 impl Country {
+    /// The two upper-case letters, as `emit` writes a built-in policy.
+    pub const fn from_raw(code: [u8; 2]) -> Country {
+        Country(code)
+    }
+
+    /// The two letters.
+    pub const fn raw(self) -> [u8; 2] {
+        self.0
+    }
+
     /// The country facts carry when no trusted header names one.
     pub const UNKNOWN: Country = Country(*b"XX");
 
@@ -95,6 +105,16 @@ const WORDS: usize = (26 * 26_usize).div_ceil(64);
 pub struct CountrySet([u64; WORDS]);
 
 impl CountrySet {
+    /// The bitmap's words, as `emit` writes a built-in policy.
+    pub const fn from_raw(words: [u64; WORDS]) -> CountrySet {
+        CountrySet(words)
+    }
+
+    /// The bitmap's words.
+    pub const fn raw(&self) -> [u64; WORDS] {
+        self.0
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

@@ -7,6 +7,7 @@ mod client;
 mod compiled;
 mod country;
 mod diag;
+mod emit;
 pub mod geoip;
 pub mod jurisdictions;
 mod model;
@@ -17,6 +18,7 @@ mod validate;
 pub use client::{platform_of_header, PLATFORM_NAMES};
 pub use compiled::{compile, load_compiled};
 pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
+pub use emit::{emit_policy, Emit};
 pub use model::*;
 pub use validate::load;
 

@@ -1,17 +1,24 @@
 //! The validated policy: every reference resolved, every value checked. Built only by `load`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use wildmatch::WildMatch;
+
+/// Text in a policy: borrowed from static data in the built-in policy (`build.rs` writes it out
+/// as Rust, so the component neither decodes nor allocates it), owned in a policy loaded at run
+/// time.
+pub type Text = Cow<'static, str>;
+/// A list in a policy, borrowed or owned as [`Text`] is.
+pub type List<T> = Cow<'static, [T]>;
 
 macro_rules! typed_id {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(pub Text);
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -56,18 +63,18 @@ pub use crate::pii::{KindSet, PiiAction, PiiConfig, PiiWhen};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
-    pub name: String,
-    pub revision: String,
+    pub name: Text,
+    pub revision: Text,
     /// First 12 hex digits of the sha256 of the policy text: tells two texts apart in audit logs.
-    pub digest: String,
+    pub digest: Text,
     pub settings: Settings,
     /// Every jurisdiction name (built-in and user-defined) → its countries.
     /// Sorted by name. A list rather than a map: it is only ever scanned, and a list decodes
     /// without building a tree on every request.
-    pub jurisdictions: Vec<(String, CountrySet)>,
-    pub providers: Vec<Provider>,
-    pub tenants: Vec<Tenant>,
-    pub rules: Vec<Rule>,
+    pub jurisdictions: List<(Text, CountrySet)>,
+    pub providers: List<Provider>,
+    pub tenants: List<Tenant>,
+    pub rules: List<Rule>,
     /// The `[pii]` section: custom patterns, and whether any rule uses personal data.
     pub pii: PiiConfig,
     /// Not part of the compiled form: the component never runs test cases.
@@ -99,7 +106,7 @@ impl Policy {
             self.jurisdictions
                 .iter()
                 .filter(|(_, cs)| cs.contains(country))
-                .map(|(n, _)| n.as_str()),
+                .map(|(n, _)| n.as_ref()),
         );
         names
     }
@@ -109,7 +116,7 @@ impl Policy {
         let set: BTreeSet<&str> = self
             .providers
             .iter()
-            .flat_map(|p| p.models.keys().map(String::as_str))
+            .flat_map(|p| p.models.keys().map(|k| k.as_ref()))
             .collect();
         set.into_iter().collect()
     }
@@ -164,9 +171,9 @@ pub struct Provider {
     /// Base URL up to and including the API version path, e.g. `https://api.openai.com/v1`.
     pub base_url: BaseUrl,
     /// Name of the Spin variable that holds this provider's key; `None` for keyless engines.
-    pub key_secret: Option<String>,
+    pub key_secret: Option<Text>,
     /// Where data is processed, as written (a country code or a jurisdiction name).
-    pub location: String,
+    pub location: Text,
     /// The countries `location` stands for.
     pub countries: CountrySet,
     /// The one country, when `countries` has exactly one (most providers): residency checks
@@ -181,7 +188,7 @@ pub struct Provider {
     pub latency_ms: Option<u32>,
     pub weight: u32,
     /// `azure`: the `api-version` query parameter; `anthropic`: the `anthropic-version` header.
-    pub api_version: Option<String>,
+    pub api_version: Option<Text>,
     /// `anthropic`: `max_tokens` when the client sends none.
     pub max_tokens: Option<u32>,
 }
@@ -190,11 +197,11 @@ pub struct Provider {
 /// and kept as its normalised text, so loading a compiled policy does not parse URLs again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct BaseUrl(String);
+pub struct BaseUrl(pub Text);
 
 impl BaseUrl {
     pub(crate) fn new(url: &url::Url) -> BaseUrl {
-        BaseUrl(url.as_str().to_string())
+        BaseUrl(url.as_str().to_string().into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -226,31 +233,31 @@ impl Provider {
 /// (no tree is built on every request).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ModelMap(Vec<(String, ModelEntry)>);
+pub struct ModelMap(pub List<(Text, ModelEntry)>);
 
 impl ModelMap {
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .binary_search_by(|(k, _)| k.as_ref().cmp(name))
             .ok()
             .map(|i| &self.0[i].1)
     }
 
     /// The public names, sorted.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
+    pub fn keys(&self) -> impl Iterator<Item = &Text> {
         self.0.iter().map(|(k, _)| k)
     }
 }
 
 impl From<BTreeMap<String, ModelEntry>> for ModelMap {
     fn from(m: BTreeMap<String, ModelEntry>) -> Self {
-        ModelMap(m.into_iter().collect())
+        ModelMap(m.into_iter().map(|(k, v)| (Text::Owned(k), v)).collect())
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {
-    pub upstream: String,
+    pub upstream: Text,
     /// USD per million input tokens.
     pub input_price: Option<f64>,
     /// USD per million output tokens.
@@ -333,14 +340,14 @@ impl PrivacyFlags {
 pub struct Tenant {
     pub id: TenantId,
     /// sha256 digests of the tenant's API keys.
-    pub key_hashes: Vec<[u8; 32]>,
+    pub key_hashes: List<[u8; 32]>,
     /// Model globs the tenant may use; empty means any.
-    pub models: Vec<Glob>,
+    pub models: List<Glob>,
     /// Where this tenant's data may be processed (names as written, countries resolved).
     pub jurisdictions: Option<Residency>,
     pub privacy: PrivacyFlags,
     /// Browser (publishable) keys: the origins allowed to use them. Empty for server keys.
-    pub origins: Vec<String>,
+    pub origins: List<Text>,
     /// A cap on `max_tokens`/`max_completion_tokens` for this tenant's requests.
     pub max_tokens: Option<u64>,
 }
@@ -348,40 +355,65 @@ pub struct Tenant {
 /// A set of allowed processing countries, with the names it came from for messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Residency {
-    pub names: Vec<String>,
+    pub names: List<Text>,
     pub countries: CountrySet,
 }
 
-/// A model glob; its compiled form is the text, the matcher is rebuilt on load.
+/// A model glob (`*`, `?`); its text is all there is, so it is static data in the built-in policy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 pub struct Glob {
-    pub text: String,
-    matcher: WildMatch,
+    pub text: Text,
 }
 
 impl From<String> for Glob {
     fn from(text: String) -> Self {
-        Glob::new(&text)
+        Glob { text: text.into() }
     }
 }
 
 impl From<Glob> for String {
     fn from(g: Glob) -> String {
-        g.text
+        g.text.into_owned()
     }
 }
 
 impl Glob {
     pub fn new(text: &str) -> Self {
         Glob {
-            text: text.to_string(),
-            matcher: WildMatch::new(text),
+            text: text.to_string().into(),
         }
     }
 
-    pub fn matches(&self, s: &str) -> bool {
-        self.matcher.matches(s)
+    /// `*` matches any run of characters (none included), `?` any one character; everything
+    /// else matches itself. Backtracks only to the last `*`; allocates nothing.
+    pub fn matches(&self, text: &str) -> bool {
+        let pat: &str = &self.text;
+        let (mut pi, mut ti) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while let Some(tc) = text[ti..].chars().next() {
+            match pat[pi..].chars().next() {
+                Some('*') => {
+                    star = Some((pi, ti));
+                    pi += 1;
+                    continue;
+                }
+                Some(pc) if pc == '?' || pc == tc => {
+                    pi += pc.len_utf8();
+                    ti += tc.len_utf8();
+                    continue;
+                }
+                _ => {}
+            }
+            let Some((sp, st)) = star else {
+                return false;
+            };
+            let skipped = text[st..].chars().next().map_or(1, char::len_utf8);
+            pi = sp + 1;
+            ti = st + skipped;
+            star = Some((sp, ti));
+        }
+        pat[pi..].chars().all(|c| c == '*')
     }
 }
 
@@ -400,16 +432,16 @@ pub struct Rule {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct When {
     pub client_countries: Option<CountrySet>,
-    pub edge_regions: Option<Vec<String>>,
-    pub tenants: Option<Vec<TenantId>>,
+    pub edge_regions: Option<List<Text>>,
+    pub tenants: Option<List<TenantId>>,
     /// `Some(true)`: only requests with no tenant (anonymous) match.
     pub anonymous: Option<bool>,
-    pub models: Option<Vec<Glob>>,
+    pub models: Option<List<Glob>>,
     pub privacy: Option<PrivacyFlags>,
     /// Lower-case header name → required value (`None`: present with any value).
-    pub headers: Vec<(String, Option<String>)>,
+    pub headers: List<(Text, Option<Text>)>,
     pub stream: Option<bool>,
-    pub endpoints: Option<Vec<String>>,
+    pub endpoints: Option<List<Text>>,
     /// Whether the request carried the right edge secret (`settings.client.edge_secret`).
     pub edge_verified: Option<bool>,
     /// Personal data found in the prompt.
@@ -429,7 +461,7 @@ pub struct Require {
 
 /// Providers a rule names, as positions in [`Policy::providers`] (validation resolved the ids).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderSet(Vec<u32>);
+pub struct ProviderSet(pub List<u32>);
 
 impl ProviderSet {
     pub fn contains(&self, index: usize) -> bool {
@@ -449,7 +481,7 @@ impl FromIterator<usize> for ProviderSet {
             .collect();
         v.sort_unstable();
         v.dedup();
-        ProviderSet(v)
+        ProviderSet(v.into())
     }
 }
 
@@ -489,9 +521,9 @@ pub enum Sort {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Prefer {
-    pub order: Vec<ProviderId>,
+    pub order: List<ProviderId>,
     pub sort: Option<Sort>,
-    pub weights: BTreeMap<ProviderId, u32>,
+    pub weights: List<(ProviderId, u32)>,
 }
 
 impl Prefer {
@@ -507,7 +539,7 @@ pub struct FallbackOn {
     pub timeout: bool,
     /// Upstream answered 2xx with a body that is not what the API promises.
     pub malformed: bool,
-    pub statuses: BTreeSet<u16>,
+    pub statuses: List<u16>,
 }
 
 impl Default for FallbackOn {
@@ -517,7 +549,7 @@ impl Default for FallbackOn {
             timeout: true,
             malformed: true,
             // 529: Anthropic's "overloaded".
-            statuses: [429, 500, 502, 503, 504, 529].into_iter().collect(),
+            statuses: Cow::Borrowed(&[429, 500, 502, 503, 504, 529]),
         }
     }
 }
@@ -632,4 +664,31 @@ pub enum Expectation {
     First(ProviderId),
     /// A refusal with this status.
     Refusal(u16),
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::Glob;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_patterns() {
+        let g = |p: &str, t: &str| Glob::new(p).matches(t);
+        assert!(g("gpt-4*", "gpt-4o-mini"));
+        assert!(g("*", ""));
+        assert!(g("llama-?-8b", "llama-3-8b"));
+        assert!(!g("llama-?-8b", "llama-31-8b"));
+        assert!(g("*-8b*", "llama-3.1-8b-instruct"));
+        assert!(!g("claude-*", "gpt-4o"));
+        assert!(g("é*ü", "éxü"));
+    }
+
+    proptest! {
+        /// The same answers as the `wildmatch` crate, the matcher globs used before.
+        #[test]
+        fn agrees_with_wildmatch(pattern in "[ab*?é-]{0,8}", text in "[abé-]{0,10}") {
+            let oracle = wildmatch::WildMatch::new(&pattern).matches(&text);
+            prop_assert_eq!(Glob::new(&pattern).matches(&text), oracle, "{} ~ {}", pattern, text);
+        }
+    }
 }

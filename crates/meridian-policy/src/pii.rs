@@ -59,7 +59,7 @@ impl KindSet {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PiiConfig {
     /// The policy's own patterns, in order: (name, regular expression in `regex-lite` syntax).
-    pub custom: Vec<(String, String)>,
+    pub custom: crate::model::List<(crate::model::Text, crate::model::Text)>,
     /// Some rule has a `when.pii` condition or a `redact`/`refuse` action. When false, no
     /// request is scanned: a policy without personal-data rules pays nothing.
     pub used: bool,
@@ -77,7 +77,7 @@ impl PiiConfig {
             None => self
                 .custom
                 .get(kind - BUILTIN_KINDS.len())
-                .map_or("?", |(n, _)| n.as_str()),
+                .map_or("?", |(n, _)| n.as_ref()),
         }
     }
 

@@ -248,14 +248,18 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
 
     let digest = hex::encode(Sha256::digest(text.as_bytes()));
     Some(Policy {
-        name,
-        revision,
-        digest: digest[..12].to_string(),
+        name: name.into(),
+        revision: revision.into(),
+        digest: digest[..12].to_string().into(),
         settings: settings?,
-        jurisdictions: cx.jurisdictions.into_iter().collect(),
-        providers,
-        tenants,
-        rules,
+        jurisdictions: cx
+            .jurisdictions
+            .into_iter()
+            .map(|(k, v)| (Text::from(k), v))
+            .collect(),
+        providers: providers.into(),
+        tenants: tenants.into(),
+        rules: rules.into(),
         pii,
         tests,
         warnings: Vec::new(),
@@ -293,7 +297,7 @@ fn resolve_residency(sink: &mut Sink, cx: &Ctx, names: &[Sp<String>]) -> Residen
         }
     }
     Residency {
-        names: names.iter().map(|n| n.value.clone()).collect(),
+        names: names.iter().map(|n| Text::from(n.value.clone())).collect(),
         countries,
     }
 }
@@ -347,7 +351,7 @@ fn find_ref(sink: &mut Sink, known: &[String], what: &str, id: &Sp<String>) -> O
 
 fn check_provider_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> ProviderId {
     find_ref(sink, &cx.provider_ids, "provider", id);
-    ProviderId(id.value.clone())
+    ProviderId(id.value.clone().into())
 }
 
 /// Provider ids → their catalog positions; unknown ids are reported (and left out).
@@ -359,5 +363,5 @@ fn provider_set(sink: &mut Sink, cx: &Ctx, ids: &[Sp<String>]) -> ProviderSet {
 
 fn check_tenant_ref(sink: &mut Sink, cx: &Ctx, id: &Sp<String>) -> TenantId {
     find_ref(sink, &cx.tenant_ids, "tenant", id);
-    TenantId(id.value.clone())
+    TenantId(id.value.clone().into())
 }

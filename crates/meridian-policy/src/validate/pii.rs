@@ -65,7 +65,10 @@ pub(super) fn read_pii(sink: &mut Sink, top: &Obj) -> PiiConfig {
                 format!("`pii.custom.{}` matches the empty string", name.value),
                 "a pattern must match at least one character, e.g. use `+` rather than `*`",
             ),
-            Ok(_) => config.custom.push((name.value.clone(), pattern.to_string())),
+            Ok(_) => config
+                .custom
+                .to_mut()
+                .push((name.value.clone().into(), pattern.to_string().into())),
         }
     }
     if config.custom.len() > MAX_CUSTOM {
@@ -73,7 +76,7 @@ pub(super) fn read_pii(sink: &mut Sink, top: &Obj) -> PiiConfig {
             section.key_span("custom").as_ref(),
             format!("at most {MAX_CUSTOM} custom patterns"),
         );
-        config.custom.truncate(MAX_CUSTOM);
+        config.custom.to_mut().truncate(MAX_CUSTOM);
     }
     config
 }

@@ -44,13 +44,14 @@ pub(super) fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
             connect: false,
             timeout: false,
             malformed: false,
-            statuses: BTreeSet::new(),
+            statuses: Default::default(),
         };
+        let mut statuses = BTreeSet::new();
         for v in vals {
             match &v.value {
                 Value::Integer(i) => match u16::try_from(*i.value()) {
                     Ok(code) if (400..600).contains(&code) => {
-                        f.statuses.insert(code);
+                        statuses.insert(code);
                     }
                     _ => sink.error(
                         v.span.as_ref(),
@@ -61,8 +62,8 @@ pub(super) fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
                     "connect" => f.connect = true,
                     "timeout" => f.timeout = true,
                     "malformed" => f.malformed = true,
-                    "4xx" => f.statuses.extend(400..500),
-                    "5xx" => f.statuses.extend(500..600),
+                    "4xx" => statuses.extend(400..500),
+                    "5xx" => statuses.extend(500..600),
                     other => sink.error_help(
                         v.span.as_ref(),
                         format!("unknown fallback trigger `{other}`"),
@@ -75,6 +76,7 @@ pub(super) fn read_plan(sink: &mut Sink, p: &Obj) -> PlanPatch {
                 _ => sink.error(v.span.as_ref(), "fallback triggers are strings or status codes"),
             }
         }
+        f.statuses = statuses.into_iter().collect::<Vec<_>>().into();
         patch.fallback_on = Some(f);
     }
     patch

@@ -137,11 +137,11 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             continue;
         };
         out.push(Provider {
-            id: ProviderId(id.value),
+            id: ProviderId(id.value.into()),
             kind,
             base_url,
-            key_secret,
-            location: location.value,
+            key_secret: key_secret.map(Into::into),
+            location: location.value.into(),
             single_country: match (countries.len(), countries.iter().next()) {
                 (1, Some(c)) => Some(c),
                 _ => None,
@@ -154,7 +154,7 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             models: models.into(),
             latency_ms: latency.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
-            api_version,
+            api_version: api_version.map(Into::into),
             max_tokens,
         });
     }
@@ -174,7 +174,7 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
     for (name, item) in m.entries() {
         let entry = if let Some(s) = item.as_str() {
             Some(ModelEntry {
-                upstream: s.to_string(),
+                upstream: s.to_string().into(),
                 input_price: None,
                 output_price: None,
                 cache_read_price: None,
@@ -187,7 +187,7 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
                     .str(sink, "id")
                     .map_or_else(|| name.value.clone(), |s| s.value);
                 ModelEntry {
-                    upstream,
+                    upstream: upstream.into(),
                     input_price: e.number(sink, "input_price").map(|v| v.value),
                     output_price: e.number(sink, "output_price").map(|v| v.value),
                     cache_read_price: e.number(sink, "cache_read_price").map(|v| v.value),

@@ -38,7 +38,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
         let Some(id) = id else { continue };
         ids.push(id.value.clone());
         out.push(Rule {
-            id: RuleId(id.value),
+            id: RuleId(id.value.into()),
             when,
             require,
             prefer,
@@ -121,7 +121,7 @@ pub(super) fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
         es.into_iter()
             .filter_map(|e| {
                 if ENDPOINTS.contains(&e.value.as_str()) {
-                    Some(e.value)
+                    Some(Text::from(e.value))
                 } else {
                     sink.error_help(
                         e.span.as_ref(),
@@ -137,12 +137,15 @@ pub(super) fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
         client_countries,
         edge_regions: w
             .str_list(sink, "edge_region")
-            .map(|rs| rs.into_iter().map(|r| r.value).collect()),
+            .map(|rs| rs.into_iter().map(|r| Text::from(r.value)).collect()),
         tenants,
         anonymous: w.bool(sink, "anonymous"),
-        models,
+        models: models.map(Into::into),
         privacy,
-        headers,
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (Text::from(k), v.map(Text::from)))
+            .collect(),
         stream: w.bool(sink, "stream"),
         endpoints,
         edge_verified,
@@ -221,7 +224,7 @@ pub(super) fn read_require(sink: &mut Sink, r: &Obj, cx: &Ctx) -> Require {
 
 pub(super) fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require) -> Prefer {
     p.deny_unknown(sink, PREFER_KEYS);
-    let order = p
+    let order: Vec<ProviderId> = p
         .str_list(sink, "order")
         .unwrap_or_default()
         .iter()
@@ -244,7 +247,7 @@ pub(super) fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require)
     if let Some(w) = p.table(sink, "weights") {
         for (id, item) in w.entries() {
             let at = find_ref(sink, &cx.provider_ids, "provider", &id);
-            let pid = ProviderId(id.value.clone());
+            let pid = ProviderId(id.value.clone().into());
             let Some(n) = item.as_integer().and_then(|n| u32::try_from(n).ok()) else {
                 sink.error(
                     id.span.as_ref(),
@@ -279,8 +282,8 @@ pub(super) fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require)
         }
     }
     Prefer {
-        order,
+        order: order.into(),
         sort,
-        weights,
+        weights: weights.into_iter().collect(),
     }
 }

@@ -45,7 +45,7 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
             s.client = ClientSource {
                 platform: Platform::Legacy,
                 country: Some(CountryHeader {
-                    name: h.value.to_ascii_lowercase(),
+                    name: h.value.to_ascii_lowercase().into(),
                     form: CountryForm::Iso,
                 }),
                 address: None,
@@ -151,7 +151,7 @@ pub(super) fn read_client(sink: &mut Sink, c: &Obj) -> ClientSource {
         }
         None => {
             out.country = country.as_ref().map(|h| CountryHeader {
-                name: lower(h),
+                name: lower(h).into(),
                 form: CountryForm::Iso,
             });
             out.address = address
@@ -159,7 +159,7 @@ pub(super) fn read_client(sink: &mut Sink, c: &Obj) -> ClientSource {
                 .map(lower)
                 .or_else(|| (platform == Platform::Fastly).then(|| "fastly-client-ip".into()))
                 .map(|name| AddressHeader {
-                    name,
+                    name: name.into(),
                     form: AddressForm::Ip,
                 });
             if platform == Platform::Fastly && country.is_none() {
@@ -217,8 +217,8 @@ pub(super) fn read_client(sink: &mut Sink, c: &Obj) -> ClientSource {
         }
         if let (Some(h), Some(v)) = (header, secret) {
             out.edge_secret = Some(EdgeSecret {
-                header: lower(&h),
-                secret: v.value,
+                header: lower(&h).into(),
+                secret: v.value.into(),
             });
         }
     }

@@ -74,12 +74,12 @@ pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tena
             cx.tenant_ids.push(id.value.clone());
         }
         out.push(Tenant {
-            id: TenantId(id.value),
-            key_hashes,
-            models,
+            id: TenantId(id.value.into()),
+            key_hashes: key_hashes.into(),
+            models: models.into(),
             jurisdictions,
             privacy,
-            origins,
+            origins: origins.into_iter().map(Text::from).collect(),
             max_tokens,
         });
     }
