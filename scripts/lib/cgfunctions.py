@@ -4,7 +4,8 @@ The component's code is compiled by wasmtime at run time, so callgrind sees it o
 addresses; with MERIDIAN_HOST_PERFMAP=1 the host writes /tmp/perf-PID.map, which names them.
 Usage: cgfunctions.py CALLGRIND_OUT PERF_MAP REQUESTS TOP [inclusive]
 Prints the split (component, host, host libc), then the TOP functions, each marked
-C (component) or H (host), per request.
+C (component) or H (host), per request; `inclusive` lists only the component's functions, each
+with everything it calls, host calls included.
 """
 import bisect
 import collections
@@ -57,8 +58,17 @@ for line in out.splitlines():
 if not inclusive:
     total = sum(split.values())
     print("  per request: " + ", ".join(f"{k} {v // n:,}" for k, v in split.items()) + f"; total {total // n:,}")
-for name, ir in by_fn.most_common(top):
+shown = 0
+for name, ir in by_fn.most_common():
     kind, fn = name.split(" ", 1)
+    if inclusive:
+        # What a function of the component costs with everything it calls (host calls
+        # included): the runtime's frames and the export glue say nothing here.
+        if kind != "C" or re.search(r"trampoline|^wasm\[|#handle$|__spin_wasi_http|__wasip3|export", fn):
+            continue
     if kind == "C":
         fn = demangle(fn)
     print(f"  {ir // n:>9,}  {kind}  {fn[:110]}")
+    shown += 1
+    if shown == top:
+        break
