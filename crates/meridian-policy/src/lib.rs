@@ -4,7 +4,6 @@
 //! each with line, column and a hint) → the [`Policy`] the decision engine reads.
 
 mod client;
-mod compiled;
 mod country;
 mod diag;
 mod emit;
@@ -16,7 +15,6 @@ mod reader;
 mod validate;
 
 pub use client::{platform_of_header, PLATFORM_NAMES};
-pub use compiled::{compile, load_compiled};
 pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
 pub use emit::{emit_policy, Emit};
 pub use model::*;

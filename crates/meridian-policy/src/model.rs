@@ -77,7 +77,7 @@ pub struct Policy {
     pub rules: List<Rule>,
     /// The `[pii]` section: custom patterns, and whether any rule uses personal data.
     pub pii: PiiConfig,
-    /// Not part of the compiled form: the component never runs test cases.
+    /// Not part of the built-in policy's static data: the component never runs test cases.
     #[serde(skip)]
     pub tests: Vec<TestCase>,
     /// What `meridian check` warns about: valid, but probably not what the operator wants.
