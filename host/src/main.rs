@@ -6,8 +6,11 @@
 //!   start when a required one is missing, exactly as Spin does;
 //! - provides `fermyon:spin/variables@2.0.0` to the component;
 //! - enforces `allowed_outbound_hosts` on every outgoing request (HttpRequestDenied otherwise);
-//! - one fresh instance per request, like Spin, from a pooling instance allocator (as Spin
-//!   configures wasmtime);
+//! - a WASI 0.2 component gets one fresh instance per request, like Spin, from a pooling
+//!   instance allocator (as Spin configures wasmtime); a WASI 0.3 component
+//!   (`wasi:http/handler@0.3.0`, Spin 4.1+) gets instances that each serve many requests,
+//!   concurrently, through wasmtime's `ProxyHandler` as Spin's trigger does (up to 128 requests
+//!   per instance, 16 at a time, dropped after 1 s idle: `wasmtime serve`'s defaults);
 //! - plain-HTTP outbound connections are kept alive and reused, as Spin's outbound HTTP does;
 //!   HTTPS goes through wasmtime-wasi-http's default sender;
 //! - sockets as Spin leaves them: no `TCP_NODELAY` on accepted or outbound connections, so

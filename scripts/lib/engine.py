@@ -5,9 +5,13 @@ stream of STREAM_CHUNKS content events, a finish event with usage and [DONE], ea
 own HTTP chunk (so every host reads the same events one by one, whatever the timing). Reads
 content-length and chunked request bodies; keeps connections open.
 """
-import asyncio, json, sys
+import asyncio, json, os, sys
 
 STREAM_CHUNKS = 100
+# ENGINE_STREAM_GAP_MS: a pause before each streamed event after the first, so a component
+# always waits for the next one (what a real engine's tokens do) and every run reads the stream
+# the same way; 0 sends the stream in one write.
+GAP_S = float(os.environ.get("ENGINE_STREAM_GAP_MS", "0")) / 1000
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 11434
 body = json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "answer"}, "finish_reason": "stop"}],
@@ -28,8 +32,8 @@ def ev(delta, finish=None, usage=None):
 events = [ev({"role": "assistant", "content": ""})]
 events += [ev({"content": " word%d" % i}) for i in range(STREAM_CHUNKS)]
 events += [ev({}, "stop", {"prompt_tokens": 5, "completion_tokens": STREAM_CHUNKS, "total_tokens": 5 + STREAM_CHUNKS})]
-streamed = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            + b"".join(chunk(e) for e in events) + chunk(b"[DONE]") + b"0\r\n\r\n")
+stream_head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+stream_parts = [chunk(e) for e in events] + [chunk(b"[DONE]") + b"0\r\n\r\n"]
 
 async def handle(r, w):
     try:
@@ -52,7 +56,16 @@ async def handle(r, w):
                 stream = json.loads(data or b"{}").get("stream") is True
             except ValueError:
                 pass
-            w.write(streamed if stream else whole)
+            if not stream:
+                w.write(whole)
+            elif GAP_S == 0:
+                w.write(stream_head + b"".join(stream_parts))
+            else:
+                w.write(stream_head + stream_parts[0])
+                for part in stream_parts[1:]:
+                    await w.drain()
+                    await asyncio.sleep(GAP_S)
+                    w.write(part)
             await w.drain()
     except Exception:
         w.close()
