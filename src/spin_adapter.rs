@@ -287,19 +287,33 @@ struct WasiTransport;
 struct WasiBody {
     stream: BoxStream<'static, Result<Vec<u8>, wasi::io::streams::Error>>,
     _response: IncomingResponse,
+    /// The between-bytes timeout the runtime enforces on this body (0: none).
+    runtime_idle_ms: u64,
 }
 
 impl BodyStream for WasiBody {
     async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>> {
+        let read = |r: Option<Result<Vec<u8>, wasi::io::streams::Error>>| match r {
+            None => None,
+            Some(Ok(c)) => Some(Ok(c)),
+            Some(Err(e)) => Some(Err(match wasi::http::types::http_error_code(&e) {
+                // The runtime's between-bytes timeout.
+                Some(wasi::http::types::ErrorCode::ConnectionReadTimeout) => {
+                    Failure::Timeout("body")
+                }
+                _ => Failure::Transport(e.to_debug_string()),
+            })),
+        };
+        // A wait as long as the runtime's own between-bytes timeout needs no timer here: the
+        // runtime ends the read itself. Only a shorter wait (the deadline is nearer) gets one.
+        if self.runtime_idle_ms > 0 && timeout_ms >= self.runtime_idle_ms {
+            return read(self.stream.next().await);
+        }
         let next = self.stream.next();
         let timer = sleep_ms(timeout_ms);
         futures::pin_mut!(timer);
         match futures::future::select(next, timer).await {
-            futures::future::Either::Left((None, _)) => None,
-            futures::future::Either::Left((Some(Ok(c)), _)) => Some(Ok(c)),
-            futures::future::Either::Left((Some(Err(e)), _)) => {
-                Some(Err(Failure::Transport(e.to_debug_string())))
-            }
+            futures::future::Either::Left((r, _)) => read(r),
             futures::future::Either::Right(_) => Some(Err(Failure::Timeout("body"))),
         }
     }
@@ -331,6 +345,15 @@ impl Transport for WasiTransport {
         let ns = timeout_ms.saturating_mul(1_000_000);
         let _ = options.set_connect_timeout(Some(ns));
         let _ = options.set_first_byte_timeout(Some(ns));
+        let runtime_idle_ms = if req.idle_timeout_ms > 0
+            && options
+                .set_between_bytes_timeout(Some(req.idle_timeout_ms.saturating_mul(1_000_000)))
+                .is_ok()
+        {
+            req.idle_timeout_ms
+        } else {
+            0
+        };
 
         // The body is written and ended before the request is handed over, when the host takes
         // it whole, so request line, headers and body leave in one write.
@@ -368,6 +391,7 @@ impl Transport for WasiTransport {
             body: WasiBody {
                 stream,
                 _response: response,
+                runtime_idle_ms,
             },
             dialect: crate::sse::Dialect::OpenAi,
         })

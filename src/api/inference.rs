@@ -416,6 +416,7 @@ pub(super) async fn inference<T: Transport>(
             headers: h,
             body: bytes,
             wire,
+            idle_timeout_ms: 0,
         })
     };
 

@@ -21,6 +21,10 @@ pub struct OutboundRequest {
     pub body: Vec<u8>,
     /// How the answer must be translated (`crate::wire::WireTransport` does it).
     pub wire: crate::wire::Wire,
+    /// The plan's idle timeout (set by the attempt loop): the most silence a body may have. A
+    /// transport that can have its runtime enforce it (WASI's between-bytes timeout) needs no
+    /// timer of its own for a read whose wait is this long; 0 when unknown.
+    pub idle_timeout_ms: u64,
 }
 
 /// Where an outbound request goes, split the way `wasi:http` takes it.
@@ -444,7 +448,8 @@ impl<T: Transport> Loop<'_, T> {
         c: &Candidate<'_>,
     ) -> Result<UpResponse<T::Body>, Failure> {
         let timeout = self.plan.attempt_timeout_ms.min(self.remaining());
-        let req = build(c)?;
+        let mut req = build(c)?;
+        req.idle_timeout_ms = self.plan.idle_timeout_ms;
         self.t.send(req, timeout).await
     }
 }

@@ -61,6 +61,7 @@ fn build(c: &Candidate) -> Result<OutboundRequest, Failure> {
         headers: vec![],
         body: vec![],
         wire: crate::wire::Wire::OpenAi,
+        idle_timeout_ms: 0,
     })
 }
 
@@ -137,6 +138,24 @@ async fn does_not_fall_back_on_400_unless_the_plan_says_so() {
     ]);
     let f = run(&t, &["a", "b"], plan).await;
     assert_eq!(served(&f), Some((1, 200)));
+}
+
+/// The transport is told the plan's idle timeout, so the runtime can enforce it between bytes
+/// (the WASI adapters then need no timer of their own for an idle-length wait).
+#[tokio::test(start_paused = true)]
+async fn every_request_carries_the_plans_idle_timeout() {
+    let plan = Plan {
+        idle_timeout_ms: 1234,
+        ..Plan::default()
+    };
+    let t = Fake::new(vec![
+        ("a", vec![status(503, None)]),
+        ("b", vec![ok_json(0)]),
+    ]);
+    run(&t, &["a", "b"], plan).await;
+    let sent = t.requests.borrow().clone();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|r| r.idle_timeout_ms == 1234), "{sent:?}");
 }
 
 #[tokio::test(start_paused = true)]

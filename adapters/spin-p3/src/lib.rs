@@ -236,17 +236,33 @@ impl RequestBody for ClientBody {
 
 struct P3Transport;
 
-struct P3Body(Incoming);
+struct P3Body {
+    body: Incoming,
+    /// The between-bytes timeout the runtime enforces on this body (0: none).
+    runtime_idle_ms: u64,
+}
+
+fn chunk_of(r: Option<Result<Vec<u8>, ErrorCode>>) -> Option<Result<Vec<u8>, Failure>> {
+    match r {
+        None => None,
+        Some(Ok(c)) => Some(Ok(c)),
+        // The runtime's between-bytes timeout.
+        Some(Err(ErrorCode::ConnectionReadTimeout)) => Some(Err(Failure::Timeout("body"))),
+        Some(Err(e)) => Some(Err(Failure::Transport(format!("{e:?}")))),
+    }
+}
 
 impl BodyStream for P3Body {
     async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>> {
+        // A wait as long as the runtime's own between-bytes timeout needs no timer here.
+        if self.runtime_idle_ms > 0 && timeout_ms >= self.runtime_idle_ms {
+            return chunk_of(self.body.read().await);
+        }
         // The timer is an `async fn`: it starts (a host call) only if the read has to wait.
-        let read = std::pin::pin!(self.0.read());
+        let read = std::pin::pin!(self.body.read());
         let timer = std::pin::pin!(sleep_ms(timeout_ms));
         match futures_select(read, timer).await {
-            Either::Left(Some(Ok(c))) => Some(Ok(c)),
-            Either::Left(Some(Err(e))) => Some(Err(Failure::Transport(format!("{e:?}")))),
-            Either::Left(None) => None,
+            Either::Left(r) => chunk_of(r),
             Either::Right(()) => Some(Err(Failure::Timeout("body"))),
         }
     }
@@ -295,6 +311,15 @@ impl Transport for P3Transport {
         let ns = timeout_ms.saturating_mul(1_000_000);
         let _ = options.set_connect_timeout(Some(ns));
         let _ = options.set_first_byte_timeout(Some(ns));
+        let runtime_idle_ms = if req.idle_timeout_ms > 0
+            && options
+                .set_between_bytes_timeout(Some(req.idle_timeout_ms.saturating_mul(1_000_000)))
+                .is_ok()
+        {
+            req.idle_timeout_ms
+        } else {
+            0
+        };
         let (out, _transmitted) = wt::Request::new(
             fields(std::mem::take(&mut req.headers)),
             Some(body_rx),
@@ -332,7 +357,10 @@ impl Transport for P3Transport {
         Ok(UpResponse {
             status,
             headers,
-            body: P3Body(Incoming::new(stream, trailers)),
+            body: P3Body {
+                body: Incoming::new(stream, trailers),
+                runtime_idle_ms,
+            },
             dialect: meridian::sse::Dialect::OpenAi,
         })
     }
