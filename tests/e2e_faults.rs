@@ -183,6 +183,37 @@ async fn a_stream_cut_midway_ends_with_an_error_event_and_no_done() {
     assert_eq!(log["stream_outcome"], "upstream_stream_broken", "{log}");
 }
 
+/// A stream that goes silent after its first event ends after the plan's idle timeout (1.5 s
+/// here) with an error event naming the timeout. The runtime enforces it (WASI's between-bytes
+/// timeout, which the component sets from the plan) without a timer in the component.
+#[tokio::test]
+async fn a_stream_that_goes_silent_ends_after_the_idle_timeout() {
+    let silent = Script::Sse {
+        events: vec![chunk("Hello"), chunk(" never")],
+        gap_ms: 0,
+        end: SseEnd::HoldAfterFirst(std::sync::Arc::new(tokio::sync::Notify::new())),
+    };
+    let (_a, _b, m) = two(silent, Script::stream(&["never"]), PLAN).await;
+    let started = std::time::Instant::now();
+    let r = chat(&m, true, "fidle").await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let took = started.elapsed();
+    assert!(text.contains("Hello"), "the first event arrived: {text}");
+    assert!(!text.contains("[DONE]"), "never a fake clean end: {text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: error\ndata: "), "{last}");
+    let ev: serde_json::Value =
+        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+    assert_eq!(ev["error"]["code"], "upstream_stream_broken", "{ev}");
+    let message = ev["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("timeout (body)"), "{message}");
+    // Bounded: the idle timeout, not the stream deadline or the test's patience.
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    let log = m.log_for("fidle").await;
+    assert_eq!(log["stream_outcome"], "upstream_stream_broken", "{log}");
+}
+
 #[tokio::test]
 async fn malformed_json_falls_back_and_a_malformed_stream_event_ends_with_an_error() {
     let bad = Script::Json {

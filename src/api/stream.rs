@@ -81,12 +81,13 @@ impl<B: BodyStream> Stream<B> {
                 self.end(record, "client_gone");
                 return Vec::new();
             }
-            let remaining = self.deadline_at_ms.saturating_sub(t.now_ms());
+            let now = t.now_ms();
+            let remaining = self.deadline_at_ms.saturating_sub(now);
             if remaining == 0 {
                 break StreamFault::Deadline;
             }
             let wait = self.idle_timeout_ms.min(remaining);
-            match self.body.next_chunk(wait).await {
+            match crate::forward::next_within(|| t.now_ms(), &mut self.body, wait, now).await {
                 None => match self.guard.finish() {
                     Ok(()) => {
                         self.end(record, "done");

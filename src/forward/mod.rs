@@ -215,6 +215,27 @@ pub trait BodyStream {
     async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>>;
 }
 
+/// The next chunk of `body`, with a wait of `wait_ms` that began at `began_ms` (on `now`'s
+/// clock). A transport may leave an idle-length wait to its runtime (WASI's between-bytes
+/// timeout, set from the plan), which then reports a failed read rather than a timeout, and not
+/// every runtime says why: a read that fails once (nearly) the whole wait has passed in silence
+/// is that timeout, and reads as one. The clock is read only when a read fails.
+pub async fn next_within<B: BodyStream>(
+    now: impl Fn() -> u64,
+    body: &mut B,
+    wait_ms: u64,
+    began_ms: u64,
+) -> Option<Result<Vec<u8>, Failure>> {
+    match body.next_chunk(wait_ms).await {
+        Some(Err(Failure::Transport(_)))
+            if now().saturating_sub(began_ms) >= wait_ms.saturating_sub(wait_ms / 20) =>
+        {
+            Some(Err(Failure::Timeout("body")))
+        }
+        r => r,
+    }
+}
+
 /// What the attempt loop needs from the world.
 #[allow(async_fn_in_trait)]
 pub trait Transport {
@@ -330,8 +351,12 @@ impl<T: Transport> Loop<'_, T> {
     async fn read_all(&self, body: &mut T::Body) -> Result<Vec<u8>, Failure> {
         let mut out = Vec::new();
         loop {
-            let wait = self.plan.idle_timeout_ms.min(self.remaining().max(1));
-            match body.next_chunk(wait).await {
+            let now = self.t.now_ms();
+            let wait = self
+                .plan
+                .idle_timeout_ms
+                .min(self.deadline.saturating_sub(now).max(1));
+            match next_within(|| self.t.now_ms(), body, wait, now).await {
                 None => return Ok(out),
                 Some(Err(f)) => return Err(f),
                 Some(Ok(c)) => {
@@ -397,14 +422,14 @@ impl<T: Transport> Loop<'_, T> {
         let mut guard = SseGuard::for_dialect(dialect);
         let mut first = Vec::new();
         loop {
-            let spent = self.t.now_ms().saturating_sub(started);
+            let now = self.t.now_ms();
             let wait = self
                 .plan
                 .first_byte_timeout_ms
-                .saturating_sub(spent)
-                .min(self.remaining())
+                .saturating_sub(now.saturating_sub(started))
+                .min(self.deadline.saturating_sub(now))
                 .max(1);
-            let chunk = match body.next_chunk(wait).await {
+            let chunk = match next_within(|| self.t.now_ms(), &mut body, wait, now).await {
                 Some(Ok(c)) => c,
                 Some(Err(Failure::Timeout(_))) => return Err(Failure::Timeout("first byte")),
                 Some(Err(f)) => return Err(f),

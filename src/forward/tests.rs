@@ -417,3 +417,17 @@ mod target {
         }
     }
 }
+
+/// A read that fails after the whole wait is the runtime's idle timeout and reads as one; a
+/// read that fails early stays the transport failure it is.
+#[tokio::test(start_paused = true)]
+async fn a_read_failing_after_the_whole_wait_is_a_timeout() {
+    let t0 = tokio::time::Instant::now();
+    let now = || t0.elapsed().as_millis() as u64;
+    let fail = |after: u64| FakeBody(vec![(after, Err(Failure::Transport("read".into())))].into());
+    let late = next_within(now, &mut fail(1000), 1000, 0).await;
+    assert_eq!(late, Some(Err(Failure::Timeout("body"))));
+    let began = now();
+    let early = next_within(now, &mut fail(100), 1000, began).await;
+    assert_eq!(early, Some(Err(Failure::Transport("read".into()))));
+}
