@@ -236,6 +236,17 @@ async fn main() {
         std::process::exit(1);
     }
     let p3 = Meridian::with_host_args(Some(&p3_wasm), &[]).await;
+    // Its reference: benches/floor-p3, the forwarder written the plain spin-sdk 7 way.
+    let floor_p3_wasm = support::meridian::root()
+        .join("target/p3-floor/wasm32-wasip2/release/meridian_floor_p3.wasm");
+    if !floor_p3_wasm.exists() {
+        eprintln!(
+            "{} is missing: run ./scripts/bench, which builds it",
+            floor_p3_wasm.display()
+        );
+        std::process::exit(1);
+    }
+    let floor_p3 = Meridian::other_component(&floor_p3_wasm).await;
     // The same two with TCP_NODELAY set on the host's sockets (Spin does not set it).
     let embedded_nd = Meridian::with_host_args(None, &["--tcp-nodelay"]).await;
     let floor_nd = Meridian::with_host_args(Some(&floor_wasm), &["--tcp-nodelay"]).await;
@@ -324,6 +335,13 @@ async fn main() {
         model: "llama-3.1-8b",
         pid: p3.pid(),
     };
+    let proxy_p3 = Target {
+        label: "reference: bare forwarder, WASI 0.3",
+        url: floor_p3.at("/v1/chat/completions"),
+        headers: vec![],
+        model: "llama-3.1-8b",
+        pid: floor_p3.pid(),
+    };
     let targets = [
         direct.clone(),
         empty,
@@ -334,6 +352,7 @@ async fn main() {
         proxy_nd.clone(),
         via_embedded_nd.clone(),
         via_p3.clone(),
+        proxy_p3.clone(),
     ];
 
     // Warm up every path (connection pools, wasmtime code).
@@ -362,7 +381,14 @@ async fn main() {
         cpu(proxy_s)
     );
 
-    let p3_s = &stats[8];
+    let (p3_s, proxy_p3_s) = (&stats[8], &stats[9]);
+    println!(
+        "  the WASI 0.3 build over its own bare forwarder (WASI 0.3): p50 {:+.3} ms ({:.2}×), CPU {:+.0} µs/request ({:.2}×)",
+        p3_s.p50 - proxy_p3_s.p50,
+        p3_s.p50 / proxy_p3_s.p50,
+        cpu(p3_s) - cpu(proxy_p3_s),
+        cpu(p3_s) / cpu(proxy_p3_s)
+    );
     println!(
         "  the WASI 0.3 build over the bare forwarding component: p50 {:+.3} ms ({:.2}×), CPU {:+.0} µs/request ({:.2}×); against the WASI 0.2 build: p50 {:.2}×, CPU {:.2}×",
         p3_s.p50 - proxy_s.p50,
@@ -394,7 +420,7 @@ async fn main() {
 
     let per32 = (n / 32).max(10);
     println!("non-stream chat, 32 clients × {per32} requests each (one connection per client):");
-    let thirty_two = [direct.clone(), proxy, via_embedded, via_p3];
+    let thirty_two = [direct.clone(), proxy, via_embedded, proxy_p3, via_p3];
     let mut stats = Vec::new();
     for t in &thirty_two {
         let cpu_before = t.pid.and_then(cpu_ticks);
@@ -431,6 +457,7 @@ async fn main() {
         embedded_nd,
         floor_nd,
         p3,
+        floor_p3,
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
