@@ -98,43 +98,11 @@ impl Future for Pending {
 }
 
 fn failure_of(e: &ErrorCode) -> Failure {
-    match e {
-        ErrorCode::ConnectionTimeout
-        | ErrorCode::ConnectionReadTimeout
-        | ErrorCode::ConnectionWriteTimeout
-        | ErrorCode::HttpResponseTimeout
-        | ErrorCode::DnsTimeout => Failure::Timeout("headers"),
-        ErrorCode::HttpRequestDenied => {
-            Failure::Config("its host is not in the component's allowed_outbound_hosts".into())
-        }
-        ErrorCode::ConnectionRefused
-        | ErrorCode::DnsError(_)
-        | ErrorCode::DestinationNotFound
-        | ErrorCode::DestinationUnavailable
-        | ErrorCode::DestinationIpUnroutable
-        | ErrorCode::DestinationIpProhibited
-        | ErrorCode::TlsProtocolError
-        | ErrorCode::TlsCertificateError
-        | ErrorCode::ConnectionTerminated
-        | ErrorCode::ConnectionLimitReached => Failure::Connect(format!("{e:?}")),
-        other => Failure::Transport(format!("{other:?}")),
-    }
+    crate::failure_of_error_code!(ErrorCode, e)
 }
 
-/// Header fields as (lower-case name, value) pairs, repeated names kept. The host's strings are
-/// kept as they come (names are already lower case under wasmtime and Spin); a value that is not
-/// UTF-8 is replaced lossily.
 fn header_list(fields: Fields) -> Vec<(String, String)> {
-    fields
-        .entries()
-        .into_iter()
-        .map(|(mut k, v)| {
-            k.make_ascii_lowercase();
-            let v = String::from_utf8(v)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (k, v)
-        })
-        .collect()
+    crate::forward::header_pairs(fields.entries())
 }
 
 /// An outgoing body (a response's or a request's), written here rather than through spin-sdk's
@@ -425,10 +393,7 @@ impl RequestBody for WasiRequestBody {
 /// Header fields from (name, value) pairs in one host call; if the host refuses the list (a
 /// forbidden or malformed header), field by field, dropping the ones it refuses.
 fn fields(headers: Vec<(String, String)>) -> Fields {
-    let list: Vec<(String, Vec<u8>)> = headers
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
+    let list = crate::forward::field_list(headers);
     Fields::from_list(&list).unwrap_or_else(|_| {
         let fields = Fields::new();
         for (k, v) in &list {

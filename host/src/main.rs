@@ -58,21 +58,8 @@ use manifest::AllowedHost;
 
 mod vars {
     wasmtime::component::bindgen!({
-        inline: r#"
-            package fermyon:spin@2.0.0;
-            interface variables {
-                get: func(name: string) -> result<string, error>;
-                variant error {
-                    invalid-name(string),
-                    undefined(string),
-                    provider(string),
-                    other(string),
-                }
-            }
-            world host {
-                import variables;
-            }
-        "#,
+        path: "../wit/fermyon-variables.wit",
+        world: "host",
     });
 }
 

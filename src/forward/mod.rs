@@ -21,10 +21,64 @@ pub struct OutboundRequest {
     pub body: Vec<u8>,
     /// How the answer must be translated (`crate::wire::WireTransport` does it).
     pub wire: crate::wire::Wire,
-    /// The plan's idle timeout (set by the attempt loop): the most silence a body may have. A
-    /// transport that can have its runtime enforce it (WASI's between-bytes timeout) needs no
-    /// timer of its own for a read whose wait is this long; 0 when unknown.
+    /// For a stream, the plan's idle timeout (set by the attempt loop): the most silence a body
+    /// may have. A transport that can have its runtime enforce it (WASI's between-bytes timeout)
+    /// needs no timer of its own for a read whose wait is this long; 0 when not set.
     pub idle_timeout_ms: u64,
+}
+
+/// Header fields as a WASI host gives them, as (lower-case name, value) pairs, repeated names
+/// kept. The host's strings are kept as they come (names are already lower case under wasmtime
+/// and Spin); a value that is not UTF-8 is replaced lossily.
+pub fn header_pairs(entries: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    entries
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
+        .collect()
+}
+
+/// (name, value) pairs as a WASI host takes them.
+pub fn field_list(headers: Vec<(String, String)>) -> Vec<(String, Vec<u8>)> {
+    headers
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect()
+}
+
+/// What a `wasi:http` error code means for the attempt loop. The WASI 0.2 and 0.3 bindings have
+/// the same variants under different types, so each adapter expands this for its own:
+/// `meridian::failure_of_error_code!(ErrorCode, &e)`.
+#[macro_export]
+macro_rules! failure_of_error_code {
+    ($code:ident, $e:expr) => {{
+        use $crate::forward::Failure;
+        match $e {
+            $code::ConnectionTimeout
+            | $code::ConnectionReadTimeout
+            | $code::ConnectionWriteTimeout
+            | $code::HttpResponseTimeout
+            | $code::DnsTimeout => Failure::Timeout("headers"),
+            $code::HttpRequestDenied => {
+                Failure::Config("its host is not in the component's allowed_outbound_hosts".into())
+            }
+            e @ ($code::ConnectionRefused
+            | $code::DnsError(_)
+            | $code::DestinationNotFound
+            | $code::DestinationUnavailable
+            | $code::DestinationIpUnroutable
+            | $code::DestinationIpProhibited
+            | $code::TlsProtocolError
+            | $code::TlsCertificateError
+            | $code::ConnectionTerminated
+            | $code::ConnectionLimitReached) => Failure::Connect(format!("{e:?}")),
+            other => Failure::Transport(format!("{other:?}")),
+        }
+    }};
 }
 
 /// Where an outbound request goes, split the way `wasi:http` takes it.
@@ -474,7 +528,11 @@ impl<T: Transport> Loop<'_, T> {
     ) -> Result<UpResponse<T::Body>, Failure> {
         let timeout = self.plan.attempt_timeout_ms.min(self.remaining());
         let mut req = build(c)?;
-        req.idle_timeout_ms = self.plan.idle_timeout_ms;
+        // Streams wait for every chunk; a whole answer waits once, and telling the runtime
+        // costs a host call that a single wait does not repay.
+        if self.stream {
+            req.idle_timeout_ms = self.plan.idle_timeout_ms;
+        }
         self.t.send(req, timeout).await
     }
 }

@@ -140,22 +140,28 @@ async fn does_not_fall_back_on_400_unless_the_plan_says_so() {
     assert_eq!(served(&f), Some((1, 200)));
 }
 
-/// The transport is told the plan's idle timeout, so the runtime can enforce it between bytes
-/// (the WASI adapters then need no timer of their own for an idle-length wait).
+/// A streamed request tells the transport the plan's idle timeout, so the runtime can enforce
+/// it between bytes (the WASI adapters then need no timer of their own for each chunk); a whole
+/// answer does not.
 #[tokio::test(start_paused = true)]
-async fn every_request_carries_the_plans_idle_timeout() {
+async fn every_streamed_request_carries_the_plans_idle_timeout() {
     let plan = Plan {
         idle_timeout_ms: 1234,
         ..Plan::default()
     };
-    let t = Fake::new(vec![
-        ("a", vec![status(503, None)]),
-        ("b", vec![ok_json(0)]),
-    ]);
-    run(&t, &["a", "b"], plan).await;
-    let sent = t.requests.borrow().clone();
-    assert_eq!(sent.len(), 2);
-    assert!(sent.iter().all(|r| r.idle_timeout_ms == 1234), "{sent:?}");
+    for stream in [true, false] {
+        let t = Fake::new(vec![
+            ("a", vec![status(503, None)]),
+            ("b", vec![ok_json(0)]),
+        ]);
+        let catalog = Catalog::new(&["a", "b"]);
+        let d = catalog.decision(plan.clone());
+        forward(&t, &d, build, stream, LIMITS).await;
+        let sent = t.requests.borrow().clone();
+        assert_eq!(sent.len(), 2);
+        let want = if stream { 1234 } else { 0 };
+        assert!(sent.iter().all(|r| r.idle_timeout_ms == want), "{sent:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -430,4 +436,26 @@ async fn a_read_failing_after_the_whole_wait_is_a_timeout() {
     let began = now();
     let early = next_within(now, &mut fail(100), 1000, began).await;
     assert_eq!(early, Some(Err(Failure::Transport("read".into()))));
+}
+
+#[test]
+fn header_pairs_lower_case_names_keep_repeats_and_replace_bad_utf8() {
+    let got = header_pairs(vec![
+        ("X-Request-Id".into(), b"abc".to_vec()),
+        ("accept".into(), b"a".to_vec()),
+        ("accept".into(), b"b".to_vec()),
+        ("x-bad".into(), vec![b'o', 0xff, b'k']),
+    ]);
+    let want: Vec<(String, String)> = vec![
+        ("x-request-id".into(), "abc".into()),
+        ("accept".into(), "a".into()),
+        ("accept".into(), "b".into()),
+        ("x-bad".into(), "o\u{fffd}k".into()),
+    ];
+    assert_eq!(got, want);
+    let back = field_list(want);
+    assert_eq!(
+        back[3],
+        ("x-bad".to_string(), "o\u{fffd}k".as_bytes().to_vec())
+    );
 }

@@ -33,21 +33,8 @@ const READ_BYTES: usize = 16 * 1024;
 /// Spin 2.x-4.x host provides (the core reads secrets synchronously).
 mod spin_variables {
     wit_bindgen::generate!({
-        inline: r#"
-            package fermyon:spin@2.0.0;
-            interface variables {
-                get: func(name: string) -> result<string, error>;
-                variant error {
-                    invalid-name(string),
-                    undefined(string),
-                    provider(string),
-                    other(string),
-                }
-            }
-            world meridian-variables {
-                import variables;
-            }
-        "#,
+        path: "../../wit/fermyon-variables.wit",
+        world: "host",
     });
 }
 
@@ -138,26 +125,10 @@ fn method_name(m: Method) -> String {
     }
 }
 
-/// Header fields as (lower-case name, value) pairs, repeated names kept.
-fn header_list(entries: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
-    entries
-        .into_iter()
-        .map(|(mut k, v)| {
-            k.make_ascii_lowercase();
-            let v = String::from_utf8(v)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (k, v)
-        })
-        .collect()
-}
-
 /// Header fields in one host call; if the host refuses the list, field by field, dropping the
 /// ones it refuses.
 fn fields(headers: Vec<(String, String)>) -> Fields {
-    let list: Vec<(String, Vec<u8>)> = headers
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
+    let list = meridian::forward::field_list(headers);
     Fields::from_list(&list).unwrap_or_else(|_| {
         let fields = Fields::new();
         for (k, v) in &list {
@@ -168,27 +139,7 @@ fn fields(headers: Vec<(String, String)>) -> Fields {
 }
 
 fn failure_of(e: &ErrorCode) -> Failure {
-    match e {
-        ErrorCode::ConnectionTimeout
-        | ErrorCode::ConnectionReadTimeout
-        | ErrorCode::ConnectionWriteTimeout
-        | ErrorCode::HttpResponseTimeout
-        | ErrorCode::DnsTimeout => Failure::Timeout("headers"),
-        ErrorCode::HttpRequestDenied => {
-            Failure::Config("its host is not in the component's allowed_outbound_hosts".into())
-        }
-        ErrorCode::ConnectionRefused
-        | ErrorCode::DnsError(_)
-        | ErrorCode::DestinationNotFound
-        | ErrorCode::DestinationUnavailable
-        | ErrorCode::DestinationIpUnroutable
-        | ErrorCode::DestinationIpProhibited
-        | ErrorCode::TlsProtocolError
-        | ErrorCode::TlsCertificateError
-        | ErrorCode::ConnectionTerminated
-        | ErrorCode::ConnectionLimitReached => Failure::Connect(format!("{e:?}")),
-        other => Failure::Transport(format!("{other:?}")),
-    }
+    meridian::failure_of_error_code!(ErrorCode, e)
 }
 
 /// A body being read: the stream, then the trailers future, which says whether the body ended
@@ -351,7 +302,7 @@ impl Transport for P3Transport {
             Either::Right(()) => return Err(Failure::Timeout("headers")),
         };
         let status = response.get_status_code();
-        let headers = header_list(response.get_headers().copy_all());
+        let headers = meridian::forward::header_pairs(response.get_headers().copy_all());
         let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
         let (stream, trailers) = wt::Response::consume_body(response, done_rx);
         Ok(UpResponse {
@@ -406,7 +357,7 @@ impl wasip3::exports::http::handler::Guest for Meridian {
     async fn handle(request: wt::Request) -> Result<wt::Response, ErrorCode> {
         let method = method_name(request.get_method());
         let path = request.get_path_with_query().unwrap_or_else(|| "/".into());
-        let headers = header_list(request.get_headers().copy_all());
+        let headers = meridian::forward::header_pairs(request.get_headers().copy_all());
         let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
         let (stream, trailers) = wt::Request::consume_body(request, done_rx);
         let body = ClientBody(Incoming::new(stream, trailers));
