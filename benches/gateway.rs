@@ -247,6 +247,11 @@ async fn main() {
         std::process::exit(1);
     }
     let floor_p3 = Meridian::other_component(&floor_p3_wasm).await;
+    // The same two with TCP_NODELAY: a WASI 0.3 response's headers and body always leave in
+    // separate writes (the runtime sends the headers before the component's body stream has
+    // been read), so on Spin's sockets a reused connection meets the client's delayed ACK.
+    let p3_nd = Meridian::with_host_args(Some(&p3_wasm), &["--tcp-nodelay"]).await;
+    let floor_p3_nd = Meridian::with_host_args(Some(&floor_p3_wasm), &["--tcp-nodelay"]).await;
     // The same two with TCP_NODELAY set on the host's sockets (Spin does not set it).
     let embedded_nd = Meridian::with_host_args(None, &["--tcp-nodelay"]).await;
     let floor_nd = Meridian::with_host_args(Some(&floor_wasm), &["--tcp-nodelay"]).await;
@@ -342,6 +347,20 @@ async fn main() {
         model: "llama-3.1-8b",
         pid: floor_p3.pid(),
     };
+    let via_p3_nd = Target {
+        label: "Meridian WASI 0.3 build, TCP_NODELAY",
+        url: p3_nd.at("/v1/chat/completions"),
+        headers: vec![("x-meridian-privacy", "local-only")],
+        model: "llama-3.1-8b",
+        pid: p3_nd.pid(),
+    };
+    let proxy_p3_nd = Target {
+        label: "bare forwarder, WASI 0.3, TCP_NODELAY",
+        url: floor_p3_nd.at("/v1/chat/completions"),
+        headers: vec![],
+        model: "llama-3.1-8b",
+        pid: floor_p3_nd.pid(),
+    };
     let targets = [
         direct.clone(),
         empty,
@@ -353,6 +372,8 @@ async fn main() {
         via_embedded_nd.clone(),
         via_p3.clone(),
         proxy_p3.clone(),
+        via_p3_nd.clone(),
+        proxy_p3_nd.clone(),
     ];
 
     // Warm up every path (connection pools, wasmtime code).
@@ -399,6 +420,15 @@ async fn main() {
         cpu(p3_s) / cpu(meridian_s)
     );
 
+    let (p3_nd_s, proxy_p3_nd_s) = (&stats[10], &stats[11]);
+    println!(
+        "  with TCP_NODELAY: the WASI 0.3 build over its own bare forwarder: p50 {:+.3} ms ({:.2}×), CPU {:.2}×; over the WASI 0.2 build with TCP_NODELAY: p50 {:.2}×, CPU {:.2}×",
+        p3_nd_s.p50 - proxy_p3_nd_s.p50,
+        p3_nd_s.p50 / proxy_p3_nd_s.p50,
+        cpu(p3_nd_s) / cpu(proxy_p3_nd_s),
+        p3_nd_s.p50 / stats[7].p50,
+        cpu(p3_nd_s) / cpu(&stats[7])
+    );
     let (proxy_nd_s, meridian_nd_s) = (&stats[6], &stats[7]);
     println!(
         "  with TCP_NODELAY: Meridian over the bare forwarding component: p50 {:+.3} ms ({:.2}×), p99 {:+.3} ms",
@@ -420,7 +450,17 @@ async fn main() {
 
     let per32 = (n / 32).max(10);
     println!("non-stream chat, 32 clients × {per32} requests each (one connection per client):");
-    let thirty_two = [direct.clone(), proxy, via_embedded, proxy_p3, via_p3];
+    let thirty_two = [
+        direct.clone(),
+        proxy,
+        via_embedded,
+        proxy_p3,
+        via_p3,
+        proxy_nd,
+        via_embedded_nd,
+        proxy_p3_nd,
+        via_p3_nd,
+    ];
     let mut stats = Vec::new();
     for t in &thirty_two {
         let cpu_before = t.pid.and_then(cpu_ticks);
@@ -458,6 +498,8 @@ async fn main() {
         floor_nd,
         p3,
         floor_p3,
+        p3_nd,
+        floor_p3_nd,
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
