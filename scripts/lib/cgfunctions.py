@@ -61,13 +61,13 @@ if not inclusive:
 shown = 0
 for name, ir in by_fn.most_common():
     kind, fn = name.split(" ", 1)
-    if inclusive:
-        # What a function of the component costs with everything it calls (host calls
-        # included): the runtime's frames and the export glue say nothing here.
-        if kind != "C" or re.search(r"trampoline|^wasm\[|#handle$|__spin_wasi_http|__wasip3|export", fn):
-            continue
     if kind == "C":
         fn = demangle(fn)
+    if inclusive:
+        # What a function of the component costs with everything it calls (host calls
+        # included): the runtime's frames, trampolines and the export glue say nothing here.
+        if kind != "C" or re.search(r"trampoline|^wasm\[|^wasmtime_|^module_start|#handle$|__spin_wasi_http|_export_|Guest|handler", fn):
+            continue
     print(f"  {ir // n:>9,}  {kind}  {fn[:110]}")
     shown += 1
     if shown == top:
