@@ -27,9 +27,6 @@ use crate::error::ApiError;
 use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use crate::policy::{self, Policy};
 
-/// Largest upstream response Meridian buffers (non-stream answers and upstream errors).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-
 fn variable(name: &str) -> Option<String> {
     spin_sdk::variables::get(name)
         .ok()
@@ -458,14 +455,12 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     }
     let secret = |name: &str| variable(name);
     let fresh_id = || format!("mrd-{:016x}", wasi::random::random::get_random_u64());
-    let env = Env {
-        policy: loaded.as_deref().map_err(Clone::clone),
-        secret: &secret,
-        edge_region: variable("edge_region"),
-        max_response_bytes: MAX_RESPONSE_BYTES,
-        geoip: crate::embedded::geoip(),
-        fresh_id: &fresh_id,
-    };
+    let env = Env::deployed(
+        loaded.as_deref().map_err(Clone::clone),
+        &secret,
+        variable("edge_region"),
+        &fresh_id,
+    );
     let request = Request {
         method,
         path,
@@ -473,17 +468,13 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         body,
     };
     let mut reply = api::serve(&env, &WasiTransport, request).await;
+    // A whole body is framed by its length (no chunked terminator), so headers, body and end
+    // are handed over in one step.
+    reply.frame_by_length();
     // The log line is written before the body ends: Spin stops the component as soon as the
     // host has finished sending the response, so anything after the end may never run.
     match reply.body {
         Body::Full(bytes) => {
-            // Framed by its length (no chunked terminator), headers and body handed over in one
-            // step. A 204 carries no length (RFC 9110, 8.6).
-            if reply.status != 204 {
-                reply
-                    .headers
-                    .push(("content-length".into(), bytes.len().to_string()));
-            }
             let mut client =
                 ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
             log_line(reply.record.log_line(wall_ms(), now_ms()));

@@ -96,6 +96,30 @@ pub struct Env<'a> {
     pub fresh_id: &'a dyn Fn() -> String,
 }
 
+/// Largest upstream answer a deployed component buffers (non-stream answers and upstream errors).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+impl<'a> Env<'a> {
+    /// What a deployed component supplies: the policy in force, secrets and the edge region
+    /// from its runtime, fresh request ids; the IP table built into it and
+    /// [`MAX_RESPONSE_BYTES`].
+    pub fn deployed(
+        policy: Result<&'a Policy, ApiError>,
+        secret: &'a dyn Fn(&str) -> Option<String>,
+        edge_region: Option<String>,
+        fresh_id: &'a dyn Fn() -> String,
+    ) -> Env<'a> {
+        Env {
+            policy,
+            secret,
+            edge_region,
+            max_response_bytes: MAX_RESPONSE_BYTES,
+            geoip: crate::embedded::geoip(),
+            fresh_id,
+        }
+    }
+}
+
 /// The answer to one request.
 pub struct Reply<B> {
     pub status: u16,
@@ -103,6 +127,19 @@ pub struct Reply<B> {
     pub body: Body<B>,
     /// Finished for a whole body; a stream's pump adds its outcome.
     pub record: Record,
+}
+
+impl<B> Reply<B> {
+    /// Frames a whole body by its length (no chunked encoding); a 204 carries no length
+    /// (RFC 9110, 8.6). A stream is left as it is.
+    pub fn frame_by_length(&mut self) {
+        if let Body::Full(bytes) = &self.body {
+            if self.status != 204 {
+                self.headers
+                    .push(("content-length".into(), bytes.len().to_string()));
+            }
+        }
+    }
 }
 
 pub enum Body<B> {

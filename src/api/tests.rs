@@ -1449,3 +1449,22 @@ async fn the_last_event_is_ended_even_when_its_blank_line_comes_later() {
         a.text()
     );
 }
+
+#[test]
+fn a_whole_body_is_framed_by_its_length_except_a_204() {
+    let reply = |status: u16| Reply::<crate::testing::FakeBody> {
+        status,
+        headers: vec![],
+        body: Body::Full(b"{\"ok\":true}".to_vec()),
+        record: Record::default(),
+    };
+    let mut ok = reply(200);
+    ok.frame_by_length();
+    assert_eq!(
+        ok.headers,
+        [("content-length".to_string(), "11".to_string())]
+    );
+    let mut empty = reply(204);
+    empty.frame_by_length();
+    assert!(empty.headers.is_empty());
+}

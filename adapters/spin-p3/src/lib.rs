@@ -24,8 +24,6 @@ use wasip3::clocks::{monotonic_clock, system_clock};
 use wasip3::http::types::{self as wt, ErrorCode, Fields, Method, Scheme};
 use wasip3::wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
-/// Largest upstream response Meridian buffers (non-stream answers and upstream errors).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How much one read of a body asks for.
 const READ_BYTES: usize = 16 * 1024;
 
@@ -367,14 +365,12 @@ impl wasip3::exports::http::handler::Guest for Meridian {
         }
         let secret = |name: &str| variable(name);
         let fresh_id = || format!("mrd-{:016x}", wasip3::random::random::get_random_u64());
-        let env = Env {
-            policy: loaded.as_deref().map_err(Clone::clone),
-            secret: &secret,
-            edge_region: variable("edge_region"),
-            max_response_bytes: MAX_RESPONSE_BYTES,
-            geoip: meridian::embedded::geoip(),
-            fresh_id: &fresh_id,
-        };
+        let env = Env::deployed(
+            loaded.as_deref().map_err(Clone::clone),
+            &secret,
+            variable("edge_region"),
+            &fresh_id,
+        );
         let request = Request {
             method,
             path,
@@ -382,13 +378,7 @@ impl wasip3::exports::http::handler::Guest for Meridian {
             body,
         };
         let mut reply = api::serve(&env, &P3Transport, request).await;
-        if let Body::Full(bytes) = &reply.body {
-            if reply.status != 204 {
-                reply
-                    .headers
-                    .push(("content-length".into(), bytes.len().to_string()));
-            }
-        }
+        reply.frame_by_length();
         let (tx, rx) = wasip3::wit_stream::new::<u8>();
         let (trailers_tx, trailers_rx) = wasip3::wit_future::new(|| Ok(None));
         let (response, _transmitted) = wt::Response::new(
