@@ -43,6 +43,20 @@ struct Target {
     pid: Option<u32>,
 }
 
+impl Target {
+    /// A JSON POST of `body` to this target, with its extra headers.
+    fn post(&self, c: &reqwest::Client, body: &str) -> reqwest::RequestBuilder {
+        let mut rb = c
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        for (k, v) in &self.headers {
+            rb = rb.header(*k, *v);
+        }
+        rb
+    }
+}
+
 async fn run(t: &Target, clients: usize, per_client: usize) -> Vec<f64> {
     let body = format!(
         r#"{{"model":"{}","messages":[{{"role":"user","content":"hi"}}]}}"#,
@@ -56,14 +70,7 @@ async fn run(t: &Target, clients: usize, per_client: usize) -> Vec<f64> {
             let mut lat = Vec::with_capacity(per_client);
             for _ in 0..per_client {
                 let start = Instant::now();
-                let mut rb = c
-                    .post(&t.url)
-                    .header("content-type", "application/json")
-                    .body(body.clone());
-                for (k, v) in &t.headers {
-                    rb = rb.header(*k, *v);
-                }
-                let r = rb.send().await.unwrap();
+                let r = t.post(&c, &body).send().await.unwrap();
                 assert_eq!(r.status(), 200, "{}", t.label);
                 r.bytes().await.unwrap();
                 lat.push(start.elapsed().as_secs_f64() * 1000.0);
@@ -89,14 +96,7 @@ async fn run_stream(t: &Target, word: &str, n: usize) -> Vec<(f64, f64)> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        let mut rb = c
-            .post(&t.url)
-            .header("content-type", "application/json")
-            .body(body.clone());
-        for (k, v) in &t.headers {
-            rb = rb.header(*k, *v);
-        }
-        let r = rb.send().await.unwrap();
+        let r = t.post(&c, &body).send().await.unwrap();
         assert_eq!(r.status(), 200, "{}", t.label);
         let mut chunks = r.bytes_stream();
         let mut first = None;
