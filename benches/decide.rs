@@ -65,6 +65,7 @@ fn main() {
         edge_region: None,
         headers: &headers,
         pii: None,
+        unknown_fields: Default::default(),
     };
     let f = facts::from_request(cx, &mut body).unwrap();
 

@@ -24,6 +24,10 @@ pub const TENANT: &str = "x-meridian-tenant";
 pub const CLIENT_COUNTRY: &str = "x-meridian-client-country";
 /// Personal data found in the prompt and what was done: `email=1, iban=1; redacted`, `none`.
 pub const PII: &str = "x-meridian-pii";
+/// The capabilities the request used (`store, web_search`), when it used any.
+pub const CAPABILITIES: &str = "x-meridian-capabilities";
+/// Unknown fields removed under `unknown_fields = "drop"` (`foo, messages[0].bar`).
+pub const DROPPED: &str = "x-meridian-dropped-fields";
 
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
@@ -40,6 +44,8 @@ pub const ALL: &[&str] = &[
     TENANT,
     CLIENT_COUNTRY,
     PII,
+    CAPABILITIES,
+    DROPPED,
 ];
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
@@ -180,6 +186,10 @@ pub struct Record {
     pub started_ms: u64,
     /// Set when the policy has personal-data rules.
     pub pii: Option<PiiRecord>,
+    /// What the request asked providers to do beyond answering (capability names).
+    pub capabilities: Vec<&'static str>,
+    /// Unknown fields dropped before forwarding, as JSON paths.
+    pub dropped: Vec<String>,
 }
 
 impl Record {
@@ -205,6 +215,12 @@ impl Record {
         }
         if let Some(p) = &self.pii {
             put(PII, &p.header());
+        }
+        if !self.capabilities.is_empty() {
+            put(CAPABILITIES, &self.capabilities.join(", "));
+        }
+        if !self.dropped.is_empty() {
+            put(DROPPED, &self.dropped.join(", "));
         }
         if let Some(p) = &self.provider {
             put(PROVIDER, p);
@@ -279,6 +295,8 @@ impl Record {
             stream_outcome: self.stream_outcome,
             upstream_error: self.upstream_error.as_deref(),
             pii: self.pii.as_ref(),
+            capabilities: &self.capabilities,
+            dropped_fields: &self.dropped,
             usage: self.usage,
             cost_usd: self.cost_usd(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
@@ -335,6 +353,10 @@ struct LogLine<'a> {
     upstream_error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pii: Option<&'a PiiRecord>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    capabilities: &'a [&'static str],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    dropped_fields: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,7 @@ fn run_one<'p>(policy: &'p Policy, case: &TestCase) -> Result<Decision<'p>, Stri
         edge_region: case.edge_region.clone(),
         headers: &headers,
         pii: policy.pii.used.then_some(&policy.pii),
+        unknown_fields: policy.settings.unknown_fields,
     };
     let facts = facts::from_request(cx, &mut body)
         .map_err(|e| format!("the request is invalid: {}", e.message))?;

@@ -3,7 +3,9 @@
 use serde_json::{Map, Value};
 
 use crate::location::Location;
-use crate::policy::{Country, MaxPrice, PrivacyFlags, Sort, TenantId, PRIVACY_FLAG_NAMES};
+use crate::policy::{
+    CapSet, Country, MaxPrice, PrivacyFlags, Sort, TenantId, UnknownFields, PRIVACY_FLAG_NAMES,
+};
 
 /// The request header that tightens privacy for one request.
 pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
@@ -43,6 +45,16 @@ impl Endpoint {
         }
     }
 
+    /// The path clients call.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Messages => "/v1/messages",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat",
@@ -78,6 +90,13 @@ pub struct RequestFacts {
     pub stream: bool,
     pub privacy: PrivacyFlags,
     pub prefs: ProviderPrefs,
+    /// What the request asks providers to do beyond answering (`wire::fields`): matched against
+    /// each provider's grant by `decide`.
+    pub capabilities: CapSet,
+    /// `anthropic-beta` values an Anthropic client sent.
+    pub betas: Vec<String>,
+    /// Unknown fields removed under `unknown_fields = "drop"`, as JSON paths.
+    pub dropped: Vec<String>,
     /// Lower-case name → value, for `when.header` conditions.
     #[serde(skip)]
     pub headers: Vec<(String, String)>,
@@ -272,6 +291,8 @@ pub struct Context<'a> {
     pub headers: &'a [(String, String)],
     /// The policy's personal-data detectors, when any rule uses them: the body's text is scanned.
     pub pii: Option<&'a crate::policy::PiiConfig>,
+    /// What to do with a field in no table (`[settings.request] unknown_fields`).
+    pub unknown_fields: UnknownFields,
 }
 
 /// Reads the facts from a parsed JSON body, removing the `provider` object (it is ours, not
@@ -322,6 +343,8 @@ pub fn from_request(
             "invalid_value",
         ));
     }
+    let shape = crate::wire::fields::check(cx.endpoint, body, cx.headers, cx.unknown_fields)
+        .map_err(|e| bad(e.message, None, e.code))?;
     let mut privacy = PrivacyFlags::default();
     if let Some((_, v)) = cx.headers.iter().find(|(n, _)| n == PRIVACY_HEADER) {
         privacy = privacy.union(privacy_from_header(v)?);
@@ -350,6 +373,9 @@ pub fn from_request(
         stream,
         privacy,
         prefs,
+        capabilities: shape.capabilities,
+        betas: shape.betas,
+        dropped: shape.dropped,
         headers: cx.headers.to_vec(),
     })
 }

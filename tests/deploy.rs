@@ -1,5 +1,5 @@
 //! deploy/spinkube.yaml is a valid SpinKube deployment of this app: the SpinApp conforms to the
-//! SpinApp CRD's OpenAPI schema (shared/spinkube, as the Kubernetes API server would check it,
+//! SpinApp CRD's OpenAPI schema (vendored in tests/fixtures/spinkube, as the Kubernetes API server would check it,
 //! with unknown fields refused rather than silently pruned), and it binds every variable
 //! spin.toml declares, each secret one from the Kubernetes Secret rather than a literal.
 
@@ -11,12 +11,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The CRD files: `../shared/spinkube` beside the clone (CI and the development machines), or
-/// `MERIDIAN_SPINKUBE_CRDS`.
+/// The CRD files: the copy vendored in `tests/fixtures/spinkube` (its README names the release
+/// and licence), or `MERIDIAN_SPINKUBE_CRDS` to check against another operator release.
 fn crd_dir() -> PathBuf {
     std::env::var_os("MERIDIAN_SPINKUBE_CRDS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/spinkube"))
+        .unwrap_or_else(|| root().join("tests/fixtures/spinkube"))
 }
 
 fn yaml_docs(path: &Path) -> Vec<Value> {

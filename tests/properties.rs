@@ -609,6 +609,7 @@ proptest! {
                 edge_region: None,
                 headers: &headers,
                 pii: None,
+                unknown_fields: Default::default(),
             };
             let f = facts::from_request(cx, &mut body).unwrap();
             let d = decide(&p, &f);

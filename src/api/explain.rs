@@ -99,6 +99,7 @@ pub fn explain_request(
         edge_region,
         headers,
         pii: policy.pii.used.then_some(&policy.pii),
+        unknown_fields: policy.settings.unknown_fields,
     };
     let facts = facts::from_request(cx, &mut body)
         .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;

@@ -214,10 +214,13 @@ pub(super) async fn inference<T: Transport>(
         edge_region: env.edge_region.clone(),
         headers,
         pii: policy.pii.used.then_some(&policy.pii),
+        unknown_fields: policy.settings.unknown_fields,
     };
     let facts = facts::from_request(cx, &mut body)
         .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
     record.model = Some(facts.model.clone());
+    record.capabilities = facts.capabilities.names();
+    record.dropped = facts.dropped.clone();
 
     let decision = decide(policy, &facts);
     if let (Some(outcome), Some(found)) = (&decision.pii, &facts.pii) {

@@ -432,6 +432,7 @@ fn models(
             edge_region: edge_region.clone(),
             headers,
             pii: None,
+            unknown_fields: policy.settings.unknown_fields,
         };
         let facts = crate::facts::from_request(cx, &mut body)
             .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;

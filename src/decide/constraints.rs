@@ -39,6 +39,9 @@ pub(super) struct Constraint<'p, 'f> {
     pub(super) max_price: MaxPrice,
     /// Only providers without a `key_secret`.
     pub(super) keyless: bool,
+    /// The request asks the provider to store the conversation (`store: true`): a zero-retention
+    /// or no-data-collection constraint then excludes every provider.
+    pub(super) stores: bool,
 }
 
 impl<'p, 'f> Constraint<'p, 'f> {
@@ -52,6 +55,7 @@ impl<'p, 'f> Constraint<'p, 'f> {
             deny: Ids::Request(&[]),
             max_price: MaxPrice::default(),
             keyless: false,
+            stores: false,
         }
     }
 
@@ -102,6 +106,9 @@ impl<'p, 'f> Constraint<'p, 'f> {
                 if q.zdr && !p.zdr {
                     out.push(reason(ReasonKind::Privacy, Message::NoZdr));
                 }
+                if (q.zdr || q.no_data_collection) && self.stores {
+                    out.push(reason(ReasonKind::Capability, Message::StoreOnZdr));
+                }
                 if q.no_training && p.trains_on_inputs {
                     out.push(reason(ReasonKind::Privacy, Message::TrainsOnInputs));
                 }
@@ -146,6 +153,67 @@ impl<'p, 'f> Constraint<'p, 'f> {
                 if let Some(why) = over_price(cap.output, m.output_price, "output") {
                     out.push(reason(ReasonKind::Price, why));
                 }
+            }
+        }
+    }
+}
+
+/// Appends the capability reasons for every serving provider: the request's capabilities must
+/// be carried by the provider's wire for this endpoint, granted to the provider, and not
+/// withdrawn by a matched rule; an Anthropic provider must allow every `anthropic-beta` value.
+pub(super) fn check_capabilities<'p>(
+    facts: &crate::facts::RequestFacts,
+    matched: &[&'p crate::policy::Rule],
+    serving: &[Serving<'p>],
+    reasons: &mut [Vec<Reason<'p>>],
+) {
+    use crate::policy::WireKind;
+    let need = facts.capabilities;
+    let betas = facts.endpoint == crate::facts::Endpoint::Messages && !facts.betas.is_empty();
+    if need.is_empty() && !betas {
+        return;
+    }
+    for ((_, p, _), out) in serving.iter().zip(reasons.iter_mut()) {
+        let carried = crate::wire::fields::carried(p.kind, facts.endpoint);
+        for c in need.iter() {
+            if !carried.contains(c) {
+                out.push(Reason {
+                    by: Who::Request,
+                    kind: ReasonKind::Capability,
+                    message: Message::WireLacks {
+                        capability: c,
+                        wire: p.kind.name(),
+                    },
+                });
+            } else if !p.capabilities.contains(c) {
+                out.push(Reason {
+                    by: Who::Request,
+                    kind: ReasonKind::Capability,
+                    message: Message::NotGranted { capability: c },
+                });
+            } else if let Some(r) = matched.iter().find(|r| {
+                r.require
+                    .capabilities
+                    .is_some_and(|allowed| !allowed.contains(c))
+            }) {
+                out.push(Reason {
+                    by: Who::Rule(&r.id),
+                    kind: ReasonKind::Capability,
+                    message: Message::Withdrawn { capability: c },
+                });
+            }
+        }
+        if betas && p.kind == WireKind::Anthropic {
+            let allowed = |b: &str| {
+                crate::policy::capability::beta_capability(b).is_some()
+                    || p.anthropic_betas.iter().any(|g| g.matches(b))
+            };
+            if !facts.betas.iter().all(|b| allowed(b)) {
+                out.push(Reason {
+                    by: Who::Request,
+                    kind: ReasonKind::Capability,
+                    message: Message::BetaNotAllowed,
+                });
             }
         }
     }

@@ -18,7 +18,7 @@ use crate::policy::{
     Sort, TenantId,
 };
 
-use constraints::{Constraint, Ids, Serving};
+use constraints::{check_capabilities, Constraint, Ids, Serving};
 use ordering::{move_to_front, sort_by, weighted_order};
 use reasons::refusal_for;
 pub use reasons::{Exclusion, Message, Reason, ReasonKind, Refusal, Who};
@@ -248,6 +248,9 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         }
     }
 
+    let stores = facts
+        .capabilities
+        .contains(crate::policy::Capability::Store);
     // Constraints: every matched rule, the tenant, the request. All must hold (intersection).
     let mut constraints: Vec<Constraint> = Vec::with_capacity(matched.len() + 2);
     constraints.extend(matched.iter().map(|r| {
@@ -259,6 +262,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
             allow: q.providers.as_ref().map(Ids::Policy),
             deny: Ids::Policy(&q.deny),
             max_price: q.max_price,
+            stores,
             ..Constraint::new(Who::Rule(&r.id))
         }
     }));
@@ -266,6 +270,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         constraints.push(Constraint {
             residency: t.jurisdictions.as_ref(),
             privacy: t.privacy,
+            stores,
             ..Constraint::new(Who::Tenant(&t.id))
         });
     }
@@ -281,6 +286,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         allow: prefs.only.as_deref().map(Ids::Request),
         deny: Ids::Request(&prefs.ignore),
         max_price: prefs.max_price,
+        stores,
         ..Constraint::new(Who::Request)
     });
     decision.privacy = constraints
@@ -343,6 +349,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
     for c in constraints.iter().filter(|c| c.binds()) {
         c.check_all(&serving, &mut reasons);
     }
+    check_capabilities(facts, &matched, &serving, &mut reasons);
     let mut allowed = Vec::with_capacity(serving.len());
     for ((index, p, m), reasons) in serving.into_iter().zip(reasons) {
         if reasons.is_empty() {

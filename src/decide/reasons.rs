@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::Decision;
-use crate::policy::{ProviderId, RuleId, TenantId};
+use crate::policy::{Capability, ProviderId, RuleId, TenantId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,6 +15,8 @@ pub enum ReasonKind {
     Privacy,
     Scope,
     Price,
+    /// What the request asks the provider to do (keep, fetch, run, send on) is not granted.
+    Capability,
 }
 
 /// Why one constraint excludes one provider. Kept as data and rendered only when shown.
@@ -73,6 +75,24 @@ pub enum Message<'p> {
     NoPrice {
         what: &'static str,
     },
+    /// The provider's wire has no way to carry a capability the request uses.
+    WireLacks {
+        capability: Capability,
+        wire: &'static str,
+    },
+    /// The policy does not grant the provider a capability the request uses.
+    NotGranted {
+        capability: Capability,
+    },
+    /// A matched rule withdraws a capability the provider is granted.
+    Withdrawn {
+        capability: Capability,
+    },
+    /// The request asks the provider to keep the conversation on a route that requires zero
+    /// data retention (or no data collection).
+    StoreOnZdr,
+    /// An `anthropic-beta` value the provider's `anthropic_beta` list does not match.
+    BetaNotAllowed,
 }
 
 impl fmt::Display for Message<'_> {
@@ -106,6 +126,31 @@ impl fmt::Display for Message<'_> {
                 f,
                 "has no {what} price, so the maximum price cannot be proven"
             ),
+            Message::WireLacks { capability, wire } => write!(
+                f,
+                "uses `{}` ({}), which the provider's `{wire}` wire cannot carry for this endpoint",
+                capability.name(),
+                fields_of(capability)
+            ),
+            Message::NotGranted { capability } => write!(
+                f,
+                "uses `{}` ({}), which the policy does not grant this provider (grant it with `capabilities = [\"{}\"]` on the provider)",
+                capability.name(),
+                fields_of(capability),
+                capability.name()
+            ),
+            Message::Withdrawn { capability } => write!(
+                f,
+                "withdraws `{}` ({}), which the request uses",
+                capability.name(),
+                fields_of(capability)
+            ),
+            Message::StoreOnZdr => f.write_str(
+                "requires zero data retention, and the request asks the provider to store the conversation (`store: true`)",
+            ),
+            Message::BetaNotAllowed => f.write_str(
+                "sends an `anthropic-beta` value that the provider's `anthropic_beta` list does not allow",
+            ),
         }
     }
 }
@@ -135,6 +180,24 @@ struct Shown<'a, T>(&'a T);
 impl<T: fmt::Display> Serialize for Shown<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self.0)
+    }
+}
+
+/// The request fields that turn a capability on, for messages.
+pub fn fields_of(c: Capability) -> &'static str {
+    match c {
+        Capability::Store => "`store: true`",
+        Capability::DataSources => "`data_sources`",
+        Capability::Mcp => "`mcp_servers`, an `mcp_toolset` tool or the `mcp-client` beta",
+        Capability::CodeExecution => {
+            "a code execution tool, `container` or a `container_upload` block"
+        }
+        Capability::WebSearch => "a web search tool or `web_search_options`",
+        Capability::WebFetch => "a web fetch tool",
+        Capability::Files => "a provider-side file reference (`file_id`, `source.type = \"file\"`)",
+        Capability::RemoteMedia => {
+            "an image or document URL the provider would fetch (`image_url`, `source.type = \"url\"`)"
+        }
     }
 }
 
@@ -170,6 +233,19 @@ pub(super) fn refusal_for(d: &Decision, model: &str) -> Refusal {
         })
         .collect::<Vec<_>>()
         .join(" | ");
+    let capability_only = !d.excluded.is_empty()
+        && d.excluded
+            .iter()
+            .all(|e| e.reasons.iter().any(|r| r.kind == ReasonKind::Capability));
+    if capability_only {
+        return Refusal {
+            status: 403,
+            code: "capability_not_granted",
+            message: format!(
+                "This request asks the provider to do something the policy grants no allowed provider of `{model}`: remove those fields, or ask the operator to grant the capability. Excluded: {details}"
+            ),
+        };
+    }
     if residency_only {
         Refusal {
             status: 451,

@@ -54,6 +54,7 @@ fn decision_for<'p>(p: &'p Policy, headers: &[(&str, &str)], body: Value) -> Dec
         edge_region: None,
         headers: &headers,
         pii: p.pii.used.then_some(&p.pii),
+        unknown_fields: p.settings.unknown_fields,
     };
     let f = facts::from_request(cx, &mut body).expect("facts");
     decide(p, &f)

@@ -5,6 +5,7 @@
 //! streams). Error answers pass unchanged (they are summarised, never passed on).
 
 pub mod anthropic;
+pub mod fields;
 pub mod messages;
 
 use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};

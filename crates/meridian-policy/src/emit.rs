@@ -146,7 +146,8 @@ newtypes!(
     BaseUrl,
     ModelMap,
     ProviderSet,
-    KindSet
+    KindSet,
+    CapSet
 );
 
 unit_enums! {
@@ -156,10 +157,11 @@ unit_enums! {
     CountryForm { Iso, Edgescape }
     AddressForm { Ip, IpPort }
     Anonymous { Deny, Keyless, Paid }
+    UnknownFields { Refuse, Drop }
 }
 
 structs! {
-    Settings { client, max_body_bytes, anonymous, expose_ratelimit_headers, plan }
+    Settings { client, max_body_bytes, anonymous, expose_ratelimit_headers, plan, unknown_fields }
     ClientSource { platform, country, address, edge_secret }
     CountryHeader { name, form }
     AddressHeader { name, form }
@@ -167,6 +169,7 @@ structs! {
     Provider {
         id, kind, base_url, key_secret, location, countries, single_country, retention_days,
         trains_on_inputs, zdr, self_hosted, models, latency_ms, weight, api_version, max_tokens,
+        capabilities, anthropic_betas,
     }
     ModelEntry { upstream, input_price, output_price, cache_read_price, cache_write_price }
     PrivacyFlags { zdr, no_training, local_only, no_data_collection }
@@ -178,7 +181,7 @@ structs! {
         client_countries, edge_regions, tenants, anonymous, models, privacy, headers, stream,
         endpoints, edge_verified, pii,
     }
-    Require { jurisdiction, self_hosted, privacy, providers, deny, max_price }
+    Require { jurisdiction, self_hosted, privacy, providers, deny, max_price, capabilities }
     MaxPrice { input, output }
     Prefer { order, sort, weights }
     FallbackOn { connect, timeout, malformed, statuses }

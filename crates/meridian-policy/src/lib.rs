@@ -3,6 +3,7 @@
 //! Stages are separate, as in Cedar: parse (TOML with spans) → validate (collect every error,
 //! each with line, column and a hint) → the [`Policy`] the decision engine reads.
 
+pub mod capability;
 mod client;
 mod country;
 mod diag;
@@ -24,7 +25,8 @@ pub use validate::load;
 pub mod keys {
     pub use super::validate::{
         ENDPOINTS, MODEL_KEYS, PII_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS,
-        REQUIRE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
+        REQUEST_KEYS, REQUIRE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS,
+        WHEN_KEYS,
     };
 }
 

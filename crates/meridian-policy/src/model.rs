@@ -54,6 +54,7 @@ typed_id!(
 /// The policy file format version this build understands.
 pub const FORMAT_VERSION: i64 = 1;
 
+pub use crate::capability::{CapSet, Capability, CAPABILITY_NAMES, DEFAULT_ANTHROPIC_BETAS};
 pub use crate::client::{
     AddressForm, AddressHeader, Anonymous, ClientSource, CountryForm, CountryHeader, EdgeSecret,
     Platform,
@@ -133,6 +134,19 @@ pub struct Settings {
     pub expose_ratelimit_headers: bool,
     /// The attempt plan when no matching rule changes it.
     pub plan: Plan,
+    /// What happens to a request field Meridian does not know (`[settings.request]`).
+    pub unknown_fields: UnknownFields,
+}
+
+/// `[settings.request] unknown_fields`: a field that is in no table of the client's protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownFields {
+    /// 400, naming the field and this setting.
+    #[default]
+    Refuse,
+    /// Removed before forwarding, and named in the audit.
+    Drop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +205,13 @@ pub struct Provider {
     pub api_version: Option<Text>,
     /// `anthropic`: `max_tokens` when the client sends none.
     pub max_tokens: Option<u32>,
+    /// What requests may ask this provider to do beyond answering (`capabilities`; when the
+    /// entry says nothing, [`CapSet::HOSTED_DEFAULT`] for hosted providers and nothing for
+    /// self-hosted engines).
+    pub capabilities: CapSet,
+    /// `anthropic`: the `anthropic-beta` values it may be sent (globs; when the entry says
+    /// nothing, [`DEFAULT_ANTHROPIC_BETAS`]).
+    pub anthropic_betas: List<Glob>,
 }
 
 /// A provider's base URL, checked by validation (http or https, a host, no query or fragment)
@@ -457,6 +478,9 @@ pub struct Require {
     pub providers: Option<ProviderSet>,
     pub deny: ProviderSet,
     pub max_price: MaxPrice,
+    /// The most providers may be asked to do for matching requests: granted capabilities
+    /// outside this set are withdrawn (`None`: the providers' grants stand).
+    pub capabilities: Option<CapSet>,
 }
 
 /// Providers a rule names, as positions in [`Policy::providers`] (validation resolved the ids).

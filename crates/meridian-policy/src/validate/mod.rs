@@ -49,7 +49,9 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "allow_anonymous",
     "expose_ratelimit_headers",
     "plan",
+    "request",
 ];
+pub const REQUEST_KEYS: &[&str] = &["unknown_fields"];
 pub const CLIENT_KEYS: &[&str] = &[
     "platform",
     "country_header",
@@ -72,6 +74,8 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "weight",
     "api_version",
     "max_tokens",
+    "capabilities",
+    "anthropic_beta",
 ];
 pub const MODEL_KEYS: &[&str] = &[
     "id",
@@ -113,6 +117,7 @@ pub const REQUIRE_KEYS: &[&str] = &[
     "providers",
     "deny",
     "max_price",
+    "capabilities",
 ];
 pub const PRICE_KEYS: &[&str] = &["input", "output"];
 pub const PREFER_KEYS: &[&str] = &["order", "sort", "weights"];
@@ -314,6 +319,22 @@ fn read_privacy(sink: &mut Sink, list: Option<Vec<Sp<String>>>) -> PrivacyFlags 
         }
     }
     flags
+}
+
+/// A list of capability names; unknown names are reported with a "did you mean".
+fn read_capabilities(sink: &mut Sink, list: &[Sp<String>]) -> CapSet {
+    let mut set = CapSet::EMPTY;
+    for n in list {
+        match Capability::from_name(&n.value) {
+            Some(c) => set.insert(c),
+            None => sink.error_help(
+                n.span.as_ref(),
+                format!("unknown capability `{}`", n.value),
+                suggest(&n.value, CAPABILITY_NAMES),
+            ),
+        }
+    }
+    set
 }
 
 fn check_model_globs(sink: &mut Sink, cx: &Ctx, globs: &[Sp<String>]) -> Vec<Glob> {

@@ -128,6 +128,34 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
                 "remove it; tenants' `max_tokens` caps what requests may ask for",
             );
         }
+        let capabilities = match t.str_list(sink, "capabilities") {
+            Some(l) => read_capabilities(sink, &l),
+            None if self_hosted => CapSet::EMPTY,
+            None => CapSet::HOSTED_DEFAULT,
+        };
+        if capabilities.contains(Capability::Store) && zdr {
+            sink.error_help(
+                t.key_span("capabilities").as_ref(),
+                "a provider with `zdr = true` cannot be granted `store`: stored conversations are retained",
+                "remove `store` from `capabilities`, or `zdr`",
+            );
+        }
+        let anthropic_betas: Vec<Glob> = match t.str_list(sink, "anthropic_beta") {
+            Some(l) => {
+                if kind != Some(WireKind::Anthropic) {
+                    sink.error_help(
+                        t.key_span("anthropic_beta").as_ref(),
+                        "`anthropic_beta` applies to `anthropic` providers only",
+                        "remove it, or set `kind = \"anthropic\"`",
+                    );
+                }
+                l.iter().map(|g| Glob::new(&g.value)).collect()
+            }
+            None => DEFAULT_ANTHROPIC_BETAS
+                .iter()
+                .map(|g| Glob::new(g))
+                .collect(),
+        };
         if let Some(id) = &id {
             cx.provider_ids.push(id.value.clone());
         }
@@ -156,6 +184,8 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             api_version: api_version.map(Into::into),
             max_tokens,
+            capabilities,
+            anthropic_betas: anthropic_betas.into(),
         });
     }
     out

@@ -219,6 +219,9 @@ pub(super) fn read_require(sink: &mut Sink, r: &Obj, cx: &Ctx) -> Require {
             .table(sink, "max_price")
             .map(|p| read_price(sink, &p))
             .unwrap_or_default(),
+        capabilities: r
+            .str_list(sink, "capabilities")
+            .map(|l| read_capabilities(sink, &l)),
     }
 }
 

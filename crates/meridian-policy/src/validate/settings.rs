@@ -9,6 +9,7 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
         anonymous: Anonymous::Deny,
         expose_ratelimit_headers: false,
         plan: Plan::default(),
+        unknown_fields: UnknownFields::Refuse,
     };
     let Some(t) = top.table(sink, "settings") else {
         return Some(s);
@@ -91,6 +92,20 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
     if let Some(p) = t.table(sink, "plan") {
         let patch = read_plan(sink, &p);
         patch.apply(&mut s.plan, &mut BTreeSet::new());
+    }
+    if let Some(r) = t.table(sink, "request") {
+        r.deny_unknown(sink, REQUEST_KEYS);
+        if let Some(v) = r.str(sink, "unknown_fields") {
+            match v.value.as_str() {
+                "refuse" => s.unknown_fields = UnknownFields::Refuse,
+                "drop" => s.unknown_fields = UnknownFields::Drop,
+                other => sink.error_help(
+                    v.span.as_ref(),
+                    format!("unknown `unknown_fields` value `{other}`"),
+                    "`\"refuse\"` (the default: a 400 naming the field) or `\"drop\"` (removed before forwarding, named in the audit)",
+                ),
+            }
+        }
     }
     Some(s)
 }
