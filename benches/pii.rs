@@ -79,10 +79,10 @@ fn main() {
         used: true,
     };
     let all = KindSet::all(config.kind_count());
-    let clean = body(&prose());
-    let ordinary = body(&plain());
-    let ten = body(&with_ten_findings());
-    let run = |b: &serde_json::Map<String, serde_json::Value>, redact: bool| {
+    let mut clean = body(&prose());
+    let mut ordinary = body(&plain());
+    let mut ten = body(&with_ten_findings());
+    let run = |b: &mut serde_json::Map<String, serde_json::Value>, redact: bool| {
         let scanner = Scanner::new(&config);
         let found = scan_body(&scanner, b, Endpoint::Chat);
         if redact && !found.is_empty() {
@@ -92,14 +92,14 @@ fn main() {
         found
     };
     assert!(
-        run(&clean, false).is_empty(),
+        run(&mut clean, false).is_empty(),
         "the dense prompt has findings"
     );
     assert!(
-        run(&ordinary, false).is_empty(),
+        run(&mut ordinary, false).is_empty(),
         "the plain prompt has findings"
     );
-    let found = run(&ten, false);
+    let found = run(&mut ten, false);
     assert_eq!(
         found.counts.iter().map(|(_, n)| n).sum::<u32>(),
         10,
@@ -112,9 +112,9 @@ fn main() {
     {
         let which = std::env::var("MERIDIAN_PII_CASE").unwrap_or_default();
         let (b, redact) = match which.as_str() {
-            "ten" => (&ten, true),
-            "plain" => (&ordinary, false),
-            _ => (&clean, false),
+            "ten" => (&mut ten, true),
+            "plain" => (&mut ordinary, false),
+            _ => (&mut clean, false),
         };
         for _ in 0..n {
             std::hint::black_box(run(std::hint::black_box(b), redact));
@@ -128,17 +128,17 @@ fn main() {
     for _ in 0..200 {
         let t = Instant::now();
         for _ in 0..8 {
-            std::hint::black_box(run(&ordinary, false));
+            std::hint::black_box(run(&mut ordinary, false));
         }
         scan_p.push(t.elapsed().as_secs_f64() * 1e6 / 8.0);
         let t = Instant::now();
         for _ in 0..8 {
-            std::hint::black_box(run(&clean, false));
+            std::hint::black_box(run(&mut clean, false));
         }
         scan_c.push(t.elapsed().as_secs_f64() * 1e6 / 8.0);
         let t = Instant::now();
         for _ in 0..8 {
-            std::hint::black_box(run(&ten, true));
+            std::hint::black_box(run(&mut ten, true));
         }
         scan_t.push(t.elapsed().as_secs_f64() * 1e6 / 8.0);
         let t = Instant::now();

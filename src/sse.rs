@@ -77,14 +77,14 @@ impl Usage {
         if let Some(n) = a.input_tokens {
             let cached = a.cache_read_input_tokens.unwrap_or(0);
             let written = a.cache_creation_input_tokens.unwrap_or(0);
-            self.prompt_tokens = n + cached + written;
+            self.prompt_tokens = n.saturating_add(cached).saturating_add(written);
             self.cached_tokens = cached;
             self.cache_write_tokens = written;
         }
         if let Some(n) = a.output_tokens {
             self.completion_tokens = n;
         }
-        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+        self.total_tokens = self.prompt_tokens.saturating_add(self.completion_tokens);
     }
 
     /// From a whole Anthropic usage object (JSON).

@@ -423,7 +423,10 @@ pub(super) async fn inference<T: Transport>(
         })
     };
 
-    let wt = WireTransport { inner: t };
+    let wt = WireTransport {
+        inner: t,
+        max_response_bytes: env.max_response_bytes,
+    };
     let fwd = forward::forward(
         &wt,
         &decision,

@@ -196,7 +196,7 @@ fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags) -> boo
             let kinds = facts.pii.as_ref().map(|f| f.kinds()).unwrap_or_default();
             match p {
                 PiiWhen::Found(set) => set.intersects(kinds),
-                PiiWhen::None => kinds.is_empty(),
+                PiiWhen::None => kinds.detected().is_empty(),
             }
         })
 }

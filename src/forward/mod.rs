@@ -406,6 +406,11 @@ impl<T: Transport> Loop<'_, T> {
         let mut out = Vec::new();
         loop {
             let now = self.t.now_ms();
+            if now >= self.deadline {
+                // Checked on every read: an answer that keeps trickling (or a translated one
+                // whose chunks yield nothing yet) still ends at the deadline.
+                return Err(Failure::Timeout("deadline"));
+            }
             let wait = self
                 .plan
                 .idle_timeout_ms
@@ -477,6 +482,13 @@ impl<T: Transport> Loop<'_, T> {
         let mut first = Vec::new();
         loop {
             let now = self.t.now_ms();
+            if now.saturating_sub(started) >= self.plan.first_byte_timeout_ms
+                || now >= self.deadline
+            {
+                // Bytes that make no event (pings, an event that never ends) do not hold the
+                // first-byte timeout off.
+                return Err(Failure::Timeout("first byte"));
+            }
             let wait = self
                 .plan
                 .first_byte_timeout_ms

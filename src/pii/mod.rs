@@ -1,9 +1,9 @@
 //! Personal data in prompts: find it in the text the model will read, replace it with typed
 //! placeholders before forwarding, and put the originals back into the answer. Pure: no I/O.
 //!
-//! Only the model's text is scanned: chat message contents (strings and `text` parts),
-//! completions' `prompt` and embeddings' `input` (strings, never token arrays); never other JSON
-//! fields. Detection is a guard, not a guarantee: see the README for what each detector finds.
+//! Everything the model reads is scanned ([`visit_texts`] lists it); content no detector can
+//! read (images, audio, files) is counted as `unscannable`, so a rule can refuse or route it.
+//! Detection is a guard, not a guarantee: see the README for what each detector finds.
 
 mod detect;
 mod restore;
@@ -114,9 +114,16 @@ impl Found {
     }
 
     fn add(&mut self, kind: usize) {
+        self.add_n(kind, 1);
+    }
+
+    fn add_n(&mut self, kind: usize, n: u32) {
+        if n == 0 {
+            return;
+        }
         match self.counts.binary_search_by_key(&kind, |(k, _)| *k) {
-            Ok(i) => self.counts[i].1 += 1,
-            Err(i) => self.counts.insert(i, (kind, 1)),
+            Ok(i) => self.counts[i].1 = self.counts[i].1.saturating_add(n),
+            Err(i) => self.counts.insert(i, (kind, n)),
         }
     }
 
@@ -140,193 +147,240 @@ impl Found {
     }
 }
 
-/// The strings of a request body the model reads.
-fn texts(body: &Map<String, Value>, endpoint: Endpoint) -> Vec<&str> {
-    let mut out = Vec::new();
-    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
-        match v {
-            Value::String(s) => out.push(s.as_str()),
-            Value::Array(items) => out.extend(items.iter().filter_map(Value::as_str)),
+/// Visits every string of a request body that the model reads, and reports content it reads
+/// that no detector can (`opaque`): chat messages (text and refusal parts, tool-call and
+/// function-call arguments, tool results), tool and function definitions (descriptions and
+/// schemas), structured-output schemas and predicted outputs; completions' `prompt` and
+/// `suffix`; embeddings' `input` (strings, never token arrays); Anthropic's `system`, text
+/// blocks, tool-use input, tool results (nested blocks included), documents with text and tool
+/// definitions. Images, audio, PDFs and other files (inline or by reference, by URL or by id)
+/// are opaque. Never other JSON fields (`user`, `metadata`, sampling options).
+pub(crate) fn visit_texts(
+    body: &mut Map<String, Value>,
+    endpoint: Endpoint,
+    text: &mut dyn FnMut(&mut String),
+    opaque: &mut dyn FnMut(),
+) {
+    let mut v = Visit { text, opaque };
+    for (k, val) in body.iter_mut() {
+        match (endpoint, k.as_str()) {
+            (Endpoint::Chat, "messages") => {
+                for m in arr(val) {
+                    v.chat_message(m);
+                }
+            }
+            (Endpoint::Chat, "tools" | "functions") => {
+                for t in arr(val) {
+                    v.all(t.get_mut("function").unwrap_or(&mut Value::Null));
+                    v.all(t.get_mut("custom").unwrap_or(&mut Value::Null));
+                    if t.get("function").is_none() && t.get("custom").is_none() {
+                        v.all(t); // the legacy `functions` form
+                    }
+                }
+            }
+            (Endpoint::Chat, "response_format") => {
+                v.all(val.get_mut("json_schema").unwrap_or(&mut Value::Null))
+            }
+            (Endpoint::Chat, "prediction") => {
+                v.content(val.get_mut("content").unwrap_or(&mut Value::Null))
+            }
+            (Endpoint::Completions, "prompt" | "suffix") | (Endpoint::Embeddings, "input") => {
+                v.strings(val)
+            }
+            (Endpoint::Messages, "system") => v.blocks(val),
+            (Endpoint::Messages, "messages") => {
+                for m in arr(val) {
+                    v.blocks(m.get_mut("content").unwrap_or(&mut Value::Null));
+                }
+            }
+            (Endpoint::Messages, "tools") => {
+                for t in arr(val) {
+                    if let Some(d) = t.get_mut("description") {
+                        v.all(d);
+                    }
+                    if let Some(s) = t.get_mut("input_schema") {
+                        v.all(s);
+                    }
+                }
+            }
             _ => {}
         }
     }
-    match endpoint {
-        Endpoint::Chat => {
-            for m in body
-                .get("messages")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                match m.get("content") {
-                    Some(Value::String(s)) => out.push(s.as_str()),
-                    Some(Value::Array(parts)) => out.extend(
-                        parts
-                            .iter()
-                            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-                            .filter_map(|p| p.get("text").and_then(Value::as_str)),
-                    ),
-                    _ => {}
-                }
-            }
-        }
-        Endpoint::Completions => {
-            if let Some(p) = body.get("prompt") {
-                strings(p, &mut out);
-            }
-        }
-        Endpoint::Embeddings => {
-            if let Some(i) = body.get("input") {
-                strings(i, &mut out);
-            }
-        }
-        Endpoint::Messages => {
-            fn blocks<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
-                match v {
-                    Value::String(s) => out.push(s),
-                    Value::Array(items) => {
-                        for b in items {
-                            match b.get("type").and_then(Value::as_str) {
-                                Some("text") => out.extend(b.get("text").and_then(Value::as_str)),
-                                Some("tool_result") => {
-                                    if let Some(c) = b.get("content") {
-                                        blocks(c, out);
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(sys) = body.get("system") {
-                blocks(sys, &mut out);
-            }
-            for m in body
-                .get("messages")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(c) = m.get("content") {
-                    blocks(c, &mut out);
-                }
-            }
-        }
-    }
-    out
 }
 
-/// The same strings, to rewrite.
-fn texts_mut(body: &mut Map<String, Value>, endpoint: Endpoint) -> Vec<&mut String> {
-    let mut out = Vec::new();
-    fn strings<'a>(v: &'a mut Value, out: &mut Vec<&'a mut String>) {
+fn arr(v: &mut Value) -> std::slice::IterMut<'_, Value> {
+    match v {
+        Value::Array(a) => a.iter_mut(),
+        _ => [].iter_mut(),
+    }
+}
+
+struct Visit<'a> {
+    text: &'a mut dyn FnMut(&mut String),
+    opaque: &'a mut dyn FnMut(),
+}
+
+impl Visit<'_> {
+    /// A string, or an array's strings (token arrays are not text).
+    fn strings(&mut self, v: &mut Value) {
         match v {
-            Value::String(s) => out.push(s),
-            Value::Array(items) => out.extend(items.iter_mut().filter_map(|i| match i {
-                Value::String(s) => Some(s),
-                _ => None,
-            })),
+            Value::String(s) => (self.text)(s),
+            Value::Array(items) => {
+                for i in items {
+                    if let Value::String(s) = i {
+                        (self.text)(s);
+                    }
+                }
+            }
             _ => {}
         }
     }
-    match endpoint {
-        Endpoint::Chat => {
-            if let Some(Value::Array(ms)) = body.get_mut("messages") {
-                for m in ms {
-                    match m.get_mut("content") {
-                        Some(Value::String(s)) => out.push(s),
-                        Some(Value::Array(parts)) => {
-                            for p in parts {
-                                if p.get("type").and_then(Value::as_str) != Some("text") {
-                                    continue;
-                                }
-                                if let Some(Value::String(s)) = p.get_mut("text") {
-                                    out.push(s);
-                                }
+
+    /// Every string value inside (tool input, schemas): keys are the client's names.
+    fn all(&mut self, v: &mut Value) {
+        match v {
+            Value::String(s) => (self.text)(s),
+            Value::Array(items) => items.iter_mut().for_each(|i| self.all(i)),
+            Value::Object(o) => o.values_mut().for_each(|i| self.all(i)),
+            _ => {}
+        }
+    }
+
+    /// A chat `content`: a string or parts.
+    fn content(&mut self, c: &mut Value) {
+        match c {
+            Value::String(s) => (self.text)(s),
+            Value::Array(parts) => {
+                for p in parts {
+                    match p.get("type").and_then(Value::as_str) {
+                        Some("text") => {
+                            if let Some(Value::String(s)) = p.get_mut("text") {
+                                (self.text)(s);
                             }
                         }
+                        Some("refusal") => {
+                            if let Some(Value::String(s)) = p.get_mut("refusal") {
+                                (self.text)(s);
+                            }
+                        }
+                        Some("image_url" | "input_audio" | "file") => (self.opaque)(),
                         _ => {}
                     }
                 }
             }
+            _ => {}
         }
-        Endpoint::Completions => {
-            if let Some(p) = body.get_mut("prompt") {
-                strings(p, &mut out);
-            }
-        }
-        Endpoint::Embeddings => {
-            if let Some(i) = body.get_mut("input") {
-                strings(i, &mut out);
-            }
-        }
-        Endpoint::Messages => {
-            fn blocks<'a>(v: &'a mut Value, out: &mut Vec<&'a mut String>) {
-                match v {
-                    Value::String(s) => out.push(s),
-                    Value::Array(items) => {
-                        for b in items {
-                            let kind = b.get("type").and_then(Value::as_str).unwrap_or("");
-                            match kind {
-                                "text" => {
-                                    if let Some(Value::String(s)) = b.get_mut("text") {
-                                        out.push(s);
-                                    }
-                                }
-                                "tool_result" => {
-                                    if let Some(c) = b.get_mut("content") {
-                                        blocks(c, out);
-                                    }
-                                }
-                                _ => {}
-                            }
+    }
+
+    fn chat_message(&mut self, m: &mut Value) {
+        let Value::Object(m) = m else { return };
+        for (k, val) in m.iter_mut() {
+            match k.as_str() {
+                "content" => self.content(val),
+                "name" => {
+                    if let Value::String(s) = val {
+                        (self.text)(s);
+                    }
+                }
+                "tool_calls" => {
+                    for call in arr(val) {
+                        if let Some(Value::String(a)) = call
+                            .get_mut("function")
+                            .and_then(|f| f.get_mut("arguments"))
+                        {
+                            (self.text)(a);
                         }
                     }
-                    _ => {}
                 }
-            }
-            let (system, messages) = {
-                let mut system = None;
-                let mut messages = None;
-                for (k, v) in body.iter_mut() {
-                    match k.as_str() {
-                        "system" => system = Some(v),
-                        "messages" => messages = Some(v),
-                        _ => {}
+                "function_call" => {
+                    if let Some(Value::String(a)) = val.get_mut("arguments") {
+                        (self.text)(a);
                     }
                 }
-                (system, messages)
-            };
-            if let Some(sys) = system {
-                blocks(sys, &mut out);
-            }
-            if let Some(Value::Array(ms)) = messages {
-                for m in ms {
-                    if let Some(c) = m.get_mut("content") {
-                        blocks(c, &mut out);
-                    }
-                }
+                "audio" => (self.opaque)(),
+                _ => {}
             }
         }
     }
-    out
+
+    /// Anthropic content: a string or blocks.
+    fn blocks(&mut self, v: &mut Value) {
+        match v {
+            Value::String(s) => (self.text)(s),
+            Value::Array(items) => items.iter_mut().for_each(|b| self.block(b)),
+            _ => {}
+        }
+    }
+
+    fn block(&mut self, b: &mut Value) {
+        let kind = b.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "text" => {
+                if let Some(Value::String(s)) = b.get_mut("text") {
+                    (self.text)(s);
+                }
+            }
+            "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+                if let Some(i) = b.get_mut("input") {
+                    self.all(i);
+                }
+            }
+            "tool_result" | "mcp_tool_result" => {
+                if let Some(c) = b.get_mut("content") {
+                    self.blocks(c);
+                }
+            }
+            "document" => {
+                for k in ["title", "context"] {
+                    if let Some(Value::String(s)) = b.get_mut(k) {
+                        (self.text)(s);
+                    }
+                }
+                let Some(src) = b.get_mut("source") else {
+                    return;
+                };
+                match src.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        if let Some(Value::String(s)) = src.get_mut("data") {
+                            (self.text)(s);
+                        }
+                    }
+                    Some("content") => {
+                        if let Some(c) = src.get_mut("content") {
+                            self.blocks(c);
+                        }
+                    }
+                    _ => (self.opaque)(),
+                }
+            }
+            "image" | "container_upload" => (self.opaque)(),
+            _ => {}
+        }
+    }
 }
 
-/// Counts what the body's text contains.
-pub fn scan_body(scanner: &Scanner, body: &Map<String, Value>, endpoint: Endpoint) -> Found {
+/// Counts what the body's text contains; content no detector can read counts as
+/// `unscannable`.
+pub fn scan_body(scanner: &Scanner, body: &mut Map<String, Value>, endpoint: Endpoint) -> Found {
     let mut found = Found::default();
-    for text in texts(body, endpoint) {
-        for f in scanner.scan(text) {
-            found.add(f.kind);
-        }
-    }
+    let mut opaque = 0u32;
+    visit_texts(
+        body,
+        endpoint,
+        &mut |text| {
+            for f in scanner.scan(text) {
+                found.add(f.kind);
+            }
+        },
+        &mut || opaque += 1,
+    );
+    found.add_n(crate::policy::pii::UNSCANNABLE, opaque);
     found
 }
 
 /// Placeholders made for one request: each distinct value of a kind gets its own number, the
-/// same value the same placeholder (`[EMAIL_1]`, `[IBAN_2]`).
+/// same value the same placeholder (`[EMAIL_1]`, `[IBAN_2]`). Looking a value up is a hash
+/// lookup, so redaction is linear in the text and the number of findings.
 #[derive(Debug, Clone, Default)]
 pub struct Redaction {
     /// (placeholder, original), in the order made.
@@ -335,12 +389,14 @@ pub struct Redaction {
     pub replaced: u32,
     /// Distinct values per kind so far: (kind, count).
     numbered: Vec<(usize, u32)>,
+    /// Original → its position in `pairs`.
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Redaction {
-    fn placeholder(&mut self, config: &PiiConfig, kind: usize, original: &str) -> String {
-        if let Some((p, _)) = self.pairs.iter().find(|(_, o)| o == original) {
-            return p.clone();
+    fn placeholder(&mut self, config: &PiiConfig, kind: usize, original: &str) -> &str {
+        if let Some(&i) = self.index.get(original) {
+            return &self.pairs[i].0;
         }
         let tag = config.kind_name(kind).to_ascii_uppercase();
         let n = match self.numbered.iter_mut().find(|(k, _)| *k == kind) {
@@ -353,9 +409,10 @@ impl Redaction {
                 1
             }
         };
-        let p = format!("[{tag}_{n}]");
-        self.pairs.push((p.clone(), original.to_string()));
-        p
+        self.index.insert(original.to_string(), self.pairs.len());
+        self.pairs
+            .push((format!("[{tag}_{n}]"), original.to_string()));
+        &self.pairs[self.pairs.len() - 1].0
     }
 
     /// Replaces findings of `kinds` in `text`. Text left between two replacements can itself
@@ -378,8 +435,7 @@ impl Redaction {
             let mut at = 0;
             for f in findings {
                 out.push_str(&src[at..f.start]);
-                let p = self.placeholder(scanner.config, f.kind, &src[f.start..f.end]);
-                out.push_str(&p);
+                out.push_str(self.placeholder(scanner.config, f.kind, &src[f.start..f.end]));
                 self.replaced += 1;
                 at = f.end;
             }
@@ -401,10 +457,15 @@ pub fn redact_body(
     kinds: KindSet,
 ) -> Redaction {
     let mut r = Redaction::default();
-    for text in texts_mut(body, endpoint) {
-        if let Some(new) = r.redact_text(scanner, text, kinds) {
-            *text = new;
-        }
-    }
+    visit_texts(
+        body,
+        endpoint,
+        &mut |text| {
+            if let Some(new) = r.redact_text(scanner, text, kinds) {
+                *text = new;
+            }
+        },
+        &mut || {},
+    );
     r
 }

@@ -1,16 +1,25 @@
 //! Puts redacted values back into answers: a whole (non-stream) answer, or a stream as it
-//! arrives. A placeholder the model writes across two stream events is put back too: text that
-//! ends in what may be the start of a placeholder is held back (never more than the longest
-//! placeholder) until the next event of the same choice shows whether it is one.
+//! arrives, everywhere the model writes: text, tool-call arguments (OpenAI's, whole and
+//! streamed) and Anthropic tool-use input. A placeholder the model writes across two stream
+//! events is put back too: text that ends in what may be the start of a placeholder is held back
+//! (never more than the longest placeholder) until the next event of the same choice (and tool
+//! call) shows whether it is one. Inside tool-call arguments, which are JSON text, the original
+//! is put back JSON-escaped. Each `[` costs one hash lookup: restoring is linear in the text.
+
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+/// Where a piece of streamed text belongs: a choice's content, or one of its tool calls'
+/// arguments.
+type Slot = (u64, Option<u64>);
+
 pub struct Restorer {
-    /// (placeholder, original).
-    pairs: Vec<(String, String)>,
+    /// Placeholder → original.
+    originals: HashMap<String, String>,
     longest: usize,
-    /// Text held back per choice index.
-    held: Vec<(u64, String)>,
+    /// Text held back per slot.
+    held: Vec<(Slot, String)>,
     /// `id`, `object`, `created`, `model` of the last event, for an event that hands over text
     /// still held when the stream ends.
     template: Map<String, Value>,
@@ -22,7 +31,7 @@ impl Restorer {
     pub fn new(pairs: Vec<(String, String)>) -> Restorer {
         let longest = pairs.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
         Restorer {
-            pairs,
+            originals: pairs.into_iter().collect(),
             longest,
             held: Vec::new(),
             template: Map::new(),
@@ -32,19 +41,31 @@ impl Restorer {
 
     /// Replaces every complete placeholder in `s`.
     pub fn replace_all(&self, s: &str) -> String {
+        self.replace(s, false)
+    }
+
+    /// Replaces every complete placeholder in `s`; `json`: `s` is JSON text, and the originals
+    /// go in escaped as JSON string content.
+    fn replace(&self, s: &str, json: bool) -> String {
         let mut out = String::with_capacity(s.len());
         let mut rest = s;
         while let Some(at) = rest.find('[') {
             out.push_str(&rest[..at]);
             let tail = &rest[at..];
-            match self
-                .pairs
+            let window = &tail.as_bytes()[..tail.len().min(self.longest)];
+            let found = window
                 .iter()
-                .find(|(p, _)| tail.starts_with(p.as_str()))
-            {
-                Some((p, original)) => {
-                    out.push_str(original);
-                    rest = &tail[p.len()..];
+                .position(|&b| b == b']')
+                .and_then(|close| self.originals.get(&tail[..=close]).map(|o| (close, o)));
+            match found {
+                Some((close, original)) => {
+                    if json {
+                        let quoted = serde_json::to_string(original).unwrap_or_default();
+                        out.push_str(&quoted[1..quoted.len().saturating_sub(1).max(1)]);
+                    } else {
+                        out.push_str(original);
+                    }
+                    rest = &tail[close + 1..];
                 }
                 None => {
                     out.push('[');
@@ -54,6 +75,24 @@ impl Restorer {
         }
         out.push_str(rest);
         out
+    }
+
+    /// Whether `tail` (starting with `[`) may be the start of a placeholder: `[`, then upper-case
+    /// letters, digits and `_`, shorter than the longest placeholder.
+    fn may_start_placeholder(&self, tail: &str) -> bool {
+        tail.len() < self.longest
+            && tail
+                .bytes()
+                .skip(1)
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    }
+
+    fn restore_json_string(&self, v: &mut Value) {
+        if let Value::String(s) = v {
+            if s.contains('[') {
+                *s = self.replace(s, true);
+            }
+        }
     }
 
     fn restore_string(&self, v: &mut Value) {
@@ -78,7 +117,7 @@ impl Restorer {
                 }
                 if let Some(input) = b.get_mut("input") {
                     let mut s = Value::String(input.to_string());
-                    self.restore_string(&mut s);
+                    self.restore_json_string(&mut s);
                     if let Some(parsed) = s.as_str().and_then(|s| serde_json::from_str(s).ok()) {
                         *input = parsed;
                     }
@@ -102,7 +141,7 @@ impl Restorer {
                             .get_mut("function")
                             .and_then(|f| f.get_mut("arguments"))
                         {
-                            self.restore_string(a);
+                            self.restore_json_string(a);
                         }
                     }
                 }
@@ -111,28 +150,28 @@ impl Restorer {
         serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
     }
 
-    fn take_held(&mut self, index: u64) -> String {
-        match self.held.iter().position(|(i, _)| *i == index) {
+    fn take_held(&mut self, slot: Slot) -> String {
+        match self.held.iter().position(|(i, _)| *i == slot) {
             Some(p) => self.held.swap_remove(p).1,
             None => String::new(),
         }
     }
 
-    /// One choice's new text: restored, minus a tail that may be the start of a placeholder
-    /// (kept for the next piece) unless this is the choice's last piece.
-    fn piece(&mut self, index: u64, s: &str, last: bool) -> String {
-        let mut text = self.take_held(index);
+    /// One slot's new text: restored, minus a tail that may be the start of a placeholder
+    /// (kept for the next piece) unless this is the choice's last piece. Tool-call arguments
+    /// (`slot.1`) are JSON text.
+    fn piece(&mut self, slot: Slot, s: &str, last: bool) -> String {
+        let mut text = self.take_held(slot);
         text.push_str(s);
-        let mut out = self.replace_all(&text);
-        if !last {
-            if let Some(at) = out.rfind('[') {
-                let tail = &out[at..];
-                if tail.len() < self.longest && self.pairs.iter().any(|(p, _)| p.starts_with(tail))
-                {
-                    self.held.push((index, tail.to_string()));
-                    out.truncate(at);
-                }
-            }
+        // Only a held tail (never restored text) can end in an unfinished placeholder: restore
+        // up to it, hold it.
+        let cut = match text.rfind('[') {
+            Some(at) if !last && self.may_start_placeholder(&text[at..]) => at,
+            _ => text.len(),
+        };
+        let out = self.replace(&text[..cut], slot.1.is_some());
+        if cut < text.len() {
+            self.held.push((slot, text[cut..].to_string()));
         }
         out
     }
@@ -168,13 +207,13 @@ impl Restorer {
             };
             match slot {
                 Some(Value::String(s)) => {
-                    let restored = self.piece(index, s, last);
+                    let restored = self.piece((index, None), s, last);
                     *s = restored;
                 }
                 Some(Value::Null) | None if last => {
                     // A final event without text: nothing held can be lost, as `piece` ran
                     // for every earlier piece; hand over what is held anyway.
-                    let held = self.take_held(index);
+                    let held = self.take_held((index, None));
                     if !held.is_empty() {
                         if let Some(d) = c.get_mut("delta").and_then(Value::as_object_mut) {
                             d.insert("content".into(), Value::String(held));
@@ -183,18 +222,63 @@ impl Restorer {
                 }
                 _ => {}
             }
+            let calls = c
+                .get_mut("delta")
+                .and_then(|d| d.get_mut("tool_calls"))
+                .and_then(Value::as_array_mut);
+            let mut seen: Vec<u64> = Vec::new();
+            for call in calls.into_iter().flatten() {
+                let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                seen.push(tool);
+                if let Some(Value::String(a)) = call
+                    .get_mut("function")
+                    .and_then(|f| f.get_mut("arguments"))
+                {
+                    let restored = self.piece((index, Some(tool)), a, last);
+                    *a = restored;
+                }
+            }
+            if last {
+                // Arguments still held for this choice's tool calls leave with its last event.
+                let rest: Vec<(Slot, String)> = self
+                    .held
+                    .iter()
+                    .filter(|((i, t), _)| *i == index && t.is_some_and(|t| !seen.contains(&t)))
+                    .cloned()
+                    .collect();
+                self.held
+                    .retain(|((i, t), _)| !(*i == index && t.is_some()));
+                if !rest.is_empty() {
+                    if let Some(d) = c.get_mut("delta").and_then(Value::as_object_mut) {
+                        let list = d
+                            .entry("tool_calls")
+                            .or_insert_with(|| Value::Array(Vec::new()));
+                        if let Value::Array(list) = list {
+                            for ((_, t), text) in rest {
+                                list.push(serde_json::json!({"index": t, "function": {"arguments": text}}));
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Events for text still held (the stream ended without a final event for some choice).
     fn flush_events(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        for (index, text) in std::mem::take(&mut self.held) {
+        for ((index, tool), text) in std::mem::take(&mut self.held) {
             let mut e = self.template.clone();
-            let choice = if self.text_field {
-                serde_json::json!({"index": index, "text": text, "finish_reason": null})
-            } else {
-                serde_json::json!({"index": index, "delta": {"content": text}, "finish_reason": null})
+            let choice = match tool {
+                Some(t) => {
+                    serde_json::json!({"index": index, "delta": {"tool_calls": [{"index": t, "function": {"arguments": text}}]}, "finish_reason": null})
+                }
+                None if self.text_field => {
+                    serde_json::json!({"index": index, "text": text, "finish_reason": null})
+                }
+                None => {
+                    serde_json::json!({"index": index, "delta": {"content": text}, "finish_reason": null})
+                }
             };
             e.insert("choices".into(), Value::Array(vec![choice]));
             out.extend_from_slice(b"data: ");

@@ -60,10 +60,10 @@ fn only_the_kinds_asked_for_are_redacted() {
 }
 
 #[test]
-fn only_the_text_the_model_reads_is_scanned() {
+fn everything_the_model_reads_is_scanned_and_nothing_else() {
     let c = config();
     let s = Scanner::new(&c);
-    let body = obj(json!({
+    let mut body = obj(json!({
         "model": "m",
         "user": "jane@example.com",
         "metadata": {"iban": "DE89370400440532013000"},
@@ -75,18 +75,23 @@ fn only_the_text_the_model_reads_is_scanned() {
             {"role": "assistant", "content": null, "tool_calls": [{"function": {"arguments": "{\"to\": \"x@example.com\"}"}}]}
         ]
     }));
-    let found = scan_body(&s, &body, Endpoint::Chat);
-    assert_eq!(found.counts, vec![(PHONE, 1)]);
+    let found = scan_body(&s, &mut body, Endpoint::Chat);
+    // The participant's name, the text part and the tool call's arguments are read by the
+    // model; `user` and `metadata` are not; the image is content no detector reads.
+    assert_eq!(
+        found.counts,
+        vec![(EMAIL, 2), (PHONE, 1), (crate::policy::pii::UNSCANNABLE, 1)]
+    );
 
-    let completions =
+    let mut completions =
         obj(json!({"prompt": ["a jane@example.com", "b 8.8.8.8"], "suffix": "c@example.com"}));
     assert_eq!(
-        scan_body(&s, &completions, Endpoint::Completions).counts,
-        vec![(EMAIL, 1), (IPV4, 1)]
+        scan_body(&s, &mut completions, Endpoint::Completions).counts,
+        vec![(EMAIL, 2), (IPV4, 1)]
     );
-    let embeddings = obj(json!({"input": [[1, 2, 3], "AB123456C"]}));
+    let mut embeddings = obj(json!({"input": [[1, 2, 3], "AB123456C"]}));
     assert_eq!(
-        scan_body(&s, &embeddings, Endpoint::Embeddings).counts,
+        scan_body(&s, &mut embeddings, Endpoint::Embeddings).counts,
         vec![(UK_NINO, 1)]
     );
 }

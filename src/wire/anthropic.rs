@@ -486,6 +486,14 @@ impl StreamTranslator {
                 }
             } else if let Some(d) = line.strip_prefix(b"data:") {
                 let d = d.strip_prefix(b" ").unwrap_or(d);
+                if self.data.len() + d.len() > MAX_LINE_BYTES {
+                    // An event that never ends: passed on as not JSON, so the stream guard ends
+                    // the stream as malformed rather than this buffer growing.
+                    self.data.clear();
+                    self.done = true;
+                    out.extend_from_slice(b"data: an Anthropic event longer than 1 MiB\n\n");
+                    continue;
+                }
                 if !self.data.is_empty() {
                     self.data.push('\n');
                 }

@@ -28,6 +28,8 @@ pub enum Wire {
 /// The transport, with answers translated to the OpenAI wire.
 pub struct WireTransport<'a, T> {
     pub inner: &'a T,
+    /// The most of a whole answer held for translation (the deployment's response limit).
+    pub max_response_bytes: usize,
 }
 
 enum Translate {
@@ -36,6 +38,7 @@ enum Translate {
         buf: Vec<u8>,
         created: u64,
         ended: bool,
+        limit: usize,
     },
 }
 
@@ -44,49 +47,44 @@ pub struct WireBody<B> {
     translate: Option<Translate>,
 }
 
-/// The most of a whole Anthropic answer held for translation.
-const MAX_WHOLE_BYTES: usize = 64 << 20;
-
+/// Translation reads one upstream chunk per call and returns what it made of it, which may be
+/// nothing (an Anthropic `ping`, part of an event, part of a whole answer): an empty chunk. The
+/// caller (the attempt loop, the stream pump) is thus back in control after every upstream read
+/// and applies the first-byte, idle, overall and stream deadlines to translated answers exactly
+/// as to answers passed through: one mechanism for every wire.
 impl<B: BodyStream> BodyStream for WireBody<B> {
     async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>> {
         match &mut self.translate {
             None => self.inner.next_chunk(timeout_ms).await,
-            Some(Translate::Stream(t)) => loop {
-                match self.inner.next_chunk(timeout_ms).await {
-                    Some(Ok(c)) => {
-                        let out = t.feed(&c);
-                        if !out.is_empty() {
-                            return Some(Ok(out));
-                        }
-                    }
-                    other => return other,
-                }
+            Some(Translate::Stream(t)) => match self.inner.next_chunk(timeout_ms).await {
+                Some(Ok(c)) => Some(Ok(t.feed(&c))),
+                other => other,
             },
             Some(Translate::Whole {
                 buf,
                 created,
                 ended,
+                limit,
             }) => {
                 if *ended {
                     return None;
                 }
-                loop {
-                    match self.inner.next_chunk(timeout_ms).await {
-                        Some(Ok(c)) if buf.len() + c.len() <= MAX_WHOLE_BYTES => buf.extend(c),
-                        Some(Ok(_)) => {
-                            return Some(Err(Failure::Malformed(
-                                "the answer is larger than Meridian buffers".into(),
-                            )))
-                        }
-                        Some(Err(e)) => return Some(Err(e)),
-                        None => {
-                            *ended = true;
-                            let whole = std::mem::take(buf);
-                            return Some(Ok(match serde_json::from_slice(&whole) {
-                                Ok(v) => anthropic::response(&v, *created).to_string().into_bytes(),
-                                Err(_) => whole,
-                            }));
-                        }
+                match self.inner.next_chunk(timeout_ms).await {
+                    Some(Ok(c)) if buf.len() + c.len() <= *limit => {
+                        buf.extend(c);
+                        Some(Ok(Vec::new()))
+                    }
+                    Some(Ok(_)) => Some(Err(Failure::Malformed(format!(
+                        "response larger than {limit} bytes"
+                    )))),
+                    Some(Err(e)) => Some(Err(e)),
+                    None => {
+                        *ended = true;
+                        let whole = std::mem::take(buf);
+                        Some(Ok(match serde_json::from_slice(&whole) {
+                            Ok(v) => anthropic::response(&v, *created).to_string().into_bytes(),
+                            Err(_) => whole,
+                        }))
                     }
                 }
             }
@@ -123,6 +121,7 @@ impl<T: Transport> Transport for WireTransport<'_, T> {
                     buf: Vec::new(),
                     created,
                     ended: false,
+                    limit: self.max_response_bytes,
                 }
             }),
             _ => None,

@@ -10,6 +10,14 @@ pub const BUILTIN_KINDS: &[&str] = &[
 /// At most this many custom patterns (kinds are bits of a `u64`).
 pub const MAX_CUSTOM: usize = 32;
 
+/// Content the model reads that no detector can read (images, audio, PDFs and other files,
+/// inline or by reference): not a detector's finding but a fact of the request, so a rule can
+/// refuse or route it (`when = { pii = ["unscannable"] }`). Its bit lies above every detector
+/// kind, so `pii = true` ("any personal data found") and `pii = false` keep meaning detector
+/// findings.
+pub const UNSCANNABLE: usize = 63;
+pub const UNSCANNABLE_NAME: &str = "unscannable";
+
 /// A set of kinds, as bits: bit `i` is the kind with index `i` (built-ins first, then the
 /// policy's custom patterns in order).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,6 +57,11 @@ impl KindSet {
         self.0 == 0
     }
 
+    /// The detectors' findings only (without [`UNSCANNABLE`]).
+    pub fn detected(self) -> KindSet {
+        KindSet(self.0 & !(1u64 << UNSCANNABLE))
+    }
+
     /// The kind indexes in the set, ascending.
     pub fn iter(self) -> impl Iterator<Item = usize> {
         (0..64).filter(move |&i| self.contains(i))
@@ -72,6 +85,9 @@ impl PiiConfig {
     }
 
     pub fn kind_name(&self, kind: usize) -> &str {
+        if kind == UNSCANNABLE {
+            return UNSCANNABLE_NAME;
+        }
         match BUILTIN_KINDS.get(kind) {
             Some(n) => n,
             None => self
@@ -82,6 +98,9 @@ impl PiiConfig {
     }
 
     pub fn kind_of(&self, name: &str) -> Option<usize> {
+        if name == UNSCANNABLE_NAME {
+            return Some(UNSCANNABLE);
+        }
         BUILTIN_KINDS.iter().position(|k| *k == name).or_else(|| {
             self.custom
                 .iter()

@@ -92,7 +92,8 @@ fn read_kinds(sink: &mut Sink, o: &Obj, key: &str, pii: &PiiConfig) -> Option<Ki
     }
     let names = o.str_list(sink, key)?;
     let mut set = KindSet::EMPTY;
-    let known: Vec<&str> = (0..pii.kind_count()).map(|k| pii.kind_name(k)).collect();
+    let mut known: Vec<&str> = (0..pii.kind_count()).map(|k| pii.kind_name(k)).collect();
+    known.push(crate::pii::UNSCANNABLE_NAME);
     for n in names {
         match pii.kind_of(&n.value) {
             Some(k) => set.insert(k),
@@ -124,6 +125,13 @@ pub(super) fn read_when_pii(sink: &mut Sink, w: &Obj, pii: &PiiConfig) -> Option
 
 pub(super) fn read_action(sink: &mut Sink, t: &Obj, when: &When, pii: &PiiConfig) -> PiiAction {
     let redact = read_kinds(sink, t, "redact", pii).unwrap_or_default();
+    if redact.contains(crate::pii::UNSCANNABLE) {
+        sink.error_help(
+            t.key_span("redact").as_ref(),
+            "`unscannable` content cannot be redacted: no detector can read it",
+            "refuse it (`when = { pii = [\"unscannable\"] }` with `refuse = true`) or route it (`require = { self_hosted = true }`)",
+        );
+    }
     let restore = t.bool(sink, "restore").unwrap_or(false);
     let refuse = t.bool(sink, "refuse").unwrap_or(false);
     if restore && redact.is_empty() {

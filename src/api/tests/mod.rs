@@ -1468,3 +1468,5 @@ fn a_whole_body_is_framed_by_its_length_except_a_204() {
     empty.frame_by_length();
     assert!(empty.headers.is_empty());
 }
+
+mod boundary;

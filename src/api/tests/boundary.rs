@@ -1,0 +1,341 @@
+//! What a request may ask a provider to do: unknown fields, capabilities granted per provider
+//! and narrowed by rules, zero retention never forwarding `store: true`, and translated streams
+//! bounded like passed-through ones.
+
+use super::*;
+
+/// `open` (OpenAI wire, US, zero retention), `azure-eu` (Azure, SE, granted `data_sources`),
+/// `claude` (Anthropic, IE, granted `web_search` and `mcp`), `engine` (self-hosted, DE) and
+/// `keeper` (OpenAI wire, US, retains, granted `store`) all serve `m`. `extra` goes into
+/// `[settings]`'s neighbourhood (rules, request settings).
+fn boundary_policy(extra: &str) -> Policy {
+    let text = format!(
+        "version = 1\n[settings]\nallow_anonymous = \"paid\"\n{extra}\n\
+        [[providers]]\nid = \"open\"\nbase_url = \"https://open/v1\"\nlocation = \"US\"\nretention_days = 0\nzdr = true\nmodels = {{ m = \"o-m\" }}\n\
+        [[providers]]\nid = \"keeper\"\nbase_url = \"https://keeper/v1\"\nlocation = \"US\"\ncapabilities = [\"store\", \"remote_media\"]\nmodels = {{ m = \"k-m\" }}\n\
+        [[providers]]\nid = \"azure-eu\"\nkind = \"azure\"\nbase_url = \"https://azure-eu\"\nlocation = \"SE\"\ncapabilities = [\"data_sources\"]\nmodels = {{ m = \"dep\" }}\n\
+        [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://claude/v1\"\nlocation = \"IE\"\ncapabilities = [\"web_search\", \"mcp\"]\nmodels = {{ m = \"claude-x\" }}\n\
+        [[providers]]\nid = \"engine\"\nbase_url = \"http://engine/v1\"\nlocation = \"DE\"\nself_hosted = true\nmodels = {{ m = \"llama\" }}\n"
+    );
+    policy::load(&text, "boundary").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn m_body(extra: &str) -> String {
+    chat_body(extra).replace("chat-model", "m")
+}
+
+async fn post(p: &Policy, t: &Fake, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    call(p, t, "POST", path, headers, body).await
+}
+
+fn sent_json(t: &Fake, i: usize) -> serde_json::Value {
+    serde_json::from_slice(&t.requests.borrow()[i].body).unwrap()
+}
+
+fn reasons(a: &Answer) -> String {
+    a.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_field_is_refused_by_name_or_dropped_when_the_policy_says_so() {
+    let p = boundary_policy("[[rules]]\nid = \"o\"\nprefer = { order = [\"open\"] }\n");
+    let t = no_script();
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &[JSON],
+        &m_body(r#","frobnicate":1"#),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.code(), "unknown_parameter");
+    let m = reasons(&a);
+    assert!(
+        m.contains("`frobnicate`") && m.contains("unknown_fields = \"drop\""),
+        "{m}"
+    );
+    // Nested: an extra key inside a message is a field too.
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &[JSON],
+        r#"{"model":"m","messages":[{"role":"user","content":"hi","x_secret":1}]}"#,
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert!(
+        reasons(&a).contains("`messages[0].x_secret`"),
+        "{}",
+        reasons(&a)
+    );
+    assert!(t.requests.borrow().is_empty(), "nothing was forwarded");
+
+    // Ordinary fields pass unchanged.
+    let t = Fake::new(vec![("open", vec![ok_json(0)])]);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"seed":7,"top_k":5,"response_format":{"type":"json_object"},"stream_options":null,"user":"u1"}"#;
+    let a = post(&p, &t, "/v1/chat/completions", &[JSON], body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent = sent_json(&t, 0);
+    for k in ["temperature", "seed", "top_k", "response_format", "user"] {
+        assert!(sent.get(k).is_some(), "{k} passes: {sent}");
+    }
+
+    // With `unknown_fields = "drop"` the field is removed and named in the audit.
+    let p = boundary_policy("[settings.request]\nunknown_fields = \"drop\"\n[[rules]]\nid = \"o\"\nprefer = { order = [\"open\"] }\n");
+    let t = Fake::new(vec![("open", vec![ok_json(0)])]);
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &[JSON],
+        r#"{"model":"m","messages":[{"role":"user","content":"hi","x":1}],"frobnicate":1}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent = sent_json(&t, 0);
+    assert!(
+        sent.get("frobnicate").is_none() && sent["messages"][0].get("x").is_none(),
+        "{sent}"
+    );
+    assert_eq!(
+        a.header("x-meridian-dropped-fields"),
+        Some("messages[0].x, frobnicate")
+    );
+    let line: serde_json::Value = serde_json::from_str(&a.record.log_line(0, 0)).unwrap();
+    assert_eq!(
+        line["dropped_fields"],
+        serde_json::json!(["messages[0].x", "frobnicate"])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_never_reaches_a_zero_retention_route_and_needs_a_grant_elsewhere() {
+    let p = boundary_policy("");
+    // `x-meridian-privacy: zdr` with `store: true`: every provider is out, and the answer says
+    // why, before anything is sent.
+    let t = no_script();
+    let zdr = [JSON, ("x-meridian-privacy", "zdr")];
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &zdr,
+        &m_body(r#","store":true"#),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert_eq!(a.code(), "capability_not_granted");
+    let m = reasons(&a);
+    assert!(
+        m.contains("zero data retention") && m.contains("`store: true`"),
+        "{m}"
+    );
+    assert!(t.requests.borrow().is_empty());
+
+    // Without zdr, only the provider granted `store` may take it; the others are excluded with
+    // the grant they lack, and the audit names the capability.
+    let t = Fake::new(vec![("keeper", vec![ok_json(0)])]);
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &[JSON],
+        &m_body(r#","store":true"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-meridian-provider"), Some("keeper"));
+    assert_eq!(a.header("x-meridian-capabilities"), Some("store"));
+    assert_eq!(sent_json(&t, 0)["store"], true);
+    assert!(a.record.excluded.contains(&"open".to_string()));
+
+    // `store: false` is an ordinary field.
+    let t = Fake::new(vec![("open", vec![ok_json(0)])]);
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &zdr,
+        &m_body(r#","store":false"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-meridian-capabilities"), None);
+
+    // A rule can withdraw what a provider is granted.
+    let p = boundary_policy("[[rules]]\nid = \"no-retention\"\nrequire = { capabilities = [] }\n");
+    let a = post(
+        &p,
+        &no_script(),
+        "/v1/chat/completions",
+        &[JSON],
+        &m_body(r#","store":true"#),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(
+        reasons(&a).contains("rule `no-retention` withdraws `store`"),
+        "{}",
+        reasons(&a)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn azure_data_sources_only_where_granted_and_only_on_the_azure_wire() {
+    let p = boundary_policy("");
+    let ds = r#","data_sources":[{"type":"azure_search","parameters":{"endpoint":"https://s","index_name":"i","authentication":{"type":"system_assigned_managed_identity"}}}]"#;
+    let t = Fake::new(vec![("azure-eu", vec![ok_json(0)])]);
+    let a = post(&p, &t, "/v1/chat/completions", &[JSON], &m_body(ds)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-meridian-provider"), Some("azure-eu"));
+    assert!(sent_json(&t, 0)["data_sources"].is_array());
+    // Without the grant, no provider is left: a 403 that names the field and the grant.
+    let p = boundary_policy(
+        "[[rules]]\nid = \"plain\"\nrequire = { capabilities = [\"remote_media\"] }\n",
+    );
+    let a = post(
+        &p,
+        &no_script(),
+        "/v1/chat/completions",
+        &[JSON],
+        &m_body(ds),
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    let m = reasons(&a);
+    assert!(
+        m.contains("`data_sources`") && m.contains("`open`: request uses `data_sources`"),
+        "{m}"
+    );
+    assert!(
+        m.contains("cannot carry"),
+        "the openai wire has no data_sources: {m}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_server_tools_mcp_and_betas_need_the_providers_grant() {
+    let h = [JSON, ("x-api-key", "ignored")];
+    let mcp = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"mcp_servers":[{"type":"url","url":"https://evil.example/mcp","name":"x"}]}"#;
+    let msg = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
+    let p = boundary_policy("");
+    let t = Fake::new(vec![("claude", vec![answer(200, msg)])]);
+    let beta = [JSON, ("anthropic-beta", "mcp-client-2025-04-04")];
+    let a = post(&p, &t, "/v1/messages", &beta, mcp).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-meridian-capabilities"), Some("mcp"));
+    assert_eq!(
+        t.requests.borrow()[0].header("anthropic-beta"),
+        Some("mcp-client-2025-04-04")
+    );
+
+    // A web fetch tool is not granted to `claude`, and no other wire can carry it: refused in
+    // Anthropic's error shape, naming the tool.
+    let fetch = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_fetch_20250910","name":"web_fetch"}]}"#;
+    let a = post(&p, &no_script(), "/v1/messages", &h, fetch).await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["type"], "error");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("`web_fetch`") && m.contains("a web fetch tool"),
+        "{m}"
+    );
+
+    // A beta that is not on the provider's list excludes it.
+    let odd = [JSON, ("anthropic-beta", "some-new-beta-2026-01-01")];
+    let t = no_script();
+    let a = post(&p, &t, "/v1/messages", &odd, r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#).await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.text().contains("anthropic_beta"), "{}", a.text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_self_hosted_engine_never_fetches_a_url_the_caller_names() {
+    let p = boundary_policy("[[rules]]\nid = \"home\"\nrequire = { self_hosted = true }\n");
+    let img = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"http://10.0.0.5/admin"}}]}]}"#;
+    let t = no_script();
+    let a = post(&p, &t, "/v1/chat/completions", &[JSON], img).await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(reasons(&a).contains("`remote_media`"), "{}", reasons(&a));
+    assert!(t.requests.borrow().is_empty());
+    // The same image inline (a data URL) is the client's own bytes: served.
+    let t = Fake::new(vec![("engine", vec![ok_json(0)])]);
+    let inline = img.replace(
+        "http://10.0.0.5/admin",
+        "data:image/png;base64,iVBORw0KGgo=",
+    );
+    let a = post(&p, &t, "/v1/chat/completions", &[JSON], &inline).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_translated_stream_of_pings_ends_at_the_stream_deadline() {
+    let p = boundary_policy("[settings.plan]\nstream_deadline_ms = 1500\nidle_timeout_ms = 5000\n[[rules]]\nid = \"c\"\nprefer = { order = [\"claude\"] }\n");
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n";
+    let first = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+    let ping = "event: ping\ndata: {\"type\":\"ping\"}\n\n";
+    let mut chunks = vec![(0, start), (0, first)];
+    chunks.extend(std::iter::repeat_n((100, ping), 120)); // 12 s of pings
+    let t = Fake::new(vec![("claude", vec![sse(&chunks)])]);
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &[JSON],
+        &m_body(r#","stream":true"#),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    assert!(text.contains("\"Hi\""), "{text}");
+    assert!(!text.contains("[DONE]"), "never a clean end: {text}");
+    assert_eq!(
+        a.record.stream_outcome,
+        Some("stream_deadline_exceeded"),
+        "{text}"
+    );
+    assert!(
+        t.now_ms() <= 1600,
+        "ended at {} ms, not after the pings",
+        t.now_ms()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_translated_stream_that_only_pings_never_reaches_its_first_byte() {
+    let p = boundary_policy("[settings.plan]\nfirst_byte_timeout_ms = 1000\n[[rules]]\nid = \"c\"\nprefer = { order = [\"claude\", \"keeper\"] }\n");
+    let ping = "event: ping\ndata: {\"type\":\"ping\"}\n\n";
+    let pings: Vec<(u64, &str)> = std::iter::repeat_n((100, ping), 100).collect();
+    let ok = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n";
+    let t = Fake::new(vec![
+        ("claude", vec![sse(&pings)]),
+        ("keeper", vec![sse(&[(0, ok)])]),
+    ]);
+    let a = post(
+        &p,
+        &t,
+        "/v1/chat/completions",
+        &[JSON],
+        &m_body(r#","stream":true"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.header("x-meridian-provider"),
+        Some("keeper"),
+        "fell back before the first byte"
+    );
+    assert!(
+        a.header("x-meridian-failures")
+            .unwrap_or_default()
+            .contains("claude=timeout"),
+        "{:?}",
+        a.headers
+    );
+}
