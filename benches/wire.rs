@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use meridian::sse::SseGuard;
-use meridian::wire::anthropic;
+use meridian::wire::translate::{chat_from_messages, messages_from_chat};
 use serde_json::{json, Map, Value};
 
 mod common;
@@ -39,7 +39,8 @@ const OPENAI_EVENT: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.com
 const START: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":52,\"output_tokens\":1}}}\n\n";
 
 fn request(body: &Map<String, Value>) -> Vec<u8> {
-    serde_json::to_vec(&anthropic::request(body, "claude-sonnet-4-5", 4096).unwrap()).unwrap()
+    serde_json::to_vec(&messages_from_chat::request(body, "claude-sonnet-4-5", 4096).unwrap())
+        .unwrap()
 }
 
 fn request_base(body: &Map<String, Value>) -> Vec<u8> {
@@ -50,7 +51,7 @@ fn request_base(body: &Map<String, Value>) -> Vec<u8> {
 
 fn answer() -> Vec<u8> {
     let v: Value = serde_json::from_str(ANSWER).unwrap();
-    anthropic::response(&v, 1).to_string().into_bytes()
+    chat_from_messages::response(&v, 1).to_string().into_bytes()
 }
 
 fn answer_base() -> Option<u64> {
@@ -59,7 +60,7 @@ fn answer_base() -> Option<u64> {
 }
 
 /// Per event: the translator and the guard after it (a translator primed with message_start).
-fn event(t: &mut anthropic::StreamTranslator, g: &mut SseGuard) -> usize {
+fn event(t: &mut chat_from_messages::StreamTranslator, g: &mut SseGuard) -> usize {
     let out = t.feed(EVENT);
     g.feed(&out).send.len()
 }
@@ -75,7 +76,7 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         let case = std::env::var("MERIDIAN_WIRE_CASE").unwrap_or_default();
-        let mut t = anthropic::StreamTranslator::new(1, false);
+        let mut t = chat_from_messages::StreamTranslator::new(1, false);
         let mut g = SseGuard::new();
         g.feed(&t.feed(START));
         for _ in 0..n {
@@ -113,7 +114,10 @@ fn main() {
         }
         pct(&mut v, 0.5)
     };
-    let (mut t, mut g) = (anthropic::StreamTranslator::new(1, false), SseGuard::new());
+    let (mut t, mut g) = (
+        chat_from_messages::StreamTranslator::new(1, false),
+        SseGuard::new(),
+    );
     g.feed(&t.feed(START));
     let mut gb = SseGuard::new();
     let rq = time(&mut || {

@@ -35,16 +35,6 @@ impl Endpoint {
         }
     }
 
-    /// The path below a provider's `base_url` (which ends in the API version, e.g. `/v1`), on
-    /// the OpenAI wire (a Messages request becomes a chat request there).
-    pub fn upstream_suffix(self) -> &'static str {
-        match self {
-            Endpoint::Chat | Endpoint::Messages => "chat/completions",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-        }
-    }
-
     /// The path clients call.
     pub fn path(self) -> &'static str {
         match self {
@@ -378,4 +368,11 @@ pub fn from_request(
         dropped: shape.dropped,
         headers: cx.headers.to_vec(),
     })
+}
+
+/// A request whose facts cannot be read is the client's to fix: a 400 naming the parameter.
+impl From<FactsError> for crate::error::ApiError {
+    fn from(fe: FactsError) -> Self {
+        crate::error::ApiError::bad_request(fe.code, fe.message).with_param(fe.param)
+    }
 }

@@ -13,6 +13,7 @@ pub mod decide;
 pub mod error;
 pub mod facts;
 pub mod forward;
+pub mod headers;
 pub mod location;
 pub mod pii;
 /// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.

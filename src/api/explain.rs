@@ -101,8 +101,7 @@ pub fn explain_request(
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
     };
-    let facts = facts::from_request(cx, &mut body)
-        .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
+    let facts = facts::from_request(cx, &mut body).map_err(ApiError::from)?;
     let decision = decide(policy, &facts);
     Ok(json!({
         "policy": policy.version_label(),

@@ -1,5 +1,10 @@
-//! The inference flow: read facts → decide → forward → answer. Authentication, limits, CORS
-//! and the audit headers are `serve`'s; this fills the record and returns the outcome.
+//! One inference request, in the stages a newcomer can read in order: [`prepare`] (parse the
+//! body, apply the tenant's caps, read the facts: fields, capabilities, location, privacy,
+//! personal data) → [`decide_for`] (the pure decision, recorded; a refusal ends here) →
+//! [`redact`] (placeholders for personal data the rules redact) → [`forward_to`] (each
+//! candidate's request on its own wire, the attempt loop) → [`respond`] (the answer, restored
+//! and translated, or an explained error). Each stage takes the one [`Cx`] of the request.
+//! Authentication, limits, CORS and the audit headers are `serve`'s.
 
 use serde_json::{json, Map, Value};
 
@@ -11,10 +16,9 @@ use crate::facts::{self, Endpoint};
 use crate::forward::{self, Failure, Limits, OutboundRequest, Transport};
 use crate::location::Location;
 use crate::pii;
-use crate::policy::{
-    Policy, Tenant, WireKind, ANTHROPIC_MAX_TOKENS, ANTHROPIC_VERSION, AZURE_API_VERSION,
-};
-use crate::wire::{self, Wire, WireBody, WireTransport};
+use crate::policy::{Policy, Tenant, WireKind};
+use crate::wire::translate::messages_from_chat;
+use crate::wire::{self, Outgoing, WireBody, WireTransport};
 
 /// Headers from the upstream response that reach the client: an allowlist. `content-type` and
 /// `retry-after` always; the provider's `x-ratelimit-*` only when the policy says so (they
@@ -170,19 +174,38 @@ fn served_by(record: &mut Record, c: &Candidate) {
     };
 }
 
+/// One request's context, passed to every stage.
+pub(super) struct Cx<'a, 'e, T> {
+    pub env: &'a Env<'e>,
+    pub t: &'a T,
+    pub policy: &'a Policy,
+    pub endpoint: Endpoint,
+    pub headers: &'a [(String, String)],
+    pub tenant: Option<&'a Tenant>,
+    pub record: &'a mut Record,
+}
+
 /// Serves one inference request for an authenticated caller.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn inference<T: Transport>(
-    env: &Env<'_>,
-    t: &T,
-    policy: &Policy,
-    endpoint: Endpoint,
-    headers: &[(String, String)],
+    mut cx: Cx<'_, '_, T>,
     raw_body: &[u8],
-    tenant: Option<&Tenant>,
     location: Location,
-    record: &mut Record,
 ) -> Outcome<WireBody<T::Body>> {
+    let (mut body, facts) = prepare(&mut cx, raw_body, location)?;
+    let decision = decide_for(&mut cx, &facts)?;
+    let restorer = redact(&mut cx, &decision, &mut body);
+    let fwd = forward_to(&cx, &decision, &facts, &body, restorer.is_none()).await;
+    cx.record.attempts = fwd.attempts;
+    respond(&mut cx, &decision, &facts, fwd.outcome, restorer)
+}
+
+/// Parses the body, applies the tenant's token cap and reads the facts (the field tables and
+/// capabilities, privacy flags, the `provider` object, personal data).
+fn prepare<T>(
+    cx: &mut Cx<'_, '_, T>,
+    raw_body: &[u8],
+    location: Location,
+) -> Result<(Map<String, Value>, facts::RequestFacts), ApiError> {
     let mut body = match serde_json::from_slice::<Value>(raw_body) {
         Ok(Value::Object(m)) => m,
         Ok(_) => {
@@ -200,29 +223,37 @@ pub(super) async fn inference<T: Transport>(
             ))
         }
     };
-    if let Some(cap) = tenant.and_then(|t| t.max_tokens) {
-        if endpoint != Endpoint::Embeddings {
+    if let Some(cap) = cx.tenant.and_then(|t| t.max_tokens) {
+        if cx.endpoint != Endpoint::Embeddings {
             cap_max_tokens(&mut body, cap)?;
         }
     }
-
-    let cx = facts::Context {
+    let policy = cx.policy;
+    let fcx = facts::Context {
         location,
-        request_id: record.request_id.clone(),
-        endpoint,
-        tenant: tenant.map(|t| t.id.clone()),
-        edge_region: env.edge_region.clone(),
-        headers,
+        request_id: cx.record.request_id.clone(),
+        endpoint: cx.endpoint,
+        tenant: cx.tenant.map(|t| t.id.clone()),
+        edge_region: cx.env.edge_region.clone(),
+        headers: cx.headers,
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
     };
-    let facts = facts::from_request(cx, &mut body)
-        .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
-    record.model = Some(facts.model.clone());
-    record.capabilities = facts.capabilities.names();
-    record.dropped = facts.dropped.clone();
+    let facts = facts::from_request(fcx, &mut body).map_err(ApiError::from)?;
+    cx.record.model = Some(facts.model.clone());
+    cx.record.capabilities = facts.capabilities.names();
+    cx.record.dropped = facts.dropped.clone();
+    Ok((body, facts))
+}
 
-    let decision = decide(policy, &facts);
+/// The decision, recorded; a refusal is the request's answer.
+fn decide_for<'p, T>(
+    cx: &mut Cx<'p, '_, T>,
+    facts: &facts::RequestFacts,
+) -> Result<crate::decide::Decision<'p>, ApiError> {
+    let policy = cx.policy;
+    let decision = decide(policy, facts);
+    let record = &mut *cx.record;
     if let (Some(outcome), Some(found)) = (&decision.pii, &facts.pii) {
         record.pii = Some(audit::PiiRecord {
             found: found.to_json(&policy.pii),
@@ -260,42 +291,46 @@ pub(super) async fn inference<T: Transport>(
             })),
         );
     }
+    Ok(decision)
+}
 
-    // Personal data the matched rules redact is replaced before any provider sees the body.
-    let mut restorer = None;
-    if let Some(outcome) = decision.pii.as_ref().filter(|o| !o.redact.is_empty()) {
-        let scanner = pii::Scanner::new(&policy.pii);
-        let redaction = pii::redact_body(&scanner, &mut body, endpoint, outcome.redact);
-        if let Some(r) = record.pii.as_mut() {
-            r.redacted = redaction.replaced;
-            r.restored = outcome.restore && !redaction.pairs.is_empty();
-        }
-        if outcome.restore && !redaction.pairs.is_empty() {
-            restorer = Some(Box::new(pii::Restorer::new(redaction.pairs)));
-        }
+/// Personal data the matched rules redact is replaced before any provider sees the body; the
+/// restorer, when the rules put the originals back into the answer.
+fn redact<T>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    body: &mut Map<String, Value>,
+) -> Option<Box<pii::Restorer>> {
+    let outcome = decision.pii.as_ref().filter(|o| !o.redact.is_empty())?;
+    let scanner = pii::Scanner::new(&cx.policy.pii);
+    let redaction = pii::redact_body(&scanner, body, cx.endpoint, outcome.redact);
+    let restore = outcome.restore && !redaction.pairs.is_empty();
+    if let Some(r) = cx.record.pii.as_mut() {
+        r.redacted = redaction.replaced;
+        r.restored = restore;
     }
+    restore.then(|| Box::new(pii::Restorer::new(redaction.pairs)))
+}
 
-    let accept = headers
-        .iter()
-        .find(|(k, _)| k == "accept")
-        .map_or_else(|| "application/json".to_string(), |(_, v)| v.clone());
-    // An Anthropic client's stream from an Anthropic provider passes through as it comes, unless
-    // redacted values must be put back into it (the restorer reads the OpenAI form).
-    let native_streams = restorer.is_none();
+/// Runs the attempt loop: each candidate's request built on its own wire, with the operator's
+/// key from its secret and never the client's credentials.
+async fn forward_to<T: Transport>(
+    cx: &Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    facts: &facts::RequestFacts,
+    body: &Map<String, Value>,
+    native_streams: bool,
+) -> forward::Forwarded<WireBody<T::Body>> {
+    let accept = crate::headers::get(cx.headers, "accept").unwrap_or("application/json");
     let include_usage = body
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         == Some(true);
     let build = |c: &Candidate| -> Result<OutboundRequest, Failure> {
-        let p = &policy.providers[c.index];
-        let mut h = vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            ("accept".to_string(), accept.clone()),
-            ("x-request-id".to_string(), record.request_id.clone()),
-        ];
-        let key = match &p.key_secret {
-            Some(name) => match (env.secret)(name).filter(|k| !k.is_empty()) {
+        let provider = &cx.policy.providers[c.index];
+        let key = match &provider.key_secret {
+            Some(name) => match (cx.env.secret)(name).filter(|k| !k.is_empty()) {
                 Some(key) => Some(key),
                 None => {
                     return Err(Failure::Config(format!(
@@ -305,142 +340,50 @@ pub(super) async fn inference<T: Transport>(
             },
             None => None,
         };
-        let base = p.base_url.as_str().trim_end_matches('/');
-        let suffix = endpoint.upstream_suffix();
-        // The body on the OpenAI wire: the client's own, or a Messages request translated.
-        let openai_body = || {
-            if endpoint == Endpoint::Messages {
-                let chat = wire::messages::to_chat(&body, c.upstream_model)
-                    .map_err(Failure::Untranslatable)?;
-                return serde_json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
-            }
-            let mut b = body.clone();
-            b.insert("model".into(), Value::String(c.upstream_model.to_string()));
-            serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
-        };
-        let (url, bytes, wire) = match p.kind {
-            WireKind::OpenAi => {
-                if let Some(key) = key {
-                    h.push(("authorization".into(), format!("Bearer {key}")));
-                }
-                (format!("{base}/{suffix}"), openai_body()?, Wire::OpenAi)
-            }
-            WireKind::Azure => {
-                let deployment = c.upstream_model;
-                if deployment.is_empty()
-                    || !deployment
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-                {
-                    return Err(Failure::Config(format!(
-                        "`{deployment}` is not an Azure deployment name (letters, digits, `-`, `_`, `.`)"
-                    )));
-                }
-                if let Some(key) = key {
-                    h.push(("api-key".into(), key));
-                }
-                let version = p.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
-                (
-                    format!(
-                        "{base}/openai/deployments/{deployment}/{suffix}?api-version={version}"
-                    ),
-                    openai_body()?,
-                    Wire::OpenAi,
-                )
-            }
-            WireKind::Anthropic if endpoint == Endpoint::Messages => {
-                // Anthropic to Anthropic: the client's request as it came, its model rewritten
-                // and the operator's key injected; the client's API version and betas kept.
-                if let Some(key) = key {
-                    h.push(("x-api-key".into(), key));
-                }
-                let client = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                };
-                let version = client("anthropic-version")
-                    .or_else(|| p.api_version.as_deref().map(str::to_string))
-                    .unwrap_or_else(|| ANTHROPIC_VERSION.to_string());
-                h.push(("anthropic-version".into(), version));
-                if let Some(beta) = client("anthropic-beta") {
-                    h.push(("anthropic-beta".into(), beta));
-                }
-                let mut b = body.clone();
-                b.insert("model".into(), Value::String(c.upstream_model.to_string()));
-                (
-                    format!("{base}/messages"),
-                    serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?,
-                    // A stream is read on the OpenAI wire inside Meridian (the stream contract
-                    // is checked there) and written back as Anthropic events.
-                    match (facts.stream, native_streams) {
-                        (true, true) => Wire::AnthropicNative,
-                        (true, false) => Wire::Anthropic {
-                            stream: true,
-                            include_usage: true,
-                        },
-                        (false, _) => Wire::OpenAi,
-                    },
-                )
-            }
-            WireKind::Anthropic => {
-                if endpoint != Endpoint::Chat {
-                    return Err(Failure::Untranslatable(format!(
-                        "`/v1/{suffix}` (Anthropic serves chat only)"
-                    )));
-                }
-                if let Some(key) = key {
-                    h.push(("x-api-key".into(), key));
-                }
-                let version = p.api_version.as_deref().unwrap_or(ANTHROPIC_VERSION);
-                h.push(("anthropic-version".into(), version.to_string()));
-                let translated = wire::anthropic::request(
-                    &body,
-                    c.upstream_model,
-                    p.max_tokens.unwrap_or(ANTHROPIC_MAX_TOKENS),
-                )
-                .map_err(Failure::Untranslatable)?;
-                (
-                    format!("{base}/messages"),
-                    serde_json::to_vec(&translated).map_err(|e| Failure::Config(e.to_string()))?,
-                    Wire::Anthropic {
-                        stream: facts.stream,
-                        include_usage,
-                    },
-                )
-            }
-        };
-        // A known length rather than chunked encoding: some engines' servers read only
-        // content-length bodies.
-        h.push(("content-length".into(), bytes.len().to_string()));
-        Ok(OutboundRequest {
-            url,
-            headers: h,
-            body: bytes,
-            wire,
-            idle_timeout_ms: 0,
+        wire::request(&Outgoing {
+            endpoint: cx.endpoint,
+            body,
+            provider,
+            upstream_model: c.upstream_model,
+            key,
+            client_headers: cx.headers,
+            accept,
+            request_id: &cx.record.request_id,
+            stream: facts.stream,
+            native_streams,
+            include_usage,
         })
     };
-
     let wt = WireTransport {
-        inner: t,
-        max_response_bytes: env.max_response_bytes,
+        inner: cx.t,
+        max_response_bytes: cx.env.max_response_bytes,
     };
-    let fwd = forward::forward(
+    forward::forward(
         &wt,
-        &decision,
+        decision,
         build,
         facts.stream,
         Limits {
-            max_response_bytes: env.max_response_bytes,
+            max_response_bytes: cx.env.max_response_bytes,
         },
     )
-    .await;
-    record.attempts = fwd.attempts;
-    let ratelimit = policy.settings.expose_ratelimit_headers;
+    .await
+}
 
-    match fwd.outcome {
+/// The answer: a whole body (restored, translated for Anthropic clients), a stream ready to
+/// pump, an upstream error summarised, or why every attempt failed.
+fn respond<T: Transport>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    facts: &facts::RequestFacts,
+    outcome: forward::Outcome<WireBody<T::Body>>,
+    restorer: Option<Box<pii::Restorer>>,
+) -> Outcome<WireBody<T::Body>> {
+    let policy = cx.policy;
+    let endpoint = cx.endpoint;
+    let record = &mut *cx.record;
+    let ratelimit = policy.settings.expose_ratelimit_headers;
+    match outcome {
         forward::Outcome::Exhausted { .. }
             if !record.attempts.is_empty()
                 && record
@@ -516,7 +459,7 @@ pub(super) async fn inference<T: Transport>(
                         // Passed through: only its usage is read, for the audit and the cost.
                         record.usage = Some(crate::sse::Usage::from_anthropic(&v["usage"]));
                     } else {
-                        body = wire::messages::from_chat(&v).to_string().into_bytes();
+                        body = messages_from_chat::response(&v).to_string().into_bytes();
                     }
                 }
                 return Ok((
@@ -554,7 +497,7 @@ pub(super) async fn inference<T: Transport>(
             served_by(record, c);
             // Passed through as Anthropic events: the guard read them as such.
             let native = endpoint == Endpoint::Messages
-                && native_streams
+                && restorer.is_none()
                 && policy.providers[c.index].kind == WireKind::Anthropic;
             Ok((
                 status,
@@ -571,7 +514,7 @@ pub(super) async fn inference<T: Transport>(
                         .saturating_add(decision.plan.stream_deadline_ms),
                     restore: restorer,
                     to_messages: (endpoint == Endpoint::Messages && !native)
-                        .then(|| Box::new(wire::messages::ToMessages::new())),
+                        .then(|| Box::new(messages_from_chat::StreamTranslator::new())),
                     anthropic_errors: native,
                 }),
             ))

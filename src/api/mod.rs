@@ -206,7 +206,7 @@ pub async fn serve<T: Transport, R: RequestBody>(
                 h.push(("allow".into(), allow.into()));
             }
             let body = if anthropic {
-                crate::wire::messages::error_body(e.status, &e.message, e.details.as_deref())
+                crate::wire::anthropic::error_body(e.status, &e.message, e.details.as_deref())
             } else {
                 e.body()
             };
@@ -287,10 +287,16 @@ async fn dispatch<T: Transport, R: RequestBody>(
             let body = read_json_body(policy, headers, body).await?;
             let location = locate(env, policy, headers, record);
             let tenant = authenticate(policy, headers, record)?;
-            inference::inference(
-                env, t, policy, endpoint, headers, &body, tenant, location, record,
-            )
-            .await
+            let cx = inference::Cx {
+                env,
+                t,
+                policy,
+                endpoint,
+                headers,
+                tenant,
+                record,
+            };
+            inference::inference(cx, &body, location).await
         }
     }
 }
@@ -434,8 +440,7 @@ fn models(
             pii: None,
             unknown_fields: policy.settings.unknown_fields,
         };
-        let facts = crate::facts::from_request(cx, &mut body)
-            .map_err(|fe| ApiError::bad_request(fe.code, fe.message).with_param(fe.param))?;
+        let facts = crate::facts::from_request(cx, &mut body).map_err(ApiError::from)?;
         let d = crate::decide::decide(policy, &facts);
         if d.candidates.is_empty() {
             continue;

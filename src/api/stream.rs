@@ -29,7 +29,7 @@ pub struct Stream<B> {
     /// Puts redacted personal data back into the events (`restore = true`).
     pub restore: Option<Box<crate::pii::Restorer>>,
     /// For Anthropic clients: the checked OpenAI events written as Anthropic events.
-    pub to_messages: Option<Box<crate::wire::messages::ToMessages>>,
+    pub to_messages: Option<Box<crate::wire::translate::messages_from_chat::StreamTranslator>>,
     /// The stream is Anthropic's own events, passed through: a fault ends it with Anthropic's
     /// error event.
     pub anthropic_errors: bool,
@@ -121,7 +121,8 @@ impl<B: BodyStream> Stream<B> {
             tail.extend(r.finish());
         }
         if self.anthropic_errors {
-            let body = crate::wire::messages::error_body(500, &fault.message(&self.provider), None);
+            let body =
+                crate::wire::anthropic::error_body(500, &fault.message(&self.provider), None);
             tail.extend_from_slice(b"event: error\ndata: ");
             tail.extend_from_slice(&body);
             tail.extend_from_slice(b"\n\n");

@@ -494,34 +494,6 @@ pub fn check(
     Ok(shape)
 }
 
-/// The capabilities a provider's wire can carry for a client protocol: what it has fields for,
-/// directly or through translation. A request that needs one the wire lacks excludes that
-/// provider whatever the policy grants.
-pub fn carried(kind: crate::policy::WireKind, endpoint: Endpoint) -> CapSet {
-    use crate::policy::WireKind;
-    use Capability as C;
-    match (kind, endpoint) {
-        (WireKind::OpenAi, Endpoint::Chat) => {
-            CapSet::of(&[C::Store, C::WebSearch, C::Files, C::RemoteMedia])
-        }
-        (WireKind::Azure, Endpoint::Chat) => {
-            CapSet::of(&[C::Store, C::DataSources, C::Files, C::RemoteMedia])
-        }
-        // Translated: image URLs have a form on both sides; nothing else does.
-        (WireKind::OpenAi | WireKind::Azure, Endpoint::Messages)
-        | (WireKind::Anthropic, Endpoint::Chat) => CapSet::of(&[C::RemoteMedia]),
-        (WireKind::Anthropic, Endpoint::Messages) => CapSet::of(&[
-            C::Mcp,
-            C::CodeExecution,
-            C::WebSearch,
-            C::WebFetch,
-            C::Files,
-            C::RemoteMedia,
-        ]),
-        (_, Endpoint::Completions | Endpoint::Embeddings) => CapSet::EMPTY,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,105 @@
-//! The providers' own wires. Requests are built per provider kind in the inference flow; this
-//! module translates what comes back, so the attempt loop, the stream guard and the pump only
-//! ever see the OpenAI wire: `WireTransport` wraps the real transport and, for an Anthropic
-//! provider's successful answer, turns the body into OpenAI JSON (whole) or OpenAI SSE (as it
-//! streams). Error answers pass unchanged (they are summarised, never passed on).
+//! The wires: what clients may send and how each provider is spoken to.
+//!
+//! - [`fields`]: the client protocols' field tables and the capabilities a request uses.
+//! - [`openai`], [`azure`], [`anthropic`]: one module per provider wire, each owning its URL,
+//!   authentication, headers, version constants and the capabilities it can carry.
+//! - [`translate`]: chat ⇄ Messages shapes, named by what they produce from what.
+//! - Here: [`request`] builds one provider's request from an [`Outgoing`], and
+//!   [`WireTransport`] translates what comes back, so the attempt loop, the stream guard and the
+//!   pump only ever see the OpenAI wire (an Anthropic provider's successful answer becomes
+//!   OpenAI JSON, whole, or OpenAI SSE, as it streams). Error answers pass unchanged (they are
+//!   summarised, never passed on).
 
 pub mod anthropic;
+pub mod azure;
 pub mod fields;
-pub mod messages;
+pub mod openai;
+pub mod translate;
 
+use serde_json::{Map, Value};
+
+use crate::facts::Endpoint;
 use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
+use crate::policy::{Provider, WireKind};
+use translate::chat_from_messages;
+
+/// Everything a wire needs to build one provider's request.
+pub struct Outgoing<'a> {
+    pub endpoint: Endpoint,
+    /// The client's body, checked against its field table (and redacted where the policy says).
+    pub body: &'a Map<String, Value>,
+    pub provider: &'a Provider,
+    pub upstream_model: &'a str,
+    /// The operator's key for this provider, from its secret.
+    pub key: Option<String>,
+    /// The client's request headers (lower-case names); only named ones are ever copied.
+    pub client_headers: &'a [(String, String)],
+    pub accept: &'a str,
+    pub request_id: &'a str,
+    pub stream: bool,
+    /// An Anthropic stream may pass through as Anthropic events (nothing to restore into it).
+    pub native_streams: bool,
+    /// The client asked for a final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+impl Outgoing<'_> {
+    fn base(&self) -> &str {
+        self.provider.base_url.as_str().trim_end_matches('/')
+    }
+
+    fn client_header(&self, name: &str) -> Option<&str> {
+        crate::headers::get(self.client_headers, name)
+    }
+
+    /// Headers every wire sends: never a client credential.
+    fn common_headers(&self) -> Vec<(String, String)> {
+        vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), self.accept.to_string()),
+            ("x-request-id".to_string(), self.request_id.to_string()),
+        ]
+    }
+
+    /// A known length rather than chunked encoding: some engines' servers read only
+    /// content-length bodies.
+    fn finish(
+        &self,
+        url: String,
+        mut headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        wire: Wire,
+    ) -> OutboundRequest {
+        headers.push(("content-length".into(), body.len().to_string()));
+        OutboundRequest {
+            url,
+            headers,
+            body,
+            wire,
+            idle_timeout_ms: 0,
+        }
+    }
+}
+
+/// One provider's request, on its own wire.
+pub fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
+    match o.provider.kind {
+        WireKind::OpenAi => openai::request(o),
+        WireKind::Azure => azure::request(o),
+        WireKind::Anthropic => anthropic::request(o),
+    }
+}
+
+/// The capabilities a provider's wire can carry for a client protocol: what it has fields for,
+/// directly or through translation. A request that needs one the wire lacks excludes that
+/// provider whatever the policy grants.
+pub fn carries(kind: WireKind, endpoint: Endpoint) -> crate::policy::CapSet {
+    match kind {
+        WireKind::OpenAi => openai::carries(endpoint),
+        WireKind::Azure => azure::carries(endpoint),
+        WireKind::Anthropic => anthropic::carries(endpoint),
+    }
+}
 
 /// What the provider speaks, as far as its answer needs translating.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,7 +124,7 @@ pub struct WireTransport<'a, T> {
 }
 
 enum Translate {
-    Stream(Box<anthropic::StreamTranslator>),
+    Stream(Box<chat_from_messages::StreamTranslator>),
     Whole {
         buf: Vec<u8>,
         created: u64,
@@ -82,7 +173,9 @@ impl<B: BodyStream> BodyStream for WireBody<B> {
                         *ended = true;
                         let whole = std::mem::take(buf);
                         Some(Ok(match serde_json::from_slice(&whole) {
-                            Ok(v) => anthropic::response(&v, *created).to_string().into_bytes(),
+                            Ok(v) => chat_from_messages::response(&v, *created)
+                                .to_string()
+                                .into_bytes(),
                             Err(_) => whole,
                         }))
                     }
@@ -112,7 +205,7 @@ impl<T: Transport> Transport for WireTransport<'_, T> {
                 stream,
                 include_usage,
             } if (200..300).contains(&up.status) => Some(if stream {
-                Translate::Stream(Box::new(anthropic::StreamTranslator::new(
+                Translate::Stream(Box::new(chat_from_messages::StreamTranslator::new(
                     created,
                     include_usage,
                 )))
@@ -153,6 +246,3 @@ impl<T: Transport> Transport for WireTransport<'_, T> {
         self.inner.unix_ms()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -171,13 +171,6 @@ impl WireKind {
     }
 }
 
-/// The Azure OpenAI data-plane API version used when a provider names none.
-pub const AZURE_API_VERSION: &str = "2024-10-21";
-/// The `anthropic-version` header sent when a provider names none.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
-/// `max_tokens` for Anthropic requests that give none (the Messages API requires it).
-pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Provider {
     pub id: ProviderId,

@@ -3,7 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::anthropic::{request, response, StreamTranslator};
+use super::chat_from_messages::{response, StreamTranslator};
+use super::messages_from_chat::request;
 
 fn obj(v: Value) -> Map<String, Value> {
     match v {
@@ -281,8 +282,8 @@ mod messages_in {
     use serde_json::{json, Value};
 
     use super::obj;
-    use crate::wire::anthropic;
-    use crate::wire::messages::{error_body, from_chat, to_chat, ToMessages};
+    use crate::wire::anthropic::error_body;
+    use crate::wire::translate::{chat_from_messages, messages_from_chat};
 
     #[test]
     fn a_messages_request_becomes_an_openai_chat_request() {
@@ -306,7 +307,7 @@ mod messages_in {
             "metadata": {"user_id": "u-9"}
         }));
         assert_eq!(
-            to_chat(&body, "gpt-4o").unwrap(),
+            chat_from_messages::request(&body, "gpt-4o").unwrap(),
             json!({
                 "model": "gpt-4o",
                 "messages": [
@@ -332,7 +333,10 @@ mod messages_in {
         let thinking = obj(
             json!({"model": "m", "max_tokens": 5, "messages": [], "thinking": {"type": "enabled", "budget_tokens": 1024}}),
         );
-        assert_eq!(to_chat(&thinking, "m"), Err("`thinking`".into()));
+        assert_eq!(
+            chat_from_messages::request(&thinking, "m"),
+            Err("`thinking`".into())
+        );
     }
 
     #[test]
@@ -343,7 +347,7 @@ mod messages_in {
                 "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14, "prompt_tokens_details": {"cached_tokens": 6}}});
         assert_eq!(
-            from_chat(&chat),
+            messages_from_chat::response(&chat),
             json!({"id": "chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o",
                 "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}],
                 "stop_reason": "tool_use", "stop_sequence": null,
@@ -404,7 +408,7 @@ mod messages_in {
     #[test]
     fn openai_chunks_become_anthropic_events_whole_lines_at_a_time() {
         let s = openai_chunks();
-        let out = ToMessages::new().feed(s.as_bytes());
+        let out = messages_from_chat::StreamTranslator::new().feed(s.as_bytes());
         let names: Vec<String> = events(&out).into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
@@ -440,14 +444,14 @@ mod messages_in {
             json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 7}})
         );
         // Fed line by line (as the stream guard passes them on) it is the same.
-        let mut m = ToMessages::new();
+        let mut m = messages_from_chat::StreamTranslator::new();
         let mut piecewise = Vec::new();
         for line in s.split_inclusive('\n') {
             piecewise.extend(m.feed(line.as_bytes()));
         }
         assert_eq!(piecewise, out);
         // An error event ends the message without message_stop.
-        let mut m = ToMessages::new();
+        let mut m = messages_from_chat::StreamTranslator::new();
         let mut o = m.feed(
             b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
         );
@@ -582,8 +586,8 @@ mod messages_in {
         /// OpenAI → Anthropic → OpenAI keeps every field both wires can express.
         #[test]
         fn openai_to_anthropic_and_back_keeps_what_both_express(r in request()) {
-            let there = anthropic::request(&obj(r.clone()), "claude", 4096).unwrap();
-            let back = to_chat(&obj(there), "m").unwrap();
+            let there = messages_from_chat::request(&obj(r.clone()), "claude", 4096).unwrap();
+            let back = chat_from_messages::request(&obj(there), "m").unwrap();
             let mut back_meaning = meaning(&back);
             let want = meaning(&r);
             // Several system messages come back as one, joined by a blank line.

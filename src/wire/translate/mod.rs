@@ -1,0 +1,12 @@
+//! Translation between the two request and answer shapes Meridian speaks, named by what each
+//! module produces from what: [`chat_from_messages`] makes OpenAI chat shapes (requests for
+//! OpenAI-wire providers from Anthropic clients, answers for OpenAI clients from Anthropic
+//! providers); [`messages_from_chat`] makes Anthropic Messages shapes (requests for Anthropic
+//! providers from OpenAI clients, answers for Anthropic clients from OpenAI-wire providers).
+//! What a shape cannot express is named, never silently dropped. Pure.
+
+pub mod chat_from_messages;
+pub mod messages_from_chat;
+
+#[cfg(test)]
+mod tests;
