@@ -73,6 +73,29 @@ fn body(prompt: &str) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+/// `n` distinct e-mail addresses in prose.
+fn many_findings(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("write to user{i}@example.com today. "))
+        .collect()
+}
+
+/// Scans, redacts and restores a body; returns how many findings were put back.
+fn redact_and_restore(
+    config: &PiiConfig,
+    b: &mut serde_json::Map<String, serde_json::Value>,
+    all: KindSet,
+    want: usize,
+) -> usize {
+    let scanner = Scanner::new(config);
+    let found = scan_body(&scanner, b, Endpoint::Chat);
+    let r = redact_body(&scanner, b, Endpoint::Chat, all);
+    assert_eq!(r.pairs.len(), want, "{found:?}");
+    let text = b["messages"][0]["content"].as_str().unwrap_or_default();
+    let restorer = meridian::pii::Restorer::new(r.pairs);
+    restorer.replace_all(text).len()
+}
+
 fn main() {
     let config = PiiConfig {
         custom: Default::default(),
@@ -105,6 +128,25 @@ fn main() {
         10,
         "{found:?}"
     );
+
+    // `MERIDIAN_PII_CASE=findings-N`: a prompt with N distinct e-mail addresses, scanned,
+    // redacted and restored `MERIDIAN_PII_CALLS` times (0: the prompt is only built), for
+    // scripts/bench's instruction counts at 1,000, 10,000 and 100,000 findings.
+    if let Some(n) = std::env::var("MERIDIAN_PII_CASE").ok().and_then(|c| {
+        c.strip_prefix("findings-")
+            .and_then(|n| n.parse::<usize>().ok())
+    }) {
+        let calls = std::env::var("MERIDIAN_PII_CALLS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1);
+        let mut b = body(&many_findings(n));
+        for _ in 0..calls {
+            std::hint::black_box(redact_and_restore(&config, &mut b.clone(), all, n));
+        }
+        std::hint::black_box(&mut b);
+        return;
+    }
 
     if let Some(n) = std::env::var("MERIDIAN_PII_CALLS")
         .ok()
@@ -162,5 +204,24 @@ fn main() {
         c / b,
         t / b,
         raw_clean.len()
+    );
+
+    // Redaction and restoring against the number of findings: the time per finding stays flat
+    // when both are linear.
+    let mut per = Vec::new();
+    for n in [1_000usize, 10_000, 100_000] {
+        let b = body(&many_findings(n));
+        let t = Instant::now();
+        std::hint::black_box(redact_and_restore(&config, &mut b.clone(), all, n));
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        per.push((n, us / n as f64));
+    }
+    println!(
+        "scan + redact + restore, per finding: {}; 100,000 against 1,000: {:.2}×",
+        per.iter()
+            .map(|(n, us)| format!("{n} findings {us:.2} µs"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        per[2].1 / per[0].1
     );
 }

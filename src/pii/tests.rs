@@ -318,3 +318,104 @@ proptest! {
         }
     }
 }
+
+/// A chunk of streamed tool-call arguments (OpenAI's form), for choice 0 and tool `tool`.
+fn tool_event(tool: u64, args: &str, finish: Option<&str>) -> Vec<u8> {
+    let e = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": tool, "function": {"arguments": args}}]}, "finish_reason": finish}]});
+    format!("data: {e}\n\n").into_bytes()
+}
+
+/// The arguments of each tool call a client reassembles from restored SSE bytes.
+fn client_args(bytes: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in String::from_utf8_lossy(bytes).lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        for c in v["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let i = c["index"].as_u64().unwrap() as usize;
+            if out.len() <= i {
+                out.resize(i + 1, String::new());
+            }
+            out[i].push_str(c["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    out
+}
+
+#[test]
+fn placeholders_in_streamed_tool_call_arguments_split_anywhere_are_restored() {
+    // An original with a quote must stay valid JSON inside the arguments.
+    let pairs = vec![
+        ("[EMAIL_1]".to_string(), "jane@example.com".to_string()),
+        ("[NAME_1]".to_string(), "O\"Neil".to_string()),
+    ];
+    let args = r#"{"to":"[EMAIL_1]","cc":"[NAME_1]","note":"[x]"}"#;
+    for cut in 0..=args.len() {
+        for second_tool in [false, true] {
+            let mut r = Restorer::new(pairs.clone());
+            let mut wire = Vec::new();
+            wire.extend(r.restore_stream(tool_event(0, &args[..cut], None)));
+            if second_tool {
+                // Another tool call's arguments interleave: held text is kept per call.
+                wire.extend(r.restore_stream(tool_event(1, "{\"a\":\"[EMAI", None)));
+                wire.extend(r.restore_stream(tool_event(1, "L_1]\"}", None)));
+            }
+            wire.extend(r.restore_stream(tool_event(0, &args[cut..], Some("tool_calls"))));
+            wire.extend(r.restore_stream(b"data: [DONE]\n\n".to_vec()));
+            let got = client_args(&wire);
+            let parsed: Value = serde_json::from_str(&got[0])
+                .unwrap_or_else(|e| panic!("cut {cut}: {e}: {}", got[0]));
+            assert_eq!(
+                parsed,
+                json!({"to": "jane@example.com", "cc": "O\"Neil", "note": "[x]"}),
+                "cut at {cut}"
+            );
+            if second_tool {
+                assert_eq!(got[1], r#"{"a":"jane@example.com"}"#, "cut at {cut}");
+            }
+        }
+    }
+}
+
+#[test]
+fn anthropic_tool_use_input_gets_the_originals_back() {
+    let r = Restorer::new(vec![("[EMAIL_1]".into(), "a\"b@example.com".into())]);
+    let body = json!({"type": "message", "content": [
+        {"type": "tool_use", "id": "t", "name": "send", "input": {"to": "[EMAIL_1]", "n": 2}}
+    ]});
+    let out: Value = serde_json::from_slice(&r.restore_body(body.to_string().as_bytes())).unwrap();
+    assert_eq!(
+        out["content"][0]["input"],
+        json!({"to": "a\"b@example.com", "n": 2})
+    );
+}
+
+/// Redacting and restoring 20,000 distinct values gives each its own placeholder and every one
+/// back. (The cost's growth with the number of findings is measured in instructions by
+/// `benches/pii.rs`, not timed here.)
+#[test]
+fn redaction_and_restoring_handle_many_distinct_values() {
+    let c = config();
+    let s = Scanner::new(&c);
+    let n = 20_000;
+    let text: String = (0..n).map(|i| format!("user{i}@example.com ")).collect();
+    let mut r = Redaction::default();
+    let red = r
+        .redact_text(&s, &text, KindSet::all(c.kind_count()))
+        .unwrap();
+    assert_eq!(r.pairs.len(), n);
+    assert_eq!(r.replaced as usize, n);
+    assert!(red.starts_with("[EMAIL_1] [EMAIL_2] "), "{}", &red[..40]);
+    let restorer = Restorer::new(r.pairs.clone());
+    assert_eq!(restorer.replace_all(&red), text);
+}

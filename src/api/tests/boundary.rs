@@ -339,3 +339,193 @@ async fn a_translated_stream_that_only_pings_never_reaches_its_first_byte() {
         a.headers
     );
 }
+
+/// The oracle for the property below, written from OpenAI's and Anthropic's API references
+/// independently of `wire::fields`: the top-level fields each upstream may receive for a chat
+/// request, and the keys of one chat message.
+mod oracle {
+    pub const OPENAI_CHAT: &[&str] = &[
+        "model",
+        "messages",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+        "data_sources",
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+    ];
+    pub const ANTHROPIC_MESSAGES: &[&str] = &[
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "metadata",
+    ];
+    pub const CHAT_MESSAGE: &[&str] = &[
+        "role",
+        "content",
+        "name",
+        "tool_calls",
+        "tool_call_id",
+        "function_call",
+        "refusal",
+        "audio",
+        "reasoning",
+        "reasoning_content",
+    ];
+    pub const ANTHROPIC_MESSAGE: &[&str] = &["role", "content"];
+}
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn extra_key() -> impl Strategy<Value = String> {
+        "x_[a-z]{1,8}"
+    }
+
+    /// A chat request with some ordinary fields, extra top-level fields and extra keys inside
+    /// its messages.
+    fn request() -> impl Strategy<Value = (Value, bool)> {
+        (
+            proptest::collection::vec(extra_key(), 0..3),
+            proptest::collection::vec((0usize..3, extra_key()), 0..3),
+            proptest::option::of(0.0f64..2.0),
+            proptest::option::of(1u64..100),
+            any::<bool>(),
+        )
+            .prop_map(|(top, nested, temperature, max_tokens, user)| {
+                let mut messages = vec![
+                    json!({"role": "system", "content": "be brief"}),
+                    json!({"role": "user", "content": "hi"}),
+                    json!({"role": "assistant", "content": "hello"}),
+                ];
+                for (i, k) in &nested {
+                    messages[*i][k.as_str()] = json!(1);
+                }
+                let mut b = json!({"model": "m", "messages": messages});
+                if let Some(t) = temperature {
+                    b["temperature"] = json!(t);
+                }
+                if let Some(n) = max_tokens {
+                    b["max_tokens"] = json!(n);
+                }
+                if user {
+                    b["user"] = json!("u");
+                }
+                for k in &top {
+                    b[k.as_str()] = json!({"nested": [1, 2]});
+                }
+                (b, !top.is_empty() || !nested.is_empty())
+            })
+    }
+
+    fn keys_within(v: &Value, allowed: &[&str]) -> Result<(), String> {
+        match v.as_object() {
+            Some(o) => match o.keys().find(|k| !allowed.contains(&k.as_str())) {
+                Some(k) => Err(format!("`{k}` is not in the table: {v}")),
+                None => Ok(()),
+            },
+            None => Err(format!("not an object: {v}")),
+        }
+    }
+
+    fn run(policy: &Policy, provider: &'static str, body: &Value) -> (Answer, Option<Value>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reply = if provider == "claude" {
+                r#"{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#
+            } else {
+                r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#
+            };
+            let t = Fake::new(vec![(provider, vec![answer(200, reply)])]);
+            let a = post(policy, &t, "/v1/chat/completions", &[JSON], &body.to_string()).await;
+            let sent = t.requests.borrow().first().map(|r| serde_json::from_slice(&r.body).unwrap());
+            (a, sent)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256).min(2000)
+        ))]
+
+        /// Whatever extra fields a request carries, at the top or inside its messages, each
+        /// wire's upstream receives only fields of that wire's table; with the default
+        /// `unknown_fields = "refuse"`, a request with an extra field reaches no upstream.
+        #[test]
+        fn each_upstream_receives_only_fields_of_its_wires_table((body, extra) in request()) {
+            for provider in ["open", "azure-eu", "claude"] {
+                let rules = format!("[settings.request]\nunknown_fields = \"drop\"\n[[rules]]\nid = \"one\"\nrequire = {{ providers = [\"{provider}\"] }}\n");
+                let p = boundary_policy(&rules);
+                let (a, sent) = run(&p, provider, &body);
+                prop_assert_eq!(a.status, 200, "{}: {}", provider, a.text());
+                let sent = sent.unwrap();
+                let (top, message) = if provider == "claude" {
+                    (oracle::ANTHROPIC_MESSAGES, oracle::ANTHROPIC_MESSAGE)
+                } else {
+                    (oracle::OPENAI_CHAT, oracle::CHAT_MESSAGE)
+                };
+                prop_assert!(keys_within(&sent, top).is_ok(), "{}: {:?}", provider, keys_within(&sent, top));
+                for m in sent["messages"].as_array().unwrap() {
+                    prop_assert!(keys_within(m, message).is_ok(), "{}: {:?}", provider, keys_within(m, message));
+                }
+                // What the client sent and the table knows arrives unchanged (OpenAI wires).
+                if provider != "claude" {
+                    for k in ["temperature", "max_tokens", "user"] {
+                        prop_assert_eq!(&sent.get(k), &body.get(k), "{}", k);
+                    }
+                }
+            }
+            let p = boundary_policy("[[rules]]\nid = \"one\"\nrequire = { providers = [\"open\"] }\n");
+            let (a, sent) = run(&p, "open", &body);
+            if extra {
+                prop_assert_eq!(a.status, 400, "{}", a.text());
+                prop_assert!(sent.is_none());
+            } else {
+                prop_assert_eq!(a.status, 200, "{}", a.text());
+            }
+        }
+    }
+}
