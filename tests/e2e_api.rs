@@ -413,9 +413,10 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
         "{v}"
     );
     assert_eq!(up.requests().len(), 0, "nothing bad reached the upstream");
-    // The deepest JSON the limit allows is parsed, forwarded unchanged and answered.
+    // The deepest JSON the limit allows is parsed, forwarded unchanged and answered (in a field
+    // Meridian passes without walking it).
     let deepest = format!(
-        "{{\"model\": \"chat-model\", \"x\": {}1{}}}",
+        "{{\"model\": \"chat-model\", \"metadata\": {}1{}}}",
         "[".repeat(126),
         "]".repeat(126)
     );
@@ -429,7 +430,7 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
     assert_eq!(r.status(), 200);
     let sent = up.requests().remove(0).body;
     let mut depth = 0;
-    let mut x = &sent["x"];
+    let mut x = &sent["metadata"];
     while let Some(inner) = x.get(0) {
         depth += 1;
         x = inner;

@@ -179,7 +179,7 @@ async fn browser_keys_carry_a_tighter_policy() {
 
     // A model outside the key's globs: refused as out of the tenant's scope.
     let r = post(
-        serde_json::json!({"model": "embed-model", "input": "x"}),
+        serde_json::json!({"model": "embed-model", "messages": [{"role": "user", "content": "x"}]}),
         Some(origin),
     )
     .await

@@ -233,10 +233,11 @@ pub(super) fn refusal_for(d: &Decision, model: &str) -> Refusal {
         })
         .collect::<Vec<_>>()
         .join(" | ");
-    let capability_only = !d.excluded.is_empty()
-        && d.excluded
-            .iter()
-            .all(|e| e.reasons.iter().any(|r| r.kind == ReasonKind::Capability));
+    // Some provider is out only for what the request asks it to do: removing those fields (or
+    // a grant) is what would serve it, so that is what the refusal says.
+    let capability_only = d.excluded.iter().any(|e| {
+        !e.reasons.is_empty() && e.reasons.iter().all(|r| r.kind == ReasonKind::Capability)
+    });
     if capability_only {
         return Refusal {
             status: 403,
