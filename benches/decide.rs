@@ -60,7 +60,7 @@ fn main() {
     let cx = facts::Context {
         location: meridian::location::locate(&p.settings.client, &headers, None, None),
         request_id: "bench".into(),
-        endpoint: facts::Endpoint::Chat,
+        endpoint: meridian::routes::Endpoint::Chat,
         tenant: None,
         edge_region: None,
         headers: &headers,

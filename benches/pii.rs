@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
-use meridian::facts::Endpoint;
 use meridian::pii::{redact_body, scan_body, Scanner};
 use meridian::policy::{KindSet, PiiConfig};
+use meridian::routes::Endpoint;
 
 mod common;
 use common::pct;

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::forward::{Attempt, Failure};
 use crate::location::{Edge, Location};
-use crate::sse::Usage;
+use crate::usage::Usage;
 
 pub const REQUEST_ID: &str = "x-request-id";
 pub const PROVIDER: &str = "x-meridian-provider";
@@ -176,7 +176,7 @@ pub struct Record {
     /// Where the serving provider processes data, as the policy writes it.
     pub jurisdiction: Option<String>,
     /// Prices of the serving model (USD per million tokens), to cost the usage.
-    pub prices: crate::sse::Prices,
+    pub prices: crate::usage::Prices,
     pub usage: Option<Usage>,
     pub error_code: Option<&'static str>,
     pub stream_outcome: Option<&'static str>,

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use crate::decide::{decide, Decision};
 use crate::facts::{self, Endpoint};
 use crate::location::Location;
-use crate::policy::{Expectation, Policy, TestCase};
+use crate::policy::{Case, Expectation, Policy};
 
 #[derive(Debug, Clone)]
 pub struct CaseResult<'p> {
@@ -16,7 +16,7 @@ pub struct CaseResult<'p> {
     pub decision: Option<Decision<'p>>,
 }
 
-fn run_one<'p>(policy: &'p Policy, case: &TestCase) -> Result<Decision<'p>, String> {
+fn run_one<'p>(policy: &'p Policy, case: &Case) -> Result<Decision<'p>, String> {
     let mut headers = case.headers.clone();
     if !case.privacy.names().is_empty() {
         headers.push((
@@ -90,7 +90,7 @@ fn check(expect: &Expectation, d: &Decision) -> Option<String> {
 
 pub fn run(policy: &Policy) -> Vec<CaseResult<'_>> {
     policy
-        .tests
+        .cases
         .iter()
         .map(|case| match run_one(policy, case) {
             Ok(d) => CaseResult {

@@ -6,54 +6,13 @@ use crate::location::Location;
 use crate::policy::{
     CapSet, Country, MaxPrice, PrivacyFlags, Sort, TenantId, UnknownFields, PRIVACY_FLAG_NAMES,
 };
+pub use crate::routes::Endpoint;
 
 /// The request header that tightens privacy for one request.
 pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
 
 /// Longest model name accepted: refused before any lookup, logging or fuzzy matching.
 pub const MAX_MODEL_BYTES: usize = 256;
-
-/// The inference endpoints Meridian forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Endpoint {
-    Chat,
-    Completions,
-    Embeddings,
-    /// Anthropic's Messages API, for clients built on Anthropic's SDKs.
-    Messages,
-}
-
-impl Endpoint {
-    pub fn from_path(path: &str) -> Option<Endpoint> {
-        match path {
-            "/v1/chat/completions" => Some(Endpoint::Chat),
-            "/v1/completions" => Some(Endpoint::Completions),
-            "/v1/embeddings" => Some(Endpoint::Embeddings),
-            "/v1/messages" => Some(Endpoint::Messages),
-            _ => None,
-        }
-    }
-
-    /// The path clients call.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "/v1/chat/completions",
-            Endpoint::Completions => "/v1/completions",
-            Endpoint::Embeddings => "/v1/embeddings",
-            Endpoint::Messages => "/v1/messages",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "chat",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-            Endpoint::Messages => "messages",
-        }
-    }
-}
 
 /// The OpenRouter-compatible per-request routing options (`provider` in the body).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]

@@ -16,6 +16,8 @@ pub mod forward;
 pub mod headers;
 pub mod location;
 pub mod pii;
+pub mod routes;
+pub mod runtime;
 /// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.
 pub use meridian_policy as policy;
 #[cfg(test)]
@@ -23,6 +25,7 @@ mod fuzz;
 pub mod sse;
 #[cfg(test)]
 mod testing;
+pub mod usage;
 pub mod wire;
 
 /// The policy `build.rs` validated and compiled into this build: `MERIDIAN_POLICY` at build time,
@@ -65,7 +68,7 @@ pub mod embedded {
                     .unwrap();
             let parsed = crate::policy::load(&text, path).unwrap();
             let parsed = crate::policy::Policy {
-                tests: Vec::new(),
+                cases: Vec::new(),
                 warnings: Vec::new(),
                 ..parsed
             };

@@ -99,7 +99,7 @@ fn failure_of(e: &ErrorCode) -> Failure {
 }
 
 fn header_list(fields: Fields) -> Vec<(String, String)> {
-    crate::forward::header_pairs(fields.entries())
+    crate::runtime::header_pairs(fields.entries())
 }
 
 /// An outgoing body (a response's or a request's), written here rather than through spin-sdk's
@@ -292,7 +292,7 @@ impl Transport for WasiTransport {
         mut req: OutboundRequest,
         timeout_ms: u64,
     ) -> Result<UpResponse<WasiBody>, Failure> {
-        let target = crate::forward::Target::parse(&req.url)
+        let target = crate::runtime::Target::parse(&req.url)
             .ok_or_else(|| Failure::Config(format!("`{}` is not an http(s) URL", req.url)))?;
         // One host call for all the headers; a header the host refuses is dropped rather than
         // failing the request.
@@ -390,7 +390,7 @@ impl RequestBody for WasiRequestBody {
 /// Header fields from (name, value) pairs in one host call; if the host refuses the list (a
 /// forbidden or malformed header), field by field, dropping the ones it refuses.
 fn fields(headers: Vec<(String, String)>) -> Fields {
-    let list = crate::forward::field_list(headers);
+    let list = crate::runtime::field_list(headers);
     Fields::from_list(&list).unwrap_or_else(|_| {
         let fields = Fields::new();
         for (k, v) in &list {

@@ -31,7 +31,7 @@ fn every_shipped_policy_validates_and_passes_its_cases() {
         let text = std::fs::read_to_string(&f).unwrap();
         let name = f.strip_prefix(root).unwrap().display().to_string();
         let p = policy::load(&text, &name).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!p.tests.is_empty(), "{name} carries no [[test]] cases");
+        assert!(!p.cases.is_empty(), "{name} carries no [[test]] cases");
         for r in cases::run(&p) {
             assert!(
                 r.failure.is_none(),
@@ -57,7 +57,7 @@ fn the_embedded_default_is_policies_default_toml() {
         assert_eq!(built_in.version_label(), parsed.version_label());
         // The static data is the parsed policy, field for field (but its test cases).
         let parsed = policy::Policy {
-            tests: Vec::new(),
+            cases: Vec::new(),
             warnings: Vec::new(),
             ..parsed
         };

@@ -90,7 +90,7 @@ fn summary(p: &Policy) -> String {
         p.providers.len(),
         p.tenants.len(),
         p.rules.len(),
-        p.tests.len()
+        p.cases.len()
     )
 }
 

@@ -166,7 +166,7 @@ fn served_by(record: &mut Record, c: &Candidate) {
     record.provider = Some(c.provider.0.to_string());
     record.upstream_model = Some(c.upstream_model.to_string());
     record.jurisdiction = Some(c.location.to_string());
-    record.prices = crate::sse::Prices {
+    record.prices = crate::usage::Prices {
         input: c.input_price,
         output: c.output_price,
         cache_read: c.cache_read_price,
@@ -457,7 +457,7 @@ fn respond<T: Transport>(
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     if policy.providers[c.index].kind == WireKind::Anthropic {
                         // Passed through: only its usage is read, for the audit and the cost.
-                        record.usage = Some(crate::sse::Usage::from_anthropic(&v["usage"]));
+                        record.usage = Some(crate::usage::Usage::from_anthropic(&v["usage"]));
                     } else {
                         body = messages_from_chat::response(&v).to_string().into_bytes();
                     }

@@ -9,6 +9,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use crate::routes::{method_not_allowed, not_found, route, Route};
 pub use explain::{explain, explain_request, explain_text};
 pub use stream::{ChunkSink, Stream};
 
@@ -16,54 +17,14 @@ use serde_json::json;
 
 use crate::audit::{self, Caller, Record};
 use crate::error::ApiError;
-use crate::facts::Endpoint;
 use crate::forward::Transport;
 use crate::location::{self, Location};
 use crate::policy::geoip::GeoTable;
 use crate::policy::Policy;
+use crate::routes::Endpoint;
 
 /// Longest request id accepted from a client; longer or non-visible-ASCII ids are replaced.
 const MAX_REQUEST_ID: usize = 128;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Health,
-    Models,
-    Explain,
-    Inference(Endpoint),
-    /// Anthropic's token counting, which Meridian refuses clearly.
-    CountTokens,
-    Preflight,
-    NotFound,
-    MethodNotAllowed(&'static str),
-}
-
-/// Maps method and path (query ignored) to a route. `OPTIONS` is a CORS preflight on any path.
-pub fn route(method: &str, path: &str) -> Route {
-    if method == "OPTIONS" {
-        return Route::Preflight;
-    }
-    let path = path.split('?').next().unwrap_or(path);
-    let path = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
-    let (route, allowed) = match path {
-        "/healthz" => (Route::Health, "GET"),
-        "/v1/models" => (Route::Models, "GET"),
-        "/v1/route/explain" => (Route::Explain, "POST"),
-        "/v1/messages/count_tokens" => (Route::CountTokens, "POST"),
-        p => match Endpoint::from_path(p) {
-            Some(e) => (Route::Inference(e), "POST"),
-            None => return Route::NotFound,
-        },
-    };
-    match method {
-        m if m == allowed || (allowed == "GET" && m == "HEAD") => route,
-        _ => Route::MethodNotAllowed(allowed),
-    }
-}
 
 /// A request as the host received it.
 pub struct Request<R> {
@@ -391,30 +352,6 @@ async fn read_json_body<R: RequestBody>(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-pub fn not_found(path: &str) -> ApiError {
-    ApiError::new(
-        404,
-        "unknown_url",
-        format!(
-            "Unknown request URL: {}. Meridian serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and /healthz.",
-            crate::audit::header_safe(path.split('?').next().unwrap_or(path))
-        ),
-    )
-}
-
-pub fn method_not_allowed(method: &str, allowed: &'static str) -> ApiError {
-    let mut e = ApiError::new(
-        405,
-        "method_not_allowed",
-        format!(
-            "Method {} is not allowed here; use {allowed}.",
-            audit::header_safe(method)
-        ),
-    );
-    e.allow = Some(allowed);
-    e
 }
 
 /// `GET /v1/models`: exactly the models for which this caller's decision (its tenant, where it

@@ -15,8 +15,8 @@ mod tests;
 
 use serde_json::{Map, Value};
 
-use crate::facts::Endpoint;
 use crate::policy::pii::{KindSet, PiiConfig, BUILTIN_KINDS};
+use crate::routes::Endpoint;
 
 pub use restore::Restorer;
 

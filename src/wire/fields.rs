@@ -11,9 +11,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::facts::Endpoint;
 use crate::policy::capability::beta_capability;
 use crate::policy::{CapSet, Capability, UnknownFields};
+use crate::routes::Endpoint;
 
 /// How a known field is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,9 +18,9 @@ pub mod translate;
 
 use serde_json::{Map, Value};
 
-use crate::facts::Endpoint;
 use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use crate::policy::{Provider, WireKind};
+use crate::routes::Endpoint;
 use translate::chat_from_messages;
 
 /// Everything a wire needs to build one provider's request.

@@ -10,14 +10,15 @@
 //!
 //! Nothing about one request is kept in instance state: the request id, tenant, facts, decision
 //! and audit record live in that request's own task (see the README's note on instance reuse
-//! and `tests/e2e_p3.rs`, which interleaves tenants in one instance).
+//! and `tests/e2e_instances.rs`, which interleaves tenants in one instance).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use meridian::api::{self, Body, ChunkSink, Env, Request, RequestBody};
 use meridian::error::ApiError;
-use meridian::forward::{BodyStream, Failure, OutboundRequest, Target, Transport, UpResponse};
+use meridian::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
+use meridian::runtime::Target;
 use meridian::policy::{self, Policy};
 use spin_sdk::wasip3;
 use wasip3::clocks::{monotonic_clock, system_clock};
@@ -126,7 +127,7 @@ fn method_name(m: Method) -> String {
 /// Header fields in one host call; if the host refuses the list, field by field, dropping the
 /// ones it refuses.
 fn fields(headers: Vec<(String, String)>) -> Fields {
-    let list = meridian::forward::field_list(headers);
+    let list = meridian::runtime::field_list(headers);
     Fields::from_list(&list).unwrap_or_else(|_| {
         let fields = Fields::new();
         for (k, v) in &list {
@@ -300,7 +301,7 @@ impl Transport for P3Transport {
             Either::Right(()) => return Err(Failure::Timeout("headers")),
         };
         let status = response.get_status_code();
-        let headers = meridian::forward::header_pairs(response.get_headers().copy_all());
+        let headers = meridian::runtime::header_pairs(response.get_headers().copy_all());
         let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
         let (stream, trailers) = wt::Response::consume_body(response, done_rx);
         Ok(UpResponse {
@@ -355,7 +356,7 @@ impl wasip3::exports::http::handler::Guest for Meridian {
     async fn handle(request: wt::Request) -> Result<wt::Response, ErrorCode> {
         let method = method_name(request.get_method());
         let path = request.get_path_with_query().unwrap_or_else(|| "/".into());
-        let headers = meridian::forward::header_pairs(request.get_headers().copy_all());
+        let headers = meridian::runtime::header_pairs(request.get_headers().copy_all());
         let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
         let (stream, trailers) = wt::Request::consume_body(request, done_rx);
         let body = ClientBody(Incoming::new(stream, trailers));

@@ -239,7 +239,7 @@ impl Emit for Policy {
             tenants,
             rules,
             pii,
-            tests: _,
+            cases: _,
             warnings: _,
         } = self;
         out.push_str("::meridian_policy::Policy { name: ");
@@ -260,6 +260,6 @@ impl Emit for Policy {
         rules.emit(out);
         out.push_str(", pii: ");
         pii.emit(out);
-        out.push_str(", tests: ::std::vec::Vec::new(), warnings: ::std::vec::Vec::new() }");
+        out.push_str(", cases: ::std::vec::Vec::new(), warnings: ::std::vec::Vec::new() }");
     }
 }

@@ -4,20 +4,20 @@
 //! each with line, column and a hint) → the [`Policy`] the decision engine reads.
 
 pub mod capability;
-mod client;
 mod country;
 mod diag;
 mod emit;
 pub mod geoip;
 pub mod jurisdictions;
+mod location;
 mod model;
 pub mod pii;
 mod reader;
 mod validate;
 
-pub use client::{platform_of_header, PLATFORM_NAMES};
 pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
 pub use emit::{emit_policy, Emit};
+pub use location::{platform_of_header, PLATFORM_NAMES};
 pub use model::*;
 pub use validate::load;
 

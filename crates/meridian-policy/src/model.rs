@@ -55,11 +55,11 @@ typed_id!(
 pub const FORMAT_VERSION: i64 = 1;
 
 pub use crate::capability::{CapSet, Capability, CAPABILITY_NAMES, DEFAULT_ANTHROPIC_BETAS};
-pub use crate::client::{
+pub use crate::country::{Country, CountrySet};
+pub use crate::location::{
     AddressForm, AddressHeader, Anonymous, ClientSource, CountryForm, CountryHeader, EdgeSecret,
     Platform,
 };
-pub use crate::country::{Country, CountrySet};
 pub use crate::pii::{KindSet, PiiAction, PiiConfig, PiiWhen};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub struct Policy {
     pub pii: PiiConfig,
     /// Not part of the built-in policy's static data: the component never runs test cases.
     #[serde(skip)]
-    pub tests: Vec<TestCase>,
+    pub cases: Vec<Case>,
     /// What `meridian check` warns about: valid, but probably not what the operator wants.
     #[serde(skip)]
     pub warnings: Vec<crate::Diagnostic>,
@@ -653,7 +653,7 @@ impl PlanPatch {
 
 /// A `[[test]]` case: request facts and what the decision must be.
 #[derive(Debug, Clone)]
-pub struct TestCase {
+pub struct Case {
     pub name: String,
     pub line: usize,
     pub model: String,

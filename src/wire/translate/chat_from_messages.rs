@@ -161,7 +161,7 @@ pub fn finish_reason(stop: &str) -> &'static str {
 
 /// Anthropic usage as OpenAI usage: cache reads and writes are prompt tokens too.
 pub fn usage(u: &Value) -> Value {
-    crate::sse::Usage::from_anthropic(u).to_openai()
+    crate::usage::Usage::from_anthropic(u).to_openai()
 }
 
 /// A whole Anthropic answer as an OpenAI `chat.completion`.

@@ -19,12 +19,12 @@ pub(super) fn toml_to_json(v: &Value) -> serde_json::Value {
     }
 }
 
-pub(super) fn read_tests(
+pub(super) fn read_cases(
     sink: &mut Sink,
     top: &Obj,
     cx: &Ctx,
     countries_deliverable: bool,
-) -> Vec<TestCase> {
+) -> Vec<Case> {
     let mut out = Vec::new();
     for (i, t) in top.tables(sink, "test").into_iter().enumerate() {
         t.deny_unknown(sink, TEST_KEYS);
@@ -127,7 +127,7 @@ pub(super) fn read_tests(
         let (Some(model), Some(expect)) = (model, expect) else {
             continue;
         };
-        out.push(TestCase {
+        out.push(Case {
             request_id: t
                 .str(sink, "request_id")
                 .map_or_else(|| format!("test-{}", i + 1), |s| s.value),

@@ -10,7 +10,7 @@ mod rules;
 mod settings;
 mod tenants;
 
-use cases::read_tests;
+use cases::read_cases;
 use jurisdictions::read_jurisdictions;
 use pii::read_pii;
 pub use pii::PII_KEYS;
@@ -248,7 +248,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         .any(|r| r.when.pii.is_some() || !r.pii.is_empty());
     // A request carries a country only through the deployment's location source.
     let countries_deliverable = settings.as_ref().is_none_or(|s| s.client.can_locate());
-    let tests = read_tests(sink, &top, &cx, countries_deliverable);
+    let cases = read_cases(sink, &top, &cx, countries_deliverable);
     warn_unknown_country(sink, &top, &rules);
 
     let digest = hex::encode(Sha256::digest(text.as_bytes()));
@@ -266,7 +266,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         tenants: tenants.into(),
         rules: rules.into(),
         pii,
-        tests,
+        cases,
         warnings: Vec::new(),
     })
 }

@@ -1,0 +1,111 @@
+//! Endpoints and routes, in one home: the inference endpoints Meridian forwards (their paths and
+//! names) and the map from a method and path to what serves it.
+
+use crate::audit;
+use crate::error::ApiError;
+
+/// The inference endpoints Meridian forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    /// Anthropic's Messages API, for clients built on Anthropic's SDKs.
+    Messages,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/v1/chat/completions" => Some(Endpoint::Chat),
+            "/v1/completions" => Some(Endpoint::Completions),
+            "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/v1/messages" => Some(Endpoint::Messages),
+            _ => None,
+        }
+    }
+
+    /// The path clients call.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Messages => "/v1/messages",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Models,
+    Explain,
+    Inference(Endpoint),
+    /// Anthropic's token counting, which Meridian refuses clearly.
+    CountTokens,
+    Preflight,
+    NotFound,
+    MethodNotAllowed(&'static str),
+}
+
+/// Maps method and path (query ignored) to a route. `OPTIONS` is a CORS preflight on any path.
+pub fn route(method: &str, path: &str) -> Route {
+    if method == "OPTIONS" {
+        return Route::Preflight;
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let (route, allowed) = match path {
+        "/healthz" => (Route::Health, "GET"),
+        "/v1/models" => (Route::Models, "GET"),
+        "/v1/route/explain" => (Route::Explain, "POST"),
+        "/v1/messages/count_tokens" => (Route::CountTokens, "POST"),
+        p => match Endpoint::from_path(p) {
+            Some(e) => (Route::Inference(e), "POST"),
+            None => return Route::NotFound,
+        },
+    };
+    match method {
+        m if m == allowed || (allowed == "GET" && m == "HEAD") => route,
+        _ => Route::MethodNotAllowed(allowed),
+    }
+}
+
+pub fn not_found(path: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "unknown_url",
+        format!(
+            "Unknown request URL: {}. Meridian serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/models, /v1/route/explain and /healthz.",
+            crate::audit::header_safe(path.split('?').next().unwrap_or(path))
+        ),
+    )
+}
+
+pub fn method_not_allowed(method: &str, allowed: &'static str) -> ApiError {
+    let mut e = ApiError::new(
+        405,
+        "method_not_allowed",
+        format!(
+            "Method {} is not allowed here; use {allowed}.",
+            audit::header_safe(method)
+        ),
+    );
+    e.allow = Some(allowed);
+    e
+}

@@ -1,0 +1,165 @@
+//! What both adapters need from the `wasi:http` runtime, in one home: header fields converted
+//! to and from the host's form, the upstream URL split the way `wasi:http` takes it, and what a
+//! runtime error code means for the attempt loop. Pure; the adapters do the host calls.
+
+/// Header fields as a WASI host gives them, as (lower-case name, value) pairs, repeated names
+/// kept. The host's strings are kept as they come (names are already lower case under wasmtime
+/// and Spin); a value that is not UTF-8 is replaced lossily.
+pub fn header_pairs(entries: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    entries
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
+        .collect()
+}
+
+/// (name, value) pairs as a WASI host takes them.
+pub fn field_list(headers: Vec<(String, String)>) -> Vec<(String, Vec<u8>)> {
+    headers
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect()
+}
+
+/// What a `wasi:http` error code means for the attempt loop. The WASI 0.2 and 0.3 bindings have
+/// the same variants under different types, so each adapter expands this for its own:
+/// `meridian::failure_of_error_code!(ErrorCode, &e)`.
+#[macro_export]
+macro_rules! failure_of_error_code {
+    ($code:ident, $e:expr) => {{
+        use $crate::forward::Failure;
+        match $e {
+            $code::ConnectionTimeout
+            | $code::ConnectionReadTimeout
+            | $code::ConnectionWriteTimeout
+            | $code::HttpResponseTimeout
+            | $code::DnsTimeout => Failure::Timeout("headers"),
+            $code::HttpRequestDenied => {
+                Failure::Config("its host is not in the component's allowed_outbound_hosts".into())
+            }
+            e @ ($code::ConnectionRefused
+            | $code::DnsError(_)
+            | $code::DestinationNotFound
+            | $code::DestinationUnavailable
+            | $code::DestinationIpUnroutable
+            | $code::DestinationIpProhibited
+            | $code::TlsProtocolError
+            | $code::TlsCertificateError
+            | $code::ConnectionTerminated
+            | $code::ConnectionLimitReached) => Failure::Connect(format!("{e:?}")),
+            other => Failure::Transport(format!("{other:?}")),
+        }
+    }};
+}
+
+/// Where an outbound request goes, split the way `wasi:http` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub https: bool,
+    /// `host[:port]`, the port left out when it is the scheme's default.
+    pub authority: String,
+    /// Path and query (never empty), without the fragment.
+    pub path_and_query: String,
+}
+
+impl Target {
+    /// Splits an `http` or `https` URL. The plain form every policy's base URLs take (lower-case
+    /// host name or IPv4 address, optional port, a path of ordinary characters) is split in
+    /// place; anything else goes through the `url` crate's parser, whose normalisation (default
+    /// ports, case, dot segments, percent-encoding) the fast path never has to reproduce.
+    pub fn parse(raw: &str) -> Option<Target> {
+        Self::plain(raw).or_else(|| Self::parsed(raw))
+    }
+
+    fn plain(raw: &str) -> Option<Target> {
+        let (https, rest) = if let Some(r) = raw.strip_prefix("https://") {
+            (true, r)
+        } else {
+            (false, raw.strip_prefix("http://")?)
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (host, port) = match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let host_ok = !host.is_empty()
+            && !host.starts_with(['.', '-'])
+            && !host.ends_with('.')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        // A host whose last label starts with a digit is read as an IPv4 address (WHATWG URL:
+        // "ends in a number", hex and octal included); only the plain dotted form stays here.
+        let last = host.rsplit('.').find(|l| !l.is_empty()).unwrap_or(host);
+        let dotted_quad = || {
+            let mut n = 0;
+            host.split('.').all(|o| {
+                n += 1;
+                !o.is_empty()
+                    && o.len() <= 3
+                    && (o == "0" || !o.starts_with('0'))
+                    && o.bytes().all(|b| b.is_ascii_digit())
+                    && o.parse::<u8>().is_ok()
+            }) && n == 4
+        };
+        let ipv4_ok = !last.starts_with(|c: char| c.is_ascii_digit()) || dotted_quad();
+        let port_ok = match port {
+            None => true,
+            Some(p) => {
+                !p.is_empty()
+                    && p.len() <= 5
+                    && !p.starts_with('0')
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.parse::<u16>()
+                        .is_ok_and(|n| n != if https { 443 } else { 80 })
+            }
+        };
+        let path = path.split('#').next().unwrap_or_default();
+        let path_ok = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/?&=-_.~:@!$'()*+,;".contains(&b))
+            && !path.contains("/.")
+            && !path.starts_with('?');
+        if !(host_ok && ipv4_ok && port_ok && path_ok) {
+            return None;
+        }
+        Some(Target {
+            https,
+            authority: authority.to_string(),
+            path_and_query: if path.is_empty() {
+                "/".into()
+            } else {
+                path.to_string()
+            },
+        })
+    }
+
+    fn parsed(raw: &str) -> Option<Target> {
+        let url = url::Url::parse(raw).ok()?;
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        let host = url.host_str()?;
+        Some(Target {
+            https,
+            authority: match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_string(),
+            },
+            path_and_query: match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
