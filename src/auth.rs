@@ -8,7 +8,7 @@ use crate::policy::{hash_key, Policy, Tenant};
 
 /// The key a client presented: `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub fn presented_key(headers: &[(String, String)]) -> Option<&str> {
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.trim());
+    let get = |n: &str| crate::headers::get(headers, n).map(str::trim);
     if let Some(v) = get("authorization") {
         let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
         if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
@@ -63,10 +63,7 @@ pub fn authenticate<'p>(
         ));
     };
     if !tenant.origins.is_empty() {
-        let origin = headers
-            .iter()
-            .find(|(k, _)| k == "origin")
-            .map(|(_, v)| v.as_str());
+        let origin = crate::headers::get(headers, "origin");
         match origin {
             Some(o) if tenant.origins.iter().any(|a| a == o) => {}
             Some(o) => {

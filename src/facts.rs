@@ -295,7 +295,7 @@ pub fn from_request(
     let shape = crate::wire::fields::check(cx.endpoint, body, cx.headers, cx.unknown_fields)
         .map_err(|e| bad(e.message, None, e.code))?;
     let mut privacy = PrivacyFlags::default();
-    if let Some((_, v)) = cx.headers.iter().find(|(n, _)| n == PRIVACY_HEADER) {
+    if let Some(v) = crate::headers::get(cx.headers, PRIVACY_HEADER) {
         privacy = privacy.union(privacy_from_header(v)?);
     }
     let mut prefs = ProviderPrefs {

@@ -33,10 +33,7 @@ pub fn explain(
             "The explain endpoint is disabled: set the Spin variable `admin_key` to enable it.",
         ));
     };
-    let given = headers
-        .iter()
-        .find(|(k, _)| k == ADMIN_KEY_HEADER)
-        .map(|(_, v)| v.as_bytes());
+    let given = crate::headers::get(headers, ADMIN_KEY_HEADER).map(str::as_bytes);
     let ok = given.is_some_and(|g| {
         bool::from(crate::policy::hash_key_bytes(g).ct_eq(&crate::policy::hash_key(admin_key)))
     });

@@ -117,10 +117,8 @@ fn json_header() -> (String, String) {
 }
 
 fn request_id(headers: &[(String, String)], fresh: &dyn Fn() -> String) -> String {
-    headers
-        .iter()
-        .find(|(k, _)| k == audit::REQUEST_ID)
-        .map(|(_, v)| v.trim())
+    crate::headers::get(headers, audit::REQUEST_ID)
+        .map(str::trim)
         .filter(|v| {
             !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
         })
@@ -306,10 +304,7 @@ async fn read_json_body<R: RequestBody>(
     headers: &[(String, String)],
     mut stream: R,
 ) -> Result<Vec<u8>, ApiError> {
-    let content_type = headers
-        .iter()
-        .find(|(k, _)| k == "content-type")
-        .map(|(_, v)| v.as_str());
+    let content_type = crate::headers::get(headers, "content-type");
     let media = content_type
         .and_then(|v| v.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase());
@@ -331,10 +326,8 @@ async fn read_json_body<R: RequestBody>(
             format!("The request body is larger than this deployment's limit of {limit} bytes."),
         )
     };
-    let declared = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+    let declared =
+        crate::headers::get(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -465,9 +458,9 @@ pub fn origin_allowed(policy: &Policy, origin: &str) -> bool {
 /// may serve one origin's answer to another), and the allow/expose headers for an allowed origin.
 pub fn cors_headers(policy: &Policy, headers: &[(String, String)]) -> Vec<(String, String)> {
     let mut out = vec![("vary".to_string(), "Origin".to_string())];
-    if let Some(origin) = headers.iter().find(|(k, _)| k == "origin").map(|(_, v)| v) {
+    if let Some(origin) = crate::headers::get(headers, "origin") {
         if origin_allowed(policy, origin) {
-            out.push(("access-control-allow-origin".into(), origin.clone()));
+            out.push(("access-control-allow-origin".into(), origin.to_string()));
             out.push((
                 "access-control-expose-headers".into(),
                 audit::ALL.join(", "),
@@ -483,10 +476,8 @@ pub fn preflight(
     policy: &Policy,
     headers: &[(String, String)],
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let allowed = headers
-        .iter()
-        .find(|(k, _)| k == "origin")
-        .is_some_and(|(_, o)| origin_allowed(policy, o));
+    let allowed =
+        crate::headers::get(headers, "origin").is_some_and(|o| origin_allowed(policy, o));
     if !allowed {
         return Err(ApiError::new(
             403,

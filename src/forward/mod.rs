@@ -31,10 +31,7 @@ pub struct OutboundRequest {
 impl OutboundRequest {
     /// The first value of a header (names are lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        crate::headers::get(&self.headers, name)
     }
 }
 
@@ -199,7 +196,7 @@ pub struct Limits {
 /// `Retry-After` in either form: delay-seconds, or an HTTP date (`now_unix_ms` is the wall
 /// clock); a date in the past means "now".
 fn retry_after_ms(headers: &[(String, String)], now_unix_ms: u64) -> Option<u64> {
-    let v = headers.iter().find(|(k, _)| k == "retry-after")?.1.trim();
+    let v = crate::headers::get(headers, "retry-after")?.trim();
     if let Ok(s) = v.parse::<f64>() {
         return (s.is_finite() && s >= 0.0).then_some((s * 1000.0) as u64);
     }
