@@ -15,8 +15,7 @@ fn blocks(doc: &str, lang: &str) -> Vec<String> {
     let text = std::fs::read_to_string(support::meridian::root().join(doc))
         .unwrap_or_else(|e| panic!("cannot read {doc}: {e}"));
     let fence = format!("```{lang}\n");
-    text
-        .split(&fence)
+    text.split(&fence)
         .skip(1)
         .map(|b| b.split("```").next().unwrap_or_default().to_string())
         .collect()
@@ -175,7 +174,10 @@ fn every_relative_link_in_the_readme_and_docs_points_somewhere() {
     for doc in &docs {
         let text = std::fs::read_to_string(doc).unwrap();
         for (target, line) in links(&text) {
-            if target.starts_with("http://") || target.starts_with("https://") || target.starts_with("mailto:") {
+            if target.starts_with("http://")
+                || target.starts_with("https://")
+                || target.starts_with("mailto:")
+            {
                 continue;
             }
             checked += 1;
@@ -188,7 +190,10 @@ fn every_relative_link_in_the_readme_and_docs_points_somewhere() {
             } else {
                 doc.parent().unwrap().join(path)
             };
-            let where_ = format!("{}:{line}: `{target}`", doc.strip_prefix(&root).unwrap().display());
+            let where_ = format!(
+                "{}:{line}: `{target}`",
+                doc.strip_prefix(&root).unwrap().display()
+            );
             if !file.exists() {
                 broken.push(format!("{where_}: no such file"));
                 continue;
@@ -204,6 +209,12 @@ fn every_relative_link_in_the_readme_and_docs_points_somewhere() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
     assert!(checked > 20, "only {checked} links checked");
     // Not a check that cannot fail: a made-up link is found broken.
-    assert_eq!(links("see [x](nowhere.md#y) and `[a](b)`"), vec![("nowhere.md#y".to_string(), 1)]);
-    assert_eq!(anchor("Timing under Spin: Nagle's algorithm and delayed ACKs"), "timing-under-spin-nagles-algorithm-and-delayed-acks");
+    assert_eq!(
+        links("see [x](nowhere.md#y) and `[a](b)`"),
+        vec![("nowhere.md#y".to_string(), 1)]
+    );
+    assert_eq!(
+        anchor("Timing under Spin: Nagle's algorithm and delayed ACKs"),
+        "timing-under-spin-nagles-algorithm-and-delayed-acks"
+    );
 }

@@ -476,8 +476,7 @@ pub fn preflight(
     policy: &Policy,
     headers: &[(String, String)],
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let allowed =
-        crate::headers::get(headers, "origin").is_some_and(|o| origin_allowed(policy, o));
+    let allowed = crate::headers::get(headers, "origin").is_some_and(|o| origin_allowed(policy, o));
     if !allowed {
         return Err(ApiError::new(
             403,
