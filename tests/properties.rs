@@ -37,9 +37,11 @@ struct Prov {
     /// Index into COUNTRIES, or (>= len) a generated jurisdiction.
     location: usize,
     zdr: bool,
-    trains: bool,
+    /// `None`: the entry does not say (unknown).
+    trains: Option<bool>,
     self_hosted: bool,
-    retention: u32,
+    /// `None`: the entry does not say (unknown).
+    retention: Option<u32>,
     keyed: bool,
 }
 
@@ -115,9 +117,9 @@ fn strategy() -> impl Strategy<Value = (PolicyGen, Vec<RequestGen>)> {
     let prov = (
         0..COUNTRIES.len() + 3,
         any::<bool>(),
+        proptest::option::of(any::<bool>()),
         any::<bool>(),
-        any::<bool>(),
-        prop_oneof![Just(0u32), 1u32..60],
+        proptest::option::of(prop_oneof![Just(0u32), 1u32..60]),
         any::<bool>(),
     )
         .prop_map(
@@ -257,13 +259,13 @@ fn policy_text(g: &PolicyGen) -> String {
     }
     for (i, p) in g.provs.iter().enumerate() {
         s += &format!(
-            "[[providers]]\nid = \"{}\"\nbase_url = \"https://p{i}.example/v1\"\nlocation = \"{}\"\nzdr = {}\ntrains_on_inputs = {}\nself_hosted = {}\nretention_days = {}\nmodels = {{ \"m\" = \"m{i}\" }}\n{}",
+            "[[providers]]\nid = \"{}\"\nbase_url = \"https://p{i}.example/v1\"\nlocation = \"{}\"\nzdr = {}\n{}self_hosted = {}\n{}models = {{ \"m\" = \"m{i}\" }}\n{}",
             pid(i),
             location_name(g, p.location),
             p.zdr,
-            p.trains,
+            p.trains.map_or(String::new(), |t| format!("trains_on_inputs = {t}\n")),
             p.self_hosted,
-            p.retention,
+            p.retention.map_or(String::new(), |r| format!("retention_days = {r}\n")),
             if p.keyed { "key_secret = \"k\"\n" } else { "" }
         );
     }
@@ -455,9 +457,10 @@ fn prov_countries(g: &PolicyGen, p: &Prov) -> BTreeSet<&'static str> {
 fn meets(p: &Prov, flag: &str) -> bool {
     match flag {
         "zdr" => p.zdr,
-        "no-training" => !p.trains,
+        // Unstated is unknown, and an unknown never satisfies a flag.
+        "no-training" => p.trains == Some(false),
         "local-only" => p.self_hosted,
-        _ => !p.trains && (p.retention == 0 || p.zdr),
+        _ => p.trains == Some(false) && (p.retention == Some(0) || p.zdr),
     }
 }
 

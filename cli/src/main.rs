@@ -24,6 +24,11 @@ enum Command {
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Fail on warnings too (for CI): a warning is valid policy that is probably not what
+        /// the operator wants (location headers without an edge secret, a key over http://,
+        /// unstated data handling, anonymous callers spending keys).
+        #[arg(long)]
+        strict: bool,
     },
     /// Validate policy files and run the [[test]] cases they carry.
     Test {
@@ -94,13 +99,22 @@ fn summary(p: &Policy) -> String {
     )
 }
 
-fn check(files: &[PathBuf]) -> ExitCode {
+fn check(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut ok = true;
     for f in files {
         match load(f) {
             Ok(p) => {
                 for w in &p.warnings {
                     eprintln!("{}:{w}", f.display());
+                }
+                if strict && !p.warnings.is_empty() {
+                    ok = false;
+                    eprintln!(
+                        "{}: {} warning(s), and --strict fails on warnings",
+                        f.display(),
+                        p.warnings.len()
+                    );
+                    continue;
                 }
                 println!("ok: {}: {}", f.display(), summary(&p));
             }
@@ -216,7 +230,7 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { files } => check(&files),
+        Command::Check { files, strict } => check(&files, strict),
         Command::Test { files } => test(&files),
         Command::Explain(a) => match explain(&a) {
             Ok(()) => ExitCode::SUCCESS,

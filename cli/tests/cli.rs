@@ -27,6 +27,31 @@ fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
 }
 
+/// A copy of an example policy whose tenant `tenant` has the key `key` (the examples ship only
+/// hashes of keys nobody knows), written where the tests keep their files; its path.
+fn example_with_key(example: &str, tenant: &str, key: &str) -> String {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(root().join("policies/examples").join(example)).unwrap();
+    let at = text
+        .find(&format!("id = \"{tenant}\"\nkeys = ["))
+        .unwrap_or_else(|| panic!("{example} has no tenant `{tenant}`"));
+    let start = at + text[at..].find("keys = [").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    let hash = hex_of(&sha2::Sha256::digest(key.as_bytes()));
+    let text = format!(
+        "{}keys = [\"sha256:{hash}\"]{}",
+        &text[..start],
+        &text[end..]
+    );
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{tenant}-{example}"));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn policy_files() -> Vec<String> {
     let mut v = vec!["policies/default.toml".to_string()];
     for e in std::fs::read_dir(root().join("policies/examples")).unwrap() {
@@ -132,11 +157,12 @@ fn explain_gives_the_decision_as_text_and_json() {
     );
     assert!(t.contains("plan: attempt timeout 30000 ms"), "{t}");
 
+    let eu = example_with_key("eu-residency.toml", "app", "sk-test-app-key");
     let o = meridian(&[
         "explain",
-        "policies/examples/eu-residency.toml",
+        &eu,
         "--key",
-        "sk-demo-app",
+        "sk-test-app-key",
         "--model",
         "gpt-4o",
         "--country",
@@ -228,14 +254,12 @@ fn schema_and_hash_key() {
         "https://json-schema.org/draft/2020-12/schema"
     );
 
-    // The demo key of policies/examples/cost-first.toml.
-    let o = meridian(&["hash-key", "sk-demo-free"]);
+    // The line to paste into `keys`: sha256 of the key, computed here independently.
+    let o = meridian(&["hash-key", "sk-my-own-key"]);
     let line = stdout(&o);
-    let text = std::fs::read_to_string(root().join("policies/examples/cost-first.toml")).unwrap();
-    assert!(
-        line.starts_with("sha256:") && text.contains(line.trim()),
-        "{line}"
-    );
+    use sha2::Digest;
+    let want = format!("sha256:{}", hex_of(&sha2::Sha256::digest(b"sk-my-own-key")));
+    assert_eq!(line.trim(), want);
     let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
         .arg("hash-key")
         .stdin(std::process::Stdio::piped())
@@ -247,7 +271,7 @@ fn schema_and_hash_key() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"sk-demo-free\n")
+        .write_all(b"sk-my-own-key\n")
         .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(stdout(&o), line, "stdin and argument give the same hash");
@@ -256,11 +280,12 @@ fn schema_and_hash_key() {
 #[test]
 fn explain_shows_personal_data_found_in_the_body() {
     let body = r#"{"messages":[{"role":"user","content":"Mail jane@example.com about DE89370400440532013000"}]}"#;
+    let pd = example_with_key("personal-data.toml", "app", "sk-test-app-key");
     let args = [
         "explain",
-        "policies/examples/personal-data.toml",
+        &pd,
         "--key",
-        "sk-demo-app",
+        "sk-test-app-key",
         "--model",
         "gpt-4o-mini",
         "--country",
@@ -295,9 +320,9 @@ fn explain_shows_personal_data_found_in_the_body() {
     // A card number: refused with 422, the kind named, the value not.
     let o = meridian(&[
         "explain",
-        "policies/examples/personal-data.toml",
+        &pd,
         "--key",
-        "sk-demo-app",
+        "sk-test-app-key",
         "--model",
         "gpt-4o-mini",
         "--body",
@@ -307,4 +332,145 @@ fn explain_shows_personal_data_found_in_the_body() {
     assert!(t.contains("refused with 422 personal_data_refused"), "{t}");
     assert!(t.contains("(card; rule `no-card-numbers`)"), "{t}");
     assert!(!t.contains("4111"), "{t}");
+}
+
+/// Writes a policy text where the tests keep their files; its path.
+fn policy_file(name: &str, text: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const BASE: &str = "version = 1\n[[providers]]\nid = \"p\"\nbase_url = \"https://p.example/v1\"\nlocation = \"DE\"\ntrains_on_inputs = false\nretention_days = 0\nmodels = { m = \"m\" }\n";
+
+#[test]
+fn check_warns_about_what_is_valid_but_unsafe_and_strict_fails_on_it() {
+    let clean = policy_file("clean.toml", BASE);
+    let o = meridian(&["check", "--strict", &clean]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "no warning for a careful policy");
+
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "cdn.toml",
+            // `[settings.client]` comes before the providers' tables.
+            format!(
+                "version = 1\n[settings.client]\nplatform = \"cloudflare\"\n{}",
+                &BASE["version = 1\n".len()..]
+            ),
+            "without an edge secret",
+        ),
+        (
+            "http-key.toml",
+            BASE.replace("https://p.example/v1", "http://p.example/v1")
+                .replace("models =", "key_secret = \"p_key\"\nmodels ="),
+            "over plain `http://`",
+        ),
+        (
+            "unstated.toml",
+            BASE.replace("trains_on_inputs = false\nretention_days = 0\n", ""),
+            "does not state `trains_on_inputs` or `retention_days`",
+        ),
+        (
+            "paid.toml",
+            BASE.replace(
+                "version = 1\n",
+                "version = 1\n[settings]\nallow_anonymous = \"paid\"\n",
+            ),
+            "spend the providers' keys",
+        ),
+    ];
+    for (name, text, words) in cases {
+        let f = policy_file(name, &text);
+        let o = meridian(&["check", &f]);
+        assert!(
+            o.status.success(),
+            "{name}: a warning is not an error: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains(words), "{name}: {}", stderr(&o));
+        let o = meridian(&["check", "--strict", &f]);
+        assert!(!o.status.success(), "{name}: --strict fails on warnings");
+        assert!(
+            stderr(&o).contains("--strict fails on warnings"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // Loopback may carry a key in clear (a local engine behind the same host).
+    let local = policy_file(
+        "loopback.toml",
+        &BASE
+            .replace("https://p.example/v1", "http://127.0.0.1:8000/v1")
+            .replace("models =", "key_secret = \"p_key\"\nmodels ="),
+    );
+    let o = meridian(&["check", "--strict", &local]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // With an edge secret the CDN profile is quiet.
+    let cdn = policy_file(
+        "cdn-secret.toml",
+        &format!("version = 1\n[settings.client]\nplatform = \"cloudflare\"\nedge_secret = {{ header = \"x-edge\", secret = \"edge_secret\" }}\n{}", &BASE["version = 1\n".len()..]),
+    );
+    let o = meridian(&["check", "--strict", &cdn]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn keys_published_in_meridians_own_examples_are_refused() {
+    use sha2::Digest;
+    for key in [
+        "sk-demo-app",
+        "sk-demo-team",
+        "sk-demo-free",
+        "sk-demo-clinic",
+    ] {
+        let hash = hex_of(&sha2::Sha256::digest(key.as_bytes()));
+        let f = policy_file(
+            &format!("{key}.toml"),
+            &format!("{BASE}[[tenants]]\nid = \"t\"\nkeys = [\"sha256:{hash}\"]\n"),
+        );
+        let o = meridian(&["check", &f]);
+        assert!(!o.status.success(), "{key} is refused");
+        assert!(
+            stderr(&o).contains("published in Meridian's own examples"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("meridian hash-key"), "{}", stderr(&o));
+    }
+    // No example in the repository carries a key whose plaintext is written anywhere in it: every
+    // tenant key hash in the examples is compared with every word of the repository's text.
+    let mut words = std::collections::BTreeSet::new();
+    let mut texts = vec![root().join("README.md")];
+    for dir in [
+        "docs",
+        "policies",
+        "policies/examples",
+        "tests",
+        "cli/tests",
+    ] {
+        for e in std::fs::read_dir(root().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                texts.push(p);
+            }
+        }
+    }
+    for t in &texts {
+        let text = std::fs::read_to_string(t).unwrap_or_default();
+        for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+            if !w.is_empty() {
+                words.insert(hex_of(&sha2::Sha256::digest(w.as_bytes())));
+            }
+        }
+    }
+    for f in policy_files() {
+        let text = std::fs::read_to_string(root().join(&f)).unwrap();
+        for h in text.split("sha256:").skip(1).map(|r| &r[..64]) {
+            assert!(
+                !words.contains(h),
+                "{f}: a tenant key's plaintext is in the repository"
+            );
+        }
+    }
 }

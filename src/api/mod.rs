@@ -243,9 +243,11 @@ async fn dispatch<T: Transport, R: RequestBody>(
             ))
         }
         Route::Inference(endpoint) => {
+            // Who calls is known from the headers: a caller without a valid key is refused
+            // before its body is read.
+            let tenant = authenticate(policy, headers, record)?;
             let body = read_json_body(policy, headers, body).await?;
             let location = locate(env, policy, headers, record);
-            let tenant = authenticate(policy, headers, record)?;
             let cx = inference::Cx {
                 env,
                 t,

@@ -109,8 +109,14 @@ impl<'p, 'f> Constraint<'p, 'f> {
                 if (q.zdr || q.no_data_collection) && self.stores {
                     out.push(reason(ReasonKind::Capability, Message::StoreOnZdr));
                 }
-                if q.no_training && p.trains_on_inputs {
-                    out.push(reason(ReasonKind::Privacy, Message::TrainsOnInputs));
+                if q.no_training && p.may_train() {
+                    out.push(reason(
+                        ReasonKind::Privacy,
+                        match p.trains_on_inputs {
+                            Some(true) => Message::TrainsOnInputs,
+                            _ => Message::TrainingUnstated,
+                        },
+                    ));
                 }
                 if q.no_data_collection && p.collects_data() {
                     out.push(reason(

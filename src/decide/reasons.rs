@@ -59,9 +59,11 @@ pub enum Message<'p> {
     NotSelfHosted,
     NoZdr,
     TrainsOnInputs,
+    /// The provider's entry does not say whether it trains on inputs: unknown.
+    TrainingUnstated,
     CollectsData {
-        retention_days: u32,
-        trains_on_inputs: bool,
+        retention_days: Option<u32>,
+        trains_on_inputs: Option<bool>,
     },
     NotAllowed,
     Denied,
@@ -106,13 +108,18 @@ impl fmt::Display for Message<'_> {
             Message::NotSelfHosted => f.write_str("is not self-hosted (local-only)"),
             Message::NoZdr => f.write_str("does not offer zero data retention"),
             Message::TrainsOnInputs => f.write_str("may train on inputs"),
+            Message::TrainingUnstated => f.write_str(
+                "does not say whether it trains on inputs, so it may (the policy can state `trains_on_inputs = false` for it)",
+            ),
             Message::CollectsData {
                 retention_days,
                 trains_on_inputs,
-            } => write!(
-                f,
-                "collects data (retention {retention_days} days, trains on inputs: {trains_on_inputs})"
-            ),
+            } => {
+                let days = retention_days
+                    .map_or_else(|| "not stated".to_string(), |d| format!("{d} days"));
+                let trains = trains_on_inputs.map_or("not stated", |t| if t { "true" } else { "false" });
+                write!(f, "collects data (retention {days}, trains on inputs: {trains})")
+            }
             Message::NotAllowed => f.write_str("is not in the allowed providers"),
             Message::Denied => f.write_str("is denied"),
             Message::SpendsKey => f.write_str(

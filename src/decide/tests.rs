@@ -23,6 +23,7 @@ base_url = "https://eu.example/v1"
 location = "DE"
 retention_days = 0
 zdr = true
+trains_on_inputs = false
 models = { "m" = { id = "m-eu", input_price = 1.0 } }
 [[providers]]
 id = "local"
@@ -31,6 +32,7 @@ location = "DE"
 self_hosted = true
 retention_days = 0
 zdr = true
+trains_on_inputs = false
 models = { "m" = { id = "m-local", input_price = 0.0, output_price = 0.0 } }
 [[rules]]
 id = "r"
@@ -170,4 +172,33 @@ fn residency_refusal_and_request_lists() {
     // A US client matches no rule: everything serves, cheapest first is not asked for.
     let d = decision_for(&p, &[("cf-ipcountry", "US")], json!({"model": "m"}));
     assert!(d.matched_rules.is_empty() && d.candidates.len() == 3);
+}
+
+/// Data handling a provider's entry leaves unstated is unknown, and an unknown never satisfies
+/// a privacy flag: "may train" unless it says it does not, "collects" unless it says it keeps
+/// nothing (or offers zero retention).
+#[test]
+fn unstated_data_handling_never_satisfies_a_privacy_flag() {
+    let text = "version = 1\n[settings]\nallow_anonymous = true\n\
+        [[providers]]\nid = \"silent\"\nbase_url = \"https://s.example/v1\"\nlocation = \"DE\"\nmodels = { m = \"m\" }\n\
+        [[providers]]\nid = \"stated\"\nbase_url = \"https://t.example/v1\"\nlocation = \"DE\"\ntrains_on_inputs = false\nretention_days = 0\nmodels = { m = \"m\" }\n";
+    let p = crate::policy::load(text, "t").unwrap();
+    for flag in ["no-training", "no-data-collection"] {
+        let d = decision_for(&p, &[("x-meridian-privacy", flag)], json!({"model": "m"}));
+        let served: Vec<&str> = d.candidates.iter().map(|c| c.provider.as_str()).collect();
+        assert_eq!(served, ["stated"], "{flag}");
+        let why: Vec<String> = d.excluded[0]
+            .reasons
+            .iter()
+            .map(Reason::to_string)
+            .collect();
+        assert!(
+            why.iter()
+                .any(|r| r.contains("not stated") || r.contains("does not say")),
+            "{why:?}"
+        );
+    }
+    // Without a flag both serve.
+    let d = decision_for(&p, &[], json!({"model": "m"}));
+    assert_eq!(d.candidates.len(), 2);
 }

@@ -190,6 +190,12 @@ impl ClientSource {
     pub fn can_locate(&self) -> bool {
         self.country.is_some() || self.address.is_some()
     }
+
+    /// Whether the location comes from headers a client could send itself when it reaches the
+    /// origin directly (every platform's but Spin's own, which the runtime sets).
+    pub fn reads_client_headers(&self) -> bool {
+        self.can_locate() && !matches!(self.platform, Platform::None | Platform::Spin)
+    }
 }
 
 /// Who may call without a tenant key, and what they may spend.

@@ -186,8 +186,12 @@ pub struct Provider {
     /// The one country, when `countries` has exactly one (most providers): residency checks
     /// then test a single bit.
     pub single_country: Option<Country>,
-    pub retention_days: u32,
-    pub trains_on_inputs: bool,
+    /// How long the provider keeps request data; `None`: the entry does not say (unknown, so it
+    /// never satisfies `no-data-collection` unless the provider offers `zdr`).
+    pub retention_days: Option<u32>,
+    /// Whether the provider may train on inputs; `None`: the entry does not say (unknown, so it
+    /// never satisfies `no-training` or `no-data-collection`).
+    pub trains_on_inputs: Option<bool>,
     pub zdr: bool,
     pub self_hosted: bool,
     /// Public model name → what this provider calls it, with prices.
@@ -239,7 +243,12 @@ impl Provider {
 
     /// Whether the provider keeps or learns from request data.
     pub fn collects_data(&self) -> bool {
-        self.trains_on_inputs || (self.retention_days > 0 && !self.zdr)
+        self.may_train() || (self.retention_days != Some(0) && !self.zdr)
+    }
+
+    /// Whether the provider may train on inputs: unless its entry says it does not.
+    pub fn may_train(&self) -> bool {
+        self.trains_on_inputs != Some(false)
     }
 }
 

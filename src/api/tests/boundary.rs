@@ -529,3 +529,46 @@ mod property {
         }
     }
 }
+
+/// A body that records whether anyone read it.
+struct Watched(std::rc::Rc<std::cell::Cell<bool>>);
+
+impl RequestBody for Watched {
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        self.0.set(true);
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_without_a_valid_key_is_refused_before_its_body_is_read() {
+    let text = policy_text("").replace("allow_anonymous = true", "allow_anonymous = false");
+    let p = policy::load(&text, "api").unwrap();
+    let t = no_script();
+    let fresh = || "id".to_string();
+    let secret = |_: &str| None;
+    let env = Env {
+        policy: Ok(&p),
+        secret: &secret,
+        edge_region: None,
+        max_response_bytes: 1 << 20,
+        geoip: None,
+        fresh_id: &fresh,
+    };
+    for (auth, status) in [("Bearer sk-wrong", 401), ("Bearer sk-acme", 400)] {
+        let read = std::rc::Rc::new(std::cell::Cell::new(false));
+        let req = Request {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("authorization".into(), auth.into()),
+            ],
+            body: Watched(read.clone()),
+        };
+        let reply = serve(&env, &t, req).await;
+        assert_eq!(reply.status, status, "{auth}");
+        // A valid key's (empty) body is read and found wanting; a bad key's never is.
+        assert_eq!(read.get(), status != 401, "{auth}");
+    }
+}

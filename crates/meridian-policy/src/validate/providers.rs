@@ -95,8 +95,8 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
         let models = read_models(sink, &t, cx);
         let weight = t.uint(sink, "weight").unwrap_or(1);
         let latency = t.uint(sink, "latency_ms");
-        let retention = t.uint(sink, "retention_days").unwrap_or(30);
-        let trains_on_inputs = t.bool(sink, "trains_on_inputs").unwrap_or(false);
+        let retention = t.uint(sink, "retention_days");
+        let trains_on_inputs = t.bool(sink, "trains_on_inputs");
         let zdr = t.bool(sink, "zdr").unwrap_or(false);
         let self_hosted = t.bool(sink, "self_hosted").unwrap_or(false);
         let api_version = t.str(sink, "api_version").map(|v| v.value);
@@ -126,6 +126,44 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
                 t.key_span("max_tokens").as_ref(),
                 "`max_tokens` (the default for requests that give none) applies to `anthropic` providers only",
                 "remove it; tenants' `max_tokens` caps what requests may ask for",
+            );
+        }
+        if let (Some(_), Some(u)) = (&key_secret, &base_url) {
+            if let Ok(url) = u.url() {
+                let loopback = match url.host() {
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                };
+                if url.scheme() == "http" && !loopback {
+                    sink.warn(
+                        t.key_span("base_url").as_ref(),
+                        format!(
+                            "provider `{}` sends the operator's key over plain `http://`: anyone on the path can read it",
+                            id.as_ref().map_or("?", |i| i.value.as_str())
+                        ),
+                        "use `https://`, or drop `key_secret` for a keyless engine on a private network",
+                    );
+                }
+            }
+        }
+        if trains_on_inputs.is_none() || (retention.is_none() && !zdr) {
+            let missing: Vec<&str> = [
+                trains_on_inputs.is_none().then_some("`trains_on_inputs`"),
+                (retention.is_none() && !zdr).then_some("`retention_days`"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            sink.warn(
+                t.span.as_ref(),
+                format!(
+                    "provider `{}` does not state {}: unstated is unknown, and an unknown never satisfies `no-training` or `no-data-collection`",
+                    id.as_ref().map_or("?", |i| i.value.as_str()),
+                    missing.join(" or ")
+                ),
+                "state what the provider's terms say, e.g. `trains_on_inputs = false` and `retention_days = 30`",
             );
         }
         let capabilities = match t.str_list(sink, "capabilities") {
@@ -175,7 +213,7 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
                 _ => None,
             },
             countries,
-            retention_days: u32::try_from(retention).unwrap_or(u32::MAX),
+            retention_days: retention.map(|r| u32::try_from(r).unwrap_or(u32::MAX)),
             trains_on_inputs,
             zdr,
             self_hosted,

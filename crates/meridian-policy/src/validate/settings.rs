@@ -237,5 +237,15 @@ pub(super) fn read_client(sink: &mut Sink, c: &Obj) -> ClientSource {
             });
         }
     }
+    if out.edge_secret.is_none() && out.reads_client_headers() {
+        sink.warn(
+            c.span.as_ref(),
+            format!(
+                "the `{}` profile trusts location headers without an edge secret: anyone who reaches Meridian directly, not through the platform, can send them and choose their own country",
+                out.platform.name()
+            ),
+            "add `edge_secret = { header = \"x-…\", secret = \"edge_secret\" }` and have the platform send the secret's value, or block direct access to the origin",
+        );
+    }
     out
 }

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Keys whose plaintext Meridian's own examples and docs once published: refused wherever they
+/// appear, so no deployment copied from an example is a working credential.
+const PUBLISHED_KEYS: &[&str] = &[
+    "sk-demo-app",
+    "sk-demo-team",
+    "sk-demo-free",
+    "sk-demo-clinic",
+];
+
 pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tenant> {
     let mut out = Vec::new();
     let mut seen_keys: Vec<[u8; 32]> = Vec::new();
@@ -26,6 +35,13 @@ pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tena
                 .and_then(|h| hex::decode(h).ok())
                 .and_then(|b| <[u8; 32]>::try_from(b).ok());
             match decoded {
+                Some(h) if PUBLISHED_KEYS.iter().any(|p| crate::hash_key(p) == h) => {
+                    sink.error_help(
+                        k.span.as_ref(),
+                        "this is the hash of a key published in Meridian's own examples and docs: anyone can send it and spend your providers' credit",
+                        "make a key of your own and paste its line: `meridian hash-key <key>` (e.g. with a key from `openssl rand -hex 24`)",
+                    )
+                }
                 Some(h) if seen_keys.contains(&h) => sink.error_help(
                     k.span.as_ref(),
                     "this key hash is listed twice",
