@@ -190,6 +190,8 @@ pub struct Record {
     pub capabilities: Vec<&'static str>,
     /// Unknown fields dropped before forwarding, as JSON paths.
     pub dropped: Vec<String>,
+    /// What only the log shows about an error (an invalid policy's errors).
+    pub error_detail: Option<String>,
 }
 
 impl Record {
@@ -270,7 +272,11 @@ impl Record {
                     .map_or_else(|| "ok".into(), Failure::label),
                 ms: a.ms,
                 hedge: a.hedge,
-                detail: a.failure.as_ref().and_then(Failure::detail),
+                detail: a
+                    .failure
+                    .as_ref()
+                    .and_then(Failure::detail)
+                    .map(|d| mask_keys(&d)),
             })
             .collect();
         let line = LogLine {
@@ -297,6 +303,7 @@ impl Record {
             pii: self.pii.as_ref(),
             capabilities: &self.capabilities,
             dropped_fields: &self.dropped,
+            error_detail: self.error_detail.as_deref(),
             usage: self.usage,
             cost_usd: self.cost_usd(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
@@ -357,6 +364,8 @@ struct LogLine<'a> {
     capabilities: &'a [&'static str],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     dropped_fields: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_detail: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub details: Option<Box<Value>>,
     /// For 405: the `Allow` header.
     pub allow: Option<&'static str>,
+    /// What only the operator's log shows (an invalid policy's every error), never the caller.
+    pub log_detail: Option<String>,
 }
 
 impl ApiError {
@@ -36,7 +38,20 @@ impl ApiError {
             param: None,
             details: None,
             allow: None,
+            log_detail: None,
         }
+    }
+
+    /// The policy in force could not be loaded: callers get a generic 500, the log the errors
+    /// (they quote the policy's own values).
+    pub fn invalid_policy(errors: impl std::fmt::Display) -> Self {
+        let mut e = ApiError::new(
+            500,
+            "invalid_policy",
+            "This deployment's policy is invalid, so no request can be served. The operator finds every error in Meridian's log under this request id.",
+        );
+        e.log_detail = Some(format!("the configured policy is invalid:\n{errors}"));
+        e
     }
 
     pub fn with_param(mut self, param: Option<&'static str>) -> Self {

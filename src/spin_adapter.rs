@@ -413,13 +413,7 @@ fn load_policy() -> Result<Cow<'static, Policy>, ApiError> {
     match variable("policy") {
         Some(text) => policy::load(&text, "<variable policy>")
             .map(Cow::Owned)
-            .map_err(|e| {
-                ApiError::new(
-                    500,
-                    "invalid_policy",
-                    format!("the configured policy is invalid:\n{e}"),
-                )
-            }),
+            .map_err(ApiError::invalid_policy),
         None => Ok(Cow::Borrowed(crate::embedded::load())),
     }
 }

@@ -508,7 +508,7 @@ async fn residency_refusal_is_451_and_explains_each_exclusion() {
 }
 
 #[tokio::test]
-async fn a_policy_variable_that_does_not_validate_is_refused_with_its_errors() {
+async fn a_policy_variable_that_does_not_validate_is_refused_and_its_errors_logged() {
     let m = Meridian::with_policy(
         "version = 1\n[[providers]]\nid = \"x\"\nbase_ur = \"http://a\"\n",
         &[],
@@ -519,9 +519,23 @@ async fn a_policy_variable_that_does_not_validate_is_refused_with_its_errors() {
         (s, v["error"]["code"].as_str()),
         (500, Some("invalid_policy"))
     );
+    // The caller hears that the policy is invalid; the operator's log has every error.
     let msg = v["error"]["message"].as_str().unwrap();
+    assert!(!msg.contains("base_ur"), "{msg}");
+    let rid = v["error"]["meridian"]["request_id"]
+        .as_str()
+        .map(str::to_string);
+    let logs = m.logs();
+    let line = logs
+        .iter()
+        .find(|l| {
+            l["error_code"] == "invalid_policy"
+                && rid.as_ref().is_none_or(|r| l["request_id"] == *r)
+        })
+        .expect("the refusal's log line");
+    let detail = line["error_detail"].as_str().unwrap();
     assert!(
-        msg.contains("unknown key `base_ur`") && msg.contains("did you mean `base_url`?"),
-        "{msg}"
+        detail.contains("unknown key `base_ur`") && detail.contains("did you mean `base_url`?"),
+        "{detail}"
     );
 }

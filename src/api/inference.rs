@@ -45,6 +45,23 @@ fn ident(v: &Value) -> Option<&str> {
     })
 }
 
+/// An upstream error answer reduced to what is safe to keep: its status and the identifiers it
+/// reports (`type`, `code`, `param`), never its text (which can echo the prompt).
+fn upstream_error_kind(status: u16, body: &[u8]) -> String {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let err = &parsed["error"];
+    let mut out = format!("HTTP {status}");
+    for field in ["type", "code", "param"] {
+        if let Some(v) = ident(&err[field]) {
+            out.push_str(&format!(", {field} `{v}`"));
+        }
+    }
+    if parsed.is_null() {
+        out.push_str(&format!(", {} bytes that are not JSON", body.len()));
+    }
+    out
+}
+
 /// Meridian's own error for an upstream error answer: the provider, its status and what kind of
 /// error it reported, never the provider's text.
 fn upstream_error(provider: &str, status: u16, body: &[u8]) -> ApiError {
@@ -468,10 +485,10 @@ fn respond<T: Transport>(
                     Body::Full(body),
                 ));
             }
-            // The provider's own error body can carry what the client must not see (a fragment
-            // of the operator's key, account names): the client gets a summary, the log the body.
-            let cut = &body[..body.len().min(2048)];
-            record.upstream_error = Some(audit::mask_keys(&String::from_utf8_lossy(cut)));
+            // The provider's own error body can carry what nobody should read back (a fragment of
+            // the operator's key, account names, an echo of the prompt): the client gets a
+            // summary, the log its identifiers only.
+            record.upstream_error = Some(upstream_error_kind(status, &body));
             let e = upstream_error(c.provider.as_str(), status, &body).with_details(json!({
                 "request_id": record.request_id,
                 "provider": c.provider,

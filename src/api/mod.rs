@@ -158,8 +158,9 @@ pub async fn serve<T: Transport, R: RequestBody>(
     };
     let (status, own, body) = match outcome {
         Ok(x) => x,
-        Err(e) => {
+        Err(mut e) => {
             record.error_code = Some(e.code);
+            record.error_detail = e.log_detail.take();
             let mut h = vec![json_header()];
             if let Some(allow) = e.allow {
                 h.push(("allow".into(), allow.into()));

@@ -60,11 +60,12 @@ pub enum Failure {
 impl Failure {
     pub fn label(&self) -> String {
         match self {
-            Failure::Connect(why) => format!("connect error ({why})"),
+            // What went wrong in the transport is for the operator's log only: `detail`.
+            Failure::Connect(_) => "connect error".into(),
             Failure::Timeout(phase) => format!("timeout ({phase})"),
             Failure::Status { status, .. } => format!("status {status}"),
-            Failure::Malformed(why) => format!("malformed response ({why})"),
-            Failure::Transport(why) => format!("transport error ({why})"),
+            Failure::Malformed(_) => "malformed response".into(),
+            Failure::Transport(_) => "transport error".into(),
             // What is missing (a secret's name) is for the operator's log only: `detail`.
             Failure::Config(_) => "not configured".into(),
             Failure::Untranslatable(field) => format!("cannot take {field}"),
@@ -72,10 +73,14 @@ impl Failure {
         }
     }
 
-    /// What only the operator's log shows: why a candidate is not configured.
+    /// What only the operator's log shows: why a candidate is not configured, what the
+    /// transport said, what was wrong with an answer.
     pub fn detail(&self) -> Option<String> {
         match self {
-            Failure::Config(why) => Some(why.clone()),
+            Failure::Config(why)
+            | Failure::Connect(why)
+            | Failure::Malformed(why)
+            | Failure::Transport(why) => Some(why.clone()),
             _ => None,
         }
     }

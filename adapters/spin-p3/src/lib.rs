@@ -97,13 +97,7 @@ fn load_policy() -> Result<InForce, ApiError> {
         }
         let parsed = policy::load(&text, "<variable policy>")
             .map(Rc::new)
-            .map_err(|e| {
-                ApiError::new(
-                    500,
-                    "invalid_policy",
-                    format!("the configured policy is invalid:\n{e}"),
-                )
-            });
+            .map_err(ApiError::invalid_policy);
         *cell.borrow_mut() = Some((text, parsed.clone()));
         parsed.map(InForce::Variable)
     })

@@ -349,13 +349,34 @@ async fn every_route_and_status_carries_the_audit_headers_that_apply() {
 #[tokio::test(start_paused = true)]
 async fn a_policy_that_fails_to_load_is_refused_and_audited() {
     let t = no_script();
-    let e = ApiError::new(500, "invalid_policy", "the configured policy is invalid");
-    let a = call_env(Err(e), &t, "POST", "/v1/chat/completions", &[JSON], CHAT).await;
+    let errors = policy::load(
+        "version = 1\n[[providers]]\nid = \"x\"\nbase_ur = \"http://secret-host\"\n",
+        "p",
+    )
+    .unwrap_err();
+    let a = call_env(
+        Err(ApiError::invalid_policy(errors)),
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        CHAT,
+    )
+    .await;
     assert_eq!(a.status, 500);
     assert_eq!(a.code(), "invalid_policy");
     assert_eq!(a.header("x-request-id"), Some("fresh-id"));
     assert_eq!(a.header("vary"), Some("Origin"));
     assert_eq!(a.record.error_code, Some("invalid_policy"));
+    // The caller learns that the policy is invalid, not what it says; the log has every error.
+    assert!(
+        !a.text().contains("base_ur") && !a.text().contains("secret-host"),
+        "{}",
+        a.text()
+    );
+    let line: serde_json::Value = serde_json::from_str(&a.record.log_line(0, 0)).unwrap();
+    let logged = line["error_detail"].as_str().unwrap();
+    assert!(logged.contains("unknown key `base_ur`"), "{logged}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -645,7 +666,7 @@ async fn refusals_and_exhaustion_have_their_exact_codes() {
     assert_eq!((a.status, a.code().as_str()), (502, "upstream_unavailable"));
     assert_eq!(
         a.header("x-meridian-failures"),
-        Some("alpha=status 503, beta=connect error (refused)")
+        Some("alpha=status 503, beta=connect error")
     );
     let t = Fake::new(vec![(
         "alpha",
