@@ -25,6 +25,15 @@
 //!   aborted as soon as the response body is finished or dropped, as Spin does, so nothing a
 //!   component does after ending its body is guaranteed to run.
 //!
+//! - limits that hold under abuse (`--help` lists the flags): request headers must arrive within
+//!   30 s (hyper's default `header_read_timeout`, which also ends a kept-alive connection that
+//!   sends nothing more), at most 1,024 connections at once (more wait in the listen backlog),
+//!   at most 128 MiB of linear memory per instance (Akamai Functions' limit; growing past it
+//!   fails the allocation, and the guest traps), at most 10 s of guest CPU time per instance
+//!   (an epoch deadline, sampled every 10 ms: a loop traps, and yields to other requests
+//!   meanwhile), and at most 600 s per request (WASI 0.2: the guest task is aborted; WASI 0.3:
+//!   the request is cancelled).
+//!
 //! `MERIDIAN_HOST_PERFMAP=1` writes /tmp/perf-PID.map so `perf report` names the guest's functions.
 
 mod manifest;
@@ -68,6 +77,7 @@ use vars::fermyon::spin::variables;
 struct Hooks {
     allowed: Arc<Vec<AllowedHost>>,
     pool: pool::Pool,
+    limits: Limits,
 }
 
 impl WasiHttpHooks for Hooks {
@@ -122,6 +132,46 @@ struct State {
     http: WasiHttpCtx,
     hooks: Hooks,
     vars: Arc<HashMap<String, String>>,
+    limits: wasmtime::StoreLimits,
+    /// Epoch ticks at which the guest's code was running: its CPU time, sampled.
+    ticks_running: u64,
+}
+
+/// The limits every instance runs under.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_memory_bytes: usize,
+    /// The most CPU time an instance's guest code may take (sampled every tick).
+    max_run: std::time::Duration,
+    /// Longest request, headers to the end of the body.
+    max_request: std::time::Duration,
+}
+
+/// How often the engine's epoch advances: the guest yields (and is checked) this often.
+const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A store for one instance, under the limits: its memory capped, its guest code's CPU time
+/// sampled at every epoch tick and ended past the budget.
+fn new_store(engine: &Engine, state: State) -> Store<State> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    let max_run = store.data().hooks.limits.max_run;
+    let budget = (max_run.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    store.epoch_deadline_callback(move |mut cx| {
+        // Called only while guest code runs, once per tick: a sample of its CPU time.
+        let s = cx.data_mut();
+        s.ticks_running += 1;
+        if s.ticks_running > budget {
+            return Err(wasmtime::Error::msg(format!(
+                "the instance's guest code ran for more than {} ms",
+                max_run.as_millis()
+            )));
+        }
+        // Let other requests run, and count again next tick.
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
+    store
 }
 
 impl WasiView for State {
@@ -164,6 +214,7 @@ impl State {
         allowed: &Arc<Vec<AllowedHost>>,
         pool: &pool::Pool,
         vars: &Arc<HashMap<String, String>>,
+        limits: Limits,
     ) -> State {
         State {
             table: ResourceTable::new(),
@@ -172,8 +223,13 @@ impl State {
             hooks: Hooks {
                 allowed: allowed.clone(),
                 pool: pool.clone(),
+                limits,
             },
             vars: vars.clone(),
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory_bytes)
+                .build(),
+            ticks_running: 0,
         }
     }
 }
@@ -188,11 +244,13 @@ struct P3Handler {
     max_reuse: usize,
     max_concurrent: usize,
     idle: std::time::Duration,
+    limits: Limits,
 }
 
 struct P3Worker {
     max_reuse: usize,
     max_concurrent: usize,
+    max_request: std::time::Duration,
 }
 
 /// Ends an instance once it has been idle for the configured time.
@@ -247,8 +305,8 @@ impl WorkerState for P3Worker {
         _data: (),
         _task: wasmtime::component::GuestTaskId,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> {
-        // No per-request time limit, as under `spin up` without one.
-        Box::pin(std::future::pending())
+        // The request is cancelled when this finishes: the per-request time limit.
+        Box::pin(tokio::time::sleep(self.max_request))
     }
 
     fn drop(&self, _store: Store<State>, result: wasmtime::Result<()>) {
@@ -264,9 +322,9 @@ impl HandlerState for P3Handler {
     type WorkerState = P3Worker;
 
     async fn instantiate(&self) -> wasmtime::Result<HandlerInstance<State, IdleExpiry, P3Worker>> {
-        let mut store = Store::new(
+        let mut store = new_store(
             self.pre.engine(),
-            State::new(&self.allowed, &self.pool, &self.vars),
+            State::new(&self.allowed, &self.pool, &self.vars, self.limits),
         );
         let proxy = self.pre.instantiate_async(&mut store).await?;
         // Tests count instances by this line.
@@ -282,6 +340,7 @@ impl HandlerState for P3Handler {
             state: P3Worker {
                 max_reuse: self.max_reuse,
                 max_concurrent: self.max_concurrent,
+                max_request: self.limits.max_request,
             },
         })
     }
@@ -307,6 +366,7 @@ struct Server {
     allowed: Arc<Vec<AllowedHost>>,
     pool: pool::Pool,
     vars: Arc<HashMap<String, String>>,
+    limits: Limits,
     /// Tests only (`--test-peer-header`): take the connection's address from this request
     /// header, so a test on 127.0.0.1 can stand in for a client anywhere.
     test_peer_header: Option<hyper::header::HeaderName>,
@@ -422,9 +482,9 @@ impl Server {
                 return Ok(resp);
             }
         };
-        let mut store = Store::new(
+        let mut store = new_store(
             &self.engine,
-            State::new(&self.allowed, &self.pool, &self.vars),
+            State::new(&self.allowed, &self.pool, &self.vars, self.limits),
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = w(store
@@ -440,6 +500,14 @@ impl Server {
                 .await
         });
         let abort = task.abort_handle();
+        // The per-request time limit: the guest's task is aborted then, whatever it is doing
+        // (its response, if started, ends there).
+        let limit = abort.clone();
+        let max_request = self.limits.max_request;
+        tokio::task::spawn(async move {
+            tokio::time::sleep(max_request).await;
+            limit.abort();
+        });
         match receiver.await {
             Ok(Ok(resp)) => {
                 tokio::task::spawn(async move {
@@ -478,16 +546,25 @@ struct Args {
     max_instance_reuse: usize,
     max_instance_concurrent: usize,
     idle_instance_ms: u64,
+    header_read_timeout_ms: u64,
+    max_connections: usize,
+    max_instance_memory_mb: usize,
+    max_guest_run_ms: u64,
+    max_request_ms: u64,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--tcp-nodelay] [--test-peer-header NAME]\n\
          [--max-instance-reuse-count 128] [--max-instance-concurrent-reuse-count 16] [--idle-instance-timeout-ms 1000]\n\
+         [--header-read-timeout-ms 30000] [--max-connections 1024] [--max-instance-memory-mb 128] [--max-guest-run-ms 10000] [--max-request-ms 600000]\n\
          Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.\n\
          --tcp-nodelay: set TCP_NODELAY on accepted and outbound connections (Spin does not).\n\
          --test-peer-header (tests only): the client address Spin reports comes from this header.\n\
-         The --max-instance-* and --idle-instance-* options apply to WASI 0.3 components (wasmtime serve's defaults)."
+         The --max-instance-*-count and --idle-instance-* options apply to WASI 0.3 components (wasmtime serve's defaults).\n\
+         Limits: request headers within --header-read-timeout-ms (also ends an idle kept-alive connection), at most\n\
+         --max-connections at once, --max-instance-memory-mb of linear memory per instance, --max-guest-run-ms of guest\n\
+         CPU time per instance, --max-request-ms per request."
     );
     std::process::exit(2)
 }
@@ -503,6 +580,11 @@ fn parse_args() -> Result<Args> {
         max_instance_reuse: 128,
         max_instance_concurrent: 16,
         idle_instance_ms: 1000,
+        header_read_timeout_ms: 30_000,
+        max_connections: 1024,
+        max_instance_memory_mb: 128,
+        max_guest_run_ms: 10_000,
+        max_request_ms: 600_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -523,6 +605,19 @@ fn parse_args() -> Result<Args> {
             "--idle-instance-timeout-ms" => {
                 args.idle_instance_ms = value().parse().context("milliseconds")?
             }
+            "--header-read-timeout-ms" => {
+                args.header_read_timeout_ms = value().parse().context("milliseconds")?
+            }
+            "--max-connections" => {
+                args.max_connections = value().parse().context("a number of connections")?
+            }
+            "--max-instance-memory-mb" => {
+                args.max_instance_memory_mb = value().parse().context("MiB")?
+            }
+            "--max-guest-run-ms" => {
+                args.max_guest_run_ms = value().parse().context("milliseconds")?
+            }
+            "--max-request-ms" => args.max_request_ms = value().parse().context("milliseconds")?,
             "-h" | "--help" => usage(),
             other => bail!("unknown argument `{other}`"),
         }
@@ -546,6 +641,8 @@ async fn main() -> Result<()> {
     let mut config = Config::new();
     // The component model's async ABI, which WASI 0.3 components use (Spin 4.1+ enables it).
     config.wasm_component_model_async(true);
+    // Guest code checks the engine's epoch, so a loop yields and can be ended (new_store).
+    config.epoch_interruption(true);
     // Compiled code is cached on disk, so restarts (every e2e test starts a host) are fast.
     config.cache(wasmtime::Cache::from_file(None).ok());
     // Instances come from a pool of pre-reserved slots (reset, not re-mapped, per request).
@@ -585,6 +682,18 @@ async fn main() -> Result<()> {
     }
     let engine = Engine::new(&config);
     let engine = w(engine)?;
+    {
+        let engine = engine.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+        });
+    }
+    let limits = Limits {
+        max_memory_bytes: args.max_instance_memory_mb.saturating_mul(1 << 20),
+        max_run: std::time::Duration::from_millis(args.max_guest_run_ms),
+        max_request: std::time::Duration::from_millis(args.max_request_ms),
+    };
     let component = w(Component::from_file(&engine, &component_path))
         .with_context(|| format!("loading {}", component_path.display()))?;
     let mut linker: Linker<State> = Linker::new(&engine);
@@ -612,6 +721,7 @@ async fn main() -> Result<()> {
             max_reuse: args.max_instance_reuse,
             max_concurrent: args.max_instance_concurrent,
             idle: std::time::Duration::from_millis(args.idle_instance_ms),
+            limits,
         })),
         Err(_) => Mode::P2(w(ProxyPre::new(instance_pre))?),
     };
@@ -629,6 +739,7 @@ async fn main() -> Result<()> {
         allowed,
         pool,
         vars,
+        limits,
         test_peer_header: args
             .test_peer_header
             .map(|n| hyper::header::HeaderName::from_bytes(n.as_bytes()))
@@ -656,7 +767,14 @@ async fn main() -> Result<()> {
         }
     };
     tokio::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(args.max_connections.max(1)));
+    let header_read_timeout = std::time::Duration::from_millis(args.header_read_timeout_ms);
     loop {
+        // At most --max-connections at once: the next is accepted when one closes.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p?,
+            _ = &mut shutdown => { println!("meridian-host: shutting down"); return Ok(()); }
+        };
         let (client, client_addr) = tokio::select! {
             r = listener.accept() => r?,
             _ = &mut shutdown => { println!("meridian-host: shutting down"); return Ok(()); }
@@ -679,8 +797,11 @@ async fn main() -> Result<()> {
                     })
                 }
             });
+            let _permit = permit;
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(client), service)
                 .await
             {

@@ -150,11 +150,31 @@ impl Meridian {
         .await
     }
 
+    /// Only the outbound hosts `host_args` allow (`--allow-outbound …`), beside spin.toml's:
+    /// not the usual `http://127.0.0.1:*` for the tests' mock upstreams.
+    pub async fn with_exact_outbound(
+        wasm: Option<&std::path::Path>,
+        policy: Option<&str>,
+        host_args: &[&str],
+    ) -> Meridian {
+        Meridian::launch(policy, &[], wasm, host_args, false).await
+    }
+
     async fn start(
         policy: Option<&str>,
         env: &[(&str, &str)],
         other: Option<&std::path::Path>,
         host_args: &[&str],
+    ) -> Meridian {
+        Meridian::launch(policy, env, other, host_args, true).await
+    }
+
+    async fn launch(
+        policy: Option<&str>,
+        env: &[(&str, &str)],
+        other: Option<&std::path::Path>,
+        host_args: &[&str],
+        mocks_allowed: bool,
     ) -> Meridian {
         let host = host_binary();
         let wasm = other.map(PathBuf::from).unwrap_or_else(component);
@@ -176,7 +196,12 @@ impl Meridian {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
-            .args(["--allow-outbound", "http://127.0.0.1:*"])
+            .args(
+                mocks_allowed
+                    .then_some(["--allow-outbound", "http://127.0.0.1:*"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(host_args)
             .args(
                 (other.is_some() || p3())

@@ -9,6 +9,9 @@
 //! - `POST /stream/v1/chat/completions`: the same, but passes the answer through chunk by chunk
 //!   as it arrives, written the plain spin-sdk way (response handed over, then each chunk
 //!   sent): the least a streaming forwarder costs.
+//!
+//! And two misbehaving routes for the host's abuse tests (`tests/e2e_host.rs`), which no
+//! benchmark calls: `/abuse/loop` spins forever, `/abuse/alloc` allocates until memory runs out.
 
 use futures::{SinkExt, StreamExt};
 use spin_sdk::http::{
@@ -52,6 +55,18 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                 if sink.send(chunk).await.is_err() {
                     break;
                 }
+            }
+        }
+        "/abuse/loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "/abuse/alloc" => {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            loop {
+                held.push(std::hint::black_box(vec![1u8; 1 << 20]));
             }
         }
         _ => answer(out, 200, b"{\"ok\":true}".to_vec()).await,
