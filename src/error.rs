@@ -15,7 +15,7 @@ pub struct ApiError {
     /// For 405: the `Allow` header.
     pub allow: Option<&'static str>,
     /// What only the operator's log shows (an invalid policy's every error), never the caller.
-    pub log_detail: Option<String>,
+    pub log_detail: Option<Box<String>>,
 }
 
 impl ApiError {
@@ -50,7 +50,7 @@ impl ApiError {
             "invalid_policy",
             "This deployment's policy is invalid, so no request can be served. The operator finds every error in Meridian's log under this request id.",
         );
-        e.log_detail = Some(format!("the configured policy is invalid:\n{errors}"));
+        e.log_detail = Some(Box::new(format!("the configured policy is invalid:\n{errors}")));
         e
     }
 
