@@ -50,7 +50,9 @@ impl ApiError {
             "invalid_policy",
             "This deployment's policy is invalid, so no request can be served. The operator finds every error in Meridian's log under this request id.",
         );
-        e.log_detail = Some(Box::new(format!("the configured policy is invalid:\n{errors}")));
+        e.log_detail = Some(Box::new(format!(
+            "the configured policy is invalid:\n{errors}"
+        )));
         e
     }
 

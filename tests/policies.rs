@@ -111,7 +111,7 @@ fn a_wrong_expectation_fails() {
 
 #[test]
 fn a_single_legacy_country_header_keeps_working_with_a_warning() {
-    let text = "version = 1\n[settings]\ntrusted_country_headers = [\"CF-IPCountry\"]\nallow_anonymous = true\n[[providers]]\nid = \"a\"\nbase_url = \"https://a.example/v1\"\nlocation = \"DE\"\nmodels = { \"m\" = \"m\" }\n";
+    let text = "version = 1\n[settings]\ntrusted_country_headers = [\"CF-IPCountry\"]\nallow_anonymous = true\n[[providers]]\nid = \"a\"\nbase_url = \"https://a.example/v1\"\nlocation = \"DE\"\ntrains_on_inputs = false\nretention_days = 0\nmodels = { \"m\" = \"m\" }\n";
     let p = policy::load(text, "legacy.toml").unwrap();
     let warnings: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
