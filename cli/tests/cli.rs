@@ -477,18 +477,23 @@ fn keys_published_in_meridians_own_examples_are_refused() {
 
 #[test]
 fn explain_shows_what_the_request_asks_a_provider_to_do() {
-    let o = meridian(&[
-        "explain",
-        "policies/default.toml",
-        "--model",
-        "llama-3.1-8b",
-        "--country",
-        "DE",
-        "--body",
-        r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://10.0.0.1/x.png"}}]}]}"#,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t = stdout(&o);
+    let explain = |content: &str| {
+        let body = format!(r#"{{"messages":[{{"role":"user","content":[{content}]}}]}}"#);
+        let args = [
+            "explain",
+            "policies/default.toml",
+            "--model",
+            "llama-3.1-8b",
+            "--country",
+            "DE",
+            "--body",
+            &body,
+        ];
+        let o = meridian(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let t = explain(r#"{"type":"image_url","image_url":{"url":"http://10.0.0.1/x.png"}}"#);
     assert!(
         t.contains("excluded local: request uses `remote_media`")
             && t.contains("capabilities = [\"remote_media\"]"),
@@ -496,15 +501,6 @@ fn explain_shows_what_the_request_asks_a_provider_to_do() {
     );
     assert!(t.contains("refused with 403 capability_not_granted"), "{t}");
     // An inline image needs no grant.
-    let o = meridian(&[
-        "explain",
-        "policies/default.toml",
-        "--model",
-        "llama-3.1-8b",
-        "--country",
-        "DE",
-        "--body",
-        r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}"#,
-    ]);
-    assert!(stdout(&o).contains("  1. local as"), "{}", stdout(&o));
+    let t = explain(r#"{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}"#);
+    assert!(t.contains("  1. local as"), "{t}");
 }

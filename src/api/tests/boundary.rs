@@ -24,6 +24,11 @@ fn m_body(extra: &str) -> String {
     chat_body(extra).replace("chat-model", "m")
 }
 
+/// `POST /v1/chat/completions`.
+async fn chat_to(p: &Policy, t: &Fake, headers: &[(&str, &str)], body: &str) -> Answer {
+    post(p, t, "/v1/chat/completions", headers, body).await
+}
+
 async fn post(p: &Policy, t: &Fake, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
     call(p, t, "POST", path, headers, body).await
 }
@@ -43,14 +48,7 @@ fn reasons(a: &Answer) -> String {
 async fn an_unknown_field_is_refused_by_name_or_dropped_when_the_policy_says_so() {
     let p = boundary_policy("[[rules]]\nid = \"o\"\nprefer = { order = [\"open\"] }\n");
     let t = no_script();
-    let a = post(
-        &p,
-        &t,
-        "/v1/chat/completions",
-        &[JSON],
-        &m_body(r#","frobnicate":1"#),
-    )
-    .await;
+    let a = chat_to(&p, &t, &[JSON], &m_body(r#","frobnicate":1"#)).await;
     assert_eq!(a.status, 400, "{}", a.text());
     assert_eq!(a.code(), "unknown_parameter");
     let m = reasons(&a);
@@ -59,10 +57,9 @@ async fn an_unknown_field_is_refused_by_name_or_dropped_when_the_policy_says_so(
         "{m}"
     );
     // Nested: an extra key inside a message is a field too.
-    let a = post(
+    let a = chat_to(
         &p,
         &t,
-        "/v1/chat/completions",
         &[JSON],
         r#"{"model":"m","messages":[{"role":"user","content":"hi","x_secret":1}]}"#,
     )
@@ -78,7 +75,7 @@ async fn an_unknown_field_is_refused_by_name_or_dropped_when_the_policy_says_so(
     // Ordinary fields pass unchanged.
     let t = Fake::new(vec![("open", vec![ok_json(0)])]);
     let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"seed":7,"top_k":5,"response_format":{"type":"json_object"},"stream_options":null,"user":"u1"}"#;
-    let a = post(&p, &t, "/v1/chat/completions", &[JSON], body).await;
+    let a = chat_to(&p, &t, &[JSON], body).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let sent = sent_json(&t, 0);
     for k in ["temperature", "seed", "top_k", "response_format", "user"] {
@@ -88,10 +85,9 @@ async fn an_unknown_field_is_refused_by_name_or_dropped_when_the_policy_says_so(
     // With `unknown_fields = "drop"` the field is removed and named in the audit.
     let p = boundary_policy("[settings.request]\nunknown_fields = \"drop\"\n[[rules]]\nid = \"o\"\nprefer = { order = [\"open\"] }\n");
     let t = Fake::new(vec![("open", vec![ok_json(0)])]);
-    let a = post(
+    let a = chat_to(
         &p,
         &t,
-        "/v1/chat/completions",
         &[JSON],
         r#"{"model":"m","messages":[{"role":"user","content":"hi","x":1}],"frobnicate":1}"#,
     )
@@ -120,14 +116,7 @@ async fn store_never_reaches_a_zero_retention_route_and_needs_a_grant_elsewhere(
     // why, before anything is sent.
     let t = no_script();
     let zdr = [JSON, ("x-meridian-privacy", "zdr")];
-    let a = post(
-        &p,
-        &t,
-        "/v1/chat/completions",
-        &zdr,
-        &m_body(r#","store":true"#),
-    )
-    .await;
+    let a = chat_to(&p, &t, &zdr, &m_body(r#","store":true"#)).await;
     assert_eq!(a.status, 403, "{}", a.text());
     assert_eq!(a.code(), "capability_not_granted");
     let m = reasons(&a);
@@ -140,14 +129,7 @@ async fn store_never_reaches_a_zero_retention_route_and_needs_a_grant_elsewhere(
     // Without zdr, only the provider granted `store` may take it; the others are excluded with
     // the grant they lack, and the audit names the capability.
     let t = Fake::new(vec![("keeper", vec![ok_json(0)])]);
-    let a = post(
-        &p,
-        &t,
-        "/v1/chat/completions",
-        &[JSON],
-        &m_body(r#","store":true"#),
-    )
-    .await;
+    let a = chat_to(&p, &t, &[JSON], &m_body(r#","store":true"#)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("x-meridian-provider"), Some("keeper"));
     assert_eq!(a.header("x-meridian-capabilities"), Some("store"));
@@ -156,14 +138,7 @@ async fn store_never_reaches_a_zero_retention_route_and_needs_a_grant_elsewhere(
 
     // `store: false` is an ordinary field.
     let t = Fake::new(vec![("open", vec![ok_json(0)])]);
-    let a = post(
-        &p,
-        &t,
-        "/v1/chat/completions",
-        &zdr,
-        &m_body(r#","store":false"#),
-    )
-    .await;
+    let a = chat_to(&p, &t, &zdr, &m_body(r#","store":false"#)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("x-meridian-capabilities"), None);
 
@@ -190,7 +165,7 @@ async fn azure_data_sources_only_where_granted_and_only_on_the_azure_wire() {
     let p = boundary_policy("");
     let ds = r#","data_sources":[{"type":"azure_search","parameters":{"endpoint":"https://s","index_name":"i","authentication":{"type":"system_assigned_managed_identity"}}}]"#;
     let t = Fake::new(vec![("azure-eu", vec![ok_json(0)])]);
-    let a = post(&p, &t, "/v1/chat/completions", &[JSON], &m_body(ds)).await;
+    let a = chat_to(&p, &t, &[JSON], &m_body(ds)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("x-meridian-provider"), Some("azure-eu"));
     assert!(sent_json(&t, 0)["data_sources"].is_array());
@@ -260,7 +235,7 @@ async fn a_self_hosted_engine_never_fetches_a_url_the_caller_names() {
     let p = boundary_policy("[[rules]]\nid = \"home\"\nrequire = { self_hosted = true }\n");
     let img = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"http://10.0.0.5/admin"}}]}]}"#;
     let t = no_script();
-    let a = post(&p, &t, "/v1/chat/completions", &[JSON], img).await;
+    let a = chat_to(&p, &t, &[JSON], img).await;
     assert_eq!(a.status, 403, "{}", a.text());
     assert!(reasons(&a).contains("`remote_media`"), "{}", reasons(&a));
     assert!(t.requests.borrow().is_empty());
@@ -270,7 +245,7 @@ async fn a_self_hosted_engine_never_fetches_a_url_the_caller_names() {
         "http://10.0.0.5/admin",
         "data:image/png;base64,iVBORw0KGgo=",
     );
-    let a = post(&p, &t, "/v1/chat/completions", &[JSON], &inline).await;
+    let a = chat_to(&p, &t, &[JSON], &inline).await;
     assert_eq!(a.status, 200, "{}", a.text());
 }
 
@@ -283,14 +258,7 @@ async fn a_translated_stream_of_pings_ends_at_the_stream_deadline() {
     let mut chunks = vec![(0, start), (0, first)];
     chunks.extend(std::iter::repeat_n((100, ping), 120)); // 12 s of pings
     let t = Fake::new(vec![("claude", vec![sse(&chunks)])]);
-    let a = post(
-        &p,
-        &t,
-        "/v1/chat/completions",
-        &[JSON],
-        &m_body(r#","stream":true"#),
-    )
-    .await;
+    let a = chat_to(&p, &t, &[JSON], &m_body(r#","stream":true"#)).await;
     assert_eq!(a.status, 200);
     let text = a.text();
     assert!(text.contains("\"Hi\""), "{text}");
@@ -317,14 +285,7 @@ async fn a_translated_stream_that_only_pings_never_reaches_its_first_byte() {
         ("claude", vec![sse(&pings)]),
         ("keeper", vec![sse(&[(0, ok)])]),
     ]);
-    let a = post(
-        &p,
-        &t,
-        "/v1/chat/completions",
-        &[JSON],
-        &m_body(r#","stream":true"#),
-    )
-    .await;
+    let a = chat_to(&p, &t, &[JSON], &m_body(r#","stream":true"#)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(
         a.header("x-meridian-provider"),
@@ -480,7 +441,7 @@ mod property {
                 r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#
             };
             let t = Fake::new(vec![(provider, vec![answer(200, reply)])]);
-            let a = post(policy, &t, "/v1/chat/completions", &[JSON], &body.to_string()).await;
+            let a = chat_to(policy, &t, &[JSON], &body.to_string()).await;
             let sent = t.requests.borrow().first().map(|r| serde_json::from_slice(&r.body).unwrap());
             (a, sent)
         })
