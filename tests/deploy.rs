@@ -130,3 +130,27 @@ fn the_spinapp_conforms_to_the_crd_and_binds_every_variable() {
         );
     }
 }
+
+/// A user's clone has nothing beside it: no file of the project reads outside its own tree
+/// (the CRD above is vendored in `tests/fixtures/spinkube`).
+#[test]
+fn nothing_in_the_project_reads_outside_its_own_tree() {
+    let out = std::process::Command::new("git")
+        .args(["ls-files"])
+        .current_dir(root())
+        .output()
+        .expect("git lists the project's files");
+    let files = String::from_utf8_lossy(&out.stdout);
+    let mut offenders = Vec::new();
+    let needle = ["..", "/shared"].concat();
+    for f in files.lines() {
+        let Ok(text) = std::fs::read_to_string(root().join(f)) else {
+            continue;
+        };
+        if text.contains(&needle) {
+            offenders.push(f.to_string());
+        }
+    }
+    assert!(files.lines().count() > 100, "git listed the project");
+    assert!(offenders.is_empty(), "these read outside the tree: {offenders:?}");
+}
