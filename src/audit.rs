@@ -24,6 +24,8 @@ pub const TENANT: &str = "x-meridian-tenant";
 pub const CLIENT_COUNTRY: &str = "x-meridian-client-country";
 /// Personal data found in the prompt and what was done: `email=1, iban=1; redacted`, `none`.
 pub const PII: &str = "x-meridian-pii";
+/// The W3C trace id the request belongs to (the caller's, or a new one).
+pub const TRACE_ID: &str = "x-meridian-trace-id";
 /// The capabilities the request used (`store, web_search`), when it used any.
 pub const CAPABILITIES: &str = "x-meridian-capabilities";
 /// Unknown fields removed under `unknown_fields = "drop"` (`foo, messages[0].bar`).
@@ -46,6 +48,7 @@ pub const ALL: &[&str] = &[
     PII,
     CAPABILITIES,
     DROPPED,
+    TRACE_ID,
 ];
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
@@ -192,6 +195,8 @@ pub struct Record {
     pub dropped: Vec<String>,
     /// What only the log shows about an error (an invalid policy's errors).
     pub error_detail: Option<String>,
+    /// Where the request sits in a W3C trace.
+    pub trace: Option<crate::trace::Trace>,
 }
 
 impl Record {
@@ -203,6 +208,9 @@ impl Record {
     pub fn headers(&self) -> Vec<(String, String)> {
         let mut h = vec![(REQUEST_ID.to_string(), header_safe(&self.request_id))];
         let mut put = |name: &str, value: &str| h.push((name.to_string(), header_safe(value)));
+        if let Some(t) = &self.trace {
+            put(TRACE_ID, &t.trace_id_hex());
+        }
         if let Some(p) = &self.policy {
             put(POLICY, p);
         }
@@ -304,6 +312,9 @@ impl Record {
             capabilities: &self.capabilities,
             dropped_fields: &self.dropped,
             error_detail: self.error_detail.as_deref(),
+            trace_id: self.trace.as_ref().map(|t| t.trace_id_hex()),
+            span_id: self.trace.as_ref().map(|t| t.span_id_hex()),
+            parent_span_id: self.trace.as_ref().and_then(|t| t.parent_id_hex()),
             usage: self.usage,
             cost_usd: self.cost_usd(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
@@ -366,6 +377,12 @@ struct LogLine<'a> {
     dropped_fields: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     error_detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_span_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]

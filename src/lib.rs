@@ -25,6 +25,7 @@ mod fuzz;
 pub mod sse;
 #[cfg(test)]
 mod testing;
+pub mod trace;
 pub mod usage;
 pub mod wire;
 

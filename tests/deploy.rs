@@ -152,5 +152,8 @@ fn nothing_in_the_project_reads_outside_its_own_tree() {
         }
     }
     assert!(files.lines().count() > 100, "git listed the project");
-    assert!(offenders.is_empty(), "these read outside the tree: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "these read outside the tree: {offenders:?}"
+    );
 }

@@ -344,7 +344,12 @@ async fn forward_to<T: Transport>(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         == Some(true);
+    // Each attempt (a retry, a fallback, a hedge) is a child span of the request's: siblings.
+    let attempt = std::cell::Cell::new(0u32);
+    let trace = cx.record.trace.as_ref();
     let build = |c: &Candidate| -> Result<OutboundRequest, Failure> {
+        let n = attempt.get();
+        attempt.set(n.saturating_add(1));
         let provider = &cx.policy.providers[c.index];
         let key = match &provider.key_secret {
             Some(name) => match (cx.env.secret)(name).filter(|k| !k.is_empty()) {
@@ -369,6 +374,8 @@ async fn forward_to<T: Transport>(
             stream: facts.stream,
             native_streams,
             include_usage,
+            traceparent: trace.map(|t| t.traceparent_for(t.attempt_span(n))),
+            tracestate: trace.and_then(|t| t.state.as_deref()),
         })
     };
     let wt = WireTransport {

@@ -116,13 +116,20 @@ fn json_header() -> (String, String) {
     ("content-type".into(), "application/json".into())
 }
 
-fn request_id(headers: &[(String, String)], fresh: &dyn Fn() -> String) -> String {
-    crate::headers::get(headers, audit::REQUEST_ID)
+/// The request's id (the client's, if it is a usable one) and a fresh random id: the same
+/// string when the request id is Meridian's own, so the common case asks the runtime once.
+fn request_id(headers: &[(String, String)], fresh: &dyn Fn() -> String) -> (String, String) {
+    match crate::headers::get(headers, audit::REQUEST_ID)
         .map(str::trim)
         .filter(|v| {
             !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
-        })
-        .map_or_else(fresh, str::to_string)
+        }) {
+        Some(given) => (given.to_string(), fresh()),
+        None => {
+            let id = fresh();
+            (id.clone(), id)
+        }
+    }
 }
 
 /// Serves one request: every response, success or error, carries the audit headers that apply
@@ -132,8 +139,10 @@ pub async fn serve<T: Transport, R: RequestBody>(
     t: &T,
     req: Request<R>,
 ) -> Reply<crate::wire::WireBody<T::Body>> {
+    let (id, seed) = request_id(&req.headers, env.fresh_id);
     let mut record = Record {
-        request_id: request_id(&req.headers, env.fresh_id),
+        trace: Some(crate::trace::Trace::of_request(&req.headers, &id, &seed)),
+        request_id: id,
         method: req.method.clone(),
         path: req.path.split('?').next().unwrap_or(&req.path).to_string(),
         started_ms: t.now_ms(),
@@ -494,7 +503,7 @@ pub fn preflight(
         ),
         (
             "access-control-allow-headers".into(),
-            "authorization, content-type, x-api-key, x-request-id, x-meridian-privacy".into(),
+            "authorization, content-type, x-api-key, x-request-id, x-meridian-privacy, traceparent, tracestate".into(),
         ),
         ("access-control-max-age".into(), "600".into()),
     ])

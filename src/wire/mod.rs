@@ -41,6 +41,10 @@ pub struct Outgoing<'a> {
     pub native_streams: bool,
     /// The client asked for a final usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// The attempt's `traceparent` (a child of Meridian's request span) and the caller's
+    /// `tracestate`.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<&'a str>,
 }
 
 impl Outgoing<'_> {
@@ -54,11 +58,18 @@ impl Outgoing<'_> {
 
     /// Headers every wire sends: never a client credential.
     fn common_headers(&self) -> Vec<(String, String)> {
-        vec![
+        let mut h = vec![
             ("content-type".to_string(), "application/json".to_string()),
             ("accept".to_string(), self.accept.to_string()),
             ("x-request-id".to_string(), self.request_id.to_string()),
-        ]
+        ];
+        if let Some(tp) = &self.traceparent {
+            h.push((crate::trace::TRACEPARENT.to_string(), tp.clone()));
+        }
+        if let Some(ts) = self.tracestate {
+            h.push((crate::trace::TRACESTATE.to_string(), ts.to_string()));
+        }
+        h
     }
 
     /// A known length rather than chunked encoding: some engines' servers read only

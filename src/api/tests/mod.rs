@@ -213,4 +213,5 @@ mod inference;
 mod pii;
 mod routes;
 mod streams;
+mod trace;
 mod wires;

@@ -1,0 +1,234 @@
+//! W3C Trace Context (`traceparent`, `tracestate`): a trace started by the app goes on through
+//! Meridian to every upstream attempt. Meridian's request is one span (a child of the caller's,
+//! or the root of a new trace); each attempt, retried or hedged, is a child of that span, so
+//! attempts are siblings. Ids Meridian makes are derived from randomness it already has (its
+//! fresh request id), so no request pays an extra host call. Pure.
+
+use sha2::{Digest, Sha256};
+
+/// The request header that carries the trace (and the one sent upstream).
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+/// Longest `tracestate` passed on (the specification's limit for what must be propagated).
+const MAX_TRACESTATE: usize = 512;
+
+/// One request's place in a trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub trace_id: [u8; 16],
+    /// The caller's span, when the request came with a valid `traceparent`.
+    pub parent_id: Option<[u8; 8]>,
+    /// Meridian's span for this request.
+    pub span_id: [u8; 8],
+    /// The caller's trace flags (sampled: `01`), or sampled for a new trace.
+    pub flags: u8,
+    /// The caller's `tracestate`, passed on unchanged (when it fits the limit).
+    pub state: Option<String>,
+}
+
+fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `traceparent` value, if it is one: `00-<32 hex>-<16 hex>-<2 hex>` (lower case; ids not all
+/// zero; a future version's longer value is read by its first four fields; version `ff` is not
+/// valid).
+pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], u8)> {
+    let v = v.trim();
+    let mut parts = v.split('-');
+    let version: [u8; 1] = hex(parts.next()?)?;
+    if version[0] == 0xff || (version[0] == 0 && v.len() != 55) {
+        return None;
+    }
+    let trace: [u8; 16] = hex(parts.next()?)?;
+    let parent: [u8; 8] = hex(parts.next()?)?;
+    let flags: [u8; 1] = hex(parts.next().map(|f| f.get(..2).unwrap_or(f))?)?;
+    if trace == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace, parent, flags[0]))
+}
+
+impl Trace {
+    /// The request's trace: the caller's, when it sent exactly one valid `traceparent`; else a
+    /// new one. `seed` is random (Meridian's fresh request id), and with the request id it
+    /// gives the ids Meridian makes.
+    pub fn of_request(headers: &[(String, String)], request_id: &str, seed: &str) -> Trace {
+        let mut given = headers.iter().filter(|(k, _)| k == TRACEPARENT);
+        let parsed = match (given.next(), given.next()) {
+            (Some((_, v)), None) => parse_traceparent(v),
+            _ => None, // absent, or ambiguous
+        };
+        let digest = Sha256::new()
+            .chain_update(seed.as_bytes())
+            .chain_update([0])
+            .chain_update(request_id.as_bytes())
+            .finalize();
+        let mut span_id = [0u8; 8];
+        span_id.copy_from_slice(&digest[16..24]);
+        match parsed {
+            Some((trace_id, parent, flags)) => Trace {
+                trace_id,
+                parent_id: Some(parent),
+                span_id,
+                flags,
+                state: crate::headers::get(headers, TRACESTATE)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE && s.is_ascii())
+                    .map(str::to_string),
+            },
+            None => {
+                let mut trace_id = [0u8; 16];
+                trace_id.copy_from_slice(&digest[..16]);
+                Trace {
+                    trace_id,
+                    parent_id: None,
+                    span_id,
+                    flags: 1,
+                    state: None,
+                }
+            }
+        }
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        to_hex(&self.trace_id)
+    }
+
+    pub fn span_id_hex(&self) -> String {
+        to_hex(&self.span_id)
+    }
+
+    pub fn parent_id_hex(&self) -> Option<String> {
+        self.parent_id.map(|p| to_hex(&p))
+    }
+
+    /// The span of the request's `n`th attempt (from 0): a child of the request's span, so
+    /// attempts (retries and hedges included) are siblings.
+    pub fn attempt_span(&self, n: u32) -> [u8; 8] {
+        let d = Sha256::new()
+            .chain_update(self.trace_id)
+            .chain_update(self.span_id)
+            .chain_update(n.to_be_bytes())
+            .finalize();
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&d[..8]);
+        s
+    }
+
+    /// The `traceparent` an upstream attempt is sent with.
+    pub fn traceparent_for(&self, span: [u8; 8]) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id_hex(),
+            to_hex(&span),
+            self.flags
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIVEN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_specifications_example_is_read_and_bad_values_are_not() {
+        let (t, p, f) = parse_traceparent(GIVEN).unwrap();
+        assert_eq!(to_hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(to_hex(&p), "00f067aa0ba902b7");
+        assert_eq!(f, 1);
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent id
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // upper case
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version ff
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", // 00 with more
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  // short
+            "garbage",
+            "",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        // A later version may carry more fields: its first four are read.
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abc")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_callers_trace_goes_on_and_attempts_are_siblings_under_meridians_span() {
+        let t = Trace::of_request(
+            &h(&[(TRACEPARENT, GIVEN), (TRACESTATE, "congo=t61rcWkgMzE")]),
+            "req-1",
+            "mrd-0123456789abcdef",
+        );
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent_id_hex().as_deref(), Some("00f067aa0ba902b7"));
+        assert_ne!(t.span_id_hex(), "00f067aa0ba902b7", "Meridian's own span");
+        assert_eq!(t.state.as_deref(), Some("congo=t61rcWkgMzE"));
+        let spans: Vec<[u8; 8]> = (0..4).map(|n| t.attempt_span(n)).collect();
+        for (i, a) in spans.iter().enumerate() {
+            assert_ne!(*a, t.span_id);
+            assert!(
+                spans[i + 1..].iter().all(|b| b != a),
+                "distinct attempt spans"
+            );
+            let tp = t.traceparent_for(*a);
+            let (trace, parent, flags) = parse_traceparent(&tp).unwrap();
+            assert_eq!((trace, parent, flags), (t.trace_id, *a, 1));
+        }
+    }
+
+    #[test]
+    fn without_a_valid_traceparent_a_new_trace_starts() {
+        for headers in [
+            h(&[]),
+            h(&[(TRACEPARENT, "nonsense"), (TRACESTATE, "a=b")]),
+            // Two traceparents: ambiguous, so unknown.
+            h(&[(TRACEPARENT, GIVEN), (TRACEPARENT, GIVEN)]),
+        ] {
+            let t = Trace::of_request(&headers, "req-1", "mrd-0123456789abcdef");
+            assert_eq!(t.parent_id, None);
+            assert_eq!(
+                t.state, None,
+                "a tracestate without its traceparent is dropped"
+            );
+            assert_ne!(t.trace_id, [0; 16]);
+            assert_eq!(t.flags, 1);
+            let other = Trace::of_request(&headers, "req-1", "mrd-fedcba9876543210");
+            assert_ne!(
+                t.trace_id, other.trace_id,
+                "the seed's randomness makes the trace"
+            );
+        }
+        // An oversized tracestate is not passed on.
+        let big = "a=".to_string() + &"b".repeat(600);
+        let t = Trace::of_request(&h(&[(TRACEPARENT, GIVEN), (TRACESTATE, &big)]), "r", "s");
+        assert_eq!(t.state, None);
+    }
+}
