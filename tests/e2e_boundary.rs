@@ -159,3 +159,56 @@ async fn capabilities_the_policy_grants_reach_the_provider_it_grants_them_to() {
         "the remote image and the inline one"
     );
 }
+
+/// An Anthropic upstream that, after its first words, sends only `ping` events for twelve
+/// seconds: the translated stream ends at the policy's stream deadline (1.5 s) with an error
+/// event, in the real runtime, not when the upstream stops.
+#[tokio::test]
+async fn an_anthropic_stream_of_pings_ends_at_the_stream_deadline() {
+    let claude = Mock::with(|_, _| {
+        let mut events = vec![
+            json!({"type": "message_start", "message": {"id": "msg_p", "type": "message", "role": "assistant", "content": [], "model": "c", "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ];
+        events.extend(std::iter::repeat_n(json!({"type": "ping"}), 120));
+        Script::Sse {
+            events: events
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}", e["type"].as_str().unwrap_or("")))
+                .collect(),
+            gap_ms: 100,
+            end: support::mock::SseEnd::Done,
+        }
+    })
+    .await;
+    let policy = policy_for(
+        &[("claude", &claude, "IE", "kind = \"anthropic\"")],
+        "",
+    )
+    .replace(
+        "max_body_bytes = 4096\n",
+        "max_body_bytes = 4096\n[settings.plan]\nstream_deadline_ms = 1500\nidle_timeout_ms = 5000\n",
+    );
+    let m = Meridian::with_policy(&policy, &[]).await;
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .post(m.at("/v1/chat/completions"))
+        .json(&json!({"model": "chat-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = tokio::time::timeout(std::time::Duration::from_secs(15), r.text())
+        .await
+        .expect("the stream ended")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(text.contains("\"Hi\""), "{text}");
+    assert!(text.contains("stream_deadline_exceeded"), "{text}");
+    assert!(!text.contains("[DONE]"), "never a clean end: {text}");
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "ended after {took:?}, not at the deadline"
+    );
+}
