@@ -29,10 +29,10 @@
 //!   30 s (hyper's default `header_read_timeout`, which also ends a kept-alive connection that
 //!   sends nothing more), at most 1,024 connections at once (more wait in the listen backlog),
 //!   at most 128 MiB of linear memory per instance (Akamai Functions' limit; growing past it
-//!   fails the allocation, and the guest traps), at most 10 s of guest CPU time per instance
-//!   (an epoch deadline, sampled every 10 ms: a loop traps, and yields to other requests
-//!   meanwhile), and at most 600 s per request (WASI 0.2: the guest task is aborted; WASI 0.3:
-//!   the request is cancelled).
+//!   fails the allocation, and the guest traps), guest code that yields to other requests every
+//!   10 ms (wasmtime's epochs, as Spin uses them), and at most 600 s per request (WASI 0.2: the
+//!   instance's epoch deadline traps its code and the guest task is aborted; WASI 0.3: the
+//!   request is cancelled).
 //!
 //! `MERIDIAN_HOST_PERFMAP=1` writes /tmp/perf-PID.map so `perf report` names the guest's functions.
 
@@ -77,7 +77,6 @@ use vars::fermyon::spin::variables;
 struct Hooks {
     allowed: Arc<Vec<AllowedHost>>,
     pool: pool::Pool,
-    limits: Limits,
 }
 
 impl WasiHttpHooks for Hooks {
@@ -133,16 +132,12 @@ struct State {
     hooks: Hooks,
     vars: Arc<HashMap<String, String>>,
     limits: wasmtime::StoreLimits,
-    /// Epoch ticks at which the guest's code was running: its CPU time, sampled.
-    ticks_running: u64,
 }
 
 /// The limits every instance runs under.
 #[derive(Clone, Copy)]
 struct Limits {
     max_memory_bytes: usize,
-    /// The most CPU time an instance's guest code may take (sampled every tick).
-    max_run: std::time::Duration,
     /// Longest request, headers to the end of the body.
     max_request: std::time::Duration,
 }
@@ -150,24 +145,19 @@ struct Limits {
 /// How often the engine's epoch advances: the guest yields (and is checked) this often.
 const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// A store for one instance, under the limits: its memory capped, its guest code's CPU time
-/// sampled at every epoch tick and ended past the budget.
-fn new_store(engine: &Engine, state: State) -> Store<State> {
+/// A store for one instance, under the limits: its memory capped; its guest code yields to
+/// other requests at every epoch tick and, with `deadline`, traps once that has passed (a
+/// WASI 0.2 instance lives for one request: its deadline is the request's time limit).
+fn new_store(engine: &Engine, state: State, deadline: Option<std::time::Instant>) -> Store<State> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
-    let max_run = store.data().hooks.limits.max_run;
-    let budget = (max_run.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-    store.epoch_deadline_callback(move |mut cx| {
-        // Called only while guest code runs, once per tick: a sample of its CPU time.
-        let s = cx.data_mut();
-        s.ticks_running += 1;
-        if s.ticks_running > budget {
-            return Err(wasmtime::Error::msg(format!(
-                "the instance's guest code ran for more than {} ms",
-                max_run.as_millis()
-            )));
+    store.epoch_deadline_callback(move |_| {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(wasmtime::Error::msg(
+                "the guest ran past the request's time limit",
+            ));
         }
-        // Let other requests run, and count again next tick.
+        // Let other requests run; look again next tick.
         Ok(wasmtime::UpdateDeadline::Yield(1))
     });
     store.set_epoch_deadline(1);
@@ -223,13 +213,11 @@ impl State {
             hooks: Hooks {
                 allowed: allowed.clone(),
                 pool: pool.clone(),
-                limits,
             },
             vars: vars.clone(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(limits.max_memory_bytes)
                 .build(),
-            ticks_running: 0,
         }
     }
 }
@@ -322,9 +310,12 @@ impl HandlerState for P3Handler {
     type WorkerState = P3Worker;
 
     async fn instantiate(&self) -> wasmtime::Result<HandlerInstance<State, IdleExpiry, P3Worker>> {
+        // Instances serve many requests: each request has its own time limit
+        // (`on_request_start`); the instance's code yields every tick.
         let mut store = new_store(
             self.pre.engine(),
             State::new(&self.allowed, &self.pool, &self.vars, self.limits),
+            None,
         );
         let proxy = self.pre.instantiate_async(&mut store).await?;
         // Tests count instances by this line.
@@ -485,6 +476,7 @@ impl Server {
         let mut store = new_store(
             &self.engine,
             State::new(&self.allowed, &self.pool, &self.vars, self.limits),
+            Some(std::time::Instant::now() + self.limits.max_request),
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = w(store
@@ -549,7 +541,6 @@ struct Args {
     header_read_timeout_ms: u64,
     max_connections: usize,
     max_instance_memory_mb: usize,
-    max_guest_run_ms: u64,
     max_request_ms: u64,
 }
 
@@ -557,14 +548,14 @@ fn usage() -> ! {
     eprintln!(
         "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--tcp-nodelay] [--test-peer-header NAME]\n\
          [--max-instance-reuse-count 128] [--max-instance-concurrent-reuse-count 16] [--idle-instance-timeout-ms 1000]\n\
-         [--header-read-timeout-ms 30000] [--max-connections 1024] [--max-instance-memory-mb 128] [--max-guest-run-ms 10000] [--max-request-ms 600000]\n\
+         [--header-read-timeout-ms 30000] [--max-connections 1024] [--max-instance-memory-mb 128] [--max-request-ms 600000]\n\
          Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.\n\
          --tcp-nodelay: set TCP_NODELAY on accepted and outbound connections (Spin does not).\n\
          --test-peer-header (tests only): the client address Spin reports comes from this header.\n\
          The --max-instance-*-count and --idle-instance-* options apply to WASI 0.3 components (wasmtime serve's defaults).\n\
          Limits: request headers within --header-read-timeout-ms (also ends an idle kept-alive connection), at most\n\
-         --max-connections at once, --max-instance-memory-mb of linear memory per instance, --max-guest-run-ms of guest\n\
-         CPU time per instance, --max-request-ms per request."
+         --max-connections at once, --max-instance-memory-mb of linear memory per instance, --max-request-ms per\n\
+         request (guest code yields every 10 ms and, in a WASI 0.2 instance, traps past it)."
     );
     std::process::exit(2)
 }
@@ -583,7 +574,6 @@ fn parse_args() -> Result<Args> {
         header_read_timeout_ms: 30_000,
         max_connections: 1024,
         max_instance_memory_mb: 128,
-        max_guest_run_ms: 10_000,
         max_request_ms: 600_000,
     };
     let mut it = std::env::args().skip(1);
@@ -613,9 +603,6 @@ fn parse_args() -> Result<Args> {
             }
             "--max-instance-memory-mb" => {
                 args.max_instance_memory_mb = value().parse().context("MiB")?
-            }
-            "--max-guest-run-ms" => {
-                args.max_guest_run_ms = value().parse().context("milliseconds")?
             }
             "--max-request-ms" => args.max_request_ms = value().parse().context("milliseconds")?,
             "-h" | "--help" => usage(),
@@ -691,7 +678,6 @@ async fn main() -> Result<()> {
     }
     let limits = Limits {
         max_memory_bytes: args.max_instance_memory_mb.saturating_mul(1 << 20),
-        max_run: std::time::Duration::from_millis(args.max_guest_run_ms),
         max_request: std::time::Duration::from_millis(args.max_request_ms),
     };
     let component = w(Component::from_file(&engine, &component_path))
