@@ -30,7 +30,9 @@
 //!   sends nothing more), at most 1,024 connections at once (more wait in the listen backlog),
 //!   at most 128 MiB of linear memory per instance (Akamai Functions' limit; growing past it
 //!   fails the allocation, and the guest traps), guest code that yields to other requests every
-//!   10 ms (wasmtime's epochs, as Spin uses them), and at most 600 s per request (WASI 0.2: the
+//!   10 ms (wasmtime's epoch interruption with a 10 ms ticker thread, as spin-core's default
+//!   `Config` enables it; guest code pays for its epoch checks here as under Spin), and at most
+//!   600 s per request (WASI 0.2: the
 //!   instance's epoch deadline traps its code and the guest task is aborted; WASI 0.3: the
 //!   request is cancelled).
 //!
