@@ -21,7 +21,7 @@ fn blocks(doc: &str, lang: &str) -> Vec<String> {
         .collect()
 }
 
-/// The address the README's examples use.
+/// The address the documented examples use.
 const README_URL: &str = "http://127.0.0.1:3000";
 
 async fn run(program: &str, args: &[&str], dir: &std::path::Path) -> String {

@@ -3,7 +3,7 @@
 //!
 //! Everything the model reads is scanned ([`visit_texts`] lists it); content no detector can
 //! read (images, audio, files) is counted as `unscannable`, so a rule can refuse or route it.
-//! Detection is a guard, not a guarantee: see the README for what each detector finds.
+//! Detection is a guard, not a guarantee: `docs/policy.md` says what each detector finds.
 
 mod detect;
 mod restore;

@@ -9,7 +9,7 @@
 //! - timers are `monotonic-clock.wait-for`, started only when a read actually has to wait.
 //!
 //! Nothing about one request is kept in instance state: the request id, tenant, facts, decision
-//! and audit record live in that request's own task (see the README's note on instance reuse
+//! and audit record live in that request's own task (see docs/deploying.md on what one instance shares
 //! and `tests/e2e_instances.rs`, which interleaves tenants in one instance).
 
 use std::cell::RefCell;
@@ -18,8 +18,8 @@ use std::rc::Rc;
 use meridian::api::{self, Body, ChunkSink, Env, Request, RequestBody};
 use meridian::error::ApiError;
 use meridian::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
-use meridian::runtime::Target;
 use meridian::policy::{self, Policy};
+use meridian::runtime::Target;
 use spin_sdk::wasip3;
 use wasip3::clocks::{monotonic_clock, system_clock};
 use wasip3::http::types::{self as wt, ErrorCode, Fields, Method, Scheme};
