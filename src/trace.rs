@@ -42,7 +42,13 @@ fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// A `traceparent` value, if it is one: `00-<32 hex>-<16 hex>-<2 hex>` (lower case; ids not all
@@ -133,12 +139,14 @@ impl Trace {
 
     /// The `traceparent` an upstream attempt is sent with.
     pub fn traceparent_for(&self, span: [u8; 8]) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id_hex(),
-            to_hex(&span),
-            self.flags
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        out.push_str(&self.trace_id_hex());
+        out.push('-');
+        out.push_str(&to_hex(&span));
+        out.push('-');
+        out.push_str(&to_hex(&[self.flags]));
+        out
     }
 }
 
