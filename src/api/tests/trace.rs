@@ -63,10 +63,10 @@ async fn without_a_traceparent_meridian_starts_the_trace() {
     assert_eq!(a.status, 200, "{}", a.text());
     let id = a.header("x-meridian-trace-id").unwrap().to_string();
     assert_eq!(id.len(), 32);
-    let sent = t.requests.borrow();
-    let (trace, _, _) = parse_traceparent(sent[0].header("traceparent").unwrap()).unwrap();
+    let sent = t.requests.borrow()[0].clone();
+    let (trace, _, _) = parse_traceparent(sent.header("traceparent").unwrap()).unwrap();
     assert_eq!(hex::encode(trace), id);
-    assert_eq!(sent[0].header("tracestate"), None);
+    assert_eq!(sent.header("tracestate"), None);
     let line: serde_json::Value = serde_json::from_str(&a.record.log_line(0, 0)).unwrap();
     assert_eq!(line["trace_id"], id.as_str());
     assert!(line.get("parent_span_id").is_none());
