@@ -45,39 +45,24 @@ fn ident(v: &Value) -> Option<&str> {
     })
 }
 
-/// An upstream error answer reduced to what is safe to keep: its status and the identifiers it
-/// reports (`type`, `code`, `param`), never its text (which can echo the prompt).
-fn upstream_error_kind(status: u16, body: &[u8]) -> String {
-    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+/// What an upstream error answer says it is, safe to repeat to the client and the log: the
+/// identifiers it reports (`, type `…`, code `…`, param `…``), never its text (which can echo
+/// the prompt or a fragment of the operator's key); `None` when the body is not JSON.
+fn error_idents(body: &[u8]) -> Option<String> {
+    let parsed: Value = serde_json::from_slice(body).ok()?;
     let err = &parsed["error"];
-    let mut out = format!("HTTP {status}");
+    let mut out = String::new();
     for field in ["type", "code", "param"] {
         if let Some(v) = ident(&err[field]) {
             out.push_str(&format!(", {field} `{v}`"));
         }
     }
-    if parsed.is_null() {
-        out.push_str(&format!(", {} bytes that are not JSON", body.len()));
-    }
-    out
+    Some(out)
 }
 
 /// Meridian's own error for an upstream error answer: the provider, its status and what kind of
-/// error it reported, never the provider's text.
-fn upstream_error(provider: &str, status: u16, body: &[u8]) -> ApiError {
-    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let err = &parsed["error"];
-    let mut kind: Vec<String> = Vec::new();
-    for field in ["type", "code", "param"] {
-        if let Some(v) = ident(&err[field]) {
-            kind.push(format!("{field} `{v}`"));
-        }
-    }
-    let kind = if kind.is_empty() {
-        String::new()
-    } else {
-        format!(", {}", kind.join(", "))
-    };
+/// error it reported (`kind`, from [`error_idents`]), never the provider's text.
+fn upstream_error(provider: &str, status: u16, kind: &str) -> ApiError {
     let (out_status, code, what) = match status {
         401 | 403 | 407 => (
             502,
@@ -495,12 +480,17 @@ fn respond<T: Transport>(
             // The provider's own error body can carry what nobody should read back (a fragment of
             // the operator's key, account names, an echo of the prompt): the client gets a
             // summary, the log its identifiers only.
-            record.upstream_error = Some(upstream_error_kind(status, &body));
-            let e = upstream_error(c.provider.as_str(), status, &body).with_details(json!({
-                "request_id": record.request_id,
-                "provider": c.provider,
-                "upstream_status": status,
-            }));
+            let idents = error_idents(&body);
+            record.upstream_error = Some(match &idents {
+                Some(i) => format!("HTTP {status}{i}"),
+                None => format!("HTTP {status}, {} bytes that are not JSON", body.len()),
+            });
+            let e = upstream_error(c.provider.as_str(), status, idents.as_deref().unwrap_or(""))
+                .with_details(json!({
+                    "request_id": record.request_id,
+                    "provider": c.provider,
+                    "upstream_status": status,
+                }));
             let mut h: Vec<(String, String)> = passthrough_headers(&up, ratelimit)
                 .into_iter()
                 .filter(|(k, _)| k != "content-type")

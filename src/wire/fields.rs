@@ -178,10 +178,13 @@ pub fn table(endpoint: Endpoint) -> &'static [(&'static str, Field)] {
     }
 }
 
-fn lookup(table: &[(&str, Field)], name: &str) -> Option<Field> {
-    if ENGINE_SAMPLING.binary_search(&name).is_ok() && !std::ptr::eq(table, EMBEDDINGS) {
+/// A field of `endpoint`'s table, or one of the engines' sampling options on an endpoint that
+/// generates text.
+fn lookup(endpoint: Endpoint, name: &str) -> Option<Field> {
+    if endpoint != Endpoint::Embeddings && ENGINE_SAMPLING.binary_search(&name).is_ok() {
         return Some(Pass);
     }
+    let table = table(endpoint);
     table
         .binary_search_by(|(k, _)| (*k).cmp(name))
         .ok()
@@ -438,7 +441,6 @@ pub fn check(
     unknown: UnknownFields,
 ) -> Result<Shape, FieldError> {
     let mut shape = Shape::default();
-    let table = table(endpoint);
     let mut w = Walk {
         endpoint,
         unknown,
@@ -446,7 +448,7 @@ pub fn check(
     };
     let mut drop: Vec<String> = Vec::new();
     for (k, v) in body.iter_mut() {
-        match lookup(table, k) {
+        match lookup(endpoint, k) {
             None => {
                 w.unknown(k.clone())?;
                 drop.push(k.clone());
