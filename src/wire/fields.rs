@@ -279,14 +279,21 @@ impl Walk<'_> {
         }
     }
 
-    fn chat_messages(&mut self, v: &mut Value) -> Result<(), FieldError> {
+    /// The messages of either protocol: each message's keys against `keys`, each part (chat) or
+    /// block (Anthropic) of its `content` through `part`.
+    fn messages(
+        &mut self,
+        v: &mut Value,
+        keys: &[&str],
+        part: fn(&mut Self, &mut Value, &str) -> Result<(), FieldError>,
+    ) -> Result<(), FieldError> {
         let Value::Array(list) = v else { return Ok(()) };
         for (i, m) in list.iter_mut().enumerate() {
             let Value::Object(m) = m else { continue };
-            self.keys(m, CHAT_MESSAGE, &format!("messages[{i}]"))?;
+            self.keys(m, keys, &format!("messages[{i}]"))?;
             if let Some(Value::Array(parts)) = m.get_mut("content") {
                 for (j, p) in parts.iter_mut().enumerate() {
-                    self.chat_part(p, &format!("messages[{i}].content[{j}]"))?;
+                    part(self, p, &format!("messages[{i}].content[{j}]"))?;
                 }
             }
         }
@@ -333,20 +340,6 @@ impl Walk<'_> {
             match kind {
                 "function" | "custom" => {}
                 other => return Err(self.bad_type(format!("{field}[{i}].type"), other)),
-            }
-        }
-        Ok(())
-    }
-
-    fn messages_messages(&mut self, v: &mut Value) -> Result<(), FieldError> {
-        let Value::Array(list) = v else { return Ok(()) };
-        for (i, m) in list.iter_mut().enumerate() {
-            let Value::Object(m) = m else { continue };
-            self.keys(m, MESSAGES_MESSAGE, &format!("messages[{i}]"))?;
-            if let Some(Value::Array(blocks)) = m.get_mut("content") {
-                for (j, b) in blocks.iter_mut().enumerate() {
-                    self.block(b, &format!("messages[{i}].content[{j}]"))?;
-                }
             }
         }
         Ok(())
@@ -465,9 +458,9 @@ pub fn check(
                 }
             }
             Some(Nested) => match (endpoint, k.as_str()) {
-                (Endpoint::Chat, "messages") => w.chat_messages(v)?,
+                (Endpoint::Chat, "messages") => w.messages(v, CHAT_MESSAGE, Walk::chat_part)?,
                 (Endpoint::Chat, "tools" | "functions") => w.chat_tools(v, &k.clone())?,
-                (Endpoint::Messages, "messages") => w.messages_messages(v)?,
+                (Endpoint::Messages, "messages") => w.messages(v, MESSAGES_MESSAGE, Walk::block)?,
                 (Endpoint::Messages, "tools") => w.messages_tools(v)?,
                 (Endpoint::Messages, "system") => {
                     if let Value::Array(blocks) = v {
