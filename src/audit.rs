@@ -31,6 +31,10 @@ pub const CAPABILITIES: &str = "x-meridian-capabilities";
 /// Unknown fields removed under `unknown_fields = "drop"` (`foo, messages[0].bar`).
 pub const DROPPED: &str = "x-meridian-dropped-fields";
 
+/// Meridian's own limits for this request: what was reserved and what is left, or why it was
+/// refused or not counted.
+pub const LIMITS: &str = "x-meridian-limits";
+
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
     REQUEST_ID,
@@ -49,6 +53,17 @@ pub const ALL: &[&str] = &[
     CAPABILITIES,
     DROPPED,
     TRACE_ID,
+    LIMITS,
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-limit-usd",
+    "x-ratelimit-remaining-usd",
+    "x-ratelimit-reset-usd",
+    "retry-after",
 ];
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
@@ -197,6 +212,8 @@ pub struct Record {
     pub error_detail: Option<String>,
     /// Where the request sits in a W3C trace.
     pub trace: Option<crate::trace::Trace>,
+    /// Meridian's own limits: the reservation and its settlement.
+    pub limits: Option<crate::limits::Audit>,
 }
 
 impl Record {
@@ -231,6 +248,9 @@ impl Record {
         }
         if !self.dropped.is_empty() {
             put(DROPPED, &self.dropped.join(", "));
+        }
+        if let Some(l) = self.limits.as_ref().and_then(crate::limits::Audit::header) {
+            put(LIMITS, &l);
         }
         if let Some(p) = &self.provider {
             put(PROVIDER, p);
@@ -317,6 +337,7 @@ impl Record {
             parent_span_id: self.trace.as_ref().and_then(|t| t.parent_id_hex()),
             usage: self.usage,
             cost_usd: self.cost_usd(),
+            limits: self.limits.as_ref(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         };
         serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
@@ -387,6 +408,8 @@ struct LogLine<'a> {
     usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<&'a crate::limits::Audit>,
     duration_ms: u64,
 }
 

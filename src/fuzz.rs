@@ -266,6 +266,7 @@ fn fuzz_the_request_path_through_serve() {
                 max_response_bytes: 1 << 16,
                 geoip: None,
                 fresh_id: &fresh,
+                store: None,
             };
             let req = Request {
                 method: method.to_string(),

@@ -173,3 +173,96 @@ impl Transport for Fake {
         UNIX_AT_START_MS + self.now_ms()
     }
 }
+
+/// A key-value store in memory, scripted to fail: the double of `wasi:keyvalue` for the limits'
+/// tests. `fail_next` fails the next calls without applying them; `lose_next_replies` applies
+/// the next increments and then reports an error (a lost reply).
+#[derive(Default)]
+pub struct MemStore {
+    pub values: RefCell<HashMap<String, i64>>,
+    pub blobs: RefCell<HashMap<String, Vec<u8>>>,
+    pub fail_next: std::cell::Cell<u32>,
+    pub lose_next_replies: std::cell::Cell<u32>,
+    /// Fails every call while set (the store is down).
+    pub down: std::cell::Cell<bool>,
+    pub calls: std::cell::Cell<u32>,
+}
+
+impl MemStore {
+    pub fn value(&self, key: &str) -> i64 {
+        self.values.borrow().get(key).copied().unwrap_or(0)
+    }
+
+    fn failing(&self) -> bool {
+        self.calls.set(self.calls.get() + 1);
+        if self.down.get() {
+            return true;
+        }
+        let n = self.fail_next.get();
+        if n > 0 {
+            self.fail_next.set(n - 1);
+            return true;
+        }
+        false
+    }
+}
+
+impl crate::limits::Store for MemStore {
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+    ) -> futures::future::LocalBoxFuture<'a, Result<i64, String>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if self.failing() {
+                return Err("store unreachable".into());
+            }
+            let mut v = self.values.borrow_mut();
+            let e = v.entry(key.to_string()).or_insert(0);
+            *e += delta;
+            let now = *e;
+            let lost = self.lose_next_replies.get();
+            if lost > 0 {
+                self.lose_next_replies.set(lost - 1);
+                return Err("connection reset after the command was sent".into());
+            }
+            Ok(now)
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::LocalBoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if self.failing() {
+                return Err("store unreachable".into());
+            }
+            if let Some(b) = self.blobs.borrow().get(key) {
+                return Ok(Some(b.clone()));
+            }
+            Ok(self
+                .values
+                .borrow()
+                .get(key)
+                .map(|n| n.to_string().into_bytes()))
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+    ) -> futures::future::LocalBoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if self.failing() {
+                return Err("store unreachable".into());
+            }
+            self.blobs.borrow_mut().insert(key.to_string(), value);
+            Ok(())
+        })
+    }
+}

@@ -30,7 +30,9 @@ fn every_section_has_exactly_the_validators_keys() {
     let s = schema();
     let d = &s["$defs"];
     let model_table = &d["provider"]["properties"]["models"]["additionalProperties"]["oneOf"][1];
-    let sections: [(&str, &Value, &[&str]); 14] = [
+    let limit_keys = keys::limit_keys();
+    let limit_keys: Vec<&str> = limit_keys.iter().map(String::as_str).collect();
+    let sections: [(&str, &Value, &[&str]); 17] = [
         ("top level", &s, keys::TOP_KEYS),
         ("pii", &s["properties"]["pii"], keys::PII_KEYS),
         ("settings", &d["settings"], keys::SETTINGS_KEYS),
@@ -48,6 +50,17 @@ fn every_section_has_exactly_the_validators_keys() {
         ("prefer", &d["prefer"], keys::PREFER_KEYS),
         ("plan", &d["plan"], keys::PLAN_KEYS),
         ("test", &d["test"], keys::TEST_KEYS),
+        ("limits", &d["limits"], &limit_keys),
+        (
+            "settings.limits",
+            &d["settings"]["properties"]["limits"],
+            keys::LIMIT_SETTINGS_KEYS,
+        ),
+        (
+            "settings.health",
+            &d["settings"]["properties"]["health"],
+            keys::HEALTH_KEYS,
+        ),
         ("endpoint", &Value::Null, keys::ENDPOINTS),
     ];
     for (name, v, k) in sections {

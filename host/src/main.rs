@@ -67,6 +67,8 @@ use wasmtime_wasi_http::{
 
 use manifest::AllowedHost;
 
+mod kv;
+
 mod vars {
     wasmtime::component::bindgen!({
         path: "../wit/fermyon-variables.wit",
@@ -134,6 +136,16 @@ struct State {
     hooks: Hooks,
     vars: Arc<HashMap<String, String>>,
     limits: wasmtime::StoreLimits,
+    kv: Arc<kv::Stores>,
+}
+
+impl kv::HasKv for State {
+    fn kv(&mut self) -> kv::KvView<'_> {
+        kv::KvView {
+            stores: &self.kv,
+            table: &mut self.table,
+        }
+    }
 }
 
 /// The limits every instance runs under.
@@ -207,6 +219,7 @@ impl State {
         pool: &pool::Pool,
         vars: &Arc<HashMap<String, String>>,
         limits: Limits,
+        kv: &Arc<kv::Stores>,
     ) -> State {
         State {
             table: ResourceTable::new(),
@@ -220,6 +233,7 @@ impl State {
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(limits.max_memory_bytes)
                 .build(),
+            kv: kv.clone(),
         }
     }
 }
@@ -235,6 +249,7 @@ struct P3Handler {
     max_concurrent: usize,
     idle: std::time::Duration,
     limits: Limits,
+    kv: Arc<kv::Stores>,
 }
 
 struct P3Worker {
@@ -316,7 +331,7 @@ impl HandlerState for P3Handler {
         // (`on_request_start`); the instance's code yields every tick.
         let mut store = new_store(
             self.pre.engine(),
-            State::new(&self.allowed, &self.pool, &self.vars, self.limits),
+            State::new(&self.allowed, &self.pool, &self.vars, self.limits, &self.kv),
             None,
         );
         let proxy = self.pre.instantiate_async(&mut store).await?;
@@ -360,6 +375,7 @@ struct Server {
     pool: pool::Pool,
     vars: Arc<HashMap<String, String>>,
     limits: Limits,
+    kv: Arc<kv::Stores>,
     /// Tests only (`--test-peer-header`): take the connection's address from this request
     /// header, so a test on 127.0.0.1 can stand in for a client anywhere.
     test_peer_header: Option<hyper::header::HeaderName>,
@@ -477,7 +493,7 @@ impl Server {
         };
         let mut store = new_store(
             &self.engine,
-            State::new(&self.allowed, &self.pool, &self.vars, self.limits),
+            State::new(&self.allowed, &self.pool, &self.vars, self.limits, &self.kv),
             Some(std::time::Instant::now() + self.limits.max_request),
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -544,6 +560,7 @@ struct Args {
     max_connections: usize,
     max_instance_memory_mb: usize,
     max_request_ms: u64,
+    runtime_config: Option<PathBuf>,
 }
 
 fn usage() -> ! {
@@ -551,13 +568,17 @@ fn usage() -> ! {
         "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--tcp-nodelay] [--test-peer-header NAME]\n\
          [--max-instance-reuse-count 128] [--max-instance-concurrent-reuse-count 16] [--idle-instance-timeout-ms 1000]\n\
          [--header-read-timeout-ms 30000] [--max-connections 1024] [--max-instance-memory-mb 128] [--max-request-ms 600000]\n\
+         [--runtime-config-file runtime-config.toml]\n\
          Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.\n\
          --tcp-nodelay: set TCP_NODELAY on accepted and outbound connections (Spin does not).\n\
          --test-peer-header (tests only): the client address Spin reports comes from this header.\n\
          The --max-instance-*-count and --idle-instance-* options apply to WASI 0.3 components (wasmtime serve's defaults).\n\
          Limits: request headers within --header-read-timeout-ms (also ends an idle kept-alive connection), at most\n\
          --max-connections at once, --max-instance-memory-mb of linear memory per instance, --max-request-ms per\n\
-         request (guest code yields every 10 ms and, in a WASI 0.2 instance, traps past it)."
+         request (guest code yields every 10 ms and, in a WASI 0.2 instance, traps past it).\n\
+         --runtime-config-file: Spin's runtime config; `[key_value_store.<label>]` with `type = \"spin\"` (a SQLite\n\
+         file, `path`) or `type = \"redis\"` (`url`). Without it the store `default` is .spin/sqlite_key_value.db next to\n\
+         spin.toml, as with `spin up`."
     );
     std::process::exit(2)
 }
@@ -577,6 +598,7 @@ fn parse_args() -> Result<Args> {
         max_connections: 1024,
         max_instance_memory_mb: 128,
         max_request_ms: 600_000,
+        runtime_config: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -607,6 +629,7 @@ fn parse_args() -> Result<Args> {
                 args.max_instance_memory_mb = value().parse().context("MiB")?
             }
             "--max-request-ms" => args.max_request_ms = value().parse().context("milliseconds")?,
+            "--runtime-config-file" => args.runtime_config = Some(value().into()),
             "-h" | "--help" => usage(),
             other => bail!("unknown argument `{other}`"),
         }
@@ -702,6 +725,7 @@ async fn main() -> Result<()> {
         &mut linker,
         |s| s,
     ))?;
+    w(kv::add_to_linker(&mut linker))?;
     // WASI 0.3 interfaces too, as Spin 4.1+ provides them: a component may import both.
     w(wasmtime_wasi::p3::add_to_linker(&mut linker))?;
     w(wasmtime_wasi_http::p3::add_to_linker(&mut linker))?;
@@ -709,6 +733,11 @@ async fn main() -> Result<()> {
     let allowed = Arc::new(allowed);
     let pool = pool::Pool::new(args.tcp_nodelay);
     let vars = Arc::new(resolved.variables);
+    let kv = Arc::new(kv::Stores::new(
+        resolved.key_value_stores.clone(),
+        args.runtime_config.as_deref(),
+        &resolved.dir,
+    )?);
     let mode = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()) {
         Ok(pre) => Mode::P3(ProxyHandler::new(P3Handler {
             pre,
@@ -719,6 +748,7 @@ async fn main() -> Result<()> {
             max_concurrent: args.max_instance_concurrent,
             idle: std::time::Duration::from_millis(args.idle_instance_ms),
             limits,
+            kv: kv.clone(),
         })),
         Err(_) => Mode::P2(w(ProxyPre::new(instance_pre))?),
     };
@@ -737,6 +767,7 @@ async fn main() -> Result<()> {
         pool,
         vars,
         limits,
+        kv: kv.clone(),
         test_peer_header: args
             .test_peer_header
             .map(|n| hyper::header::HeaderName::from_bytes(n.as_bytes()))
@@ -745,9 +776,10 @@ async fn main() -> Result<()> {
     });
     let listener = TcpListener::bind(args.listen).await?;
     println!(
-        "meridian-host: serving {} on http://{} ({wasi_version}; {})",
+        "meridian-host: serving {} on http://{} ({wasi_version}; {}; {})",
         component_path.display(),
         listener.local_addr()?,
+        kv.describe(),
         if args.tcp_nodelay {
             "TCP_NODELAY on"
         } else {

@@ -43,6 +43,8 @@ struct ComponentDef {
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     variables: HashMap<String, String>,
+    #[serde(default)]
+    key_value_stores: Vec<String>,
 }
 
 pub struct Loaded {
@@ -54,6 +56,10 @@ pub struct Resolved {
     pub source: PathBuf,
     pub allowed_outbound_hosts: Vec<AllowedHost>,
     pub variables: HashMap<String, String>,
+    /// The key-value stores the component may open (`key_value_stores`).
+    pub key_value_stores: Vec<String>,
+    /// The manifest's directory: Spin's default store file is `.spin/sqlite_key_value.db` in it.
+    pub dir: PathBuf,
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {
@@ -134,6 +140,8 @@ impl Loaded {
             source: self.dir.join(&comp.source),
             allowed_outbound_hosts: allowed,
             variables,
+            key_value_stores: comp.key_value_stores.clone(),
+            dir: self.dir.clone(),
         })
     }
 }

@@ -196,9 +196,162 @@ pub(super) async fn inference<T: Transport>(
     let (mut body, facts) = prepare(&mut cx, raw_body, location)?;
     let decision = decide_for(&mut cx, &facts)?;
     let restorer = redact(&mut cx, &decision, &mut body);
+    reserve_for(&mut cx, &decision, &mut body, raw_body.len()).await?;
     let fwd = forward_to(&cx, &decision, &facts, &body, restorer.is_none()).await;
     cx.record.attempts = fwd.attempts;
     respond(&mut cx, &decision, &facts, fwd.outcome, restorer)
+}
+
+/// Meridian's own limits (the tenant's and the matched rules'): the most this request can cost
+/// is reserved in the shared store before any provider is called, or the request is refused
+/// with a 429 naming the limit (a 503 when the store cannot be reached, unless the policy fails
+/// open for this caller). Settled by [`super::settle`] when the answer is over.
+async fn reserve_for<T: Transport>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    body: &mut Map<String, Value>,
+    body_bytes: usize,
+) -> Result<(), ApiError> {
+    use crate::limits;
+    let policy = cx.policy;
+    let applicable = limits::applicable(policy, cx.tenant, &decision.matched_rules);
+    if applicable.is_empty() {
+        return Ok(());
+    }
+    let counts_usage = applicable.iter().any(|(_, l)| l.counts_usage());
+    // The reservation must bound the output: a request that sets no bound gets one.
+    let output = if cx.endpoint == Endpoint::Embeddings {
+        0
+    } else {
+        match limits::output_bound(body) {
+            Some(n) => n,
+            None if counts_usage => {
+                let n = policy.settings.limits.default_max_tokens;
+                body.insert("max_tokens".into(), Value::from(n));
+                n
+            }
+            None => 0,
+        }
+    };
+    let priced: Vec<limits::Priced> = decision
+        .candidates
+        .iter()
+        .map(|c| limits::Priced {
+            provider: c.provider.0.to_string(),
+            input: [c.input_price, c.cache_write_price, c.cache_read_price]
+                .into_iter()
+                .flatten()
+                .reduce(f64::max),
+            output: c.output_price,
+        })
+        .collect();
+    let media = if counts_usage {
+        body.values().map(limits::media_parts).sum()
+    } else {
+        0
+    };
+    let hedging = decision.plan.hedge_after_ms.is_some() && decision.candidates.len() > 1;
+    let need = limits::need(body_bytes, media, output, &priced, hedging);
+    let caller = limits::Caller {
+        tenant: cx.tenant,
+        key_hash: crate::auth::presented_key(cx.headers).map(crate::policy::hash_key),
+    };
+    let now_ms = cx.t.unix_ms();
+    let counters = limits::counters(&applicable, caller, &need, now_ms);
+    let anthropic = cx.endpoint == Endpoint::Messages;
+    let mut audit = limits::Audit {
+        priced,
+        ..limits::Audit::default()
+    };
+    let result = match cx.env.store {
+        Some(store) => limits::reserve(store, counters, need).await,
+        None => Err(limits::Refusal::Unavailable(
+            "this deployment has no key-value store (spin.toml: `key_value_stores = [\"default\"]`)".into(),
+        )),
+    };
+    let now_s = now_ms / 1000;
+    match result {
+        Ok(hold) => {
+            audit.headers = limits::headers(&hold.counters, now_s, anthropic);
+            audit.hold = Some(hold);
+            cx.record.limits = Some(audit);
+            Ok(())
+        }
+        Err(limits::Refusal::Exceeded { counter, used }) => {
+            let retry = counter.reset_s.saturating_sub(now_s).max(1);
+            let held = limits::Held {
+                after: used,
+                counter: counter.clone(),
+            };
+            audit.headers = limits::headers(std::slice::from_ref(&held), now_s, anthropic);
+            audit
+                .headers
+                .push(("retry-after".into(), retry.to_string()));
+            let (max, asked, left) = match counter.metric {
+                limits::CounterKind::Usd => (
+                    format!("${}", crate::policy::limits::micro_usd_display(counter.max)),
+                    format!(
+                        "${}",
+                        crate::policy::limits::micro_usd_display(counter.reserve)
+                    ),
+                    format!(
+                        "${}",
+                        crate::policy::limits::micro_usd_display(counter.max.saturating_sub(used))
+                    ),
+                ),
+                _ => (
+                    counter.max.to_string(),
+                    counter.reserve.to_string(),
+                    counter.max.saturating_sub(used).to_string(),
+                ),
+            };
+            let what = match counter.metric {
+                limits::CounterKind::Concurrent => format!(
+                    "{} already has {used} requests in flight, its limit of `concurrent = {max}`",
+                    counter.scope
+                ),
+                limits::CounterKind::Requests => format!(
+                    "{} has used its `{} = {max}`",
+                    counter.scope, counter.limit
+                ),
+                _ => format!(
+                    "{} has {left} left of its `{} = {max}` and this request may use up to {asked} (its input and `max_tokens` at the dearest allowed provider's prices)",
+                    counter.scope, counter.limit
+                ),
+            };
+            let e = ApiError::new(
+                429,
+                "rate_limit_exceeded",
+                format!("{what}. Try again in {retry} s, or ask for less (a lower `max_tokens`)."),
+            )
+            .with_details(json!({
+                "request_id": cx.record.request_id,
+                "limit": counter.limit,
+                "scope": counter.scope,
+                "retry_after_s": retry,
+            }));
+            audit.refused = Some(counter);
+            cx.record.limits = Some(audit);
+            Err(e)
+        }
+        Err(limits::Refusal::Unavailable(why)) => {
+            let who = cx.tenant.map(|t| t.id.as_str());
+            if policy.settings.limits.fails_open(who) {
+                audit.uncounted = Some(format!("the key-value store could not be reached ({why}); `fail_open` serves this caller"));
+                cx.record.limits = Some(audit);
+                return Ok(());
+            }
+            cx.record.error_detail = Some(format!("limits store: {why}"));
+            audit.headers.push(("retry-after".into(), "1".into()));
+            audit.uncounted = None;
+            cx.record.limits = Some(audit);
+            Err(ApiError::new(
+                503,
+                "limits_unavailable",
+                "Meridian could not reach the store that keeps this caller's limits, and the policy does not serve uncounted requests. Try again shortly.",
+            ))
+        }
+    }
 }
 
 /// Parses the body, applies the tenant's token cap and reads the facts (the field tables and

@@ -55,6 +55,9 @@ pub struct Env<'a> {
     pub geoip: Option<GeoTable<'a>>,
     /// A fresh request id, for requests that bring none.
     pub fresh_id: &'a dyn Fn() -> String,
+    /// The key-value store limits and provider health are kept in (`None`: the deployment has
+    /// none, and a request that a limit applies to is treated as if the store were down).
+    pub store: Option<&'a dyn crate::limits::Store>,
 }
 
 /// Largest upstream answer a deployed component buffers (non-stream answers and upstream errors).
@@ -69,6 +72,7 @@ impl<'a> Env<'a> {
         secret: &'a dyn Fn(&str) -> Option<String>,
         edge_region: Option<String>,
         fresh_id: &'a dyn Fn() -> String,
+        store: Option<&'a dyn crate::limits::Store>,
     ) -> Env<'a> {
         Env {
             policy,
@@ -77,6 +81,7 @@ impl<'a> Env<'a> {
             max_response_bytes: MAX_RESPONSE_BYTES,
             geoip: crate::embedded::geoip(),
             fresh_id,
+            store,
         }
     }
 }
@@ -183,9 +188,24 @@ pub async fn serve<T: Transport, R: RequestBody>(
         }
     };
     record.status = status;
+    if matches!(body, Body::Full(_)) {
+        settle(env.store, &mut record).await;
+    }
     let mut headers = record.headers();
     headers.extend(cors);
-    headers.extend(own);
+    match record.limits.as_ref().map(|l| &l.headers) {
+        // Meridian's own limits speak for the caller: the provider's (the operator's account)
+        // never share their names.
+        Some(ours) if !ours.is_empty() => {
+            headers.extend(own.into_iter().filter(|(k, _)| {
+                !k.starts_with("x-ratelimit-")
+                    && !k.starts_with("anthropic-ratelimit-")
+                    && !ours.iter().any(|(o, _)| o == k)
+            }));
+            headers.extend(ours.iter().cloned());
+        }
+        _ => headers.extend(own),
+    }
     let body = match (body, record.method.as_str()) {
         (Body::Full(_), "HEAD") => Body::Full(Vec::new()),
         (b, _) => b,
@@ -196,6 +216,40 @@ pub async fn serve<T: Transport, R: RequestBody>(
         body,
         record,
     }
+}
+
+/// Settles the request's reservation against its limits to what it actually used: whole
+/// answers when `serve` returns, streams after their pump (the adapter calls this before it
+/// writes the log line). Once per request; nothing when no limit applied.
+pub async fn settle(store: Option<&dyn crate::limits::Store>, record: &mut Record) {
+    let Some(audit) = record.limits.as_mut() else {
+        return;
+    };
+    if audit.hold.is_none() || audit.settlement.is_some() {
+        return;
+    }
+    let extra = audit.unanswered(&record.attempts);
+    let actual = if record.provider.is_none() {
+        Some(extra)
+    } else {
+        match record.usage {
+            Some(u) => {
+                let cost = crate::limits::cost_micro(&u, record.prices);
+                Some(crate::limits::Actual {
+                    tokens: u
+                        .prompt_tokens
+                        .saturating_add(u.completion_tokens)
+                        .saturating_add(extra.tokens),
+                    micro_usd: cost.saturating_add(extra.micro_usd),
+                })
+            }
+            // An error answer is not billed; a success without usage (a stream cut short, an
+            // engine that reports none) keeps its whole reservation.
+            None if !(200..300).contains(&record.status) => Some(extra),
+            None => None,
+        }
+    };
+    audit.settle(store, actual).await;
 }
 
 async fn dispatch<T: Transport, R: RequestBody>(

@@ -161,11 +161,12 @@ pub struct Candidate<'p> {
     pub cache_write_price: Option<f64>,
 }
 
-fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags) -> bool {
+fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags, browser: bool) -> bool {
     let w = &rule.when;
-    w.client_countries
-        .as_ref()
-        .is_none_or(|cs| cs.contains(facts.country))
+    w.browser.is_none_or(|b| b == browser)
+        && w.client_countries
+            .as_ref()
+            .is_none_or(|cs| cs.contains(facts.country))
         && w.edge_regions.as_ref().is_none_or(|rs| {
             facts
                 .edge_region
@@ -209,13 +210,15 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         .and_then(|t| policy.tenant(t.as_str()));
     let tenant_privacy = tenant.map(|t| t.privacy).unwrap_or_default();
     let base_privacy = facts.privacy.union(tenant_privacy);
+    // A browser (publishable) key: its tenant lists the origins that may use it.
+    let browser = tenant.is_some_and(|t| !t.origins.is_empty());
 
     let mut matched: Vec<&'p Rule> = Vec::with_capacity(policy.rules.len());
     matched.extend(
         policy
             .rules
             .iter()
-            .filter(|r| rule_matches(r, facts, base_privacy)),
+            .filter(|r| rule_matches(r, facts, base_privacy, browser)),
     );
 
     let mut plan = policy.settings.plan.clone();

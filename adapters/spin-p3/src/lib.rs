@@ -37,6 +37,70 @@ mod spin_variables {
     });
 }
 
+/// `wasi:keyvalue@0.2.0-draft2` (Spin 3.0+): the store limits are kept in.
+mod keyvalue {
+    wit_bindgen::generate!({
+        path: "../../wit/wasi-keyvalue",
+        world: "wasi:keyvalue/imports",
+    });
+}
+
+use keyvalue::wasi::keyvalue as kv;
+
+fn kv_error(e: kv::store::Error) -> String {
+    match e {
+        kv::store::Error::NoSuchStore => {
+            "no store named `default` (spin.toml: key_value_stores)".into()
+        }
+        kv::store::Error::AccessDenied => {
+            "access to the store `default` denied (spin.toml: key_value_stores = [\"default\"])"
+                .into()
+        }
+        kv::store::Error::Other(m) => m,
+    }
+}
+
+/// The store named `default` in spin.toml's `key_value_stores`, opened on first use: a request
+/// no limit applies to makes no key-value call.
+#[derive(Default)]
+struct WasiStore {
+    bucket: std::cell::OnceCell<Result<kv::store::Bucket, String>>,
+}
+
+impl WasiStore {
+    fn bucket(&self) -> Result<&kv::store::Bucket, String> {
+        self.bucket
+            .get_or_init(|| kv::store::open("default").map_err(kv_error))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl meridian::limits::Store for WasiStore {
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+    ) -> meridian::limits::LocalBoxFuture<'a, Result<i64, String>> {
+        Box::pin(async move { kv::atomics::increment(self.bucket()?, key, delta).map_err(kv_error) })
+    }
+
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> meridian::limits::LocalBoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+        Box::pin(async move { self.bucket()?.get(key).map_err(kv_error) })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+    ) -> meridian::limits::LocalBoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.bucket()?.set(key, &value).map_err(kv_error) })
+    }
+}
+
 fn variable(name: &str) -> Option<String> {
     spin_variables::fermyon::spin::variables::get(name)
         .ok()
@@ -360,11 +424,13 @@ impl wasip3::exports::http::handler::Guest for Meridian {
         }
         let secret = |name: &str| variable(name);
         let fresh_id = || format!("mrd-{:016x}", wasip3::random::random::get_random_u64());
+        let store = WasiStore::default();
         let env = Env::deployed(
             loaded.as_deref().map_err(Clone::clone),
             &secret,
             variable("edge_region"),
             &fresh_id,
+            Some(&store),
         );
         let request = Request {
             method,
@@ -391,7 +457,11 @@ impl wasip3::exports::http::handler::Guest for Meridian {
             let mut sink = ClientSink(tx);
             let tail = match body {
                 Body::Full(bytes) => bytes,
-                Body::Stream(stream) => stream.pump(&P3Transport, &mut sink, &mut record).await,
+                Body::Stream(stream) => {
+                    let tail = stream.pump(&P3Transport, &mut sink, &mut record).await;
+                    api::settle(Some(&WasiStore::default()), &mut record).await;
+                    tail
+                }
             };
             log_line(record.log_line(wall_ms(), now_ms()));
             let sent = tail.is_empty() || sink.send(tail).await.is_ok();

@@ -158,10 +158,20 @@ unit_enums! {
     AddressForm { Ip, IpPort }
     Anonymous { Deny, Keyless, Paid }
     UnknownFields { Refuse, Drop }
+    Metric { Requests, Tokens, Usd }
+    Window { Minute, Hour, Day, Month }
+    LimitPer { Caller, Key }
 }
 
 structs! {
-    Settings { client, max_body_bytes, anonymous, expose_ratelimit_headers, plan, unknown_fields }
+    Settings {
+        client, max_body_bytes, anonymous, expose_ratelimit_headers, plan, unknown_fields, limits,
+        health,
+    }
+    LimitSettings { fail_open, default_max_tokens }
+    Health { failures, window_s, cooldown_s }
+    Limits { per, windows, concurrent }
+    WindowLimit { metric, window, max }
     ClientSource { platform, country, address, edge_secret }
     CountryHeader { name, form }
     AddressHeader { name, form }
@@ -173,13 +183,13 @@ structs! {
     }
     ModelEntry { upstream, input_price, output_price, cache_read_price, cache_write_price }
     PrivacyFlags { zdr, no_training, local_only, no_data_collection }
-    Tenant { id, key_hashes, models, jurisdictions, privacy, origins, max_tokens }
+    Tenant { id, key_hashes, models, jurisdictions, privacy, origins, max_tokens, limits }
     Residency { names, countries }
     Glob { text }
-    Rule { id, when, require, prefer, plan, pii }
+    Rule { id, when, require, prefer, plan, pii, limits }
     When {
         client_countries, edge_regions, tenants, anonymous, models, privacy, headers, stream,
-        endpoints, edge_verified, pii,
+        endpoints, edge_verified, pii, browser,
     }
     Require { jurisdiction, self_hosted, privacy, providers, deny, max_price, capabilities }
     MaxPrice { input, output }

@@ -9,6 +9,7 @@ mod diag;
 mod emit;
 pub mod geoip;
 pub mod jurisdictions;
+pub mod limits;
 mod location;
 mod model;
 pub mod pii;
@@ -24,10 +25,11 @@ pub use validate::load;
 /// The key lists the validator accepts per section, for the JSON Schema consistency test.
 pub mod keys {
     pub use super::validate::{
-        ENDPOINTS, MODEL_KEYS, PII_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS,
-        REQUEST_KEYS, REQUIRE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS,
-        WHEN_KEYS,
+        ENDPOINTS, HEALTH_KEYS, LIMIT_SETTINGS_KEYS, MODEL_KEYS, PII_KEYS, PLAN_KEYS, PREFER_KEYS,
+        PRICE_KEYS, PROVIDER_KEYS, REQUEST_KEYS, REQUIRE_KEYS, RULE_KEYS, SETTINGS_KEYS,
+        TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
     };
+    pub use crate::limits::limit_keys;
 }
 
 /// The default policy, embedded in the component so it runs with nothing mounted.

@@ -56,6 +56,7 @@ pub const FORMAT_VERSION: i64 = 1;
 
 pub use crate::capability::{CapSet, Capability, CAPABILITY_NAMES, DEFAULT_ANTHROPIC_BETAS};
 pub use crate::country::{Country, CountrySet};
+pub use crate::limits::{Health, LimitPer, LimitSettings, Limits, Metric, Window, WindowLimit};
 pub use crate::location::{
     AddressForm, AddressHeader, Anonymous, ClientSource, CountryForm, CountryHeader, EdgeSecret,
     Platform,
@@ -136,6 +137,10 @@ pub struct Settings {
     pub plan: Plan,
     /// What happens to a request field Meridian does not know (`[settings.request]`).
     pub unknown_fields: UnknownFields,
+    /// How limits are kept (`[settings.limits]`).
+    pub limits: LimitSettings,
+    /// Provider cool-down after repeated failures (`[settings.health]`); off when `None`.
+    pub health: Option<Health>,
 }
 
 /// `[settings.request] unknown_fields`: a field that is in no table of the client's protocol.
@@ -373,6 +378,8 @@ pub struct Tenant {
     pub origins: List<Text>,
     /// A cap on `max_tokens`/`max_completion_tokens` for this tenant's requests.
     pub max_tokens: Option<u64>,
+    /// Requests, tokens, spend and concurrency this tenant (or each of its keys) may use.
+    pub limits: Option<Limits>,
 }
 
 /// A set of allowed processing countries, with the names it came from for messages.
@@ -449,6 +456,8 @@ pub struct Rule {
     pub plan: PlanPatch,
     /// `redact`, `restore`, `refuse`.
     pub pii: PiiAction,
+    /// Limits on the requests this rule matches, counted per caller.
+    pub limits: Option<Limits>,
 }
 
 /// Conditions; every one present must hold for the rule to match. An empty `when` always matches.
@@ -469,6 +478,8 @@ pub struct When {
     pub edge_verified: Option<bool>,
     /// Personal data found in the prompt.
     pub pii: Option<PiiWhen>,
+    /// Whether the caller used a browser (publishable) key: a tenant with `origins`.
+    pub browser: Option<bool>,
 }
 
 /// Hard constraints: they only ever remove providers.

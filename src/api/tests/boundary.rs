@@ -515,6 +515,7 @@ async fn a_caller_without_a_valid_key_is_refused_before_its_body_is_read() {
         max_response_bytes: 1 << 20,
         geoip: None,
         fresh_id: &fresh,
+        store: None,
     };
     for (auth, status) in [("Bearer sk-wrong", 401), ("Bearer sk-acme", 400)] {
         let read = std::rc::Rc::new(std::cell::Cell::new(false));

@@ -196,6 +196,7 @@ async fn unset_keys_are_skipped_not_retried() {
         max_response_bytes: 1 << 20,
         geoip: None,
         fresh_id: &fresh,
+        store: None,
     };
     let req = Request {
         method: "POST".into(),

@@ -105,6 +105,22 @@ async fn call_with(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
+    call_store(policy, secret, None, t, method, path, headers, body).await
+}
+
+/// As [`call_with`], with a key-value store for limits; a stream is settled after its pump, as
+/// the adapters do.
+#[allow(clippy::too_many_arguments)]
+async fn call_store(
+    policy: Result<&Policy, ApiError>,
+    secret: &dyn Fn(&str) -> Option<String>,
+    store: Option<&dyn crate::limits::Store>,
+    t: &Fake,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     let fresh = || "fresh-id".to_string();
     let env = Env {
         policy,
@@ -113,6 +129,7 @@ async fn call_with(
         max_response_bytes: 1 << 20,
         geoip: None,
         fresh_id: &fresh,
+        store,
     };
     let req = Request {
         method: method.into(),
@@ -129,6 +146,7 @@ async fn call_with(
         Body::Stream(s) => {
             let mut sink = Sink::default();
             let tail = s.pump(t, &mut sink, &mut reply.record).await;
+            settle(store, &mut reply.record).await;
             sink.0.extend(tail);
             sink.0
         }
@@ -210,6 +228,7 @@ mod audit;
 mod boundary;
 mod cors;
 mod inference;
+mod limits;
 mod pii;
 mod routes;
 mod streams;

@@ -3,6 +3,7 @@
 
 mod cases;
 mod jurisdictions;
+mod limits;
 mod pii;
 mod plan;
 mod providers;
@@ -12,6 +13,7 @@ mod tenants;
 
 use cases::read_cases;
 use jurisdictions::read_jurisdictions;
+pub use limits::{HEALTH_KEYS, LIMIT_SETTINGS_KEYS};
 use pii::read_pii;
 pub use pii::PII_KEYS;
 use plan::read_plan;
@@ -50,6 +52,8 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "expose_ratelimit_headers",
     "plan",
     "request",
+    "limits",
+    "health",
 ];
 pub const REQUEST_KEYS: &[&str] = &["unknown_fields"];
 pub const CLIENT_KEYS: &[&str] = &[
@@ -92,9 +96,10 @@ pub const TENANT_KEYS: &[&str] = &[
     "privacy",
     "origins",
     "max_tokens",
+    "limits",
 ];
 pub const RULE_KEYS: &[&str] = &[
-    "id", "when", "require", "prefer", "plan", "redact", "restore", "refuse",
+    "id", "when", "require", "prefer", "plan", "redact", "restore", "refuse", "limits",
 ];
 pub const WHEN_KEYS: &[&str] = &[
     "client_country",
@@ -108,6 +113,7 @@ pub const WHEN_KEYS: &[&str] = &[
     "stream",
     "endpoint",
     "edge_verified",
+    "browser",
     "pii",
 ];
 pub const REQUIRE_KEYS: &[&str] = &[
@@ -242,6 +248,10 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
     let providers = read_providers(sink, &top, &mut cx);
     let tenants = read_tenants(sink, &top, &mut cx);
     let rules = read_rules(sink, &top, &cx);
+    if let Some(s) = &settings {
+        limits::check_fail_open(sink, &top, &s.limits, &cx);
+        limits::warn_unlimited(sink, &top, &tenants, &rules, s);
+    }
     let mut pii = cx.pii.clone();
     pii.used = rules
         .iter()

@@ -35,6 +35,10 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             .map(|p| read_plan(sink, &p))
             .unwrap_or_default();
         let pii = super::pii::read_action(sink, &t, &when, &cx.pii);
+        let limits = t
+            .table(sink, "limits")
+            .map(|l| super::limits::read_limits(sink, &l))
+            .filter(|l| !l.is_empty());
         let Some(id) = id else { continue };
         ids.push(id.value.clone());
         out.push(Rule {
@@ -44,6 +48,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             prefer,
             plan,
             pii,
+            limits,
         });
     }
     out
@@ -147,6 +152,7 @@ pub(super) fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
             .map(|(k, v)| (Text::from(k), v.map(Text::from)))
             .collect(),
         stream: w.bool(sink, "stream"),
+        browser: w.bool(sink, "browser"),
         endpoints,
         edge_verified,
         pii: super::pii::read_when_pii(sink, w, &cx.pii),

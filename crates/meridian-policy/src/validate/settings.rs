@@ -10,6 +10,8 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
         expose_ratelimit_headers: false,
         plan: Plan::default(),
         unknown_fields: UnknownFields::Refuse,
+        limits: LimitSettings::default(),
+        health: None,
     };
     let Some(t) = top.table(sink, "settings") else {
         return Some(s);
@@ -106,6 +108,12 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
                 ),
             }
         }
+    }
+    if let Some(l) = t.table(sink, "limits") {
+        s.limits = super::limits::read_limit_settings(sink, &l);
+    }
+    if let Some(h) = t.table(sink, "health") {
+        s.health = super::limits::read_health(sink, &h);
     }
     Some(s)
 }

@@ -85,6 +85,10 @@ pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tena
             }
         }
         let max_tokens = t.uint(sink, "max_tokens");
+        let limits = t
+            .table(sink, "limits")
+            .map(|l| super::limits::read_limits(sink, &l))
+            .filter(|l| !l.is_empty());
         let Some(id) = id else { continue };
         if !cx.tenant_ids.contains(&id.value) {
             cx.tenant_ids.push(id.value.clone());
@@ -97,6 +101,7 @@ pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tena
             privacy,
             origins: origins.into_iter().map(Text::from).collect(),
             max_tokens,
+            limits,
         });
     }
     out

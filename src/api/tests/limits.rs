@@ -1,0 +1,369 @@
+//! Meridian's own limits through `serve`: the 429 and its headers in both protocols, what is
+//! reserved and settled (whole answers, streams, a stream cut short), the store down (closed
+//! and open), browser keys, and the provider's rate-limit headers kept apart.
+
+use super::*;
+use crate::testing::MemStore;
+
+/// `alpha` (1.0 / 2.0 dollars per million tokens). Tenants: `acme` (2 requests a minute),
+/// `rich` (dollars and tokens), `web` (a browser key, limited by the `browser` rule), `ops`
+/// (served uncounted when the store is down).
+fn limited(extra: &str) -> Policy {
+    let h = |k: &str| hex::encode(policy::hash_key(k));
+    let text = format!(
+        "version = 1\n[settings]\nexpose_ratelimit_headers = true\n[settings.limits]\nfail_open = [\"ops\"]\ndefault_max_tokens = 700\n{extra}\n\
+         [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"a-m\", input_price = 1.0, output_price = 2.0 }} }}\n\
+         [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\nlimits = {{ requests_per_minute = 2 }}\n\
+         [[tenants]]\nid = \"rich\"\nkeys = [\"sha256:{}\"]\nlimits = {{ usd_per_day = 0.01, tokens_per_hour = 50000, concurrent = 3 }}\n\
+         [[tenants]]\nid = \"web\"\nkeys = [\"sha256:{}\"]\norigins = [\"https://app.example\"]\n\
+         [[tenants]]\nid = \"ops\"\nkeys = [\"sha256:{}\"]\nlimits = {{ requests_per_minute = 1 }}\n\
+         [[rules]]\nid = \"browser\"\nwhen = {{ browser = true }}\nlimits = {{ requests_per_hour = 1 }}\n",
+        h("sk-acme"),
+        h("sk-rich"),
+        h("pk-web"),
+        h("sk-ops"),
+    );
+    policy::load(&text, "limits").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn secret(_: &str) -> Option<String> {
+    None
+}
+
+async fn post(p: &Policy, store: &MemStore, t: &Fake, path: &str, key: &str, body: &str) -> Answer {
+    let auth = format!("Bearer {key}");
+    call_store(
+        Ok(p),
+        &secret,
+        Some(store),
+        t,
+        "POST",
+        path,
+        &[
+            JSON,
+            ("authorization", &auth),
+            ("origin", "https://app.example"),
+        ],
+        body,
+    )
+    .await
+}
+
+/// The Fake's clock starts at 784,111,777 s: 37 s into its minute, so the minute ends in 23 s.
+const MINUTE_LEFT: &str = "23";
+
+fn log(a: &Answer) -> serde_json::Value {
+    serde_json::from_str(&a.record.log_line(0, 0)).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_over_the_limit_gets_a_429_that_names_it_and_says_when() {
+    let p = limited("");
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![ok_json(0), ok_json(0)])]);
+    let first = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", CHAT).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-ratelimit-limit-requests"), Some("2"));
+    assert_eq!(first.header("x-ratelimit-remaining-requests"), Some("1"));
+    assert_eq!(first.header("x-ratelimit-reset-requests"), Some("23s"));
+    assert_eq!(
+        first.header("x-meridian-limits"),
+        Some("tenant acme requests_per_minute reserved 1, 1 left")
+    );
+    let second = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", CHAT).await;
+    assert_eq!(second.header("x-ratelimit-remaining-requests"), Some("0"));
+    let third = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", CHAT).await;
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert_eq!(third.code(), "rate_limit_exceeded");
+    assert_eq!(third.json()["error"]["type"], "rate_limit_error");
+    let msg = third.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("tenant acme") && msg.contains("requests_per_minute = 2"),
+        "{msg}"
+    );
+    assert_eq!(third.header("retry-after"), Some(MINUTE_LEFT));
+    assert_eq!(third.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(
+        third.header("x-meridian-limits"),
+        Some("refused by tenant acme requests_per_minute")
+    );
+    assert_eq!(
+        t.sent_to(),
+        ["alpha", "alpha"],
+        "the refused request reached no provider"
+    );
+    assert_eq!(
+        log(&third)["limits"]["refused"]["limit"],
+        "requests_per_minute"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_clients_get_anthropics_error_and_header_shapes() {
+    let p = limited("");
+    let store = MemStore::default();
+    let body =
+        r#"{"model":"chat-model","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![
+            answer(
+                200,
+                r#"{"choices":[{"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+            );
+            2
+        ],
+    )]);
+    for _ in 0..2 {
+        let ok = post(&p, &store, &t, "/v1/messages", "sk-acme", body).await;
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        assert!(ok.header("anthropic-ratelimit-requests-limit").is_some());
+    }
+    let refused = post(&p, &store, &t, "/v1/messages", "sk-acme", body).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["type"], "error");
+    assert_eq!(refused.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(
+        refused.header("anthropic-ratelimit-requests-limit"),
+        Some("2")
+    );
+    assert_eq!(
+        refused.header("anthropic-ratelimit-requests-remaining"),
+        Some("0")
+    );
+    // 784,111,777 + 23 s = 1994-11-06T08:50:00Z.
+    assert_eq!(
+        refused.header("anthropic-ratelimit-requests-reset"),
+        Some("1994-11-06T08:50:00Z")
+    );
+    assert_eq!(refused.header("retry-after"), Some(MINUTE_LEFT));
+}
+
+#[tokio::test(start_paused = true)]
+async fn whole_answers_settle_to_the_usage_the_provider_reported() {
+    let p = limited("");
+    let store = MemStore::default();
+    // 1 prompt and 2 completion tokens at 1.0 and 2.0 dollars per million: 5 millionths.
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let body = chat_body(r#","max_tokens":100"#);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", &body).await;
+    assert_eq!(a.status, 200);
+    let usd = store
+        .values
+        .borrow()
+        .iter()
+        .find(|(k, _)| k.contains(":usd:day:"))
+        .map(|(_, v)| *v);
+    let tokens = store
+        .values
+        .borrow()
+        .iter()
+        .find(|(k, _)| k.contains(":tokens:hour:"))
+        .map(|(_, v)| *v);
+    assert_eq!(usd, Some(5));
+    assert_eq!(tokens, Some(3));
+    let in_flight: i64 = store
+        .values
+        .borrow()
+        .iter()
+        .filter(|(k, _)| k.contains(":concurrent:"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(in_flight, 0);
+    // The reservation bounded it: the body's bytes as input tokens, plus 100 output tokens.
+    let l = log(&a);
+    let reserved = body.len() as u64 + 100;
+    assert_eq!(
+        l["limits"]["hold"]["need"]["input_tokens"],
+        body.len() as u64
+    );
+    assert_eq!(l["limits"]["settlement"]["state"], "settled");
+    assert_eq!(l["limits"]["settlement"]["actual"]["tokens"], 3);
+    assert_eq!(l["limits"]["settlement"]["actual"]["micro_usd"], 5);
+    assert_eq!(
+        a.header("x-ratelimit-remaining-tokens"),
+        Some((50_000 - reserved).to_string().as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_without_max_tokens_gets_one_so_its_reservation_bounds_it() {
+    let p = limited("");
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", CHAT).await;
+    assert_eq!(a.status, 200);
+    let sent: serde_json::Value = serde_json::from_slice(&t.requests.borrow()[0].body).unwrap();
+    assert_eq!(sent["max_tokens"], 700);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dollar_limit_refuses_what_could_cost_more_than_is_left() {
+    let p = limited("");
+    let store = MemStore::default();
+    let t = no_script();
+    // 4,990 output tokens at 2 dollars per million is $0.00998: over $0.01 with the input.
+    let body = chat_body(r#","max_tokens":4990"#);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", &body).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("max_tokens"), "{msg}");
+    assert!(t.sent_to().is_empty());
+    assert!(
+        store.values.borrow().values().all(|v| *v == 0),
+        "everything given back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_settle_after_the_last_event_and_a_cut_stream_keeps_its_reservation() {
+    let p = limited("");
+    let store = MemStore::default();
+    let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6,\"total_tokens\":10}}\n\n";
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![
+            sse(&[(0, EV1), (5, EV2), (5, usage), (0, DONE)]),
+            Step::Answer {
+                after_ms: 0,
+                status: 200,
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+                chunks: vec![
+                    (0, Ok(EV1.as_bytes().to_vec())),
+                    (5, Err(Failure::Transport("reset".into()))),
+                ],
+            },
+        ],
+    )]);
+    let body = chat_body(r#","max_tokens":50,"stream":true"#);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", &body).await;
+    assert_eq!(a.status, 200);
+    let tokens_key = store
+        .values
+        .borrow()
+        .keys()
+        .find(|k| k.contains(":tokens:hour:"))
+        .cloned()
+        .unwrap();
+    assert_eq!(store.value(&tokens_key), 10);
+    assert_eq!(log(&a)["limits"]["settlement"]["state"], "settled");
+    let b = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", &body).await;
+    assert!(b.text().contains("error"), "{}", b.text());
+    assert_eq!(log(&b)["limits"]["settlement"]["state"], "kept");
+    assert_eq!(
+        store.value(&tokens_key),
+        10 + body.len() as i64 + 50,
+        "the cut stream's usage is unknown: its whole reservation stays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_store_down_fails_closed_except_for_tenants_the_policy_names() {
+    let p = limited("");
+    let store = MemStore::default();
+    store.down.set(true);
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let closed = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", CHAT).await;
+    assert_eq!(closed.status, 503);
+    assert_eq!(closed.code(), "limits_unavailable");
+    assert_eq!(closed.header("retry-after"), Some("1"));
+    assert!(t.sent_to().is_empty());
+    let open = post(&p, &store, &t, "/v1/chat/completions", "sk-ops", CHAT).await;
+    assert_eq!(open.status, 200);
+    assert!(open
+        .header("x-meridian-limits")
+        .unwrap()
+        .starts_with("not counted: the key-value store could not be reached"));
+    // No store at all is the same as a store that is down.
+    let none = call_store(
+        Ok(&p),
+        &secret,
+        None,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("authorization", "Bearer sk-acme")],
+        CHAT,
+    )
+    .await;
+    assert_eq!(none.status, 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_browser_key_is_limited_by_the_browser_rule_and_a_server_key_is_not() {
+    let p = limited("");
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![ok_json(0), ok_json(0), ok_json(0)])]);
+    let one = post(&p, &store, &t, "/v1/chat/completions", "pk-web", CHAT).await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.header("x-ratelimit-limit-requests"), Some("1"));
+    let two = post(&p, &store, &t, "/v1/chat/completions", "pk-web", CHAT).await;
+    assert_eq!(two.status, 429);
+    assert!(
+        two.text().contains("rule browser for tenant web"),
+        "{}",
+        two.text()
+    );
+    // A tenant without a browser key: the rule does not apply.
+    let rich = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", CHAT).await;
+    assert_eq!(rich.header("x-ratelimit-limit-requests"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn meridians_rate_limit_headers_replace_the_providers() {
+    let p = limited("");
+    let store = MemStore::default();
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![
+                ("x-ratelimit-limit-requests".into(), "10000".into()),
+                ("x-ratelimit-remaining-tokens".into(), "999999".into()),
+            ],
+            chunks: vec![(
+                0,
+                Ok(
+                    br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#
+                        .to_vec(),
+                ),
+            )],
+        }],
+    )]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", CHAT).await;
+    let limits: Vec<&str> = a
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-ratelimit-limit-requests")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(limits, ["2"]);
+    assert_eq!(a.header("x-ratelimit-remaining-tokens"), None);
+    // Without limits of its own, a caller still sees the provider's when the policy says so.
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("x-ratelimit-limit-requests".into(), "10000".into())],
+            chunks: vec![(0, Ok(b"{}".to_vec()))],
+        }],
+    )]);
+    let free = limited("");
+    let mut unlimited = free.clone();
+    unlimited.tenants.to_mut()[1].limits = None;
+    let b = post(
+        &unlimited,
+        &store,
+        &t,
+        "/v1/chat/completions",
+        "sk-rich",
+        CHAT,
+    )
+    .await;
+    assert_eq!(b.header("x-ratelimit-limit-requests"), Some("10000"));
+}
