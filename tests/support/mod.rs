@@ -4,6 +4,7 @@
 pub mod clients;
 pub mod meridian;
 pub mod mock;
+pub mod redis;
 
 pub use meridian::Meridian;
 pub use mock::{Mock, Recorded, Script};

@@ -1,0 +1,226 @@
+//! Limits shared by every edge node, end to end: a real `redis-server` on 127.0.0.1 and two
+//! meridian-host processes serving the same component with Spin's runtime config pointing both
+//! at it. 200 concurrent requests from one tenant across both nodes stop exactly at the limit;
+//! a browser key hammered with a forged `Origin` is cut off at its limit; a token limit's
+//! settled total is what the provider reported; the store stopped mid-run gives the policy's
+//! answer (503, or served uncounted for a `fail_open` tenant) and nothing is lost when it comes
+//! back; the official OpenAI SDK reads the headers and its retry honours `Retry-After`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::clients::{self, python};
+use support::redis::Redis;
+use support::{policy_for, Meridian, Mock, Script};
+
+fn hash(k: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(k.as_bytes()))
+}
+
+const ACME: &str = "sk-acme-e2e-limits-0001";
+const METERED: &str = "sk-metered-e2e-limits-02";
+const OPS: &str = "sk-ops-e2e-limits-000003";
+const CONC: &str = "sk-conc-e2e-limits-00004";
+const WEB: &str = "pk-web-e2e-limits-000005";
+
+fn policy(mock: &Mock) -> String {
+    policy_for(
+        &[("alpha", mock, "DE", "")],
+        &format!(
+            "[settings.limits]\nfail_open = [\"ops\"]\n\n\
+             [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\nlimits = {{ requests_per_month = 100 }}\n\n\
+             [[tenants]]\nid = \"metered\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_month = 3000 }}\n\n\
+             [[tenants]]\nid = \"ops\"\nkeys = [\"sha256:{}\"]\nlimits = {{ requests_per_month = 1000 }}\n\n\
+             [[tenants]]\nid = \"conc\"\nkeys = [\"sha256:{}\"]\nlimits = {{ requests_per_month = 100, concurrent = 1 }}\n\n\
+             [[tenants]]\nid = \"web\"\nkeys = [\"sha256:{}\"]\norigins = [\"https://app.example\"]\n\n\
+             [[rules]]\nid = \"browser-keys\"\nwhen = {{ browser = true }}\nlimits = {{ requests_per_month = 5 }}\n",
+            hash(ACME),
+            hash(METERED),
+            hash(OPS),
+            hash(CONC),
+            hash(WEB),
+        ),
+    )
+}
+
+const BODY: &str = r#"{"model":"chat-model","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#;
+
+async fn post(client: &reqwest::Client, base: &str, key: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(BODY)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn two_nodes(redis: &Redis, policy: &str) -> (Meridian, Meridian) {
+    let rc = redis.runtime_config();
+    let rc = rc.to_str().unwrap();
+    let a = Meridian::start_with(Some(policy), &["--runtime-config-file", rc]).await;
+    let b = Meridian::start_with(Some(policy), &["--runtime-config-file", rc]).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
+    let mut redis = Redis::start().await;
+    let mock = Mock::start(Script::ok("fine")).await;
+    let (a, b) = two_nodes(&redis, &policy(&mock)).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+
+    // 200 concurrent requests from one tenant, alternating between the two nodes.
+    let tasks = (0..200).map(|i| {
+        let client = client.clone();
+        let base = if i % 2 == 0 { a.url.clone() } else { b.url.clone() };
+        tokio::spawn(async move { post(&client, &base, ACME).await.status().as_u16() })
+    });
+    let statuses: Vec<u16> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, limited), (100, 100), "{statuses:?}");
+    assert_eq!(mock.requests().len(), 100, "exactly the admitted requests reached the provider");
+    let keys = redis.keys("meridian:v1:t/acme:requests:month:*").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(redis.int(&keys[0]).await, 100);
+
+    // A token limit: each admitted request reserves its bound and settles to the 30 tokens the
+    // provider reports; the settled total never passes 3,000 and is exactly 30 per answer.
+    let sent_before = mock.requests().len();
+    let tasks = (0..120).map(|i| {
+        let client = client.clone();
+        let base = if i % 2 == 0 { a.url.clone() } else { b.url.clone() };
+        tokio::spawn(async move { post(&client, &base, METERED).await.status().as_u16() })
+    });
+    let statuses: Vec<u16> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(mock.requests().len() - sent_before, served);
+    let keys = redis.keys("meridian:v1:t/metered:tokens:month:*").await;
+    let settled = redis.int(&keys[0]).await;
+    assert_eq!(settled, 30 * served as i64, "settled to the reported usage");
+    assert!(settled <= 3000);
+    assert!(served >= 1 && statuses.contains(&429), "{statuses:?}");
+
+    // The store goes away: the policy's answer, never a silent pass.
+    redis.stop().await;
+    let closed = post(&client, &a.url, ACME).await;
+    assert_eq!(closed.status(), 503);
+    assert_eq!(closed.headers()["retry-after"], "1");
+    let body: serde_json::Value = closed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "limits_unavailable");
+    let open = post(&client, &b.url, OPS).await;
+    assert_eq!(open.status(), 200);
+    assert!(open.headers()["x-meridian-limits"]
+        .to_str()
+        .unwrap()
+        .starts_with("not counted:"));
+
+    // It comes back with everything it had: acme is still at its limit on both nodes.
+    redis.restart().await;
+    let keys = redis.keys("meridian:v1:t/acme:requests:month:*").await;
+    assert_eq!(redis.int(&keys[0]).await, 100);
+    for node in [&a, &b] {
+        let mut status = 0;
+        // The node's Redis connection comes back on its own: the first call may still fail.
+        for _ in 0..20 {
+            status = post(&client, &node.url, ACME).await.status().as_u16();
+            if status != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 429);
+    }
+    assert_eq!(redis.int(&keys[0]).await, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_key_with_a_forged_origin_is_cut_off_at_its_limit() {
+    let redis = Redis::start().await;
+    let mock = Mock::start(Script::ok("fine")).await;
+    let (a, b) = two_nodes(&redis, &policy(&mock)).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        // What a script that copied the key from the page sends: any Origin it likes.
+        let base = if i % 2 == 0 { &a.url } else { &b.url };
+        let r = client
+            .post(format!("{base}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {WEB}"))
+            .header("origin", "https://app.example")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let h = r.headers();
+            assert_eq!(h["x-ratelimit-limit-requests"], "5");
+            assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+            assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("rule browser-keys for tenant web"));
+        }
+    }
+    assert_eq!(&statuses[..5], &[200; 5]);
+    assert_eq!(&statuses[5..], &[429; 15]);
+    assert_eq!(mock.requests().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_reads_the_headers_and_its_retry_honours_retry_after() {
+    let redis = Redis::start().await;
+    // Every answer takes 1.5 s: a request in flight holds `conc`'s only slot that long.
+    let mock = Mock::start(Script::Delay(1500, Box::new(Script::ok("slow")))).await;
+    let (a, _b) = two_nodes(&redis, &policy(&mock)).await;
+    let client = reqwest::Client::new();
+    let base = a.url.clone();
+    let holder = tokio::spawn(async move { post(&client, &base, CONC).await.status().as_u16() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    clients::run(
+        &python(),
+        "limits_sdk.py",
+        &[("MERIDIAN_URL", a.url.as_str()), ("MERIDIAN_KEY", CONC)],
+    )
+    .await;
+    assert_eq!(holder.await.unwrap(), 200);
+    // The SDK's attempts, from the node's log: refused while the slot was taken, each retry at
+    // least the `Retry-After` second after the refusal before it, and finally served.
+    // Lines are written when requests end: order them by when each started.
+    let start = |l: &serde_json::Value| l["ts_ms"].as_u64().unwrap() - l["duration_ms"].as_u64().unwrap();
+    let mut lines: Vec<serde_json::Value> = a
+        .logs()
+        .into_iter()
+        .filter(|l| l["tenant"] == "conc")
+        .collect();
+    lines.sort_by_key(start);
+    // The first is the test's own request that held the slot.
+    let sdk = &lines[1..];
+    assert!(sdk.len() >= 2, "{lines:?}");
+    assert_eq!(sdk.last().unwrap()["status"], 200);
+    for pair in sdk.windows(2) {
+        assert_eq!(pair[0]["status"], 429, "{lines:?}");
+        assert_eq!(pair[0]["limits"]["refused"]["limit"], "concurrent");
+        let gap = start(&pair[1]) - pair[0]["ts_ms"].as_u64().unwrap();
+        assert!(gap >= 900, "retried {gap} ms after a Retry-After of 1 s");
+    }
+}
