@@ -35,6 +35,9 @@ pub const DROPPED: &str = "x-meridian-dropped-fields";
 /// refused or not counted.
 pub const LIMITS: &str = "x-meridian-limits";
 
+/// Providers skipped because repeated failures put them into cool-down, and until when.
+pub const COOLING: &str = "x-meridian-cooling";
+
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
     REQUEST_ID,
@@ -54,6 +57,7 @@ pub const ALL: &[&str] = &[
     DROPPED,
     TRACE_ID,
     LIMITS,
+    COOLING,
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
@@ -214,6 +218,10 @@ pub struct Record {
     pub trace: Option<crate::trace::Trace>,
     /// Meridian's own limits: the reservation and its settlement.
     pub limits: Option<crate::limits::Audit>,
+    /// Providers this request's failures put into cool-down (`[settings.health]`).
+    pub cooled: Vec<String>,
+    /// Providers skipped because they are cooling down: `alpha cooling down until …`.
+    pub cooling: Vec<String>,
 }
 
 impl Record {
@@ -251,6 +259,9 @@ impl Record {
         }
         if let Some(l) = self.limits.as_ref().and_then(crate::limits::Audit::header) {
             put(LIMITS, &l);
+        }
+        if !self.cooling.is_empty() {
+            put(COOLING, &self.cooling.join(", "));
         }
         if let Some(p) = &self.provider {
             put(PROVIDER, p);
@@ -338,6 +349,8 @@ impl Record {
             usage: self.usage,
             cost_usd: self.cost_usd(),
             limits: self.limits.as_ref(),
+            cooled: &self.cooled,
+            cooling: &self.cooling,
             duration_ms: now_ms.saturating_sub(self.started_ms),
         };
         serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
@@ -410,6 +423,10 @@ struct LogLine<'a> {
     cost_usd: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<&'a crate::limits::Audit>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    cooled: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    cooling: &'a [String],
     duration_ms: u64,
 }
 

@@ -44,7 +44,8 @@ fn policy(mock: &Mock) -> String {
     )
 }
 
-const BODY: &str = r#"{"model":"chat-model","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#;
+const BODY: &str =
+    r#"{"model":"chat-model","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#;
 
 async fn post(client: &reqwest::Client, base: &str, key: &str) -> reqwest::Response {
     client
@@ -78,7 +79,11 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
     // 200 concurrent requests from one tenant, alternating between the two nodes.
     let tasks = (0..200).map(|i| {
         let client = client.clone();
-        let base = if i % 2 == 0 { a.url.clone() } else { b.url.clone() };
+        let base = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
         tokio::spawn(async move { post(&client, &base, ACME).await.status().as_u16() })
     });
     let statuses: Vec<u16> = futures::future::join_all(tasks)
@@ -89,7 +94,11 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, limited), (100, 100), "{statuses:?}");
-    assert_eq!(mock.requests().len(), 100, "exactly the admitted requests reached the provider");
+    assert_eq!(
+        mock.requests().len(),
+        100,
+        "exactly the admitted requests reached the provider"
+    );
     let keys = redis.keys("meridian:v1:t/acme:requests:month:*").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(redis.int(&keys[0]).await, 100);
@@ -99,7 +108,11 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
     let sent_before = mock.requests().len();
     let tasks = (0..120).map(|i| {
         let client = client.clone();
-        let base = if i % 2 == 0 { a.url.clone() } else { b.url.clone() };
+        let base = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
         tokio::spawn(async move { post(&client, &base, METERED).await.status().as_u16() })
     });
     let statuses: Vec<u16> = futures::future::join_all(tasks)
@@ -107,7 +120,10 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
     let served = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(mock.requests().len() - sent_before, served);
     let keys = redis.keys("meridian:v1:t/metered:tokens:month:*").await;
@@ -206,7 +222,8 @@ async fn the_openai_sdk_reads_the_headers_and_its_retry_honours_retry_after() {
     // The SDK's attempts, from the node's log: refused while the slot was taken, each retry at
     // least the `Retry-After` second after the refusal before it, and finally served.
     // Lines are written when requests end: order them by when each started.
-    let start = |l: &serde_json::Value| l["ts_ms"].as_u64().unwrap() - l["duration_ms"].as_u64().unwrap();
+    let start =
+        |l: &serde_json::Value| l["ts_ms"].as_u64().unwrap() - l["duration_ms"].as_u64().unwrap();
     let mut lines: Vec<serde_json::Value> = a
         .logs()
         .into_iter()
@@ -223,4 +240,56 @@ async fn the_openai_sdk_reads_the_headers_and_its_retry_honours_retry_after() {
         let gap = start(&pair[1]) - pair[0]["ts_ms"].as_u64().unwrap();
         assert!(gap >= 900, "retried {gap} ms after a Retry-After of 1 s");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sqlite_file_keeps_limits_with_nothing_else_installed() {
+    // Spin's default store: a SQLite file (`type = "spin"`), here shared by two nodes on one
+    // machine, whose increments are immediate transactions on the file.
+    let dir = std::env::temp_dir().join(format!("meridian-sqlite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rc = dir.join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        "[key_value_store.default]\ntype = \"spin\"\npath = \"kv.db\"\n",
+    )
+    .unwrap();
+    let mock = Mock::start(Script::ok("fine")).await;
+    let p = policy(&mock).replace("requests_per_month = 100 }", "requests_per_month = 25 }");
+    let args = ["--runtime-config-file", rc.to_str().unwrap()];
+    let a = Meridian::start_with(Some(&p), &args).await;
+    let b = Meridian::start_with(Some(&p), &args).await;
+    let client = reqwest::Client::new();
+    let tasks = (0..40).map(|i| {
+        let client = client.clone();
+        let base = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        tokio::spawn(async move { post(&client, &base, ACME).await.status().as_u16() })
+    });
+    let statuses: Vec<u16> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        25,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        15,
+        "{statuses:?}"
+    );
+    assert!(dir.join("kv.db").exists());
+    // A node started again reads the same file: still at the limit.
+    drop(a);
+    drop(b);
+    let c = Meridian::start_with(Some(&p), &args).await;
+    assert_eq!(post(&client, &c.url, ACME).await.status(), 429);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -194,12 +194,100 @@ pub(super) async fn inference<T: Transport>(
     location: Location,
 ) -> Outcome<WireBody<T::Body>> {
     let (mut body, facts) = prepare(&mut cx, raw_body, location)?;
-    let decision = decide_for(&mut cx, &facts)?;
+    let mut decision = decide_for(&mut cx, &facts)?;
+    skip_cooling(&mut cx, &mut decision, &facts.model).await?;
     let restorer = redact(&mut cx, &decision, &mut body);
     reserve_for(&mut cx, &decision, &mut body, raw_body.len()).await?;
     let fwd = forward_to(&cx, &decision, &facts, &body, restorer.is_none()).await;
     cx.record.attempts = fwd.attempts;
+    note_failures(&mut cx).await;
     respond(&mut cx, &decision, &facts, fwd.outcome, restorer)
+}
+
+/// Providers that every node is cooling down after repeated failures (`[settings.health]`)
+/// are skipped, with the reason in the audit; when none is left, a 503 says until when.
+async fn skip_cooling<T: Transport>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &mut crate::decide::Decision<'_>,
+    model: &str,
+) -> Result<(), ApiError> {
+    use crate::decide::{Exclusion, Message, Reason, ReasonKind, Who};
+    let (Some(h), Some(store)) = (cx.policy.settings.health, cx.env.store) else {
+        return Ok(());
+    };
+    let now_s = cx.t.unix_ms() / 1000;
+    let Ok(cooling) = crate::limits::health::cooling(store, now_s).await else {
+        return Ok(());
+    };
+    if cooling.is_empty() {
+        return Ok(());
+    }
+    let (keep, cooled): (Vec<_>, Vec<_>) = std::mem::take(&mut decision.candidates)
+        .into_iter()
+        .partition(|c| !cooling.contains_key(c.provider.as_str()));
+    decision.candidates = keep;
+    let mut soonest = u64::MAX;
+    for c in cooled {
+        let until_s = cooling.get(c.provider.as_str()).copied().unwrap_or(now_s);
+        soonest = soonest.min(until_s);
+        decision.excluded.push(Exclusion {
+            provider: c.provider,
+            reasons: vec![Reason {
+                by: Who::Health,
+                kind: ReasonKind::Health,
+                message: Message::CoolingDown {
+                    until_s,
+                    failures: h.failures,
+                    window_s: h.window_s,
+                },
+            }],
+        });
+        cx.record.excluded.push(c.provider.0.to_string());
+        cx.record.cooling.push(format!(
+            "{} cooling down until {}",
+            c.provider,
+            crate::limits::rfc3339(until_s)
+        ));
+    }
+    cx.record
+        .candidates
+        .retain(|p| !cooling.contains_key(p.as_str()));
+    if !decision.candidates.is_empty() || soonest == u64::MAX {
+        return Ok(());
+    }
+    let wait = soonest.saturating_sub(now_s).max(1);
+    cx.record
+        .limits
+        .get_or_insert_with(Default::default)
+        .headers
+        .push(("retry-after".into(), wait.to_string()));
+    Err(ApiError::new(
+        503,
+        "providers_cooling_down",
+        format!(
+            "Every provider allowed for `{model}` failed repeatedly and is cooling down; the first comes back at {} (in {wait} s).",
+            crate::limits::rfc3339(soonest)
+        ),
+    )
+    .with_details(json!({
+        "request_id": cx.record.request_id,
+        "excluded": decision.excluded,
+    })))
+}
+
+/// Counts this request's failed attempts towards each provider's cool-down.
+async fn note_failures<T: Transport>(cx: &mut Cx<'_, '_, T>) {
+    let (Some(h), Some(store)) = (cx.policy.settings.health, cx.env.store) else {
+        return;
+    };
+    if cx.record.attempts.iter().all(|a| a.failure.is_none()) {
+        return;
+    }
+    let now_s = cx.t.unix_ms() / 1000;
+    let cooled = crate::limits::health::record(store, &h, &cx.record.attempts, now_s).await;
+    if !cooled.is_empty() {
+        cx.record.cooled = cooled;
+    }
 }
 
 /// Meridian's own limits (the tenant's and the matched rules'): the most this request can cost

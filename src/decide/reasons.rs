@@ -17,6 +17,8 @@ pub enum ReasonKind {
     Price,
     /// What the request asks the provider to do (keep, fetch, run, send on) is not granted.
     Capability,
+    /// The provider failed repeatedly and every node skips it for a while (`[settings.health]`).
+    Health,
 }
 
 /// Why one constraint excludes one provider. Kept as data and rendered only when shown.
@@ -36,6 +38,8 @@ pub enum Who<'p> {
     Request,
     /// The policy's `allow_anonymous`, for a caller without a tenant key.
     Anonymous,
+    /// `[settings.health]`, from failures every node records in the shared store.
+    Health,
 }
 
 impl fmt::Display for Who<'_> {
@@ -45,6 +49,7 @@ impl fmt::Display for Who<'_> {
             Who::Tenant(id) => write!(f, "tenant `{id}`"),
             Who::Request => f.write_str("request"),
             Who::Anonymous => f.write_str("anonymous access"),
+            Who::Health => f.write_str("provider health:"),
         }
     }
 }
@@ -95,6 +100,12 @@ pub enum Message<'p> {
     StoreOnZdr,
     /// An `anthropic-beta` value the provider's `anthropic_beta` list does not match.
     BetaNotAllowed,
+    /// Skipped after repeated failures, until a time (Unix seconds).
+    CoolingDown {
+        until_s: u64,
+        failures: u64,
+        window_s: u64,
+    },
 }
 
 impl fmt::Display for Message<'_> {
@@ -157,6 +168,15 @@ impl fmt::Display for Message<'_> {
             ),
             Message::BetaNotAllowed => f.write_str(
                 "sends an `anthropic-beta` value that the provider's `anthropic_beta` list does not allow",
+            ),
+            Message::CoolingDown {
+                until_s,
+                failures,
+                window_s,
+            } => write!(
+                f,
+                "cooling down until {} after {failures} failures within {window_s} s",
+                crate::limits::rfc3339(until_s)
             ),
         }
     }

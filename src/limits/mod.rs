@@ -22,6 +22,7 @@
 //!
 //! Pure except for the [`Store`] calls; the adapters provide the store (`wasi:keyvalue`).
 
+pub mod health;
 mod window;
 
 #[cfg(test)]

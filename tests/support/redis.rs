@@ -25,7 +25,8 @@ impl Redis {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let dir = std::env::temp_dir().join(format!("meridian-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("meridian-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = Redis {
             port,
@@ -115,7 +116,9 @@ impl Redis {
     pub async fn int(&self, key: &str) -> i64 {
         let reply = self.command(&["GET", key]).await.expect("redis GET");
         match reply.lines().nth(1) {
-            Some(v) => v.parse().unwrap_or_else(|_| panic!("{key} holds {reply:?}")),
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|_| panic!("{key} holds {reply:?}")),
             None => 0,
         }
     }
@@ -136,7 +139,10 @@ impl Redis {
         let p = self.dir.join("runtime-config.toml");
         std::fs::write(
             &p,
-            format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", self.url()),
+            format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                self.url()
+            ),
         )
         .unwrap();
         p

@@ -367,3 +367,167 @@ async fn meridians_rate_limit_headers_replace_the_providers() {
     .await;
     assert_eq!(b.header("x-ratelimit-limit-requests"), Some("10000"));
 }
+
+/// `alpha` then `beta` (price order), both serving `chat-model`; a provider that fails twice
+/// within a minute cools down for 30 s.
+fn health_policy(providers: &[&str]) -> Policy {
+    let mut text = String::from(
+        "version = 1\n[settings]\nallow_anonymous = true\n[settings.health]\nfailures = 2\nwindow_s = 60\ncooldown_s = 30\n",
+    );
+    for (i, p) in providers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[providers]]\nid = \"{p}\"\nbase_url = \"http://{p}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = {}.0, output_price = 1.0 }} }}\n",
+            i + 1
+        ));
+    }
+    policy::load(&text, "health").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn anonymous(p: &Policy, store: &MemStore, t: &Fake) -> Answer {
+    call_store(
+        Ok(p),
+        &secret,
+        Some(store),
+        t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        CHAT,
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_keeps_failing_is_skipped_by_every_node_until_it_cools_down() {
+    let p = health_policy(&["alpha", "beta"]);
+    // One store: what every node shares.
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        (
+            "alpha",
+            vec![status(500, None), status(500, None), ok_json(0)],
+        ),
+        ("beta", vec![ok_json(0), ok_json(0), ok_json(0)]),
+    ]);
+    let first = anonymous(&p, &store, &t).await;
+    assert_eq!(first.header("x-meridian-provider"), Some("beta"));
+    assert!(first.record.cooled.is_empty());
+    let second = anonymous(&p, &store, &t).await;
+    assert_eq!(second.header("x-meridian-provider"), Some("beta"));
+    assert_eq!(
+        second.record.cooled,
+        ["alpha"],
+        "the second failure within the window"
+    );
+    // Now alpha is skipped without an attempt: 784,111,777 + 30 s = 08:50:07.
+    let third = anonymous(&p, &store, &t).await;
+    assert_eq!(third.header("x-meridian-provider"), Some("beta"));
+    assert_eq!(
+        third.header("x-meridian-cooling"),
+        Some("alpha cooling down until 1994-11-06T08:50:07Z")
+    );
+    assert_eq!(t.sent_to(), ["alpha", "beta", "alpha", "beta", "beta"]);
+    // After the cool-down it is tried again.
+    tokio::time::advance(std::time::Duration::from_secs(31)).await;
+    let later = anonymous(&p, &store, &t).await;
+    assert_eq!(later.header("x-meridian-provider"), Some("alpha"));
+    assert_eq!(later.header("x-meridian-cooling"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_provider_is_cooling_down_the_answer_says_until_when() {
+    let p = health_policy(&["alpha"]);
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![status(503, None), status(503, None)])]);
+    for _ in 0..2 {
+        let a = anonymous(&p, &store, &t).await;
+        assert_eq!(a.status, 502, "{}", a.text());
+    }
+    let cooled = anonymous(&p, &store, &t).await;
+    assert_eq!(cooled.status, 503);
+    assert_eq!(cooled.code(), "providers_cooling_down");
+    assert_eq!(cooled.header("retry-after"), Some("30"));
+    let excluded = &cooled.json()["error"]["meridian"]["excluded"][0];
+    assert_eq!(excluded["provider"], "alpha");
+    assert_eq!(excluded["reasons"][0]["kind"], "health");
+    assert_eq!(
+        excluded["reasons"][0]["message"],
+        "cooling down until 1994-11-06T08:50:07Z after 2 failures within 60 s"
+    );
+    assert_eq!(t.sent_to().len(), 2, "no attempt while it cools down");
+}
+
+/// `alpha` (1.0 / 1.0) and `beta` (2.0 / 1.0), tenant `acme` with a token and a dollar limit;
+/// `extra` sets the plan.
+fn two_priced(extra: &str) -> Policy {
+    let text = format!(
+        "version = 1\n[settings.plan]\n{extra}\n\
+         [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 1.0, output_price = 1.0 }} }}\n\
+         [[providers]]\nid = \"beta\"\nbase_url = \"http://beta/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 2.0, output_price = 1.0 }} }}\n\
+         [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_day = 100000, usd_per_day = 1.0 }}\n",
+        hex::encode(policy::hash_key("sk-acme"))
+    );
+    policy::load(&text, "two").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn counter(store: &MemStore, part: &str) -> i64 {
+    store
+        .values
+        .borrow()
+        .iter()
+        .find(|(k, _)| k.contains(part))
+        .map_or(0, |(_, v)| *v)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_settles_to_the_answer_and_the_failed_attempt_costs_nothing() {
+    let p = two_priced("");
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        ("alpha", vec![status(500, None)]),
+        ("beta", vec![ok_json(0)]),
+    ]);
+    let body = chat_body(r#","max_tokens":10"#);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &body).await;
+    assert_eq!(a.header("x-meridian-provider"), Some("beta"));
+    // The reservation was at the dearer candidate's prices (beta: 2.0 per input token).
+    let l = log(&a);
+    assert_eq!(
+        l["limits"]["hold"]["need"]["micro_usd"],
+        body.len() as u64 * 2 + 10
+    );
+    // beta's usage: 1 prompt token at 2.0 and 2 completion tokens at 1.0 = 4 millionths.
+    assert_eq!(counter(&store, ":usd:day:"), 4);
+    assert_eq!(counter(&store, ":tokens:day:"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_reserves_for_two_attempts_and_bills_the_loser_its_input() {
+    let p = two_priced("hedge_after_ms = 100");
+    let store = MemStore::default();
+    // alpha answers after 500 ms, too late: the hedge to beta (sent at 100 ms) wins at 150 ms.
+    let t = Fake::new(vec![
+        ("alpha", vec![ok_json(500)]),
+        ("beta", vec![ok_json(50)]),
+    ]);
+    let body = chat_body(r#","max_tokens":10"#);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &body).await;
+    assert_eq!(
+        a.header("x-meridian-provider"),
+        Some("beta"),
+        "{}",
+        a.text()
+    );
+    let l = log(&a);
+    let input = body.len() as u64;
+    assert_eq!(l["limits"]["hold"]["need"]["parallel"], 2);
+    assert_eq!(
+        l["limits"]["hold"]["counters"][0]["reserve"],
+        2 * (input + 10),
+        "tokens for two attempts"
+    );
+    // beta's answer (3 tokens, 4 millionths) plus alpha's input, which it may have read:
+    // `input` tokens at 1.0.
+    assert_eq!(counter(&store, ":tokens:day:"), 3 + input as i64);
+    assert_eq!(counter(&store, ":usd:day:"), 4 + input as i64);
+}
