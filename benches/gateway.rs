@@ -268,6 +268,33 @@ async fn main() {
     ];
     let rule = "[[rules]]\nid = \"r\"\nprefer = { order = [\"alpha\", \"beta\", \"gamma\"] }\n";
     let plain = Meridian::with_policy(&policy_for(&providers, rule), &[]).await;
+    // The same policy with limits on every (anonymous) request: three counters (requests,
+    // tokens, dollars), reserved before the attempt and settled after, in a real Redis on
+    // loopback and in Spin's default SQLite file.
+    let redis = support::redis::Redis::start().await;
+    let limited_policy = policy_for(
+        &providers,
+        &format!("{rule}[[rules]]\nid = \"cap\"\nwhen = {{ anonymous = true }}\nlimits = {{ requests_per_minute = 1000000000, tokens_per_day = 1000000000000, usd_per_month = 1000000.0 }}\n"),
+    );
+    let rc = redis.runtime_config();
+    let limited_redis = Meridian::start_with(
+        Some(&limited_policy),
+        &["--runtime-config-file", rc.to_str().unwrap_or_default()],
+    )
+    .await;
+    let sqlite_dir = std::env::temp_dir().join(format!("meridian-bench-kv-{}", std::process::id()));
+    std::fs::create_dir_all(&sqlite_dir).ok();
+    let sqlite_rc = sqlite_dir.join("runtime-config.toml");
+    std::fs::write(
+        &sqlite_rc,
+        "[key_value_store.default]\ntype = \"spin\"\npath = \"kv.db\"\n",
+    )
+    .ok();
+    let limited_sqlite = Meridian::start_with(
+        Some(&limited_policy),
+        &["--runtime-config-file", sqlite_rc.to_str().unwrap_or_default()],
+    )
+    .await;
     let armed = Meridian::with_policy(
         &policy_for(
             &providers,
@@ -361,6 +388,20 @@ async fn main() {
         model: "llama-3.1-8b",
         pid: floor_p3_nd.pid(),
     };
+    let via_limited_redis = Target {
+        label: "Meridian, variable + limits (Redis, loopback)",
+        url: limited_redis.at("/v1/chat/completions"),
+        headers: vec![],
+        model: "chat-model",
+        pid: limited_redis.pid(),
+    };
+    let via_limited_sqlite = Target {
+        label: "Meridian, variable + limits (SQLite file)",
+        url: limited_sqlite.at("/v1/chat/completions"),
+        headers: vec![],
+        model: "chat-model",
+        pid: limited_sqlite.pid(),
+    };
     let targets = [
         direct.clone(),
         empty,
@@ -374,6 +415,8 @@ async fn main() {
         proxy_p3.clone(),
         via_p3_nd.clone(),
         proxy_p3_nd.clone(),
+        via_limited_redis,
+        via_limited_sqlite,
     ];
 
     // Warm up every path (connection pools, wasmtime code).
@@ -401,6 +444,16 @@ async fn main() {
         proxy_s.p50 - stats[0].p50,
         cpu(proxy_s)
     );
+
+    for (i, store) in [(12, "Redis on loopback"), (13, "the SQLite file")] {
+        println!(
+            "  limits (3 counters) in {store} over the same policy without: p50 {:+.3} ms ({:.2}×), CPU {:+.0} µs/request ({:.2}×; the store's own CPU not included)",
+            stats[i].p50 - stats[4].p50,
+            stats[i].p50 / stats[4].p50,
+            cpu(&stats[i]) - cpu(&stats[4]),
+            cpu(&stats[i]) / cpu(&stats[4])
+        );
+    }
 
     let (p3_s, proxy_p3_s) = (&stats[8], &stats[9]);
     println!(

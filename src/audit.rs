@@ -225,6 +225,14 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether the request holds a reservation against its limits that is not settled yet
+    /// (`api::settle` settles it).
+    pub fn unsettled(&self) -> bool {
+        self.limits
+            .as_ref()
+            .is_some_and(|l| l.hold.is_some() && l.settlement.is_none())
+    }
+
     pub fn cost_usd(&self) -> Option<f64> {
         self.usage.and_then(|u| u.cost(self.prices))
     }

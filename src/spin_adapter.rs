@@ -531,6 +531,9 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     // host has finished sending the response, so anything after the end may never run.
     match reply.body {
         Body::Full(bytes) => {
+            // Settled before any byte goes out: the host ends the instance as soon as a body
+            // framed by its length has been sent, so nothing after it may be relied on.
+            api::settle(Some(&store), &mut reply.record).await;
             let mut client =
                 ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
             log_line(reply.record.log_line(wall_ms(), now_ms()));

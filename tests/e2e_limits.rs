@@ -58,6 +58,23 @@ async fn post(client: &reqwest::Client, base: &str, key: &str) -> reqwest::Respo
         .unwrap()
 }
 
+/// Waits (at most 10 s) until the nodes have written `n` log lines for `tenant`: a request's
+/// settlement is made after the client has its answer, before its log line.
+async fn settled(nodes: &[&Meridian], tenant: &str, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let lines: Vec<serde_json::Value> = nodes
+            .iter()
+            .flat_map(|m| m.logs())
+            .filter(|l| l["tenant"] == tenant)
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} log lines for {tenant} within 10 s");
+}
+
 async fn two_nodes(redis: &Redis, policy: &str) -> (Meridian, Meridian) {
     let rc = redis.runtime_config();
     let rc = rc.to_str().unwrap();
@@ -126,6 +143,7 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
     );
     let served = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(mock.requests().len() - sent_before, served);
+    settled(&[&a, &b], "metered", 120).await;
     let keys = redis.keys("meridian:v1:t/metered:tokens:month:*").await;
     let settled = redis.int(&keys[0]).await;
     assert_eq!(settled, 30 * served as i64, "settled to the reported usage");
@@ -219,6 +237,8 @@ async fn the_openai_sdk_reads_the_headers_and_its_retry_honours_retry_after() {
     )
     .await;
     assert_eq!(holder.await.unwrap(), 200);
+    // The holder, at least one refusal, the SDK's success.
+    settled(&[&a], "conc", 3).await;
     // The SDK's attempts, from the node's log: refused while the slot was taken, each retry at
     // least the `Retry-After` second after the refusal before it, and finally served.
     // Lines are written when requests end: order them by when each started.

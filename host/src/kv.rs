@@ -116,6 +116,7 @@ impl Stores {
                     conn.busy_timeout(CALL_TIMEOUT)?;
                     conn.execute_batch(
                         "PRAGMA journal_mode = WAL;
+                         PRAGMA synchronous = NORMAL;
                          CREATE TABLE IF NOT EXISTS spin_key_value (
                              store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
                              PRIMARY KEY (store, key));",

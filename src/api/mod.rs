@@ -188,9 +188,6 @@ pub async fn serve<T: Transport, R: RequestBody>(
         }
     };
     record.status = status;
-    if matches!(body, Body::Full(_)) {
-        settle(env.store, &mut record).await;
-    }
     let mut headers = record.headers();
     headers.extend(cors);
     match record.limits.as_ref().map(|l| &l.headers) {
@@ -218,9 +215,11 @@ pub async fn serve<T: Transport, R: RequestBody>(
     }
 }
 
-/// Settles the request's reservation against its limits to what it actually used: whole
-/// answers when `serve` returns, streams after their pump (the adapter calls this before it
-/// writes the log line). Once per request; nothing when no limit applied.
+/// Settles the request's reservation against its limits to what it actually used. The adapter
+/// calls it when the answer is known and before the log line: under WASI 0.2 before the last
+/// bytes go out (the host may stop the instance once they have), under WASI 0.3 after a whole
+/// body is written (its task outlives the response), so that client does not wait for the
+/// store. Once per request; nothing when no limit applied.
 pub async fn settle(store: Option<&dyn crate::limits::Store>, record: &mut Record) {
     let Some(audit) = record.limits.as_mut() else {
         return;

@@ -456,6 +456,12 @@ impl wasip3::exports::http::handler::Guest for Meridian {
         wasip3::spawn(async move {
             let mut sink = ClientSink(tx);
             let tail = match body {
+                Body::Full(bytes) if record.unsettled() => {
+                    // The client has the whole answer before the settlement's store calls.
+                    let _ = sink.send(bytes).await;
+                    api::settle(Some(&WasiStore::default()), &mut record).await;
+                    Vec::new()
+                }
                 Body::Full(bytes) => bytes,
                 Body::Stream(stream) => {
                     let tail = stream.pump(&P3Transport, &mut sink, &mut record).await;

@@ -63,6 +63,8 @@ async fn the_request_over_the_limit_gets_a_429_that_names_it_and_says_when() {
     let t = Fake::new(vec![("alpha", vec![ok_json(0), ok_json(0)])]);
     let first = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", CHAT).await;
     assert_eq!(first.status, 200);
+    // One store round trip: the request counter; nothing to settle for a count.
+    assert_eq!(store.calls.get(), 1);
     assert_eq!(first.header("x-ratelimit-limit-requests"), Some("2"));
     assert_eq!(first.header("x-ratelimit-remaining-requests"), Some("1"));
     assert_eq!(first.header("x-ratelimit-reset-requests"), Some("23s"));
@@ -151,6 +153,9 @@ async fn whole_answers_settle_to_the_usage_the_provider_reported() {
     let body = chat_body(r#","max_tokens":100"#);
     let a = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", &body).await;
     assert_eq!(a.status, 200);
+    // Before the attempt: three increments (tokens, dollars, in flight) and a read of the
+    // previous in-flight slot; after: three increments.
+    assert_eq!(store.calls.get(), 7);
     let usd = store
         .values
         .borrow()

@@ -142,7 +142,10 @@ async fn call_store(
     };
     let mut reply = serve(&env, t, req).await;
     let body = match reply.body {
-        Body::Full(b) => b,
+        Body::Full(b) => {
+            settle(store, &mut reply.record).await;
+            b
+        }
         Body::Stream(s) => {
             let mut sink = Sink::default();
             let tail = s.pump(t, &mut sink, &mut reply.record).await;

@@ -161,6 +161,27 @@ pub(super) fn warn_unlimited(
             );
         }
     }
+    // `concurrent` counts a request in the 15-minute slot it started in and the next; a request
+    // allowed to run longer stops being counted.
+    let concurrent = tenants
+        .iter()
+        .filter_map(|t| t.limits.as_ref())
+        .chain(rules.iter().filter_map(|r| r.limits.as_ref()))
+        .any(|l| l.concurrent.is_some());
+    let longest = rules
+        .iter()
+        .flat_map(|r| [r.plan.deadline_ms, r.plan.stream_deadline_ms])
+        .flatten()
+        .chain([settings.plan.deadline_ms, settings.plan.stream_deadline_ms])
+        .max()
+        .unwrap_or(0);
+    if concurrent && longest > 900_000 {
+        sink.warn(
+            top.key_span("settings").as_ref(),
+            format!("a request may run {} s, longer than the 900 s for which `concurrent` limits count it", longest / 1000),
+            "keep `deadline_ms` and `stream_deadline_ms` at 900000 or less where `concurrent` limits apply",
+        );
+    }
     if settings.anonymous == Anonymous::Paid
         && !limited_by_rule(&|w: &When| w.anonymous == Some(true))
     {
