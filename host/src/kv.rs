@@ -55,7 +55,11 @@ pub struct Cas {
 }
 
 pub enum Backend {
-    Sqlite(Mutex<rusqlite::Connection>),
+    /// The file, opened on first use (a component that never uses its store never creates it).
+    Sqlite {
+        path: PathBuf,
+        conn: Mutex<Option<rusqlite::Connection>>,
+    },
     Redis {
         url: String,
         conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
@@ -105,24 +109,10 @@ impl Stores {
                 bail!("the component's key_value_stores names `{label}`, which the runtime config does not define");
             };
             let backend = match cfg {
-                StoreConfig::Spin { path } => {
-                    let path = dir.join(path.unwrap_or_else(|| ".spin/sqlite_key_value.db".into()));
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                    let conn = rusqlite::Connection::open(&path).with_context(|| {
-                        format!("opening the key-value file {}", path.display())
-                    })?;
-                    conn.busy_timeout(CALL_TIMEOUT)?;
-                    conn.execute_batch(
-                        "PRAGMA journal_mode = WAL;
-                         PRAGMA synchronous = NORMAL;
-                         CREATE TABLE IF NOT EXISTS spin_key_value (
-                             store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
-                             PRIMARY KEY (store, key));",
-                    )?;
-                    Backend::Sqlite(Mutex::new(conn))
-                }
+                StoreConfig::Spin { path } => Backend::Sqlite {
+                    path: dir.join(path.unwrap_or_else(|| ".spin/sqlite_key_value.db".into())),
+                    conn: Mutex::new(None),
+                },
                 StoreConfig::Redis { url } => {
                     redis::Client::open(url.as_str())
                         .with_context(|| format!("the Redis URL `{url}`"))?;
@@ -143,7 +133,7 @@ impl Stores {
             .iter()
             .map(|l| {
                 let kind = match self.backends.get(l).map(|b| &**b) {
-                    Some(Backend::Sqlite(_)) => "SQLite file",
+                    Some(Backend::Sqlite { .. }) => "SQLite file",
                     Some(Backend::Redis { .. }) => "Redis",
                     None => "?",
                 };
@@ -202,18 +192,35 @@ impl Backend {
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
     ) -> KvResult<T> {
-        let Backend::Sqlite(conn) = self else {
+        let Backend::Sqlite { path, conn } = self else {
             return Err(other("not a SQLite store"));
         };
-        let mut c = conn
+        let mut guard = conn
             .lock()
             .map_err(|_| other("the store's lock is poisoned"))?;
-        f(&mut c).map_err(other)
+        if guard.is_none() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(other)?;
+            }
+            let c = rusqlite::Connection::open(path).map_err(other)?;
+            c.busy_timeout(CALL_TIMEOUT).map_err(other)?;
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 CREATE TABLE IF NOT EXISTS spin_key_value (
+                     store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                     PRIMARY KEY (store, key));",
+            )
+            .map_err(other)?;
+            *guard = Some(c);
+        }
+        let c = guard.as_mut().ok_or_else(|| other("the store is not open"))?;
+        f(c).map_err(other)
     }
 
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
         match self {
-            Backend::Sqlite(_) => self.sqlite(|c| {
+            Backend::Sqlite { .. } => self.sqlite(|c| {
                 use rusqlite::OptionalExtension;
                 c.query_row(
                     "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
@@ -228,7 +235,7 @@ impl Backend {
 
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
         match self {
-            Backend::Sqlite(_) => self.sqlite(|c| {
+            Backend::Sqlite { .. } => self.sqlite(|c| {
                 c.execute(
                     "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
                      ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
@@ -245,7 +252,7 @@ impl Backend {
 
     async fn delete(&self, key: &str) -> KvResult<()> {
         match self {
-            Backend::Sqlite(_) => self.sqlite(|c| {
+            Backend::Sqlite { .. } => self.sqlite(|c| {
                 c.execute(
                     "DELETE FROM spin_key_value WHERE store = 'default' AND key = ?1",
                     [key],
@@ -261,7 +268,7 @@ impl Backend {
 
     async fn keys(&self) -> KvResult<Vec<String>> {
         match self {
-            Backend::Sqlite(_) => self.sqlite(|c| {
+            Backend::Sqlite { .. } => self.sqlite(|c| {
                 let mut st = c.prepare(
                     "SELECT key FROM spin_key_value WHERE store = 'default' ORDER BY key",
                 )?;
@@ -276,7 +283,7 @@ impl Backend {
     /// sharing the file).
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
         match self {
-            Backend::Sqlite(_) => self.sqlite(|c| {
+            Backend::Sqlite { .. } => self.sqlite(|c| {
                 use rusqlite::OptionalExtension;
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let old: Option<Vec<u8>> = tx
@@ -318,7 +325,7 @@ impl Backend {
     /// Writes `value` only if the key still holds `expected`; `false` when it changed.
     async fn swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> KvResult<bool> {
         match self {
-            Backend::Sqlite(_) => self.sqlite(|c| {
+            Backend::Sqlite { .. } => self.sqlite(|c| {
                 use rusqlite::OptionalExtension;
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let now: Option<Vec<u8>> = tx

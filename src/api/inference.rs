@@ -431,7 +431,7 @@ async fn reserve_for<T: Transport>(
             }
             cx.record.error_detail = Some(format!("limits store: {why}"));
             audit.headers.push(("retry-after".into(), "1".into()));
-            audit.uncounted = None;
+            audit.unavailable = Some(why);
             cx.record.limits = Some(audit);
             Err(ApiError::new(
                 503,

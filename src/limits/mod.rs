@@ -141,10 +141,6 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn name(&self) -> &str {
-        self.tenant.map_or("anonymous", |t| t.id.as_str())
-    }
-
     /// The tenant, or the tenant and its key with `per = "key"`.
     fn scope(&self, per: LimitPer) -> (String, String) {
         match (per, self.tenant, self.key_hash) {
@@ -218,7 +214,6 @@ pub fn counters(
             });
         }
     }
-    let _ = caller.name();
     out
 }
 
@@ -586,6 +581,9 @@ pub struct Audit {
     /// The limit that refused the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<Counter>,
+    /// Refused because the store could not be reached and the policy fails closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
     #[serde(skip)]
     pub priced: Vec<Priced>,
     /// Rate-limit headers for the caller (Meridian's own limits).
@@ -601,6 +599,9 @@ impl Audit {
         }
         if let Some(u) = &self.uncounted {
             return Some(format!("not counted: {u}"));
+        }
+        if self.unavailable.is_some() {
+            return Some("refused: the key-value store could not be reached (fail closed)".into());
         }
         self.hold.as_ref().map(audit_header)
     }

@@ -275,6 +275,11 @@ async fn the_store_down_fails_closed_except_for_tenants_the_policy_names() {
     assert_eq!(closed.status, 503);
     assert_eq!(closed.code(), "limits_unavailable");
     assert_eq!(closed.header("retry-after"), Some("1"));
+    assert_eq!(
+        closed.header("x-meridian-limits"),
+        Some("refused: the key-value store could not be reached (fail closed)")
+    );
+    assert_eq!(log(&closed)["limits"]["unavailable"], "store unreachable");
     assert!(t.sent_to().is_empty());
     let open = post(&p, &store, &t, "/v1/chat/completions", "sk-ops", CHAT).await;
     assert_eq!(open.status, 200);
@@ -535,4 +540,42 @@ async fn a_hedge_reserves_for_two_attempts_and_bills_the_loser_its_input() {
     // `input` tokens at 1.0.
     assert_eq!(counter(&store, ":tokens:day:"), 3 + input as i64);
     assert_eq!(counter(&store, ":usd:day:"), 4 + input as i64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn embeddings_and_messages_are_counted_like_chat() {
+    let p = limited("");
+    let store = MemStore::default();
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![
+            answer(200, r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":7,"total_tokens":7}}"#),
+            answer(200, r#"{"choices":[{"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
+        ],
+    )]);
+    let e = post(
+        &p,
+        &store,
+        &t,
+        "/v1/embeddings",
+        "sk-rich",
+        r#"{"model":"chat-model","input":"hello"}"#,
+    )
+    .await;
+    assert_eq!(e.status, 200, "{}", e.text());
+    assert_eq!(log(&e)["limits"]["hold"]["need"]["output_tokens"], 0);
+    assert_eq!(log(&e)["limits"]["settlement"]["state"], "settled");
+    assert_eq!(counter(&store, ":tokens:hour:"), 7);
+    let m = post(
+        &p,
+        &store,
+        &t,
+        "/v1/messages",
+        "sk-rich",
+        r#"{"model":"chat-model","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert_eq!(log(&m)["limits"]["settlement"]["state"], "settled");
+    assert_eq!(counter(&store, ":tokens:hour:"), 14);
 }
