@@ -292,7 +292,10 @@ async fn main() {
     .ok();
     let limited_sqlite = Meridian::start_with(
         Some(&limited_policy),
-        &["--runtime-config-file", sqlite_rc.to_str().unwrap_or_default()],
+        &[
+            "--runtime-config-file",
+            sqlite_rc.to_str().unwrap_or_default(),
+        ],
     )
     .await;
     let armed = Meridian::with_policy(

@@ -13,6 +13,8 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's Messages API, for clients built on Anthropic's SDKs.
     Messages,
+    /// OpenAI's Responses API.
+    Responses,
 }
 
 impl Endpoint {
@@ -22,6 +24,7 @@ impl Endpoint {
             "/v1/completions" => Some(Endpoint::Completions),
             "/v1/embeddings" => Some(Endpoint::Embeddings),
             "/v1/messages" => Some(Endpoint::Messages),
+            "/v1/responses" => Some(Endpoint::Responses),
             _ => None,
         }
     }
@@ -33,6 +36,7 @@ impl Endpoint {
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Messages => "/v1/messages",
+            Endpoint::Responses => "/v1/responses",
         }
     }
 
@@ -42,6 +46,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::Responses => "responses",
         }
     }
 }
@@ -91,7 +96,7 @@ pub fn not_found(path: &str) -> ApiError {
         404,
         "unknown_url",
         format!(
-            "Unknown request URL: {}. Meridian serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/models, /v1/route/explain and /healthz.",
+            "Unknown request URL: {}. Meridian serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/responses, /v1/models, /v1/route/explain and /healthz.",
             crate::audit::header_safe(path.split('?').next().unwrap_or(path))
         ),
     )

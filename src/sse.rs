@@ -17,6 +17,56 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic's named events, ending with `message_stop`.
     Anthropic,
+    /// OpenAI Responses events, ending with `response.completed`, `response.incomplete` or
+    /// `response.failed` (the provider's own account of a failure, passed on as it is).
+    Responses,
+}
+
+/// The part of a Responses event the guard reads.
+#[derive(Deserialize)]
+struct ResponsesProbe {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    response: Option<ResponsesObject>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesObject {
+    #[serde(default)]
+    usage: Option<ResponsesUsage>,
+}
+
+/// Responses `usage`, read as chat's.
+#[derive(Deserialize)]
+pub struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<ResponsesInputDetails>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesInputDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+impl ResponsesUsage {
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.input_tokens,
+            completion_tokens: self.output_tokens,
+            total_tokens: self.input_tokens.saturating_add(self.output_tokens),
+            cached_tokens: self
+                .input_tokens_details
+                .as_ref()
+                .map_or(0, |d| d.cached_tokens),
+            cache_write_tokens: 0,
+        }
+    }
 }
 
 /// The part of an Anthropic event the guard reads.
@@ -172,6 +222,31 @@ impl SseGuard {
         Ok(true)
     }
 
+    /// A Responses event's data: a terminal event completes the stream (a provider's own
+    /// `response.failed` is its truthful end); `error` is the upstream's error; usage comes with
+    /// the terminal event's response.
+    fn responses_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
+        let probe: ResponsesProbe = serde_json::from_slice(data).map_err(|e| {
+            StreamFault::Malformed(format!(
+                "event data is not a JSON object: {}",
+                e.to_string()
+                    .split(" at line")
+                    .next()
+                    .unwrap_or("invalid JSON")
+            ))
+        })?;
+        self.events += 1;
+        if let Some(u) = probe.response.as_ref().and_then(|r| r.usage.as_ref()) {
+            self.usage = Some(u.usage());
+        }
+        match probe.kind.as_str() {
+            "response.completed" | "response.incomplete" | "response.failed" => self.done = true,
+            "error" => self.upstream_error = true,
+            _ => {}
+        }
+        Ok(true)
+    }
+
     pub fn saw_done(&self) -> bool {
         self.done
     }
@@ -243,8 +318,10 @@ impl SseGuard {
             return Ok(true); // comments, `event:`, `id:`, blank separators
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
-        if self.dialect == Dialect::Anthropic {
-            return self.anthropic_line(data);
+        match self.dialect {
+            Dialect::Anthropic => return self.anthropic_line(data),
+            Dialect::Responses => return self.responses_line(data),
+            Dialect::OpenAi => {}
         }
         if data == b"[DONE]" {
             self.done = true;

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::stream::{NativeEvents, ToClient};
 use super::{json_header, Body, Env, Outcome, Stream};
 use crate::audit::{self, Record};
 use crate::decide::{decide, Candidate};
@@ -17,7 +18,7 @@ use crate::forward::{self, Failure, Limits, OutboundRequest, Transport};
 use crate::location::Location;
 use crate::pii;
 use crate::policy::{Policy, Tenant, WireKind};
-use crate::wire::translate::messages_from_chat;
+use crate::wire::translate::{messages_from_chat, responses_from_chat};
 use crate::wire::{self, Outgoing, WireBody, WireTransport};
 
 /// Headers from the upstream response that reach the client: an allowlist. `content-type` and
@@ -198,10 +199,21 @@ pub(super) async fn inference<T: Transport>(
     skip_cooling(&mut cx, &mut decision, &facts.model).await?;
     let restorer = redact(&mut cx, &decision, &mut body);
     reserve_for(&mut cx, &decision, &mut body, raw_body.len()).await?;
+    // What a Responses object made from a chat answer repeats from the request.
+    let echo = if cx.endpoint == Endpoint::Responses {
+        responses_from_chat::Echo::new(
+            &cx.record.request_id,
+            &facts.model,
+            cx.t.unix_ms() / 1000,
+            &body,
+        )
+    } else {
+        responses_from_chat::Echo::default()
+    };
     let fwd = forward_to(&cx, &decision, &facts, &body, restorer.is_none()).await;
     cx.record.attempts = fwd.attempts;
     note_failures(&mut cx).await;
-    respond(&mut cx, &decision, &facts, fwd.outcome, restorer)
+    respond(&mut cx, &decision, &facts, fwd.outcome, restorer, echo)
 }
 
 /// Providers that every node is cooling down after repeated failures (`[settings.health]`)
@@ -628,6 +640,7 @@ fn respond<T: Transport>(
     facts: &facts::RequestFacts,
     outcome: forward::Outcome<WireBody<T::Body>>,
     restorer: Option<Box<pii::Restorer>>,
+    echo: responses_from_chat::Echo,
 ) -> Outcome<WireBody<T::Body>> {
     let policy = cx.policy;
     let endpoint = cx.endpoint;
@@ -703,13 +716,29 @@ fn respond<T: Transport>(
                     Some(r) => r.restore_body(&body),
                     None => body,
                 };
+                let provider = &policy.providers[c.index];
                 if endpoint == Endpoint::Messages {
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    if policy.providers[c.index].kind == WireKind::Anthropic {
+                    if provider.kind == WireKind::Anthropic {
                         // Passed through: only its usage is read, for the audit and the cost.
                         record.usage = Some(crate::usage::Usage::from_anthropic(&v["usage"]));
                     } else {
                         body = messages_from_chat::response(&v).to_string().into_bytes();
+                    }
+                }
+                if endpoint == Endpoint::Responses {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if provider.responses && restorer.is_none() {
+                        // Passed through: its usage read in the Responses shape.
+                        record.usage = serde_json::from_value::<crate::sse::ResponsesUsage>(
+                            v["usage"].clone(),
+                        )
+                        .ok()
+                        .map(|u| u.usage());
+                    } else {
+                        body = responses_from_chat::response(&v, &echo)
+                            .to_string()
+                            .into_bytes();
                     }
                 }
                 return Ok((
@@ -750,10 +779,28 @@ fn respond<T: Transport>(
         } => {
             let c = &decision.candidates[candidate];
             served_by(record, c);
-            // Passed through as Anthropic events: the guard read them as such.
-            let native = endpoint == Endpoint::Messages
-                && restorer.is_none()
-                && policy.providers[c.index].kind == WireKind::Anthropic;
+            let provider = &policy.providers[c.index];
+            // Passed through in the client's own protocol: the guard read the events as such.
+            let native = match endpoint {
+                Endpoint::Messages
+                    if restorer.is_none() && provider.kind == WireKind::Anthropic =>
+                {
+                    Some(NativeEvents::Anthropic)
+                }
+                Endpoint::Responses if restorer.is_none() && provider.responses => {
+                    Some(NativeEvents::Responses)
+                }
+                _ => None,
+            };
+            let to_client = match (endpoint, native) {
+                (Endpoint::Messages, None) => Some(ToClient::Messages(Box::new(
+                    messages_from_chat::StreamTranslator::new(),
+                ))),
+                (Endpoint::Responses, None) => Some(ToClient::Responses(Box::new(
+                    responses_from_chat::StreamTranslator::new(echo.clone()),
+                ))),
+                _ => None,
+            };
             Ok((
                 status,
                 passthrough_headers(&up, ratelimit),
@@ -768,9 +815,8 @@ fn respond<T: Transport>(
                         .started_ms
                         .saturating_add(decision.plan.stream_deadline_ms),
                     restore: restorer,
-                    to_messages: (endpoint == Endpoint::Messages && !native)
-                        .then(|| Box::new(messages_from_chat::StreamTranslator::new())),
-                    anthropic_errors: native,
+                    to_client,
+                    native,
                 }),
             ))
         }

@@ -28,11 +28,34 @@ pub struct Stream<B> {
     pub deadline_at_ms: u64,
     /// Puts redacted personal data back into the events (`restore = true`).
     pub restore: Option<Box<crate::pii::Restorer>>,
-    /// For Anthropic clients: the checked OpenAI events written as Anthropic events.
-    pub to_messages: Option<Box<crate::wire::translate::messages_from_chat::StreamTranslator>>,
-    /// The stream is Anthropic's own events, passed through: a fault ends it with Anthropic's
-    /// error event.
-    pub anthropic_errors: bool,
+    /// The checked OpenAI events written in the client's protocol (Anthropic clients, clients
+    /// of the Responses API served over chat).
+    pub to_client: Option<ToClient>,
+    /// The stream is passed through in another protocol's own events: a fault ends it with
+    /// that protocol's error event.
+    pub native: Option<NativeEvents>,
+}
+
+/// A translator from checked chat events to the client's protocol.
+pub enum ToClient {
+    Messages(Box<crate::wire::translate::messages_from_chat::StreamTranslator>),
+    Responses(Box<crate::wire::translate::responses_from_chat::StreamTranslator>),
+}
+
+impl ToClient {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self {
+            ToClient::Messages(t) => t.feed(bytes),
+            ToClient::Responses(t) => t.feed(bytes),
+        }
+    }
+}
+
+/// Events passed through in a protocol other than chat's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeEvents {
+    Anthropic,
+    Responses,
 }
 
 impl<B: BodyStream> Stream<B> {
@@ -57,7 +80,7 @@ impl<B: BodyStream> Stream<B> {
         if let Some(r) = &mut self.restore {
             pending = r.restore_stream(pending);
         }
-        if let Some(m) = &mut self.to_messages {
+        if let Some(m) = &mut self.to_client {
             pending = m.feed(&pending);
         }
         let fault = loop {
@@ -70,7 +93,7 @@ impl<B: BodyStream> Stream<B> {
                     if let Some(r) = &mut self.restore {
                         more = r.restore_stream(more);
                     }
-                    if let Some(m) = &mut self.to_messages {
+                    if let Some(m) = &mut self.to_client {
                         more = m.feed(&more);
                     }
                     pending.extend(more);
@@ -107,7 +130,7 @@ impl<B: BodyStream> Stream<B> {
                         Some(r) if !fed.send.is_empty() => r.restore_stream(fed.send),
                         _ => fed.send,
                     };
-                    if let Some(m) = &mut self.to_messages {
+                    if let Some(m) = &mut self.to_client {
                         pending = m.feed(&pending);
                     }
                     if let Some(f) = fed.fault {
@@ -120,16 +143,30 @@ impl<B: BodyStream> Stream<B> {
         if let Some(r) = &mut self.restore {
             tail.extend(r.finish());
         }
-        if self.anthropic_errors {
-            let body =
-                crate::wire::anthropic::error_body(500, &fault.message(&self.provider), None);
-            tail.extend_from_slice(b"event: error\ndata: ");
-            tail.extend_from_slice(&body);
-            tail.extend_from_slice(b"\n\n");
-        } else {
-            tail.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id));
+        match self.native {
+            Some(NativeEvents::Anthropic) => {
+                let body =
+                    crate::wire::anthropic::error_body(500, &fault.message(&self.provider), None);
+                tail.extend_from_slice(b"event: error\ndata: ");
+                tail.extend_from_slice(&body);
+                tail.extend_from_slice(b"\n\n");
+            }
+            Some(NativeEvents::Responses) => {
+                // The Responses API's own `error` event: its SDKs raise it.
+                let body = serde_json::json!({
+                    "type": "error",
+                    "code": fault.code(),
+                    "message": fault.message(&self.provider),
+                    "param": null,
+                    "sequence_number": self.guard.events,
+                });
+                tail.extend_from_slice(b"event: error\ndata: ");
+                tail.extend_from_slice(body.to_string().as_bytes());
+                tail.extend_from_slice(b"\n\n");
+            }
+            None => tail.extend_from_slice(&error_event(&fault, &self.provider, &self.request_id)),
         }
-        match &mut self.to_messages {
+        match &mut self.to_client {
             Some(m) => pending.extend(m.feed(&tail)),
             None => pending.extend(tail),
         }

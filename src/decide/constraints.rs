@@ -180,7 +180,7 @@ pub(super) fn check_capabilities<'p>(
         return;
     }
     for ((_, p, _), out) in serving.iter().zip(reasons.iter_mut()) {
-        let carried = crate::wire::carries(p.kind, facts.endpoint);
+        let carried = crate::wire::carries(p, facts.endpoint);
         for c in need.iter() {
             if !carried.contains(c) {
                 out.push(Reason {

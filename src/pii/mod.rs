@@ -203,6 +203,25 @@ pub(crate) fn visit_texts(
                     }
                 }
             }
+            (Endpoint::Responses, "instructions") => v.strings(val),
+            (Endpoint::Responses, "input") => match val {
+                Value::String(s) => (v.text)(s),
+                other => arr(other).for_each(|item| v.response_item(item)),
+            },
+            (Endpoint::Responses, "tools") => {
+                for t in arr(val) {
+                    for k in ["description", "parameters"] {
+                        if let Some(x) = t.get_mut(k) {
+                            v.all(x);
+                        }
+                    }
+                }
+            }
+            (Endpoint::Responses, "text") => {
+                if let Some(s) = val.get_mut("format").and_then(|f| f.get_mut("schema")) {
+                    v.all(s);
+                }
+            }
             _ => {}
         }
     }
@@ -300,6 +319,62 @@ impl Visit<'_> {
                 "audio" => (self.opaque)(),
                 _ => {}
             }
+        }
+    }
+
+    /// A Responses input item: a message's text parts, a function call's arguments, a tool's
+    /// output, a reasoning summary; media parts are opaque.
+    fn response_item(&mut self, item: &mut Value) {
+        let kind = item
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(if item.get("role").is_some() {
+                "message"
+            } else {
+                ""
+            })
+            .to_string();
+        match kind.as_str() {
+            "message" => match item.get_mut("content") {
+                Some(Value::String(s)) => (self.text)(s),
+                Some(Value::Array(parts)) => {
+                    for p in parts {
+                        match p.get("type").and_then(Value::as_str) {
+                            Some("input_text" | "output_text") => {
+                                if let Some(Value::String(s)) = p.get_mut("text") {
+                                    (self.text)(s);
+                                }
+                            }
+                            Some("refusal") => {
+                                if let Some(Value::String(s)) = p.get_mut("refusal") {
+                                    (self.text)(s);
+                                }
+                            }
+                            Some("input_image" | "input_file" | "input_audio") => (self.opaque)(),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            },
+            "function_call" | "custom_tool_call" => {
+                for k in ["arguments", "input"] {
+                    if let Some(Value::String(s)) = item.get_mut(k) {
+                        (self.text)(s);
+                    }
+                }
+            }
+            "function_call_output" | "custom_tool_call_output" => {
+                if let Some(o) = item.get_mut("output") {
+                    self.all(o);
+                }
+            }
+            "reasoning" => {
+                if let Some(s) = item.get_mut("summary") {
+                    self.all(s);
+                }
+            }
+            _ => {}
         }
     }
 

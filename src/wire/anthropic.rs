@@ -29,7 +29,7 @@ pub fn carries(endpoint: Endpoint) -> CapSet {
             C::RemoteMedia,
         ]),
         // Translated from chat: image URLs have a form on both sides; nothing else does.
-        Endpoint::Chat => CapSet::of(&[C::RemoteMedia]),
+        Endpoint::Chat | Endpoint::Responses => CapSet::of(&[C::RemoteMedia]),
         Endpoint::Completions | Endpoint::Embeddings => CapSet::EMPTY,
     }
 }
@@ -68,16 +68,30 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
         };
         return Ok(o.finish(url, h, bytes, wire));
     }
-    if o.endpoint != Endpoint::Chat {
-        return Err(Failure::Untranslatable(format!(
-            "`{}` (Anthropic serves chat only)",
-            o.endpoint.path()
-        )));
-    }
+    // A Responses request goes through chat's form on its way to Messages.
+    let chat;
+    let body = match o.endpoint {
+        Endpoint::Chat => o.body,
+        Endpoint::Responses => {
+            chat = match super::translate::chat_from_responses::request(o.body, o.upstream_model)
+                .map_err(Failure::Untranslatable)?
+            {
+                Value::Object(m) => m,
+                _ => return Err(Failure::Untranslatable("the request".into())),
+            };
+            &chat
+        }
+        _ => {
+            return Err(Failure::Untranslatable(format!(
+                "`{}` (Anthropic serves chat only)",
+                o.endpoint.path()
+            )))
+        }
+    };
     let version = o.provider.api_version.as_deref().unwrap_or(VERSION);
     h.push(("anthropic-version".into(), version.to_string()));
     let translated = messages_from_chat::request(
-        o.body,
+        body,
         o.upstream_model,
         o.provider.max_tokens.unwrap_or(MAX_TOKENS),
     )
@@ -89,7 +103,7 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
         bytes,
         Wire::Anthropic {
             stream: o.stream,
-            include_usage: o.include_usage,
+            include_usage: o.include_usage || o.endpoint == Endpoint::Responses,
         },
     ))
 }

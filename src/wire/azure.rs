@@ -15,7 +15,7 @@ pub const API_VERSION: &str = "2024-10-21";
 pub fn carries(endpoint: Endpoint) -> CapSet {
     match endpoint {
         Endpoint::Chat => CapSet::of(&[C::Store, C::DataSources, C::Files, C::RemoteMedia]),
-        other => openai::carries(other),
+        other => openai::carries(other, false),
     }
 }
 

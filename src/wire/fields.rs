@@ -152,6 +152,40 @@ pub const MESSAGES: &[(&str, Field)] = &[
     ("top_p", Pass),
 ];
 
+/// `POST /v1/responses` (OpenAI's create-response parameters). Sorted by name.
+/// `previous_response_id` is Meridian's: the id it returned, sealed, which names the provider
+/// that holds the response.
+pub const RESPONSES: &[(&str, Field)] = &[
+    ("background", CapIfTrue(crate::policy::Capability::Store)),
+    ("conversation", Cap(crate::policy::Capability::Store)),
+    ("include", Pass),
+    ("input", Nested),
+    ("instructions", Pass),
+    ("max_output_tokens", Pass),
+    ("max_tool_calls", Pass),
+    ("metadata", Pass),
+    ("model", Pass),
+    ("parallel_tool_calls", Pass),
+    ("previous_response_id", Meridian),
+    ("prompt", Cap(crate::policy::Capability::Files)),
+    ("prompt_cache_key", Pass),
+    ("provider", Meridian),
+    ("reasoning", Pass),
+    ("safety_identifier", Pass),
+    ("service_tier", Pass),
+    ("store", CapIfTrue(crate::policy::Capability::Store)),
+    ("stream", Pass),
+    ("stream_options", Pass),
+    ("temperature", Pass),
+    ("text", Pass),
+    ("tool_choice", Pass),
+    ("tools", Nested),
+    ("top_logprobs", Pass),
+    ("top_p", Pass),
+    ("truncation", Pass),
+    ("user", Pass),
+];
+
 /// Keys of one chat message.
 const CHAT_MESSAGE: &[&str] = &[
     "audio",
@@ -175,6 +209,7 @@ pub fn table(endpoint: Endpoint) -> &'static [(&'static str, Field)] {
         Endpoint::Completions => COMPLETIONS,
         Endpoint::Embeddings => EMBEDDINGS,
         Endpoint::Messages => MESSAGES,
+        Endpoint::Responses => RESPONSES,
     }
 }
 
@@ -394,6 +429,116 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// The items of a Responses `input`: messages (their parts checked as chat's are), function
+    /// calls and their outputs, reasoning, and the items of provider-run tools from an earlier
+    /// turn; a reference to a stored item needs the provider's retention.
+    fn response_items(&mut self, v: &mut Value) -> Result<(), FieldError> {
+        let Value::Array(list) = v else { return Ok(()) };
+        for (i, item) in list.iter_mut().enumerate() {
+            let Value::Object(o) = item else { continue };
+            let at = format!("input[{i}]");
+            let kind = o
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or(if o.contains_key("role") {
+                    "message"
+                } else {
+                    ""
+                })
+                .to_string();
+            match kind.as_str() {
+                "message" => {
+                    self.keys(o, &["content", "id", "role", "status", "type"], &at)?;
+                    if let Some(Value::Array(parts)) = o.get_mut("content") {
+                        for (j, p) in parts.iter_mut().enumerate() {
+                            self.response_part(p, &format!("{at}.content[{j}]"))?;
+                        }
+                    }
+                }
+                "function_call" => self.keys(
+                    o,
+                    &["arguments", "call_id", "id", "name", "status", "type"],
+                    &at,
+                )?,
+                "function_call_output" => {
+                    self.keys(o, &["call_id", "id", "output", "status", "type"], &at)?
+                }
+                "custom_tool_call" | "custom_tool_call_output" | "reasoning" => {}
+                "item_reference" => self.add(Capability::Store),
+                // What provider-run tools did in an earlier turn, as the provider returned it.
+                "web_search_call"
+                | "file_search_call"
+                | "code_interpreter_call"
+                | "mcp_call"
+                | "mcp_list_tools"
+                | "mcp_approval_request"
+                | "mcp_approval_response"
+                | "image_generation_call"
+                | "computer_call"
+                | "computer_call_output"
+                | "local_shell_call"
+                | "local_shell_call_output" => {}
+                other => return Err(self.bad_type(format!("{at}.type"), other)),
+            }
+        }
+        Ok(())
+    }
+
+    fn response_part(&mut self, p: &mut Value, at: &str) -> Result<(), FieldError> {
+        let Value::Object(o) = p else { return Ok(()) };
+        let kind = o
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let known: &[&str] = match kind.as_str() {
+            "input_text" => &["text", "type"],
+            "output_text" => &["annotations", "logprobs", "text", "type"],
+            "refusal" => &["refusal", "type"],
+            "input_audio" => &["input_audio", "type"],
+            "input_image" => {
+                self.media_url(o.get("image_url"));
+                if o.get("file_id").is_some_and(|f| !f.is_null()) {
+                    self.add(Capability::Files);
+                }
+                &["detail", "file_id", "image_url", "type"]
+            }
+            "input_file" => {
+                if o.get("file_id").is_some_and(|f| !f.is_null()) {
+                    self.add(Capability::Files);
+                }
+                self.media_url(o.get("file_url"));
+                &["file_data", "file_id", "file_url", "filename", "type"]
+            }
+            other => return Err(self.bad_type(format!("{at}.type"), other)),
+        };
+        self.keys(o, known, at)
+    }
+
+    /// Responses tools: functions and custom tools run by the client; the built-in tools run by
+    /// the provider are capabilities.
+    fn response_tools(&mut self, v: &mut Value) -> Result<(), FieldError> {
+        let Value::Array(list) = v else { return Ok(()) };
+        for (i, t) in list.iter().enumerate() {
+            let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
+            match kind {
+                "function"
+                | "custom"
+                | "computer_use_preview"
+                | "computer"
+                | "local_shell"
+                | "shell"
+                | "apply_patch" => {}
+                k if k.starts_with("web_search") => self.add(Capability::WebSearch),
+                "file_search" => self.add(Capability::Files),
+                "code_interpreter" => self.add(Capability::CodeExecution),
+                "mcp" => self.add(Capability::Mcp),
+                other => return Err(self.bad_type(format!("tools[{i}].type"), other)),
+            }
+        }
+        Ok(())
+    }
+
     fn messages_tools(&mut self, v: &mut Value) -> Result<(), FieldError> {
         let Value::Array(list) = v else { return Ok(()) };
         for (i, t) in list.iter().enumerate() {
@@ -462,6 +607,8 @@ pub fn check(
                 (Endpoint::Chat, "tools" | "functions") => w.chat_tools(v, &k.clone())?,
                 (Endpoint::Messages, "messages") => w.messages(v, MESSAGES_MESSAGE, Walk::block)?,
                 (Endpoint::Messages, "tools") => w.messages_tools(v)?,
+                (Endpoint::Responses, "input") => w.response_items(v)?,
+                (Endpoint::Responses, "tools") => w.response_tools(v)?,
                 (Endpoint::Messages, "system") => {
                     if let Value::Array(blocks) = v {
                         for (i, b) in blocks.iter_mut().enumerate() {
@@ -495,7 +642,7 @@ mod tests {
 
     #[test]
     fn every_table_is_sorted_so_lookups_find_every_field() {
-        for t in [CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES] {
+        for t in [CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, RESPONSES] {
             assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{t:?}");
         }
         for t in [ENGINE_SAMPLING, CHAT_MESSAGE, MESSAGES_MESSAGE] {

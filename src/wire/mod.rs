@@ -104,9 +104,9 @@ pub fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
 /// The capabilities a provider's wire can carry for a client protocol: what it has fields for,
 /// directly or through translation. A request that needs one the wire lacks excludes that
 /// provider whatever the policy grants.
-pub fn carries(kind: WireKind, endpoint: Endpoint) -> crate::policy::CapSet {
-    match kind {
-        WireKind::OpenAi => openai::carries(endpoint),
+pub fn carries(provider: &Provider, endpoint: Endpoint) -> crate::policy::CapSet {
+    match provider.kind {
+        WireKind::OpenAi => openai::carries(endpoint, provider.responses),
         WireKind::Azure => azure::carries(endpoint),
         WireKind::Anthropic => anthropic::carries(endpoint),
     }
@@ -125,6 +125,8 @@ pub enum Wire {
     },
     /// Anthropic to an Anthropic client: nothing translated, streams checked as Anthropic's.
     AnthropicNative,
+    /// A Responses stream from a provider that serves the API, checked as its own events.
+    ResponsesNative,
 }
 
 /// The transport, with answers translated to the OpenAI wire.
@@ -237,10 +239,10 @@ impl<T: Transport> Transport for WireTransport<'_, T> {
                 inner: up.body,
                 translate,
             },
-            dialect: if wire == Wire::AnthropicNative {
-                crate::sse::Dialect::Anthropic
-            } else {
-                up.dialect
+            dialect: match wire {
+                Wire::AnthropicNative => crate::sse::Dialect::Anthropic,
+                Wire::ResponsesNative => crate::sse::Dialect::Responses,
+                _ => up.dialect,
             },
         })
     }

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::translate::chat_from_messages;
+use super::translate::{chat_from_messages, chat_from_responses};
 use super::{Outgoing, Wire};
 use crate::forward::{Failure, OutboundRequest};
 use crate::policy::{CapSet, Capability as C};
@@ -15,15 +15,28 @@ use crate::routes::Endpoint;
 /// Messages request becomes a chat request here.
 pub fn path(endpoint: Endpoint) -> &'static str {
     match endpoint {
-        Endpoint::Chat | Endpoint::Messages => "chat/completions",
+        // A Responses request reaching this function is translated to chat (providers that
+        // serve Responses themselves are sent to `responses` by `request`).
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => "chat/completions",
         Endpoint::Completions => "completions",
         Endpoint::Embeddings => "embeddings",
     }
 }
 
-/// The capabilities this wire has fields for, per client protocol.
-pub fn carries(endpoint: Endpoint) -> CapSet {
+/// The capabilities this wire has fields for, per client protocol; `native_responses`: the
+/// provider serves `/v1/responses` itself.
+pub fn carries(endpoint: Endpoint, native_responses: bool) -> CapSet {
     match endpoint {
+        Endpoint::Responses if native_responses => CapSet::of(&[
+            C::Store,
+            C::WebSearch,
+            C::Files,
+            C::CodeExecution,
+            C::Mcp,
+            C::RemoteMedia,
+        ]),
+        // Translated to chat: image URLs have a form on both sides; nothing else does.
+        Endpoint::Responses => CapSet::of(&[C::RemoteMedia]),
         Endpoint::Chat => CapSet::of(&[C::Store, C::WebSearch, C::Files, C::RemoteMedia]),
         // Translated from Messages: image URLs have a form on both sides; nothing else does.
         Endpoint::Messages => CapSet::of(&[C::RemoteMedia]),
@@ -39,6 +52,11 @@ pub(super) fn body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
             .map_err(Failure::Untranslatable)?;
         return serde_json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
     }
+    if o.endpoint == Endpoint::Responses {
+        let chat = chat_from_responses::request(o.body, o.upstream_model)
+            .map_err(Failure::Untranslatable)?;
+        return serde_json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
+    }
     let mut b = o.body.clone();
     b.insert("model".into(), Value::String(o.upstream_model.to_string()));
     serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
@@ -49,6 +67,37 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
     if let Some(key) = &o.key {
         h.push(("authorization".into(), format!("Bearer {key}")));
     }
+    if o.endpoint == Endpoint::Responses && native_responses(o) {
+        return Ok(o.finish(
+            format!("{}/responses", o.base()),
+            h,
+            responses_body(o)?,
+            if o.stream {
+                Wire::ResponsesNative
+            } else {
+                Wire::OpenAi
+            },
+        ));
+    }
     let url = format!("{}/{}", o.base(), path(o.endpoint));
     Ok(o.finish(url, h, body(o)?, Wire::OpenAi))
+}
+
+/// Whether a Responses request is passed through: the provider serves the API, and nothing
+/// redacted has to be put back into its answer (the restorer reads chat's form, so such a
+/// request is translated to chat for the same provider).
+pub fn native_responses(o: &Outgoing<'_>) -> bool {
+    o.provider.responses && o.native_streams
+}
+
+/// A Responses request as the provider gets it: the client's, the model rewritten, and
+/// `store: false` unless the request asks for retention (the API's default is to store, and
+/// `decide` let `store: true` through only where the policy grants it).
+fn responses_body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
+    let mut b = o.body.clone();
+    b.insert("model".into(), Value::String(o.upstream_model.to_string()));
+    if b.get("store") != Some(&Value::Bool(true)) {
+        b.insert("store".into(), Value::Bool(false));
+    }
+    serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
 }

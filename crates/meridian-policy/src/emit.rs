@@ -179,7 +179,7 @@ structs! {
     Provider {
         id, kind, base_url, key_secret, location, countries, single_country, retention_days,
         trains_on_inputs, zdr, self_hosted, models, latency_ms, weight, api_version, max_tokens,
-        capabilities, anthropic_betas,
+        capabilities, anthropic_betas, responses,
     }
     ModelEntry { upstream, input_price, output_price, cache_read_price, cache_write_price }
     PrivacyFlags { zdr, no_training, local_only, no_data_collection }

@@ -214,6 +214,9 @@ pub struct Provider {
     /// `anthropic`: the `anthropic-beta` values it may be sent (globs; when the entry says
     /// nothing, [`DEFAULT_ANTHROPIC_BETAS`]).
     pub anthropic_betas: List<Glob>,
+    /// Serves OpenAI's Responses API itself (`responses = true`, OpenAI-wire providers): a
+    /// `/v1/responses` request is passed through to it, not translated to chat.
+    pub responses: bool,
 }
 
 /// A provider's base URL, checked by validation (http or https, a host, no query or fragment)

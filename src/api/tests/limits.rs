@@ -549,8 +549,14 @@ async fn embeddings_and_messages_are_counted_like_chat() {
     let t = Fake::new(vec![(
         "alpha",
         vec![
-            answer(200, r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":7,"total_tokens":7}}"#),
-            answer(200, r#"{"choices":[{"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
+            answer(
+                200,
+                r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":7,"total_tokens":7}}"#,
+            ),
+            answer(
+                200,
+                r#"{"choices":[{"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            ),
         ],
     )]);
     let e = post(

@@ -233,6 +233,7 @@ mod cors;
 mod inference;
 mod limits;
 mod pii;
+mod responses;
 mod routes;
 mod streams;
 mod trace;

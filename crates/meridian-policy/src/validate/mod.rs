@@ -80,6 +80,7 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "max_tokens",
     "capabilities",
     "anthropic_beta",
+    "responses",
 ];
 pub const MODEL_KEYS: &[&str] = &[
     "id",

@@ -197,6 +197,14 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
         if let Some(id) = &id {
             cx.provider_ids.push(id.value.clone());
         }
+        let responses = t.bool(sink, "responses").unwrap_or(false);
+        if responses && kind.is_some_and(|k| k != WireKind::OpenAi) {
+            sink.error_help(
+                t.key_span("responses").as_ref(),
+                "`responses = true` applies to `openai` providers only",
+                "remove it: Meridian translates /v1/responses requests to chat for this provider",
+            );
+        }
         let (Some(id), Some(kind), Some(base_url), Some(location), Some(countries)) =
             (id, kind, base_url, location, countries)
         else {
@@ -224,6 +232,7 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             max_tokens,
             capabilities,
             anthropic_betas: anthropic_betas.into(),
+            responses,
         });
     }
     out

@@ -1,0 +1,362 @@
+//! `POST /v1/responses` through `serve`: passed through to a provider that serves the API
+//! (with `store: false` unless retention is granted), translated to chat for one that does not,
+//! whole and streamed (split at every byte), with function tools, and what cannot be translated
+//! named. The answers the fakes give are shaped as OpenAI's API reference shows them.
+
+use super::*;
+
+/// `chatty` speaks chat only (DE, 1.0 / 2.0); `native` serves the Responses API itself (DE,
+/// same prices); `keeper` serves it and is granted retention.
+fn policy(providers: &[&str]) -> Policy {
+    let mut text = String::from("version = 1\n[settings]\nallow_anonymous = true\n");
+    for p in providers {
+        let extra = match *p {
+            "native" => "responses = true\n",
+            "keeper" => "responses = true\ncapabilities = [\"store\", \"remote_media\"]\n",
+            _ => "",
+        };
+        text.push_str(&format!(
+            "[[providers]]\nid = \"{p}\"\nbase_url = \"http://{p}/v1\"\nlocation = \"DE\"\n{extra}models = {{ \"chat-model\" = {{ id = \"{p}-m\", input_price = 1.0, output_price = 2.0 }} }}\n"
+        ));
+    }
+    policy::load(&text, "responses").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn create(p: &Policy, t: &Fake, body: &str) -> Answer {
+    call(p, t, "POST", "/v1/responses", &[JSON], body).await
+}
+
+fn sent(t: &Fake, i: usize) -> (String, serde_json::Value) {
+    let r = &t.requests.borrow()[i];
+    (r.url.clone(), serde_json::from_slice(&r.body).unwrap())
+}
+
+const CHAT_ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"chatty-m","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_chat_only_provider_gets_chat_and_the_client_a_response_object() {
+    let p = policy(&["chatty"]);
+    let t = Fake::new(vec![("chatty", vec![answer(200, CHAT_ANSWER)])]);
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","instructions":"Be brief.","input":"Capital of France?","max_output_tokens":50,"temperature":0.2}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let (url, body) = sent(&t, 0);
+    assert_eq!(url, "http://chatty/v1/chat/completions");
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "model": "chatty-m",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Capital of France?"}
+            ],
+            "max_tokens": 50,
+            "temperature": 0.2
+        })
+    );
+    let r = a.json();
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["model"], "chat-model");
+    assert_eq!(r["store"], false);
+    assert!(r["id"].as_str().unwrap().starts_with("resp_mrd_"));
+    assert_eq!(r["output"][0]["type"], "message");
+    assert_eq!(r["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(r["output"][0]["content"][0]["text"], "Paris.");
+    assert_eq!(r["usage"]["input_tokens"], 12);
+    assert_eq!(r["usage"]["output_tokens"], 3);
+    assert_eq!(r["usage"]["total_tokens"], 15);
+    // 12 × 1.0 + 3 × 2.0 per million.
+    assert_eq!(a.header("x-meridian-cost-usd"), Some("0.00001800"));
+    assert_eq!(a.header("x-meridian-provider"), Some("chatty"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn function_tools_calls_and_outputs_cross_in_both_directions() {
+    let p = policy(&["chatty"]);
+    let call_answer = r#"{"id":"c2","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_9","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":30,"completion_tokens":9,"total_tokens":39}}"#;
+    let t = Fake::new(vec![("chatty", vec![answer(200, call_answer)])]);
+    let body = r#"{"model":"chat-model",
+        "input":[
+          {"role":"user","content":[{"type":"input_text","text":"Weather in Bergen, then Oslo?"}]},
+          {"type":"function_call","call_id":"call_1","name":"get_weather","arguments":"{\"city\":\"Bergen\"}"},
+          {"type":"function_call_output","call_id":"call_1","output":"rain, 9 C"}
+        ],
+        "tools":[{"type":"function","name":"get_weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"strict":true}],
+        "tool_choice":"auto"}"#;
+    let a = create(&p, &t, body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let (_, sent) = sent(&t, 0);
+    assert_eq!(
+        sent["messages"],
+        serde_json::json!([
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Bergen, then Oslo?"}]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Bergen\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "rain, 9 C"}
+        ])
+    );
+    assert_eq!(
+        sent["tools"][0],
+        serde_json::json!({"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "strict": true}})
+    );
+    assert_eq!(sent["tool_choice"], "auto");
+    let r = a.json();
+    assert_eq!(r["output"].as_array().unwrap().len(), 1);
+    let item = &r["output"][0];
+    assert_eq!(item["type"], "function_call");
+    assert_eq!(item["call_id"], "call_9");
+    assert_eq!(item["name"], "get_weather");
+    assert_eq!(item["arguments"], "{\"city\":\"Oslo\"}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn structured_output_and_reasoning_effort_map_to_chat() {
+    let p = policy(&["chatty"]);
+    let t = Fake::new(vec![("chatty", vec![answer(200, CHAT_ANSWER)])]);
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","input":"x","reasoning":{"effort":"low"},
+            "text":{"format":{"type":"json_schema","name":"city","schema":{"type":"object","properties":{"name":{"type":"string"}}},"strict":true}}}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let (_, sent) = sent(&t, 0);
+    assert_eq!(sent["reasoning_effort"], "low");
+    assert_eq!(
+        sent["response_format"],
+        serde_json::json!({"type": "json_schema", "json_schema": {"name": "city",
+            "schema": {"type": "object", "properties": {"name": {"type": "string"}}}, "strict": true}})
+    );
+}
+
+/// A chat stream as an engine sends it: text in two deltas, then usage, then `[DONE]`.
+const CHAT_STREAM: &str = concat!(
+    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Par\"}}]}\n\n",
+    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"is.\"},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n",
+    "data: [DONE]\n\n"
+);
+
+/// The events' types and data, in order.
+fn events(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut kind = String::new();
+            let mut data = serde_json::Value::Null;
+            for line in e.lines() {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k.to_string();
+                }
+                if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap_or_else(|_| panic!("{d}"));
+                }
+            }
+            (kind, data)
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_translated_stream_is_the_responses_events_split_at_every_byte() {
+    let p = policy(&["chatty"]);
+    let bytes: Vec<(u64, Result<Vec<u8>, Failure>)> =
+        CHAT_STREAM.bytes().map(|b| (0, Ok(vec![b]))).collect();
+    let t = Fake::new(vec![(
+        "chatty",
+        vec![Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: bytes,
+        }],
+    )]);
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","input":"Capital?","stream":true}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let (_, sent) = sent(&t, 0);
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let ev = events(&a.text());
+    let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    for (i, (k, d)) in ev.iter().enumerate() {
+        assert_eq!(d["type"], k.as_str());
+        assert_eq!(d["sequence_number"], i as u64);
+    }
+    assert_eq!(ev[4].1["delta"], "Par");
+    assert_eq!(ev[6].1["text"], "Paris.");
+    let done = &ev[9].1["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"][0]["content"][0]["text"], "Paris.");
+    assert_eq!(done["usage"]["input_tokens"], 5);
+    assert_eq!(a.record.usage.map(|u| u.total_tokens), Some(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_translated_stream_that_breaks_ends_in_response_failed_never_completed() {
+    let p = policy(&["chatty"]);
+    let first =
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"}}]}\n\n";
+    let t = Fake::new(vec![(
+        "chatty",
+        vec![Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: vec![
+                (0, Ok(first.as_bytes().to_vec())),
+                (5, Err(Failure::Transport("reset".into()))),
+            ],
+        }],
+    )]);
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","input":"Capital?","stream":true}"#,
+    )
+    .await;
+    let ev = events(&a.text());
+    let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"response.failed"), "{kinds:?}");
+    assert!(kinds.contains(&"error"));
+    assert!(!kinds.contains(&"response.completed"));
+    assert_eq!(
+        ev.last().unwrap().1["response"]["error"]["code"],
+        "upstream_stream_broken"
+    );
+}
+
+const NATIVE_ANSWER: &str = r#"{"id":"resp_abc123","object":"response","created_at":1741476542,"status":"completed","model":"native-m","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Paris.","annotations":[]}]}],"parallel_tool_calls":true,"store":false,"tool_choice":"auto","tools":[],"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}}"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_serves_responses_gets_it_as_sent_with_store_false() {
+    let p = policy(&["native"]);
+    let t = Fake::new(vec![("native", vec![answer(200, NATIVE_ANSWER)])]);
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","input":"Capital of France?","metadata":{"k":"v"}}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let (url, body) = sent(&t, 0);
+    assert_eq!(url, "http://native/v1/responses");
+    assert_eq!(
+        body,
+        serde_json::json!({"model": "native-m", "input": "Capital of France?", "metadata": {"k": "v"}, "store": false})
+    );
+    assert_eq!(a.json()["output"][0]["content"][0]["text"], "Paris.");
+    // Usage in the Responses shape: 36 × 1.0 + 87 × 2.0 per million.
+    assert_eq!(a.record.usage.map(|u| u.total_tokens), Some(123));
+    assert_eq!(a.header("x-meridian-cost-usd"), Some("0.00021000"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_true_goes_only_where_retention_is_granted() {
+    let body = r#"{"model":"chat-model","input":"hi","store":true}"#;
+    let refused = create(&policy(&["native"]), &no_script(), body).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.code(), "capability_not_granted");
+    let p = policy(&["native", "keeper"]);
+    let t = Fake::new(vec![("keeper", vec![answer(200, NATIVE_ANSWER)])]);
+    let a = create(&p, &t, body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(t.sent_to(), ["keeper"]);
+    assert_eq!(sent(&t, 0).1["store"], true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn provider_run_tools_and_stored_state_are_capabilities_or_named() {
+    // A web search tool: a capability no translated wire can carry.
+    let a = create(
+        &policy(&["chatty"]),
+        &no_script(),
+        r#"{"model":"chat-model","input":"news?","tools":[{"type":"web_search"}]}"#,
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.text().contains("web_search"), "{}", a.text());
+    // A follow-up by id to a provider that keeps nothing: named, with what to do instead.
+    let a = create(
+        &policy(&["chatty"]),
+        &no_script(),
+        r#"{"model":"chat-model","input":"and then?","previous_response_id":"resp_x"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(
+        a.text().contains("send the whole conversation"),
+        "{}",
+        a.text()
+    );
+    // An unknown item type is refused, not forwarded.
+    let a = create(
+        &policy(&["native"]),
+        &no_script(),
+        r#"{"model":"chat-model","input":[{"type":"mystery_item"}]}"#,
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.code(), "unknown_parameter");
+}
+
+const NATIVE_STREAM: &str = concat!(
+    "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_abc\",\"object\":\"response\",\"status\":\"in_progress\",\"output\":[]}}\n\n",
+    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Paris.\"}\n\n",
+    "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_abc\",\"object\":\"response\",\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":4,\"output_tokens\":2,\"total_tokens\":6}}}\n\n"
+);
+
+#[tokio::test(start_paused = true)]
+async fn a_native_stream_passes_through_and_a_cut_one_ends_with_an_error_event() {
+    let p = policy(&["native"]);
+    let t = Fake::new(vec![(
+        "native",
+        vec![
+            sse(&[(0, NATIVE_STREAM)]),
+            Step::Answer {
+                after_ms: 0,
+                status: 200,
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+                chunks: vec![(0, Ok(NATIVE_STREAM.as_bytes()[..300].to_vec()))],
+            },
+        ],
+    )]);
+    let body = r#"{"model":"chat-model","input":"Capital?","stream":true}"#;
+    let a = create(&p, &t, body).await;
+    assert_eq!(a.text(), NATIVE_STREAM);
+    assert_eq!(a.record.stream_outcome, Some("done"));
+    assert_eq!(a.record.usage.map(|u| u.total_tokens), Some(6));
+    let b = create(&p, &t, body).await;
+    let ev = events(&b.text());
+    let last = &ev.last().unwrap().1;
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["code"], "upstream_stream_truncated");
+    assert!(!b.text().contains("response.completed"));
+}
