@@ -17,6 +17,7 @@ pub mod headers;
 pub mod limits;
 pub mod location;
 pub mod pii;
+pub mod responses;
 pub mod routes;
 pub mod runtime;
 /// The policy format, validator and model live in their own crate so `build.rs` and the CLI share them.

@@ -195,7 +195,11 @@ pub(super) async fn inference<T: Transport>(
     location: Location,
 ) -> Outcome<WireBody<T::Body>> {
     let (mut body, facts) = prepare(&mut cx, raw_body, location)?;
+    let pinned = follow_up(&cx, &mut body)?;
     let mut decision = decide_for(&mut cx, &facts)?;
+    if let Some(provider) = &pinned {
+        pin(&mut cx, &mut decision, provider)?;
+    }
     skip_cooling(&mut cx, &mut decision, &facts.model).await?;
     let restorer = redact(&mut cx, &decision, &mut body);
     reserve_for(&mut cx, &decision, &mut body, raw_body.len()).await?;
@@ -214,6 +218,105 @@ pub(super) async fn inference<T: Transport>(
     cx.record.attempts = fwd.attempts;
     note_failures(&mut cx).await;
     respond(&mut cx, &decision, &facts, fwd.outcome, restorer, echo)
+}
+
+/// The key that seals response ids (`response_id_key`), if the deployment set one.
+fn sealing_key<T>(cx: &Cx<'_, '_, T>) -> Option<String> {
+    sealing_key_of(cx.env)
+}
+
+fn sealing_key_of(env: &Env<'_>) -> Option<String> {
+    (env.secret)(crate::responses::KEY_VARIABLE).filter(|k| !k.is_empty())
+}
+
+/// A Responses request that continues a stored response (`previous_response_id`): the sealed
+/// id is opened (forged or altered: 400; another tenant's: 404, as an unknown id), the
+/// provider's own id put in its place, and the provider that holds it returned, so the request
+/// goes there or nowhere.
+fn follow_up<T>(
+    cx: &Cx<'_, '_, T>,
+    body: &mut Map<String, Value>,
+) -> Result<Option<String>, ApiError> {
+    if cx.endpoint != Endpoint::Responses {
+        return Ok(None);
+    }
+    let Some(given) = body.get("previous_response_id").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let bad = |code: &'static str, msg: String| {
+        ApiError::bad_request(code, msg).with_param(Some("previous_response_id"))
+    };
+    let Some(key) = sealing_key(cx) else {
+        return Err(bad(
+            "follow_up_not_supported",
+            "This deployment does not continue stored responses (the operator has not set the `response_id_key` secret): send the whole conversation in `input` instead.".into(),
+        ));
+    };
+    let sealed = match crate::responses::open(key.as_bytes(), given) {
+        Ok(s) => s,
+        Err(crate::responses::Unsealed::Stateless) => {
+            return Err(bad(
+                "response_not_stored",
+                "That response was made by a provider that keeps nothing (Meridian translated it from chat): send the whole conversation in `input` instead of `previous_response_id`.".into(),
+            ))
+        }
+        Err(crate::responses::Unsealed::Forged) => {
+            return Err(bad(
+                "invalid_response_id",
+                "`previous_response_id` is not an id this deployment issued, or it was altered.".into(),
+            ))
+        }
+    };
+    if sealed.tenant.as_deref() != cx.tenant.map(|t| t.id.as_str()) {
+        return Err(ApiError::new(
+            404,
+            "response_not_found",
+            "No response with that id exists for this caller.",
+        )
+        .with_param(Some("previous_response_id")));
+    }
+    body.insert("previous_response_id".into(), Value::String(sealed.id));
+    Ok(Some(sealed.provider))
+}
+
+/// Only the provider holding the previous response may serve its follow-up, and only while the
+/// policy still allows this request there.
+fn pin<T>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &mut crate::decide::Decision<'_>,
+    provider: &str,
+) -> Result<(), ApiError> {
+    if !decision
+        .candidates
+        .iter()
+        .any(|c| c.provider.as_str() == provider)
+    {
+        let why = decision
+            .excluded
+            .iter()
+            .find(|e| e.provider.as_str() == provider)
+            .map(|e| {
+                e.reasons
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_else(|| "it does not serve this model for this caller".into());
+        return Err(ApiError::new(
+            403,
+            "previous_response_not_allowed",
+            format!(
+                "The previous response is kept by `{provider}`, where the policy does not allow this request now ({why}). Send the whole conversation in `input` instead."
+            ),
+        )
+        .with_param(Some("previous_response_id")));
+    }
+    decision
+        .candidates
+        .retain(|c| c.provider.as_str() == provider);
+    cx.record.candidates.retain(|p| p == provider);
+    Ok(())
 }
 
 /// Providers that every node is cooling down after repeated failures (`[settings.health]`)
@@ -729,12 +832,23 @@ fn respond<T: Transport>(
                 if endpoint == Endpoint::Responses {
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     if provider.responses && restorer.is_none() {
-                        // Passed through: its usage read in the Responses shape.
+                        // Passed through: its usage read in the Responses shape, its id sealed.
                         record.usage = serde_json::from_value::<crate::sse::ResponsesUsage>(
                             v["usage"].clone(),
                         )
                         .ok()
                         .map(|u| u.usage());
+                        if let (Some(key), Some(id)) =
+                            (sealing_key_of(cx.env), crate::responses::response_id(&v))
+                        {
+                            let sealed = crate::responses::seal(
+                                key.as_bytes(),
+                                c.provider.as_str(),
+                                cx.tenant.map(|t| t.id.as_str()),
+                                id,
+                            );
+                            body = crate::responses::replace_id(&body, id, &sealed);
+                        }
                     } else {
                         body = responses_from_chat::response(&v, &echo)
                             .to_string()
@@ -817,6 +931,16 @@ fn respond<T: Transport>(
                     restore: restorer,
                     to_client,
                     native,
+                    seal: (native == Some(NativeEvents::Responses))
+                        .then(|| sealing_key_of(cx.env))
+                        .flatten()
+                        .map(|key| {
+                            Box::new(crate::responses::IdSealer::new(
+                                key,
+                                c.provider.0.to_string(),
+                                cx.tenant.map(|t| t.id.0.to_string()),
+                            ))
+                        }),
                 }),
             ))
         }

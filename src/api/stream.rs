@@ -34,6 +34,8 @@ pub struct Stream<B> {
     /// The stream is passed through in another protocol's own events: a fault ends it with
     /// that protocol's error event.
     pub native: Option<NativeEvents>,
+    /// A passed-through Responses stream: the provider's response id sealed in its events.
+    pub seal: Option<Box<crate::responses::IdSealer>>,
 }
 
 /// A translator from checked chat events to the client's protocol.
@@ -79,6 +81,9 @@ impl<B: BodyStream> Stream<B> {
         let mut pending = std::mem::take(&mut self.first);
         if let Some(r) = &mut self.restore {
             pending = r.restore_stream(pending);
+        }
+        if let Some(s) = &mut self.seal {
+            pending = s.feed(pending);
         }
         if let Some(m) = &mut self.to_client {
             pending = m.feed(&pending);
@@ -130,6 +135,9 @@ impl<B: BodyStream> Stream<B> {
                         Some(r) if !fed.send.is_empty() => r.restore_stream(fed.send),
                         _ => fed.send,
                     };
+                    if let Some(s) = &mut self.seal {
+                        pending = s.feed(pending);
+                    }
                     if let Some(m) = &mut self.to_client {
                         pending = m.feed(&pending);
                     }

@@ -360,3 +360,129 @@ async fn a_native_stream_passes_through_and_a_cut_one_ends_with_an_error_event()
     assert_eq!(last["code"], "upstream_stream_truncated");
     assert!(!b.text().contains("response.completed"));
 }
+
+const KEY: &str = "a-test-key-for-sealing-response-ids";
+
+fn secrets(name: &str) -> Option<String> {
+    (name == crate::responses::KEY_VARIABLE).then(|| KEY.to_string())
+}
+
+/// Two tenants (`acme`, `globex`) and two providers that serve the API; `acme` may use only
+/// `native`'s jurisdiction when `only_de` is set.
+fn follow_policy(extra_rule: &str) -> Policy {
+    let h = |k: &str| hex::encode(policy::hash_key(k));
+    let text = format!(
+        "version = 1\n\
+         [[providers]]\nid = \"native\"\nbase_url = \"http://native/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"chat-model\" = \"native-m\" }}\n\
+         [[providers]]\nid = \"other\"\nbase_url = \"http://other/v1\"\nlocation = \"US\"\nresponses = true\nmodels = {{ \"chat-model\" = \"other-m\" }}\n\
+         [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\n\
+         [[tenants]]\nid = \"globex\"\nkeys = [\"sha256:{}\"]\n{extra_rule}",
+        h("sk-acme"),
+        h("sk-globex")
+    );
+    policy::load(&text, "follow").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn as_tenant(p: &Policy, t: &Fake, key: &str, body: &str) -> Answer {
+    let auth = format!("Bearer {key}");
+    call_with(
+        Ok(p),
+        &secrets,
+        t,
+        "POST",
+        "/v1/responses",
+        &[JSON, ("authorization", &auth)],
+        body,
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follow_up_goes_to_the_provider_that_holds_the_response_for_the_same_tenant_only() {
+    let p = follow_policy("");
+    let t = Fake::new(vec![(
+        "native",
+        vec![answer(200, NATIVE_ANSWER), answer(200, NATIVE_ANSWER)],
+    )]);
+    let first = as_tenant(&p, &t, "sk-acme", r#"{"model":"chat-model","input":"hi"}"#).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("resp_mrd1~native~acme~resp_abc123~"), "{id}");
+    assert_eq!(
+        crate::responses::open(KEY.as_bytes(), &id).unwrap().id,
+        "resp_abc123"
+    );
+
+    // The follow-up: to `native` only (no fallback to `other`), with the provider's own id.
+    let follow =
+        format!(r#"{{"model":"chat-model","input":"and?","previous_response_id":"{id}"}}"#);
+    let second = as_tenant(&p, &t, "sk-acme", &follow).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(t.sent_to(), ["native", "native"]);
+    assert_eq!(sent(&t, 1).1["previous_response_id"], "resp_abc123");
+    assert_eq!(second.record.candidates, ["native"]);
+
+    // Another tenant: as if the id did not exist.
+    let other = as_tenant(&p, &t, "sk-globex", &follow).await;
+    assert_eq!(other.status, 404, "{}", other.text());
+    // Altered: another provider under the same tag.
+    let forged = follow.replace("~native~", "~other~");
+    let f = as_tenant(&p, &t, "sk-acme", &forged).await;
+    assert_eq!(f.status, 400);
+    assert_eq!(f.code(), "invalid_response_id");
+    // An id Meridian made from chat: nothing is stored.
+    let stateless = as_tenant(
+        &p,
+        &t,
+        "sk-acme",
+        r#"{"model":"chat-model","input":"x","previous_response_id":"resp_mrd_abc"}"#,
+    )
+    .await;
+    assert_eq!(stateless.code(), "response_not_stored");
+    assert_eq!(t.sent_to().len(), 2, "none of these reached a provider");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follow_up_where_the_policy_no_longer_allows_the_caller_is_refused() {
+    let t = Fake::new(vec![("native", vec![answer(200, NATIVE_ANSWER)])]);
+    let first = as_tenant(
+        &follow_policy(""),
+        &t,
+        "sk-acme",
+        r#"{"model":"chat-model","input":"hi"}"#,
+    )
+    .await;
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    // Now acme may only use providers in the US.
+    let p = follow_policy(
+        "[[rules]]\nid = \"acme-us\"\nwhen = { tenant = [\"acme\"] }\nrequire = { jurisdiction = [\"US\"] }\n",
+    );
+    let follow =
+        format!(r#"{{"model":"chat-model","input":"and?","previous_response_id":"{id}"}}"#);
+    let a = as_tenant(&p, &t, "sk-acme", &follow).await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert_eq!(a.code(), "previous_response_not_allowed");
+    assert!(a.text().contains("outside the allowed"), "{}", a.text());
+    assert_eq!(t.sent_to(), ["native"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passed_through_stream_carries_the_sealed_id() {
+    let p = follow_policy("");
+    let t = Fake::new(vec![("native", vec![sse(&[(0, NATIVE_STREAM)])])]);
+    let a = as_tenant(
+        &p,
+        &t,
+        "sk-acme",
+        r#"{"model":"chat-model","input":"hi","stream":true}"#,
+    )
+    .await;
+    let ev = events(&a.text());
+    let created = ev[0].1["response"]["id"].as_str().unwrap().to_string();
+    assert!(
+        created.starts_with("resp_mrd1~native~acme~resp_abc~"),
+        "{created}"
+    );
+    assert_eq!(ev[2].1["response"]["id"], created.as_str());
+    assert!(!a.text().contains("\"resp_abc\""));
+}
