@@ -57,6 +57,8 @@ pub enum Route {
     Models,
     Explain,
     Inference(Endpoint),
+    /// `GET`/`DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`.
+    StoredResponse,
     /// Anthropic's token counting, which Meridian refuses clearly.
     CountTokens,
     Preflight,
@@ -75,6 +77,15 @@ pub fn route(method: &str, path: &str) -> Route {
     } else {
         path
     };
+    if let Some(rest) = path.strip_prefix("/v1/responses/") {
+        let items = rest.ends_with("/input_items");
+        return match method {
+            "GET" | "HEAD" => Route::StoredResponse,
+            "DELETE" if !items => Route::StoredResponse,
+            _ if items => Route::MethodNotAllowed("GET"),
+            _ => Route::MethodNotAllowed("GET, DELETE"),
+        };
+    }
     let (route, allowed) = match path {
         "/healthz" => (Route::Health, "GET"),
         "/v1/models" => (Route::Models, "GET"),

@@ -297,7 +297,11 @@ impl Transport for WasiTransport {
         // One host call for all the headers; a header the host refuses is dropped rather than
         // failing the request.
         let out = OutgoingRequest::new(fields(std::mem::take(&mut req.headers)));
-        let _ = out.set_method(&Method::Post);
+        let _ = out.set_method(&match req.method {
+            crate::forward::UpMethod::Post => Method::Post,
+            crate::forward::UpMethod::Get => Method::Get,
+            crate::forward::UpMethod::Delete => Method::Delete,
+        });
         let _ = out.set_scheme(Some(if target.https {
             &Scheme::Https
         } else {

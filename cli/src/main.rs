@@ -68,7 +68,7 @@ struct ExplainArgs {
     /// Ask for a stream.
     #[arg(long)]
     stream: bool,
-    /// chat, completions or embeddings.
+    /// chat, completions, embeddings, messages or responses.
     #[arg(long, default_value = "chat")]
     endpoint: String,
     /// The request body (JSON object); --model and --stream are applied on top.

@@ -75,9 +75,10 @@ pub fn explain_request(
                 "completions" => Endpoint::Completions,
                 "embeddings" => Endpoint::Embeddings,
                 "messages" => Endpoint::Messages,
+                "responses" => Endpoint::Responses,
                 _ => return Err(ApiError::bad_request(
                     "invalid_endpoint",
-                    "`endpoint` must be \"chat\", \"completions\", \"embeddings\" or \"messages\"",
+                    "`endpoint` must be \"chat\", \"completions\", \"embeddings\", \"messages\" or \"responses\"",
                 )),
             },
             Some(_) => {

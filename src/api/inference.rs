@@ -63,7 +63,7 @@ fn error_idents(body: &[u8]) -> Option<String> {
 
 /// Meridian's own error for an upstream error answer: the provider, its status and what kind of
 /// error it reported (`kind`, from [`error_idents`]), never the provider's text.
-fn upstream_error(provider: &str, status: u16, kind: &str) -> ApiError {
+pub(super) fn upstream_error(provider: &str, status: u16, kind: &str) -> ApiError {
     let (out_status, code, what) = match status {
         401 | 403 | 407 => (
             502,

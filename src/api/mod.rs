@@ -5,6 +5,7 @@
 
 mod explain;
 mod inference;
+mod stored;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -305,6 +306,14 @@ async fn dispatch<T: Transport, R: RequestBody>(
                 Body::Full(v.to_string().into_bytes()),
             ))
         }
+        Route::StoredResponse => {
+            let tenant = authenticate(policy, headers, record)?;
+            let location = locate(env, policy, headers, record);
+            stored::stored(
+                env, t, policy, &method, &path, headers, tenant, location, record,
+            )
+            .await
+        }
         Route::Inference(endpoint) => {
             // Who calls is known from the headers: a caller without a valid key is refused
             // before its body is read.
@@ -441,12 +450,19 @@ fn models(
             continue;
         }
         let providers: Vec<&str> = d.candidates.iter().map(|c| c.provider.as_str()).collect();
+        // Which of them serve /v1/responses themselves (the rest get it translated to chat).
+        let responses: Vec<&str> = d
+            .candidates
+            .iter()
+            .filter(|c| policy.providers[c.index].responses)
+            .map(|c| c.provider.as_str())
+            .collect();
         data.push(json!({
             "id": m,
             "object": "model",
             "created": 0,
             "owned_by": "meridian",
-            "meridian": { "providers": providers },
+            "meridian": { "providers": providers, "responses_native": responses },
         }));
     }
     Ok(json!({ "object": "list", "data": data })
@@ -552,7 +568,7 @@ pub fn preflight(
     Ok(vec![
         (
             "access-control-allow-methods".into(),
-            "GET, POST, OPTIONS".into(),
+            "GET, POST, DELETE, OPTIONS".into(),
         ),
         (
             "access-control-allow-headers".into(),

@@ -26,6 +26,17 @@ pub struct OutboundRequest {
     /// may have. A transport that can have its runtime enforce it (WASI's between-bytes timeout)
     /// needs no timer of its own for a read whose wait is this long; 0 when not set.
     pub idle_timeout_ms: u64,
+    /// `POST` for inference; `GET` or `DELETE` for a stored response.
+    pub method: UpMethod,
+}
+
+/// The methods Meridian sends upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpMethod {
+    #[default]
+    Post,
+    Get,
+    Delete,
 }
 
 impl OutboundRequest {

@@ -62,6 +62,7 @@ fn build(c: &Candidate) -> Result<OutboundRequest, Failure> {
         body: vec![],
         wire: crate::wire::Wire::OpenAi,
         idle_timeout_ms: 0,
+        method: Default::default(),
     })
 }
 

@@ -88,6 +88,7 @@ impl Outgoing<'_> {
             body,
             wire,
             idle_timeout_ms: 0,
+            method: crate::forward::UpMethod::Post,
         }
     }
 }

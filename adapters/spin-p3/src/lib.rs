@@ -334,7 +334,11 @@ impl Transport for P3Transport {
             trailers_rx,
             Some(options),
         );
-        let _ = out.set_method(&Method::Post);
+        let _ = out.set_method(&match req.method {
+            meridian::forward::UpMethod::Post => Method::Post,
+            meridian::forward::UpMethod::Get => Method::Get,
+            meridian::forward::UpMethod::Delete => Method::Delete,
+        });
         let _ = out.set_scheme(Some(&if target.https {
             Scheme::Https
         } else {

@@ -486,3 +486,58 @@ async fn a_passed_through_stream_carries_the_sealed_id() {
     assert_eq!(ev[2].1["response"]["id"], created.as_str());
     assert!(!a.text().contains("\"resp_abc\""));
 }
+
+async fn stored(p: &Policy, t: &Fake, method: &str, path: &str, key: &str) -> Answer {
+    let auth = format!("Bearer {key}");
+    call_with(Ok(p), &secrets, t, method, path, &[("authorization", &auth)], "").await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_response_is_fetched_and_deleted_where_it_is_kept_for_its_tenant_only() {
+    let p = follow_policy("");
+    let deleted = r#"{"id":"resp_abc123","object":"response.deleted","deleted":true}"#;
+    let items = r#"{"object":"list","data":[{"type":"message","id":"msg_0","role":"user","content":[{"type":"input_text","text":"hi"}]}],"first_id":"msg_0","last_id":"msg_0","has_more":false}"#;
+    let t = Fake::new(vec![(
+        "native",
+        vec![
+            answer(200, NATIVE_ANSWER),
+            answer(200, NATIVE_ANSWER),
+            answer(200, items),
+            answer(200, deleted),
+        ],
+    )]);
+    let first = as_tenant(&p, &t, "sk-acme", r#"{"model":"chat-model","input":"hi"}"#).await;
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/responses/{id}");
+
+    let got = stored(&p, &t, "GET", &path, "sk-acme").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["id"], id.as_str(), "the id the client knows");
+    let r = t.requests.borrow()[1].clone();
+    assert_eq!(r.url, "http://native/v1/responses/resp_abc123");
+    assert_eq!(r.method, crate::forward::UpMethod::Get);
+    assert!(r.body.is_empty());
+
+    let list = stored(&p, &t, "GET", &format!("{path}/input_items?limit=5"), "sk-acme").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        t.requests.borrow()[2].url,
+        "http://native/v1/responses/resp_abc123/input_items?limit=5"
+    );
+
+    let other = stored(&p, &t, "GET", &path, "sk-globex").await;
+    assert_eq!(other.status, 404);
+    let forged = stored(&p, &t, "GET", &path.replace("~acme~", "~globex~"), "sk-globex").await;
+    assert_eq!(forged.status, 404);
+
+    let del = stored(&p, &t, "DELETE", &path, "sk-acme").await;
+    assert_eq!(del.status, 200);
+    assert_eq!(t.requests.borrow()[3].method, crate::forward::UpMethod::Delete);
+    assert_eq!(del.json()["deleted"], true);
+    assert_eq!(t.sent_to().len(), 4, "the refused ones reached no provider");
+
+    let none = stored(&p, &t, "GET", "/v1/responses/resp_mrd_abc", "sk-acme").await;
+    assert_eq!(none.code(), "response_not_stored");
+    let post = stored(&p, &t, "POST", &path, "sk-acme").await;
+    assert_eq!(post.status, 405);
+}

@@ -156,7 +156,7 @@ pub const TEST_KEYS: &[&str] = &[
     "expect_first",
     "expect_status",
 ];
-pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings", "messages"];
+pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings", "messages", "responses"];
 const KINDS: &[&str] = &["openai", "azure", "anthropic"];
 const SORTS: &[&str] = &["price", "latency", "weighted"];
 const FALLBACK_WORDS: &[&str] = &["connect", "timeout", "malformed"];

@@ -1,0 +1,209 @@
+//! `GET` and `DELETE /v1/responses/{id}`, and `GET /v1/responses/{id}/input_items`: a stored
+//! response, fetched from (or deleted at) the provider that keeps it, as the sealed id names
+//! it, for the tenant that made it, and only while the policy still allows this caller there.
+
+use serde_json::Value;
+
+use super::{json_header, Body, Env, Outcome};
+use crate::audit::Record;
+use crate::error::ApiError;
+use crate::forward::{Failure, OutboundRequest, Transport, UpMethod};
+use crate::location::Location;
+use crate::policy::{Policy, Tenant};
+use crate::routes::Endpoint;
+
+/// How long the provider has to answer (headers and body).
+const TIMEOUT_MS: u64 = 30_000;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn stored<T: Transport>(
+    env: &Env<'_>,
+    t: &T,
+    policy: &Policy,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    tenant: Option<&Tenant>,
+    location: Location,
+    record: &mut Record,
+) -> Outcome<crate::wire::WireBody<T::Body>> {
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let rest = path_only
+        .trim_end_matches('/')
+        .strip_prefix("/v1/responses/")
+        .unwrap_or("");
+    let (given, sub) = match rest.split_once('/') {
+        Some((id, "input_items")) => (id, "/input_items"),
+        Some(_) => return Err(super::not_found(path_only)),
+        None => (rest, ""),
+    };
+    let not_found = || {
+        ApiError::new(
+            404,
+            "response_not_found",
+            "No response with that id exists for this caller.",
+        )
+    };
+    let key = (env.secret)(crate::responses::KEY_VARIABLE)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(not_found)?;
+    let sealed = match crate::responses::open(key.as_bytes(), given) {
+        Ok(s) => s,
+        Err(crate::responses::Unsealed::Stateless) => {
+            return Err(ApiError::new(
+                404,
+                "response_not_stored",
+                "That response was made by a provider that keeps nothing (Meridian translated it from chat), so it cannot be fetched.",
+            ))
+        }
+        Err(crate::responses::Unsealed::Forged) => return Err(not_found()),
+    };
+    if sealed.tenant.as_deref() != tenant.map(|t| t.id.as_str()) {
+        return Err(not_found());
+    }
+    let Some(index) = policy
+        .providers
+        .iter()
+        .position(|p| p.id.as_str() == sealed.provider)
+    else {
+        return Err(not_found());
+    };
+    let provider = &policy.providers[index];
+    if !allowed_there(env, policy, headers, tenant, location, provider.id.as_str())? {
+        return Err(ApiError::new(
+            403,
+            "response_not_allowed",
+            format!(
+                "The response is kept by `{}`, where the policy does not allow this caller now.",
+                provider.id
+            ),
+        ));
+    }
+    record.provider = Some(provider.id.0.to_string());
+    record.jurisdiction = Some(provider.location.to_string());
+    let mut h = vec![
+        ("accept".to_string(), "application/json".to_string()),
+        ("x-request-id".to_string(), record.request_id.clone()),
+    ];
+    if let Some(name) = &provider.key_secret {
+        match (env.secret)(name).filter(|k| !k.is_empty()) {
+            Some(k) => h.push(("authorization".into(), format!("Bearer {k}"))),
+            None => {
+                record.error_detail = Some(format!("the Spin variable `{name}` is not set"));
+                return Err(ApiError::new(
+                    502,
+                    "upstream_unavailable",
+                    format!("The provider `{}` is not configured.", provider.id),
+                ));
+            }
+        }
+    }
+    let mut url = format!(
+        "{}/responses/{}{sub}",
+        provider.base_url.as_str().trim_end_matches('/'),
+        sealed.id
+    );
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    let req = OutboundRequest {
+        url,
+        headers: h,
+        body: Vec::new(),
+        wire: crate::wire::Wire::OpenAi,
+        idle_timeout_ms: 0,
+        method: if method == "DELETE" {
+            UpMethod::Delete
+        } else {
+            UpMethod::Get
+        },
+    };
+    let began = t.now_ms();
+    let up = t
+        .send(req, TIMEOUT_MS)
+        .await
+        .map_err(|f| upstream_failed(provider.id.as_str(), &f, record))?;
+    let mut body = up.body;
+    let mut bytes = Vec::new();
+    loop {
+        let now = t.now_ms();
+        let left = (began + TIMEOUT_MS).saturating_sub(now);
+        if left == 0 {
+            return Err(upstream_failed(provider.id.as_str(), &Failure::Timeout("body"), record));
+        }
+        match crate::forward::next_within(|| t.now_ms(), &mut body, left, now).await {
+            None => break,
+            Some(Ok(c)) if bytes.len() + c.len() <= env.max_response_bytes => bytes.extend(c),
+            Some(Ok(_)) => {
+                return Err(upstream_failed(
+                    provider.id.as_str(),
+                    &Failure::Malformed("answer too large".into()),
+                    record,
+                ))
+            }
+            Some(Err(f)) => return Err(upstream_failed(provider.id.as_str(), &f, record)),
+        }
+    }
+    if !(200..300).contains(&up.status) {
+        return Err(super::inference::upstream_error(
+            provider.id.as_str(),
+            up.status,
+            "",
+        ));
+    }
+    let sealed_id = crate::responses::seal(
+        key.as_bytes(),
+        provider.id.as_str(),
+        tenant.map(|t| t.id.as_str()),
+        &sealed.id,
+    );
+    let bytes = crate::responses::replace_id(&bytes, &sealed.id, &sealed_id);
+    Ok((up.status, vec![json_header()], Body::Full(bytes)))
+}
+
+fn upstream_failed(provider: &str, f: &Failure, record: &mut Record) -> ApiError {
+    record.error_detail = f.detail();
+    ApiError::new(
+        502,
+        "upstream_unavailable",
+        format!("The provider `{provider}` failed: {}.", f.label()),
+    )
+}
+
+/// Whether this caller's request for any model the provider serves may go there now.
+fn allowed_there(
+    env: &Env<'_>,
+    policy: &Policy,
+    headers: &[(String, String)],
+    tenant: Option<&Tenant>,
+    location: Location,
+    provider: &str,
+) -> Result<bool, ApiError> {
+    let Some(p) = policy.provider(provider) else {
+        return Ok(false);
+    };
+    for model in p.models.keys() {
+        let mut body = serde_json::Map::new();
+        body.insert("model".into(), Value::String(model.to_string()));
+        let cx = crate::facts::Context {
+            location: location.clone(),
+            request_id: "stored".into(),
+            endpoint: Endpoint::Responses,
+            tenant: tenant.map(|t| t.id.clone()),
+            edge_region: env.edge_region.clone(),
+            headers,
+            pii: None,
+            unknown_fields: policy.settings.unknown_fields,
+        };
+        let facts = crate::facts::from_request(cx, &mut body).map_err(ApiError::from)?;
+        let d = crate::decide::decide(policy, &facts);
+        if d.candidates.iter().any(|c| c.provider.as_str() == provider) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
