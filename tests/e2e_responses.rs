@@ -1,0 +1,131 @@
+//! The Responses API end to end: the official OpenAI Python SDK (`responses.create`,
+//! `responses.stream`, `responses.retrieve`) through the built component against recording
+//! upstreams: one that serves the API (passed through, `store: false`, ids sealed, a follow-up
+//! sent back to it with its own id) and a chat-only engine (translated both ways).
+
+mod support;
+
+use support::clients::{self, python};
+use support::mock::SseEnd;
+use support::{Meridian, Mock, Script};
+
+fn hash(k: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(k.as_bytes()))
+}
+
+const KEY: &str = "sk-app-e2e-responses-000001";
+
+/// A provider that serves the Responses API, answering as OpenAI's reference shows.
+fn native(req: &support::Recorded, n: usize) -> Script {
+    let object = |id: &str, text: &str| {
+        serde_json::json!({
+            "id": id, "object": "response", "created_at": 1741476542, "status": "completed",
+            "model": "upstream-native", "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
+            "store": false,
+            "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 8}
+        })
+    };
+    if req.method == "GET" {
+        let id = req.path.rsplit('/').next().unwrap_or("");
+        return Script::Json {
+            status: 200,
+            body: object(id, "native turn 1").to_string(),
+            headers: vec![],
+        };
+    }
+    if req.body["stream"] == true {
+        let id = format!("resp_native_{n}");
+        let mut done = object(&id, "native stream");
+        let created = serde_json::json!({"type": "response.created", "sequence_number": 0,
+            "response": {"id": id, "object": "response", "created_at": 1741476542, "status": "in_progress",
+                         "model": "upstream-native", "output": [], "parallel_tool_calls": true,
+                         "tool_choice": "auto", "tools": []}});
+        let added = serde_json::json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+            "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}});
+        let part = serde_json::json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_1",
+            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}});
+        let delta = serde_json::json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_1",
+            "output_index": 0, "content_index": 0, "delta": "native stream", "logprobs": []});
+        let text_done = serde_json::json!({"type": "response.output_text.done", "sequence_number": 4, "item_id": "msg_1",
+            "output_index": 0, "content_index": 0, "text": "native stream", "logprobs": []});
+        let item_done = serde_json::json!({"type": "response.output_item.done", "sequence_number": 5, "output_index": 0,
+            "item": done["output"][0].clone()});
+        done["status"] = "completed".into();
+        let completed = serde_json::json!({"type": "response.completed", "sequence_number": 6, "response": done});
+        return Script::Sse {
+            events: [created, added, part, delta, text_done, item_done, completed]
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+            gap_ms: 0,
+            end: SseEnd::Done,
+        };
+    }
+    Script::Json {
+        status: 200,
+        body: object(&format!("resp_native_{n}"), &format!("native turn {n}")).to_string(),
+        headers: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
+    let native_mock = Mock::with(native).await;
+    let chatty = Mock::with(|req: &support::Recorded, _| {
+        if req.body["stream"] == true {
+            Script::stream(&["Hel", "lo"])
+        } else {
+            Script::ok("translated")
+        }
+    })
+    .await;
+    let policy = format!(
+        "version = 1\n\
+         [[providers]]\nid = \"native\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"upstream-native\" }}\n\
+         [[providers]]\nid = \"chatty\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"upstream-chat\" }}\n\
+         [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n",
+        native_mock.url(),
+        chatty.url(),
+        hash(KEY)
+    );
+    let m = Meridian::with_policy(
+        &policy,
+        &[("SPIN_VARIABLE_RESPONSE_ID_KEY", "e2e-sealing-key-0123456789abcdef")],
+    )
+    .await;
+    clients::run(
+        &python(),
+        "responses_sdk.py",
+        &[("MERIDIAN_URL", m.url.as_str()), ("MERIDIAN_KEY", KEY)],
+    )
+    .await;
+
+    // What the provider that serves the API got: its own paths and ids, never `store: true`.
+    let got = native_mock.requests();
+    let posts: Vec<_> = got.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 3, "two turns and a stream: {got:?}");
+    for r in &posts {
+        assert_eq!(r.path, "/v1/responses");
+        assert_eq!(r.body["model"], "upstream-native");
+        assert_eq!(r.body["store"], false);
+        assert!(r.header("authorization").is_none(), "no client credentials upstream");
+    }
+    assert_eq!(posts[0].body["instructions"], "Be brief.");
+    assert_eq!(posts[1].body["previous_response_id"], "resp_native_0");
+    let gets: Vec<_> = got.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].path, "/v1/responses/resp_native_1");
+
+    // The chat-only engine got chat.
+    let chat = chatty.requests();
+    assert_eq!(chat.len(), 2);
+    for r in &chat {
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.body["model"], "upstream-chat");
+        assert_eq!(r.body["messages"][0]["role"], "user");
+    }
+    assert_eq!(chat[1].body["stream"], true);
+}
