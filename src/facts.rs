@@ -49,6 +49,9 @@ pub struct RequestFacts {
     /// Lower-case name → value, for `when.header` conditions.
     #[serde(skip)]
     pub headers: Vec<(String, String)>,
+    /// What names the conversation, for affinity where the policy spreads load: the policy's
+    /// header, else `prompt_cache_key`, else `user`; scoped to the tenant.
+    pub affinity: Option<String>,
     /// What the prompt's text contains, when the policy has personal-data rules (else not
     /// scanned: `None`). Kinds and counts only, never values.
     #[serde(skip)]
@@ -244,6 +247,11 @@ pub struct Context<'a> {
     pub unknown_fields: UnknownFields,
 }
 
+/// A conversation key scoped to the caller: two tenants' conversations never share a seed.
+pub fn affinity_key(tenant: Option<&TenantId>, key: &str) -> String {
+    format!("{}/{key}", tenant.map_or("anonymous", |t| t.as_str()))
+}
+
 /// Reads the facts from a parsed JSON body, removing the `provider` object (it is ours, not
 /// the upstream's). The body must be a JSON object.
 pub fn from_request(
@@ -310,6 +318,12 @@ pub fn from_request(
     let pii = cx
         .pii
         .map(|config| crate::pii::scan_body(&crate::pii::Scanner::new(config), body, cx.endpoint));
+    let affinity = body
+        .get("prompt_cache_key")
+        .and_then(Value::as_str)
+        .or_else(|| body.get("user").and_then(Value::as_str))
+        .filter(|k| !k.is_empty())
+        .map(|k| affinity_key(cx.tenant.as_ref(), k));
     Ok(RequestFacts {
         pii,
         request_id: cx.request_id,
@@ -326,6 +340,7 @@ pub fn from_request(
         betas: shape.betas,
         dropped: shape.dropped,
         headers: cx.headers.to_vec(),
+        affinity,
     })
 }
 

@@ -597,7 +597,17 @@ fn prepare<T>(
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
     };
-    let facts = facts::from_request(fcx, &mut body).map_err(ApiError::from)?;
+    let mut facts = facts::from_request(fcx, &mut body).map_err(ApiError::from)?;
+    // The policy's conversation header, when the request sends it, names the conversation.
+    if let Some(key) = policy
+        .settings
+        .affinity_header
+        .as_deref()
+        .and_then(|h| crate::headers::get(cx.headers, h))
+        .filter(|k| !k.is_empty())
+    {
+        facts.affinity = Some(facts::affinity_key(facts.tenant.as_ref(), key));
+    }
     cx.record.model = Some(facts.model.clone());
     cx.record.capabilities = facts.capabilities.names();
     cx.record.dropped = facts.dropped.clone();

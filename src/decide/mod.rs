@@ -398,7 +398,10 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
                 },
             )
         };
-        allowed = weighted_order(allowed, weight, &facts.request_id);
+        // One conversation stays on one provider (its prompt cache keeps hitting); without a
+        // conversation key, the request id decides.
+        let seed = facts.affinity.as_deref().unwrap_or(&facts.request_id);
+        allowed = weighted_order(allowed, weight, seed);
     }
     if let Some(p) = rule_pref {
         move_to_front(&mut allowed, p.order.iter().map(ProviderId::as_str));

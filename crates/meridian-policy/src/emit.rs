@@ -165,8 +165,8 @@ unit_enums! {
 
 structs! {
     Settings {
-        client, max_body_bytes, anonymous, expose_ratelimit_headers, plan, unknown_fields, limits,
-        health,
+        client, max_body_bytes, anonymous, expose_ratelimit_headers, plan, unknown_fields,
+        affinity_header, limits, health,
     }
     LimitSettings { fail_open, default_max_tokens }
     Health { failures, window_s, cooldown_s }

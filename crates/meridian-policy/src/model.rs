@@ -137,6 +137,9 @@ pub struct Settings {
     pub plan: Plan,
     /// What happens to a request field Meridian does not know (`[settings.request]`).
     pub unknown_fields: UnknownFields,
+    /// A request header that names the conversation (`[settings.request] affinity_header`):
+    /// where the policy spreads load, one conversation stays on one provider.
+    pub affinity_header: Option<Text>,
     /// How limits are kept (`[settings.limits]`).
     pub limits: LimitSettings,
     /// Provider cool-down after repeated failures (`[settings.health]`); off when `None`.

@@ -541,3 +541,88 @@ async fn a_stored_response_is_fetched_and_deleted_where_it_is_kept_for_its_tenan
     let post = stored(&p, &t, "POST", &path, "sk-acme").await;
     assert_eq!(post.status, 405);
 }
+
+/// Two providers with equal weights: load is spread by request id.
+fn spread(extra: &str) -> Policy {
+    let text = format!(
+        "version = 1\n[settings]\nallow_anonymous = true\n{extra}\n\
+         [[providers]]\nid = \"one\"\nbase_url = \"http://one/v1\"\nlocation = \"DE\"\nweight = 1\nmodels = {{ \"chat-model\" = \"m\" }}\n\
+         [[providers]]\nid = \"two\"\nbase_url = \"http://two/v1\"\nlocation = \"DE\"\nweight = 1\nmodels = {{ \"chat-model\" = \"m\" }}\n\
+         [[rules]]\nid = \"spread\"\nprefer = {{ sort = \"weighted\" }}\n"
+    );
+    policy::load(&text, "spread").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn served_by(p: &Policy, n: usize, body: &str, headers: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let t = Fake::new(vec![("one", vec![ok_json(0)]), ("two", vec![ok_json(0)])]);
+        let id = format!("req-{i}");
+        let mut h = vec![JSON, ("x-request-id", id.as_str())];
+        h.extend_from_slice(headers);
+        let a = call(p, &t, "POST", "/v1/responses", &h, body).await;
+        out.push(a.header("x-meridian-provider").unwrap_or("").to_string());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_conversation_stays_on_one_provider_where_load_is_spread() {
+    let p = spread("");
+    // Without a conversation key, the request ids spread the load over both.
+    let plain = served_by(&p, 16, r#"{"model":"chat-model","input":"hi"}"#, &[]).await;
+    assert!(plain.contains(&"one".into()) && plain.contains(&"two".into()), "{plain:?}");
+    // With one, every request of the conversation goes to the same provider.
+    for key in ["conv-a", "conv-b", "conv-c"] {
+        let body = format!(r#"{{"model":"chat-model","input":"hi","prompt_cache_key":"{key}"}}"#);
+        let served = served_by(&p, 8, &body, &[]).await;
+        assert!(served.iter().all(|s| s == &served[0]), "{key}: {served:?}");
+    }
+    // The policy can name a header for it instead.
+    let p = spread("[settings.request]\naffinity_header = \"x-conversation\"");
+    let served = served_by(
+        &p,
+        8,
+        r#"{"model":"chat-model","input":"hi"}"#,
+        &[("x-conversation", "thread-42")],
+    )
+    .await;
+    assert!(served.iter().all(|s| s == &served[0]), "{served:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_provider_gets_messages_and_the_client_a_response_object() {
+    let text = "version = 1\n[settings]\nallow_anonymous = \"paid\"\n\
+        [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://claude/v1\"\nlocation = \"US\"\nmodels = { \"chat-model\" = \"claude-x\" }\n\
+        [[rules]]\nid = \"anon\"\nwhen = { anonymous = true }\nlimits = { requests_per_minute = 100 }\n";
+    let p = policy::load(text, "claude").unwrap();
+    let answer_body = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Paris."},{"type":"tool_use","id":"toolu_1","name":"lookup","input":{"q":"France"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":20,"output_tokens":7}}"#;
+    let t = Fake::new(vec![("claude", vec![answer(200, answer_body)])]);
+    let store = crate::testing::MemStore::default();
+    let a = call_store(
+        Ok(&p),
+        &|_| None,
+        Some(&store),
+        &t,
+        "POST",
+        "/v1/responses",
+        &[JSON],
+        r#"{"model":"chat-model","instructions":"Be brief.","input":[{"role":"user","content":"Capital of France?"}],"max_output_tokens":100,
+            "tools":[{"type":"function","name":"lookup","parameters":{"type":"object"}}]}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let (url, sent) = sent(&t, 0);
+    assert_eq!(url, "http://claude/v1/messages");
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(sent["messages"][0]["role"], "user");
+    assert_eq!(sent["tools"][0]["name"], "lookup");
+    let r = a.json();
+    assert_eq!(r["output"][0]["content"][0]["text"], "Paris.");
+    assert_eq!(r["output"][1]["type"], "function_call");
+    assert_eq!(r["output"][1]["call_id"], "toolu_1");
+    assert_eq!(r["output"][1]["arguments"], "{\"q\":\"France\"}");
+    assert_eq!(r["usage"]["input_tokens"], 20);
+    assert_eq!(r["usage"]["output_tokens"], 7);
+}

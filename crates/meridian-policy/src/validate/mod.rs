@@ -55,7 +55,7 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "limits",
     "health",
 ];
-pub const REQUEST_KEYS: &[&str] = &["unknown_fields"];
+pub const REQUEST_KEYS: &[&str] = &["unknown_fields", "affinity_header"];
 pub const CLIENT_KEYS: &[&str] = &[
     "platform",
     "country_header",

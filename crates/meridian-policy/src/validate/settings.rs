@@ -10,6 +10,7 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
         expose_ratelimit_headers: false,
         plan: Plan::default(),
         unknown_fields: UnknownFields::Refuse,
+        affinity_header: None,
         limits: LimitSettings::default(),
         health: None,
     };
@@ -97,6 +98,10 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
     }
     if let Some(r) = t.table(sink, "request") {
         r.deny_unknown(sink, REQUEST_KEYS);
+        if let Some(h) = r.str(sink, "affinity_header") {
+            check_header_name(sink, &h);
+            s.affinity_header = Some(h.value.to_ascii_lowercase().into());
+        }
         if let Some(v) = r.str(sink, "unknown_fields") {
             match v.value.as_str() {
                 "refuse" => s.unknown_fields = UnknownFields::Refuse,
