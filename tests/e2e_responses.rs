@@ -129,3 +129,146 @@ async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
     }
     assert_eq!(chat[1].body["stream"], true);
 }
+
+/// The city the conversation's last user message asks about.
+fn city(text: &str) -> &'static str {
+    if text.contains("Bergen") {
+        "Bergen"
+    } else {
+        "Oslo"
+    }
+}
+
+/// Every user text of a request body, in any of the three protocols, joined.
+fn user_texts(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => out.push_str(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    for key in ["input", "messages"] {
+        if let Some(items) = v[key].as_array() {
+            // The last user message decides which city is asked about.
+            if let Some(last) = items.iter().rev().find(|i| i["role"] == "user") {
+                walk(&last["content"], &mut out);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_sdk_runs_a_tool_agent_through_a_native_a_chat_and_an_anthropic_provider() {
+    // Each upstream asks for the tool until the conversation carries its output, then answers.
+    let native = Mock::with(|req: &support::Recorded, n| {
+        let input = req.body["input"].as_array().cloned().unwrap_or_default();
+        let answered = input.last().is_some_and(|i| i["type"] == "function_call_output");
+        let c = city(&user_texts(&req.body));
+        let output = if answered {
+            serde_json::json!([{"type": "message", "id": format!("msg_{n}"), "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": format!("It is sunny in {c}."), "annotations": []}]}])
+        } else {
+            serde_json::json!([{"type": "function_call", "id": format!("fc_{n}"), "call_id": format!("call_{n}"),
+                "name": "get_weather", "arguments": format!("{{\"city\":\"{c}\"}}"), "status": "completed"}])
+        };
+        Script::Json {
+            status: 200,
+            body: serde_json::json!({"id": format!("resp_{n}"), "object": "response", "created_at": 1, "status": "completed",
+                "model": "upstream-native", "output": output, "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
+                "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+                          "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}})
+            .to_string(),
+            headers: vec![],
+        }
+    })
+    .await;
+    let chatty = Mock::with(|req: &support::Recorded, n| {
+        let msgs = req.body["messages"].as_array().cloned().unwrap_or_default();
+        let answered = msgs.last().is_some_and(|m| m["role"] == "tool");
+        let c = city(&user_texts(&req.body));
+        let message = if answered {
+            serde_json::json!({"role": "assistant", "content": format!("It is sunny in {c}.")})
+        } else {
+            serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{n}"), "type": "function",
+                "function": {"name": "get_weather", "arguments": format!("{{\"city\":\"{c}\"}}")}}]})
+        };
+        Script::Json {
+            status: 200,
+            body: serde_json::json!({"id": format!("c{n}"), "object": "chat.completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "message": message, "finish_reason": if answered { "stop" } else { "tool_calls" }}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+            .to_string(),
+            headers: vec![],
+        }
+    })
+    .await;
+    let claude = Mock::with(|req: &support::Recorded, n| {
+        let msgs = req.body["messages"].as_array().cloned().unwrap_or_default();
+        let answered = msgs.last().is_some_and(|m| {
+            m["content"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|x| x["type"] == "tool_result"))
+        });
+        let c = city(&user_texts(&req.body));
+        let content = if answered {
+            serde_json::json!([{"type": "text", "text": format!("It is sunny in {c}.")}])
+        } else {
+            serde_json::json!([{"type": "tool_use", "id": format!("toolu_{n}"), "name": "get_weather", "input": {"city": c}}])
+        };
+        Script::Json {
+            status: 200,
+            body: serde_json::json!({"id": format!("msg_{n}"), "type": "message", "role": "assistant", "model": "claude-x",
+                "content": content, "stop_reason": if answered { "end_turn" } else { "tool_use" }, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 5}})
+            .to_string(),
+            headers: vec![],
+        }
+    })
+    .await;
+    let policy = format!(
+        "version = 1\n\
+         [[providers]]\nid = \"native\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"upstream-native\" }}\n\
+         [[providers]]\nid = \"chatty\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"upstream-chat\" }}\n\
+         [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"{}/v1\"\nlocation = \"US\"\nmodels = {{ \"claude-model\" = \"claude-x\" }}\n\
+         [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n",
+        native.url(),
+        chatty.url(),
+        claude.url(),
+        hash(KEY)
+    );
+    let m = Meridian::with_policy(&policy, &[]).await;
+    clients::run(
+        &python(),
+        "agents_sdk.py",
+        &[
+            ("MERIDIAN_URL", m.url.as_str()),
+            ("MERIDIAN_KEY", KEY),
+            ("MERIDIAN_MODELS", "native-model,chat-model,claude-model"),
+        ],
+    )
+    .await;
+    // Two runs of two model calls each, on every upstream; the second run's conversation
+    // carried the first run's tool call and its output in each protocol.
+    assert_eq!(native.requests().len(), 4);
+    assert_eq!(chatty.requests().len(), 4);
+    assert_eq!(claude.requests().len(), 4);
+    let last_native = &native.requests()[2].body["input"];
+    assert!(last_native
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["type"] == "function_call_output" && i["output"] == "sunny in Oslo"));
+    let chat = &chatty.requests()[2].body["messages"];
+    assert!(chat
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["role"] == "tool" && m["content"] == "sunny in Oslo"));
+    for r in native.requests() {
+        assert_eq!(r.body["store"], false, "the API's default is to store: never sent");
+    }
+}
