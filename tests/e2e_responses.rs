@@ -14,6 +14,7 @@ fn hash(k: &str) -> String {
 }
 
 const KEY: &str = "sk-app-e2e-responses-000001";
+const OTHER: &str = "sk-other-e2e-responses-0002";
 
 /// A provider that serves the Responses API, answering as OpenAI's reference shows.
 fn native(req: &support::Recorded, n: usize) -> Script {
@@ -86,10 +87,12 @@ async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
         "version = 1\n\
          [[providers]]\nid = \"native\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"upstream-native\" }}\n\
          [[providers]]\nid = \"chatty\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"upstream-chat\" }}\n\
-         [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n",
+         [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n\
+         [[tenants]]\nid = \"other\"\nkeys = [\"sha256:{}\"]\n",
         native_mock.url(),
         chatty.url(),
-        hash(KEY)
+        hash(KEY),
+        hash(OTHER)
     );
     let m = Meridian::with_policy(
         &policy,
@@ -103,8 +106,39 @@ async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
     )
     .await;
 
+    // Another tenant holding app's id: as if it did not exist, for a follow-up and a fetch.
+    let client = reqwest::Client::new();
+    let first: serde_json::Value = client
+        .post(format!("{}/v1/responses", m.url))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "native-model", "input": "mine"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    let sent_before = native_mock.requests().len();
+    let follow = client
+        .post(format!("{}/v1/responses", m.url))
+        .bearer_auth(OTHER)
+        .json(&serde_json::json!({"model": "native-model", "input": "theirs", "previous_response_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 404);
+    let fetch = client
+        .get(format!("{}/v1/responses/{id}", m.url))
+        .bearer_auth(OTHER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetch.status(), 404);
+    assert_eq!(native_mock.requests().len(), sent_before, "neither reached the provider");
+
     // What the provider that serves the API got: its own paths and ids, never `store: true`.
-    let got = native_mock.requests();
+    let got: Vec<_> = native_mock.requests()[..sent_before - 1].to_vec();
     let posts: Vec<_> = got.iter().filter(|r| r.method == "POST").collect();
     assert_eq!(posts.len(), 3, "two turns and a stream: {got:?}");
     for r in &posts {

@@ -6,6 +6,8 @@ port, method, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 hdr, n = json.loads(sys.argv[4] or "{}"), int(sys.argv[5])
 stream = len(sys.argv) > 6 and sys.argv[6] == "stream"
 req = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
+if path.endswith("/responses"):
+    req = {"model": "llama-3.1-8b", "input": "hi"}
 if stream:
     req["stream"] = True
 body = json.dumps(req)

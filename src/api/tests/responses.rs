@@ -626,3 +626,23 @@ async fn an_anthropic_provider_gets_messages_and_the_client_a_response_object() 
     assert_eq!(r["usage"]["input_tokens"], 20);
     assert_eq!(r["usage"]["output_tokens"], 7);
 }
+
+#[tokio::test(start_paused = true)]
+async fn reasoning_items_go_to_the_provider_that_made_them_and_are_named_elsewhere() {
+    let body = r#"{"model":"chat-model","input":[
+        {"role":"user","content":"Think, then answer."},
+        {"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"Considered it."}],"encrypted_content":"gAAAA"},
+        {"role":"assistant","content":[{"type":"output_text","text":"42"}]},
+        {"role":"user","content":"Why?"}]}"#;
+    let chat_only = create(&policy(&["chatty"]), &no_script(), body).await;
+    assert_eq!(chat_only.status, 400, "{}", chat_only.text());
+    assert!(
+        chat_only.text().contains("`input[1]` (a `reasoning` item)"),
+        "{}",
+        chat_only.text()
+    );
+    let t = Fake::new(vec![("native", vec![answer(200, NATIVE_ANSWER)])]);
+    let native = create(&policy(&["native"]), &t, body).await;
+    assert_eq!(native.status, 200, "{}", native.text());
+    assert_eq!(sent(&t, 0).1["input"][1]["encrypted_content"], "gAAAA");
+}
