@@ -56,6 +56,69 @@ macro_rules! failure_of_error_code {
     }};
 }
 
+/// `WasiStore`, the store limits are kept in, over `wasi:keyvalue@0.2.0-draft2` (Spin 3.0+):
+/// the store labelled `default` in spin.toml's `key_value_stores`, whose backend Spin's runtime
+/// config chooses, opened on first use (a request no limit applies to makes no key-value call).
+/// Both adapters bind the same interfaces under different types, so each expands this where
+/// `kv` names its bindings: `use …::wasi::keyvalue as kv; meridian::wasi_key_value_store!();`.
+#[macro_export]
+macro_rules! wasi_key_value_store {
+    () => {
+        #[derive(Default)]
+        struct WasiStore {
+            bucket: std::cell::OnceCell<Result<kv::store::Bucket, String>>,
+        }
+
+        fn kv_error(e: kv::store::Error) -> String {
+            match e {
+                kv::store::Error::NoSuchStore => {
+                    "no store named `default` (spin.toml: key_value_stores)".into()
+                }
+                kv::store::Error::AccessDenied => {
+                    "access to the store `default` denied (spin.toml: key_value_stores = [\"default\"])".into()
+                }
+                kv::store::Error::Other(m) => m,
+            }
+        }
+
+        impl WasiStore {
+            fn bucket(&self) -> Result<&kv::store::Bucket, String> {
+                self.bucket
+                    .get_or_init(|| kv::store::open("default").map_err(kv_error))
+                    .as_ref()
+                    .map_err(Clone::clone)
+            }
+        }
+
+        impl $crate::limits::Store for WasiStore {
+            fn increment<'a>(
+                &'a self,
+                key: &'a str,
+                delta: i64,
+            ) -> $crate::limits::LocalBoxFuture<'a, Result<i64, String>> {
+                Box::pin(async move {
+                    kv::atomics::increment(self.bucket()?, key, delta).map_err(kv_error)
+                })
+            }
+
+            fn get<'a>(
+                &'a self,
+                key: &'a str,
+            ) -> $crate::limits::LocalBoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+                Box::pin(async move { self.bucket()?.get(key).map_err(kv_error) })
+            }
+
+            fn set<'a>(
+                &'a self,
+                key: &'a str,
+                value: Vec<u8>,
+            ) -> $crate::limits::LocalBoxFuture<'a, Result<(), String>> {
+                Box::pin(async move { self.bucket()?.set(key, &value).map_err(kv_error) })
+            }
+        }
+    };
+}
+
 /// Where an outbound request goes, split the way `wasi:http` takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

@@ -434,63 +434,10 @@ fn log_line(mut line: String) {
     }
 }
 
-/// The store limits are kept in: `wasi:keyvalue` (Spin 3.0+), the store named `default` in
-/// spin.toml's `key_value_stores`, whose backend Spin's runtime config chooses. Opened on first
-/// use, so a request no limit applies to makes no key-value call at all.
-struct WasiStore {
-    bucket: std::cell::OnceCell<Result<kv::store::Bucket, String>>,
-}
-
 use spin_sdk::wit::wasi::keyvalue as kv;
 
-fn kv_error(e: kv::store::Error) -> String {
-    match e {
-        kv::store::Error::NoSuchStore => {
-            "no store named `default` (spin.toml: key_value_stores)".into()
-        }
-        kv::store::Error::AccessDenied => {
-            "access to the store `default` denied (spin.toml: key_value_stores = [\"default\"])"
-                .into()
-        }
-        kv::store::Error::Other(m) => m,
-    }
-}
-
-impl WasiStore {
-    fn bucket(&self) -> Result<&kv::store::Bucket, String> {
-        self.bucket
-            .get_or_init(|| kv::store::open("default").map_err(kv_error))
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-}
-
-impl crate::limits::Store for WasiStore {
-    fn increment<'a>(
-        &'a self,
-        key: &'a str,
-        delta: i64,
-    ) -> futures::future::LocalBoxFuture<'a, Result<i64, String>> {
-        Box::pin(
-            async move { kv::atomics::increment(self.bucket()?, key, delta).map_err(kv_error) },
-        )
-    }
-
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> futures::future::LocalBoxFuture<'a, Result<Option<Vec<u8>>, String>> {
-        Box::pin(async move { self.bucket()?.get(key).map_err(kv_error) })
-    }
-
-    fn set<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-    ) -> futures::future::LocalBoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.bucket()?.set(key, &value).map_err(kv_error) })
-    }
-}
+// `WasiStore`: the store limits are kept in (see `meridian::wasi_key_value_store!`).
+crate::wasi_key_value_store!();
 
 fn wall_ms() -> u64 {
     let now = wall_clock::now();
@@ -511,9 +458,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     }
     let secret = |name: &str| variable(name);
     let fresh_id = || format!("mrd-{:016x}", wasi::random::random::get_random_u64());
-    let store = WasiStore {
-        bucket: std::cell::OnceCell::new(),
-    };
+    let store = WasiStore::default();
     let env = Env::deployed(
         loaded.as_deref().map_err(Clone::clone),
         &secret,

@@ -95,6 +95,18 @@ struct ChunkProbe {
     error: Option<serde::de::IgnoredAny>,
 }
 
+/// An event whose data is not the JSON its dialect has: what the parser said, without the
+/// position (which would only repeat the upstream's bytes).
+fn not_json(e: serde_json::Error) -> StreamFault {
+    StreamFault::Malformed(format!(
+        "event data is not a JSON object: {}",
+        e.to_string()
+            .split(" at line")
+            .next()
+            .unwrap_or("invalid JSON")
+    ))
+}
+
 /// What went wrong with a stream, as the client will be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamFault {
@@ -197,15 +209,7 @@ impl SseGuard {
     /// An Anthropic event's data: `message_stop` completes the stream, `error` is the
     /// upstream's error, usage is gathered from `message_start` and `message_delta`.
     fn anthropic_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
-        let probe: AnthropicProbe = serde_json::from_slice(data).map_err(|e| {
-            StreamFault::Malformed(format!(
-                "event data is not a JSON object: {}",
-                e.to_string()
-                    .split(" at line")
-                    .next()
-                    .unwrap_or("invalid JSON")
-            ))
-        })?;
+        let probe: AnthropicProbe = serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
         let u = self.usage.get_or_insert_with(Usage::default);
         if let Some(a) = probe.message.as_ref().and_then(|m| m.usage.as_ref()) {
@@ -226,15 +230,7 @@ impl SseGuard {
     /// `response.failed` is its truthful end); `error` is the upstream's error; usage comes with
     /// the terminal event's response.
     fn responses_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
-        let probe: ResponsesProbe = serde_json::from_slice(data).map_err(|e| {
-            StreamFault::Malformed(format!(
-                "event data is not a JSON object: {}",
-                e.to_string()
-                    .split(" at line")
-                    .next()
-                    .unwrap_or("invalid JSON")
-            ))
-        })?;
+        let probe: ResponsesProbe = serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
         if let Some(u) = probe.response.as_ref().and_then(|r| r.usage.as_ref()) {
             self.usage = Some(u.usage());
@@ -338,13 +334,7 @@ impl SseGuard {
                 }
                 Ok(true)
             }
-            Err(e) => Err(StreamFault::Malformed(format!(
-                "event data is not a JSON object: {}",
-                e.to_string()
-                    .split(" at line")
-                    .next()
-                    .unwrap_or("invalid JSON")
-            ))),
+            Err(e) => Err(not_json(e)),
         }
     }
 

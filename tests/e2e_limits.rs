@@ -75,6 +75,21 @@ async fn settled(nodes: &[&Meridian], tenant: &str, n: usize) -> Vec<serde_json:
     panic!("fewer than {n} log lines for {tenant} within 10 s");
 }
 
+/// `n` requests from the tenant with `key` at once, alternating between the nodes; their
+/// statuses in the order sent.
+async fn at_once(client: &reqwest::Client, nodes: [&Meridian; 2], key: &'static str, n: usize) -> Vec<u16> {
+    let tasks = (0..n).map(|i| {
+        let client = client.clone();
+        let base = nodes[i % 2].url.clone();
+        tokio::spawn(async move { post(&client, &base, key).await.status().as_u16() })
+    });
+    futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
 async fn two_nodes(redis: &Redis, policy: &str) -> (Meridian, Meridian) {
     let rc = redis.runtime_config();
     let rc = rc.to_str().unwrap();
@@ -94,20 +109,7 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
         .unwrap();
 
     // 200 concurrent requests from one tenant, alternating between the two nodes.
-    let tasks = (0..200).map(|i| {
-        let client = client.clone();
-        let base = if i % 2 == 0 {
-            a.url.clone()
-        } else {
-            b.url.clone()
-        };
-        tokio::spawn(async move { post(&client, &base, ACME).await.status().as_u16() })
-    });
-    let statuses: Vec<u16> = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let statuses = at_once(&client, [&a, &b], ACME, 200).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, limited), (100, 100), "{statuses:?}");
@@ -123,20 +125,7 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
     // A token limit: each admitted request reserves its bound and settles to the 30 tokens the
     // provider reports; the settled total never passes 3,000 and is exactly 30 per answer.
     let sent_before = mock.requests().len();
-    let tasks = (0..120).map(|i| {
-        let client = client.clone();
-        let base = if i % 2 == 0 {
-            a.url.clone()
-        } else {
-            b.url.clone()
-        };
-        tokio::spawn(async move { post(&client, &base, METERED).await.status().as_u16() })
-    });
-    let statuses: Vec<u16> = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let statuses = at_once(&client, [&a, &b], METERED, 120).await;
     assert!(
         statuses.iter().all(|s| *s == 200 || *s == 429),
         "{statuses:?}"
@@ -280,20 +269,7 @@ async fn the_sqlite_file_keeps_limits_with_nothing_else_installed() {
     let a = Meridian::start_with(Some(&p), &args).await;
     let b = Meridian::start_with(Some(&p), &args).await;
     let client = reqwest::Client::new();
-    let tasks = (0..40).map(|i| {
-        let client = client.clone();
-        let base = if i % 2 == 0 {
-            a.url.clone()
-        } else {
-            b.url.clone()
-        };
-        tokio::spawn(async move { post(&client, &base, ACME).await.status().as_u16() })
-    });
-    let statuses: Vec<u16> = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let statuses = at_once(&client, [&a, &b], ACME, 40).await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         25,

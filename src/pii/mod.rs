@@ -325,15 +325,7 @@ impl Visit<'_> {
     /// A Responses input item: a message's text parts, a function call's arguments, a tool's
     /// output, a reasoning summary; media parts are opaque.
     fn response_item(&mut self, item: &mut Value) {
-        let kind = item
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or(if item.get("role").is_some() {
-                "message"
-            } else {
-                ""
-            })
-            .to_string();
+        let kind = crate::wire::fields::item_kind(item).to_string();
         match kind.as_str() {
             "message" => match item.get_mut("content") {
                 Some(Value::String(s)) => (self.text)(s),

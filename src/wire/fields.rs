@@ -202,6 +202,14 @@ const CHAT_MESSAGE: &[&str] = &[
 /// Keys of one Anthropic message.
 const MESSAGES_MESSAGE: &[&str] = &["content", "role"];
 
+/// A Responses input item's type: its `type`, or `message` for one that has only a `role`
+/// (the API's shorthand), or empty.
+pub fn item_kind(item: &Value) -> &str {
+    item.get("type")
+        .and_then(Value::as_str)
+        .unwrap_or(if item.get("role").is_some() { "message" } else { "" })
+}
+
 /// The table for an endpoint.
 pub fn table(endpoint: Endpoint) -> &'static [(&'static str, Field)] {
     match endpoint {
@@ -435,17 +443,9 @@ impl Walk<'_> {
     fn response_items(&mut self, v: &mut Value) -> Result<(), FieldError> {
         let Value::Array(list) = v else { return Ok(()) };
         for (i, item) in list.iter_mut().enumerate() {
-            let Value::Object(o) = item else { continue };
             let at = format!("input[{i}]");
-            let kind = o
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or(if o.contains_key("role") {
-                    "message"
-                } else {
-                    ""
-                })
-                .to_string();
+            let kind = item_kind(item).to_string();
+            let Value::Object(o) = item else { continue };
             match kind.as_str() {
                 "message" => {
                     self.keys(o, &["content", "id", "role", "status", "type"], &at)?;

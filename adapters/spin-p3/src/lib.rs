@@ -47,59 +47,8 @@ mod keyvalue {
 
 use keyvalue::wasi::keyvalue as kv;
 
-fn kv_error(e: kv::store::Error) -> String {
-    match e {
-        kv::store::Error::NoSuchStore => {
-            "no store named `default` (spin.toml: key_value_stores)".into()
-        }
-        kv::store::Error::AccessDenied => {
-            "access to the store `default` denied (spin.toml: key_value_stores = [\"default\"])"
-                .into()
-        }
-        kv::store::Error::Other(m) => m,
-    }
-}
-
-/// The store named `default` in spin.toml's `key_value_stores`, opened on first use: a request
-/// no limit applies to makes no key-value call.
-#[derive(Default)]
-struct WasiStore {
-    bucket: std::cell::OnceCell<Result<kv::store::Bucket, String>>,
-}
-
-impl WasiStore {
-    fn bucket(&self) -> Result<&kv::store::Bucket, String> {
-        self.bucket
-            .get_or_init(|| kv::store::open("default").map_err(kv_error))
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-}
-
-impl meridian::limits::Store for WasiStore {
-    fn increment<'a>(
-        &'a self,
-        key: &'a str,
-        delta: i64,
-    ) -> meridian::limits::LocalBoxFuture<'a, Result<i64, String>> {
-        Box::pin(async move { kv::atomics::increment(self.bucket()?, key, delta).map_err(kv_error) })
-    }
-
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> meridian::limits::LocalBoxFuture<'a, Result<Option<Vec<u8>>, String>> {
-        Box::pin(async move { self.bucket()?.get(key).map_err(kv_error) })
-    }
-
-    fn set<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-    ) -> meridian::limits::LocalBoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.bucket()?.set(key, &value).map_err(kv_error) })
-    }
-}
+// `WasiStore`: the store limits are kept in (see `meridian::wasi_key_value_store!`).
+meridian::wasi_key_value_store!();
 
 fn variable(name: &str) -> Option<String> {
     spin_variables::fermyon::spin::variables::get(name)

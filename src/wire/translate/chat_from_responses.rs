@@ -133,14 +133,7 @@ fn tool_choice(v: &Value) -> Result<Value, String> {
 
 /// One input item as chat messages: consecutive function calls become one assistant message.
 fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), String> {
-    let kind = item
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or(if item.get("role").is_some() {
-            "message"
-        } else {
-            ""
-        });
+    let kind = crate::wire::fields::item_kind(item);
     match kind {
         "message" => {
             let role = match item["role"].as_str() {
