@@ -110,8 +110,30 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
             }
             Value::Object(m).to_string().into_bytes()
         });
+    // A Responses request: any input (string, items or anything), maybe a follow-up id and
+    // tools.
+    let responses = (
+        any::<bool>(),
+        json(),
+        proptest::option::weighted(0.3, json()),
+        proptest::option::weighted(0.3, json()),
+    )
+        .prop_map(|(stream, input, previous, tools)| {
+            let mut m = serde_json::Map::new();
+            m.insert("model".into(), "chat-model".into());
+            m.insert("stream".into(), stream.into());
+            m.insert("input".into(), input);
+            if let Some(p) = previous {
+                m.insert("previous_response_id".into(), p);
+            }
+            if let Some(t) = tools {
+                m.insert("tools".into(), t);
+            }
+            Value::Object(m).to_string().into_bytes()
+        });
     prop_oneof![
         6 => chat,
+        2 => responses,
         1 => proptest::collection::vec(any::<u8>(), 0..300),
         1 => json().prop_map(|v| v.to_string().into_bytes()),
     ]
@@ -230,6 +252,8 @@ fn fuzz_the_request_path_through_serve() {
         Just("/v1/embeddings".to_string()),
         Just("/v1/models".to_string()),
         Just("/v1/route/explain".to_string()),
+        Just("/v1/responses".to_string()),
+        Just("/v1/responses/resp_mrd1~alpha~-~resp_1~00".to_string()),
         Just("/healthz".to_string()),
         "/[ -~]{0,30}",
     ];
@@ -237,6 +261,7 @@ fn fuzz_the_request_path_through_serve() {
         6 => Just(("POST", "/v1/chat/completions".to_string())),
         1 => Just(("POST", "/v1/embeddings".to_string())),
         1 => Just(("GET", "/v1/models".to_string())),
+        2 => Just(("POST", "/v1/responses".to_string())),
         2 => (any_method, any_path),
     ];
     let strategy = (
@@ -256,6 +281,7 @@ fn fuzz_the_request_path_through_serve() {
                 "k" => Some("sk-provider".to_string()),
                 "edge" => Some("edge-value".to_string()),
                 "admin_key" => Some("adm".to_string()),
+                "response_id_key" => Some("sealing".to_string()),
                 _ => None,
             };
             let fresh = || "fuzz".to_string();

@@ -77,7 +77,12 @@ async fn settled(nodes: &[&Meridian], tenant: &str, n: usize) -> Vec<serde_json:
 
 /// `n` requests from the tenant with `key` at once, alternating between the nodes; their
 /// statuses in the order sent.
-async fn at_once(client: &reqwest::Client, nodes: [&Meridian; 2], key: &'static str, n: usize) -> Vec<u16> {
+async fn at_once(
+    client: &reqwest::Client,
+    nodes: [&Meridian; 2],
+    key: &'static str,
+    n: usize,
+) -> Vec<u16> {
     let tasks = (0..n).map(|i| {
         let client = client.clone();
         let base = nodes[i % 2].url.clone();

@@ -96,7 +96,10 @@ async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
     );
     let m = Meridian::with_policy(
         &policy,
-        &[("SPIN_VARIABLE_RESPONSE_ID_KEY", "e2e-sealing-key-0123456789abcdef")],
+        &[(
+            "SPIN_VARIABLE_RESPONSE_ID_KEY",
+            "e2e-sealing-key-0123456789abcdef",
+        )],
     )
     .await;
     clients::run(
@@ -135,7 +138,11 @@ async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
         .await
         .unwrap();
     assert_eq!(fetch.status(), 404);
-    assert_eq!(native_mock.requests().len(), sent_before, "neither reached the provider");
+    assert_eq!(
+        native_mock.requests().len(),
+        sent_before,
+        "neither reached the provider"
+    );
 
     // What the provider that serves the API got: its own paths and ids, never `store: true`.
     let got: Vec<_> = native_mock.requests()[..sent_before - 1].to_vec();
@@ -145,7 +152,10 @@ async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
         assert_eq!(r.path, "/v1/responses");
         assert_eq!(r.body["model"], "upstream-native");
         assert_eq!(r.body["store"], false);
-        assert!(r.header("authorization").is_none(), "no client credentials upstream");
+        assert!(
+            r.header("authorization").is_none(),
+            "no client credentials upstream"
+        );
     }
     assert_eq!(posts[0].body["instructions"], "Be brief.");
     assert_eq!(posts[1].body["previous_response_id"], "resp_native_0");
@@ -303,6 +313,9 @@ async fn the_agents_sdk_runs_a_tool_agent_through_a_native_a_chat_and_an_anthrop
         .iter()
         .any(|m| m["role"] == "tool" && m["content"] == "sunny in Oslo"));
     for r in native.requests() {
-        assert_eq!(r.body["store"], false, "the API's default is to store: never sent");
+        assert_eq!(
+            r.body["store"], false,
+            "the API's default is to store: never sent"
+        );
     }
 }

@@ -117,7 +117,19 @@ fn completions_asked(body: &Map<String, Value>) -> Result<u64, ApiError> {
 
 /// Applies a tenant's `max_tokens` cap to what the request may generate in all: `max_tokens`
 /// (or `max_completion_tokens`) times the completions asked for. Absent: set so the total fits.
-fn cap_max_tokens(body: &mut Map<String, Value>, cap: u64) -> Result<(), ApiError> {
+/// The field that bounds a request's output in its protocol.
+fn output_field(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Responses => "max_output_tokens",
+        _ => "max_tokens",
+    }
+}
+
+fn cap_max_tokens(
+    body: &mut Map<String, Value>,
+    cap: u64,
+    endpoint: Endpoint,
+) -> Result<(), ApiError> {
     let k = completions_asked(body)?;
     if k > cap {
         return Err(ApiError::bad_request(
@@ -127,7 +139,7 @@ fn cap_max_tokens(body: &mut Map<String, Value>, cap: u64) -> Result<(), ApiErro
         .with_param(Some("n")));
     }
     let mut seen = false;
-    for field in ["max_tokens", "max_completion_tokens"] {
+    for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
         if let Some(v) = body.get(field) {
             seen = true;
             match v.as_u64() {
@@ -143,7 +155,7 @@ fn cap_max_tokens(body: &mut Map<String, Value>, cap: u64) -> Result<(), ApiErro
         }
     }
     if !seen {
-        body.insert("max_tokens".into(), Value::from(cap / k));
+        body.insert(output_field(endpoint).into(), Value::from(cap / k));
     }
     Ok(())
 }
@@ -430,7 +442,7 @@ async fn reserve_for<T: Transport>(
             Some(n) => n,
             None if counts_usage => {
                 let n = policy.settings.limits.default_max_tokens;
-                body.insert("max_tokens".into(), Value::from(n));
+                body.insert(output_field(cx.endpoint).into(), Value::from(n));
                 n
             }
             None => 0,
@@ -583,7 +595,7 @@ fn prepare<T>(
     };
     if let Some(cap) = cx.tenant.and_then(|t| t.max_tokens) {
         if cx.endpoint != Endpoint::Embeddings {
-            cap_max_tokens(&mut body, cap)?;
+            cap_max_tokens(&mut body, cap, cx.endpoint)?;
         }
     }
     let policy = cx.policy;

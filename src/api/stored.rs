@@ -133,7 +133,11 @@ pub(super) async fn stored<T: Transport>(
         let now = t.now_ms();
         let left = (began + TIMEOUT_MS).saturating_sub(now);
         if left == 0 {
-            return Err(upstream_failed(provider.id.as_str(), &Failure::Timeout("body"), record));
+            return Err(upstream_failed(
+                provider.id.as_str(),
+                &Failure::Timeout("body"),
+                record,
+            ));
         }
         match crate::forward::next_within(|| t.now_ms(), &mut body, left, now).await {
             None => break,

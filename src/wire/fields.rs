@@ -207,7 +207,11 @@ const MESSAGES_MESSAGE: &[&str] = &["content", "role"];
 pub fn item_kind(item: &Value) -> &str {
     item.get("type")
         .and_then(Value::as_str)
-        .unwrap_or(if item.get("role").is_some() { "message" } else { "" })
+        .unwrap_or(if item.get("role").is_some() {
+            "message"
+        } else {
+            ""
+        })
 }
 
 /// The table for an endpoint.

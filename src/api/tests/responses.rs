@@ -489,7 +489,16 @@ async fn a_passed_through_stream_carries_the_sealed_id() {
 
 async fn stored(p: &Policy, t: &Fake, method: &str, path: &str, key: &str) -> Answer {
     let auth = format!("Bearer {key}");
-    call_with(Ok(p), &secrets, t, method, path, &[("authorization", &auth)], "").await
+    call_with(
+        Ok(p),
+        &secrets,
+        t,
+        method,
+        path,
+        &[("authorization", &auth)],
+        "",
+    )
+    .await
 }
 
 #[tokio::test(start_paused = true)]
@@ -518,7 +527,14 @@ async fn a_stored_response_is_fetched_and_deleted_where_it_is_kept_for_its_tenan
     assert_eq!(r.method, crate::forward::UpMethod::Get);
     assert!(r.body.is_empty());
 
-    let list = stored(&p, &t, "GET", &format!("{path}/input_items?limit=5"), "sk-acme").await;
+    let list = stored(
+        &p,
+        &t,
+        "GET",
+        &format!("{path}/input_items?limit=5"),
+        "sk-acme",
+    )
+    .await;
     assert_eq!(list.status, 200);
     assert_eq!(
         t.requests.borrow()[2].url,
@@ -527,12 +543,22 @@ async fn a_stored_response_is_fetched_and_deleted_where_it_is_kept_for_its_tenan
 
     let other = stored(&p, &t, "GET", &path, "sk-globex").await;
     assert_eq!(other.status, 404);
-    let forged = stored(&p, &t, "GET", &path.replace("~acme~", "~globex~"), "sk-globex").await;
+    let forged = stored(
+        &p,
+        &t,
+        "GET",
+        &path.replace("~acme~", "~globex~"),
+        "sk-globex",
+    )
+    .await;
     assert_eq!(forged.status, 404);
 
     let del = stored(&p, &t, "DELETE", &path, "sk-acme").await;
     assert_eq!(del.status, 200);
-    assert_eq!(t.requests.borrow()[3].method, crate::forward::UpMethod::Delete);
+    assert_eq!(
+        t.requests.borrow()[3].method,
+        crate::forward::UpMethod::Delete
+    );
     assert_eq!(del.json()["deleted"], true);
     assert_eq!(t.sent_to().len(), 4, "the refused ones reached no provider");
 
@@ -571,7 +597,10 @@ async fn one_conversation_stays_on_one_provider_where_load_is_spread() {
     let p = spread("");
     // Without a conversation key, the request ids spread the load over both.
     let plain = served_by(&p, 16, r#"{"model":"chat-model","input":"hi"}"#, &[]).await;
-    assert!(plain.contains(&"one".into()) && plain.contains(&"two".into()), "{plain:?}");
+    assert!(
+        plain.contains(&"one".into()) && plain.contains(&"two".into()),
+        "{plain:?}"
+    );
     // With one, every request of the conversation goes to the same provider.
     for key in ["conv-a", "conv-b", "conv-c"] {
         let body = format!(r#"{{"model":"chat-model","input":"hi","prompt_cache_key":"{key}"}}"#);
@@ -645,4 +674,44 @@ async fn reasoning_items_go_to_the_provider_that_made_them_and_are_named_elsewhe
     let native = create(&policy(&["native"]), &t, body).await;
     assert_eq!(native.status, 200, "{}", native.text());
     assert_eq!(sent(&t, 0).1["input"][1]["encrypted_content"], "gAAAA");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_output_bound_meridian_sets_is_the_responses_field() {
+    // A tenant's cap, and a limit that needs a bound: both set `max_output_tokens`, which both
+    // the API and its translation to chat understand.
+    let h = hex::encode(policy::hash_key("sk-capped"));
+    let text = format!(
+        "version = 1\n[[providers]]\nid = \"chatty\"\nbase_url = \"http://chatty/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 1.0, output_price = 1.0 }} }}\n\
+         [[providers]]\nid = \"native\"\nbase_url = \"http://native/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"n\" }}\n\
+         [[tenants]]\nid = \"capped\"\nkeys = [\"sha256:{h}\"]\nmax_tokens = 64\nlimits = {{ usd_per_day = 5.0 }}\n"
+    );
+    let p = policy::load(&text, "cap").unwrap();
+    let t = Fake::new(vec![
+        ("chatty", vec![answer(200, CHAT_ANSWER)]),
+        ("native", vec![answer(200, NATIVE_ANSWER)]),
+    ]);
+    let store = crate::testing::MemStore::default();
+    for model in ["chat-model", "native-model"] {
+        let body = format!(r#"{{"model":"{model}","input":"hi"}}"#);
+        let a = call_store(
+            Ok(&p),
+            &|_| None,
+            Some(&store),
+            &t,
+            "POST",
+            "/v1/responses",
+            &[JSON, ("authorization", "Bearer sk-capped")],
+            &body,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{model}: {}", a.text());
+    }
+    assert_eq!(
+        sent(&t, 0).1["max_tokens"],
+        64,
+        "translated to chat's field"
+    );
+    assert_eq!(sent(&t, 1).1["max_output_tokens"], 64);
+    assert!(sent(&t, 1).1.get("max_tokens").is_none());
 }
