@@ -715,3 +715,37 @@ async fn an_output_bound_meridian_sets_is_the_responses_field() {
     assert_eq!(sent(&t, 1).1["max_output_tokens"], 64);
     assert!(sent(&t, 1).1.get("max_tokens").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_stream_comes_back_as_responses_events() {
+    let p = policy::load(
+        "version = 1\n[settings]\nallow_anonymous = \"paid\"\n\
+         [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://claude/v1\"\nlocation = \"US\"\nmodels = { \"chat-model\" = \"claude-x\" }\n",
+        "claude",
+    )
+    .unwrap();
+    let stream = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Bonjour\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":4}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+    );
+    let t = Fake::new(vec![("claude", vec![sse(&[(0, stream)])])]);
+    let a = create(&p, &t, r#"{"model":"chat-model","input":"Say hello in French.","stream":true}"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(sent(&t, 0).1["stream"], true);
+    let ev = events(&a.text());
+    let deltas: Vec<&str> = ev
+        .iter()
+        .filter(|(k, _)| k == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas.concat(), "Bonjour");
+    let (last, done) = ev.last().unwrap();
+    assert_eq!(last, "response.completed");
+    assert_eq!(done["response"]["output"][0]["content"][0]["text"], "Bonjour");
+    assert_eq!(done["response"]["usage"]["input_tokens"], 11);
+    assert_eq!(done["response"]["usage"]["output_tokens"], 4);
+}
