@@ -340,6 +340,7 @@ impl Record {
             edge: self.location.as_ref().map(|l| l.edge),
             provider: self.provider.as_deref(),
             upstream_model: self.upstream_model.as_deref(),
+            jurisdiction: self.jurisdiction.as_deref(),
             rules: self.rules.as_deref().unwrap_or_default(),
             candidates: &self.candidates,
             excluded: &self.excluded,
@@ -401,6 +402,9 @@ struct LogLine<'a> {
     provider: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_model: Option<&'a str>,
+    /// Where the serving provider processes data, as the policy writes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jurisdiction: Option<&'a str>,
     rules: &'a [String],
     candidates: &'a [String],
     excluded: &'a [String],

@@ -1,11 +1,14 @@
 //! `meridian`: the policy tool. Validates policies, runs their test cases, explains the decision
-//! for a request, prints the JSON Schema and hashes tenant keys. Same code as the component.
+//! for a request, prints the JSON Schema, hashes tenant keys and turns the component's log into
+//! the audit report (`report`). Same code as the component.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod report;
 use meridian::location::{self, Location};
 use meridian::policy::{self, Country, Policy};
 use meridian::{api, cases, facts};
@@ -37,10 +40,116 @@ enum Command {
     },
     /// Show the decision for a request: candidates in order, exclusions and why, the plan.
     Explain(Box<ExplainArgs>),
+    /// Sum up Meridian's log lines (files, or stdin) for the people who answer for data
+    /// protection and cost: a terminal summary, and with --html a self-contained page.
+    Report(ReportArgs),
     /// Print the JSON Schema of the policy format.
     Schema,
     /// Print the `sha256:` form of an API key for a tenant's `keys` (reads stdin without KEY).
     HashKey { key: Option<String> },
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Log files (one JSON line per request, as the component writes them); none or `-`: stdin.
+    files: Vec<PathBuf>,
+    /// The policy the requests were served under: every served request is checked against its
+    /// residency rules and its tenant's jurisdictions.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Only requests on or after this day (UTC, YYYY-MM-DD).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only requests before this day (UTC, YYYY-MM-DD; exclusive).
+    #[arg(long)]
+    to: Option<String>,
+    /// Only this tenant's requests (`anonymous` for callers without a key).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Also write the report as a self-contained HTML page here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Print the sums as JSON instead of the text summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `YYYY-MM-DD` → Unix milliseconds at its start (UTC).
+fn day_ms(d: &str) -> Result<u64, String> {
+    let bad = || format!("`{d}` is not a date as YYYY-MM-DD");
+    let mut parts = d.split('-');
+    let (Some(y), Some(m), Some(dd), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let (y, m, dd): (i64, i64, i64) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        dd.parse().map_err(|_| bad())?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || y < 1970 {
+        return Err(bad());
+    }
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy.rem_euclid(400);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days as u64 * 86_400_000)
+}
+
+fn report(a: &ReportArgs) -> Result<(), String> {
+    let policy = match &a.policy {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(policy::load(&text, &p.display().to_string()).map_err(|e| e.to_string())?)
+        }
+    };
+    let filter = report::Filter {
+        from_ms: a.from.as_deref().map(day_ms).transpose()?,
+        to_ms: a.to.as_deref().map(day_ms).transpose()?,
+        tenant: a.tenant.clone(),
+    };
+    let mut r = report::Report::new(filter, policy.as_ref());
+    let mut read = |reader: &mut dyn std::io::BufRead, name: &str| -> Result<(), String> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            // Bytes that are not UTF-8 make a line that is skipped, never an abort.
+            let mut buf = Vec::new();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    line.push_str(&String::from_utf8_lossy(&buf));
+                    r.add_line(&line);
+                }
+                Err(e) => return Err(format!("{name}: {e}")),
+            }
+        }
+    };
+    if a.files.is_empty() || a.files.iter().any(|f| f.as_os_str() == "-") {
+        let stdin = std::io::stdin();
+        read(&mut stdin.lock(), "stdin")?;
+    }
+    for f in a.files.iter().filter(|f| f.as_os_str() != "-") {
+        let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        read(
+            &mut std::io::BufReader::with_capacity(1 << 16, file),
+            &f.display().to_string(),
+        )?;
+    }
+    if let Some(path) = &a.html {
+        std::fs::write(path, r.html()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if a.json {
+        println!("{}", r.json());
+    } else {
+        print!("{}", r.text());
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -236,6 +345,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("meridian explain: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Report(a) => match report(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian report: {e}");
                 ExitCode::from(2)
             }
         },

@@ -186,6 +186,8 @@ async fn whole_answers_settle_to_the_usage_the_provider_reported() {
         body.len() as u64
     );
     assert_eq!(l["limits"]["settlement"]["state"], "settled");
+    // Where the serving provider processes data, for `meridian report`'s matrix.
+    assert_eq!(l["jurisdiction"], "DE");
     assert_eq!(l["limits"]["settlement"]["actual"]["tokens"], 3);
     assert_eq!(l["limits"]["settlement"]["actual"]["micro_usd"], 5);
     assert_eq!(

@@ -733,7 +733,12 @@ async fn an_anthropic_stream_comes_back_as_responses_events() {
         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
     );
     let t = Fake::new(vec![("claude", vec![sse(&[(0, stream)])])]);
-    let a = create(&p, &t, r#"{"model":"chat-model","input":"Say hello in French.","stream":true}"#).await;
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","input":"Say hello in French.","stream":true}"#,
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(sent(&t, 0).1["stream"], true);
     let ev = events(&a.text());
@@ -745,7 +750,10 @@ async fn an_anthropic_stream_comes_back_as_responses_events() {
     assert_eq!(deltas.concat(), "Bonjour");
     let (last, done) = ev.last().unwrap();
     assert_eq!(last, "response.completed");
-    assert_eq!(done["response"]["output"][0]["content"][0]["text"], "Bonjour");
+    assert_eq!(
+        done["response"]["output"][0]["content"][0]["text"],
+        "Bonjour"
+    );
     assert_eq!(done["response"]["usage"]["input_tokens"], 11);
     assert_eq!(done["response"]["usage"]["output_tokens"], 4);
 }
