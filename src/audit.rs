@@ -31,6 +31,9 @@ pub const CAPABILITIES: &str = "x-meridian-capabilities";
 /// Unknown fields removed under `unknown_fields = "drop"` (`foo, messages[0].bar`).
 pub const DROPPED: &str = "x-meridian-dropped-fields";
 
+/// The public model that served: the one asked for, or the step of its model route.
+pub const SERVED_MODEL: &str = "x-meridian-served-model";
+
 /// Meridian's own limits for this request: what was reserved and what is left, or why it was
 /// refused or not counted.
 pub const LIMITS: &str = "x-meridian-limits";
@@ -56,6 +59,7 @@ pub const ALL: &[&str] = &[
     CAPABILITIES,
     DROPPED,
     TRACE_ID,
+    SERVED_MODEL,
     LIMITS,
     COOLING,
     "x-ratelimit-limit-requests",
@@ -194,6 +198,8 @@ pub struct Record {
     pub excluded: Vec<String>,
     pub attempts: Vec<Attempt>,
     pub provider: Option<String>,
+    /// The public model that served (a step of the route when the request named one).
+    pub served_model: Option<String>,
     pub upstream_model: Option<String>,
     /// Where the serving provider processes data, as the policy writes it.
     pub jurisdiction: Option<String>,
@@ -274,6 +280,9 @@ impl Record {
         if let Some(p) = &self.provider {
             put(PROVIDER, p);
         }
+        if let Some(m) = &self.served_model {
+            put(SERVED_MODEL, m);
+        }
         if let Some(m) = &self.upstream_model {
             put(UPSTREAM_MODEL, m);
         }
@@ -339,6 +348,7 @@ impl Record {
             country_source: self.country_source.as_deref(),
             edge: self.location.as_ref().map(|l| l.edge),
             provider: self.provider.as_deref(),
+            served_model: self.served_model.as_deref(),
             upstream_model: self.upstream_model.as_deref(),
             jurisdiction: self.jurisdiction.as_deref(),
             rules: self.rules.as_deref().unwrap_or_default(),
@@ -400,6 +410,8 @@ struct LogLine<'a> {
     edge: Option<Edge>,
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    served_model: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_model: Option<&'a str>,
     /// Where the serving provider processes data, as the policy writes it.

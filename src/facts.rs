@@ -52,6 +52,18 @@ pub struct RequestFacts {
     /// What names the conversation, for affinity where the policy spreads load: the policy's
     /// header, else `prompt_cache_key`, else `user`; scoped to the tenant.
     pub affinity: Option<String>,
+    /// Estimated input tokens: a quarter of the bytes of every string in the body, plus a fixed
+    /// amount per image, audio or file part (a documented, cheap estimate, not a tokenizer).
+    pub input_tokens: u64,
+    /// The output the request asks for at most (`max_tokens` and the like, times `n`).
+    pub output_tokens: Option<u64>,
+    /// Whether the request offers the model tools.
+    pub tools: bool,
+    /// Whether it carries images, audio or files.
+    pub media: bool,
+    /// OpenRouter's `models`: the client's own order of models, within the route the policy
+    /// allows (it narrows, never widens).
+    pub models: Option<Vec<String>>,
     /// What the prompt's text contains, when the policy has personal-data rules (else not
     /// scanned: `None`). Kinds and counts only, never values.
     #[serde(skip)]
@@ -247,6 +259,27 @@ pub struct Context<'a> {
     pub unknown_fields: UnknownFields,
 }
 
+/// The bytes of every string in the body (keys excluded) and its media parts.
+fn shape_of(body: &Map<String, Value>) -> (usize, u64) {
+    fn walk(v: &Value, bytes: &mut usize) {
+        match v {
+            Value::String(s) => *bytes += s.len(),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, bytes)),
+            Value::Object(o) => o.values().for_each(|x| walk(x, bytes)),
+            _ => {}
+        }
+    }
+    let mut bytes = 0;
+    let mut media = 0;
+    for (k, v) in body {
+        if k != "model" {
+            walk(v, &mut bytes);
+            media += crate::limits::media_parts(v);
+        }
+    }
+    (bytes, media)
+}
+
 /// A conversation key scoped to the caller: two tenants' conversations never share a seed.
 pub fn affinity_key(tenant: Option<&TenantId>, key: &str) -> String {
     format!("{}/{key}", tenant.map_or("anonymous", |t| t.as_str()))
@@ -318,6 +351,38 @@ pub fn from_request(
     let pii = cx
         .pii
         .map(|config| crate::pii::scan_body(&crate::pii::Scanner::new(config), body, cx.endpoint));
+    let models = match body.shift_remove("models") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) => Some(
+            list.into_iter()
+                .map(|m| match m {
+                    Value::String(s) if !s.is_empty() => Ok(s),
+                    _ => Err(bad(
+                        "`models` must be a list of model names".into(),
+                        Some("models"),
+                        "invalid_value",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(bad(
+                "`models` must be a list of model names".into(),
+                Some("models"),
+                "invalid_value",
+            ))
+        }
+    };
+    let (text_bytes, media) = shape_of(body);
+    let input_tokens = (text_bytes as u64)
+        .div_ceil(4)
+        .saturating_add(media.saturating_mul(crate::limits::TOKENS_PER_MEDIA_PART));
+    let tools = ["tools", "functions"].iter().any(|k| {
+        body.get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    });
+    let output_tokens = crate::limits::output_bound(body);
     let affinity = body
         .get("prompt_cache_key")
         .and_then(Value::as_str)
@@ -341,6 +406,11 @@ pub fn from_request(
         dropped: shape.dropped,
         headers: cx.headers.to_vec(),
         affinity,
+        input_tokens,
+        output_tokens,
+        tools,
+        media: media > 0,
+        models,
     })
 }
 

@@ -32,7 +32,7 @@ fn every_section_has_exactly_the_validators_keys() {
     let model_table = &d["provider"]["properties"]["models"]["additionalProperties"]["oneOf"][1];
     let limit_keys = keys::limit_keys();
     let limit_keys: Vec<&str> = limit_keys.iter().map(String::as_str).collect();
-    let sections: [(&str, &Value, &[&str]); 17] = [
+    let sections: [(&str, &Value, &[&str]); 18] = [
         ("top level", &s, keys::TOP_KEYS),
         ("pii", &s["properties"]["pii"], keys::PII_KEYS),
         ("settings", &d["settings"], keys::SETTINGS_KEYS),
@@ -51,6 +51,7 @@ fn every_section_has_exactly_the_validators_keys() {
         ("plan", &d["plan"], keys::PLAN_KEYS),
         ("test", &d["test"], keys::TEST_KEYS),
         ("limits", &d["limits"], &limit_keys),
+        ("route", &d["route"], keys::ROUTE_KEYS),
         (
             "settings.limits",
             &d["settings"]["properties"]["limits"],

@@ -179,6 +179,7 @@ fn attempts_json(attempts: &[forward::Attempt]) -> Value {
 /// Records the candidate that answered.
 fn served_by(record: &mut Record, c: &Candidate) {
     record.provider = Some(c.provider.0.to_string());
+    record.served_model = Some(c.model.to_string());
     record.upstream_model = Some(c.upstream_model.to_string());
     record.jurisdiction = Some(c.location.to_string());
     record.prices = crate::usage::Prices {

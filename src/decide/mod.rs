@@ -150,6 +150,8 @@ pub struct Candidate<'p> {
     /// Index into `policy.providers`.
     #[serde(skip)]
     pub index: usize,
+    /// The public model this candidate serves: the requested one, or a step of its route.
+    pub model: &'p str,
     pub upstream_model: &'p str,
     /// Where the provider processes data, as the policy writes it.
     pub location: &'p str,
@@ -164,6 +166,10 @@ pub struct Candidate<'p> {
 fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags, browser: bool) -> bool {
     let w = &rule.when;
     w.browser.is_none_or(|b| b == browser)
+        && w.input_tokens
+            .is_none_or(|r| r.contains(facts.input_tokens))
+        && w.tools.is_none_or(|t| t == facts.tools)
+        && w.media.is_none_or(|m| m == facts.media)
         && w.client_countries
             .as_ref()
             .is_none_or(|cs| cs.contains(facts.country))
@@ -321,15 +327,52 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         }
     }
 
-    let mut serving: Vec<Serving> = Vec::with_capacity(policy.providers.len());
-    serving.extend(
-        policy
-            .providers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.models.get(&facts.model).map(|m| (i, p, m))),
-    );
-    if serving.is_empty() {
+    // The models tried, in order: the route a matched rule names, or the route the request
+    // names, or the model it names; the client's `models` narrows a route or adds fallbacks
+    // (each still under every constraint below).
+    let mut steps: Vec<&str> = match matched
+        .iter()
+        .find_map(|r| r.route.as_deref())
+        .and_then(|id| policy.route(id))
+        .or_else(|| policy.route(&facts.model))
+    {
+        Some(route) => {
+            let listed: Vec<&str> = route.models.iter().map(|m| m.as_ref()).collect();
+            match &facts.models {
+                Some(asked) => {
+                    let narrowed: Vec<&str> = asked
+                        .iter()
+                        .filter_map(|a| listed.iter().find(|m| **m == a.as_str()).copied())
+                        .collect();
+                    if narrowed.is_empty() {
+                        listed
+                    } else {
+                        narrowed
+                    }
+                }
+                None => listed,
+            }
+        }
+        None => {
+            let mut v = vec![facts.model.as_str()];
+            for m in facts.models.iter().flatten() {
+                if !v.contains(&m.as_str()) {
+                    v.push(m.as_str());
+                }
+            }
+            v
+        }
+    };
+    // A tenant's model scope binds every step.
+    if let Some(t) = tenant {
+        if !t.models.is_empty() {
+            steps.retain(|m| t.models.iter().any(|g| g.matches(m)));
+        }
+    }
+    let any_served = steps
+        .iter()
+        .any(|m| policy.providers.iter().any(|p| p.models.get(m).is_some()));
+    if !any_served {
         let names = policy.model_names();
         let hint = crate::policy::did_you_mean(&facts.model, names.iter().copied())
             .map(|m| format!(" Did you mean `{m}`?"))
@@ -344,21 +387,87 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         });
         return decision;
     }
+    let rule_pref = matched.iter().map(|r| &r.prefer).find(|p| !p.is_empty());
+    let mut all = Vec::new();
+    for model in steps {
+        let (allowed, excluded) = step(policy, facts, model, &constraints, &matched, rule_pref);
+        all.extend(allowed);
+        decision.excluded.extend(excluded);
+    }
+    if all.is_empty() {
+        decision.refusal = Some(refusal_for(&decision, &facts.model));
+        return decision;
+    }
+    if !prefs.allow_fallbacks {
+        all.truncate(1);
+    }
+    decision.candidates = all;
+    decision
+}
 
-    // Reasons per serving provider, in constraint order. Constraints that cannot exclude anything
-    // (most rules only route) are skipped; the privacy in force was taken from them above.
+/// One model's allowed providers, in the order they will be tried, and the others with why.
+fn step<'p>(
+    policy: &'p Policy,
+    facts: &RequestFacts,
+    model: &str,
+    constraints: &[Constraint<'p, '_>],
+    matched: &[&'p Rule],
+    rule_pref: Option<&'p crate::policy::Prefer>,
+) -> (Vec<Candidate<'p>>, Vec<Exclusion<'p>>) {
+    let prefs = &facts.prefs;
+    let mut excluded = Vec::new();
+    let mut serving: Vec<Serving> = Vec::with_capacity(policy.providers.len());
+    serving.extend(
+        policy
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.models.get(model).map(|m| (i, p, m))),
+    );
     let mut reasons: Vec<Vec<Reason>> = Vec::with_capacity(serving.len());
     reasons.resize_with(serving.len(), Vec::new);
     for c in constraints.iter().filter(|c| c.binds()) {
         c.check_all(&serving, &mut reasons);
     }
-    check_capabilities(facts, &matched, &serving, &mut reasons);
+    check_capabilities(facts, matched, &serving, &mut reasons);
+    // Context size: a model that cannot take the request is skipped.
+    for ((_, _, m), r) in serving.iter().zip(reasons.iter_mut()) {
+        let output = facts.output_tokens.or(m.max_output).unwrap_or(0);
+        if let Some(window) = m.context_window {
+            let need = facts.input_tokens.saturating_add(output);
+            if need > window {
+                r.push(Reason {
+                    by: Who::Request,
+                    kind: ReasonKind::Context,
+                    message: Message::ContextTooSmall {
+                        window,
+                        input: facts.input_tokens,
+                        output,
+                    },
+                });
+            }
+        }
+        if let (Some(asked), Some(most)) = (facts.output_tokens, m.max_output) {
+            if asked > most {
+                r.push(Reason {
+                    by: Who::Request,
+                    kind: ReasonKind::Context,
+                    message: Message::OutputTooLong { asked, most },
+                });
+            }
+        }
+    }
     let mut allowed = Vec::with_capacity(serving.len());
     for ((index, p, m), reasons) in serving.into_iter().zip(reasons) {
         if reasons.is_empty() {
             allowed.push(Candidate {
                 provider: &p.id,
                 index,
+                model: policy.providers[index]
+                    .models
+                    .keys()
+                    .find(|k| k.as_ref() == model)
+                    .map_or("", |k| k.as_ref()),
                 upstream_model: &m.upstream,
                 location: &p.location,
                 input_price: m.input_price,
@@ -367,20 +476,16 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
                 cache_write_price: m.cache_write_price,
             });
         } else {
-            decision.excluded.push(Exclusion {
+            excluded.push(Exclusion {
                 provider: &p.id,
                 reasons,
             });
         }
     }
-
     if allowed.is_empty() {
-        decision.refusal = Some(refusal_for(&decision, &facts.model));
-        return decision;
+        return (allowed, excluded);
     }
-
     // Preferences: the first matched rule that states any; the request's own override it.
-    let rule_pref = matched.iter().map(|r| &r.prefer).find(|p| !p.is_empty());
     let sort = prefs.sort.or(rule_pref.and_then(|p| p.sort));
     if let Some(s) = sort {
         sort_by(&mut allowed, s, policy);
@@ -407,11 +512,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         move_to_front(&mut allowed, p.order.iter().map(ProviderId::as_str));
     }
     move_to_front(&mut allowed, prefs.order.iter().map(String::as_str));
-    if !prefs.allow_fallbacks {
-        allowed.truncate(1);
-    }
-    decision.candidates = allowed;
-    decision
+    (allowed, excluded)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub enum ReasonKind {
     Capability,
     /// The provider failed repeatedly and every node skips it for a while (`[settings.health]`).
     Health,
+    /// The model cannot take a request this long (`context_window`, `max_output`).
+    Context,
 }
 
 /// Why one constraint excludes one provider. Kept as data and rendered only when shown.
@@ -100,6 +102,17 @@ pub enum Message<'p> {
     StoreOnZdr,
     /// An `anthropic-beta` value the provider's `anthropic_beta` list does not match.
     BetaNotAllowed,
+    /// The request (input plus output) is longer than the model's context window.
+    ContextTooSmall {
+        window: u64,
+        input: u64,
+        output: u64,
+    },
+    /// The request asks for more output than the model generates.
+    OutputTooLong {
+        asked: u64,
+        most: u64,
+    },
     /// Skipped after repeated failures, until a time (Unix seconds).
     CoolingDown {
         until_s: u64,
@@ -168,6 +181,18 @@ impl fmt::Display for Message<'_> {
             ),
             Message::BetaNotAllowed => f.write_str(
                 "sends an `anthropic-beta` value that the provider's `anthropic_beta` list does not allow",
+            ),
+            Message::ContextTooSmall {
+                window,
+                input,
+                output,
+            } => write!(
+                f,
+                "has a context window of {window} tokens, less than this request's estimated {input} input and {output} output tokens"
+            ),
+            Message::OutputTooLong { asked, most } => write!(
+                f,
+                "generates at most {most} output tokens; the request asks for {asked}"
             ),
             Message::CoolingDown {
                 until_s,

@@ -37,6 +37,7 @@ impl Catalog {
                 .map(|(i, (id, model))| Candidate {
                     provider: id,
                     index: i,
+                    model,
                     upstream_model: model,
                     location: "US",
                     input_price: None,

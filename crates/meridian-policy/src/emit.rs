@@ -181,15 +181,20 @@ structs! {
         trains_on_inputs, zdr, self_hosted, models, latency_ms, weight, api_version, max_tokens,
         capabilities, anthropic_betas, responses,
     }
-    ModelEntry { upstream, input_price, output_price, cache_read_price, cache_write_price }
+    ModelEntry {
+        upstream, input_price, output_price, cache_read_price, cache_write_price, context_window,
+        max_output,
+    }
+    ModelRoute { id, models }
+    TokenRange { min, max }
     PrivacyFlags { zdr, no_training, local_only, no_data_collection }
     Tenant { id, key_hashes, models, jurisdictions, privacy, origins, max_tokens, limits }
     Residency { names, countries }
     Glob { text }
-    Rule { id, when, require, prefer, plan, pii, limits }
+    Rule { id, when, require, prefer, plan, pii, limits, route }
     When {
         client_countries, edge_regions, tenants, anonymous, models, privacy, headers, stream,
-        endpoints, edge_verified, pii, browser,
+        endpoints, edge_verified, pii, browser, input_tokens, tools, media,
     }
     Require { jurisdiction, self_hosted, privacy, providers, deny, max_price, capabilities }
     MaxPrice { input, output }
@@ -247,6 +252,7 @@ impl Emit for Policy {
             jurisdictions,
             providers,
             tenants,
+            routes,
             rules,
             pii,
             cases: _,
@@ -266,6 +272,8 @@ impl Emit for Policy {
         providers.emit(out);
         out.push_str(", tenants: ");
         tenants.emit(out);
+        out.push_str(", routes: ");
+        routes.emit(out);
         out.push_str(", rules: ");
         rules.emit(out);
         out.push_str(", pii: ");

@@ -76,6 +76,9 @@ pub struct Policy {
     pub jurisdictions: List<(Text, CountrySet)>,
     pub providers: List<Provider>,
     pub tenants: List<Tenant>,
+    /// Model routes (`[[routes]]`): a public name for an ordered list of models, each tried in
+    /// turn when the one before has no allowed provider or all its attempts failed.
+    pub routes: List<ModelRoute>,
     pub rules: List<Rule>,
     /// The `[pii]` section: custom patterns, and whether any rule uses personal data.
     pub pii: PiiConfig,
@@ -119,8 +122,13 @@ impl Policy {
             .providers
             .iter()
             .flat_map(|p| p.models.keys().map(|k| k.as_ref()))
+            .chain(self.routes.iter().map(|r| r.id.as_ref()))
             .collect();
         set.into_iter().collect()
+    }
+
+    pub fn route(&self, id: &str) -> Option<&ModelRoute> {
+        self.routes.iter().find(|r| r.id == id)
     }
 }
 
@@ -300,6 +308,10 @@ pub struct ModelEntry {
     pub cache_read_price: Option<f64>,
     /// USD per million prompt tokens written to the provider's cache (else `input_price`).
     pub cache_write_price: Option<f64>,
+    /// The most tokens (input and output together) the model takes.
+    pub context_window: Option<u64>,
+    /// The most output tokens it generates.
+    pub max_output: Option<u64>,
 }
 
 impl ModelEntry {
@@ -367,6 +379,26 @@ impl PrivacyFlags {
             v.push("no-data-collection");
         }
         v
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRoute {
+    pub id: Text,
+    /// Public model names of the catalog, in the order tried.
+    pub models: List<Text>,
+}
+
+/// A range of estimated input tokens (`when.input_tokens = { max = 2000 }`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRange {
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+impl TokenRange {
+    pub fn contains(&self, n: u64) -> bool {
+        self.min.is_none_or(|m| n >= m) && self.max.is_none_or(|m| n <= m)
     }
 }
 
@@ -464,6 +496,8 @@ pub struct Rule {
     pub pii: PiiAction,
     /// Limits on the requests this rule matches, counted per caller.
     pub limits: Option<Limits>,
+    /// The model route that serves matching requests (`route = "cheap-first"`).
+    pub route: Option<Text>,
 }
 
 /// Conditions; every one present must hold for the rule to match. An empty `when` always matches.
@@ -486,6 +520,12 @@ pub struct When {
     pub pii: Option<PiiWhen>,
     /// Whether the caller used a browser (publishable) key: a tenant with `origins`.
     pub browser: Option<bool>,
+    /// The request's estimated input tokens.
+    pub input_tokens: Option<TokenRange>,
+    /// Whether the request offers the model tools.
+    pub tools: Option<bool>,
+    /// Whether the request carries images, audio or files.
+    pub media: Option<bool>,
 }
 
 /// Hard constraints: they only ever remove providers.

@@ -232,6 +232,7 @@ mod boundary;
 mod cors;
 mod inference;
 mod limits;
+mod models;
 mod pii;
 mod responses;
 mod routes;

@@ -40,6 +40,7 @@ pub const TOP_KEYS: &[&str] = &[
     "jurisdictions",
     "providers",
     "tenants",
+    "routes",
     "rules",
     "pii",
     "test",
@@ -88,7 +89,10 @@ pub const MODEL_KEYS: &[&str] = &[
     "output_price",
     "cache_read_price",
     "cache_write_price",
+    "context_window",
+    "max_output",
 ];
+pub const ROUTE_KEYS: &[&str] = &["id", "models"];
 pub const TENANT_KEYS: &[&str] = &[
     "id",
     "keys",
@@ -100,7 +104,7 @@ pub const TENANT_KEYS: &[&str] = &[
     "limits",
 ];
 pub const RULE_KEYS: &[&str] = &[
-    "id", "when", "require", "prefer", "plan", "redact", "restore", "refuse", "limits",
+    "id", "when", "require", "prefer", "plan", "redact", "restore", "refuse", "limits", "route",
 ];
 pub const WHEN_KEYS: &[&str] = &[
     "client_country",
@@ -115,6 +119,9 @@ pub const WHEN_KEYS: &[&str] = &[
     "endpoint",
     "edge_verified",
     "browser",
+    "input_tokens",
+    "tools",
+    "media",
     "pii",
 ];
 pub const REQUIRE_KEYS: &[&str] = &[
@@ -205,6 +212,8 @@ struct Ctx {
     edge_secret: bool,
     /// The personal-data kinds rules may name.
     pii: PiiConfig,
+    /// Route ids (`[[routes]]`), for rules' `route`.
+    routes: BTreeSet<String>,
 }
 
 fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy> {
@@ -241,12 +250,15 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         models: BTreeSet::new(),
         edge_secret: false,
         pii: read_pii(sink, &top),
+        routes: BTreeSet::new(),
     };
     let settings = read_settings(sink, &top);
     cx.edge_secret = settings
         .as_ref()
         .is_some_and(|s| s.client.edge_secret.is_some());
     let providers = read_providers(sink, &top, &mut cx);
+    // Routes before tenants and rules: their ids are model names both may use.
+    let routes = read_routes(sink, &top, &mut cx);
     let tenants = read_tenants(sink, &top, &mut cx);
     let rules = read_rules(sink, &top, &cx);
     if let Some(s) = &settings {
@@ -275,11 +287,66 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
             .collect(),
         providers: providers.into(),
         tenants: tenants.into(),
+        routes: routes.into(),
         rules: rules.into(),
         pii,
         cases,
         warnings: Vec::new(),
     })
+}
+
+/// `[[routes]]`: a public model name for an ordered list of catalog models. Its id joins the
+/// model names rules and clients may use.
+fn read_routes(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<ModelRoute> {
+    let mut out: Vec<ModelRoute> = Vec::new();
+    for t in top.tables(sink, "routes") {
+        t.deny_unknown(sink, ROUTE_KEYS);
+        let id = t.req_str(sink, "id");
+        let models = t.str_list(sink, "models").unwrap_or_default();
+        let Some(id) = id else { continue };
+        if cx.models.contains(&id.value) || out.iter().any(|r| r.id == id.value) {
+            sink.error_help(
+                id.span.as_ref(),
+                format!(
+                    "route `{}` has the name of a model or another route",
+                    id.value
+                ),
+                "a route is a public model name of its own: give it a name no provider serves",
+            );
+            continue;
+        }
+        if models.is_empty() {
+            sink.error(
+                id.span.as_ref(),
+                format!("route `{}` lists no `models`", id.value),
+            );
+            continue;
+        }
+        for m in &models {
+            if !cx.models.contains(&m.value) {
+                sink.error_help(
+                    m.span.as_ref(),
+                    format!(
+                        "route `{}` names `{}`, which no provider serves",
+                        id.value, m.value
+                    ),
+                    suggest(
+                        &m.value,
+                        &cx.models.iter().map(String::as_str).collect::<Vec<_>>(),
+                    ),
+                );
+            }
+        }
+        out.push(ModelRoute {
+            id: id.value.into(),
+            models: models.into_iter().map(|m| Text::from(m.value)).collect(),
+        });
+    }
+    for r in &out {
+        cx.models.insert(r.id.to_string());
+        cx.routes.insert(r.id.to_string());
+    }
+    out
 }
 
 fn is_id(s: &str) -> bool {

@@ -256,6 +256,8 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
                 output_price: None,
                 cache_read_price: None,
                 cache_write_price: None,
+                context_window: None,
+                max_output: None,
             })
         } else if item.is_table_like() {
             m.table(sink, &name.value).map(|e| {
@@ -269,6 +271,8 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
                     output_price: e.number(sink, "output_price").map(|v| v.value),
                     cache_read_price: e.number(sink, "cache_read_price").map(|v| v.value),
                     cache_write_price: e.number(sink, "cache_write_price").map(|v| v.value),
+                    context_window: e.uint(sink, "context_window"),
+                    max_output: e.uint(sink, "max_output"),
                 }
             })
         } else {

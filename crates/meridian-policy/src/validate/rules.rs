@@ -39,6 +39,21 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             .table(sink, "limits")
             .map(|l| super::limits::read_limits(sink, &l))
             .filter(|l| !l.is_empty());
+        let route = t.str(sink, "route").and_then(|r| {
+            if cx.routes.contains(&r.value) {
+                Some(Text::from(r.value))
+            } else {
+                sink.error_help(
+                    r.span.as_ref(),
+                    format!(
+                        "`route` names `{}`, which is not a `[[routes]]` id",
+                        r.value
+                    ),
+                    "define it as `[[routes]]` with `id` and `models`",
+                );
+                None
+            }
+        });
         let Some(id) = id else { continue };
         ids.push(id.value.clone());
         out.push(Rule {
@@ -49,6 +64,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             plan,
             pii,
             limits,
+            route,
         });
     }
     out
@@ -153,6 +169,15 @@ pub(super) fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
             .collect(),
         stream: w.bool(sink, "stream"),
         browser: w.bool(sink, "browser"),
+        input_tokens: w.table(sink, "input_tokens").map(|r| {
+            r.deny_unknown(sink, &["max", "min"]);
+            TokenRange {
+                min: r.uint(sink, "min"),
+                max: r.uint(sink, "max"),
+            }
+        }),
+        tools: w.bool(sink, "tools"),
+        media: w.bool(sink, "media"),
         endpoints,
         edge_verified,
         pii: super::pii::read_when_pii(sink, w, &cx.pii),
