@@ -64,6 +64,10 @@ pub struct RequestFacts {
     /// OpenRouter's `models`: the client's own order of models, within the route the policy
     /// allows (it narrows, never widens).
     pub models: Option<Vec<String>>,
+    /// Measured time to the first byte per provider from this edge region (milliseconds), for
+    /// `sort = "latency"`: only providers with enough samples; the policy's `latency_ms` for the
+    /// rest. Filled from the shared store by the API; empty elsewhere (`explain`).
+    pub measured_ms: Vec<(String, u32)>,
     /// What the prompt's text contains, when the policy has personal-data rules (else not
     /// scanned: `None`). Kinds and counts only, never values.
     #[serde(skip)]
@@ -411,6 +415,7 @@ pub fn from_request(
         tools,
         media: media > 0,
         models,
+        measured_ms: Vec::new(),
     })
 }
 

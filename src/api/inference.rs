@@ -207,7 +207,8 @@ pub(super) async fn inference<T: Transport>(
     raw_body: &[u8],
     location: Location,
 ) -> Outcome<WireBody<T::Body>> {
-    let (mut body, facts) = prepare(&mut cx, raw_body, location)?;
+    let (mut body, mut facts) = prepare(&mut cx, raw_body, location)?;
+    let measured = read_latency(&cx, &mut facts).await;
     let pinned = follow_up(&cx, &mut body)?;
     let mut decision = decide_for(&mut cx, &facts)?;
     if let Some(provider) = &pinned {
@@ -230,6 +231,9 @@ pub(super) async fn inference<T: Transport>(
     let fwd = forward_to(&cx, &decision, &facts, &body, restorer.is_none()).await;
     cx.record.attempts = fwd.attempts;
     note_failures(&mut cx).await;
+    if let Some(m) = measured {
+        note_latency(&cx, m).await;
+    }
     respond(&mut cx, &decision, &facts, fwd.outcome, restorer, echo)
 }
 
@@ -401,6 +405,42 @@ async fn skip_cooling<T: Transport>(
         "request_id": cx.record.request_id,
         "excluded": decision.excluded,
     })))
+}
+
+/// Where a latency sort may apply (a matched rule's or the request's), the measured times to
+/// the first byte from this edge region: one store read.
+async fn read_latency<T: Transport>(
+    cx: &Cx<'_, '_, T>,
+    facts: &mut facts::RequestFacts,
+) -> Option<crate::limits::latency::Measured> {
+    use crate::policy::Sort;
+    let store = cx.env.store?;
+    let wanted = facts.prefs.sort == Some(Sort::Latency)
+        || cx
+            .policy
+            .rules
+            .iter()
+            .any(|r| r.prefer.sort == Some(Sort::Latency));
+    if !wanted {
+        return None;
+    }
+    let key = crate::limits::latency::key(cx.env.edge_region.as_deref());
+    let m = crate::limits::latency::Measured::parse(store.get(&key).await.ok()?.as_deref());
+    facts.measured_ms = m.usable();
+    Some(m)
+}
+
+/// Records the answering attempt's time to the first byte: one store write.
+async fn note_latency<T: Transport>(cx: &Cx<'_, '_, T>, mut m: crate::limits::latency::Measured) {
+    let Some(store) = cx.env.store else { return };
+    let Some(ok) = cx.record.attempts.iter().find(|a| a.failure.is_none()) else {
+        return;
+    };
+    m.record(&ok.provider, ok.ms);
+    if let Ok(bytes) = serde_json::to_vec(&m) {
+        let key = crate::limits::latency::key(cx.env.edge_region.as_deref());
+        let _ = store.set(&key, bytes).await;
+    }
 }
 
 /// Counts this request's failed attempts towards each provider's cool-down.

@@ -76,14 +76,25 @@ impl Ord for TotalF64 {
     }
 }
 
-pub(super) fn sort_by(cands: &mut [Candidate], sort: Sort, policy: &Policy) {
+pub(super) fn sort_by(
+    cands: &mut [Candidate],
+    sort: Sort,
+    policy: &Policy,
+    measured: &[(String, u32)],
+) {
     match sort {
         Sort::Price => cands.sort_by_cached_key(|c| {
             TotalF64(ModelEntry::blended_price(c.input_price, c.output_price))
         }),
-        Sort::Latency => {
-            cands.sort_by_key(|c| policy.providers[c.index].latency_ms.unwrap_or(u32::MAX))
-        }
+        // Measured from this edge where there are enough samples; the policy's prior elsewhere.
+        Sort::Latency => cands.sort_by_key(|c| {
+            measured
+                .iter()
+                .find(|(p, _)| p == c.provider.as_str())
+                .map(|(_, ms)| *ms)
+                .or(policy.providers[c.index].latency_ms)
+                .unwrap_or(u32::MAX)
+        }),
         Sort::Weighted => {}
     }
 }

@@ -23,6 +23,7 @@
 //! Pure except for the [`Store`] calls; the adapters provide the store (`wasi:keyvalue`).
 
 pub mod health;
+pub mod latency;
 mod window;
 
 #[cfg(test)]

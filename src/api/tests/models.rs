@@ -257,3 +257,52 @@ async fn routes_are_models_to_clients() {
         serde_json::json!(["b1", "m1", "s1"])
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn measured_latency_overrides_the_prior_after_enough_samples() {
+    // The policy thinks `slow` is faster (50 against 100 ms); it answers in 300 ms, `fast` in 20.
+    let p = policy::load(
+        "version = 1\n[settings]\nallow_anonymous = true\n\
+         [[providers]]\nid = \"slow\"\nbase_url = \"http://slow/v1\"\nlocation = \"DE\"\nlatency_ms = 50\nmodels = { m = \"m\" }\n\
+         [[providers]]\nid = \"fast\"\nbase_url = \"http://fast/v1\"\nlocation = \"DE\"\nlatency_ms = 100\nmodels = { m = \"m\" }\n\
+         [[rules]]\nid = \"quick\"\nprefer = { sort = \"latency\" }\n",
+        "latency",
+    )
+    .unwrap();
+    // One store: what the nodes of one edge region share.
+    let store = crate::testing::MemStore::default();
+    let mut first = Vec::new();
+    for _ in 0..8 {
+        let t = Fake::new(vec![
+            ("slow", vec![ok_json(300)]),
+            ("fast", vec![ok_json(20)]),
+        ]);
+        let a = call_store(
+            Ok(&p),
+            &|_| None,
+            Some(&store),
+            &t,
+            "POST",
+            "/v1/chat/completions",
+            &[JSON],
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        first.push(a.record.candidates[0].clone());
+    }
+    // Five samples of `slow` (300 ms, above `fast`'s prior of 100), then `fast` leads.
+    assert_eq!(
+        first,
+        ["slow", "slow", "slow", "slow", "slow", "fast", "fast", "fast"]
+    );
+    let m = crate::limits::latency::Measured::parse(
+        store
+            .blobs
+            .borrow()
+            .get("meridian:v1:latency:-")
+            .map(Vec::as_slice),
+    );
+    assert_eq!(m.0["slow"].n, 5);
+    assert_eq!(m.0["fast"].n, 3);
+    assert_eq!(m.usable(), [("slow".to_string(), 300)]);
+}
