@@ -180,6 +180,7 @@ pub fn provider_prefs(v: &Value) -> Result<(ProviderPrefs, PrivacyFlags), FactsE
                 prefs.sort = match val.as_str() {
                     Some("price") => Some(Sort::Price),
                     Some("latency") => Some(Sort::Latency),
+                    Some("nearest") => Some(Sort::Nearest),
                     Some("throughput") => {
                         return Err(bad(
                             "`provider.sort = \"throughput\"` is not supported: Meridian has no throughput figures for providers; use \"price\" or \"latency\"".into(),

@@ -102,7 +102,12 @@ async fn two_nodes_measure_latency_in_the_shared_store_and_swap_the_order() {
             .send()
             .await
             .unwrap();
-        served.push(r.headers()["x-meridian-provider"].to_str().unwrap().to_string());
+        served.push(
+            r.headers()["x-meridian-provider"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
         // The node writes its measurement after answering.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -112,6 +117,12 @@ async fn two_nodes_measure_latency_in_the_shared_store_and_swap_the_order() {
         served,
         ["slow", "slow", "slow", "slow", "slow", "fast", "fast", "fast"]
     );
-    let stored = redis.command(&["GET", "meridian:v1:latency:-"]).await.unwrap();
-    assert!(stored.contains("\"slow\"") && stored.contains("\"fast\""), "{stored}");
+    let stored = redis
+        .command(&["GET", "meridian:v1:latency:-"])
+        .await
+        .unwrap();
+    assert!(
+        stored.contains("\"slow\"") && stored.contains("\"fast\""),
+        "{stored}"
+    );
 }

@@ -488,7 +488,7 @@ fn step<'p>(
     // Preferences: the first matched rule that states any; the request's own override it.
     let sort = prefs.sort.or(rule_pref.and_then(|p| p.sort));
     if let Some(s) = sort {
-        sort_by(&mut allowed, s, policy, &facts.measured_ms);
+        sort_by(&mut allowed, s, policy, facts);
     }
     let rule_weights: BTreeMap<&str, u32> = rule_pref
         .map(|p| p.weights.iter().map(|(k, v)| (k.as_str(), *v)).collect())

@@ -80,8 +80,9 @@ pub(super) fn sort_by(
     cands: &mut [Candidate],
     sort: Sort,
     policy: &Policy,
-    measured: &[(String, u32)],
+    facts: &crate::facts::RequestFacts,
 ) {
+    let measured = &facts.measured_ms;
     match sort {
         Sort::Price => cands.sort_by_cached_key(|c| {
             TotalF64(ModelEntry::blended_price(c.input_price, c.output_price))
@@ -96,6 +97,24 @@ pub(super) fn sort_by(
                 .unwrap_or(u32::MAX)
         }),
         Sort::Weighted => {}
+        // From the client's country, else the edge region, to the nearest of the countries the
+        // provider processes data in; without either, the order stands (a stable sort).
+        Sort::Nearest => {
+            use crate::policy::places;
+            let origin = places::country(facts.country.as_str())
+                .or_else(|| facts.edge_region.as_deref().and_then(places::region));
+            let Some(origin) = origin else { return };
+            cands.sort_by_cached_key(|c| {
+                TotalF64(
+                    policy.providers[c.index]
+                        .countries
+                        .iter()
+                        .filter_map(|k| places::country(k.as_str()))
+                        .map(|p| places::km(origin, p))
+                        .fold(f64::INFINITY, f64::min),
+                )
+            })
+        }
     }
 }
 

@@ -152,7 +152,7 @@ newtypes!(
 
 unit_enums! {
     WireKind { OpenAi, Azure, Anthropic }
-    Sort { Price, Latency, Weighted }
+    Sort { Price, Latency, Weighted, Nearest }
     Platform { None, Cloudflare, Cloudfront, Vercel, Fastly, Akamai, Spin, Custom, Legacy }
     CountryForm { Iso, Edgescape }
     AddressForm { Ip, IpPort }

@@ -13,6 +13,7 @@ pub mod limits;
 mod location;
 mod model;
 pub mod pii;
+pub mod places;
 mod reader;
 mod validate;
 

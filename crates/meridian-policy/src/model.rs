@@ -600,6 +600,9 @@ pub enum Sort {
     Latency,
     /// A weighted choice by the catalog's `weight`s (and the rule's `weights`, which override).
     Weighted,
+    /// Nearest first: by distance from the client's country (else the edge region) to where
+    /// the provider processes data (`places`).
+    Nearest,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -306,3 +306,47 @@ async fn measured_latency_overrides_the_prior_after_enough_samples() {
     assert_eq!(m.0["fast"].n, 3);
     assert_eq!(m.usable(), [("slow".to_string(), 300)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn nearest_orders_providers_by_distance_from_the_client() {
+    let mut text = String::from(
+        "version = 1\n[settings]\nallow_anonymous = true\n[settings.client]\nplatform = \"cloudflare\"\n",
+    );
+    for (id, loc) in [
+        ("us", "US"),
+        ("de", "DE"),
+        ("jp", "JP"),
+        ("br", "BR"),
+        ("au", "AU"),
+    ] {
+        text.push_str(&format!(
+            "[[providers]]\nid = \"{id}\"\nbase_url = \"http://{id}/v1\"\nlocation = \"{loc}\"\nmodels = {{ m = \"m\" }}\n"
+        ));
+    }
+    text.push_str("[[rules]]\nid = \"near\"\nprefer = { sort = \"nearest\" }\n");
+    let p = policy::load(&text, "nearest").unwrap();
+    let first = |country: &'static str| {
+        let p = &p;
+        async move {
+            let t = Fake::new(vec![]);
+            let a = chat(
+                p,
+                &t,
+                &[JSON, ("cf-ipcountry", country)],
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            )
+            .await;
+            a.record.candidates.clone()
+        }
+    };
+    assert_eq!(first("FR").await[0], "de");
+    assert_eq!(first("CA").await[0], "us");
+    assert_eq!(first("KR").await[0], "jp");
+    assert_eq!(first("AR").await[0], "br");
+    assert_eq!(first("NZ").await[0], "au");
+    // The whole order, from Germany (Berlin to Washington about 6,700 km, Tokyo 8,900,
+    // Brasília 9,600, Canberra 16,000).
+    assert_eq!(first("DE").await, ["de", "us", "jp", "br", "au"]);
+    // No country: the catalog's order stands.
+    assert_eq!(first("XX").await, ["us", "de", "jp", "br", "au"]);
+}

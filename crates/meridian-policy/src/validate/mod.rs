@@ -165,7 +165,7 @@ pub const TEST_KEYS: &[&str] = &[
 ];
 pub const ENDPOINTS: &[&str] = &["chat", "completions", "embeddings", "messages", "responses"];
 const KINDS: &[&str] = &["openai", "azure", "anthropic"];
-const SORTS: &[&str] = &["price", "latency", "weighted"];
+const SORTS: &[&str] = &["price", "latency", "weighted", "nearest"];
 const FALLBACK_WORDS: &[&str] = &["connect", "timeout", "malformed"];
 
 /// Parses and validates a policy. `origin` names the text in messages (a path, or `<embedded>`).

@@ -268,6 +268,7 @@ pub(super) fn read_prefer(sink: &mut Sink, p: &Obj, cx: &Ctx, require: &Require)
         "price" => Some(Sort::Price),
         "latency" => Some(Sort::Latency),
         "weighted" => Some(Sort::Weighted),
+        "nearest" => Some(Sort::Nearest),
         other => {
             sink.error_help(
                 s.span.as_ref(),
