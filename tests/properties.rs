@@ -7,6 +7,10 @@
 //! privacy tests. For every request the decision must keep exactly the providers the oracle
 //! allows (a subset when the request turns fallbacks off), refuse exactly when that set is
 //! empty, and refuse with 451 exactly when some provider is excluded for residency alone.
+//! Providers serve `m` or `n`, the route `both` lists them, and requests name `m`, `n` or
+//! `both` with or without OpenRouter's `models` array: the oracle reads the route rules its own
+//! way (a route narrowed, never widened; a plain model's fallbacks added), so a decision never
+//! uses a model or provider outside what the policy allows the caller.
 
 use std::collections::BTreeSet;
 
@@ -43,6 +47,8 @@ struct Prov {
     /// `None`: the entry does not say (unknown).
     retention: Option<u32>,
     keyed: bool,
+    /// Serves `n` instead of `m`.
+    serves_n: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +76,8 @@ struct PolicyGen {
     /// 0 = cloudflare, 1 = spin, 2 = custom (`x-geo-country`).
     platform: u8,
     edge_secret: bool,
+    /// The route `both` tries `n` before `m`.
+    route_n_first: bool,
 }
 
 /// One header the request carries, as generated.
@@ -97,6 +105,10 @@ struct RequestGen {
     zdr: Option<bool>,
     deny_collection: bool,
     allow_fallbacks: bool,
+    /// 0 = `m`, 1 = `n`, 2 = the route `both`.
+    model: u8,
+    /// OpenRouter's `models`: 0 = `m`, 1 = `n`, 2 = `x` (no provider serves it).
+    models: Option<Vec<u8>>,
 }
 
 fn juris_name(i: usize) -> String {
@@ -121,15 +133,17 @@ fn strategy() -> impl Strategy<Value = (PolicyGen, Vec<RequestGen>)> {
         any::<bool>(),
         proptest::option::of(prop_oneof![Just(0u32), 1u32..60]),
         any::<bool>(),
+        proptest::bool::weighted(0.3),
     )
         .prop_map(
-            |(location, zdr, trains, self_hosted, retention, keyed)| Prov {
+            |(location, zdr, trains, self_hosted, retention, keyed, serves_n)| Prov {
                 location,
                 zdr,
                 trains,
                 self_hosted,
                 retention,
                 keyed,
+                serves_n,
             },
         );
     let rule = (
@@ -166,9 +180,20 @@ fn strategy() -> impl Strategy<Value = (PolicyGen, Vec<RequestGen>)> {
         0u8..3,
         0u8..3,
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(juris, provs, rules, tenant_juris, tenant_flags, anonymous, platform, edge)| {
+            |(
+                juris,
+                provs,
+                rules,
+                tenant_juris,
+                tenant_flags,
+                anonymous,
+                platform,
+                edge,
+                n_first,
+            )| {
                 PolicyGen {
                     juris,
                     provs,
@@ -178,6 +203,7 @@ fn strategy() -> impl Strategy<Value = (PolicyGen, Vec<RequestGen>)> {
                     anonymous,
                     platform,
                     edge_secret: edge,
+                    route_n_first: n_first,
                 }
             },
         );
@@ -197,6 +223,8 @@ fn strategy() -> impl Strategy<Value = (PolicyGen, Vec<RequestGen>)> {
         proptest::option::weighted(0.2, any::<bool>()),
         proptest::bool::weighted(0.2),
         proptest::bool::weighted(0.85),
+        prop_oneof![3 => Just(0u8), 1 => Just(1u8), 2 => Just(2u8)],
+        proptest::option::weighted(0.3, proptest::collection::vec(0u8..3, 0..3)),
     )
         .prop_map(
             |(
@@ -209,6 +237,8 @@ fn strategy() -> impl Strategy<Value = (PolicyGen, Vec<RequestGen>)> {
                 zdr,
                 deny_collection,
                 allow_fallbacks,
+                model,
+                models,
             )| {
                 RequestGen {
                     geo,
@@ -220,10 +250,65 @@ fn strategy() -> impl Strategy<Value = (PolicyGen, Vec<RequestGen>)> {
                     zdr,
                     deny_collection,
                     allow_fallbacks,
+                    model,
+                    models,
                 }
             },
         );
     (policy, proptest::collection::vec(request, 1..5))
+}
+
+/// The models the route `both` lists: `m` and `n` in the generated order, each only if some
+/// provider serves it (a route may name only served models).
+fn route_models(g: &PolicyGen) -> Vec<&'static str> {
+    let order: [&'static str; 2] = if g.route_n_first {
+        ["n", "m"]
+    } else {
+        ["m", "n"]
+    };
+    order
+        .into_iter()
+        .filter(|m| {
+            g.provs
+                .iter()
+                .any(|p| (if p.serves_n { "n" } else { "m" }) == *m)
+        })
+        .collect()
+}
+
+/// The models a request is served by, in order, as the oracle reads the route rules: a route
+/// narrowed by the client's `models` (ignored when it names none of the route's), or the model
+/// asked for followed by the client's others.
+fn oracle_steps(g: &PolicyGen, r: &RequestGen) -> Vec<&'static str> {
+    const NAMES: [&str; 3] = ["m", "n", "x"];
+    let asked: Vec<&str> = r
+        .models
+        .iter()
+        .flatten()
+        .map(|m| NAMES[*m as usize])
+        .collect();
+    if r.model == 2 {
+        let route = route_models(g);
+        let narrowed: Vec<&str> = asked
+            .iter()
+            .copied()
+            .filter(|a| route.contains(a))
+            .collect();
+        let mut out: Vec<&str> = Vec::new();
+        for m in if narrowed.is_empty() { route } else { narrowed } {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        return out;
+    }
+    let mut out = vec![NAMES[r.model as usize]];
+    for a in asked {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
 }
 
 fn quoted(items: impl IntoIterator<Item = String>) -> String {
@@ -259,16 +344,23 @@ fn policy_text(g: &PolicyGen) -> String {
     }
     for (i, p) in g.provs.iter().enumerate() {
         s += &format!(
-            "[[providers]]\nid = \"{}\"\nbase_url = \"https://p{i}.example/v1\"\nlocation = \"{}\"\nzdr = {}\n{}self_hosted = {}\n{}models = {{ \"m\" = \"m{i}\" }}\n{}",
+            "[[providers]]\nid = \"{}\"\nbase_url = \"https://p{i}.example/v1\"\nlocation = \"{}\"\nzdr = {}\n{}self_hosted = {}\n{}models = {{ \"{}\" = \"m{i}\" }}\n{}",
             pid(i),
             location_name(g, p.location),
             p.zdr,
             p.trains.map_or(String::new(), |t| format!("trains_on_inputs = {t}\n")),
             p.self_hosted,
             p.retention.map_or(String::new(), |r| format!("retention_days = {r}\n")),
+            if p.serves_n { "n" } else { "m" },
             if p.keyed { "key_secret = \"k\"\n" } else { "" }
         );
     }
+    // The route `both`: the served ones of `m` and `n`, in the generated order.
+    let route: Vec<&str> = route_models(g);
+    s += &format!(
+        "[[routes]]\nid = \"both\"\nmodels = [{}]\n",
+        quoted(route.iter().map(|m| m.to_string()))
+    );
     s += &format!(
         "[[tenants]]\nid = \"t\"\nkeys = [\"sha256:{}\"]\nprivacy = [{}]\n",
         hex::encode(policy::hash_key(TENANT_KEY)),
@@ -466,7 +558,8 @@ fn meets(p: &Prov, flag: &str) -> bool {
 
 /// What the oracle expects: `Err(status)` before routing, or the allowed set and whether some
 /// excluded provider was excluded for residency alone.
-fn oracle(g: &PolicyGen, r: &RequestGen) -> Result<(BTreeSet<String>, bool), u16> {
+/// Also whether any provider serves a model the request may be served by (else 404).
+fn oracle(g: &PolicyGen, r: &RequestGen) -> Result<(BTreeSet<String>, bool, bool), u16> {
     let tenant = r.key == 1;
     if !tenant && g.anonymous == 0 {
         return Err(401);
@@ -482,7 +575,13 @@ fn oracle(g: &PolicyGen, r: &RequestGen) -> Result<(BTreeSet<String>, bool), u16
     }
     let mut allowed = BTreeSet::new();
     let mut residency_alone = false;
+    let steps = oracle_steps(g, r);
+    let mut served = false;
     for (i, p) in g.provs.iter().enumerate() {
+        if !steps.contains(&if p.serves_n { "n" } else { "m" }) {
+            continue;
+        }
+        served = true;
         let here = prov_countries(g, p);
         let within = |allowed: &BTreeSet<&str>| here.iter().all(|c| allowed.contains(c));
         let mut residency = false;
@@ -543,7 +642,7 @@ fn oracle(g: &PolicyGen, r: &RequestGen) -> Result<(BTreeSet<String>, bool), u16
             _ => {}
         }
     }
-    Ok((allowed, residency_alone))
+    Ok((allowed, residency_alone, served))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,7 +675,7 @@ proptest! {
                     continue;
                 }
             };
-            let Ok((allowed, residency_alone)) = expected else {
+            let Ok((allowed, residency_alone, served)) = expected else {
                 panic!("the oracle refuses ({expected:?}) but authentication passed\n{r:?}\n{text}");
             };
             let loc = location::locate(&p.settings.client, &headers, Some(&table), Some(EDGE_VALUE));
@@ -602,7 +701,13 @@ proptest! {
                 provider.insert("allow_fallbacks".into(), false.into());
             }
             let mut body = serde_json::Map::new();
-            body.insert("model".into(), "m".into());
+            body.insert("model".into(), ["m", "n", "both"][r.model as usize].into());
+            if let Some(ms) = &r.models {
+                body.insert(
+                    "models".into(),
+                    ms.iter().map(|m| ["m", "n", "x"][*m as usize]).collect(),
+                );
+            }
             body.insert("provider".into(), provider.into());
             let cx = facts::Context {
                 location: loc,
@@ -620,7 +725,7 @@ proptest! {
             match &d.refusal {
                 Some(refusal) => {
                     prop_assert!(allowed.is_empty(), "refused ({}) but the oracle allows {:?}\n{:?}\n{}", refusal.message, allowed, r, text);
-                    let want = if residency_alone { 451 } else { 403 };
+                    let want = if !served { 404 } else if residency_alone { 451 } else { 403 };
                     prop_assert_eq!(refusal.status, want, "{}\n{:?}\n{}", refusal.message, r, text);
                 }
                 None => {

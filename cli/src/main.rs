@@ -318,6 +318,7 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
         &headers,
         &raw,
         location,
+        Vec::new(),
     )
     .map_err(|e| {
         format!(

@@ -17,6 +17,7 @@ pub const ADMIN_KEY_HEADER: &str = "x-meridian-admin-key";
 
 /// `POST /v1/route/explain`: the body is the request to explain (plus an optional
 /// `"endpoint": "chat" | "completions" | "embeddings"`); the other headers are the request's.
+#[allow(clippy::too_many_arguments)]
 pub fn explain(
     policy: &Policy,
     request_id: &str,
@@ -25,6 +26,7 @@ pub fn explain(
     raw_body: &[u8],
     admin_key: Option<&str>,
     location: Location,
+    measured_ms: Vec<(String, u32)>,
 ) -> Result<Value, ApiError> {
     let Some(admin_key) = admin_key.filter(|k| !k.is_empty()) else {
         return Err(ApiError::new(
@@ -44,12 +46,22 @@ pub fn explain(
             format!("Send the admin key in `{ADMIN_KEY_HEADER}`."),
         ));
     }
-    explain_request(policy, request_id, edge_region, headers, raw_body, location)
+    explain_request(
+        policy,
+        request_id,
+        edge_region,
+        headers,
+        raw_body,
+        location,
+        measured_ms,
+    )
 }
 
 /// The decision for a request (headers as received, the JSON body), as JSON: the facts read, the
 /// decision and a text account. Shared by the endpoint and `meridian explain`. `location` is
-/// where the client is: read from the headers (`location::locate`) or given by the tool.
+/// where the client is: read from the headers (`location::locate`) or given by the tool;
+/// `measured_ms`, the latencies this edge measured (the endpoint reads them from the store; the
+/// tool has none, so `sort = "latency"` shows the policy's priors there).
 pub fn explain_request(
     policy: &Policy,
     request_id: &str,
@@ -57,6 +69,7 @@ pub fn explain_request(
     headers: &[(String, String)],
     raw_body: &[u8],
     location: Location,
+    measured_ms: Vec<(String, u32)>,
 ) -> Result<Value, ApiError> {
     let mut body = match serde_json::from_slice::<Value>(raw_body) {
         Ok(Value::Object(m)) => m,
@@ -99,7 +112,9 @@ pub fn explain_request(
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
     };
-    let facts = facts::from_request(cx, &mut body).map_err(ApiError::from)?;
+    let mut facts = facts::from_request(cx, &mut body).map_err(ApiError::from)?;
+    // The latencies this edge region has measured, as a request here would use them.
+    facts.measured_ms = measured_ms;
     let decision = decide(policy, &facts);
     Ok(json!({
         "policy": policy.version_label(),

@@ -291,6 +291,17 @@ async fn dispatch<T: Transport, R: RequestBody>(
             let body = read_json_body(policy, headers, body).await?;
             let location = locate(env, policy, headers, record);
             let admin = (env.secret)("admin_key");
+            // The measured latencies a request at this edge would be ordered by.
+            let measured = match env.store {
+                Some(store) if policy.rules.iter().any(|r| r.prefer.sort == Some(crate::policy::Sort::Latency)) => {
+                    let key = crate::limits::latency::key(env.edge_region.as_deref());
+                    crate::limits::latency::Measured::parse(
+                        store.get(&key).await.ok().flatten().as_deref(),
+                    )
+                    .usable()
+                }
+                _ => Vec::new(),
+            };
             let v = explain::explain(
                 policy,
                 &record.request_id,
@@ -299,6 +310,7 @@ async fn dispatch<T: Transport, R: RequestBody>(
                 &body,
                 admin.as_deref(),
                 location,
+                measured,
             )?;
             Ok((
                 200,

@@ -340,10 +340,14 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
             let listed: Vec<&str> = route.models.iter().map(|m| m.as_ref()).collect();
             match &facts.models {
                 Some(asked) => {
-                    let narrowed: Vec<&str> = asked
-                        .iter()
-                        .filter_map(|a| listed.iter().find(|m| **m == a.as_str()).copied())
-                        .collect();
+                    let mut narrowed: Vec<&str> = Vec::new();
+                    for a in asked {
+                        if let Some(m) = listed.iter().find(|m| **m == a.as_str()) {
+                            if !narrowed.contains(m) {
+                                narrowed.push(m);
+                            }
+                        }
+                    }
                     if narrowed.is_empty() {
                         listed
                     } else {
