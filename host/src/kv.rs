@@ -214,7 +214,9 @@ impl Backend {
             .map_err(other)?;
             *guard = Some(c);
         }
-        let c = guard.as_mut().ok_or_else(|| other("the store is not open"))?;
+        let c = guard
+            .as_mut()
+            .ok_or_else(|| other("the store is not open"))?;
         f(c).map_err(other)
     }
 
