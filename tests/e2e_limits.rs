@@ -217,8 +217,16 @@ async fn a_browser_key_with_a_forged_origin_is_cut_off_at_its_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_reads_the_headers_and_its_retry_honours_retry_after() {
     let redis = Redis::start().await;
-    // Every answer takes 1.5 s: a request in flight holds `conc`'s only slot that long.
-    let mock = Mock::start(Script::Delay(1500, Box::new(Script::ok("slow")))).await;
+    // The first request (the test's own) takes 5 s: it holds `conc`'s only slot for longer than
+    // the SDK takes to start, however loaded the machine; the SDK's own are answered at once.
+    let mock = Mock::with(|_: &support::Recorded, n| {
+        if n == 0 {
+            Script::Delay(5_000, Box::new(Script::ok("slow")))
+        } else {
+            Script::ok("slow")
+        }
+    })
+    .await;
     let (a, _b) = two_nodes(&redis, &policy(&mock)).await;
     let client = reqwest::Client::new();
     let base = a.url.clone();

@@ -10,7 +10,7 @@ import openai
 client = openai.OpenAI(
     base_url=os.environ["MERIDIAN_URL"] + "/v1",
     api_key=os.environ["MERIDIAN_KEY"],
-    max_retries=4,
+    max_retries=8,
     timeout=30,
 )
 
