@@ -94,7 +94,7 @@ async fn two_nodes_measure_latency_in_the_shared_store_and_swap_the_order() {
     let b = Meridian::start_with(Some(&policy), &args).await;
     let client = reqwest::Client::new();
     let mut served = Vec::new();
-    for i in 0..8 {
+    for i in 0..12 {
         let node = if i % 2 == 0 { &a } else { &b };
         let r = client
             .post(node.at("/v1/chat/completions"))
@@ -111,12 +111,13 @@ async fn two_nodes_measure_latency_in_the_shared_store_and_swap_the_order() {
         // The node writes its measurement after answering.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Five samples of `slow` (about 150 ms, above `fast`'s prior of 60) from both nodes, then
-    // every node sends `fast` first.
-    assert_eq!(
-        served,
-        ["slow", "slow", "slow", "slow", "slow", "fast", "fast", "fast"]
-    );
+    // `slow` leads on the priors until it has five samples (about 150 ms, above `fast`'s prior
+    // of 60) from both nodes; from then on every node sends `fast` first. (A sample can be lost
+    // when a store call fails under load, so the swap may come a request later.)
+    let leading_slow = served.iter().take_while(|p| *p == "slow").count();
+    assert!(leading_slow >= 5, "{served:?}");
+    assert!(leading_slow < served.len(), "never swapped: {served:?}");
+    assert!(served[leading_slow..].iter().all(|p| p == "fast"), "{served:?}");
     let stored = redis
         .command(&["GET", "meridian:v1:latency:-"])
         .await
