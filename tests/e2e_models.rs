@@ -117,7 +117,10 @@ async fn two_nodes_measure_latency_in_the_shared_store_and_swap_the_order() {
     let leading_slow = served.iter().take_while(|p| *p == "slow").count();
     assert!(leading_slow >= 5, "{served:?}");
     assert!(leading_slow < served.len(), "never swapped: {served:?}");
-    assert!(served[leading_slow..].iter().all(|p| p == "fast"), "{served:?}");
+    assert!(
+        served[leading_slow..].iter().all(|p| p == "fast"),
+        "{served:?}"
+    );
     let stored = redis
         .command(&["GET", "meridian:v1:latency:-"])
         .await

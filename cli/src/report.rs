@@ -384,6 +384,32 @@ impl Report {
         })
     }
 
+    /// Per provider: p50, p95 and p99 of the whole request, then of the first byte (`-` when
+    /// there are no samples).
+    fn latency_cells(&self) -> Vec<(&str, [String; 6])> {
+        let pct = |h: Option<&Histogram>, q: f64| {
+            h.and_then(|h| h.percentile(q))
+                .map_or("-".to_string(), |v| v.to_string())
+        };
+        self.latency
+            .iter()
+            .map(|(p, h)| {
+                let f = self.first_byte.get(p);
+                (
+                    p.as_str(),
+                    [
+                        pct(Some(h), 50.0),
+                        pct(Some(h), 95.0),
+                        pct(Some(h), 99.0),
+                        pct(f, 50.0),
+                        pct(f, 95.0),
+                        pct(f, 99.0),
+                    ],
+                )
+            })
+            .collect()
+    }
+
     /// The summary for a terminal.
     pub fn text(&self) -> String {
         let mut o = String::new();
@@ -454,21 +480,10 @@ impl Report {
             o,
             "\nlatency per provider (ms; whole request / to the first byte of the answer):"
         );
-        for (p, h) in &self.latency {
-            let f = self.first_byte.get(p);
-            let pct = |h: Option<&Histogram>, q: f64| {
-                h.and_then(|h| h.percentile(q))
-                    .map_or("-".to_string(), |v| v.to_string())
-            };
+        for (p, [a, b, c, d, e, f]) in self.latency_cells() {
             let _ = writeln!(
                 o,
-                "  {p:<20} p50 {:>6} p95 {:>6} p99 {:>6} | first byte p50 {:>6} p95 {:>6} p99 {:>6}",
-                pct(Some(h), 50.0),
-                pct(Some(h), 95.0),
-                pct(Some(h), 99.0),
-                pct(f, 50.0),
-                pct(f, 95.0),
-                pct(f, 99.0)
+                "  {p:<20} p50 {a:>6} p95 {b:>6} p99 {c:>6} | first byte p50 {d:>6} p95 {e:>6} p99 {f:>6}"
             );
         }
         let _ = writeln!(o, "\npersonal data found (kind, what was done):");
@@ -627,23 +642,12 @@ impl Report {
             o.push_str("</table>");
         }
         o.push_str("<h2>Latency per provider (ms)</h2><table><tr><th>provider</th><th>p50</th><th>p95</th><th>p99</th><th>first byte p50</th><th>p95</th><th>p99</th></tr>");
-        for (p, h) in &self.latency {
-            let f = self.first_byte.get(p);
-            let pct = |h: Option<&Histogram>, q: f64| {
-                h.and_then(|h| h.percentile(q))
-                    .map_or("-".to_string(), |v| v.to_string())
-            };
-            let _ = write!(
-                o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(p),
-                pct(Some(h), 50.0),
-                pct(Some(h), 95.0),
-                pct(Some(h), 99.0),
-                pct(f, 50.0),
-                pct(f, 95.0),
-                pct(f, 99.0)
-            );
+        for (p, cells) in self.latency_cells() {
+            let _ = write!(o, "<tr><td>{}</td>", esc(p));
+            for c in cells {
+                let _ = write!(o, "<td>{c}</td>");
+            }
+            o.push_str("</tr>");
         }
         o.push_str("</table><p>Percentiles are the upper bounds of fixed buckets (1 ms to 1 s, 10 ms to 10 s, 1 s beyond).</p></body></html>\n");
         o
