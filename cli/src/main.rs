@@ -83,7 +83,7 @@ fn day_ms(d: &str) -> Result<u64, String> {
     else {
         return Err(bad());
     };
-    let (y, m, dd): (i64, i64, i64) = (
+    let (y, m, dd): (i64, u32, u32) = (
         y.parse().map_err(|_| bad())?,
         m.parse().map_err(|_| bad())?,
         dd.parse().map_err(|_| bad())?,
@@ -91,13 +91,7 @@ fn day_ms(d: &str) -> Result<u64, String> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || y < 1970 {
         return Err(bad());
     }
-    let yy = if m <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy.rem_euclid(400);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days as u64 * 86_400_000)
+    Ok(meridian::limits::days_from_civil(y, m, dd) as u64 * 86_400_000)
 }
 
 fn report(a: &ReportArgs) -> Result<(), String> {

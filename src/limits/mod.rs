@@ -29,7 +29,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use window::{window_bounds, CONCURRENCY_SLOT_S};
+pub use window::{civil_from_days, days_from_civil, window_bounds, CONCURRENCY_SLOT_S};
 
 pub use futures::future::LocalBoxFuture;
 use serde::Serialize;
