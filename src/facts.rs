@@ -59,8 +59,8 @@ pub struct RequestFacts {
     pub output_tokens: Option<u64>,
     /// Whether the request offers the model tools.
     pub tools: bool,
-    /// Whether it carries images, audio or files.
-    pub media: bool,
+    /// How many images, audio or file parts it carries.
+    pub media_parts: u64,
     /// OpenRouter's `models`: the client's own order of models, within the route the policy
     /// allows (it narrows, never widens).
     pub models: Option<Vec<String>>,
@@ -414,7 +414,7 @@ pub fn from_request(
         input_tokens,
         output_tokens,
         tools,
-        media: media > 0,
+        media_parts: media,
         models,
         measured_ms: Vec::new(),
     })

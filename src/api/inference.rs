@@ -216,7 +216,7 @@ pub(super) async fn inference<T: Transport>(
     }
     skip_cooling(&mut cx, &mut decision, &facts.model).await?;
     let restorer = redact(&mut cx, &decision, &mut body);
-    reserve_for(&mut cx, &decision, &mut body, raw_body.len()).await?;
+    reserve_for(&mut cx, &decision, &facts, &mut body, raw_body.len()).await?;
     // What a Responses object made from a chat answer repeats from the request.
     let echo = if cx.endpoint == Endpoint::Responses {
         responses_from_chat::Echo::new(
@@ -465,6 +465,7 @@ async fn note_failures<T: Transport>(cx: &mut Cx<'_, '_, T>) {
 async fn reserve_for<T: Transport>(
     cx: &mut Cx<'_, '_, T>,
     decision: &crate::decide::Decision<'_>,
+    facts: &facts::RequestFacts,
     body: &mut Map<String, Value>,
     body_bytes: usize,
 ) -> Result<(), ApiError> {
@@ -479,7 +480,8 @@ async fn reserve_for<T: Transport>(
     let output = if cx.endpoint == Endpoint::Embeddings {
         0
     } else {
-        match limits::output_bound(body) {
+        // The facts read the bound (after the tenant's cap) and the media parts already.
+        match facts.output_tokens {
             Some(n) => n,
             None if counts_usage => {
                 let n = policy.settings.limits.default_max_tokens;
@@ -501,11 +503,7 @@ async fn reserve_for<T: Transport>(
             output: c.output_price,
         })
         .collect();
-    let media = if counts_usage {
-        body.values().map(limits::media_parts).sum()
-    } else {
-        0
-    };
+    let media = if counts_usage { facts.media_parts } else { 0 };
     let hedging = decision.plan.hedge_after_ms.is_some() && decision.candidates.len() > 1;
     let need = limits::need(body_bytes, media, output, &priced, hedging);
     let caller = limits::Caller {

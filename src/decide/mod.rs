@@ -169,7 +169,7 @@ fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags, browse
         && w.input_tokens
             .is_none_or(|r| r.contains(facts.input_tokens))
         && w.tools.is_none_or(|t| t == facts.tools)
-        && w.media.is_none_or(|m| m == facts.media)
+        && w.media.is_none_or(|m| m == (facts.media_parts > 0))
         && w.client_countries
             .as_ref()
             .is_none_or(|cs| cs.contains(facts.country))
