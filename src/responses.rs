@@ -19,6 +19,11 @@ const SEALED: &str = "resp_mrd1~";
 /// Ids of answers made from chat: nothing is stored for them.
 pub const STATELESS: &str = "resp_mrd_";
 
+/// The key that seals response ids (the `response_id_key` secret), if the deployment set one.
+pub fn key(secret: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    secret(KEY_VARIABLE).filter(|k| !k.is_empty())
+}
+
 /// What a sealed id says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {

@@ -237,15 +237,6 @@ pub(super) async fn inference<T: Transport>(
     respond(&mut cx, &decision, &facts, fwd.outcome, restorer, echo)
 }
 
-/// The key that seals response ids (`response_id_key`), if the deployment set one.
-fn sealing_key<T>(cx: &Cx<'_, '_, T>) -> Option<String> {
-    sealing_key_of(cx.env)
-}
-
-fn sealing_key_of(env: &Env<'_>) -> Option<String> {
-    (env.secret)(crate::responses::KEY_VARIABLE).filter(|k| !k.is_empty())
-}
-
 /// A Responses request that continues a stored response (`previous_response_id`): the sealed
 /// id is opened (forged or altered: 400; another tenant's: 404, as an unknown id), the
 /// provider's own id put in its place, and the provider that holds it returned, so the request
@@ -263,7 +254,7 @@ fn follow_up<T>(
     let bad = |code: &'static str, msg: String| {
         ApiError::bad_request(code, msg).with_param(Some("previous_response_id"))
     };
-    let Some(key) = sealing_key(cx) else {
+    let Some(key) = crate::responses::key(cx.env.secret) else {
         return Err(bad(
             "follow_up_not_supported",
             "This deployment does not continue stored responses (the operator has not set the `response_id_key` secret): send the whole conversation in `input` instead.".into(),
@@ -899,9 +890,10 @@ fn respond<T: Transport>(
                         )
                         .ok()
                         .map(|u| u.usage());
-                        if let (Some(key), Some(id)) =
-                            (sealing_key_of(cx.env), crate::responses::response_id(&v))
-                        {
+                        if let (Some(key), Some(id)) = (
+                            crate::responses::key(cx.env.secret),
+                            crate::responses::response_id(&v),
+                        ) {
                             let sealed = crate::responses::seal(
                                 key.as_bytes(),
                                 c.provider.as_str(),
@@ -993,7 +985,7 @@ fn respond<T: Transport>(
                     to_client,
                     native,
                     seal: (native == Some(NativeEvents::Responses))
-                        .then(|| sealing_key_of(cx.env))
+                        .then(|| crate::responses::key(cx.env.secret))
                         .flatten()
                         .map(|key| {
                             Box::new(crate::responses::IdSealer::new(

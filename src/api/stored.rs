@@ -47,9 +47,7 @@ pub(super) async fn stored<T: Transport>(
             "No response with that id exists for this caller.",
         )
     };
-    let key = (env.secret)(crate::responses::KEY_VARIABLE)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(not_found)?;
+    let key = crate::responses::key(env.secret).ok_or_else(not_found)?;
     let sealed = match crate::responses::open(key.as_bytes(), given) {
         Ok(s) => s,
         Err(crate::responses::Unsealed::Stateless) => {
