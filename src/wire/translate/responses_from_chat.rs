@@ -164,6 +164,11 @@ pub fn response(v: &Value, echo: &Echo) -> Value {
     )
 }
 
+/// The most text and arguments a translated stream holds for its closing events (the
+/// `…done` events and `response.completed` repeat what was streamed). Past it the stream ends
+/// with `response.failed`, never a completion without its text.
+pub const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
+
 /// An item being streamed.
 #[derive(Debug)]
 enum Open {
@@ -191,6 +196,8 @@ pub struct StreamTranslator {
     finish: Option<String>,
     usage: Value,
     ended: bool,
+    /// Bytes of text and arguments held for the closing events.
+    held: usize,
 }
 
 impl StreamTranslator {
@@ -204,7 +211,27 @@ impl StreamTranslator {
             finish: None,
             usage: Value::Null,
             ended: false,
+            held: 0,
         }
+    }
+
+    /// Ends the response as failed, with this code and message.
+    fn fail(&mut self, out: &mut Vec<u8>, code: &str, message: &str) {
+        self.start(out);
+        self.ended = true;
+        let mut r = self.echo.object(
+            "failed",
+            std::mem::take(&mut self.done_items),
+            usage_of(&self.usage),
+            None,
+        );
+        r["error"] = json!({"code": code, "message": message});
+        self.event(
+            out,
+            "error",
+            json!({"code": code, "message": message, "param": null}),
+        );
+        self.event(out, "response.failed", json!({"response": r}));
     }
 
     fn event(&mut self, out: &mut Vec<u8>, kind: &str, mut data: Value) {
@@ -302,6 +329,7 @@ impl StreamTranslator {
                 let index = match &mut self.open {
                     Some(Open::Text { index, text }) => {
                         text.push_str(t);
+                        self.held += t.len();
                         *index
                     }
                     _ => 0,
@@ -337,6 +365,7 @@ impl StreamTranslator {
                     let index = match &mut self.open {
                         Some(Open::Call { index, args, .. }) => {
                             args.push_str(a);
+                            self.held += a.len();
                             *index
                         }
                         _ => 0,
@@ -400,8 +429,6 @@ impl StreamTranslator {
                 continue;
             };
             if let Some(e) = v.get("error") {
-                self.start(&mut out);
-                self.ended = true;
                 let code = e["code"]
                     .as_str()
                     .unwrap_or("upstream_stream_error")
@@ -410,23 +437,42 @@ impl StreamTranslator {
                     .as_str()
                     .unwrap_or("the stream failed")
                     .to_string();
-                let mut r = self.echo.object(
-                    "failed",
-                    std::mem::take(&mut self.done_items),
-                    usage_of(&self.usage),
-                    None,
-                );
-                r["error"] = json!({"code": code, "message": message});
-                self.event(
-                    &mut out,
-                    "error",
-                    json!({"code": code, "message": message, "param": null}),
-                );
-                self.event(&mut out, "response.failed", json!({"response": r}));
+                self.fail(&mut out, &code, &message);
                 continue;
             }
             self.chunk(&v, &mut out);
+            if self.held > MAX_HELD_BYTES {
+                self.fail(
+                    &mut out,
+                    "response_too_large",
+                    "the answer is longer than Meridian holds for a translated stream",
+                );
+            }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_longer_than_it_holds_fails_instead_of_completing() {
+        let mut t = StreamTranslator::new(Echo::default());
+        let piece = "x".repeat(1 << 20);
+        let line = format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": {"content": piece}}]})
+        );
+        let mut out = Vec::new();
+        for _ in 0..(MAX_HELD_BYTES >> 20) + 1 {
+            out.extend(t.feed(line.as_bytes()));
+        }
+        out.extend(t.feed(b"data: [DONE]\n\n"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("event: response.failed"));
+        assert!(text.contains("response_too_large"));
+        assert!(!text.contains("response.completed"));
     }
 }
