@@ -12,6 +12,10 @@ use crate::location::Location;
 use crate::policy::{Policy, Tenant};
 use crate::routes::Endpoint;
 
+/// The query parameters OpenAI's retrieve and list-input-items endpoints take, less `stream`
+/// (this route answers whole): nothing else reaches the provider.
+const QUERY_KEYS: &[&str] = &["after", "before", "include", "include[]", "limit", "order"];
+
 /// How long the provider has to answer (headers and body).
 const TIMEOUT_MS: u64 = 30_000;
 
@@ -35,6 +39,20 @@ pub(super) async fn stored<T: Transport>(
         .trim_end_matches('/')
         .strip_prefix("/v1/responses/")
         .unwrap_or("");
+    if let Some(q) = query {
+        for (k, _) in url::form_urlencoded::parse(q.as_bytes()) {
+            if !QUERY_KEYS.contains(&k.as_ref()) {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!(
+                        "unknown query parameter `{}`: Meridian forwards only {}",
+                        crate::audit::header_safe(&k),
+                        QUERY_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     let (given, sub) = match rest.split_once('/') {
         Some((id, "input_items")) => (id, "/input_items"),
         Some(_) => return Err(super::not_found(path_only)),

@@ -562,6 +562,9 @@ async fn a_stored_response_is_fetched_and_deleted_where_it_is_kept_for_its_tenan
     assert_eq!(del.json()["deleted"], true);
     assert_eq!(t.sent_to().len(), 4, "the refused ones reached no provider");
 
+    let odd = stored(&p, &t, "GET", &format!("{path}?debug=1"), "sk-acme").await;
+    assert_eq!(odd.status, 400);
+    assert_eq!(odd.code(), "unknown_parameter");
     let none = stored(&p, &t, "GET", "/v1/responses/resp_mrd_abc", "sk-acme").await;
     assert_eq!(none.code(), "response_not_stored");
     let post = stored(&p, &t, "POST", &path, "sk-acme").await;
