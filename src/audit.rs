@@ -196,6 +196,8 @@ pub struct Record {
     pub rules: Option<Vec<String>>,
     pub candidates: Vec<String>,
     pub excluded: Vec<String>,
+    /// What excluded each of `excluded` (its first reason's kind: `residency`, `price`, …).
+    pub excluded_kinds: Vec<&'static str>,
     pub attempts: Vec<Attempt>,
     pub provider: Option<String>,
     /// The public model that served (a step of the route when the request named one).

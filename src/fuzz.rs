@@ -293,6 +293,7 @@ fn fuzz_the_request_path_through_serve() {
                 geoip: None,
                 fresh_id: &fresh,
                 store: None,
+                host_span: None,
             };
             let req = Request {
                 method: method.to_string(),

@@ -16,6 +16,7 @@ pub mod forward;
 pub mod headers;
 pub mod limits;
 pub mod location;
+pub mod otel;
 pub mod pii;
 pub mod responses;
 pub mod routes;

@@ -41,7 +41,7 @@ fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -70,7 +70,50 @@ pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], u8)> {
     Some((trace, parent, flags[0]))
 }
 
+/// A span the runtime started for this request (Spin's inbound request span, read through
+/// `wasi:otel`'s `outer-span-context`): when there is one, Meridian's span is its child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSpan {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+impl HostSpan {
+    /// From the hexadecimal ids `wasi:otel` gives; `None` when they are not valid ids (a host
+    /// that is not tracing gives all zeros).
+    pub fn from_hex(trace_id: &str, span_id: &str, sampled: bool) -> Option<HostSpan> {
+        let trace_id: [u8; 16] = hex(&trace_id.to_ascii_lowercase())?;
+        let span_id: [u8; 8] = hex(&span_id.to_ascii_lowercase())?;
+        (trace_id != [0; 16] && span_id != [0; 8]).then_some(HostSpan {
+            trace_id,
+            span_id,
+            flags: u8::from(sampled),
+        })
+    }
+}
+
 impl Trace {
+    /// The request's trace under the runtime's own span, when the runtime traces it (its span is
+    /// already the caller's child, as Spin makes it); else as [`Trace::of_request`].
+    pub fn under(
+        host: Option<HostSpan>,
+        headers: &[(String, String)],
+        request_id: &str,
+        seed: &str,
+    ) -> Trace {
+        let mut t = Trace::of_request(headers, request_id, seed);
+        if let Some(h) = host {
+            if t.parent_id.is_none() {
+                t.state = None;
+            }
+            t.trace_id = h.trace_id;
+            t.parent_id = Some(h.span_id);
+            t.flags = h.flags;
+        }
+        t
+    }
+
     /// The request's trace: the caller's, when it sent exactly one valid `traceparent`; else a
     /// new one. `seed` is random (Meridian's fresh request id), and with the request id it
     /// gives the ids Meridian makes.

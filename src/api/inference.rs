@@ -366,6 +366,7 @@ async fn skip_cooling<T: Transport>(
             }],
         });
         cx.record.excluded.push(c.provider.0.to_string());
+        cx.record.excluded_kinds.push("health");
         cx.record.cooling.push(format!(
             "{} cooling down until {}",
             c.provider,
@@ -690,6 +691,11 @@ fn decide_for<'p, T>(
         .iter()
         .map(|e| e.provider.0.to_string())
         .collect();
+    record.excluded_kinds = decision
+        .excluded
+        .iter()
+        .map(|e| e.reasons.first().map_or("excluded", |r| r.kind.name()))
+        .collect();
     if let Some(r) = &decision.refusal {
         return Err(
             ApiError::new(r.status, r.code, r.message.clone()).with_details(json!({
@@ -738,11 +744,8 @@ async fn forward_to<T: Transport>(
         .and_then(Value::as_bool)
         == Some(true);
     // Each attempt (a retry, a fallback, a hedge) is a child span of the request's: siblings.
-    let attempt = std::cell::Cell::new(0u32);
     let trace = cx.record.trace.as_ref();
-    let build = |c: &Candidate| -> Result<OutboundRequest, Failure> {
-        let n = attempt.get();
-        attempt.set(n.saturating_add(1));
+    let build = |c: &Candidate, n: u32| -> Result<OutboundRequest, Failure> {
         let provider = &cx.policy.providers[c.index];
         let key = match &provider.key_secret {
             Some(name) => match (cx.env.secret)(name).filter(|k| !k.is_empty()) {

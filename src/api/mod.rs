@@ -59,6 +59,8 @@ pub struct Env<'a> {
     /// The key-value store limits and provider health are kept in (`None`: the deployment has
     /// none, and a request that a limit applies to is treated as if the store were down).
     pub store: Option<&'a dyn crate::limits::Store>,
+    /// The runtime's span for this request, when it traces requests (`wasi:otel`).
+    pub host_span: Option<crate::trace::HostSpan>,
 }
 
 /// Largest upstream answer a deployed component buffers (non-stream answers and upstream errors).
@@ -83,6 +85,7 @@ impl<'a> Env<'a> {
             geoip: crate::embedded::geoip(),
             fresh_id,
             store,
+            host_span: None,
         }
     }
 }
@@ -147,7 +150,12 @@ pub async fn serve<T: Transport, R: RequestBody>(
 ) -> Reply<crate::wire::WireBody<T::Body>> {
     let (id, seed) = request_id(&req.headers, env.fresh_id);
     let mut record = Record {
-        trace: Some(crate::trace::Trace::of_request(&req.headers, &id, &seed)),
+        trace: Some(crate::trace::Trace::under(
+            env.host_span,
+            &req.headers,
+            &id,
+            &seed,
+        )),
         request_id: id,
         method: req.method.clone(),
         path: req.path.split('?').next().unwrap_or(&req.path).to_string(),

@@ -23,6 +23,20 @@ pub enum ReasonKind {
     Context,
 }
 
+impl ReasonKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReasonKind::Residency => "residency",
+            ReasonKind::Privacy => "privacy",
+            ReasonKind::Scope => "scope",
+            ReasonKind::Price => "price",
+            ReasonKind::Capability => "capability",
+            ReasonKind::Health => "health",
+            ReasonKind::Context => "context",
+        }
+    }
+}
+
 /// Why one constraint excludes one provider. Kept as data and rendered only when shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reason<'p> {

@@ -170,9 +170,17 @@ pub struct Attempt {
     pub provider: String,
     /// `None` for the attempt that answered.
     pub failure: Option<Failure>,
+    /// From its start to its end (for the answering attempt: its first chunk, or its whole
+    /// answer when it does not stream).
     pub ms: u64,
     /// Started by hedging rather than by a failure.
     pub hedge: bool,
+    /// Its place in the order requests were built (0, 1, …): the key of its trace span.
+    pub seq: u32,
+    /// When it started, on the transport's monotonic clock.
+    pub at_ms: u64,
+    /// The model it asked its provider for.
+    pub model: String,
 }
 
 pub enum Outcome<B> {
@@ -248,6 +256,8 @@ struct Loop<'a, T: Transport> {
     stream: bool,
     limits: Limits,
     deadline: u64,
+    /// Requests built so far.
+    sent: std::cell::Cell<u32>,
 }
 
 type Answer<B> = Result<Outcome<B>, Failure>;
@@ -387,14 +397,32 @@ impl<T: Transport> Loop<'_, T> {
         }
     }
 
-    /// Builds and sends a candidate's request: the response headers, or why not.
+    /// Builds and sends a candidate's request: its place in the order requests were built, when
+    /// it started, and the response headers, or why not.
     async fn send(
         &self,
-        build: &impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
+        build: &impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
         c: &Candidate<'_>,
+    ) -> Sent<T::Body> {
+        let (seq, at) = self.begin();
+        (seq, at, self.send_built(build, c, seq).await)
+    }
+
+    /// The next request's place in the build order, and now.
+    fn begin(&self) -> (u32, u64) {
+        let seq = self.sent.get();
+        self.sent.set(seq.saturating_add(1));
+        (seq, self.t.now_ms())
+    }
+
+    async fn send_built(
+        &self,
+        build: &impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
+        c: &Candidate<'_>,
+        seq: u32,
     ) -> Result<UpResponse<T::Body>, Failure> {
         let timeout = self.plan.attempt_timeout_ms.min(self.remaining());
-        let mut req = build(c)?;
+        let mut req = build(c, seq)?;
         // Streams wait for every chunk; a whole answer waits once, and telling the runtime
         // costs a host call that a single wait does not repay.
         if self.stream {
@@ -404,15 +432,18 @@ impl<T: Transport> Loop<'_, T> {
     }
 }
 
-/// One candidate's request: its position, its response headers (or why not), and whether it was
-/// started by hedging.
-type Sent<B> = (usize, Result<UpResponse<B>, Failure>, bool);
+/// One request as sent: its place in the build order, when it started, and its response
+/// headers (or why not).
+type Sent<B> = (u32, u64, Result<UpResponse<B>, Failure>);
+
+/// One candidate's request: its position, the request, and whether it was started by hedging.
+type Raced<B> = (usize, Sent<B>, bool);
 
 /// Runs the attempt loop for a decision with at least one candidate.
 pub async fn forward<T: Transport>(
     t: &T,
     decision: &Decision<'_>,
-    build: impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
+    build: impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
     stream: bool,
     limits: Limits,
 ) -> Forwarded<T::Body> {
@@ -425,19 +456,26 @@ pub async fn forward<T: Transport>(
         stream,
         limits,
         deadline: start.saturating_add(plan.deadline_ms),
+        sent: std::cell::Cell::new(0),
     };
     let mut attempts = Vec::new();
     let mut i = 0;
     let mut last_failure: Option<Failure> = None;
-    let record =
-        |attempts: &mut Vec<Attempt>, idx: usize, f: Option<Failure>, began: u64, hedge: bool| {
-            attempts.push(Attempt {
-                provider: cands[idx].provider.0.to_string(),
-                failure: f,
-                ms: t.now_ms().saturating_sub(began),
-                hedge,
-            });
-        };
+    let record = |attempts: &mut Vec<Attempt>,
+                  idx: usize,
+                  f: Option<Failure>,
+                  (seq, at_ms): (u32, u64),
+                  hedge: bool| {
+        attempts.push(Attempt {
+            provider: cands[idx].provider.0.to_string(),
+            failure: f,
+            ms: t.now_ms().saturating_sub(at_ms),
+            hedge,
+            seq,
+            at_ms,
+            model: cands[idx].upstream_model.to_string(),
+        });
+    };
 
     while i < cands.len() {
         let mut tries = 0u32;
@@ -448,26 +486,25 @@ pub async fn forward<T: Transport>(
                     attempts,
                 };
             }
-            let began = t.now_ms();
             let hedge = plan
                 .hedge_after_ms
                 .filter(|_| tries == 0 && i + 1 < cands.len());
             // The response headers: from this candidate, or (hedging) from whichever of it and
             // the next one answers first; the other is cancelled.
-            let headers: Vec<Sent<T::Body>> = match hedge {
+            let headers: Vec<Raced<T::Body>> = match hedge {
                 None => vec![(i, lp.send(&build, &cands[i]).await, false)],
                 Some(after) => hedged(&lp, &build, cands, i, after).await,
             };
             let mut moved_on = 1;
             let mut failed = None;
-            for (idx, sent, is_hedge) in headers {
+            for (idx, (seq, at, sent), is_hedge) in headers {
                 let answer = match sent {
                     Ok(resp) => lp.finish(idx, resp).await,
                     Err(f) => Err(f),
                 };
                 match answer {
                     Ok(outcome) => {
-                        record(&mut attempts, idx, None, began, is_hedge);
+                        record(&mut attempts, idx, None, (seq, at), is_hedge);
                         return Forwarded { outcome, attempts };
                     }
                     Err(f) => {
@@ -475,7 +512,7 @@ pub async fn forward<T: Transport>(
                             // The hedge itself failed: both candidates were tried.
                             moved_on = 2;
                         }
-                        record(&mut attempts, idx, Some(f.clone()), began, is_hedge);
+                        record(&mut attempts, idx, Some(f.clone()), (seq, at), is_hedge);
                         if !matches!(f, Failure::Cancelled) {
                             failed = Some(f);
                         }
@@ -526,32 +563,30 @@ pub async fn forward<T: Transport>(
 /// is never hedged. The winner comes last in the list.
 async fn hedged<T: Transport>(
     lp: &Loop<'_, T>,
-    build: &impl Fn(&Candidate) -> Result<OutboundRequest, Failure>,
+    build: &impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
     cands: &[Candidate<'_>],
     i: usize,
     after_ms: u64,
-) -> Vec<Sent<T::Body>> {
-    let first = lp.send(build, &cands[i]).fuse();
+) -> Vec<Raced<T::Body>> {
+    let (s1, a1) = lp.begin();
+    let first = lp.send_built(build, &cands[i], s1).fuse();
     let timer = lp.t.sleep(after_ms).fuse();
     futures::pin_mut!(first, timer);
     match future::select(first, timer).await {
-        Either::Left((sent, _)) => vec![(i, sent, false)],
+        Either::Left((sent, _)) => vec![(i, (s1, a1, sent), false)],
         Either::Right(((), first)) => {
-            let second = lp.send(build, &cands[i + 1]).fuse();
+            let (s2, a2) = lp.begin();
+            let second = lp.send_built(build, &cands[i + 1], s2).fuse();
             futures::pin_mut!(second);
+            let one = |r| (i, (s1, a1, r), false);
+            let two = |r| (i + 1, (s2, a2, r), true);
             match future::select(first, second).await {
-                Either::Left((Ok(r), _)) => {
-                    vec![(i + 1, Err(Failure::Cancelled), true), (i, Ok(r), false)]
-                }
-                Either::Right((Ok(r), _)) => {
-                    vec![(i, Err(Failure::Cancelled), false), (i + 1, Ok(r), true)]
-                }
-                Either::Left((Err(f), second)) => {
-                    vec![(i, Err(f), false), (i + 1, second.await, true)]
-                }
+                Either::Left((Ok(r), _)) => vec![two(Err(Failure::Cancelled)), one(Ok(r))],
+                Either::Right((Ok(r), _)) => vec![one(Err(Failure::Cancelled)), two(Ok(r))],
+                Either::Left((Err(f), second)) => vec![one(Err(f)), two(second.await)],
                 Either::Right((Err(f), first)) => match first.await {
-                    Ok(r) => vec![(i + 1, Err(f), true), (i, Ok(r), false)],
-                    Err(e) => vec![(i, Err(e), false), (i + 1, Err(f), true)],
+                    Ok(r) => vec![two(Err(f)), one(Ok(r))],
+                    Err(e) => vec![one(Err(e)), two(Err(f))],
                 },
             }
         }

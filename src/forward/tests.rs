@@ -53,7 +53,7 @@ impl Catalog {
     }
 }
 
-fn build(c: &Candidate) -> Result<OutboundRequest, Failure> {
+fn build(c: &Candidate, _seq: u32) -> Result<OutboundRequest, Failure> {
     if c.provider.0 == "nokey" {
         return Err(Failure::Config("its key is not set".into()));
     }

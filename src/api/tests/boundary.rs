@@ -516,6 +516,7 @@ async fn a_caller_without_a_valid_key_is_refused_before_its_body_is_read() {
         geoip: None,
         fresh_id: &fresh,
         store: None,
+        host_span: None,
     };
     for (auth, status) in [("Bearer sk-wrong", 401), ("Bearer sk-acme", 400)] {
         let read = std::rc::Rc::new(std::cell::Cell::new(false));

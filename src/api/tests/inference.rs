@@ -197,6 +197,8 @@ async fn unset_keys_are_skipped_not_retried() {
         geoip: None,
         fresh_id: &fresh,
         store: None,
+
+        host_span: None,
     };
     let req = Request {
         method: "POST".into(),

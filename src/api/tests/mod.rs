@@ -108,6 +108,12 @@ async fn call_with(
     call_store(policy, secret, None, t, method, path, headers, body).await
 }
 
+thread_local! {
+    /// The runtime's span the next requests run under (a test's stand-in for `wasi:otel`).
+    static HOST_SPAN: std::cell::Cell<Option<crate::trace::HostSpan>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// As [`call_with`], with a key-value store for limits; a stream is settled after its pump, as
 /// the adapters do.
 #[allow(clippy::too_many_arguments)]
@@ -130,6 +136,7 @@ async fn call_store(
         geoip: None,
         fresh_id: &fresh,
         store,
+        host_span: HOST_SPAN.with(std::cell::Cell::get),
     };
     let req = Request {
         method: method.into(),
@@ -233,6 +240,7 @@ mod cors;
 mod inference;
 mod limits;
 mod models;
+mod otel;
 mod pii;
 mod responses;
 mod routes;
