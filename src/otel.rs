@@ -21,8 +21,9 @@ use crate::trace::to_hex;
 
 /// The semantic conventions the names follow.
 pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.42.0";
-/// The instrumentation scope of everything Meridian emits.
+/// The instrumentation scope of everything Meridian emits, and its version.
 pub const SCOPE: &str = "meridian";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Explicit histogram bounds the GenAI conventions give for durations, in seconds.
 pub const DURATION_BOUNDS: &[f64] = &[
@@ -579,4 +580,16 @@ fn usage_attrs(out: &mut Attrs, u: &crate::usage::Usage) {
             Value::Int(u.cache_write_tokens as i64),
         ));
     }
+}
+
+/// A histogram's bucket counts for one value: bucket `i` holds values above bound `i - 1` and
+/// up to bound `i`; the last holds values above every bound.
+pub fn buckets(bounds: &[f64], value: f64) -> Vec<u64> {
+    let mut counts = vec![0; bounds.len() + 1];
+    let i = bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len());
+    counts[i] = 1;
+    counts
 }

@@ -226,3 +226,190 @@ impl Target {
 
 #[cfg(test)]
 mod tests;
+
+/// Hands a request's telemetry ([`crate::otel::render`]) to the host through `wasi:otel`
+/// (`0.2.0-rc.2`, linked by Spin with `--experimental-wasi-otel` and by meridian-host with the
+/// same flag), and reads the host's span for the request. Both adapters bind the interfaces
+/// under their own types, so each expands this where `otel_tracing`, `otel_metrics` and
+/// `OtelDatetime` name its bindings; it defines `otel_host_span()` and `otel_emit(&Telemetry)`.
+///
+/// Spans are reported after the fact with their real times: each is started (`on-start`),
+/// then ended children first (`on-end`), since the host ends only spans it saw start. Metrics
+/// go in one `export` as deltas of this request.
+#[macro_export]
+macro_rules! wasi_otel {
+    () => {
+        /// The host's span for this request, when the host is tracing.
+        fn otel_host_span() -> Option<$crate::trace::HostSpan> {
+            let c = otel_tracing::outer_span_context();
+            $crate::trace::HostSpan::from_hex(
+                &c.trace_id,
+                &c.span_id,
+                c.trace_flags.contains(otel_tracing::TraceFlags::SAMPLED),
+            )
+        }
+
+        fn otel_time(unix_ns: u64) -> OtelDatetime {
+            OtelDatetime {
+                seconds: unix_ns / 1_000_000_000,
+                nanoseconds: (unix_ns % 1_000_000_000) as u32,
+            }
+        }
+
+        fn otel_attrs(attrs: &[(&'static str, $crate::otel::Value)]) -> Vec<otel_types::KeyValue> {
+            attrs
+                .iter()
+                .map(|(k, v)| otel_types::KeyValue {
+                    key: (*k).to_string(),
+                    value: v.json(),
+                })
+                .collect()
+        }
+
+        fn otel_scope() -> otel_types::InstrumentationScope {
+            otel_types::InstrumentationScope {
+                name: $crate::otel::SCOPE.to_string(),
+                version: Some($crate::otel::VERSION.to_string()),
+                schema_url: Some($crate::otel::SCHEMA_URL.to_string()),
+                attributes: Vec::new(),
+            }
+        }
+
+        fn otel_emit(t: &$crate::otel::Telemetry) {
+            let contexts: Vec<otel_tracing::SpanContext> = t
+                .spans
+                .iter()
+                .map(|s| otel_tracing::SpanContext {
+                    trace_id: s.trace_id_hex(),
+                    span_id: s.span_id_hex(),
+                    trace_flags: if s.sampled {
+                        otel_tracing::TraceFlags::SAMPLED
+                    } else {
+                        otel_tracing::TraceFlags::empty()
+                    },
+                    is_remote: false,
+                    trace_state: Vec::new(),
+                })
+                .collect();
+            for c in &contexts {
+                otel_tracing::on_start(c);
+            }
+            for (s, c) in t.spans.iter().zip(contexts).rev() {
+                otel_tracing::on_end(&otel_tracing::SpanData {
+                    span_context: c,
+                    parent_span_id: s.parent_id_hex(),
+                    span_kind: if s.client {
+                        otel_tracing::SpanKind::Client
+                    } else {
+                        otel_tracing::SpanKind::Internal
+                    },
+                    name: s.name.clone(),
+                    start_time: otel_time(s.start_unix_ns),
+                    end_time: otel_time(s.end_unix_ns),
+                    attributes: otel_attrs(&s.attributes),
+                    events: Vec::new(),
+                    links: Vec::new(),
+                    status: match &s.error {
+                        Some(e) => otel_tracing::Status::Error(e.clone()),
+                        None => otel_tracing::Status::Unset,
+                    },
+                    instrumentation_scope: otel_scope(),
+                    dropped_attributes: 0,
+                    dropped_events: 0,
+                    dropped_links: 0,
+                });
+            }
+            if t.metrics.is_empty() {
+                return;
+            }
+            use otel_metrics as m;
+            let (start, time) = (otel_time(t.start_unix_ns), otel_time(t.end_unix_ns));
+            let number = |n: $crate::otel::Number| match n {
+                $crate::otel::Number::U64(v) => m::MetricNumber::U64(v),
+                $crate::otel::Number::F64(v) => m::MetricNumber::F64(v),
+            };
+            let metrics = t
+                .metrics
+                .iter()
+                .map(|metric| {
+                    let floats = metric
+                        .points
+                        .first()
+                        .is_some_and(|(_, n)| matches!(n, $crate::otel::Number::F64(_)));
+                    let data = match metric.instrument {
+                        $crate::otel::Instrument::Histogram(bounds) => {
+                            let h = m::Histogram {
+                                data_points: metric
+                                    .points
+                                    .iter()
+                                    .map(|(attrs, n)| m::HistogramDataPoint {
+                                        attributes: otel_attrs(attrs),
+                                        count: 1,
+                                        bounds: bounds.to_vec(),
+                                        bucket_counts: $crate::otel::buckets(bounds, n.as_f64()),
+                                        min: Some(number(*n)),
+                                        max: Some(number(*n)),
+                                        sum: number(*n),
+                                        exemplars: Vec::new(),
+                                    })
+                                    .collect(),
+                                start_time: start,
+                                time,
+                                temporality: m::Temporality::Delta,
+                            };
+                            if floats {
+                                m::MetricData::F64Histogram(h)
+                            } else {
+                                m::MetricData::U64Histogram(h)
+                            }
+                        }
+                        $crate::otel::Instrument::Counter => {
+                            let sum = m::Sum {
+                                data_points: metric
+                                    .points
+                                    .iter()
+                                    .map(|(attrs, n)| m::SumDataPoint {
+                                        attributes: otel_attrs(attrs),
+                                        value: number(*n),
+                                        exemplars: Vec::new(),
+                                    })
+                                    .collect(),
+                                start_time: start,
+                                time,
+                                temporality: m::Temporality::Delta,
+                                is_monotonic: true,
+                            };
+                            if floats {
+                                m::MetricData::F64Sum(sum)
+                            } else {
+                                m::MetricData::U64Sum(sum)
+                            }
+                        }
+                    };
+                    m::Metric {
+                        name: metric.name.to_string(),
+                        description: metric.description.to_string(),
+                        unit: metric.unit.to_string(),
+                        data,
+                    }
+                })
+                .collect();
+            let _ = m::export(&m::ResourceMetrics {
+                resource: otel_types::Resource {
+                    attributes: otel_attrs(&[
+                        ("service.name", $crate::otel::Value::Str("meridian".into())),
+                        (
+                            "service.version",
+                            $crate::otel::Value::Str($crate::otel::VERSION.into()),
+                        ),
+                    ]),
+                    schema_url: None,
+                },
+                scope_metrics: vec![m::ScopeMetrics {
+                    scope: otel_scope(),
+                    metrics,
+                }],
+            });
+        }
+    };
+}

@@ -436,6 +436,45 @@ fn log_line(mut line: String) {
 
 use spin_sdk::wit::wasi::keyvalue as kv;
 
+/// `wasi:otel@0.2.0-rc.2` (`--features otel`): the host's span and where spans and metrics go.
+#[cfg(feature = "otel")]
+mod otel_bindings {
+    spin_sdk::wit_bindgen::generate!({
+        runtime_path: "spin_sdk::wit_bindgen::rt",
+        inline: "package meridian:telemetry;\nworld otel {\n  import wasi:otel/tracing@0.2.0-rc.2;\n  import wasi:otel/metrics@0.2.0-rc.2;\n}\n",
+        path: "wit/wasi-otel",
+        world: "meridian:telemetry/otel",
+        generate_all,
+    });
+}
+#[cfg(feature = "otel")]
+use otel_bindings::wasi::clocks::wall_clock::Datetime as OtelDatetime;
+#[cfg(feature = "otel")]
+use otel_bindings::wasi::otel::{
+    metrics as otel_metrics, tracing as otel_tracing, types as otel_types,
+};
+#[cfg(feature = "otel")]
+crate::wasi_otel!();
+
+/// The host's span for this request: only a build with `wasi:otel` can ask.
+fn host_span() -> Option<crate::trace::HostSpan> {
+    #[cfg(feature = "otel")]
+    return otel_host_span();
+    #[cfg(not(feature = "otel"))]
+    None
+}
+
+/// Writes the request's log line and, in a build with `wasi:otel`, hands its spans and metrics
+/// to the host.
+fn finish(record: &crate::audit::Record, policy: Option<&Policy>) {
+    let (wall, mono) = (wall_ms(), now_ms());
+    log_line(record.log_line(wall, mono));
+    #[cfg(feature = "otel")]
+    otel_emit(&crate::otel::render(record, policy, wall, mono));
+    #[cfg(not(feature = "otel"))]
+    let _ = policy;
+}
+
 // `WasiStore`: the store limits are kept in (see `meridian::wasi_key_value_store!`).
 crate::wasi_key_value_store!();
 
@@ -459,13 +498,14 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let secret = |name: &str| variable(name);
     let fresh_id = || format!("mrd-{:016x}", wasi::random::random::get_random_u64());
     let store = WasiStore::default();
-    let env = Env::deployed(
+    let mut env = Env::deployed(
         loaded.as_deref().map_err(Clone::clone),
         &secret,
         variable("edge_region"),
         &fresh_id,
         Some(&store),
     );
+    env.host_span = host_span();
     let request = Request {
         method,
         path,
@@ -485,7 +525,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             api::settle(Some(&store), &mut reply.record).await;
             let mut client =
                 ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
-            log_line(reply.record.log_line(wall_ms(), now_ms()));
+            finish(&reply.record, loaded.as_deref().ok());
             let _ = client.put(&bytes, true).await;
         }
         Body::Stream(stream) => {
@@ -495,7 +535,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                 .pump(&WasiTransport, &mut client, &mut reply.record)
                 .await;
             api::settle(Some(&store), &mut reply.record).await;
-            log_line(reply.record.log_line(wall_ms(), now_ms()));
+            finish(&reply.record, loaded.as_deref().ok());
             let _ = client.put(&tail, true).await;
         }
     }

@@ -112,3 +112,32 @@ fn the_wasi_0_3_manifest_differs_only_in_its_build() {
         "spin-p3.toml and spin.toml differ beyond the component's build"
     );
 }
+
+/// spin-otel.toml deploys the `wasi:otel` build with everything else exactly as spin.toml.
+#[test]
+fn the_otel_manifest_differs_only_in_its_build() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spin-otel.toml"))
+        .expect("spin-otel.toml");
+    let mut otel: toml::Value = toml::from_str(&text).expect("spin-otel.toml parses");
+    let c = &otel["component"]["meridian"];
+    assert_eq!(
+        c["source"].as_str(),
+        Some("target/otel/wasm32-wasip2/release/meridian.wasm")
+    );
+    assert_eq!(
+        c["build"]["command"].as_str(),
+        Some(
+            "cargo build --target wasm32-wasip2 --release --features otel --target-dir target/otel"
+        )
+    );
+    let mut p2 = manifest();
+    for m in [&mut p2, &mut otel] {
+        let c = m["component"]["meridian"].as_table_mut().unwrap();
+        c.remove("source");
+        c.remove("build");
+    }
+    assert_eq!(
+        p2, otel,
+        "spin-otel.toml and spin.toml differ beyond the component's build"
+    );
+}

@@ -68,6 +68,7 @@ use wasmtime_wasi_http::{
 use manifest::AllowedHost;
 
 mod kv;
+mod otel;
 
 mod vars {
     wasmtime::component::bindgen!({
@@ -137,6 +138,13 @@ struct State {
     vars: Arc<HashMap<String, String>>,
     limits: wasmtime::StoreLimits,
     kv: Arc<kv::Stores>,
+    otel: otel::Guest,
+}
+
+impl otel::HasOtel for State {
+    fn otel(&mut self) -> &mut otel::Guest {
+        &mut self.otel
+    }
 }
 
 impl kv::HasKv for State {
@@ -220,6 +228,7 @@ impl State {
         vars: &Arc<HashMap<String, String>>,
         limits: Limits,
         kv: &Arc<kv::Stores>,
+        otel: otel::Guest,
     ) -> State {
         State {
             table: ResourceTable::new(),
@@ -234,6 +243,7 @@ impl State {
                 .memory_size(limits.max_memory_bytes)
                 .build(),
             kv: kv.clone(),
+            otel,
         }
     }
 }
@@ -250,6 +260,8 @@ struct P3Handler {
     idle: std::time::Duration,
     limits: Limits,
     kv: Arc<kv::Stores>,
+    /// Where the component's `wasi:otel` telemetry goes (`--experimental-wasi-otel`).
+    exporter: Option<Arc<otel::Exporter>>,
 }
 
 struct P3Worker {
@@ -331,7 +343,16 @@ impl HandlerState for P3Handler {
         // (`on_request_start`); the instance's code yields every tick.
         let mut store = new_store(
             self.pre.engine(),
-            State::new(&self.allowed, &self.pool, &self.vars, self.limits, &self.kv),
+            State::new(
+                &self.allowed,
+                &self.pool,
+                &self.vars,
+                self.limits,
+                &self.kv,
+                // An instance serves many requests: its component's spans have no one request
+                // span of the host's to sit under.
+                otel::Guest::new(self.exporter.clone(), None),
+            ),
             None,
         );
         let proxy = self.pre.instantiate_async(&mut store).await?;
@@ -376,6 +397,10 @@ struct Server {
     vars: Arc<HashMap<String, String>>,
     limits: Limits,
     kv: Arc<kv::Stores>,
+    /// Where telemetry goes (the host's request spans; the component's with
+    /// `--experimental-wasi-otel`).
+    exporter: Option<Arc<otel::Exporter>>,
+    wasi_otel: bool,
     /// Tests only (`--test-peer-header`): take the connection's address from this request
     /// header, so a test on 127.0.0.1 can stand in for a client anywhere.
     test_peer_header: Option<hyper::header::HeaderName>,
@@ -482,18 +507,40 @@ impl Server {
                 client_addr = peer;
             }
         }
+        let span = self
+            .exporter
+            .as_ref()
+            .map(|_| otel::RequestSpan::start(&req));
         spin_request_headers(&mut req, client_addr)?;
+        let exporter = self.exporter.clone();
+        let end_span = move |span: Option<otel::RequestSpan>, status: Option<u16>| {
+            if let (Some(span), Some(e)) = (span, &exporter) {
+                span.end(e, status);
+            }
+        };
         let pre = match &self.mode {
             Mode::P2(pre) => pre.clone(),
             Mode::P3(handler) => {
                 let req = req.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
-                let resp = w(handler.handle((), req).await)?;
-                return Ok(resp);
+                let resp = w(handler.handle((), req).await);
+                end_span(span, resp.as_ref().ok().map(|r| r.status().as_u16()));
+                return resp;
             }
         };
+        let guest = otel::Guest::new(
+            self.exporter.clone().filter(|_| self.wasi_otel),
+            span.as_ref().map(|s| s.context),
+        );
         let mut store = new_store(
             &self.engine,
-            State::new(&self.allowed, &self.pool, &self.vars, self.limits, &self.kv),
+            State::new(
+                &self.allowed,
+                &self.pool,
+                &self.vars,
+                self.limits,
+                &self.kv,
+                guest,
+            ),
             Some(std::time::Instant::now() + self.limits.max_request),
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -520,8 +567,12 @@ impl Server {
         });
         match receiver.await {
             Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
                 tokio::task::spawn(async move {
-                    match task.await {
+                    let ended = task.await;
+                    // The host's span lasts until the component is done (or aborted).
+                    end_span(span, Some(status));
+                    match ended {
                         Ok(Err(e)) => eprintln!(
                             "meridian-host: component error after the response started: {e:?}"
                         ),
@@ -533,8 +584,12 @@ impl Server {
                 });
                 Ok(resp.map(|body| AbortOnDrop { body, task: abort }.boxed_unsync()))
             }
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => {
+                end_span(span, None);
+                Err(e.into())
+            }
             Err(_) => {
+                end_span(span, None);
                 let e = match task.await {
                     Ok(Ok(())) => anyhow::anyhow!("guest never set a response"),
                     Ok(Err(e)) => anyhow::anyhow!("{e:?}"),
@@ -561,6 +616,7 @@ struct Args {
     max_instance_memory_mb: usize,
     max_request_ms: u64,
     runtime_config: Option<PathBuf>,
+    experimental_wasi_otel: bool,
 }
 
 fn usage() -> ! {
@@ -568,7 +624,7 @@ fn usage() -> ! {
         "usage: meridian-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--component path.wasm] [--allow-outbound URL]... [--tcp-nodelay] [--test-peer-header NAME]\n\
          [--max-instance-reuse-count 128] [--max-instance-concurrent-reuse-count 16] [--idle-instance-timeout-ms 1000]\n\
          [--header-read-timeout-ms 30000] [--max-connections 1024] [--max-instance-memory-mb 128] [--max-request-ms 600000]\n\
-         [--runtime-config-file runtime-config.toml]\n\
+         [--runtime-config-file runtime-config.toml] [--experimental-wasi-otel]\n\
          Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.\n\
          --tcp-nodelay: set TCP_NODELAY on accepted and outbound connections (Spin does not).\n\
          --test-peer-header (tests only): the client address Spin reports comes from this header.\n\
@@ -578,7 +634,10 @@ fn usage() -> ! {
          request (guest code yields every 10 ms and, in a WASI 0.2 instance, traps past it).\n\
          --runtime-config-file: Spin's runtime config; `[key_value_store.<label>]` with `type = \"spin\"` (a SQLite\n\
          file, `path`) or `type = \"redis\"` (`url`). Without it the store `default` is .spin/sqlite_key_value.db next to\n\
-         spin.toml, as with `spin up`."
+         spin.toml, as with `spin up`.\n\
+         Telemetry as Spin exports it, when OTEL_EXPORTER_OTLP_ENDPOINT (or a signal's own endpoint) is set: the\n\
+         host's span for each request over OTLP http/protobuf; --experimental-wasi-otel (Spin's flag) links\n\
+         wasi:otel@0.2.0-rc.2, so a component built with it (spin-otel.toml) adds its spans and metrics."
     );
     std::process::exit(2)
 }
@@ -599,6 +658,7 @@ fn parse_args() -> Result<Args> {
         max_instance_memory_mb: 128,
         max_request_ms: 600_000,
         runtime_config: None,
+        experimental_wasi_otel: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -630,11 +690,21 @@ fn parse_args() -> Result<Args> {
             }
             "--max-request-ms" => args.max_request_ms = value().parse().context("milliseconds")?,
             "--runtime-config-file" => args.runtime_config = Some(value().into()),
+            "--experimental-wasi-otel" => args.experimental_wasi_otel = true,
             "-h" | "--help" => usage(),
             other => bail!("unknown argument `{other}`"),
         }
     }
     Ok(args)
+}
+
+/// Sends pending telemetry (at most 5 s), then stops.
+async fn shut_down(exporter: Option<&otel::Exporter>) -> Result<()> {
+    println!("meridian-host: shutting down");
+    if let Some(e) = exporter {
+        e.flush(std::time::Duration::from_secs(5)).await;
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -726,10 +796,20 @@ async fn main() -> Result<()> {
         |s| s,
     ))?;
     w(kv::add_to_linker(&mut linker))?;
+    if args.experimental_wasi_otel {
+        w(otel::add_to_linker(&mut linker))?;
+    }
     // WASI 0.3 interfaces too, as Spin 4.1+ provides them: a component may import both.
     w(wasmtime_wasi::p3::add_to_linker(&mut linker))?;
     w(wasmtime_wasi_http::p3::add_to_linker(&mut linker))?;
-    let instance_pre = w(linker.instantiate_pre(&component))?;
+    let instance_pre = w(linker.instantiate_pre(&component)).with_context(|| {
+        if args.experimental_wasi_otel {
+            String::new()
+        } else {
+            "a component built with wasi:otel (spin-otel.toml) needs --experimental-wasi-otel, as with `spin up`".into()
+        }
+    })?;
+    let exporter = otel::Exporter::from_env()?;
     let allowed = Arc::new(allowed);
     let pool = pool::Pool::new(args.tcp_nodelay);
     let vars = Arc::new(resolved.variables);
@@ -749,6 +829,7 @@ async fn main() -> Result<()> {
             idle: std::time::Duration::from_millis(args.idle_instance_ms),
             limits,
             kv: kv.clone(),
+            exporter: exporter.clone().filter(|_| args.experimental_wasi_otel),
         })),
         Err(_) => Mode::P2(w(ProxyPre::new(instance_pre))?),
     };
@@ -768,6 +849,8 @@ async fn main() -> Result<()> {
         vars,
         limits,
         kv: kv.clone(),
+        exporter: exporter.clone(),
+        wasi_otel: args.experimental_wasi_otel,
         test_peer_header: args
             .test_peer_header
             .map(|n| hyper::header::HeaderName::from_bytes(n.as_bytes()))
@@ -776,10 +859,16 @@ async fn main() -> Result<()> {
     });
     let listener = TcpListener::bind(args.listen).await?;
     println!(
-        "meridian-host: serving {} on http://{} ({wasi_version}; {}; {})",
+        "meridian-host: serving {} on http://{} ({wasi_version}; {}; {}; {})",
         component_path.display(),
         listener.local_addr()?,
         kv.describe(),
+        match &exporter {
+            Some(e) if args.experimental_wasi_otel => format!("{}, wasi:otel linked", e.describe()),
+            Some(e) => e.describe(),
+            None if args.experimental_wasi_otel => "wasi:otel linked, no OTLP endpoint set".into(),
+            None => "no telemetry export".into(),
+        },
         if args.tcp_nodelay {
             "TCP_NODELAY on"
         } else {
@@ -802,11 +891,11 @@ async fn main() -> Result<()> {
         // At most --max-connections at once: the next is accepted when one closes.
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => p?,
-            _ = &mut shutdown => { println!("meridian-host: shutting down"); return Ok(()); }
+            _ = &mut shutdown => { return shut_down(exporter.as_deref()).await; }
         };
         let (client, client_addr) = tokio::select! {
             r = listener.accept() => r?,
-            _ = &mut shutdown => { println!("meridian-host: shutting down"); return Ok(()); }
+            _ = &mut shutdown => { return shut_down(exporter.as_deref()).await; }
         };
         if args.tcp_nodelay {
             let _ = client.set_nodelay(true);

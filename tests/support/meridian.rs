@@ -74,6 +74,34 @@ pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::
     (out, target.join("wasm32-wasip2/release").join(wasm))
 }
 
+/// The WASI 0.2 component built with `wasi:otel` (`--features otel`, spin-otel.toml) into
+/// `target/otel`, whichever build the other tests run.
+pub async fn build_otel_component() -> (std::process::Output, PathBuf) {
+    let target = root().join("target/otel");
+    let out = tokio::time::timeout(
+        Duration::from_secs(1800),
+        Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args([
+                "build",
+                "--target",
+                "wasm32-wasip2",
+                "--release",
+                "--locked",
+            ])
+            .args(["--features", "otel", "--target-dir"])
+            .arg(&target)
+            .env_remove("MERIDIAN_POLICY")
+            .env_remove("MERIDIAN_GEOIP")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the build finished within 30 minutes")
+    .expect("cargo runs");
+    (out, target.join("wasm32-wasip2/release/meridian.wasm"))
+}
+
 /// Which build the end-to-end tests run: the WASI 0.2 component spin.toml deploys, or, with
 /// `MERIDIAN_COMPONENT=p3`, the WASI 0.3 build (`adapters/spin-p3`, spin-p3.toml) that serves
 /// many requests per instance.
@@ -158,6 +186,17 @@ impl Meridian {
         host_args: &[&str],
     ) -> Meridian {
         Meridian::launch(policy, &[], wasm, host_args, false).await
+    }
+
+    /// Any component (None: the one the tests run) with a run-time policy, environment and
+    /// meridian-host arguments.
+    pub async fn custom(
+        wasm: Option<&std::path::Path>,
+        policy: &str,
+        env: &[(&str, &str)],
+        host_args: &[&str],
+    ) -> Meridian {
+        Meridian::start(Some(policy), env, wasm, host_args).await
     }
 
     async fn start(

@@ -4,6 +4,7 @@
 pub mod clients;
 pub mod meridian;
 pub mod mock;
+pub mod otlp;
 pub mod redis;
 
 pub use meridian::Meridian;
