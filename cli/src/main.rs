@@ -72,6 +72,16 @@ struct ReportArgs {
     /// Print the sums as JSON instead of the text summary.
     #[arg(long)]
     json: bool,
+    /// Also say on stderr how many lines were read, how long it took and the peak memory.
+    #[arg(long)]
+    stats: bool,
+}
+
+/// The process's peak resident memory in KiB (Linux: `VmHWM`), if known.
+fn peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `YYYY-MM-DD` → Unix milliseconds at its start (UTC).
@@ -95,6 +105,8 @@ fn day_ms(d: &str) -> Result<u64, String> {
 }
 
 fn report(a: &ReportArgs) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut lines = 0u64;
     let policy = match &a.policy {
         None => None,
         Some(p) => {
@@ -117,6 +129,7 @@ fn report(a: &ReportArgs) -> Result<(), String> {
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {
+                    lines += 1;
                     line.push_str(&String::from_utf8_lossy(&buf));
                     r.add_line(&line);
                 }
@@ -142,6 +155,16 @@ fn report(a: &ReportArgs) -> Result<(), String> {
         println!("{}", r.json());
     } else {
         print!("{}", r.text());
+    }
+    if a.stats {
+        eprintln!(
+            "report: {lines} lines in {:.2} s, peak memory {}",
+            started.elapsed().as_secs_f64(),
+            peak_kib().map_or("unknown".to_string(), |k| format!(
+                "{:.1} MiB",
+                k as f64 / 1024.0
+            ))
+        );
     }
     Ok(())
 }

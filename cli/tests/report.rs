@@ -121,7 +121,7 @@ fn render(l: &Line, i: usize) -> String {
 
 #[test]
 fn the_report_sums_what_the_log_says_and_finds_every_planted_crossing() {
-    let mut lines = generate(20_000);
+    let mut lines = generate(100_000);
     // Planted: three requests served in the US although a residency rule or the tenant's
     // jurisdictions required the EU.
     for (i, (tenant, country)) in [("globex", "FR"), ("acme", "US"), ("acme", "DE")]
@@ -171,7 +171,7 @@ fn the_report_sums_what_the_log_says_and_finds_every_planted_crossing() {
         }
     }
     let out = meridian()
-        .args(["report", "--json", "--policy"])
+        .args(["report", "--json", "--stats", "--policy"])
         .arg(&policy)
         .arg("--html")
         .arg(dir.join("report.html"))
@@ -182,6 +182,28 @@ fn the_report_sums_what_the_log_says_and_finds_every_planted_crossing() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Time and memory, reported (not asserted: this machine is shared); streamed, so the
+    // memory does not grow with the log.
+    let stats = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stats}");
+    let stats = stats
+        .lines()
+        .find(|l| l.starts_with("report: "))
+        .expect("--stats line");
+    assert!(
+        stats.starts_with(&format!("report: {} lines in ", lines.len() + 1)),
+        "{stats}"
+    );
+    let peak_mib: f64 = stats
+        .rsplit("peak memory ")
+        .next()
+        .and_then(|m| m.trim_end_matches(" MiB").parse().ok())
+        .expect("peak memory in MiB");
+    assert!(
+        peak_mib < (text.len() as f64 / 1048576.0).max(64.0),
+        "{peak_mib} MiB for a {} MiB log: not streamed",
+        text.len() / 1048576
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["requests"], lines.len() as u64);
@@ -235,6 +257,23 @@ fn the_report_sums_what_the_log_says_and_finds_every_planted_crossing() {
     assert!(html.contains("<svg"));
     assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("@import"));
     assert!(html.contains("3 request(s)"));
+    // Rendered by headless Chromium: the charts are drawn, from the page alone.
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients");
+    let shot = dir.join("report.png");
+    let page = std::process::Command::new("node")
+        .arg("report_page.mjs")
+        .current_dir(&clients)
+        .env("REPORT_HTML", dir.join("report.html"))
+        .env("SHOT", &shot)
+        .output()
+        .expect("node runs (./scripts/setup installs it and playwright-core)");
+    println!("{}", String::from_utf8_lossy(&page.stdout));
+    assert!(
+        page.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&page.stdout),
+        String::from_utf8_lossy(&page.stderr)
+    );
 
     // Filters: one tenant, one day (2026-11-30: the first 4,320 lines at 20 s apart).
     let out = meridian()
