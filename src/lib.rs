@@ -14,6 +14,7 @@ pub mod error;
 pub mod facts;
 pub mod forward;
 pub mod headers;
+pub mod impact;
 pub mod limits;
 pub mod location;
 pub mod otel;

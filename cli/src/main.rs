@@ -43,6 +43,16 @@ enum Command {
     /// Sum up Meridian's log lines (files, or stdin) for the people who answer for data
     /// protection and cost: a terminal summary, and with --html a self-contained page.
     Report(ReportArgs),
+    /// What a policy change does to traffic: both policies decide every request the fact space
+    /// can describe; the cases that change are merged into lines. Exit status 1 when anything
+    /// changed, 0 when nothing did, 2 on an error.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Print the changes as JSON (every covered country listed).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of the policy format.
     Schema,
     /// Print the `sha256:` form of an API key for a tenant's `keys` (reads stdin without KEY).
@@ -102,6 +112,28 @@ fn day_ms(d: &str) -> Result<u64, String> {
         return Err(bad());
     }
     Ok(meridian::limits::days_from_civil(y, m, dd) as u64 * 86_400_000)
+}
+
+fn diff(old: &Path, new: &Path, json: bool) -> Result<bool, String> {
+    let (a, b) = (load(old)?, load(new)?);
+    let d = meridian::impact::diff(&a, &b);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
+        );
+    } else if d.changes.is_empty() {
+        println!("{} → {}: no change in {} cases", d.old, d.new, d.cases);
+    } else {
+        println!(
+            "{} → {}: {} of {} cases change",
+            d.old, d.new, d.changed, d.cases
+        );
+        for c in &d.changes {
+            println!("- {}", c.line);
+        }
+    }
+    Ok(d.changed > 0)
 }
 
 fn report(a: &ReportArgs) -> Result<(), String> {
@@ -370,6 +402,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("meridian report: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Diff { old, new, json } => match diff(&old, &new, json) {
+            Ok(changed) => ExitCode::from(u8::from(changed)),
+            Err(e) => {
+                eprintln!("meridian diff: {e}");
                 ExitCode::from(2)
             }
         },

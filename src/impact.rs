@@ -1,0 +1,518 @@
+//! What a policy change does to traffic, before it ships: both policies decide every request
+//! the fact space can describe, with the component's own `decide`, and the cases whose
+//! outcome differs are merged into readable changes. Pure: `meridian diff` prints it.
+//!
+//! The fact space: every country (ISO 3166-1, from the built-in table) and unknown (`XX`);
+//! anonymous and every tenant either policy names; every public model either serves (routes
+//! included); no privacy flag and each flag alone; stream or not; no edge region and each
+//! region a rule of either names; no personal data and each kind a rule of either names. The
+//! endpoint is chat completions. A case's outcome is its first candidate (the provider that
+//! will be tried first, and where it processes data) or its refusal; the rules that matched
+//! are shown, marked `new` when the old policy has no rule of that id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::decide::decide;
+use crate::facts::{self, Endpoint, RequestFacts};
+use crate::location::Location;
+use crate::policy::{places, Country, Policy, PRIVACY_FLAG_NAMES};
+
+/// One request the fact space describes (everything but the country).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Shape {
+    /// `None`: anonymous.
+    pub tenant: Option<String>,
+    pub model: String,
+    pub privacy: Option<&'static str>,
+    pub stream: bool,
+    pub edge_region: Option<String>,
+    pub pii: Option<String>,
+}
+
+/// What a policy does with one request.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Served {
+        provider: String,
+        location: String,
+        rules: Vec<String>,
+    },
+    Refused {
+        status: u16,
+        code: String,
+        rules: Vec<String>,
+    },
+    /// The request is invalid under this policy (e.g. the model is unknown to it).
+    Invalid { reason: String },
+}
+
+impl Outcome {
+    /// The same outcome whichever rules led to it: what a change to traffic is judged by.
+    fn without_rules(&self) -> Outcome {
+        let mut o = self.clone();
+        match &mut o {
+            Outcome::Served { rules, .. } | Outcome::Refused { rules, .. } => rules.clear(),
+            Outcome::Invalid { .. } => {}
+        }
+        o
+    }
+
+    fn render(&self, old: Option<&Policy>) -> String {
+        let rules = |rules: &[String]| -> String {
+            if rules.is_empty() {
+                return String::new();
+            }
+            let shown: Vec<String> = rules
+                .iter()
+                .map(|r| match old {
+                    Some(o) if !o.rules.iter().any(|x| x.id.0.as_ref() == r.as_str()) => {
+                        format!("rule `{r}`, new")
+                    }
+                    _ => format!("rule `{r}`"),
+                })
+                .collect();
+            format!(" ({})", shown.join("; "))
+        };
+        match self {
+            Outcome::Served {
+                provider,
+                location,
+                rules: r,
+            } => format!("served by {provider} ({location}){}", rules(r)),
+            Outcome::Refused {
+                status,
+                code,
+                rules: r,
+            } => {
+                format!("refused {status} {code}{}", rules(r))
+            }
+            Outcome::Invalid { reason } => format!("invalid: {reason}"),
+        }
+    }
+}
+
+/// One merged change: the cases it covers (`None` in a dimension: every value) and the two
+/// outcomes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// The countries it covers (`XX`: unknown).
+    pub countries: Vec<String>,
+    /// `any country`, a jurisdiction's name, or the countries.
+    pub clients: String,
+    pub tenant: Dim<Option<String>>,
+    pub model: Dim<String>,
+    pub privacy: Dim<Option<&'static str>>,
+    pub stream: Dim<bool>,
+    pub edge_region: Dim<Option<String>>,
+    pub pii: Dim<Option<String>>,
+    pub old: Outcome,
+    pub new: Outcome,
+    /// Cases (one country of one shape each) it covers.
+    pub cases: usize,
+    pub line: String,
+}
+
+/// A dimension's value in a merged change: one value, or all of them (`"*"` in JSON; `null`
+/// is no value: anonymous, no flag, no region, no personal data).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dim<T> {
+    Any,
+    One(T),
+}
+
+impl<T: Serialize> Serialize for Dim<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Dim::Any => s.serialize_str("*"),
+            Dim::One(v) => v.serialize(s),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Diff {
+    pub old: String,
+    pub new: String,
+    /// Cases decided under each policy.
+    pub cases: usize,
+    /// Cases whose outcome differs.
+    pub changed: usize,
+    pub changes: Vec<Change>,
+}
+
+/// The values of each dimension the two policies can tell apart.
+pub struct Space {
+    pub countries: Vec<Country>,
+    pub shapes: Vec<Shape>,
+    pub tenants: Vec<Option<String>>,
+    pub models: Vec<String>,
+    pub edge_regions: Vec<Option<String>>,
+    pub pii: Vec<Option<String>>,
+}
+
+pub fn space(old: &Policy, new: &Policy) -> Space {
+    let mut countries: Vec<Country> = places::COUNTRIES
+        .iter()
+        .filter_map(|(c, _, _)| Country::parse_assigned(c))
+        .collect();
+    countries.push(Country::UNKNOWN);
+    let both = [old, new];
+    let mut tenants: Vec<Option<String>> = vec![None];
+    let names: BTreeSet<String> = both
+        .iter()
+        .flat_map(|p| p.tenants.iter().map(|t| t.id.0.to_string()))
+        .collect();
+    tenants.extend(names.into_iter().map(Some));
+    let models: Vec<String> = both
+        .iter()
+        .flat_map(|p| p.model_names())
+        .map(str::to_string)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut edge_regions: Vec<Option<String>> = vec![None];
+    let regions: BTreeSet<String> = both
+        .iter()
+        .flat_map(|p| p.rules.iter())
+        .filter_map(|r| r.when.edge_regions.as_ref())
+        .flat_map(|l| l.iter().map(|t| t.to_string()))
+        .collect();
+    edge_regions.extend(regions.into_iter().map(Some));
+    let mut pii: Vec<Option<String>> = vec![None];
+    let kinds: BTreeSet<String> = both
+        .iter()
+        .flat_map(|p| {
+            p.rules.iter().filter_map(|r| match &r.when.pii {
+                Some(crate::policy::pii::PiiWhen::Found(set)) => Some(
+                    set.iter()
+                        .map(|k| p.pii.kind_name(k).to_string())
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+        })
+        .flatten()
+        .collect();
+    pii.extend(kinds.into_iter().map(Some));
+    let mut privacy: Vec<Option<&'static str>> = vec![None];
+    privacy.extend(PRIVACY_FLAG_NAMES.iter().copied().map(Some));
+    let mut shapes = Vec::new();
+    for tenant in &tenants {
+        for model in &models {
+            for p in &privacy {
+                for stream in [false, true] {
+                    for edge in &edge_regions {
+                        for k in &pii {
+                            shapes.push(Shape {
+                                tenant: tenant.clone(),
+                                model: model.clone(),
+                                privacy: *p,
+                                stream,
+                                edge_region: edge.clone(),
+                                pii: k.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Space {
+        countries,
+        shapes,
+        tenants,
+        models,
+        edge_regions,
+        pii,
+    }
+}
+
+/// The facts of a shape under a policy (the country is set per case), or why it is invalid.
+pub fn facts_of(policy: &Policy, s: &Shape) -> Result<RequestFacts, String> {
+    let mut headers = Vec::new();
+    if let Some(p) = s.privacy {
+        headers.push((facts::PRIVACY_HEADER.to_string(), p.to_string()));
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(s.model.clone()));
+    body.insert("stream".into(), Value::Bool(s.stream));
+    let cx = facts::Context {
+        location: Location::given(None),
+        request_id: "diff".into(),
+        endpoint: Endpoint::Chat,
+        tenant: s
+            .tenant
+            .as_deref()
+            .map(|t| crate::policy::TenantId(t.to_string().into())),
+        edge_region: s.edge_region.clone(),
+        headers: &headers,
+        pii: None,
+        unknown_fields: policy.settings.unknown_fields,
+    };
+    let mut f = facts::from_request(cx, &mut body).map_err(|e| e.message)?;
+    if let Some(kind) = &s.pii {
+        // A kind this policy does not know is no finding under it.
+        if let Some(k) = policy.pii.kind_of(kind) {
+            f.pii = Some(crate::pii::Found {
+                counts: vec![(k, 1)],
+            });
+        }
+    }
+    Ok(f)
+}
+
+/// What `policy` does with the shape from `country`.
+pub fn outcome(policy: &Policy, facts: &Result<RequestFacts, String>, country: Country) -> Outcome {
+    let f = match facts {
+        Ok(f) => f,
+        Err(e) => return Outcome::Invalid { reason: e.clone() },
+    };
+    let mut f = f.clone();
+    f.country = country;
+    f.location = Location::given((country != Country::UNKNOWN).then_some(country));
+    if f.tenant
+        .as_ref()
+        .is_some_and(|t| policy.tenant(&t.0).is_none())
+    {
+        return Outcome::Invalid {
+            reason: "no such tenant".into(),
+        };
+    }
+    let d = decide(policy, &f);
+    let rules: Vec<String> = d.matched_rules.iter().map(|r| r.0.to_string()).collect();
+    if let Some(r) = &d.refusal {
+        return Outcome::Refused {
+            status: r.status,
+            code: r.code.to_string(),
+            rules,
+        };
+    }
+    match d.candidates.first() {
+        Some(c) => Outcome::Served {
+            provider: c.provider.0.to_string(),
+            location: policy
+                .provider(c.provider.as_str())
+                .map_or_else(String::new, |p| p.location.to_string()),
+            rules,
+        },
+        None => Outcome::Refused {
+            status: 0,
+            code: "no_candidate".into(),
+            rules,
+        },
+    }
+}
+
+/// Every case whose outcome differs (another provider first, a refusal instead of an answer or
+/// the other way, another refusal; not only other rules matching): (shape, country, old,
+/// new). The raw list the merged changes cover.
+pub fn changed_cases(
+    old: &Policy,
+    new: &Policy,
+    sp: &Space,
+) -> Vec<(Shape, Country, Outcome, Outcome)> {
+    let mut out = Vec::new();
+    for s in &sp.shapes {
+        let (fo, fn_) = (facts_of(old, s), facts_of(new, s));
+        for c in &sp.countries {
+            let (a, b) = (outcome(old, &fo, *c), outcome(new, &fn_, *c));
+            if a.without_rules() != b.without_rules() {
+                out.push((s.clone(), *c, a, b));
+            }
+        }
+    }
+    out
+}
+
+fn clients(countries: &BTreeSet<Country>, all: usize, policies: [&Policy; 2]) -> String {
+    if countries.len() == all {
+        return "any country".into();
+    }
+    let names: Vec<&str> = countries.iter().map(|c| c.as_str()).collect();
+    if names.len() <= 2 {
+        return format!("clients in {}", names.join(", "));
+    }
+    for p in policies {
+        for (name, set) in p.jurisdictions.iter() {
+            let members: BTreeSet<Country> = countries
+                .iter()
+                .copied()
+                .filter(|c| set.contains(*c))
+                .collect();
+            if members.len() == countries.len()
+                && places::COUNTRIES
+                    .iter()
+                    .filter_map(|(c, _, _)| Country::parse_assigned(c))
+                    .filter(|c| set.contains(*c))
+                    .count()
+                    == countries.len()
+            {
+                return format!("clients in {name}");
+            }
+        }
+    }
+    if names.len() <= 8 {
+        format!("clients in {}", names.join(", "))
+    } else {
+        format!(
+            "clients in {} countries ({}, …)",
+            names.len(),
+            names[..6].join(", ")
+        )
+    }
+}
+
+/// The whole diff: every case decided under both policies, the differing ones merged.
+pub fn diff(old: &Policy, new: &Policy) -> Diff {
+    let sp = space(old, new);
+    let raw = changed_cases(old, new, &sp);
+    let changed = raw.len();
+    // Merge the countries of each (shape, old, new).
+    let mut by: BTreeMap<(Shape, Outcome, Outcome), BTreeSet<Country>> = BTreeMap::new();
+    for (s, c, a, b) in raw {
+        by.entry((s, a, b)).or_default().insert(c);
+    }
+    type Key = (
+        Dim<Option<String>>,
+        Dim<String>,
+        Dim<Option<&'static str>>,
+        Dim<bool>,
+        Dim<Option<String>>,
+        Dim<Option<String>>,
+    );
+    let mut merged: BTreeMap<(Key, Vec<Country>, Outcome, Outcome), usize> = BTreeMap::new();
+    for ((s, a, b), cs) in by {
+        let key: Key = (
+            Dim::One(s.tenant),
+            Dim::One(s.model),
+            Dim::One(s.privacy),
+            Dim::One(s.stream),
+            Dim::One(s.edge_region),
+            Dim::One(s.pii),
+        );
+        let n = cs.len();
+        merged.insert((key, cs.into_iter().collect(), a, b), n);
+    }
+    // Then each dimension in turn: changes equal but for that dimension, covering all of its
+    // values, become one.
+    let sizes = [
+        sp.tenants.len(),
+        sp.models.len(),
+        1 + PRIVACY_FLAG_NAMES.len(),
+        2,
+        sp.edge_regions.len(),
+        sp.pii.len(),
+    ];
+    for (dim, &size) in sizes.iter().enumerate() {
+        let mut groups: BTreeMap<(Key, Vec<Country>, Outcome, Outcome), Vec<usize>> =
+            BTreeMap::new();
+        for ((k, cs, a, b), n) in &merged {
+            let mut blank = k.clone();
+            match dim {
+                0 => blank.0 = Dim::Any,
+                1 => blank.1 = Dim::Any,
+                2 => blank.2 = Dim::Any,
+                3 => blank.3 = Dim::Any,
+                4 => blank.4 = Dim::Any,
+                _ => blank.5 = Dim::Any,
+            }
+            groups
+                .entry((blank, cs.clone(), a.clone(), b.clone()))
+                .or_default()
+                .push(*n);
+        }
+        let mut next = BTreeMap::new();
+        for ((blank, cs, a, b), ns) in groups {
+            if ns.len() == size {
+                next.insert((blank, cs, a, b), ns.iter().sum());
+            } else {
+                // Not every value: keep them apart (re-derive each from `merged`).
+                for ((k, cs2, a2, b2), n) in &merged {
+                    let mut kb = k.clone();
+                    match dim {
+                        0 => kb.0 = Dim::Any,
+                        1 => kb.1 = Dim::Any,
+                        2 => kb.2 = Dim::Any,
+                        3 => kb.3 = Dim::Any,
+                        4 => kb.4 = Dim::Any,
+                        _ => kb.5 = Dim::Any,
+                    }
+                    if kb == blank && *cs2 == cs && *a2 == a && *b2 == b {
+                        next.insert((k.clone(), cs2.clone(), a2.clone(), b2.clone()), *n);
+                    }
+                }
+            }
+        }
+        merged = next;
+    }
+    let all = sp.countries.len();
+    let mut changes: Vec<Change> = merged
+        .into_iter()
+        .map(|((k, cs, a, b), n)| {
+            let set: BTreeSet<Country> = cs.iter().copied().collect();
+            let who = clients(&set, all, [new, old]);
+            let mut parts = vec![who.clone()];
+            match &k.0 {
+                Dim::One(Some(t)) => parts.push(format!("tenant {t}")),
+                Dim::One(None) => parts.push("anonymous".into()),
+                Dim::Any => {}
+            }
+            if let Dim::One(m) = &k.1 {
+                parts.push(format!("model {m}"));
+            }
+            if let Dim::One(p) = &k.2 {
+                parts.push(match p {
+                    Some(f) => format!("privacy {f}"),
+                    None => "no privacy flag".into(),
+                });
+            }
+            if let Dim::One(s) = &k.3 {
+                parts.push(if *s { "stream" } else { "not streamed" }.into());
+            }
+            if let Dim::One(e) = &k.4 {
+                parts.push(match e {
+                    Some(e) => format!("edge {e}"),
+                    None => "no edge region".into(),
+                });
+            }
+            if let Dim::One(p) = &k.5 {
+                parts.push(match p {
+                    Some(p) => format!("personal data {p}"),
+                    None => "no personal data".into(),
+                });
+            }
+            let line = format!(
+                "{}: {} → {}",
+                parts.join(", "),
+                a.render(None),
+                b.render(Some(old))
+            );
+            Change {
+                countries: cs.iter().map(|c| c.as_str().to_string()).collect(),
+                clients: who,
+                tenant: k.0,
+                model: k.1,
+                privacy: k.2,
+                stream: k.3,
+                edge_region: k.4,
+                pii: k.5,
+                old: a,
+                new: b,
+                cases: n,
+                line,
+            }
+        })
+        .collect();
+    changes.sort_by(|x, y| y.cases.cmp(&x.cases).then(x.line.cmp(&y.line)));
+    Diff {
+        old: old.version_label(),
+        new: new.version_label(),
+        cases: sp.shapes.len() * all,
+        changed,
+        changes,
+    }
+}
