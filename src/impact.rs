@@ -408,9 +408,10 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
         sp.pii.len(),
     ];
     for (dim, &size) in sizes.iter().enumerate() {
-        let mut groups: BTreeMap<(Key, Vec<Country>, Outcome, Outcome), Vec<usize>> =
-            BTreeMap::new();
-        for ((k, cs, a, b), n) in &merged {
+        // Changes equal but for this dimension, with their own keys.
+        type Group = (Key, Vec<Country>, Outcome, Outcome);
+        let mut groups: BTreeMap<Group, Vec<(Key, usize)>> = BTreeMap::new();
+        for ((k, cs, a, b), n) in merged {
             let mut blank = k.clone();
             match dim {
                 0 => blank.0 = Dim::Any,
@@ -420,30 +421,16 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
                 4 => blank.4 = Dim::Any,
                 _ => blank.5 = Dim::Any,
             }
-            groups
-                .entry((blank, cs.clone(), a.clone(), b.clone()))
-                .or_default()
-                .push(*n);
+            groups.entry((blank, cs, a, b)).or_default().push((k, n));
         }
         let mut next = BTreeMap::new();
-        for ((blank, cs, a, b), ns) in groups {
-            if ns.len() == size {
-                next.insert((blank, cs, a, b), ns.iter().sum());
+        for ((blank, cs, a, b), members) in groups {
+            if members.len() == size {
+                next.insert((blank, cs, a, b), members.iter().map(|(_, n)| n).sum());
             } else {
-                // Not every value: keep them apart (re-derive each from `merged`).
-                for ((k, cs2, a2, b2), n) in &merged {
-                    let mut kb = k.clone();
-                    match dim {
-                        0 => kb.0 = Dim::Any,
-                        1 => kb.1 = Dim::Any,
-                        2 => kb.2 = Dim::Any,
-                        3 => kb.3 = Dim::Any,
-                        4 => kb.4 = Dim::Any,
-                        _ => kb.5 = Dim::Any,
-                    }
-                    if kb == blank && *cs2 == cs && *a2 == a && *b2 == b {
-                        next.insert((k.clone(), cs2.clone(), a2.clone(), b2.clone()), *n);
-                    }
+                // Not every value: they stay apart.
+                for (k, n) in members {
+                    next.insert((k, cs.clone(), a.clone(), b.clone()), n);
                 }
             }
         }
