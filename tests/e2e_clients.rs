@@ -15,8 +15,9 @@ const EMBEDDING_B64: &str = "AAAAPwAAgL4AAIA/";
 
 use support::clients::{self, python};
 
-/// Answers like an OpenAI-compatible provider: chat (stream or not) and embeddings.
-fn openai_like(rec: &Recorded, _n: usize) -> Script {
+/// Answers like an OpenAI-compatible provider: chat (stream or not) and embeddings. A stream
+/// ends as `end` says.
+fn openai_like(rec: &Recorded, end: SseEnd) -> Script {
     if rec.path.ends_with("/embeddings") {
         let embedding = if rec.body["encoding_format"] == "base64" {
             serde_json::json!(EMBEDDING_B64)
@@ -41,7 +42,7 @@ fn openai_like(rec: &Recorded, _n: usize) -> Script {
                 .map(|w| chunk(w))
                 .collect(),
             gap_ms: 150,
-            end: SseEnd::Done,
+            end,
         };
     }
     Script::ok("Hello from the mock")
@@ -69,7 +70,11 @@ fn policy(up: &Mock, page_origin: &str) -> String {
 }
 
 async fn start(page_origin: &str) -> (Mock, Meridian) {
-    let up = Mock::with(openai_like).await;
+    start_ending(page_origin, SseEnd::Done).await
+}
+
+async fn start_ending(page_origin: &str, end: SseEnd) -> (Mock, Meridian) {
+    let up = Mock::with(move |rec: &Recorded, _| openai_like(rec, end.clone())).await;
     let m = Meridian::with_policy(
         &policy(&up, page_origin),
         &[("SPIN_VARIABLE_OPENAI_API_KEY", PROVIDER_KEY)],
@@ -120,12 +125,25 @@ async fn official_npm_sdk() {
 #[tokio::test]
 async fn browser_streams_from_an_allowed_origin_and_another_origin_is_refused() {
     let (page_port, other_port) = (free_port(), free_port());
-    let (up, m) = start(&format!("http://127.0.0.1:{page_port}")).await;
+    // The stream holds after its first chunk until the page has shown it and the script calls
+    // RELEASE_URL: "rendered before the end" does not depend on how fast a loaded machine is.
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (up, m) = start_ending(
+        &format!("http://127.0.0.1:{page_port}"),
+        SseEnd::HoldAfterFirst(release.clone()),
+    )
+    .await;
+    let gate = Mock::with(move |_: &Recorded, _| {
+        release.notify_one();
+        Script::ok("released")
+    })
+    .await;
     clients::run(
         "node",
         "browser.mjs",
         &[
             ("MERIDIAN_URL", m.url.clone()),
+            ("RELEASE_URL", gate.url()),
             ("BROWSER_KEY", BROWSER_KEY.into()),
             ("PAGE_PORT", page_port.to_string()),
             ("OTHER_PORT", other_port.to_string()),

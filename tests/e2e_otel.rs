@@ -55,7 +55,15 @@ fn children(r: &Receiver, parent: &Span) -> Vec<Span> {
         .map(|(_, s)| s)
         .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
         .collect();
-    c.sort_by_key(|s| s.start_time_unix_nano);
+    // In the order the component built them: two attempts can start within the same
+    // millisecond, so the start time alone does not order them.
+    c.sort_by_key(|s| {
+        let seq = match support::otlp::attr(&s.attributes, "meridian.attempt") {
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(n)) => *n,
+            _ => i64::MAX,
+        };
+        (seq, s.start_time_unix_nano)
+    });
     c
 }
 

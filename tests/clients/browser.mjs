@@ -2,11 +2,12 @@
 // renders it, in headless Chromium (Debian's, driven by playwright-core). The same page served
 // from an origin the browser key does not allow must be refused.
 // Run by tests/e2e_clients.rs with MERIDIAN_URL, BROWSER_KEY, PAGE_PORT (allowed origin) and
-// OTHER_PORT (not allowed).
+// OTHER_PORT (not allowed). The upstream holds the stream after its first chunk until this
+// script calls RELEASE_URL.
 import http from "node:http";
 import { chromium } from "playwright-core";
 
-const { MERIDIAN_URL, BROWSER_KEY, PAGE_PORT, OTHER_PORT } = process.env;
+const { MERIDIAN_URL, BROWSER_KEY, PAGE_PORT, OTHER_PORT, RELEASE_URL } = process.env;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 function check(name, cond, detail = "") {
@@ -92,7 +93,8 @@ try {
     { timeout: 30000, polling: 10 },
   );
   const partial = await tab.textContent("#out");
-  check("renders text before the stream ends", partial.length > 0 && partial !== "Hello from a stream", partial);
+  check("renders text before the stream ends", partial === "Hello", partial);
+  await fetch(RELEASE_URL, { method: "POST", body: "{}" });
   await tab.waitForFunction(() => document.getElementById("status").textContent !== "streaming", null, { timeout: 30000 });
   check("stream completes", (await tab.textContent("#status")) === "done", await tab.textContent("#status"));
   check("streamed text rendered", (await tab.textContent("#out")) === "Hello from a stream", await tab.textContent("#out"));
