@@ -230,6 +230,11 @@ pub struct Record {
     pub cooled: Vec<String>,
     /// Providers skipped because they are cooling down: `alpha cooling down until …`.
     pub cooling: Vec<String>,
+    /// What refused the request once its facts were read: `policy` (the decision), `limits`
+    /// (Meridian's own), `health` (every provider cooling down).
+    pub refused_by: Option<&'static str>,
+    /// What the decision read and chose, for `meridian replay`.
+    pub facts: Option<crate::replay::Inputs>,
 }
 
 impl Record {
@@ -372,6 +377,8 @@ impl Record {
             limits: self.limits.as_ref(),
             cooled: &self.cooled,
             cooling: &self.cooling,
+            refused_by: self.refused_by,
+            facts: self.facts.as_ref(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         };
         serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
@@ -453,6 +460,10 @@ struct LogLine<'a> {
     cooled: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     cooling: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused_by: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    facts: Option<&'a crate::replay::Inputs>,
     duration_ms: u64,
 }
 

@@ -15,7 +15,8 @@ pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
 pub const MAX_MODEL_BYTES: usize = 256;
 
 /// The OpenRouter-compatible per-request routing options (`provider` in the body).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ProviderPrefs {
     pub order: Vec<String>,
     pub only: Option<Vec<String>>,
@@ -23,6 +24,20 @@ pub struct ProviderPrefs {
     pub allow_fallbacks: bool,
     pub sort: Option<Sort>,
     pub max_price: MaxPrice,
+}
+
+/// No preferences: fallbacks allowed.
+impl Default for ProviderPrefs {
+    fn default() -> Self {
+        ProviderPrefs {
+            order: Vec::new(),
+            only: None,
+            ignore: Vec::new(),
+            allow_fallbacks: true,
+            sort: None,
+            max_price: MaxPrice::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,6 +67,10 @@ pub struct RequestFacts {
     /// What names the conversation, for affinity where the policy spreads load: the policy's
     /// header, else `prompt_cache_key`, else `user`; scoped to the tenant.
     pub affinity: Option<String>,
+    /// The spread's seed itself, when the facts come from a log line (which keeps the seed,
+    /// never the conversation key): it takes the place of `affinity`.
+    #[serde(skip)]
+    pub seed: Option<u64>,
     /// Estimated input tokens: a quarter of the bytes of every string in the body, plus a fixed
     /// amount per image, audio or file part (a documented, cheap estimate, not a tokenizer).
     pub input_tokens: u64,
@@ -136,10 +155,7 @@ pub fn provider_prefs(v: &Value) -> Result<(ProviderPrefs, PrivacyFlags), FactsE
             "invalid_provider_preferences",
         )
     })?;
-    let mut prefs = ProviderPrefs {
-        allow_fallbacks: true,
-        ..ProviderPrefs::default()
-    };
+    let mut prefs = ProviderPrefs::default();
     let mut flags = PrivacyFlags::default();
     for (k, val) in obj {
         match k.as_str() {
@@ -285,6 +301,22 @@ fn shape_of(body: &Map<String, Value>) -> (usize, u64) {
     (bytes, media)
 }
 
+impl RequestFacts {
+    /// What a weighted spread draws from: the conversation's key (one conversation stays on one
+    /// provider), else the request id; the first 8 bytes of its SHA-256.
+    pub fn spread_seed(&self) -> u64 {
+        if let Some(s) = self.seed {
+            return s;
+        }
+        use sha2::Digest as _;
+        let id = self.affinity.as_deref().unwrap_or(&self.request_id);
+        let d = sha2::Sha256::digest(id.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(b)
+    }
+}
+
 /// A conversation key scoped to the caller: two tenants' conversations never share a seed.
 pub fn affinity_key(tenant: Option<&TenantId>, key: &str) -> String {
     format!("{}/{key}", tenant.map_or("anonymous", |t| t.as_str()))
@@ -344,10 +376,7 @@ pub fn from_request(
     if let Some(v) = crate::headers::get(cx.headers, PRIVACY_HEADER) {
         privacy = privacy.union(privacy_from_header(v)?);
     }
-    let mut prefs = ProviderPrefs {
-        allow_fallbacks: true,
-        ..ProviderPrefs::default()
-    };
+    let mut prefs = ProviderPrefs::default();
     if let Some(p) = body.shift_remove("provider") {
         let (pp, flags) = provider_prefs(&p)?;
         prefs = pp;
@@ -411,6 +440,7 @@ pub fn from_request(
         dropped: shape.dropped,
         headers: cx.headers.to_vec(),
         affinity,
+        seed: None,
         input_tokens,
         output_tokens,
         tools,

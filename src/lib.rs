@@ -19,6 +19,7 @@ pub mod limits;
 pub mod location;
 pub mod otel;
 pub mod pii;
+pub mod replay;
 pub mod responses;
 pub mod routes;
 pub mod runtime;

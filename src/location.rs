@@ -16,7 +16,7 @@ use crate::policy::geoip::GeoTable;
 use crate::policy::{AddressForm, ClientSource, Country, CountryForm};
 
 /// Whether the request proved it came through the deployment's CDN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Edge {
     /// The policy configures no edge secret.

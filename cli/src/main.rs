@@ -53,6 +53,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay logged traffic against a new policy: each request in Meridian's log (files, or
+    /// stdin) is decided again; prints what would change (now refused, now served, provider
+    /// and jurisdiction moves, the cost at catalog prices) with example request ids. Exit
+    /// status 1 when anything changed, 0 when nothing did, 2 on an error.
+    Replay(ReplayArgs),
     /// Print the JSON Schema of the policy format.
     Schema,
     /// Print the `sha256:` form of an API key for a tenant's `keys` (reads stdin without KEY).
@@ -85,6 +90,106 @@ struct ReportArgs {
     /// Also say on stderr how many lines were read, how long it took and the peak memory.
     #[arg(long)]
     stats: bool,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The policy to decide the logged requests under.
+    policy: PathBuf,
+    /// Log files (one JSON line per request, as the component writes them); none or `-`: stdin.
+    logs: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also say on stderr how many lines were read, how long it took and the peak memory.
+    #[arg(long)]
+    stats: bool,
+}
+
+/// The longest log line read; a longer one is skipped whole (it is no line the component wrote).
+const MAX_LINE: usize = 1 << 20;
+
+/// Calls `f` with each line of the files (none or `-`: stdin), streamed: bytes that are not
+/// UTF-8 are replaced and a line longer than [`MAX_LINE`] is passed as empty, never an abort.
+/// Returns how many lines were read.
+fn each_line(files: &[PathBuf], mut f: impl FnMut(&str)) -> Result<u64, String> {
+    use std::io::BufRead;
+    let mut lines = 0u64;
+    let mut read = |reader: &mut dyn BufRead, name: &str| -> Result<(), String> {
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = reader
+                .by_ref()
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| format!("{name}: {e}"))?;
+            if n == 0 {
+                return Ok(());
+            }
+            lines += 1;
+            if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
+                // The rest of the long line, read and dropped in bounded pieces.
+                loop {
+                    buf.clear();
+                    let m = reader
+                        .by_ref()
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut buf)
+                        .map_err(|e| format!("{name}: {e}"))?;
+                    if m == 0 || buf.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+                f("");
+                continue;
+            }
+            f(&String::from_utf8_lossy(&buf));
+        }
+    };
+    if files.is_empty() || files.iter().any(|f| f.as_os_str() == "-") {
+        let stdin = std::io::stdin();
+        read(&mut stdin.lock(), "stdin")?;
+    }
+    for p in files.iter().filter(|f| f.as_os_str() != "-") {
+        let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        read(
+            &mut std::io::BufReader::with_capacity(1 << 16, file),
+            &p.display().to_string(),
+        )?;
+    }
+    Ok(lines)
+}
+
+fn stats(what: &str, lines: u64, started: std::time::Instant) {
+    eprintln!(
+        "{what}: {lines} lines in {:.2} s, peak memory {}",
+        started.elapsed().as_secs_f64(),
+        peak_kib().map_or("unknown".to_string(), |k| format!(
+            "{:.1} MiB",
+            k as f64 / 1024.0
+        ))
+    );
+}
+
+fn replay(a: &ReplayArgs) -> Result<bool, String> {
+    let started = std::time::Instant::now();
+    let policy = load(&a.policy)?;
+    let mut r = meridian::replay::Replay::new(&policy);
+    let lines = each_line(&a.logs, |l| r.line(l))?;
+    let report = r.finish();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.text());
+    }
+    if a.stats {
+        stats("replay", lines, started);
+    }
+    Ok(report.changed > 0)
 }
 
 /// The process's peak resident memory in KiB (Linux: `VmHWM`), if known.
@@ -138,7 +243,6 @@ fn diff(old: &Path, new: &Path, json: bool) -> Result<bool, String> {
 
 fn report(a: &ReportArgs) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let mut lines = 0u64;
     let policy = match &a.policy {
         None => None,
         Some(p) => {
@@ -152,34 +256,7 @@ fn report(a: &ReportArgs) -> Result<(), String> {
         tenant: a.tenant.clone(),
     };
     let mut r = report::Report::new(filter, policy.as_ref());
-    let mut read = |reader: &mut dyn std::io::BufRead, name: &str| -> Result<(), String> {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            // Bytes that are not UTF-8 make a line that is skipped, never an abort.
-            let mut buf = Vec::new();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {
-                    lines += 1;
-                    line.push_str(&String::from_utf8_lossy(&buf));
-                    r.add_line(&line);
-                }
-                Err(e) => return Err(format!("{name}: {e}")),
-            }
-        }
-    };
-    if a.files.is_empty() || a.files.iter().any(|f| f.as_os_str() == "-") {
-        let stdin = std::io::stdin();
-        read(&mut stdin.lock(), "stdin")?;
-    }
-    for f in a.files.iter().filter(|f| f.as_os_str() != "-") {
-        let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        read(
-            &mut std::io::BufReader::with_capacity(1 << 16, file),
-            &f.display().to_string(),
-        )?;
-    }
+    let lines = each_line(&a.files, |l| r.add_line(l))?;
     if let Some(path) = &a.html {
         std::fs::write(path, r.html()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -189,14 +266,7 @@ fn report(a: &ReportArgs) -> Result<(), String> {
         print!("{}", r.text());
     }
     if a.stats {
-        eprintln!(
-            "report: {lines} lines in {:.2} s, peak memory {}",
-            started.elapsed().as_secs_f64(),
-            peak_kib().map_or("unknown".to_string(), |k| format!(
-                "{:.1} MiB",
-                k as f64 / 1024.0
-            ))
-        );
+        stats("report", lines, started);
     }
     Ok(())
 }
@@ -409,6 +479,13 @@ fn main() -> ExitCode {
             Ok(changed) => ExitCode::from(u8::from(changed)),
             Err(e) => {
                 eprintln!("meridian diff: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Replay(a) => match replay(&a) {
+            Ok(changed) => ExitCode::from(u8::from(changed)),
+            Err(e) => {
+                eprintln!("meridian replay: {e}");
                 ExitCode::from(2)
             }
         },

@@ -210,7 +210,7 @@ pub(super) async fn inference<T: Transport>(
     let (mut body, mut facts) = prepare(&mut cx, raw_body, location)?;
     let measured = read_latency(&cx, &mut facts).await;
     let pinned = follow_up(&cx, &mut body)?;
-    let mut decision = decide_for(&mut cx, &facts)?;
+    let mut decision = decide_for(&mut cx, &facts, pinned.as_deref())?;
     if let Some(provider) = &pinned {
         pin(&mut cx, &mut decision, provider)?;
     }
@@ -311,6 +311,7 @@ fn pin<T>(
                     .join("; ")
             })
             .unwrap_or_else(|| "it does not serve this model for this caller".into());
+        cx.record.refused_by = Some("policy");
         return Err(ApiError::new(
             403,
             "previous_response_not_allowed",
@@ -385,6 +386,7 @@ async fn skip_cooling<T: Transport>(
         .get_or_insert_with(Default::default)
         .headers
         .push(("retry-after".into(), wait.to_string()));
+    cx.record.refused_by = Some("health");
     Err(ApiError::new(
         503,
         "providers_cooling_down",
@@ -578,6 +580,7 @@ async fn reserve_for<T: Transport>(
             }));
             audit.refused = Some(counter);
             cx.record.limits = Some(audit);
+            cx.record.refused_by = Some("limits");
             Err(e)
         }
         Err(limits::Refusal::Unavailable(why)) => {
@@ -591,6 +594,7 @@ async fn reserve_for<T: Transport>(
             audit.headers.push(("retry-after".into(), "1".into()));
             audit.unavailable = Some(why);
             cx.record.limits = Some(audit);
+            cx.record.refused_by = Some("limits");
             Err(ApiError::new(
                 503,
                 "limits_unavailable",
@@ -661,10 +665,25 @@ fn prepare<T>(
 fn decide_for<'p, T>(
     cx: &mut Cx<'p, '_, T>,
     facts: &facts::RequestFacts,
+    pinned: Option<&str>,
 ) -> Result<crate::decide::Decision<'p>, ApiError> {
     let policy = cx.policy;
     let decision = decide(policy, facts);
     let record = &mut *cx.record;
+    // The first choice, a follow-up's pinned provider when the policy allows it there.
+    let first = match pinned {
+        Some(p) => decision
+            .candidates
+            .iter()
+            .find(|c| c.provider.as_str() == p),
+        None => decision.candidates.first(),
+    }
+    .filter(|_| decision.refusal.is_none())
+    .map(|c| crate::replay::First {
+        provider: c.provider.0.to_string(),
+        location: c.location.to_string(),
+    });
+    record.facts = Some(crate::replay::Inputs::of(policy, facts, first, pinned));
     if let (Some(outcome), Some(found)) = (&decision.pii, &facts.pii) {
         record.pii = Some(audit::PiiRecord {
             found: found.to_json(&policy.pii),
@@ -697,6 +716,7 @@ fn decide_for<'p, T>(
         .map(|e| e.reasons.first().map_or("excluded", |r| r.kind.name()))
         .collect();
     if let Some(r) = &decision.refusal {
+        record.refused_by = Some("policy");
         return Err(
             ApiError::new(r.status, r.code, r.message.clone()).with_details(json!({
                 "request_id": record.request_id,

@@ -509,8 +509,7 @@ fn step<'p>(
         };
         // One conversation stays on one provider (its prompt cache keeps hitting); without a
         // conversation key, the request id decides.
-        let seed = facts.affinity.as_deref().unwrap_or(&facts.request_id);
-        allowed = weighted_order(allowed, weight, seed);
+        allowed = weighted_order(allowed, weight, facts.spread_seed());
     }
     if let Some(p) = rule_pref {
         move_to_front(&mut allowed, p.order.iter().map(ProviderId::as_str));

@@ -1,7 +1,6 @@
 //! Ordering the allowed candidates: by price or latency, by weights (deterministic per request
 //! id, so a decision can be replayed), and by explicit order lists.
 
-use sha2::{Digest, Sha256};
 
 use super::Candidate;
 use crate::policy::{ModelEntry, Policy, Sort};
@@ -10,12 +9,6 @@ use crate::policy::{ModelEntry, Policy, Sort};
 struct Seeded(u64);
 
 impl Seeded {
-    fn from_id(id: &str) -> Self {
-        let d = Sha256::digest(id.as_bytes());
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&d[..8]);
-        Seeded(u64::from_le_bytes(b))
-    }
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -29,11 +22,11 @@ impl Seeded {
 pub(super) fn weighted_order<'p>(
     items: Vec<Candidate<'p>>,
     weight: impl Fn(&Candidate) -> u32,
-    id: &str,
+    seed: u64,
 ) -> Vec<Candidate<'p>> {
     let (mut pool, zero): (Vec<Candidate>, Vec<Candidate>) =
         items.into_iter().partition(|c| weight(c) > 0);
-    let mut rng = Seeded::from_id(id);
+    let mut rng = Seeded(seed);
     let mut out = Vec::with_capacity(pool.len() + zero.len());
     while !pool.is_empty() {
         let total: u64 = pool.iter().map(|c| u64::from(weight(c))).sum();

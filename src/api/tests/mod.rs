@@ -242,6 +242,7 @@ mod limits;
 mod models;
 mod otel;
 mod pii;
+mod replay;
 mod responses;
 mod routes;
 mod streams;

@@ -1,0 +1,168 @@
+//! The log line carries what `meridian replay` needs: the component's own log, decided again
+//! under the policy that wrote it, changes nothing; under a changed policy, exactly the
+//! requests the change concerns move.
+
+use super::*;
+use crate::replay::Replay;
+
+/// A weighted spread (seeded by the conversation), a header rule, a tools rule and a
+/// personal-data refusal: every input the log must keep decides something here.
+const RULES: &str = "[[rules]]\nid = \"spread\"\nprefer = { weights = { alpha = 1, beta = 1 } }\n\
+    [[rules]]\nid = \"red-team\"\nwhen = { header = { \"x-team\" = \"red\" } }\nrequire = { providers = [\"beta\"] }\n\
+    [[rules]]\nid = \"tools-beta\"\nwhen = { tools = true }\nrequire = { providers = [\"beta\"] }\n\
+    [[rules]]\nid = \"no-email\"\nwhen = { pii = [\"email\"] }\nrefuse = true\n";
+
+/// The change: clients in the EU are served in the EU.
+const EU_RULE: &str = "[[rules]]\nid = \"eu-clients\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n";
+
+/// One request of the generated traffic, as the test knows it.
+struct Sent {
+    id: String,
+    key: Option<&'static str>,
+    country: Option<&'static str>,
+    red: bool,
+    tools: bool,
+    email: bool,
+    no_training: bool,
+}
+
+impl Sent {
+    fn eu(&self) -> bool {
+        matches!(self.country, Some("DE" | "FR"))
+    }
+}
+
+/// 96 requests over callers, countries, the header, tools, personal data, a privacy flag and
+/// streams; their log lines.
+async fn traffic(p: &Policy) -> (Vec<Sent>, Vec<String>) {
+    let t = Fake::new(vec![
+        ("alpha", (0..200).map(|_| ok_json(0)).collect()),
+        ("beta", (0..200).map(|_| ok_json(0)).collect()),
+    ]);
+    let (mut sent, mut lines) = (Vec::new(), Vec::new());
+    for i in 0..96usize {
+        let s = Sent {
+            id: format!("req-{i}"),
+            key: [Some("sk-acme"), None, Some("sk-acme"), Some("sk-eu")][i % 4],
+            country: [Some("DE"), Some("US"), Some("FR"), None, Some("BR")][i % 5],
+            red: i % 3 == 0,
+            tools: i % 7 == 0,
+            email: i % 11 == 0,
+            no_training: i % 13 == 0,
+        };
+        let auth = s.key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![JSON, ("x-request-id", s.id.as_str())];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        if let Some(c) = s.country {
+            headers.push(("cf-ipcountry", c));
+        }
+        if s.red {
+            headers.push(("x-team", "red"));
+        }
+        if s.no_training {
+            headers.push(("x-meridian-privacy", "no-training"));
+        }
+        let text = if s.email { "write to ann@example.com" } else { "hi" };
+        let mut body = serde_json::json!({
+            "model": "chat-model",
+            "user": format!("conversation-{}", i / 2),
+            "stream": i % 2 == 1,
+            "messages": [{"role": "user", "content": text}],
+        });
+        if s.tools {
+            body["tools"] = serde_json::json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+        }
+        let a = chat(p, &t, &headers, &body.to_string()).await;
+        lines.push(a.record.log_line(1, t.now_ms()));
+        sent.push(s);
+    }
+    (sent, lines)
+}
+
+fn first_of(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["facts"]["first"]["provider"].as_str().map(str::to_string)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_components_own_log_replays_unchanged_under_its_policy() {
+    let p = policy::load(&(policy_text("") + RULES), "api").unwrap();
+    let (sent, lines) = traffic(&p).await;
+    // The traffic is not trivial: both providers come first, and the policy refuses some.
+    let firsts: Vec<Option<String>> = lines.iter().map(|l| first_of(l)).collect();
+    assert!(firsts.iter().any(|f| f.as_deref() == Some("alpha")));
+    assert!(firsts.iter().any(|f| f.as_deref() == Some("beta")));
+    let refused = lines.iter().filter(|l| l.contains(r#""refused_by":"policy""#));
+    assert!(refused.count() >= sent.iter().filter(|s| s.email).count());
+    // Nothing of the prompt is in the log.
+    assert!(lines.iter().all(|l| !l.contains("ann@example.com") && !l.contains("conversation-")));
+
+    let mut r = Replay::new(&p);
+    for l in &lines {
+        r.line(l);
+    }
+    let report = r.finish();
+    assert_eq!(report.lines, 96);
+    assert_eq!(report.replayed, 96, "{:?}", report.skipped);
+    assert_eq!(report.changed, 0, "{}", report.text());
+    assert_eq!(report.unchanged, 96);
+    assert!(report.caveats.is_empty(), "{:?}", report.caveats);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_policy_moves_exactly_the_requests_it_concerns() {
+    let old = policy::load(&(policy_text("") + RULES), "api").unwrap();
+    let new = policy::load(&(policy_text("") + RULES + EU_RULE), "api").unwrap();
+    let (sent, lines) = traffic(&old).await;
+    let mut r = Replay::new(&new);
+    for l in &lines {
+        r.line(l);
+    }
+    let report = r.finish();
+
+    // The oracle: what the added rule does, from what the test sent and the old first choice.
+    // Refused before (personal data, or no provider with no-training): refused the same.
+    // An EU client routed to beta moves to alpha (DE), unless a rule needs beta: then nothing
+    // is left, and it is refused.
+    let (mut moved, mut now_refused, mut unchanged) = (Vec::new(), Vec::new(), 0u64);
+    for (s, l) in sent.iter().zip(&lines) {
+        let first = first_of(l);
+        match first.as_deref() {
+            Some("beta") if s.eu() && (s.red || s.tools) => now_refused.push(s.id.clone()),
+            Some("beta") if s.eu() => moved.push(s.id.clone()),
+            _ => unchanged += 1,
+        }
+    }
+    assert!(!moved.is_empty() && !now_refused.is_empty());
+    assert_eq!(report.unchanged, unchanged, "{}", report.text());
+    assert_eq!(report.changed, (moved.len() + now_refused.len()) as u64);
+    assert_eq!(report.provider_moves.len(), 1, "{}", report.text());
+    let m = &report.provider_moves[0];
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str(), m.bucket.requests),
+        ("beta", "alpha", moved.len() as u64)
+    );
+    assert_eq!(m.bucket.examples, moved[..moved.len().min(3)]);
+    let j = &report.jurisdiction_moves[0];
+    assert_eq!(
+        (j.from.as_str(), j.to.as_str(), j.bucket.requests),
+        ("US", "DE", moved.len() as u64)
+    );
+    assert_eq!(report.now_refused.len(), 1, "{}", report.text());
+    assert_eq!(report.now_refused[0].bucket.requests, now_refused.len() as u64);
+    assert_eq!(report.now_refused[0].served_before, now_refused.len() as u64);
+    assert!(report.now_served.is_empty() && report.refused_differently.is_empty());
+
+    // Cost: every request was answered with 1 input and 2 output tokens. alpha costs $1 and $2
+    // per million, beta has no prices: requests routed to beta before are unpriced; those moved
+    // to alpha are still unpriced (no old price); the rest keep their cost.
+    let priced_alpha = lines
+        .iter()
+        .filter(|l| first_of(l).as_deref() == Some("alpha") && l.contains(r#""cost_usd""#))
+        .count() as f64;
+    let c = &report.cost;
+    assert!((c.old_usd - priced_alpha * 5e-6).abs() < 1e-12, "{c:?}");
+    assert!((c.new_usd - c.old_usd).abs() < 1e-12, "{c:?}");
+}
