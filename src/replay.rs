@@ -390,10 +390,7 @@ impl<'p> Replay<'p> {
             }
             (Decided::Routed { .. }, Decided::Refused { status, code }) => {
                 let served = line.provider.is_some() && line.status < 400;
-                let (n, b) = self
-                    .now_refused
-                    .entry((*status, code.clone()))
-                    .or_default();
+                let (n, b) = self.now_refused.entry((*status, code.clone())).or_default();
                 *n += u64::from(served);
                 b.add(id);
                 true
@@ -653,11 +650,7 @@ impl Report {
         for (why, n) in &self.skipped {
             let _ = writeln!(o, "  skipped {n}: {why}");
         }
-        let _ = writeln!(
-            o,
-            "{} unchanged, {} changed",
-            self.unchanged, self.changed
-        );
+        let _ = writeln!(o, "{} unchanged, {} changed", self.unchanged, self.changed);
         if !self.now_refused.is_empty() {
             let _ = writeln!(o, "now refused:");
             for r in &self.now_refused {
@@ -726,7 +719,11 @@ impl Report {
             diff.abs()
         );
         if c.unpriced > 0 {
-            let _ = writeln!(o, "  {} requests with usage have no price under one of the policies", c.unpriced);
+            let _ = writeln!(
+                o,
+                "  {} requests with usage have no price under one of the policies",
+                c.unpriced
+            );
         }
         if c.no_usage > 0 {
             let _ = writeln!(

@@ -119,9 +119,7 @@ fn each_line(files: &[PathBuf], mut f: impl FnMut(&str)) -> Result<u64, String> 
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let n = reader
-                .by_ref()
-                .take(MAX_LINE as u64 + 1)
+            let n = std::io::Read::take(&mut *reader, MAX_LINE as u64 + 1)
                 .read_until(b'\n', &mut buf)
                 .map_err(|e| format!("{name}: {e}"))?;
             if n == 0 {
@@ -132,9 +130,7 @@ fn each_line(files: &[PathBuf], mut f: impl FnMut(&str)) -> Result<u64, String> 
                 // The rest of the long line, read and dropped in bounded pieces.
                 loop {
                     buf.clear();
-                    let m = reader
-                        .by_ref()
-                        .take(MAX_LINE as u64)
+                    let m = std::io::Read::take(&mut *reader, MAX_LINE as u64)
                         .read_until(b'\n', &mut buf)
                         .map_err(|e| format!("{name}: {e}"))?;
                     if m == 0 || buf.last() == Some(&b'\n') {

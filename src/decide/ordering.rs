@@ -1,7 +1,6 @@
 //! Ordering the allowed candidates: by price or latency, by weights (deterministic per request
 //! id, so a decision can be replayed), and by explicit order lists.
 
-
 use super::Candidate;
 use crate::policy::{ModelEntry, Policy, Sort};
 

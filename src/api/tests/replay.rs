@@ -64,7 +64,11 @@ async fn traffic(p: &Policy) -> (Vec<Sent>, Vec<String>) {
         if s.no_training {
             headers.push(("x-meridian-privacy", "no-training"));
         }
-        let text = if s.email { "write to ann@example.com" } else { "hi" };
+        let text = if s.email {
+            "write to ann@example.com"
+        } else {
+            "hi"
+        };
         let mut body = serde_json::json!({
             "model": "chat-model",
             "user": format!("conversation-{}", i / 2),
@@ -94,10 +98,14 @@ async fn the_components_own_log_replays_unchanged_under_its_policy() {
     let firsts: Vec<Option<String>> = lines.iter().map(|l| first_of(l)).collect();
     assert!(firsts.iter().any(|f| f.as_deref() == Some("alpha")));
     assert!(firsts.iter().any(|f| f.as_deref() == Some("beta")));
-    let refused = lines.iter().filter(|l| l.contains(r#""refused_by":"policy""#));
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains(r#""refused_by":"policy""#));
     assert!(refused.count() >= sent.iter().filter(|s| s.email).count());
     // Nothing of the prompt is in the log.
-    assert!(lines.iter().all(|l| !l.contains("ann@example.com") && !l.contains("conversation-")));
+    assert!(lines
+        .iter()
+        .all(|l| !l.contains("ann@example.com") && !l.contains("conversation-")));
 
     let mut r = Replay::new(&p);
     for l in &lines {
@@ -151,8 +159,14 @@ async fn a_changed_policy_moves_exactly_the_requests_it_concerns() {
         ("US", "DE", moved.len() as u64)
     );
     assert_eq!(report.now_refused.len(), 1, "{}", report.text());
-    assert_eq!(report.now_refused[0].bucket.requests, now_refused.len() as u64);
-    assert_eq!(report.now_refused[0].served_before, now_refused.len() as u64);
+    assert_eq!(
+        report.now_refused[0].bucket.requests,
+        now_refused.len() as u64
+    );
+    assert_eq!(
+        report.now_refused[0].served_before,
+        now_refused.len() as u64
+    );
     assert!(report.now_served.is_empty() && report.refused_differently.is_empty());
 
     // Cost: every request was answered with 1 input and 2 output tokens. alpha costs $1 and $2
