@@ -48,10 +48,10 @@ pub struct Inputs {
     pub endpoint: Endpoint,
     #[serde(default, skip_serializing_if = "is_default")]
     pub stream: bool,
-    /// The request's own privacy flags (`x-meridian-privacy`, `provider`); the tenant's come
-    /// from the policy.
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub privacy: PrivacyFlags,
+    /// The request's own privacy flags (`x-meridian-privacy`, `provider`) by name; the
+    /// tenant's come from the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privacy: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge_region: Option<String>,
     #[serde(default)]
@@ -112,7 +112,12 @@ impl Inputs {
         Inputs {
             endpoint: facts.endpoint,
             stream: facts.stream,
-            privacy: facts.privacy,
+            privacy: facts
+                .privacy
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
             edge_region: facts.edge_region.clone(),
             input_tokens: facts.input_tokens,
             output_tokens: facts.output_tokens,
@@ -295,7 +300,7 @@ pub const CAVEAT_PII: &str = "personal data not scanned when logged (taken as no
 pub const CAVEAT_HEADERS: &str =
     "a header the new policy's rules read was not logged (taken as not sent)";
 pub const CAVEAT_TENANT: &str =
-    "tenant not in the new policy (its keys would not authenticate: 401)";
+    "tenant not in the new policy: its keys no longer name it (401, or anonymous where the policy allows callers without a key)";
 
 impl<'p> Replay<'p> {
     pub fn new(policy: &'p Policy) -> Replay<'p> {
@@ -356,8 +361,8 @@ impl<'p> Replay<'p> {
         } else {
             return self.skip(SKIP_UNKNOWN);
         };
-        let facts = self.facts_of(&line, inputs, model);
-        let new = self.decide(&facts, inputs);
+        let mut facts = self.facts_of(&line, inputs, model);
+        let new = self.decide(&mut facts, inputs);
         self.report.replayed += 1;
         self.cost(&line, &new);
         let id = line.request_id.as_str();
@@ -487,6 +492,10 @@ impl<'p> Replay<'p> {
         } else {
             None
         };
+        let mut privacy = PrivacyFlags::default();
+        for name in &inputs.privacy {
+            privacy.set(name);
+        }
         RequestFacts {
             request_id: line.request_id.clone(),
             endpoint: inputs.endpoint,
@@ -496,7 +505,7 @@ impl<'p> Replay<'p> {
             edge_region: inputs.edge_region.clone(),
             model: model.to_string(),
             stream: inputs.stream,
-            privacy: inputs.privacy,
+            privacy,
             prefs: inputs.provider.clone(),
             capabilities,
             betas: inputs.betas.clone(),
@@ -518,15 +527,26 @@ impl<'p> Replay<'p> {
     }
 
     /// What the new policy does with the request: the component's own decision.
-    fn decide(&mut self, facts: &RequestFacts, inputs: &Inputs) -> Decided {
+    fn decide(&mut self, facts: &mut RequestFacts, inputs: &Inputs) -> Decided {
+        // Authentication first, as the component does: a tenant the new policy does not have
+        // is no tenant (anonymous where the policy allows callers without a key).
+        let anonymous = self.policy.settings.anonymous.allowed();
         if let Some(t) = &facts.tenant {
             if self.policy.tenant(t.as_str()).is_none() {
                 self.caveat(CAVEAT_TENANT);
-                return Decided::Refused {
-                    status: 401,
-                    code: "invalid_api_key".into(),
-                };
+                if !anonymous {
+                    return Decided::Refused {
+                        status: 401,
+                        code: "invalid_api_key".into(),
+                    };
+                }
+                facts.tenant = None;
             }
+        } else if !anonymous {
+            return Decided::Refused {
+                status: 401,
+                code: "missing_api_key".into(),
+            };
         }
         let d = decide(self.policy, facts);
         if let Some(r) = &d.refusal {
@@ -596,7 +616,7 @@ impl<'p> Replay<'p> {
                 .into_iter()
                 .map(|((from, to), bucket)| Moved { from, to, bucket })
                 .collect();
-            v.sort_by(|a, b| b.bucket.requests.cmp(&a.bucket.requests));
+            v.sort_by_key(|m| std::cmp::Reverse(m.bucket.requests));
             v
         }
         let mut now_refused: Vec<NowRefused> = std::mem::take(&mut self.now_refused)
@@ -608,7 +628,7 @@ impl<'p> Replay<'p> {
                 bucket,
             })
             .collect();
-        now_refused.sort_by(|a, b| b.bucket.requests.cmp(&a.bucket.requests));
+        now_refused.sort_by_key(|m| std::cmp::Reverse(m.bucket.requests));
         let mut now_served: Vec<NowServed> = std::mem::take(&mut self.now_served)
             .into_iter()
             .map(|((was_status, was_code, provider), bucket)| NowServed {
@@ -618,7 +638,7 @@ impl<'p> Replay<'p> {
                 bucket,
             })
             .collect();
-        now_served.sort_by(|a, b| b.bucket.requests.cmp(&a.bucket.requests));
+        now_served.sort_by_key(|m| std::cmp::Reverse(m.bucket.requests));
         let mut r = self.report;
         r.now_refused = now_refused;
         r.now_served = now_served;
@@ -705,7 +725,7 @@ impl Report {
         let c = &self.cost;
         let diff = c.new_usd - c.old_usd;
         let pct = if c.old_usd > 0.0 {
-            format!(" ({:+.1}%)", diff / c.old_usd * 100.0)
+            format!(", {:+.1}%", diff / c.old_usd * 100.0)
         } else {
             String::new()
         };

@@ -32,6 +32,11 @@ struct RawUsage {
     total_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<RawDetails>,
+    /// Meridian's own form (its log line): the details at the top.
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -49,8 +54,8 @@ impl From<RawUsage> for Usage {
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
             total_tokens: r.total_tokens,
-            cached_tokens: d.cached_tokens.unwrap_or(0),
-            cache_write_tokens: d.cache_write_tokens.unwrap_or(0),
+            cached_tokens: d.cached_tokens.or(r.cached_tokens).unwrap_or(0),
+            cache_write_tokens: d.cache_write_tokens.or(r.cache_write_tokens).unwrap_or(0),
         }
     }
 }

@@ -312,6 +312,42 @@ fn load(path: &Path) -> Result<Policy, String> {
     policy::load(&text, &path.display().to_string()).map_err(|e| e.to_string())
 }
 
+/// When `file` is tracked by git and its policy's digest differs from HEAD's version: a note
+/// naming both digests and the command that shows what the change does to traffic. `None`
+/// outside a repository, for a new file, or when the policy means the same (its digest is of
+/// the meaning, not of the text).
+fn changed_since_head(file: &Path, p: &Policy) -> Option<String> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    let name = file.file_name()?.to_str()?;
+    let mut git = std::process::Command::new("git");
+    if let Some(d) = dir {
+        git.arg("-C").arg(d);
+    }
+    let out = git
+        .args(["show", &format!("HEAD:./{name}")])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let old = policy::load(&String::from_utf8_lossy(&out.stdout), "HEAD").ok()?;
+    if old.digest == p.digest {
+        return None;
+    }
+    let f = file.display();
+    let show = match dir {
+        Some(d) => format!("git -C {} show HEAD:./{name}", d.display()),
+        None => format!("git show HEAD:./{name}"),
+    };
+    Some(format!(
+        "note: {f} changed since git HEAD (digest {} → {}); see what it does to traffic:\n  \
+         {show} > /tmp/old.toml && meridian diff /tmp/old.toml {f}\n  \
+         meridian replay {f} <log lines>   # the requests a deployment really served",
+        old.digest, p.digest
+    ))
+}
+
 fn summary(p: &Policy) -> String {
     format!(
         "{} ({} providers, {} tenants, {} rules, {} test cases)",
@@ -341,6 +377,9 @@ fn check(files: &[PathBuf], strict: bool) -> ExitCode {
                     continue;
                 }
                 println!("ok: {}: {}", f.display(), summary(&p));
+                if let Some(note) = changed_since_head(f, &p) {
+                    eprintln!("{note}");
+                }
             }
             Err(e) => {
                 ok = false;
