@@ -4,9 +4,11 @@
 //!
 //! The fact space: every country (ISO 3166-1, from the built-in table) and unknown (`XX`);
 //! anonymous and every tenant either policy names; every public model either serves (routes
-//! included); no privacy flag and each flag alone; stream or not; no edge region and each
-//! region a rule of either names; no personal data and each kind a rule of either names. The
-//! endpoint is chat completions. A case's outcome is its first candidate (the provider that
+//! included); every combination of privacy flags (none, each alone, each pair, …); stream or
+//! not; no edge region and each region a rule of either names; no personal data and each kind a
+//! rule of either names; chat completions and each endpoint a rule of either names. Callers
+//! are authenticated first, as the component does: anonymous callers where a policy does not
+//! allow them get 401, and a tenant a policy does not have is anonymous under it (or 401). A case's outcome is its first candidate (the provider that
 //! will be tried first, and where it processes data) or its refusal; the rules that matched
 //! are shown, marked `new` when the old policy has no rule of that id.
 
@@ -26,10 +28,12 @@ pub struct Shape {
     /// `None`: anonymous.
     pub tenant: Option<String>,
     pub model: String,
-    pub privacy: Option<&'static str>,
+    /// Flags as the `x-meridian-privacy` header takes them (`zdr, no-training`).
+    pub privacy: Option<String>,
     pub stream: bool,
     pub edge_region: Option<String>,
     pub pii: Option<String>,
+    pub endpoint: Endpoint,
 }
 
 /// What a policy does with one request.
@@ -48,6 +52,8 @@ pub enum Outcome {
     },
     /// The request is invalid under this policy (e.g. the model is unknown to it).
     Invalid { reason: String },
+    /// The tenant is not in this policy: its keys name no one, and the caller is anonymous.
+    AsAnonymous { then: Box<Outcome> },
 }
 
 impl Outcome {
@@ -57,6 +63,7 @@ impl Outcome {
         match &mut o {
             Outcome::Served { rules, .. } | Outcome::Refused { rules, .. } => rules.clear(),
             Outcome::Invalid { .. } => {}
+            Outcome::AsAnonymous { then } => **then = then.without_rules(),
         }
         o
     }
@@ -91,6 +98,9 @@ impl Outcome {
                 format!("refused {status} {code}{}", rules(r))
             }
             Outcome::Invalid { reason } => format!("invalid: {reason}"),
+            Outcome::AsAnonymous { then } => {
+                format!("as anonymous (no such tenant): {}", then.render(old))
+            }
         }
     }
 }
@@ -105,10 +115,11 @@ pub struct Change {
     pub clients: String,
     pub tenant: Dim<Option<String>>,
     pub model: Dim<String>,
-    pub privacy: Dim<Option<&'static str>>,
+    pub privacy: Dim<Option<String>>,
     pub stream: Dim<bool>,
     pub edge_region: Dim<Option<String>>,
     pub pii: Dim<Option<String>>,
+    pub endpoint: Dim<Endpoint>,
     pub old: Outcome,
     pub new: Outcome,
     /// Cases (one country of one shape each) it covers.
@@ -116,12 +127,13 @@ pub struct Change {
     pub line: String,
 }
 
-/// A dimension's value in a merged change: one value, or all of them (`"*"` in JSON; `null`
-/// is no value: anonymous, no flag, no region, no personal data).
+/// A dimension's value in a merged change: one value, some of them (a JSON array), or all of
+/// them (`"*"` in JSON); `null` is no value: anonymous, no flag, no region, no personal data.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dim<T> {
     Any,
     One(T),
+    Some(Vec<T>),
 }
 
 impl<T: Serialize> Serialize for Dim<T> {
@@ -129,8 +141,78 @@ impl<T: Serialize> Serialize for Dim<T> {
         match self {
             Dim::Any => s.serialize_str("*"),
             Dim::One(v) => v.serialize(s),
+            Dim::Some(vs) => vs.serialize(s),
         }
     }
+}
+
+/// The values of one dimension several changes cover together: all of them (`size`), or the
+/// set.
+fn union<'a, T: Ord + Clone + 'a>(dims: impl Iterator<Item = &'a Dim<T>>, size: usize) -> Dim<T> {
+    let mut set = BTreeSet::new();
+    for d in dims {
+        match d {
+            Dim::Any => return Dim::Any,
+            Dim::One(v) => {
+                set.insert(v.clone());
+            }
+            Dim::Some(vs) => set.extend(vs.iter().cloned()),
+        }
+    }
+    if set.len() >= size {
+        Dim::Any
+    } else if set.len() == 1 {
+        set.into_iter().next().map_or(Dim::Any, Dim::One)
+    } else {
+        Dim::Some(set.into_iter().collect())
+    }
+}
+
+/// A dimension in words: nothing when it covers every value, `one` of a single value, else
+/// `many` and each value's `name`.
+fn words<T>(
+    d: &Dim<T>,
+    one: impl Fn(&T) -> String,
+    many: &str,
+    name: impl Fn(&T) -> String,
+) -> Option<String> {
+    match d {
+        Dim::Any => None,
+        Dim::One(v) => Some(one(v)),
+        Dim::Some(vs) => Some(format!(
+            "{many} {}",
+            vs.iter().map(name).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Several privacy combinations in words: "privacy flags without local-only" when they are
+/// exactly the combinations without one flag (or with it), else each combination.
+fn privacy_words(set: &[Option<String>], all: &[Option<String>]) -> String {
+    let has = |combo: &Option<String>, f: &str| {
+        combo
+            .as_deref()
+            .is_some_and(|c| c.split(", ").any(|x| x == f))
+    };
+    for f in PRIVACY_FLAG_NAMES {
+        for with in [false, true] {
+            let want: Vec<&Option<String>> = all.iter().filter(|c| has(c, f) == with).collect();
+            if want.len() == set.len() && want.iter().all(|w| set.contains(w)) {
+                return if with {
+                    format!("privacy flags with {f}")
+                } else {
+                    format!("privacy flags without {f}")
+                };
+            }
+        }
+    }
+    let name = |c: &Option<String>| c.as_deref().unwrap_or("none").to_string();
+    if set.len() * 2 > all.len() {
+        let rest: Vec<String> = all.iter().filter(|c| !set.contains(c)).map(name).collect();
+        return format!("privacy flags other than {}", rest.join(" | "));
+    }
+    let shown: Vec<String> = set.iter().map(name).collect();
+    format!("privacy {}", shown.join(" | "))
 }
 
 #[derive(Debug, Serialize)]
@@ -152,6 +234,8 @@ pub struct Space {
     pub models: Vec<String>,
     pub edge_regions: Vec<Option<String>>,
     pub pii: Vec<Option<String>>,
+    pub privacy: Vec<Option<String>>,
+    pub endpoints: Vec<Endpoint>,
 }
 
 pub fn space(old: &Policy, new: &Policy) -> Space {
@@ -198,8 +282,35 @@ pub fn space(old: &Policy, new: &Policy) -> Space {
         .flatten()
         .collect();
     pii.extend(kinds.into_iter().map(Some));
-    let mut privacy: Vec<Option<&'static str>> = vec![None];
-    privacy.extend(PRIVACY_FLAG_NAMES.iter().copied().map(Some));
+    // Every combination of flags: none first, then by the bits of their index.
+    let privacy: Vec<Option<String>> = (0..1usize << PRIVACY_FLAG_NAMES.len())
+        .map(|bits| {
+            let names: Vec<&str> = PRIVACY_FLAG_NAMES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, n)| *n)
+                .collect();
+            (!names.is_empty()).then(|| names.join(", "))
+        })
+        .collect();
+    let mut endpoints = vec![Endpoint::Chat];
+    for e in [
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Messages,
+        Endpoint::Responses,
+    ] {
+        let named = both.iter().flat_map(|p| p.rules.iter()).any(|r| {
+            r.when
+                .endpoints
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|n| n.as_ref() == e.name()))
+        });
+        if named {
+            endpoints.push(e);
+        }
+    }
     let mut shapes = Vec::new();
     for tenant in &tenants {
         for model in &models {
@@ -207,14 +318,17 @@ pub fn space(old: &Policy, new: &Policy) -> Space {
                 for stream in [false, true] {
                     for edge in &edge_regions {
                         for k in &pii {
-                            shapes.push(Shape {
-                                tenant: tenant.clone(),
-                                model: model.clone(),
-                                privacy: *p,
-                                stream,
-                                edge_region: edge.clone(),
-                                pii: k.clone(),
-                            });
+                            for e in &endpoints {
+                                shapes.push(Shape {
+                                    tenant: tenant.clone(),
+                                    model: model.clone(),
+                                    privacy: p.clone(),
+                                    stream,
+                                    edge_region: edge.clone(),
+                                    pii: k.clone(),
+                                    endpoint: *e,
+                                });
+                            }
                         }
                     }
                 }
@@ -228,22 +342,26 @@ pub fn space(old: &Policy, new: &Policy) -> Space {
         models,
         edge_regions,
         pii,
+        privacy,
+        endpoints,
     }
 }
 
 /// The facts of a shape under a policy (the country is set per case), or why it is invalid.
 pub fn facts_of(policy: &Policy, s: &Shape) -> Result<RequestFacts, String> {
     let mut headers = Vec::new();
-    if let Some(p) = s.privacy {
-        headers.push((facts::PRIVACY_HEADER.to_string(), p.to_string()));
+    if let Some(p) = &s.privacy {
+        headers.push((facts::PRIVACY_HEADER.to_string(), p.clone()));
     }
     let mut body = Map::new();
     body.insert("model".into(), Value::String(s.model.clone()));
-    body.insert("stream".into(), Value::Bool(s.stream));
+    if s.stream || s.endpoint != Endpoint::Embeddings {
+        body.insert("stream".into(), Value::Bool(s.stream));
+    }
     let cx = facts::Context {
         location: Location::given(None),
         request_id: "diff".into(),
-        endpoint: Endpoint::Chat,
+        endpoint: s.endpoint,
         tenant: s
             .tenant
             .as_deref()
@@ -274,15 +392,31 @@ pub fn outcome(policy: &Policy, facts: &Result<RequestFacts, String>, country: C
     let mut f = f.clone();
     f.country = country;
     f.location = Location::given((country != Country::UNKNOWN).then_some(country));
-    if f.tenant
-        .as_ref()
-        .is_some_and(|t| policy.tenant(&t.0).is_none())
-    {
-        return Outcome::Invalid {
-            reason: "no such tenant".into(),
-        };
+    // Authentication, as the component does it before deciding.
+    let anonymous = policy.settings.anonymous.allowed();
+    let refused = |code: &str| Outcome::Refused {
+        status: 401,
+        code: code.into(),
+        rules: Vec::new(),
+    };
+    match &f.tenant {
+        Some(t) if policy.tenant(&t.0).is_none() => {
+            if !anonymous {
+                return refused("invalid_api_key");
+            }
+            f.tenant = None;
+            return Outcome::AsAnonymous {
+                then: Box::new(decided(policy, &f)),
+            };
+        }
+        None if !anonymous => return refused("missing_api_key"),
+        _ => {}
     }
-    let d = decide(policy, &f);
+    decided(policy, &f)
+}
+
+fn decided(policy: &Policy, f: &RequestFacts) -> Outcome {
+    let d = decide(policy, f);
     let rules: Vec<String> = d.matched_rules.iter().map(|r| r.0.to_string()).collect();
     if let Some(r) = &d.refusal {
         return Outcome::Refused {
@@ -355,6 +489,20 @@ fn clients(countries: &BTreeSet<Country>, all: usize, policies: [&Policy; 2]) ->
             }
         }
     }
+    // The complement of a jurisdiction (unknown included).
+    for p in policies {
+        for (name, set) in p.jurisdictions.iter() {
+            let outside = places::COUNTRIES
+                .iter()
+                .filter_map(|(c, _, _)| Country::parse_assigned(c))
+                .chain([Country::UNKNOWN])
+                .filter(|c| !set.contains(*c))
+                .count();
+            if outside == countries.len() && countries.iter().all(|c| !set.contains(*c)) {
+                return format!("clients outside {name}");
+            }
+        }
+    }
     if names.len() <= 8 {
         format!("clients in {}", names.join(", "))
     } else {
@@ -379,10 +527,11 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
     type Key = (
         Dim<Option<String>>,
         Dim<String>,
-        Dim<Option<&'static str>>,
+        Dim<Option<String>>,
         Dim<bool>,
         Dim<Option<String>>,
         Dim<Option<String>>,
+        Dim<Endpoint>,
     );
     let mut merged: BTreeMap<(Key, Vec<Country>, Outcome, Outcome), usize> = BTreeMap::new();
     for ((s, a, b), cs) in by {
@@ -393,48 +542,45 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
             Dim::One(s.stream),
             Dim::One(s.edge_region),
             Dim::One(s.pii),
+            Dim::One(s.endpoint),
         );
         let n = cs.len();
         merged.insert((key, cs.into_iter().collect(), a, b), n);
     }
-    // Then each dimension in turn: changes equal but for that dimension, covering all of its
-    // values, become one.
-    let sizes = [
-        sp.tenants.len(),
-        sp.models.len(),
-        1 + PRIVACY_FLAG_NAMES.len(),
-        2,
-        sp.edge_regions.len(),
-        sp.pii.len(),
-    ];
-    for (dim, &size) in sizes.iter().enumerate() {
-        // Changes equal but for this dimension, with their own keys.
-        type Group = (Key, Vec<Country>, Outcome, Outcome);
-        let mut groups: BTreeMap<Group, Vec<(Key, usize)>> = BTreeMap::new();
-        for ((k, cs, a, b), n) in merged {
-            let mut blank = k.clone();
-            match dim {
-                0 => blank.0 = Dim::Any,
-                1 => blank.1 = Dim::Any,
-                2 => blank.2 = Dim::Any,
-                3 => blank.3 = Dim::Any,
-                4 => blank.4 = Dim::Any,
-                _ => blank.5 = Dim::Any,
+    // Then each dimension in turn: changes equal but for that dimension become one. First only
+    // where they cover every value of it (`any`), then, once every dimension had that chance,
+    // wherever several do (a set of values).
+    type Group = (Key, Vec<Country>, Outcome, Outcome);
+    macro_rules! merge {
+        ($field:tt, $size:expr, $partial:expr) => {{
+            let mut groups: BTreeMap<Group, Vec<(Key, usize)>> = BTreeMap::new();
+            for ((k, cs, a, b), n) in std::mem::take(&mut merged) {
+                let mut blank = k.clone();
+                blank.$field = Dim::Any;
+                groups.entry((blank, cs, a, b)).or_default().push((k, n));
             }
-            groups.entry((blank, cs, a, b)).or_default().push((k, n));
-        }
-        let mut next = BTreeMap::new();
-        for ((blank, cs, a, b), members) in groups {
-            if members.len() == size {
-                next.insert((blank, cs, a, b), members.iter().map(|(_, n)| n).sum());
-            } else {
-                // Not every value: they stay apart.
-                for (k, n) in members {
-                    next.insert((k, cs.clone(), a.clone(), b.clone()), n);
+            for ((blank, cs, a, b), members) in groups {
+                let together = union(members.iter().map(|(k, _)| &k.$field), $size);
+                if together == Dim::Any || ($partial && members.len() > 1) {
+                    let mut k = blank;
+                    k.$field = together;
+                    merged.insert((k, cs, a, b), members.iter().map(|(_, n)| n).sum());
+                } else {
+                    for (k, n) in members {
+                        merged.insert((k, cs.clone(), a.clone(), b.clone()), n);
+                    }
                 }
             }
-        }
-        merged = next;
+        }};
+    }
+    for partial in [false, true] {
+        merge!(0, sp.tenants.len(), partial);
+        merge!(1, sp.models.len(), partial);
+        merge!(2, sp.privacy.len(), partial);
+        merge!(3, 2, partial);
+        merge!(4, sp.edge_regions.len(), partial);
+        merge!(5, sp.pii.len(), partial);
+        merge!(6, sp.endpoints.len(), partial);
     }
     let all = sp.countries.len();
     let mut changes: Vec<Change> = merged
@@ -443,35 +589,59 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
             let set: BTreeSet<Country> = cs.iter().copied().collect();
             let who = clients(&set, all, [new, old]);
             let mut parts = vec![who.clone()];
-            match &k.0 {
-                Dim::One(Some(t)) => parts.push(format!("tenant {t}")),
-                Dim::One(None) => parts.push("anonymous".into()),
-                Dim::Any => {}
-            }
-            if let Dim::One(m) = &k.1 {
-                parts.push(format!("model {m}"));
-            }
-            if let Dim::One(p) = &k.2 {
-                parts.push(match p {
-                    Some(f) => format!("privacy {f}"),
-                    None => "no privacy flag".into(),
-                });
-            }
-            if let Dim::One(s) = &k.3 {
-                parts.push(if *s { "stream" } else { "not streamed" }.into());
-            }
-            if let Dim::One(e) = &k.4 {
-                parts.push(match e {
+            let anon = |t: &Option<String>| t.clone().unwrap_or_else(|| "anonymous".into());
+            let none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+            parts.extend(words(
+                &k.0,
+                |t| match t {
+                    Some(t) => format!("tenant {t}"),
+                    None => "anonymous".into(),
+                },
+                "tenants",
+                anon,
+            ));
+            parts.extend(words(
+                &k.1,
+                |m| format!("model {m}"),
+                "models",
+                String::clone,
+            ));
+            parts.extend(match &k.2 {
+                Dim::Any => None,
+                Dim::One(Some(f)) => Some(format!("privacy {f}")),
+                Dim::One(None) => Some("no privacy flag".into()),
+                Dim::Some(set) => Some(privacy_words(set, &sp.privacy)),
+            });
+            parts.extend(words(
+                &k.3,
+                |s| if *s { "stream" } else { "not streamed" }.into(),
+                "stream",
+                bool::to_string,
+            ));
+            parts.extend(words(
+                &k.4,
+                |e| match e {
                     Some(e) => format!("edge {e}"),
                     None => "no edge region".into(),
-                });
-            }
-            if let Dim::One(p) = &k.5 {
-                parts.push(match p {
+                },
+                "edge regions",
+                none,
+            ));
+            parts.extend(words(
+                &k.5,
+                |p| match p {
                     Some(p) => format!("personal data {p}"),
                     None => "no personal data".into(),
-                });
-            }
+                },
+                "personal data",
+                none,
+            ));
+            parts.extend(words(
+                &k.6,
+                |e| format!("endpoint {}", e.name()),
+                "endpoints",
+                |e| e.name().to_string(),
+            ));
             let line = format!(
                 "{}: {} → {}",
                 parts.join(", "),
@@ -487,6 +657,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
                 stream: k.3,
                 edge_region: k.4,
                 pii: k.5,
+                endpoint: k.6,
                 old: a,
                 new: b,
                 cases: n,

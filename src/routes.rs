@@ -5,7 +5,9 @@ use crate::audit;
 use crate::error::ApiError;
 
 /// The inference endpoints Meridian forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Endpoint {
     Chat,

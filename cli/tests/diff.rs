@@ -25,6 +25,33 @@ fn policy(extra_rule: &str, globex_jurisdictions: &str) -> String {
     )
 }
 
+/// Every combination of privacy flags as the `x-meridian-privacy` header takes it (`None`: no
+/// flag), and whether a provider of these policies can serve it (none is self-hosted, so
+/// `local-only` never can).
+fn flag_combos() -> Vec<(Option<String>, bool)> {
+    let names = ["zdr", "no-training", "local-only", "no-data-collection"];
+    let mut out = Vec::new();
+    for bits in 0..16u32 {
+        let set: Vec<&str> = (0..4)
+            .filter(|i| bits & (1 << i) != 0)
+            .map(|i| names[i])
+            .collect();
+        let served = !set.contains(&"local-only");
+        out.push(((!set.is_empty()).then(|| set.join(", ")), served));
+    }
+    out
+}
+
+/// A merged dimension's values: `None` for `"*"` (all of them), else the one value or the set.
+fn values(v: &serde_json::Value) -> Option<Vec<Option<String>>> {
+    let one = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    match v {
+        serde_json::Value::String(s) if s == "*" => None,
+        serde_json::Value::Array(a) => Some(a.iter().map(one).collect()),
+        other => Some(vec![one(other)]),
+    }
+}
+
 fn run(dir: &std::path::Path, old: &str, new: &str, json: bool) -> (i32, String) {
     std::fs::write(dir.join("old.toml"), old).unwrap();
     std::fs::write(dir.join("new.toml"), new).unwrap();
@@ -64,8 +91,9 @@ fn a_policy_against_itself_changes_nothing_and_a_known_change_is_exactly_its_lin
     assert_eq!(code, 1, "{text}");
     let d: serde_json::Value = serde_json::from_str(&text).unwrap();
 
-    // The oracle. Both providers state zero retention and no training, so every privacy flag
-    // but `local-only` (no provider is self-hosted: refused under both) is served. Under the
+    // The oracle. Both providers state zero retention and no training, so every combination of
+    // privacy flags without `local-only` (no provider is self-hosted: refused under both) is
+    // served. Under the
     // old policy `us-b` comes first for everyone. Under the new one: clients in the EU, any
     // caller, get `eu-a` (the new rule); `globex` gets `eu-a` from anywhere else too (its
     // jurisdictions). Nothing else changes.
@@ -74,19 +102,18 @@ fn a_policy_against_itself_changes_nothing_and_a_known_change_is_exactly_its_lin
         .map(|(c, _, _)| c.to_string())
         .collect();
     countries.push("XX".into());
-    let served_flags = [
-        None,
-        Some("zdr"),
-        Some("no-training"),
-        Some("no-data-collection"),
-    ];
+    let served_flags: Vec<Option<String>> = flag_combos()
+        .into_iter()
+        .filter(|(_, served)| *served)
+        .map(|(f, _)| f)
+        .collect();
     let mut want: BTreeSet<(String, String, Option<String>, bool)> = BTreeSet::new();
     for c in &countries {
         for tenant in ["anonymous", "acme", "globex"] {
-            for p in served_flags {
+            for p in &served_flags {
                 for stream in [false, true] {
                     if EU.contains(&c.as_str()) || tenant == "globex" {
-                        want.insert((c.clone(), tenant.into(), p.map(str::to_string), stream));
+                        want.insert((c.clone(), tenant.into(), p.clone(), stream));
                     }
                 }
             }
@@ -95,26 +122,19 @@ fn a_policy_against_itself_changes_nothing_and_a_known_change_is_exactly_its_lin
     assert_eq!(d["changed"], want.len() as u64);
     // Expand the merged changes back into cases.
     let all_tenants = ["anonymous", "acme", "globex"];
-    let all_flags: Vec<Option<&str>> = [None]
-        .into_iter()
-        .chain(["zdr", "no-training", "local-only", "no-data-collection"].map(Some))
-        .collect();
+    let all_flags: Vec<Option<String>> = flag_combos().into_iter().map(|(f, _)| f).collect();
     let mut got = BTreeSet::new();
     for ch in d["changes"].as_array().unwrap() {
         assert_eq!(ch["old"]["provider"], "us-b", "{ch}");
         assert_eq!(ch["new"]["provider"], "eu-a", "{ch}");
-        let tenants: Vec<&str> = match &ch["tenant"] {
-            serde_json::Value::String(t) if t == "*" => all_tenants.to_vec(),
-            serde_json::Value::String(t) => vec![t.as_str()],
-            serde_json::Value::Null => vec!["anonymous"],
-            other => panic!("{other}"),
-        };
-        let flags: Vec<Option<&str>> = match &ch["privacy"] {
-            serde_json::Value::String(t) if t == "*" => all_flags.clone(),
-            serde_json::Value::String(t) => vec![Some(t.as_str())],
-            serde_json::Value::Null => vec![None],
-            other => panic!("{other}"),
-        };
+        let tenants: Vec<String> = values(&ch["tenant"])
+            .map(|v| {
+                v.into_iter()
+                    .map(|t| t.unwrap_or("anonymous".into()))
+                    .collect()
+            })
+            .unwrap_or_else(|| all_tenants.map(str::to_string).to_vec());
+        let flags: Vec<Option<String>> = values(&ch["privacy"]).unwrap_or(all_flags.clone());
         let streams: Vec<bool> = match &ch["stream"] {
             serde_json::Value::Bool(b) => vec![*b],
             _ => vec![false, true],
@@ -126,7 +146,7 @@ fn a_policy_against_itself_changes_nothing_and_a_known_change_is_exactly_its_lin
                         got.insert((
                             c.as_str().unwrap().to_string(),
                             t.to_string(),
-                            f.map(str::to_string),
+                            f.clone(),
                             *s,
                         ));
                     }
@@ -135,28 +155,131 @@ fn a_policy_against_itself_changes_nothing_and_a_known_change_is_exactly_its_lin
         }
     }
     assert_eq!(got, want);
-    // Merged: per served privacy flag, one line for the EU (any caller) and one for globex
-    // elsewhere.
     let (_, text) = run(&dir, &old, &new, false);
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("- ")).collect();
-    assert_eq!(lines.len(), 8, "{text}");
-    for flag in [
-        "no privacy flag",
-        "privacy zdr",
-        "privacy no-training",
-        "privacy no-data-collection",
-    ] {
-        assert!(
-            lines.iter().any(|l| l
-                .starts_with(&format!("- clients in eu, {flag}: served by us-b (US)"))
-                && l.contains("→ served by eu-a (DE) (rule `eu-stay`, new; rule `us-first`)")),
-            "{flag}: {text}"
-        );
-        assert!(
-            lines.iter().any(|l| l.starts_with("- clients in 220 countries")
-                && l.contains(&format!("tenant globex, {flag}: served by us-b (US) (rule `us-first`) → served by eu-a (DE) (rule `us-first`)"))),
-            "{flag}: {text}"
-        );
+    // Merged into two lines, the larger first: globex outside the EU, and the EU (any
+    // caller), each for every combination of flags without local-only.
+    assert_eq!(
+        lines,
+        [
+            "- clients outside eu, tenant globex, privacy flags without local-only: served by us-b (US) (rule `us-first`) → served by eu-a (DE) (rule `us-first`)",
+            "- clients in eu, privacy flags without local-only: served by us-b (US) (rule `us-first`) → served by eu-a (DE) (rule `eu-stay`, new; rule `us-first`)",
+        ],
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The old policy with `us-b` removed, tenant `acme` removed, and messages required to stay in
+/// the US.
+fn removed() -> String {
+    let key = format!("sha256:{}", "02".repeat(32));
+    format!(
+        "version = 1\nname = \"d\"\n[settings]\nallow_anonymous = true\n\
+         [[providers]]\nid = \"eu-a\"\nbase_url = \"https://eu.example/v1\"\nlocation = \"DE\"\nzdr = true\ntrains_on_inputs = false\nmodels = {{ m = \"m-eu\" }}\n\
+         [[tenants]]\nid = \"globex\"\nkeys = [\"{key}\"]\n\
+         [[rules]]\nid = \"messages-in-us\"\nwhen = {{ endpoint = [\"messages\"] }}\nrequire = {{ jurisdiction = [\"us\"] }}\n\
+         [[rules]]\nid = \"us-first\"\nprefer = {{ order = [\"eu-a\"] }}\n"
+    )
+}
+
+#[test]
+fn a_removed_provider_a_removed_tenant_and_an_endpoint_rule() {
+    let dir = std::env::temp_dir().join(format!("meridian-diff-rm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old, new) = (policy("", ""), removed());
+    let (code, text) = run(&dir, &old, &new, true);
+    assert_eq!(code, 1, "{text}");
+    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+
+    // The oracle, from the two policies' meaning. Endpoints: chat, and messages (a rule names
+    // it). Under the old policy every case without local-only is served by us-b first, and
+    // every case with it refused. Under the new one, us-b is gone: chat goes to eu-a, and
+    // messages, which must stay in the US, is refused. acme's key names no one: its callers
+    // are anonymous, which changes every acme case (even a refusal is now an anonymous one).
+    let mut countries: Vec<String> = meridian::policy::places::COUNTRIES
+        .iter()
+        .map(|(c, _, _)| c.to_string())
+        .collect();
+    countries.push("XX".into());
+    let mut want = BTreeSet::new();
+    for c in &countries {
+        for tenant in ["anonymous", "acme", "globex"] {
+            for (flags, served) in flag_combos() {
+                for stream in [false, true] {
+                    for endpoint in ["chat", "messages"] {
+                        if served || tenant == "acme" {
+                            want.insert((
+                                c.clone(),
+                                tenant.to_string(),
+                                flags.clone(),
+                                stream,
+                                endpoint.to_string(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
     }
+    assert_eq!(d["cases"], countries.len() as u64 * 3 * 16 * 2 * 2);
+    assert_eq!(d["changed"], want.len() as u64);
+    let all_flags: Vec<Option<String>> = flag_combos().into_iter().map(|(f, _)| f).collect();
+    let mut got = BTreeSet::new();
+    for ch in d["changes"].as_array().unwrap() {
+        let tenants: Vec<String> = values(&ch["tenant"])
+            .map(|v| {
+                v.into_iter()
+                    .map(|t| t.unwrap_or("anonymous".into()))
+                    .collect()
+            })
+            .unwrap_or_else(|| ["anonymous", "acme", "globex"].map(str::to_string).to_vec());
+        let flags = values(&ch["privacy"]).unwrap_or(all_flags.clone());
+        let endpoints: Vec<String> = values(&ch["endpoint"])
+            .map(|v| v.into_iter().flatten().collect())
+            .unwrap_or_else(|| vec!["chat".into(), "messages".into()]);
+        let streams: Vec<bool> = match &ch["stream"] {
+            serde_json::Value::Bool(b) => vec![*b],
+            _ => vec![false, true],
+        };
+        // What each side says, checked against the oracle's story.
+        let acme = tenants == ["acme"];
+        let new_side = if acme { &ch["new"]["then"] } else { &ch["new"] };
+        if acme {
+            assert_eq!(ch["new"]["outcome"], "as_anonymous", "{ch}");
+        }
+        for e in &endpoints {
+            match (ch["old"]["outcome"].as_str(), e.as_str()) {
+                (Some("served"), "chat") => assert_eq!(new_side["provider"], "eu-a", "{ch}"),
+                (Some("served"), _) => assert_eq!(new_side["status"], 451, "{ch}"),
+                (Some("refused"), _) => assert!(acme, "{ch}"),
+                other => panic!("{other:?}: {ch}"),
+            }
+        }
+        for c in ch["countries"].as_array().unwrap() {
+            for t in &tenants {
+                for f in &flags {
+                    for s in &streams {
+                        for e in &endpoints {
+                            got.insert((
+                                c.as_str().unwrap().to_string(),
+                                t.clone(),
+                                f.clone(),
+                                *s,
+                                e.clone(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(got, want);
+    // Readable: six lines (non-acme chat and messages; acme served chat and messages, and
+    // acme refused under both, per endpoint: the new refusal names the new rule for messages).
+    let (_, text) = run(&dir, &old, &new, false);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(text.contains("- any country, tenants anonymous, globex, privacy flags without local-only, endpoint chat: served by us-b (US) (rule `us-first`) → served by eu-a (DE) (rule `us-first`)"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
