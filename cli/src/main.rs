@@ -313,9 +313,9 @@ fn load(path: &Path) -> Result<Policy, String> {
 }
 
 /// When `file` is tracked by git and its policy's digest differs from HEAD's version: a note
-/// naming both digests and the command that shows what the change does to traffic. `None`
-/// outside a repository, for a new file, or when the policy means the same (its digest is of
-/// the meaning, not of the text).
+/// naming both digests and the commands that show what the change does to traffic. `None`
+/// outside a repository, for a new file, or when the text is the same (the digest is of the
+/// text, as the audit names the policy in force).
 fn changed_since_head(file: &Path, p: &Policy) -> Option<String> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
     let name = file.file_name()?.to_str()?;

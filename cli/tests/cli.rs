@@ -504,3 +504,48 @@ fn explain_shows_what_the_request_asks_a_provider_to_do() {
     let t = explain(r#"{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}"#);
     assert!(t.contains("  1. local as"), "{t}");
 }
+
+#[test]
+fn check_notes_a_policy_changed_since_git_head() {
+    let dir = std::env::temp_dir().join(format!("meridian-check-git-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .current_dir(&dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+    };
+    let policy = std::fs::read_to_string(root().join("policies/default.toml")).unwrap();
+    let file = dir.join("p.toml");
+    std::fs::write(&file, &policy).unwrap();
+    git(&["init", "-q"]);
+    git(&["add", "p.toml"]);
+    git(&["commit", "-qm", "policy"]);
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    // Unchanged: no note.
+    assert!(!stderr(&check()).contains("note:"), "{}", stderr(&check()));
+    // Changed (the digest is of the text, as the audit names it): both digests, and the
+    // commands that show what the change does.
+    std::fs::write(
+        &file,
+        policy.replacen("[[providers]]", "[[tenants]]\nid = \"new-team\"\nkeys = [\"sha256:5555555555555555555555555555555555555555555555555555555555555555\"]\n\n[[providers]]", 1),
+    )
+    .unwrap();
+    let o = check();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("changed since git HEAD (digest "), "{err}");
+    assert!(err.contains("meridian diff /tmp/old.toml"), "{err}");
+    assert!(err.contains("meridian replay"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
