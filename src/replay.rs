@@ -291,10 +291,11 @@ pub struct Replay<'p> {
 }
 
 /// Why a line is not decided again.
-pub const SKIP_NOT_JSON: &str = "not a JSON log line";
+pub const SKIP_NOT_JSON: &str = "not a Meridian log line (not JSON, or a field of another type)";
 pub const SKIP_NO_FACTS: &str =
     "no decision logged (not an inference request, refused before the decision, or logged by a version without `facts`)";
-pub const SKIP_UNKNOWN: &str = "refused after the decision before a first choice was made";
+pub const SKIP_UNKNOWN: &str =
+    "facts without a first choice or a refusal (not written by this version)";
 
 pub const CAVEAT_PII: &str = "personal data not scanned when logged (taken as none found)";
 pub const CAVEAT_HEADERS: &str =
