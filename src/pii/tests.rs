@@ -276,8 +276,16 @@ proptest! {
         let mut r = Redaction::default();
         let out = r.redact_text(&s, &text, all_kinds(&c)).unwrap_or_else(|| text.clone());
         prop_assert!(s.scan(&out).is_empty(), "still found in {out:?}: {:?}", s.scan(&out));
+        // Each copy that was found or inserted is gone; the same characters may remain only
+        // where they were neither (`::8` found in `::8?` but not in `::8g`, which is no address).
+        let count = |hay: &str, v: &str| hay.matches(v).count();
         for v in found.iter().chain(&inserted) {
-            prop_assert!(!out.contains(v.as_str()), "{v:?} survived in {out:?}");
+            let taken = found.iter().filter(|f| *f == v).count()
+                .max(inserted.iter().filter(|i| *i == v).count());
+            prop_assert!(
+                count(&out, v) + taken <= count(&text, v),
+                "{v:?} survived in {out:?}"
+            );
         }
         // And restoring gives the original text back.
         let back = Restorer::new(r.pairs.clone()).replace_all(&out);
