@@ -52,6 +52,58 @@ fn values(v: &serde_json::Value) -> Option<Vec<Option<String>>> {
     }
 }
 
+/// One case of the fact space: country, tenant (`anonymous`), privacy flags, stream, endpoint.
+type Case = (String, String, Option<String>, bool, String);
+
+/// Every country of the built-in table, and unknown.
+fn countries() -> Vec<String> {
+    let mut c: Vec<String> = meridian::policy::places::COUNTRIES
+        .iter()
+        .map(|(c, _, _)| c.to_string())
+        .collect();
+    c.push("XX".into());
+    c
+}
+
+/// The cases a merged change covers, expanded back (`"*"`: every value the space has).
+fn expand(ch: &serde_json::Value, endpoints: &[&str]) -> Vec<Case> {
+    let tenants: Vec<String> = values(&ch["tenant"])
+        .map(|v| {
+            v.into_iter()
+                .map(|t| t.unwrap_or("anonymous".into()))
+                .collect()
+        })
+        .unwrap_or_else(|| ["anonymous", "acme", "globex"].map(str::to_string).to_vec());
+    let flags = values(&ch["privacy"])
+        .unwrap_or_else(|| flag_combos().into_iter().map(|(f, _)| f).collect());
+    let endpoints: Vec<String> = values(&ch["endpoint"])
+        .map(|v| v.into_iter().flatten().collect())
+        .unwrap_or_else(|| endpoints.iter().map(|e| e.to_string()).collect());
+    let streams: Vec<bool> = match &ch["stream"] {
+        serde_json::Value::Bool(b) => vec![*b],
+        _ => vec![false, true],
+    };
+    let mut out = Vec::new();
+    for c in ch["countries"].as_array().unwrap() {
+        for t in &tenants {
+            for f in &flags {
+                for s in &streams {
+                    for e in &endpoints {
+                        out.push((
+                            c.as_str().unwrap().to_string(),
+                            t.clone(),
+                            f.clone(),
+                            *s,
+                            e.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn run(dir: &std::path::Path, old: &str, new: &str, json: bool) -> (i32, String) {
     std::fs::write(dir.join("old.toml"), old).unwrap();
     std::fs::write(dir.join("new.toml"), new).unwrap();
@@ -97,23 +149,18 @@ fn a_policy_against_itself_changes_nothing_and_a_known_change_is_exactly_its_lin
     // old policy `us-b` comes first for everyone. Under the new one: clients in the EU, any
     // caller, get `eu-a` (the new rule); `globex` gets `eu-a` from anywhere else too (its
     // jurisdictions). Nothing else changes.
-    let mut countries: Vec<String> = meridian::policy::places::COUNTRIES
-        .iter()
-        .map(|(c, _, _)| c.to_string())
-        .collect();
-    countries.push("XX".into());
     let served_flags: Vec<Option<String>> = flag_combos()
         .into_iter()
         .filter(|(_, served)| *served)
         .map(|(f, _)| f)
         .collect();
-    let mut want: BTreeSet<(String, String, Option<String>, bool)> = BTreeSet::new();
-    for c in &countries {
+    let mut want: BTreeSet<Case> = BTreeSet::new();
+    for c in &countries() {
         for tenant in ["anonymous", "acme", "globex"] {
             for p in &served_flags {
                 for stream in [false, true] {
                     if EU.contains(&c.as_str()) || tenant == "globex" {
-                        want.insert((c.clone(), tenant.into(), p.clone(), stream));
+                        want.insert((c.clone(), tenant.into(), p.clone(), stream, "chat".into()));
                     }
                 }
             }
@@ -121,38 +168,11 @@ fn a_policy_against_itself_changes_nothing_and_a_known_change_is_exactly_its_lin
     }
     assert_eq!(d["changed"], want.len() as u64);
     // Expand the merged changes back into cases.
-    let all_tenants = ["anonymous", "acme", "globex"];
-    let all_flags: Vec<Option<String>> = flag_combos().into_iter().map(|(f, _)| f).collect();
     let mut got = BTreeSet::new();
     for ch in d["changes"].as_array().unwrap() {
         assert_eq!(ch["old"]["provider"], "us-b", "{ch}");
         assert_eq!(ch["new"]["provider"], "eu-a", "{ch}");
-        let tenants: Vec<String> = values(&ch["tenant"])
-            .map(|v| {
-                v.into_iter()
-                    .map(|t| t.unwrap_or("anonymous".into()))
-                    .collect()
-            })
-            .unwrap_or_else(|| all_tenants.map(str::to_string).to_vec());
-        let flags: Vec<Option<String>> = values(&ch["privacy"]).unwrap_or(all_flags.clone());
-        let streams: Vec<bool> = match &ch["stream"] {
-            serde_json::Value::Bool(b) => vec![*b],
-            _ => vec![false, true],
-        };
-        for c in ch["countries"].as_array().unwrap() {
-            for t in &tenants {
-                for f in &flags {
-                    for s in &streams {
-                        got.insert((
-                            c.as_str().unwrap().to_string(),
-                            t.to_string(),
-                            f.clone(),
-                            *s,
-                        ));
-                    }
-                }
-            }
-        }
+        got.extend(expand(ch, &["chat"]));
     }
     assert_eq!(got, want);
     let (_, text) = run(&dir, &old, &new, false);
@@ -197,11 +217,7 @@ fn a_removed_provider_a_removed_tenant_and_an_endpoint_rule() {
     // every case with it refused. Under the new one, us-b is gone: chat goes to eu-a, and
     // messages, which must stay in the US, is refused. acme's key names no one: its callers
     // are anonymous, which changes every acme case (even a refusal is now an anonymous one).
-    let mut countries: Vec<String> = meridian::policy::places::COUNTRIES
-        .iter()
-        .map(|(c, _, _)| c.to_string())
-        .collect();
-    countries.push("XX".into());
+    let countries = countries();
     let mut want = BTreeSet::new();
     for c in &countries {
         for tenant in ["anonymous", "acme", "globex"] {
@@ -224,55 +240,25 @@ fn a_removed_provider_a_removed_tenant_and_an_endpoint_rule() {
     }
     assert_eq!(d["cases"], countries.len() as u64 * 3 * 16 * 2 * 2);
     assert_eq!(d["changed"], want.len() as u64);
-    let all_flags: Vec<Option<String>> = flag_combos().into_iter().map(|(f, _)| f).collect();
     let mut got = BTreeSet::new();
     for ch in d["changes"].as_array().unwrap() {
-        let tenants: Vec<String> = values(&ch["tenant"])
-            .map(|v| {
-                v.into_iter()
-                    .map(|t| t.unwrap_or("anonymous".into()))
-                    .collect()
-            })
-            .unwrap_or_else(|| ["anonymous", "acme", "globex"].map(str::to_string).to_vec());
-        let flags = values(&ch["privacy"]).unwrap_or(all_flags.clone());
-        let endpoints: Vec<String> = values(&ch["endpoint"])
-            .map(|v| v.into_iter().flatten().collect())
-            .unwrap_or_else(|| vec!["chat".into(), "messages".into()]);
-        let streams: Vec<bool> = match &ch["stream"] {
-            serde_json::Value::Bool(b) => vec![*b],
-            _ => vec![false, true],
-        };
+        let cases = expand(ch, &["chat", "messages"]);
+        let endpoints: BTreeSet<&str> = cases.iter().map(|c| c.4.as_str()).collect();
+        let acme = cases.iter().all(|c| c.1 == "acme");
         // What each side says, checked against the oracle's story.
-        let acme = tenants == ["acme"];
         let new_side = if acme { &ch["new"]["then"] } else { &ch["new"] };
         if acme {
             assert_eq!(ch["new"]["outcome"], "as_anonymous", "{ch}");
         }
         for e in &endpoints {
-            match (ch["old"]["outcome"].as_str(), e.as_str()) {
+            match (ch["old"]["outcome"].as_str(), *e) {
                 (Some("served"), "chat") => assert_eq!(new_side["provider"], "eu-a", "{ch}"),
                 (Some("served"), _) => assert_eq!(new_side["status"], 451, "{ch}"),
                 (Some("refused"), _) => assert!(acme, "{ch}"),
                 other => panic!("{other:?}: {ch}"),
             }
         }
-        for c in ch["countries"].as_array().unwrap() {
-            for t in &tenants {
-                for f in &flags {
-                    for s in &streams {
-                        for e in &endpoints {
-                            got.insert((
-                                c.as_str().unwrap().to_string(),
-                                t.clone(),
-                                f.clone(),
-                                *s,
-                                e.clone(),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
+        got.extend(cases);
     }
     assert_eq!(got, want);
     // Readable: six lines (non-acme chat and messages; acme served chat and messages, and
