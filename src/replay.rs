@@ -15,7 +15,8 @@
 //! one, or the old refusal against the new. What happened after the decision (a provider that
 //! failed and a fallback that answered, Meridian's own limits, providers cooling down) is
 //! traffic, not policy, and is not replayed; the cost difference prices each logged usage at
-//! the new first choice's catalog prices.
+//! the new first choice's catalog prices (or, when the first choice is unchanged and a fallback
+//! answered, at that fallback's).
 
 use std::collections::BTreeMap;
 
@@ -161,6 +162,8 @@ struct Line {
     #[serde(default)]
     provider: Option<String>,
     #[serde(default)]
+    served_model: Option<String>,
+    #[serde(default)]
     error_code: Option<String>,
     #[serde(default)]
     refused_by: Option<String>,
@@ -238,7 +241,8 @@ pub struct Moved {
 }
 
 /// The cost of the logged usage: as billed under the old policy, and at the new first
-/// choice's catalog prices (a request the new policy refuses costs nothing).
+/// choice's catalog prices, or an unchanged first choice's fallback's (a request the new policy
+/// refuses costs nothing).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cost {
     pub old_usd: f64,
@@ -365,7 +369,7 @@ impl<'p> Replay<'p> {
         let mut facts = self.facts_of(&line, inputs, model);
         let new = self.decide(&mut facts, inputs);
         self.report.replayed += 1;
-        self.cost(&line, &new);
+        self.cost(&line, &old, &new);
         let id = line.request_id.as_str();
         let changed = match (&old, &new) {
             (
@@ -588,7 +592,31 @@ impl<'p> Replay<'p> {
         }
     }
 
-    fn cost(&mut self, line: &Line, new: &Decided) {
+    /// The logged usage priced under both: as billed, and at the provider the new policy would
+    /// have answered it: its first choice, or, when the first choice is the old one and a fallback
+    /// answered, that same fallback at the new catalog's prices (a provider failing is traffic,
+    /// not policy).
+    fn cost(&mut self, line: &Line, old: &Decided, new: &Decided) {
+        let fallback_prices = match (old, new, &line.provider) {
+            (
+                Decided::Routed { provider: p0, .. },
+                Decided::Routed { provider: p1, .. },
+                Some(served),
+            ) if p0 == p1 && served != p1 => {
+                let model = line.served_model.as_deref().or(line.model.as_deref());
+                self.policy
+                    .provider(served)
+                    .zip(model)
+                    .and_then(|(p, m)| p.models.get(m))
+                    .map(|e| Prices {
+                        input: e.input_price,
+                        output: e.output_price,
+                        cache_read: e.cache_read_price,
+                        cache_write: e.cache_write_price,
+                    })
+            }
+            _ => None,
+        };
         let c = &mut self.report.cost;
         let Some(usage) = line.usage else {
             if matches!(new, Decided::Routed { .. }) {
@@ -598,7 +626,9 @@ impl<'p> Replay<'p> {
         };
         let new_cost = match new {
             Decided::Refused { .. } => Some(0.0),
-            Decided::Routed { prices, .. } => prices.and_then(|p| usage.cost(p)),
+            Decided::Routed { prices, .. } => {
+                fallback_prices.or(*prices).and_then(|p| usage.cost(p))
+            }
         };
         match (line.cost_usd, new_cost) {
             (Some(a), Some(b)) => {

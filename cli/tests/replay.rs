@@ -99,6 +99,7 @@ fn prices(provider: &str) -> (f64, f64) {
     match provider {
         "us-cheap" => (1.0, 2.0),
         "fr-b" => (2.0, 4.0),
+        "eu-a" => (3.0, 6.0),
         _ => unreachable!(),
     }
 }
@@ -107,6 +108,7 @@ fn location(provider: &str) -> &'static str {
     match provider {
         "us-cheap" => "US",
         "fr-b" => "FR",
+        "eu-a" => "DE",
         _ => unreachable!(),
     }
 }
@@ -206,6 +208,11 @@ fn generate(n: usize, out: &mut impl std::io::Write) -> Expected {
         let failed = old_first.is_some() && next() % 33 == 0;
         let usage =
             (old_first.is_some() && !failed).then(|| (1 + next() % 2000, 1 + next() % 1000));
+        // Now and then fr-b fails and eu-a, next in price order in the EU, answers.
+        let served_by = match old_first {
+            Some("fr-b") if usage.is_some() && next() % 20 == 0 => Some("eu-a"),
+            other => other,
+        };
         let mut line = serde_json::json!({
             "ts_ms": 1_796_083_200_000u64 + i as u64,
             "request_id": id,
@@ -239,14 +246,16 @@ fn generate(n: usize, out: &mut impl std::io::Write) -> Expected {
                     serde_json::json!({"provider": p, "location": location(p)});
             }
             (Some(p), Some((pt, ct))) => {
+                let s = served_by.unwrap_or(p);
                 line["status"] = 200.into();
-                line["provider"] = p.into();
-                line["jurisdiction"] = location(p).into();
+                line["provider"] = s.into();
+                line["served_model"] = model.into();
+                line["jurisdiction"] = location(s).into();
                 line["usage"] = serde_json::json!({"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct});
-                line["cost_usd"] = cost(p, pt, ct).into();
+                line["cost_usd"] = cost(s, pt, ct).into();
                 line["facts"]["first"] =
                     serde_json::json!({"provider": p, "location": location(p)});
-                e.old_usd += cost(p, pt, ct);
+                e.old_usd += cost(s, pt, ct);
                 e.priced += 1;
             }
         }
@@ -282,6 +291,10 @@ fn generate(n: usize, out: &mut impl std::io::Write) -> Expected {
             _ => {}
         }
         match (usage, new_first) {
+            // The same first choice: the same fallback answers, at NEW's price for it.
+            (Some((pt, ct)), Some(p)) if old_first == Some(p) => {
+                e.new_usd += cost(served_by.unwrap_or(p), pt, ct)
+            }
             (Some((pt, ct)), Some(p)) => e.new_usd += cost(p, pt, ct),
             (None, Some(_)) => e.no_usage += 1,
             _ => {}
