@@ -1,6 +1,8 @@
 //! `meridian`: the policy tool. Validates policies, runs their test cases, explains the decision
-//! for a request, prints the JSON Schema, hashes tenant keys and turns the component's log into
-//! the audit report (`report`). Same code as the component.
+//! for a request, shows what a policy change does (`diff` over every request the policies can
+//! tell apart, `replay` over the component's own log), prints the JSON Schema, hashes tenant
+//! keys and turns the component's log into the audit report (`report`). Same code as the
+//! component.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
