@@ -49,50 +49,35 @@ when = { pii = ["email"] }
 require = { jurisdiction = ["eu"] }
 "#;
 
-/// The change: `old-m` is retired, tenant `initech` removed, e-mail addresses refused instead
-/// of kept in the EU, EU clients served in the EU, and `fr-b` states that it does not train on
-/// inputs.
-const NEW: &str = r#"version = 1
-name = "shop"
-revision = "2"
-[settings]
-allow_anonymous = true
-[[providers]]
-id = "us-cheap"
-base_url = "https://us.example/v1"
-location = "US"
-models = { m = { id = "m", input_price = 1.0, output_price = 2.0 } }
-[[providers]]
-id = "eu-a"
-base_url = "https://eu-a.example/v1"
-location = "DE"
-models = { m = { id = "m", input_price = 3.0, output_price = 6.0 } }
-[[providers]]
-id = "fr-b"
-base_url = "https://fr-b.example/v1"
-location = "FR"
-zdr = true
-trains_on_inputs = false
-models = { m = { id = "m", input_price = 2.0, output_price = 4.0 } }
-[[tenants]]
-id = "acme"
-keys = ["sha256:1111111111111111111111111111111111111111111111111111111111111111"]
-jurisdictions = ["eu"]
-[[tenants]]
-id = "globex"
-keys = ["sha256:2222222222222222222222222222222222222222222222222222222222222222"]
-[[rules]]
-id = "cheapest"
-prefer = { sort = "price" }
-[[rules]]
-id = "no-email"
-when = { pii = ["email"] }
-refuse = true
-[[rules]]
-id = "eu-clients"
-when = { client_jurisdiction = ["eu"] }
-require = { jurisdiction = ["eu"] }
-"#;
+/// NEW is OLD with these edits, each a (from, to) that must apply once: `old-m` retired, tenant
+/// `initech` removed, e-mail addresses refused instead of kept in the EU, EU clients served in
+/// the EU, and `fr-b` stating that it does not train on inputs.
+const CHANGE: &[(&str, &str)] = &[
+    (r#"revision = "1""#, r#"revision = "2""#),
+    (
+        r#", old-m = { id = "o", input_price = 1.0, output_price = 1.0 }"#,
+        "",
+    ),
+    ("zdr = true\n", "zdr = true\ntrains_on_inputs = false\n"),
+    (
+        "[[tenants]]\nid = \"initech\"\nkeys = [\"sha256:3333333333333333333333333333333333333333333333333333333333333333\"]\n",
+        "",
+    ),
+    (
+        "id = \"mail-eu\"\nwhen = { pii = [\"email\"] }\nrequire = { jurisdiction = [\"eu\"] }\n",
+        "id = \"no-email\"\nwhen = { pii = [\"email\"] }\nrefuse = true\n\
+         [[rules]]\nid = \"eu-clients\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n",
+    ),
+];
+
+fn new_policy() -> String {
+    let mut p = OLD.to_string();
+    for (from, to) in CHANGE {
+        assert_eq!(p.matches(from).count(), 1, "{from}");
+        p = p.replacen(from, to, 1);
+    }
+    p
+}
 
 /// (input, output) USD per million tokens, and where each provider processes data.
 fn prices(provider: &str) -> (f64, f64) {
@@ -313,7 +298,7 @@ fn replay_of_100000_lines_matches_the_totals_computed_here() {
         dir.join("log.jsonl"),
     );
     std::fs::write(&old, OLD).unwrap();
-    std::fs::write(&new, NEW).unwrap();
+    std::fs::write(&new, new_policy()).unwrap();
     let mut w = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
     let e = generate(100_000, &mut w);
     drop(w);
@@ -467,7 +452,7 @@ fn replay_reads_stdin_and_explains_bad_input() {
     let dir = std::env::temp_dir().join(format!("meridian-replay-in-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let new = dir.join("new.toml");
-    std::fs::write(&new, NEW).unwrap();
+    std::fs::write(&new, new_policy()).unwrap();
     let mut log = Vec::new();
     generate(200, &mut log);
     let mut child = meridian()
