@@ -32,6 +32,29 @@ pub fn tenant_for_key<'p>(policy: &'p Policy, key: &str) -> Option<&'p Tenant> {
     found
 }
 
+/// A caller known by its tenant's name (a log line, a case of `meridian diff`), authenticated
+/// again under `policy` as [`authenticate`] would its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// The policy has the tenant, or the caller was anonymous and the policy allows that.
+    Same,
+    /// The policy has no such tenant: the key names no one and the caller is anonymous.
+    AsAnonymous,
+    /// Refused with 401 and this code: no anonymous callers under this policy.
+    Refused(&'static str),
+}
+
+pub fn named(policy: &Policy, tenant: Option<&str>) -> Named {
+    let anonymous = policy.settings.anonymous.allowed();
+    match tenant {
+        Some(t) if policy.tenant(t).is_some() => Named::Same,
+        Some(_) if anonymous => Named::AsAnonymous,
+        Some(_) => Named::Refused("invalid_api_key"),
+        None if anonymous => Named::Same,
+        None => Named::Refused("missing_api_key"),
+    }
+}
+
 /// Authenticates a request: `Ok(None)` is an anonymous caller (only when the policy allows it).
 ///
 /// Where anonymous access is allowed, a key that matches no tenant is treated as no key: the

@@ -393,24 +393,21 @@ pub fn outcome(policy: &Policy, facts: &Result<RequestFacts, String>, country: C
     f.country = country;
     f.location = Location::given((country != Country::UNKNOWN).then_some(country));
     // Authentication, as the component does it before deciding.
-    let anonymous = policy.settings.anonymous.allowed();
-    let refused = |code: &str| Outcome::Refused {
-        status: 401,
-        code: code.into(),
-        rules: Vec::new(),
-    };
-    match &f.tenant {
-        Some(t) if policy.tenant(&t.0).is_none() => {
-            if !anonymous {
-                return refused("invalid_api_key");
-            }
+    match crate::auth::named(policy, f.tenant.as_ref().map(|t| t.as_str())) {
+        crate::auth::Named::Same => {}
+        crate::auth::Named::AsAnonymous => {
             f.tenant = None;
             return Outcome::AsAnonymous {
                 then: Box::new(decided(policy, &f)),
             };
         }
-        None if !anonymous => return refused("missing_api_key"),
-        _ => {}
+        crate::auth::Named::Refused(code) => {
+            return Outcome::Refused {
+                status: 401,
+                code: code.into(),
+                rules: Vec::new(),
+            }
+        }
     }
     decided(policy, &f)
 }

@@ -100,15 +100,13 @@ impl Inputs {
         pinned: Option<&str>,
     ) -> Inputs {
         let mut headers = BTreeMap::new();
-        for r in policy.rules.iter().filter(|r| !r.when.headers.is_empty()) {
-            for (name, _) in r.when.headers.iter() {
-                let value = facts
-                    .headers
-                    .iter()
-                    .find(|(n, _)| n.as_str() == name.as_ref())
-                    .map(|(_, v)| v.clone());
-                headers.insert(name.to_string(), value);
-            }
+        for name in policy.rule_header_names() {
+            let value = facts
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone());
+            headers.insert(name.to_string(), value);
         }
         Inputs {
             endpoint: facts.endpoint,
@@ -309,11 +307,8 @@ pub const CAVEAT_TENANT: &str =
 
 impl<'p> Replay<'p> {
     pub fn new(policy: &'p Policy) -> Replay<'p> {
-        let mut header_names: Vec<String> = policy
-            .rules
-            .iter()
-            .flat_map(|r| r.when.headers.iter().map(|(n, _)| n.to_string()))
-            .collect();
+        let mut header_names: Vec<String> =
+            policy.rule_header_names().map(str::to_string).collect();
         header_names.sort();
         header_names.dedup();
         Replay {
@@ -535,23 +530,21 @@ impl<'p> Replay<'p> {
     fn decide(&mut self, facts: &mut RequestFacts, inputs: &Inputs) -> Decided {
         // Authentication first, as the component does: a tenant the new policy does not have
         // is no tenant (anonymous where the policy allows callers without a key).
-        let anonymous = self.policy.settings.anonymous.allowed();
-        if let Some(t) = &facts.tenant {
-            if self.policy.tenant(t.as_str()).is_none() {
+        match crate::auth::named(self.policy, facts.tenant.as_ref().map(|t| t.as_str())) {
+            crate::auth::Named::Same => {}
+            crate::auth::Named::AsAnonymous => {
                 self.caveat(CAVEAT_TENANT);
-                if !anonymous {
-                    return Decided::Refused {
-                        status: 401,
-                        code: "invalid_api_key".into(),
-                    };
-                }
                 facts.tenant = None;
             }
-        } else if !anonymous {
-            return Decided::Refused {
-                status: 401,
-                code: "missing_api_key".into(),
-            };
+            crate::auth::Named::Refused(code) => {
+                if facts.tenant.is_some() {
+                    self.caveat(CAVEAT_TENANT);
+                }
+                return Decided::Refused {
+                    status: 401,
+                    code: code.into(),
+                };
+            }
         }
         let d = decide(self.policy, facts);
         if let Some(r) = &d.refusal {

@@ -100,6 +100,13 @@ impl Policy {
         self.providers.iter().find(|p| p.id.0 == id)
     }
 
+    /// The header names the rules' `when.header` conditions read (repeats included).
+    pub fn rule_header_names(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.when.headers.iter().map(|(n, _)| n.as_ref()))
+    }
+
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
         self.tenants.iter().find(|t| t.id.0 == id)
     }
