@@ -67,6 +67,22 @@ fn children(r: &Receiver, parent: &Span) -> Vec<Span> {
     c
 }
 
+/// The wasi:otel build, built (and its build checked); `None` in the WASI 0.3 pass: it is a
+/// WASI 0.2 component, tested in the first pass.
+async fn otel_component() -> Option<std::path::PathBuf> {
+    if p3() {
+        eprintln!("the wasi:otel build is tested in the WASI 0.2 pass");
+        return None;
+    }
+    let (out, wasm) = build_otel_component().await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(wasm)
+}
+
 fn host_span(r: &Receiver, span_id: &[u8]) -> Option<Span> {
     r.spans()
         .into_iter()
@@ -85,17 +101,9 @@ fn sent_span(rec: &support::Recorded) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_of_a_fallback_a_hedge_a_stream_and_a_refusal() {
-    if p3() {
-        // The wasi:otel build is a WASI 0.2 component: the first pass runs this test.
-        eprintln!("the wasi:otel build is tested in the WASI 0.2 pass");
+    let Some(wasm) = otel_component().await else {
         return;
-    }
-    let (out, wasm) = build_otel_component().await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    };
     let receiver = Receiver::start().await;
     let down = Mock::start(Script::status(503)).await;
     let up = Mock::with(|req, _| {
@@ -430,16 +438,9 @@ async fn the_default_build_runs_without_wasi_otel_and_the_host_still_traces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wasi_otel_build_refuses_to_start_on_a_host_without_it() {
-    if p3() {
-        eprintln!("the wasi:otel build is tested in the WASI 0.2 pass");
+    let Some(wasm) = otel_component().await else {
         return;
-    }
-    let (out, wasm) = build_otel_component().await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    };
     let run = tokio::process::Command::new(host_binary())
         .current_dir(root())
         .args([

@@ -40,6 +40,29 @@ pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::
     let target = root()
         .join("target")
         .join(if p3 { format!("{dir}-p3") } else { dir.into() });
+    cargo_build(target, p3, &[], env).await
+}
+
+/// The WASI 0.2 component built with `wasi:otel` (`--features otel`, spin-otel.toml) into
+/// `target/otel`, whichever build the other tests run.
+pub async fn build_otel_component() -> (std::process::Output, PathBuf) {
+    cargo_build(
+        root().join("target/otel"),
+        false,
+        &["--features", "otel"],
+        &[],
+    )
+    .await
+}
+
+/// `cargo build` of the WASI 0.2 component (or, `p3`, the WASI 0.3 one) into `target`, with
+/// `args` and the build environment `env` (nothing inherited), bounded in time.
+async fn cargo_build(
+    target: PathBuf,
+    p3: bool,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Output, PathBuf) {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root())
         .args([
@@ -54,6 +77,7 @@ pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::
                 .into_iter()
                 .flatten(),
         )
+        .args(args)
         .arg("--target-dir")
         .arg(&target)
         .env_remove("MERIDIAN_POLICY")
@@ -72,34 +96,6 @@ pub async fn build_component(dir: &str, env: &[(&str, &str)]) -> (std::process::
         "meridian.wasm"
     };
     (out, target.join("wasm32-wasip2/release").join(wasm))
-}
-
-/// The WASI 0.2 component built with `wasi:otel` (`--features otel`, spin-otel.toml) into
-/// `target/otel`, whichever build the other tests run.
-pub async fn build_otel_component() -> (std::process::Output, PathBuf) {
-    let target = root().join("target/otel");
-    let out = tokio::time::timeout(
-        Duration::from_secs(1800),
-        Command::new(env!("CARGO"))
-            .current_dir(root())
-            .args([
-                "build",
-                "--target",
-                "wasm32-wasip2",
-                "--release",
-                "--locked",
-            ])
-            .args(["--features", "otel", "--target-dir"])
-            .arg(&target)
-            .env_remove("MERIDIAN_POLICY")
-            .env_remove("MERIDIAN_GEOIP")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the build finished within 30 minutes")
-    .expect("cargo runs");
-    (out, target.join("wasm32-wasip2/release/meridian.wasm"))
 }
 
 /// Which build the end-to-end tests run: the WASI 0.2 component spin.toml deploys, or, with

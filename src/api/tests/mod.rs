@@ -199,6 +199,27 @@ const ACME_DE: [(&str, &str); 3] = [
 ];
 const CHAT: &str = r#"{"model":"chat-model","messages":[{"role":"user","content":"hi"}]}"#;
 
+/// A caller's W3C trace context (the specification's example).
+const GIVEN_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// `alpha` first (a rule), failing with a fallback status; `beta` answers. The acme tenant's
+/// chat with the caller's trace context and these headers besides.
+async fn alpha_fails_over_to_beta(extra: &[(&str, &str)]) -> (Policy, Fake, Answer) {
+    let p = load("[[rules]]\nid = \"a-first\"\nprefer = { order = [\"alpha\", \"beta\"] }\n");
+    let t = Fake::new(vec![
+        ("alpha", vec![status(503, None)]),
+        ("beta", vec![ok_json(0)]),
+    ]);
+    let mut h = vec![
+        JSON,
+        ("authorization", "Bearer sk-acme"),
+        ("traceparent", GIVEN_TRACEPARENT),
+    ];
+    h.extend_from_slice(extra);
+    let a = chat(&p, &t, &h, CHAT).await;
+    (p, t, a)
+}
+
 fn chat_body(extra: &str) -> String {
     format!(r#"{{"model":"chat-model","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#)
 }

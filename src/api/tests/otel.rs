@@ -7,7 +7,6 @@ use super::*;
 use crate::otel::{self, Instrument, Number, Span, Telemetry, Value};
 use crate::trace::{parse_traceparent, HostSpan};
 
-const GIVEN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const WALL_AT_END: u64 = 1_800_000_000_000;
 
 fn render(p: &Policy, t: &Fake, a: &Answer) -> Telemetry {
@@ -56,17 +55,7 @@ fn wall_ns(t: &Fake, at_ms: u64) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_fallback_is_two_sibling_client_spans_under_the_request_and_a_fallback_count() {
-    let p = load("[[rules]]\nid = \"a-first\"\nprefer = { order = [\"alpha\", \"beta\"] }\n");
-    let t = Fake::new(vec![
-        ("alpha", vec![status(503, None)]),
-        ("beta", vec![ok_json(0)]),
-    ]);
-    let h = [
-        JSON,
-        ("authorization", "Bearer sk-acme"),
-        ("traceparent", GIVEN),
-    ];
-    let a = chat(&p, &t, &h, CHAT).await;
+    let (p, t, a) = alpha_fails_over_to_beta(&[]).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let tel = render(&p, &t, &a);
     assert_eq!(tel.spans.len(), 3, "{:#?}", tel.spans);

@@ -5,23 +5,10 @@
 use super::*;
 use crate::trace::parse_traceparent;
 
-const GIVEN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
 #[tokio::test(start_paused = true)]
 async fn a_callers_trace_reaches_every_attempt_as_siblings_under_meridians_span() {
     // `alpha` fails with a fallback status, then `beta` answers.
-    let p = load("[[rules]]\nid = \"a-first\"\nprefer = { order = [\"alpha\", \"beta\"] }\n");
-    let t = Fake::new(vec![
-        ("alpha", vec![status(503, None)]),
-        ("beta", vec![ok_json(0)]),
-    ]);
-    let h = [
-        JSON,
-        ("authorization", "Bearer sk-acme"),
-        ("traceparent", GIVEN),
-        ("tracestate", "congo=t61rcWkgMzE"),
-    ];
-    let a = chat(&p, &t, &h, CHAT).await;
+    let (_, t, a) = alpha_fails_over_to_beta(&[("tracestate", "congo=t61rcWkgMzE")]).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(
         a.header("x-meridian-trace-id"),
