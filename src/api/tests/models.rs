@@ -24,6 +24,9 @@ fn models_policy(extra: &str) -> Policy {
     policy::load(&text, "models").unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A chat for the routed model `smart`.
+const SMART: &str = r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#;
+
 async fn ask(p: &Policy, t: &Fake, key: Option<&str>, body: &str) -> Answer {
     let auth = key.map(|k| format!("Bearer {k}"));
     let mut h = vec![JSON, ("cf-ipcountry", "DE")];
@@ -44,13 +47,7 @@ async fn a_route_falls_to_the_next_model_when_every_provider_of_one_fails() {
         ("b1", vec![status(503, None)]),
         ("m1", vec![ok_json(0)]),
     ]);
-    let a = ask(
-        &p,
-        &t,
-        Some("sk-acme"),
-        r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
+    let a = ask(&p, &t, Some("sk-acme"), SMART).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(candidates(&a), ["b1", "m1", "s1"]);
     assert_eq!(t.sent_to(), ["b1", "m1"]);
@@ -74,23 +71,11 @@ async fn every_constraint_applies_to_every_step() {
         "[[rules]]\nid = \"eu\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n",
     );
     let t = Fake::new(vec![("b1", vec![ok_json(0)])]);
-    let a = ask(
-        &p,
-        &t,
-        Some("sk-acme"),
-        r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
+    let a = ask(&p, &t, Some("sk-acme"), SMART).await;
     assert_eq!(candidates(&a), ["b1", "s1"]);
     assert_eq!(a.record.excluded, ["m1"]);
     // A tenant's model scope binds the steps too.
-    let a = ask(
-        &p,
-        &t,
-        Some("sk-narrow"),
-        r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
+    let a = ask(&p, &t, Some("sk-narrow"), SMART).await;
     assert_eq!(candidates(&a), ["b1"]);
 }
 
@@ -137,13 +122,7 @@ async fn a_rule_on_the_requests_shape_picks_the_route() {
         "[[rules]]\nid = \"short\"\nwhen = { model = [\"smart\"], input_tokens = { max = 200 }, tools = false }\nroute = \"cheap-first\"\n",
     );
     let t = Fake::new(vec![]);
-    let short = ask(
-        &p,
-        &t,
-        Some("sk-acme"),
-        r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
+    let short = ask(&p, &t, Some("sk-acme"), SMART).await;
     assert_eq!(short.record.rules.as_deref().unwrap_or_default(), ["short"]);
     assert_eq!(candidates(&short), ["s1", "m1"]);
     let with_tools = ask(
