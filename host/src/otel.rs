@@ -720,18 +720,29 @@ fn temporality(t: metrics::Temporality) -> i32 {
     }
 }
 
+/// One point of a sum or a gauge.
+fn number_point(
+    attributes: Vec<types::KeyValue>,
+    value: metrics::MetricNumber,
+    start_ns: u64,
+    time_ns: u64,
+) -> pm::NumberDataPoint {
+    pm::NumberDataPoint {
+        attributes: attrs(attributes),
+        start_time_unix_nano: start_ns,
+        time_unix_nano: time_ns,
+        value: Some(number(value)),
+        ..Default::default()
+    }
+}
+
 fn sum(s: metrics::Sum) -> pm::metric::Data {
+    let (start, time) = (nanos(s.start_time), nanos(s.time));
     pm::metric::Data::Sum(pm::Sum {
         data_points: s
             .data_points
             .into_iter()
-            .map(|p| pm::NumberDataPoint {
-                attributes: attrs(p.attributes),
-                start_time_unix_nano: nanos(s.start_time),
-                time_unix_nano: nanos(s.time),
-                value: Some(number(p.value)),
-                ..Default::default()
-            })
+            .map(|p| number_point(p.attributes, p.value, start, time))
             .collect(),
         aggregation_temporality: temporality(s.temporality),
         is_monotonic: s.is_monotonic,
@@ -739,17 +750,12 @@ fn sum(s: metrics::Sum) -> pm::metric::Data {
 }
 
 fn gauge(g: metrics::Gauge) -> pm::metric::Data {
+    let (start, time) = (g.start_time.map_or(0, nanos), nanos(g.time));
     pm::metric::Data::Gauge(pm::Gauge {
         data_points: g
             .data_points
             .into_iter()
-            .map(|p| pm::NumberDataPoint {
-                attributes: attrs(p.attributes),
-                start_time_unix_nano: g.start_time.map_or(0, nanos),
-                time_unix_nano: nanos(g.time),
-                value: Some(number(p.value)),
-                ..Default::default()
-            })
+            .map(|p| number_point(p.attributes, p.value, start, time))
             .collect(),
     })
 }
