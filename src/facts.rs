@@ -76,6 +76,16 @@ pub struct RequestFacts {
     pub input_tokens: u64,
     /// The output the request asks for at most (`max_tokens` and the like, times `n`).
     pub output_tokens: Option<u64>,
+    /// How many completions it asks for (`n`, or `best_of` when larger; at least 1).
+    #[serde(skip)]
+    pub completions: u64,
+    /// Media parts whose content the body does not show (by URL or by file id).
+    #[serde(skip)]
+    pub unseen_media: u64,
+    /// Whether the provider is asked to read history the body does not show
+    /// (`previous_response_id`, `conversation`, `item_reference`).
+    #[serde(skip)]
+    pub stored_history: bool,
     /// Whether the request offers the model tools.
     pub tools: bool,
     /// How many images, audio or file parts it carries.
@@ -280,27 +290,6 @@ pub struct Context<'a> {
     pub unknown_fields: UnknownFields,
 }
 
-/// The bytes of every string in the body (keys excluded) and its media parts.
-fn shape_of(body: &Map<String, Value>) -> (usize, u64) {
-    fn walk(v: &Value, bytes: &mut usize) {
-        match v {
-            Value::String(s) => *bytes += s.len(),
-            Value::Array(a) => a.iter().for_each(|x| walk(x, bytes)),
-            Value::Object(o) => o.values().for_each(|x| walk(x, bytes)),
-            _ => {}
-        }
-    }
-    let mut bytes = 0;
-    let mut media = 0;
-    for (k, v) in body {
-        if k != "model" {
-            walk(v, &mut bytes);
-            media += crate::limits::media_parts(v);
-        }
-    }
-    (bytes, media)
-}
-
 impl RequestFacts {
     /// What a weighted spread draws from: the conversation's key (one conversation stays on one
     /// provider), else the request id; the first 8 bytes of its SHA-256.
@@ -370,8 +359,22 @@ pub fn from_request(
             "invalid_value",
         ));
     }
-    let shape = crate::wire::fields::check(cx.endpoint, body, cx.headers, cx.unknown_fields)
-        .map_err(|e| bad(e.message, None, e.code))?;
+    // The one reading of the body: fields and capabilities, text and media, output bounds, and
+    // the personal-data scan over exactly the text the model reads.
+    let scanner = cx.pii.map(crate::pii::Scanner::new);
+    let mut found = crate::pii::Found::default();
+    let reading = crate::request::read(
+        cx.endpoint,
+        body,
+        cx.headers,
+        cx.unknown_fields,
+        &mut |_, text| {
+            if let Some(s) = &scanner {
+                found.add_findings(s, text);
+            }
+        },
+    )
+    .map_err(|e| bad(e.message, e.param, e.code))?;
     let mut privacy = PrivacyFlags::default();
     if let Some(v) = crate::headers::get(cx.headers, PRIVACY_HEADER) {
         privacy = privacy.union(privacy_from_header(v)?);
@@ -382,9 +385,7 @@ pub fn from_request(
         prefs = pp;
         privacy = privacy.union(flags);
     }
-    let pii = cx
-        .pii
-        .map(|config| crate::pii::scan_body(&crate::pii::Scanner::new(config), body, cx.endpoint));
+    let pii = scanner.map(|_| found.with_unscannable(reading.media));
     let models = match body.shift_remove("models") {
         None | Some(Value::Null) => None,
         Some(Value::Array(list)) => Some(
@@ -407,16 +408,10 @@ pub fn from_request(
             ))
         }
     };
-    let (text_bytes, media) = shape_of(body);
-    let input_tokens = (text_bytes as u64)
+    let input_tokens = reading
+        .text_bytes
         .div_ceil(4)
-        .saturating_add(media.saturating_mul(crate::limits::TOKENS_PER_MEDIA_PART));
-    let tools = ["tools", "functions"].iter().any(|k| {
-        body.get(*k)
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-    });
-    let output_tokens = crate::limits::output_bound(body);
+        .saturating_add(reading.media.saturating_mul(crate::limits::TOKENS_PER_MEDIA_PART));
     let affinity = body
         .get("prompt_cache_key")
         .and_then(Value::as_str)
@@ -435,16 +430,19 @@ pub fn from_request(
         stream,
         privacy,
         prefs,
-        capabilities: shape.capabilities,
-        betas: shape.betas,
-        dropped: shape.dropped,
+        output_tokens: reading.output_bound(),
+        completions: reading.completions,
+        unseen_media: reading.unseen_media,
+        stored_history: reading.stored_history,
+        tools: reading.tools,
+        media_parts: reading.media,
+        capabilities: reading.capabilities,
+        betas: reading.betas,
+        dropped: reading.dropped,
         headers: cx.headers.to_vec(),
         affinity,
         seed: None,
         input_tokens,
-        output_tokens,
-        tools,
-        media_parts: media,
         models,
         measured_ms: Vec::new(),
     })

@@ -20,6 +20,7 @@ pub mod location;
 pub mod otel;
 pub mod pii;
 pub mod replay;
+pub mod request;
 pub mod responses;
 pub mod routes;
 pub mod runtime;

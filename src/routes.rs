@@ -4,54 +4,7 @@
 use crate::audit;
 use crate::error::ApiError;
 
-/// The inference endpoints Meridian forwards.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Endpoint {
-    Chat,
-    Completions,
-    Embeddings,
-    /// Anthropic's Messages API, for clients built on Anthropic's SDKs.
-    Messages,
-    /// OpenAI's Responses API.
-    Responses,
-}
-
-impl Endpoint {
-    pub fn from_path(path: &str) -> Option<Endpoint> {
-        match path {
-            "/v1/chat/completions" => Some(Endpoint::Chat),
-            "/v1/completions" => Some(Endpoint::Completions),
-            "/v1/embeddings" => Some(Endpoint::Embeddings),
-            "/v1/messages" => Some(Endpoint::Messages),
-            "/v1/responses" => Some(Endpoint::Responses),
-            _ => None,
-        }
-    }
-
-    /// The path clients call.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "/v1/chat/completions",
-            Endpoint::Completions => "/v1/completions",
-            Endpoint::Embeddings => "/v1/embeddings",
-            Endpoint::Messages => "/v1/messages",
-            Endpoint::Responses => "/v1/responses",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "chat",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-            Endpoint::Messages => "messages",
-            Endpoint::Responses => "responses",
-        }
-    }
-}
+pub use crate::request::Endpoint;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {

@@ -89,34 +89,6 @@ pub(super) fn upstream_error(provider: &str, status: u16, kind: &str) -> ApiErro
     )
 }
 
-/// How many completions a request asks for: `n` (default 1), or `best_of` when larger (each
-/// best-of candidate is generated, so each may use `max_tokens`).
-fn completions_asked(body: &Map<String, Value>) -> Result<u64, ApiError> {
-    let mut most = 1;
-    for field in ["n", "best_of"] {
-        match body.get(field) {
-            None | Some(Value::Null) => {}
-            Some(v) => match v.as_u64() {
-                Some(k) if k >= 1 => most = most.max(k),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "invalid_value",
-                        format!("`{field}` must be a positive integer"),
-                    )
-                    .with_param(Some(if field == "n" {
-                        "n"
-                    } else {
-                        "best_of"
-                    })))
-                }
-            },
-        }
-    }
-    Ok(most)
-}
-
-/// Applies a tenant's `max_tokens` cap to what the request may generate in all: `max_tokens`
-/// (or `max_completion_tokens`) times the completions asked for. Absent: set so the total fits.
 /// The field that bounds a request's output in its protocol.
 fn output_field(endpoint: Endpoint) -> &'static str {
     match endpoint {
@@ -125,12 +97,16 @@ fn output_field(endpoint: Endpoint) -> &'static str {
     }
 }
 
+/// Applies a tenant's `max_tokens` cap to what the request may generate in all: the output
+/// bound the reading found (`max_tokens` or its kin, the largest when several are set) times
+/// the completions asked for. Absent: set so the total fits.
 fn cap_max_tokens(
     body: &mut Map<String, Value>,
+    facts: &mut facts::RequestFacts,
     cap: u64,
     endpoint: Endpoint,
 ) -> Result<(), ApiError> {
-    let k = completions_asked(body)?;
+    let k = facts.completions.max(1);
     if k > cap {
         return Err(ApiError::bad_request(
             "max_tokens_above_limit",
@@ -138,26 +114,20 @@ fn cap_max_tokens(
         )
         .with_param(Some("n")));
     }
-    let mut seen = false;
-    for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
-        if let Some(v) = body.get(field) {
-            seen = true;
-            match v.as_u64() {
-                Some(n) if n.saturating_mul(k) <= cap => {}
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "max_tokens_above_limit",
-                        format!("`{field}` × completions ({k}) must be at most {cap} for this key"),
-                    )
-                    .with_param(Some("max_tokens")))
-                }
-            }
+    match facts.output_tokens {
+        Some(total) if total > cap => Err(ApiError::bad_request(
+            "max_tokens_above_limit",
+            format!("`max_tokens` × completions ({k}) must be at most {cap} for this key"),
+        )
+        .with_param(Some("max_tokens"))),
+        Some(_) => Ok(()),
+        None => {
+            let each = cap / k;
+            body.insert(output_field(endpoint).into(), Value::from(each));
+            facts.output_tokens = Some(each.saturating_mul(k));
+            Ok(())
         }
     }
-    if !seen {
-        body.insert(output_field(endpoint).into(), Value::from(cap / k));
-    }
-    Ok(())
 }
 
 fn attempts_json(attempts: &[forward::Attempt]) -> Value {
@@ -628,11 +598,6 @@ fn prepare<T>(
             ))
         }
     };
-    if let Some(cap) = cx.tenant.and_then(|t| t.max_tokens) {
-        if cx.endpoint != Endpoint::Embeddings {
-            cap_max_tokens(&mut body, cap, cx.endpoint)?;
-        }
-    }
     let policy = cx.policy;
     let fcx = facts::Context {
         location,
@@ -645,6 +610,11 @@ fn prepare<T>(
         unknown_fields: policy.settings.unknown_fields,
     };
     let mut facts = facts::from_request(fcx, &mut body).map_err(ApiError::from)?;
+    if let Some(cap) = cx.tenant.and_then(|t| t.max_tokens) {
+        if cx.endpoint != Endpoint::Embeddings {
+            cap_max_tokens(&mut body, &mut facts, cap, cx.endpoint)?;
+        }
+    }
     // The policy's conversation header, when the request sends it, names the conversation.
     if let Some(key) = policy
         .settings

@@ -487,48 +487,6 @@ pub fn audit_header(hold: &Hold) -> String {
         .join("; ")
 }
 
-/// Media parts a request carries (images, audio, files), each reserved at
-/// [`TOKENS_PER_MEDIA_PART`]: their bytes say nothing about what they cost.
-pub fn media_parts(v: &serde_json::Value) -> u64 {
-    use serde_json::Value;
-    match v {
-        Value::Array(a) => a.iter().map(media_parts).sum(),
-        Value::Object(m) => {
-            let own = matches!(
-                m.get("type").and_then(Value::as_str),
-                Some(
-                    "image_url"
-                        | "input_image"
-                        | "image"
-                        | "input_audio"
-                        | "audio"
-                        | "file"
-                        | "input_file"
-                        | "document"
-                )
-            );
-            u64::from(own) + m.values().map(media_parts).sum::<u64>()
-        }
-        _ => 0,
-    }
-}
-
-/// The most output a request may generate, all completions together (`max_tokens` or
-/// `max_completion_tokens`, times `n` or `best_of`); `None` when it sets no bound.
-pub fn output_bound(body: &serde_json::Map<String, serde_json::Value>) -> Option<u64> {
-    let most = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-        .iter()
-        .filter_map(|f| body.get(*f).and_then(serde_json::Value::as_u64))
-        .max()?;
-    let k = ["n", "best_of"]
-        .iter()
-        .filter_map(|f| body.get(*f).and_then(serde_json::Value::as_u64))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    Some(most.saturating_mul(k))
-}
-
 /// A candidate's prices, for the reservation and for billing attempts that did not answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Priced {

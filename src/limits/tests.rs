@@ -410,9 +410,18 @@ fn the_need_bounds_input_output_and_the_dearest_candidate() {
         ]}],
         "max_completion_tokens": 300, "n": 3
     });
-    assert_eq!(media_parts(&body), 2);
-    assert_eq!(output_bound(body.as_object().unwrap()), Some(900));
-    assert_eq!(output_bound(&serde_json::Map::new()), None);
+    let mut body = body.as_object().unwrap().clone();
+    let r = crate::request::read(
+        crate::request::Endpoint::Chat,
+        &mut body,
+        &[],
+        crate::policy::UnknownFields::Refuse,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.media, 2);
+    assert_eq!(r.output_bound(), Some(900));
+    assert_eq!(r.unseen_media, 1, "the image by URL");
 }
 
 fn need_for_test(b: usize, m: u64, o: u64, c: &[Priced], h: bool) -> Need {

@@ -1,7 +1,7 @@
 //! Personal data in prompts: find it in the text the model will read, replace it with typed
 //! placeholders before forwarding, and put the originals back into the answer. Pure: no I/O.
 //!
-//! Everything the model reads is scanned ([`visit_texts`] lists it); content no detector can
+//! Everything the model reads is scanned (the walk in [`crate::request`] says what that is); content no detector can
 //! read (images, audio, files) is counted as `unscannable`, so a rule can refuse or route it.
 //! Detection is a guard, not a guarantee: `docs/policy.md` says what each detector finds.
 
@@ -113,6 +113,22 @@ impl Found {
         self.counts.is_empty()
     }
 
+    /// Counts what the detectors find in one text.
+    pub fn add_findings(&mut self, scanner: &Scanner, text: &str) {
+        for f in scanner.scan(text) {
+            self.add(f.kind);
+        }
+    }
+
+    /// With `n` parts no detector can read, counted as `unscannable`.
+    pub fn with_unscannable(mut self, n: u64) -> Found {
+        self.add_n(
+            crate::policy::pii::UNSCANNABLE,
+            u32::try_from(n).unwrap_or(u32::MAX),
+        );
+        self
+    }
+
     fn add(&mut self, kind: usize) {
         self.add_n(kind, 1);
     }
@@ -147,302 +163,14 @@ impl Found {
     }
 }
 
-/// Visits every string of a request body that the model reads, and reports content it reads
-/// that no detector can (`opaque`): chat messages (text and refusal parts, tool-call and
-/// function-call arguments, tool results), tool and function definitions (descriptions and
-/// schemas), structured-output schemas and predicted outputs; completions' `prompt` and
-/// `suffix`; embeddings' `input` (strings, never token arrays); Anthropic's `system`, text
-/// blocks, tool-use input, tool results (nested blocks included), documents with text and tool
-/// definitions. Images, audio, PDFs and other files (inline or by reference, by URL or by id)
-/// are opaque. Never other JSON fields (`user`, `metadata`, sampling options).
-pub(crate) fn visit_texts(
-    body: &mut Map<String, Value>,
-    endpoint: Endpoint,
-    text: &mut dyn FnMut(&mut String),
-    opaque: &mut dyn FnMut(),
-) {
-    let mut v = Visit { text, opaque };
-    for (k, val) in body.iter_mut() {
-        match (endpoint, k.as_str()) {
-            (Endpoint::Chat, "messages") => {
-                for m in arr(val) {
-                    v.chat_message(m);
-                }
-            }
-            (Endpoint::Chat, "tools" | "functions") => {
-                for t in arr(val) {
-                    v.all(t.get_mut("function").unwrap_or(&mut Value::Null));
-                    v.all(t.get_mut("custom").unwrap_or(&mut Value::Null));
-                    if t.get("function").is_none() && t.get("custom").is_none() {
-                        v.all(t); // the legacy `functions` form
-                    }
-                }
-            }
-            (Endpoint::Chat, "response_format") => {
-                v.all(val.get_mut("json_schema").unwrap_or(&mut Value::Null))
-            }
-            (Endpoint::Chat, "prediction") => {
-                v.content(val.get_mut("content").unwrap_or(&mut Value::Null))
-            }
-            (Endpoint::Completions, "prompt" | "suffix") | (Endpoint::Embeddings, "input") => {
-                v.strings(val)
-            }
-            (Endpoint::Messages, "system") => v.blocks(val),
-            (Endpoint::Messages, "messages") => {
-                for m in arr(val) {
-                    v.blocks(m.get_mut("content").unwrap_or(&mut Value::Null));
-                }
-            }
-            (Endpoint::Messages, "tools") => {
-                for t in arr(val) {
-                    if let Some(d) = t.get_mut("description") {
-                        v.all(d);
-                    }
-                    if let Some(s) = t.get_mut("input_schema") {
-                        v.all(s);
-                    }
-                }
-            }
-            (Endpoint::Responses, "instructions") => v.strings(val),
-            (Endpoint::Responses, "input") => match val {
-                Value::String(s) => (v.text)(s),
-                other => arr(other).for_each(|item| v.response_item(item)),
-            },
-            (Endpoint::Responses, "tools") => {
-                for t in arr(val) {
-                    for k in ["description", "parameters"] {
-                        if let Some(x) = t.get_mut(k) {
-                            v.all(x);
-                        }
-                    }
-                }
-            }
-            (Endpoint::Responses, "text") => {
-                if let Some(s) = val.get_mut("format").and_then(|f| f.get_mut("schema")) {
-                    v.all(s);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn arr(v: &mut Value) -> std::slice::IterMut<'_, Value> {
-    match v {
-        Value::Array(a) => a.iter_mut(),
-        _ => [].iter_mut(),
-    }
-}
-
-struct Visit<'a> {
-    text: &'a mut dyn FnMut(&mut String),
-    opaque: &'a mut dyn FnMut(),
-}
-
-impl Visit<'_> {
-    /// A string, or an array's strings (token arrays are not text).
-    fn strings(&mut self, v: &mut Value) {
-        match v {
-            Value::String(s) => (self.text)(s),
-            Value::Array(items) => {
-                for i in items {
-                    if let Value::String(s) = i {
-                        (self.text)(s);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Every string value inside (tool input, schemas): keys are the client's names.
-    fn all(&mut self, v: &mut Value) {
-        match v {
-            Value::String(s) => (self.text)(s),
-            Value::Array(items) => items.iter_mut().for_each(|i| self.all(i)),
-            Value::Object(o) => o.values_mut().for_each(|i| self.all(i)),
-            _ => {}
-        }
-    }
-
-    /// A chat `content`: a string or parts.
-    fn content(&mut self, c: &mut Value) {
-        match c {
-            Value::String(s) => (self.text)(s),
-            Value::Array(parts) => {
-                for p in parts {
-                    match p.get("type").and_then(Value::as_str) {
-                        Some("text") => {
-                            if let Some(Value::String(s)) = p.get_mut("text") {
-                                (self.text)(s);
-                            }
-                        }
-                        Some("refusal") => {
-                            if let Some(Value::String(s)) = p.get_mut("refusal") {
-                                (self.text)(s);
-                            }
-                        }
-                        Some("image_url" | "input_audio" | "file") => (self.opaque)(),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn chat_message(&mut self, m: &mut Value) {
-        let Value::Object(m) = m else { return };
-        for (k, val) in m.iter_mut() {
-            match k.as_str() {
-                "content" => self.content(val),
-                "name" => {
-                    if let Value::String(s) = val {
-                        (self.text)(s);
-                    }
-                }
-                "tool_calls" => {
-                    for call in arr(val) {
-                        if let Some(Value::String(a)) = call
-                            .get_mut("function")
-                            .and_then(|f| f.get_mut("arguments"))
-                        {
-                            (self.text)(a);
-                        }
-                    }
-                }
-                "function_call" => {
-                    if let Some(Value::String(a)) = val.get_mut("arguments") {
-                        (self.text)(a);
-                    }
-                }
-                "audio" => (self.opaque)(),
-                _ => {}
-            }
-        }
-    }
-
-    /// A Responses input item: a message's text parts, a function call's arguments, a tool's
-    /// output, a reasoning summary; media parts are opaque.
-    fn response_item(&mut self, item: &mut Value) {
-        let kind = crate::wire::fields::item_kind(item).to_string();
-        match kind.as_str() {
-            "message" => match item.get_mut("content") {
-                Some(Value::String(s)) => (self.text)(s),
-                Some(Value::Array(parts)) => {
-                    for p in parts {
-                        match p.get("type").and_then(Value::as_str) {
-                            Some("input_text" | "output_text") => {
-                                if let Some(Value::String(s)) = p.get_mut("text") {
-                                    (self.text)(s);
-                                }
-                            }
-                            Some("refusal") => {
-                                if let Some(Value::String(s)) = p.get_mut("refusal") {
-                                    (self.text)(s);
-                                }
-                            }
-                            Some("input_image" | "input_file" | "input_audio") => (self.opaque)(),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            },
-            "function_call" | "custom_tool_call" => {
-                for k in ["arguments", "input"] {
-                    if let Some(Value::String(s)) = item.get_mut(k) {
-                        (self.text)(s);
-                    }
-                }
-            }
-            "function_call_output" | "custom_tool_call_output" => {
-                if let Some(o) = item.get_mut("output") {
-                    self.all(o);
-                }
-            }
-            "reasoning" => {
-                if let Some(s) = item.get_mut("summary") {
-                    self.all(s);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Anthropic content: a string or blocks.
-    fn blocks(&mut self, v: &mut Value) {
-        match v {
-            Value::String(s) => (self.text)(s),
-            Value::Array(items) => items.iter_mut().for_each(|b| self.block(b)),
-            _ => {}
-        }
-    }
-
-    fn block(&mut self, b: &mut Value) {
-        let kind = b.get("type").and_then(Value::as_str).unwrap_or("");
-        match kind {
-            "text" => {
-                if let Some(Value::String(s)) = b.get_mut("text") {
-                    (self.text)(s);
-                }
-            }
-            "tool_use" | "server_tool_use" | "mcp_tool_use" => {
-                if let Some(i) = b.get_mut("input") {
-                    self.all(i);
-                }
-            }
-            "tool_result" | "mcp_tool_result" => {
-                if let Some(c) = b.get_mut("content") {
-                    self.blocks(c);
-                }
-            }
-            "document" => {
-                for k in ["title", "context"] {
-                    if let Some(Value::String(s)) = b.get_mut(k) {
-                        (self.text)(s);
-                    }
-                }
-                let Some(src) = b.get_mut("source") else {
-                    return;
-                };
-                match src.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        if let Some(Value::String(s)) = src.get_mut("data") {
-                            (self.text)(s);
-                        }
-                    }
-                    Some("content") => {
-                        if let Some(c) = src.get_mut("content") {
-                            self.blocks(c);
-                        }
-                    }
-                    _ => (self.opaque)(),
-                }
-            }
-            "image" | "container_upload" => (self.opaque)(),
-            _ => {}
-        }
-    }
-}
-
-/// Counts what the body's text contains; content no detector can read counts as
-/// `unscannable`.
+/// Counts what the body's text contains (the text [`crate::request`]'s walk hands over);
+/// content no detector can read (media parts) counts as `unscannable`.
 pub fn scan_body(scanner: &Scanner, body: &mut Map<String, Value>, endpoint: Endpoint) -> Found {
     let mut found = Found::default();
-    let mut opaque = 0u32;
-    visit_texts(
-        body,
-        endpoint,
-        &mut |text| {
-            for f in scanner.scan(text) {
-                found.add(f.kind);
-            }
-        },
-        &mut || opaque += 1,
-    );
-    found.add_n(crate::policy::pii::UNSCANNABLE, opaque);
-    found
+    let reading = crate::request::texts(endpoint, body, &mut |_, text| {
+        found.add_findings(scanner, text);
+    });
+    found.with_unscannable(reading.media)
 }
 
 /// Placeholders made for one request: each distinct value of a kind gets its own number, the
@@ -524,15 +252,10 @@ pub fn redact_body(
     kinds: KindSet,
 ) -> Redaction {
     let mut r = Redaction::default();
-    visit_texts(
-        body,
-        endpoint,
-        &mut |text| {
-            if let Some(new) = r.redact_text(scanner, text, kinds) {
-                *text = new;
-            }
-        },
-        &mut || {},
-    );
+    crate::request::texts(endpoint, body, &mut |_, text| {
+        if let Some(new) = r.redact_text(scanner, text, kinds) {
+            *text = new;
+        }
+    });
     r
 }

@@ -12,7 +12,6 @@
 
 pub mod anthropic;
 pub mod azure;
-pub mod fields;
 pub mod openai;
 pub mod translate;
 

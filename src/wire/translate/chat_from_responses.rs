@@ -133,7 +133,7 @@ fn tool_choice(v: &Value) -> Result<Value, String> {
 
 /// One input item as chat messages: consecutive function calls become one assistant message.
 fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), String> {
-    let kind = crate::wire::fields::item_kind(item);
+    let kind = crate::request::item_type(item);
     match kind {
         "message" => {
             let role = match item["role"].as_str() {

@@ -1,0 +1,210 @@
+//! The one reading of a request body. A body is walked once ([`read`]) and every node of it
+//! classified once: text a model reads ([`Text`]), a media or file reference ([`Media`] from a
+//! [`Source`]), a tool definition, call or output, an option, a capability. Every stage reads
+//! what this module found: the field tables and capabilities, the personal-data scan and
+//! redaction (through the same walk, [`texts`]), the input and output bounds of the
+//! reservation, and the facts `decide`, `explain`, `diff` and `replay` read. Adding an item
+//! type or a content part is one change in [`kinds`]; the walk's exhaustive matches fail the
+//! build until it says what the new type is.
+//!
+//! This is data: it imports nothing above it but the policy model.
+
+pub mod fields;
+pub mod kinds;
+mod walk;
+#[cfg(test)]
+mod tests;
+
+use serde_json::{Map, Value};
+
+use crate::policy::{CapSet, Capability, UnknownFields};
+
+pub use fields::Field;
+pub use kinds::item_type;
+
+/// The inference endpoints Meridian forwards.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    /// Anthropic's Messages API, for clients built on Anthropic's SDKs.
+    Messages,
+    /// OpenAI's Responses API.
+    Responses,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/v1/chat/completions" => Some(Endpoint::Chat),
+            "/v1/completions" => Some(Endpoint::Completions),
+            "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/v1/messages" => Some(Endpoint::Messages),
+            "/v1/responses" => Some(Endpoint::Responses),
+            _ => None,
+        }
+    }
+
+    /// The path clients call.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::Responses => "/v1/responses",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::Responses => "responses",
+        }
+    }
+}
+
+
+/// What a piece of text is to the model. Every kind is scanned for personal data and counted in
+/// the input estimate; the kind says where it stood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Text {
+    /// The conversation: messages, `system`, `instructions`, a prompt, embeddings' input.
+    Prompt,
+    /// A tool's name, description or schema, or a structured-output schema.
+    ToolDefinition,
+    /// The arguments or input of a tool call the model made in an earlier turn.
+    ToolCall,
+    /// What a tool returned (a function's output, a server tool's results, retrieved documents).
+    ToolOutput,
+    /// The model's reasoning from an earlier turn (`thinking`, `reasoning_content`, summaries).
+    Reasoning,
+}
+
+/// What a media part holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    Image,
+    Audio,
+    /// A PDF or other document.
+    File,
+}
+
+/// Where a media part's content comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// In the body (base64, a `data:` URL): its bytes are counted.
+    Inline,
+    /// A URL the provider fetches itself: `remote_media`.
+    Url,
+    /// A file the provider holds, by id: `files`.
+    FileId,
+    /// The provider's own earlier output, by id (a chat assistant message's `audio.id`).
+    Earlier,
+}
+
+impl Source {
+    /// The capability a part from this source needs.
+    pub fn capability(self) -> Option<Capability> {
+        match self {
+            Source::Url => Some(Capability::RemoteMedia),
+            Source::FileId => Some(Capability::Files),
+            Source::Inline | Source::Earlier => None,
+        }
+    }
+}
+
+/// What one reading of a body found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// What the request asks providers to do beyond answering.
+    pub capabilities: CapSet,
+    /// `anthropic-beta` values an Anthropic client sent.
+    pub betas: Vec<String>,
+    /// Unknown fields removed under `unknown_fields = "drop"`, as JSON paths.
+    pub dropped: Vec<String>,
+    /// Bytes of text the model reads.
+    pub text_bytes: u64,
+    /// Media parts of any source.
+    pub media: u64,
+    /// Media parts whose content the body does not show (by URL or by id).
+    pub unseen_media: u64,
+    /// The output the request asks for per completion (`max_tokens` and the like; the largest
+    /// when several are set).
+    pub max_output: Option<u64>,
+    /// How many completions it asks for (`n`, or `best_of` when larger; at least 1).
+    pub completions: u64,
+    /// Whether it offers the model tools.
+    pub tools: bool,
+    /// Whether the provider is asked to read history the body does not show
+    /// (`previous_response_id`, `conversation`, `item_reference`).
+    pub stored_history: bool,
+}
+
+impl Reading {
+    /// The most output the request may generate, all completions together.
+    pub fn output_bound(&self) -> Option<u64> {
+        self.max_output
+            .map(|m| m.saturating_mul(self.completions.max(1)))
+    }
+}
+
+/// Why a body does not fit its tables: always the client's to fix (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, as a JSON path (`messages[2].foo`).
+    pub path: String,
+    /// The top-level field, where the error is about one field's value.
+    pub param: Option<&'static str>,
+    pub message: String,
+    pub code: &'static str,
+}
+
+/// Reads a parsed body once: checks every field against its endpoint's tables (unknown fields
+/// refused, or removed under `unknown`), collects capabilities and `anthropic-beta` values (from
+/// `headers`, Anthropic clients), counts text and media, reads the output bounds as strict
+/// integers, and hands every text the model reads to `text`.
+pub fn read(
+    endpoint: Endpoint,
+    body: &mut Map<String, Value>,
+    headers: &[(String, String)],
+    unknown: UnknownFields,
+    text: &mut dyn FnMut(Text, &mut String),
+) -> Result<Reading, FieldError> {
+    let mut reading = Reading {
+        completions: 1,
+        ..Reading::default()
+    };
+    walk::body(endpoint, body, Some(unknown), &mut reading, text)?;
+    if endpoint == Endpoint::Messages {
+        for (_, v) in headers.iter().filter(|(k, _)| k == "anthropic-beta") {
+            for beta in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+                if let Some(c) = crate::policy::capability::beta_capability(beta) {
+                    reading.capabilities.insert(c);
+                }
+                reading.betas.push(beta.to_string());
+            }
+        }
+    }
+    Ok(reading)
+}
+
+/// Hands every text the model reads in a body [`read`] already checked to `text`, which may
+/// change it (redaction): the same walk, so what is redacted is exactly what was scanned.
+pub fn texts(
+    endpoint: Endpoint,
+    body: &mut Map<String, Value>,
+    text: &mut dyn FnMut(Text, &mut String),
+) -> Reading {
+    let mut reading = Reading::default();
+    // Keys were checked by `read`; a count `read` refused never gets here.
+    let _ = walk::body(endpoint, body, None, &mut reading, text);
+    reading
+}
