@@ -408,10 +408,11 @@ pub fn from_request(
             ))
         }
     };
-    let input_tokens = reading
-        .text_bytes
-        .div_ceil(4)
-        .saturating_add(reading.media.saturating_mul(crate::limits::TOKENS_PER_MEDIA_PART));
+    let input_tokens = reading.text_bytes.div_ceil(4).saturating_add(
+        reading
+            .media
+            .saturating_mul(crate::limits::TOKENS_PER_MEDIA_PART),
+    );
     let affinity = body
         .get("prompt_cache_key")
         .and_then(Value::as_str)

@@ -62,8 +62,8 @@ pub enum Nested {
     Prompt,
 }
 
-use Field::{Cap, CapIfTrue, Count, Integer, Meridian, Pass};
 use self::Nested as N;
+use Field::{Cap, CapIfTrue, Count, Integer, Meridian, Pass};
 
 /// Sampling and decoding options that OpenAI-compatible engines (vLLM, TGI, Ollama, llama.cpp
 /// server) and routers accept beside OpenAI's own; they change how text is generated, nothing
@@ -125,10 +125,7 @@ pub const CHAT: &[(&str, Field)] = &[
     ("top_p", Pass),
     ("user", Pass),
     ("verbosity", Pass),
-    (
-        "web_search_options",
-        Cap(Capability::WebSearch),
-    ),
+    ("web_search_options", Cap(Capability::WebSearch)),
 ];
 
 /// `POST /v1/completions`. Sorted by name.
@@ -238,11 +235,29 @@ pub const CHAT_MESSAGE: &[&str] = &[
 /// Keys of one Anthropic message.
 pub const MESSAGES_MESSAGE: &[&str] = &["content", "role"];
 /// Keys of a Responses message item.
-pub const RESPONSES_MESSAGE: &[&str] = &["content", "id", "role", "status", "type"];
+pub const RESPONSES_MESSAGE: &[&str] = &["content", "id", "phase", "role", "status", "type"];
 /// Keys of a Responses function call.
-pub const FUNCTION_CALL: &[&str] = &["arguments", "call_id", "id", "name", "status", "type"];
+pub const FUNCTION_CALL: &[&str] = &[
+    "arguments",
+    "call_id",
+    "caller",
+    "id",
+    "name",
+    "namespace",
+    "status",
+    "type",
+];
 /// Keys of a Responses function call's output.
-pub const FUNCTION_CALL_OUTPUT: &[&str] = &["call_id", "id", "output", "status", "type"];
+pub const FUNCTION_CALL_OUTPUT: &[&str] = &[
+    "call_id",
+    "caller",
+    "id",
+    "name",
+    "namespace",
+    "output",
+    "status",
+    "type",
+];
 
 /// The table for an endpoint.
 pub fn table(endpoint: Endpoint) -> &'static [(&'static str, Field)] {
@@ -255,19 +270,18 @@ pub fn table(endpoint: Endpoint) -> &'static [(&'static str, Field)] {
     }
 }
 
-/// A field of `endpoint`'s table, or one of the engines' sampling options on an endpoint that
-/// generates text: its name (static, for errors that name it) and how it is treated.
+/// A field of `endpoint`'s table (first: its own type wins), or one of the engines' sampling
+/// options on an endpoint that generates text: its name (static, for errors that name it) and how it is treated.
 pub fn entry(endpoint: Endpoint, name: &str) -> Option<(&'static str, Field)> {
-    if endpoint != Endpoint::Embeddings {
-        if let Ok(i) = ENGINE_SAMPLING.binary_search(&name) {
-            return Some((ENGINE_SAMPLING[i], Pass));
-        }
-    }
     let table = table(endpoint);
-    table
-        .binary_search_by(|(k, _)| (*k).cmp(name))
-        .ok()
-        .map(|i| table[i])
+    if let Ok(i) = table.binary_search_by(|(k, _)| (*k).cmp(name)) {
+        return Some(table[i]);
+    }
+    if endpoint == Endpoint::Embeddings {
+        return None;
+    }
+    let i = ENGINE_SAMPLING.binary_search(&name).ok()?;
+    Some((ENGINE_SAMPLING[i], Pass))
 }
 #[cfg(test)]
 mod tests {

@@ -65,6 +65,9 @@ kinds! {
         CodeExecutionToolResult = "code_execution_tool_result",
         BashCodeExecutionToolResult = "bash_code_execution_tool_result",
         TextEditorCodeExecutionToolResult = "text_editor_code_execution_tool_result",
+        ToolSearchToolResult = "tool_search_tool_result",
+        ToolReference = "tool_reference",
+        BrowserState = "browser_state",
     }
 }
 
@@ -96,6 +99,14 @@ kinds! {
         ShellCallOutput = "shell_call_output",
         ApplyPatchCall = "apply_patch_call",
         ApplyPatchCallOutput = "apply_patch_call_output",
+        ToolSearchCall = "tool_search_call",
+        ToolSearchOutput = "tool_search_output",
+        AdditionalTools = "additional_tools",
+        ConfigurationUpdate = "configuration_update",
+        Compaction = "compaction",
+        CompactionTrigger = "compaction_trigger",
+        Program = "program",
+        ProgramOutput = "program_output",
     }
 }
 
@@ -114,13 +125,20 @@ kinds! {
 /// A Responses tool: run by the client, or run by the provider (a capability).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponsesTool {
-    /// `function`, `custom`, `computer_use_preview`, `computer`, `local_shell`, `shell`,
-    /// `apply_patch`: the client runs them.
+    /// `function`, `custom`, `computer_use_preview`, `computer`, `local_shell`, `apply_patch`,
+    /// `tool_search`: the client runs them (a tool search looks only through the tools the
+    /// request itself gives).
     Client,
+    /// `shell`: the client's, unless its `environment` is a container the provider runs.
+    Shell,
+    /// `namespace`: a group of tools, each classified in turn.
+    Namespace,
     /// `web_search`, `web_search_preview` and their dated versions.
     WebSearch,
     FileSearch,
     CodeInterpreter,
+    /// `programmatic_tool_calling`: code the provider runs to call tools.
+    ProgrammaticToolCalling,
     Mcp,
 }
 
@@ -132,16 +150,19 @@ impl ResponsesTool {
         "computer_use_preview",
         "computer",
         "local_shell",
-        "shell",
         "apply_patch",
+        "tool_search",
     ];
 
     pub fn parse(kind: &str) -> Option<ResponsesTool> {
         Some(match kind {
             k if Self::CLIENT.contains(&k) => ResponsesTool::Client,
             k if k.starts_with("web_search") => ResponsesTool::WebSearch,
+            "shell" => ResponsesTool::Shell,
+            "namespace" => ResponsesTool::Namespace,
             "file_search" => ResponsesTool::FileSearch,
             "code_interpreter" => ResponsesTool::CodeInterpreter,
+            "programmatic_tool_calling" => ResponsesTool::ProgrammaticToolCalling,
             "mcp" => ResponsesTool::Mcp,
             _ => return None,
         })
@@ -149,7 +170,8 @@ impl ResponsesTool {
 }
 
 /// An Anthropic tool: a client tool (no `type`, `custom`, or a versioned `bash_*`,
-/// `text_editor_*`, `computer_*`, `memory_*`), or a server tool (a capability).
+/// `text_editor_*`, `computer_*`, `memory_*`, and the tool search tools, which look only through
+/// the request's own tools), or a server tool (a capability).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnthropicTool {
     Client,
@@ -171,6 +193,7 @@ impl AnthropicTool {
                 || starts("text_editor_")
                 || starts("computer_")
                 || starts("memory_")
+                || starts("tool_search_tool_")
             {
                 AnthropicTool::Client
             } else if starts("web_search_") {

@@ -11,9 +11,9 @@
 
 pub mod fields;
 pub mod kinds;
-mod walk;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use serde_json::{Map, Value};
 
@@ -70,7 +70,6 @@ impl Endpoint {
         }
     }
 }
-
 
 /// What a piece of text is to the model. Every kind is scanned for personal data and counted in
 /// the input estimate; the kind says where it stood.

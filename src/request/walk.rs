@@ -476,12 +476,13 @@ impl Walk<'_, '_> {
                         .get("file")
                         .and_then(Value::as_object)
                         .is_some_and(|f| present(f, "file_id"));
-                    let src = if by_id { Source::FileId } else { Source::Inline };
+                    let src = if by_id {
+                        Source::FileId
+                    } else {
+                        Source::Inline
+                    };
                     self.media(Media::File, src);
-                    self.string(
-                        said,
-                        o.get_mut("file").and_then(|f| f.get_mut("filename")),
-                    );
+                    self.string(said, o.get_mut("file").and_then(|f| f.get_mut("filename")));
                     &["file", "type"]
                 }
             };
@@ -593,6 +594,8 @@ impl Walk<'_, '_> {
             }
             Block::Thinking => self.string(Text::Reasoning, o.get_mut("thinking")),
             Block::RedactedThinking => {} // encrypted by the provider: nothing readable
+            Block::ToolReference => self.string(Text::ToolDefinition, o.get_mut("tool_name")),
+            Block::BrowserState => self.deep_object(Text::ToolOutput, o),
             Block::ContainerUpload => {
                 self.media(Media::File, Source::FileId);
                 self.cap(Capability::CodeExecution);
@@ -601,9 +604,8 @@ impl Walk<'_, '_> {
             | Block::WebFetchToolResult
             | Block::CodeExecutionToolResult
             | Block::BashCodeExecutionToolResult
-            | Block::TextEditorCodeExecutionToolResult => {
-                self.deep(Text::ToolOutput, o.get_mut("content"))
-            }
+            | Block::TextEditorCodeExecutionToolResult
+            | Block::ToolSearchToolResult => self.deep(Text::ToolOutput, o.get_mut("content")),
         }
         Ok(())
     }
@@ -698,6 +700,22 @@ impl Walk<'_, '_> {
                 self.deep(Text::ToolOutput, o.get_mut("error"));
             }
             Item::McpApprovalResponse => self.deep(Text::Prompt, o.get_mut("reason")),
+            Item::ToolSearchCall => self.deep(Text::ToolCall, o.get_mut("arguments")),
+            Item::ToolSearchOutput | Item::AdditionalTools => {
+                if let Some(tools) = o.get_mut("tools") {
+                    self.responses_tools(tools, &at.key("tools"))?;
+                }
+            }
+            Item::ConfigurationUpdate => self.deep(
+                Text::ToolDefinition,
+                o.get_mut("text")
+                    .and_then(|t| t.get_mut("format"))
+                    .and_then(|f| f.get_mut("schema")),
+            ),
+            // The provider's own encrypted summary of earlier context, and the request for one.
+            Item::Compaction | Item::CompactionTrigger => {}
+            Item::Program => self.string(Text::ToolCall, o.get_mut("code")),
+            Item::ProgramOutput => self.string(Text::ToolOutput, o.get_mut("result")),
             Item::FileSearchCall
             | Item::CodeInterpreterCall
             | Item::LocalShellCallOutput
@@ -800,10 +818,23 @@ impl Walk<'_, '_> {
             };
             match tool {
                 ResponsesTool::Client => {
-                    for k in ["description", "parameters", "format"] {
+                    for k in ["description", "parameters", "format", "output_schema"] {
                         self.deep(Text::ToolDefinition, t.get_mut(k));
                     }
                 }
+                ResponsesTool::Shell => {
+                    let env = t.get("environment").and_then(|e| e.get("type"));
+                    if env.is_some_and(|e| e != "local") {
+                        self.cap(Capability::CodeExecution);
+                    }
+                }
+                ResponsesTool::Namespace => {
+                    self.deep(Text::ToolDefinition, t.get_mut("description"));
+                    if let Some(inner) = t.get_mut("tools") {
+                        self.responses_tools(inner, &at.index(i).key("tools"))?;
+                    }
+                }
+                ResponsesTool::ProgrammaticToolCalling => self.cap(Capability::CodeExecution),
                 ResponsesTool::WebSearch => self.cap(Capability::WebSearch),
                 ResponsesTool::FileSearch => self.cap(Capability::Files),
                 ResponsesTool::CodeInterpreter => self.cap(Capability::CodeExecution),
