@@ -71,8 +71,10 @@ pub struct Inputs {
     /// The request's `provider` preferences, when it sent any.
     #[serde(default, skip_serializing_if = "is_default")]
     pub provider: ProviderPrefs,
-    /// Each header a rule of the policy names: its value, or `null` when the request did not
-    /// send it. Headers no rule names are not kept.
+    /// Each header a rule of the policy names: a digest of its value ([`header_digest`]), or
+    /// `null` when the request did not send it. Never the value itself (a rule may name a
+    /// header whose value is the client's business); headers no rule names are not kept. Lines
+    /// from before digests held the value, and are read as such.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Option<String>>,
     /// The weighted spread's seed (hex) when a conversation key chose it; without one the
@@ -91,6 +93,36 @@ pub struct Inputs {
     pub first: Option<First>,
 }
 
+/// What the log keeps of a header's value: `sha256:` and the first 16 bytes of its SHA-256, in
+/// hex. A rule's condition is presence or an exact value, so the digest decides it as the value
+/// would.
+pub fn header_digest(value: &str) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(value.as_bytes());
+    let mut out = String::with_capacity(7 + 32);
+    out.push_str("sha256:");
+    for b in &d[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The value a logged header stands for under `policy`: the value of a condition on it whose
+/// digest matches, else what was logged (a digest matches no value, only presence).
+fn header_value(policy: &Policy, name: &str, logged: &str) -> String {
+    if !logged.starts_with("sha256:") {
+        return logged.to_string(); // a line from before digests
+    }
+    policy
+        .rules
+        .iter()
+        .flat_map(|r| r.when.headers.iter())
+        .filter(|(n, _)| n.as_ref() == name)
+        .filter_map(|(_, want)| want.as_deref())
+        .find(|want| header_digest(want) == logged)
+        .map_or_else(|| logged.to_string(), str::to_string)
+}
+
 impl Inputs {
     /// What the log keeps of `facts`, as `policy` decided them.
     pub fn of(
@@ -105,7 +137,7 @@ impl Inputs {
                 .headers
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone());
+                .map(|(_, v)| header_digest(v));
             headers.insert(name.to_string(), value);
         }
         Inputs {
@@ -467,7 +499,7 @@ impl<'p> Replay<'p> {
         let mut missing = false;
         for name in &self.header_names {
             match inputs.headers.get(name) {
-                Some(Some(v)) => headers.push((name.clone(), v.clone())),
+                Some(Some(v)) => headers.push((name.clone(), header_value(self.policy, name, v))),
                 Some(None) => {}
                 None => missing = true,
             }

@@ -13,7 +13,7 @@ use crate::location::Location;
 use crate::policy::Policy;
 
 /// The header that carries the admin key for `POST /v1/route/explain`.
-pub const ADMIN_KEY_HEADER: &str = "x-meridian-admin-key";
+pub use crate::policy::ADMIN_KEY_HEADER;
 
 /// `POST /v1/route/explain`: the body is the request to explain (plus an optional
 /// `"endpoint": "chat" | "completions" | "embeddings"`); the other headers are the request's.

@@ -424,11 +424,7 @@ impl Walk<'_, '_> {
                     }
                     "function_call" => self.string(Text::ToolCall, val.get_mut("arguments")),
                     "reasoning" | "reasoning_content" => self.deep(Text::Reasoning, Some(val)),
-                    "audio" => {
-                        if !val.is_null() {
-                            self.media(Media::Audio, Source::Earlier);
-                        }
-                    }
+                    "audio" if !val.is_null() => self.media(Media::Audio, Source::Earlier),
                     _ => {} // `role`, `tool_call_id`: structure
                 }
             }
@@ -681,10 +677,11 @@ impl Walk<'_, '_> {
                 self.cap(Capability::Store);
                 self.read.stored_history = true;
             }
-            Item::ComputerCallOutput => match o.get_mut("output") {
-                Some(Value::Object(shot)) => self.response_media(Text::ToolOutput, shot),
-                _ => {}
-            },
+            Item::ComputerCallOutput => {
+                if let Some(Value::Object(shot)) = o.get_mut("output") {
+                    self.response_media(Text::ToolOutput, shot);
+                }
+            }
             Item::ImageGenerationCall => self.media(Media::Image, Source::Inline),
             Item::WebSearchCall
             | Item::ComputerCall

@@ -34,6 +34,21 @@ pub mod keys {
 }
 
 /// The default policy, embedded in the component so it runs with nothing mounted.
+/// The header that carries the admin key of `POST /v1/route/explain`.
+pub const ADMIN_KEY_HEADER: &str = "x-meridian-admin-key";
+
+/// Request headers that carry a credential: a rule may not match on them (the log keeps what a
+/// rule's condition read, for replay), and they never reach a provider. The edge secret's header,
+/// which the policy names, is one too.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "api-key",
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+    ADMIN_KEY_HEADER,
+];
+
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
 
 /// The JSON Schema of the policy format (for editors; `meridian schema` prints it).

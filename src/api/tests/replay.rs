@@ -106,6 +106,14 @@ async fn the_components_own_log_replays_unchanged_under_its_policy() {
     assert!(lines
         .iter()
         .all(|l| !l.contains("ann@example.com") && !l.contains("conversation-")));
+    // A header a rule reads is kept as a digest, never its value, and still replays exactly.
+    assert!(lines.iter().all(|l| !l.contains(r#""x-team":"red""#)));
+    let red_digest = {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(b"red");
+        format!(r#""x-team":"sha256:{}""#, hex::encode(&d[..16]))
+    };
+    assert!(lines.iter().any(|l| l.contains(&red_digest)));
 
     let mut r = Replay::new(&p);
     for l in &lines {

@@ -210,6 +210,8 @@ struct Ctx {
     models: BTreeSet<String>,
     /// Whether `settings.client.edge_secret` is set (`when.edge_verified` needs it).
     edge_secret: bool,
+    /// The edge secret's header, a credential no rule may match on.
+    edge_secret_header: Option<String>,
     /// The personal-data kinds rules may name.
     pii: PiiConfig,
     /// Route ids (`[[routes]]`), for rules' `route`.
@@ -249,13 +251,16 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         tenant_ids: Vec::new(),
         models: BTreeSet::new(),
         edge_secret: false,
+        edge_secret_header: None,
         pii: read_pii(sink, &top),
         routes: BTreeSet::new(),
     };
     let settings = read_settings(sink, &top);
-    cx.edge_secret = settings
+    cx.edge_secret_header = settings
         .as_ref()
-        .is_some_and(|s| s.client.edge_secret.is_some());
+        .and_then(|s| s.client.edge_secret.as_ref())
+        .map(|e| e.header.to_string());
+    cx.edge_secret = cx.edge_secret_header.is_some();
     let providers = read_providers(sink, &top, &mut cx);
     // Routes before tenants and rules: their ids are model names both may use.
     let routes = read_routes(sink, &top, &mut cx);

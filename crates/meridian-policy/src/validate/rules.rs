@@ -120,6 +120,20 @@ pub(super) fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
                     format!("`{}` is not a valid header name", name.value),
                 );
             }
+            let lower = name.value.to_ascii_lowercase();
+            if crate::CREDENTIAL_HEADERS.contains(&lower.as_str())
+                || cx.edge_secret_header.as_deref() == Some(lower.as_str())
+            {
+                sink.error_help(
+                    name.span.as_ref(),
+                    format!(
+                        "a rule may not match on `{}`: it carries a credential, and the log keeps what a rule's condition reads (for `meridian replay`)",
+                        name.value
+                    ),
+                    "match the caller with `tenant = [...]` or `browser = true`, or have the client send a header of its own",
+                );
+                continue;
+            }
             let value = match item.as_value() {
                 Some(Value::String(s)) => Some(s.value().clone()),
                 Some(Value::Boolean(b)) if *b.value() => None,
