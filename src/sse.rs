@@ -189,7 +189,12 @@ pub struct SseGuard {
     /// The blank line that ends the `[DONE]` event has been passed on.
     closed: bool,
     pub events: u64,
+    /// Usage as reported so far.
     pub usage: Option<Usage>,
+    /// Whether the provider's final usage arrived (OpenAI's usage chunk, Anthropic's
+    /// `message_delta`, a Responses terminal event): before it, what was reported is a start
+    /// (Anthropic's `message_start` counts one output token), not what will be billed.
+    pub usage_final: bool,
     upstream_error: bool,
     dialect: Dialect,
 }
@@ -217,6 +222,7 @@ impl SseGuard {
         }
         if let Some(a) = &probe.usage {
             u.add_anthropic(a);
+            self.usage_final = true;
         }
         match probe.kind.as_str() {
             "message_stop" => self.done = true,
@@ -234,6 +240,7 @@ impl SseGuard {
         self.events += 1;
         if let Some(u) = probe.response.as_ref().and_then(|r| r.usage.as_ref()) {
             self.usage = Some(u.usage());
+            self.usage_final = true;
         }
         match probe.kind.as_str() {
             "response.completed" | "response.incomplete" | "response.failed" => self.done = true,
@@ -328,6 +335,7 @@ impl SseGuard {
                 self.events += 1;
                 if probe.usage.is_some() {
                     self.usage = probe.usage;
+                    self.usage_final = true;
                 }
                 if probe.error.is_some() {
                     self.upstream_error = true;

@@ -182,8 +182,10 @@ impl<B: BodyStream> Stream<B> {
         pending
     }
 
+    /// The stream's end in the record. Only the provider's final usage is what it bills: a
+    /// stream cut before it keeps its whole reservation (settled as `kept`).
     fn end(&self, record: &mut Record, outcome: &'static str) {
         record.stream_outcome = Some(outcome);
-        record.usage = self.guard.usage;
+        record.usage = self.guard.usage.filter(|_| self.guard.usage_final);
     }
 }

@@ -587,3 +587,57 @@ async fn embeddings_and_messages_are_counted_like_chat() {
     assert_eq!(log(&m)["limits"]["settlement"]["state"], "settled");
     assert_eq!(counter(&store, ":tokens:hour:"), 14);
 }
+
+/// Anthropic reports usage at `message_start` (the input and one output token) and the billed
+/// output at `message_delta`: a stream cut between them keeps its whole reservation, a stream
+/// that ends settles to the final usage. Both passed through natively and translated for a chat
+/// client.
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_stream_cut_after_message_start_keeps_its_whole_reservation() {
+    let h = |k: &str| hex::encode(policy::hash_key(k));
+    let text = format!(
+        "version = 1\n\
+         [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://claude/v1\"\nlocation = \"IE\"\nmodels = {{ \"chat-model\" = {{ id = \"claude-x\", input_price = 1.0, output_price = 2.0 }} }}\n\
+         [[tenants]]\nid = \"rich\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_hour = 100000 }}\n",
+        h("sk-rich"),
+    );
+    let p = policy::load(&text, "anthropic-limits").unwrap();
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n";
+    let block = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n";
+    let end = "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":30}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let cut = || Step::Answer {
+        after_ms: 0,
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        chunks: vec![
+            (0, Ok(start.as_bytes().to_vec())),
+            (5, Ok(block.as_bytes().to_vec())),
+            (5, Err(Failure::Transport("reset".into()))),
+        ],
+    };
+    let whole = || sse(&[(0, start), (5, block), (5, end)]);
+    let t = Fake::new(vec![("claude", vec![cut(), whole(), cut(), whole()])]);
+    let store = MemStore::default();
+    let messages = r#"{"model":"chat-model","max_tokens":400,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let chat = r#"{"model":"chat-model","max_tokens":400,"stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}"#;
+    let mut expected = 0i64;
+    for (path, body) in [("/v1/messages", messages), ("/v1/chat/completions", chat)] {
+        // Reserved: one token per byte of the body, and `max_tokens`.
+        let reserved = body.len() as i64 + 400;
+        let a = post(&p, &store, &t, path, "sk-rich", body).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert!(a.text().contains("error"), "{path}: {}", a.text());
+        assert_eq!(log(&a)["limits"]["settlement"]["state"], "kept", "{path}");
+        expected += reserved;
+        assert_eq!(counter(&store, ":tokens:hour:"), expected, "{path}: cut");
+        let b = post(&p, &store, &t, path, "sk-rich", body).await;
+        assert_eq!(b.status, 200, "{path}");
+        assert_eq!(
+            log(&b)["limits"]["settlement"]["state"],
+            "settled",
+            "{path}"
+        );
+        expected += 25 + 30;
+        assert_eq!(counter(&store, ":tokens:hour:"), expected, "{path}: whole");
+    }
+}
