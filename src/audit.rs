@@ -322,6 +322,47 @@ impl Record {
         h
     }
 
+    /// The line written when a stream's first event goes out, before any byte reaches the
+    /// client: who is served, by whom, and what is reserved. A line with the same `request_id`
+    /// and the request's whole record follows when the stream ends; without it (the client hung
+    /// up and the runtime ended the instance, as Spin does under WASI 0.2) the reservation stays
+    /// counted in full. It has no `status` and no `facts`, so `meridian report` and
+    /// `meridian replay` read the closing line only.
+    pub fn opening_line(&self, ts_ms: u64) -> String {
+        #[derive(Serialize)]
+        struct Opening<'a> {
+            ts_ms: u64,
+            request_id: &'a str,
+            event: &'static str,
+            path: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tenant: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            provider: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            served_model: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            jurisdiction: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            limits: Option<&'a crate::limits::Audit>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            trace_id: Option<String>,
+        }
+        serde_json::to_string(&Opening {
+            ts_ms,
+            request_id: &self.request_id,
+            event: "stream_open",
+            path: &self.path,
+            tenant: self.caller.as_ref().map(Caller::name),
+            provider: self.provider.as_deref(),
+            served_model: self.served_model.as_deref(),
+            jurisdiction: self.jurisdiction.as_deref(),
+            limits: self.limits.as_ref(),
+            trace_id: self.trace.as_ref().map(|t| t.trace_id_hex()),
+        })
+        .unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
+    }
+
     /// The JSON log line, given the wall clock and the monotonic clock at the end.
     pub fn log_line(&self, ts_ms: u64, now_ms: u64) -> String {
         let attempts: Vec<AttemptLog> = self

@@ -464,11 +464,11 @@ fn host_span() -> Option<crate::trace::HostSpan> {
     None
 }
 
-/// Writes the request's log line and, in a build with `wasi:otel`, hands its spans and metrics
-/// to the host.
-fn finish(record: &crate::audit::Record, policy: Option<&Policy>) {
+/// The request's end in the core ([`api::end`]: settled, its log line), written out and, in a
+/// build with `wasi:otel`, its spans and metrics handed to the host.
+async fn finish(store: &WasiStore, record: &mut crate::audit::Record, policy: Option<&Policy>) {
     let (wall, mono) = (wall_ms(), now_ms());
-    log_line(record.log_line(wall, mono));
+    log_line(api::end(Some(store), record, wall, mono).await);
     #[cfg(feature = "otel")]
     otel_emit(&crate::otel::render(record, policy, wall, mono));
     #[cfg(not(feature = "otel"))]
@@ -522,20 +522,26 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         Body::Full(bytes) => {
             // Settled before any byte goes out: the host ends the instance as soon as a body
             // framed by its length has been sent, so nothing after it may be relied on.
-            api::settle(Some(&store), &mut reply.record).await;
             let mut client =
                 ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
-            finish(&reply.record, loaded.as_deref().ok());
+            finish(&store, &mut reply.record, loaded.as_deref().ok()).await;
             let _ = client.put(&bytes, true).await;
         }
         Body::Stream(stream) => {
+            // The host ends the instance when the client hangs up: the opening line is written
+            // before the first byte, so every stream leaves a line.
+            log_line(reply.record.opening_line(wall_ms()));
             let mut client =
                 ClientResponse::new(reply.status, std::mem::take(&mut reply.headers), out);
-            let tail = stream
-                .pump(&WasiTransport, &mut client, &mut reply.record)
-                .await;
-            api::settle(Some(&store), &mut reply.record).await;
-            finish(&reply.record, loaded.as_deref().ok());
+            let tail = api::pump(
+                stream,
+                &WasiTransport,
+                &mut client,
+                &mut reply.record,
+                Some(&store),
+            )
+            .await;
+            finish(&store, &mut reply.record, loaded.as_deref().ok()).await;
             let _ = client.put(&tail, true).await;
         }
     }

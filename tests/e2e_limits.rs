@@ -214,6 +214,103 @@ async fn a_browser_key_with_a_forged_origin_is_cut_off_at_its_limit() {
     assert_eq!(mock.requests().len(), 5);
 }
 
+/// A client that hangs up mid-stream: the request leaves a log line (the opening line, written
+/// before the first byte, with what it holds; in the WASI 0.3 build, whose instance outlives
+/// the client, also the closing line with `client_gone` and the reservation kept), and its
+/// `concurrent = 1` slot is free again within seconds: at once where the guest sees the client
+/// go, within two slots of the in-flight counter where the runtime ends the instance (Spin and
+/// meridian-host under WASI 0.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_stream_leaves_a_line_and_frees_its_slot_within_seconds() {
+    let redis = Redis::start().await;
+    // The first request streams 200 events 100 ms apart (20 s, longer than the test waits);
+    // the rest are answered at once.
+    let mock = Mock::with(|_: &support::Recorded, n| {
+        if n == 0 {
+            Script::Sse {
+                events: (0..200)
+                    .map(|i| support::mock::chunk(&format!("t{i} ")))
+                    .collect(),
+                gap_ms: 100,
+                end: support::mock::SseEnd::Done,
+            }
+        } else {
+            Script::ok("next")
+        }
+    })
+    .await;
+    let (a, _b) = two_nodes(&redis, &policy(&mock)).await;
+    let client = reqwest::Client::new();
+    let mut resp = client
+        .post(a.at("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {CONC}"))
+        .body(r#"{"model":"chat-model","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("t0"));
+    // Held: a second request from the tenant is refused while the stream runs.
+    assert_eq!(post(&client, &a.url, CONC).await.status(), 429);
+    drop(resp); // hang up mid-stream
+    let gone = std::time::Instant::now();
+    // Admitted again within seconds (polled every 250 ms, at most 15 s).
+    let mut admitted = None;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if post(&client, &a.url, CONC).await.status() == 200 {
+            admitted = Some(gone.elapsed());
+            break;
+        }
+    }
+    let admitted = admitted.expect("the slot of a client that hung up was never freed");
+    // Two slots of 3 s at most, with a second of slack for a loaded machine.
+    assert!(
+        admitted <= Duration::from_secs(7),
+        "admitted after {admitted:?}"
+    );
+    // The request's lines: the opening line with what it holds, whatever the runtime did.
+    let lines: Vec<serde_json::Value> = a
+        .all_logs()
+        .into_iter()
+        .filter(|l| l["request_id"] == id.as_str())
+        .collect();
+    let opening = lines
+        .iter()
+        .find(|l| l["event"] == "stream_open")
+        .unwrap_or_else(|| panic!("no opening line: {lines:?}"));
+    assert_eq!(opening["tenant"], "conc");
+    assert_eq!(opening["provider"], "alpha");
+    assert_eq!(
+        opening["limits"]["hold"]["counters"][1]["limit"],
+        "concurrent"
+    );
+    if support::meridian::p3() {
+        // The instance outlives the client: the closing line says so, and what was kept.
+        let mut closing = None;
+        for _ in 0..100 {
+            closing = a
+                .logs()
+                .into_iter()
+                .find(|l| l["request_id"] == id.as_str());
+            if closing.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let closing = closing.expect("no closing line in the WASI 0.3 build");
+        assert_eq!(closing["stream_outcome"], "client_gone");
+        assert_eq!(closing["limits"]["settlement"]["state"], "kept");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_reads_the_headers_and_its_retry_honours_retry_after() {
     let redis = Redis::start().await;

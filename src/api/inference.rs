@@ -198,7 +198,15 @@ pub(super) async fn inference<T: Transport>(
     } else {
         responses_from_chat::Echo::default()
     };
-    let fwd = forward_to(&cx, &decision, &facts, &body, restorer.is_none()).await;
+    let mut lease = super::lease_of(cx.record);
+    let fwd = super::leased(
+        cx.t,
+        cx.env.store,
+        lease.as_mut(),
+        forward_to(&cx, &decision, &facts, &body, restorer.is_none()),
+    )
+    .await;
+    super::end_lease(cx.record, lease);
     cx.record.attempts = fwd.attempts;
     note_failures(&mut cx).await;
     if let Some(m) = measured {

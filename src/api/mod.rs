@@ -229,6 +229,78 @@ pub async fn serve<T: Transport, R: RequestBody>(
 /// bytes go out (the host may stop the instance once they have), under WASI 0.3 after a whole
 /// body is written (its task outlives the response), so that client does not wait for the
 /// store. Once per request; nothing when no limit applied.
+/// Runs `work` while keeping the request's in-flight counts alive ([`crate::limits::Lease`]):
+/// each new slot of the in-flight counter gets them, so they stop counting within seconds of
+/// an instance that ends mid-request (as a WASI 0.2 instance does when its client hangs up),
+/// and never while the request runs.
+pub(crate) async fn leased<T: Transport, F: std::future::Future>(
+    t: &T,
+    store: Option<&dyn crate::limits::Store>,
+    lease: Option<&mut crate::limits::Lease>,
+    work: F,
+) -> F::Output {
+    use futures::future::{select, Either};
+    let (Some(store), Some(lease)) = (store, lease) else {
+        return work.await;
+    };
+    let keep = async {
+        // Bounded: a request's own deadline ends it long before (600 s is 200 slots).
+        for _ in 0..100_000u32 {
+            let now = t.unix_ms();
+            t.sleep(lease.next_renewal_ms(now).saturating_sub(now))
+                .await;
+            lease.renew(store, t.unix_ms() / 1000).await;
+        }
+    };
+    futures::pin_mut!(work, keep);
+    match select(work, keep).await {
+        Either::Left((out, _)) => out,
+        Either::Right(((), work)) => work.await,
+    }
+}
+
+/// The request's lease on its in-flight counts, if a `concurrent` limit holds it.
+fn lease_of(record: &Record) -> Option<crate::limits::Lease> {
+    record.limits.as_ref()?.hold.as_ref()?.lease()
+}
+
+/// Gives a lease back to the request's hold (the settlement releases the slot it ends in).
+fn end_lease(record: &mut Record, lease: Option<crate::limits::Lease>) {
+    if let (Some(l), Some(h)) = (lease, record.limits.as_mut().and_then(|a| a.hold.as_mut())) {
+        h.end_lease(l);
+    }
+}
+
+/// Pumps a stream to its end (see [`Stream::pump`]) while keeping the request's in-flight
+/// counts alive; returns the stream's last bytes, for the adapter to send with the body's end.
+pub async fn pump<T: Transport, S: ChunkSink>(
+    stream: Stream<crate::wire::WireBody<T::Body>>,
+    t: &T,
+    sink: &mut S,
+    record: &mut Record,
+    store: Option<&dyn crate::limits::Store>,
+) -> Vec<u8> {
+    let mut lease = lease_of(record);
+    let tail = leased(t, store, lease.as_mut(), stream.pump(t, sink, record)).await;
+    end_lease(record, lease);
+    tail
+}
+
+/// The one end of every request, in both builds: settles what it reserved and renders its log
+/// line. The adapter writes the line before the body's last bytes (a host may end the instance
+/// once the body is done). A stream also has an opening line ([`Record::opening_line`]),
+/// written before its first byte: under WASI 0.2 a client that hangs up ends the instance, and
+/// the opening line is then all the log has of it (its reservation stays, as `kept`).
+pub async fn end(
+    store: Option<&dyn crate::limits::Store>,
+    record: &mut Record,
+    wall_ms: u64,
+    mono_ms: u64,
+) -> String {
+    settle(store, record).await;
+    record.log_line(wall_ms, mono_ms)
+}
+
 pub async fn settle(store: Option<&dyn crate::limits::Store>, record: &mut Record) {
     let Some(audit) = record.limits.as_mut() else {
         return;

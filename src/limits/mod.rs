@@ -397,6 +397,66 @@ impl Hold {
     }
 }
 
+/// A request's in-flight counts, kept alive while it runs: each is moved into the current slot
+/// when a new slot begins (one increment there, then one decrement of the old slot, so a check
+/// between them counts it twice, never zero times). Taken from a [`Hold`] and given back to it,
+/// so the settlement releases the slot the count is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Each in-flight counter: its position in the hold, its key without the slot, its slot.
+    slots: Vec<(usize, String, u64)>,
+}
+
+impl Lease {
+    /// When the next slot begins (Unix milliseconds), a little after its boundary.
+    pub fn next_renewal_ms(&self, unix_ms: u64) -> u64 {
+        let slot_ms = CONCURRENCY_SLOT_S * 1000;
+        (unix_ms / slot_ms + 1) * slot_ms + 50
+    }
+
+    /// Moves every count into the slot of `now_s` (store errors leave a count where it was: it
+    /// then stops counting early, which errs towards admitting; the reservation's give-back
+    /// does the same).
+    pub async fn renew(&mut self, store: &dyn Store, now_s: u64) {
+        let slot = now_s / CONCURRENCY_SLOT_S;
+        for (_, prefix, at) in &mut self.slots {
+            if *at >= slot {
+                continue;
+            }
+            if store.increment(&format!("{prefix}{slot}"), 1).await.is_ok() {
+                let _ = store.increment(&format!("{prefix}{at}"), -1).await;
+                *at = slot;
+            }
+        }
+    }
+}
+
+impl Hold {
+    /// The in-flight counts this hold keeps, if any.
+    pub fn lease(&self) -> Option<Lease> {
+        let slots: Vec<(usize, String, u64)> = self
+            .counters
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.counter.metric == CounterKind::Concurrent)
+            .filter_map(|(i, h)| {
+                let (prefix, slot) = h.counter.key.rsplit_once(':')?;
+                Some((i, format!("{prefix}:"), slot.parse().ok()?))
+            })
+            .collect();
+        (!slots.is_empty()).then_some(Lease { slots })
+    }
+
+    /// Takes back a lease: each in-flight count is where the lease last moved it.
+    pub fn end_lease(&mut self, lease: Lease) {
+        for (i, prefix, slot) in lease.slots {
+            if let Some(h) = self.counters.get_mut(i) {
+                h.counter.key = format!("{prefix}{slot}");
+            }
+        }
+    }
+}
+
 fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -330,6 +330,53 @@ fn in_flight_requests_of_the_previous_slot_still_count() {
     });
 }
 
+/// A request that runs for many slots keeps its in-flight count by renewing its lease; one
+/// whose instance ended mid-request (no more renewals) stops counting within two slots.
+#[test]
+fn a_lease_keeps_a_running_request_counted_and_a_dead_one_expires_within_two_slots() {
+    run(async {
+        let store = MemStore::default();
+        let l = limits(&[], Some(1));
+        let n = need(0, 0, 0);
+        let start = (T / CONCURRENCY_SLOT_S) * CONCURRENCY_SLOT_S; // a slot's first second
+        let at = |s: u64| counters(&[(None, &l)], anon(), &n, s * 1000);
+        let mut held = reserve(&store, at(start), n).await.unwrap();
+        let mut lease = held.lease().expect("a concurrent limit leases its slot");
+        // It runs for 20 slots, renewing once in each: nobody else gets in meanwhile.
+        for k in 1..=20 {
+            let now = start + k * CONCURRENCY_SLOT_S;
+            lease.renew(&store, now).await;
+            for probe in [now, now + CONCURRENCY_SLOT_S - 1] {
+                assert!(
+                    matches!(
+                        reserve(&store, at(probe), n).await,
+                        Err(Refusal::Exceeded { used: 1, .. })
+                    ),
+                    "slot {k}, second {}",
+                    probe - now
+                );
+            }
+        }
+        // It ends: its settlement releases the slot the lease moved it to.
+        held.end_lease(lease);
+        held.settle(&store, None).await;
+        let now = start + 20 * CONCURRENCY_SLOT_S + 1;
+        let other = reserve(&store, at(now), n).await.unwrap();
+        // This one's instance dies at once: no renewal, no settlement. It is still counted in
+        // its own slot and the next, and not after.
+        let _ = other;
+        assert!(reserve(&store, at(now + CONCURRENCY_SLOT_S), n)
+            .await
+            .is_err());
+        let freed = (now / CONCURRENCY_SLOT_S + 2) * CONCURRENCY_SLOT_S;
+        assert!(freed - now <= 2 * CONCURRENCY_SLOT_S);
+        assert!(
+            reserve(&store, at(freed), n).await.is_ok(),
+            "a dead request stops counting"
+        );
+    });
+}
+
 #[test]
 fn per_key_limits_count_each_key_and_rule_limits_each_caller() {
     let policy = crate::policy::load(

@@ -3,10 +3,11 @@
 use crate::policy::Window;
 
 /// How long one slot of the in-flight counter lasts. A request counts in the slot it started
-/// in, and a check adds the previous slot, so a slot must outlast the longest request (the
-/// host's limit is 600 s); a slot left high by an instance that died mid-request stops
-/// counting two slots later.
-pub const CONCURRENCY_SLOT_S: u64 = 900;
+/// in and a check adds the previous slot; a request still running moves its count into each
+/// new slot (a [`super::Lease`] it keeps while it waits on the provider and while it streams).
+/// A count left by an instance that ended mid-request (a WASI 0.2 instance is ended when its
+/// client hangs up) stops counting when the slot after it ends: within two slots.
+pub const CONCURRENCY_SLOT_S: u64 = 3;
 
 /// The window containing `now_s` (Unix seconds): its start and its end (the next start).
 pub fn window_bounds(w: Window, now_s: u64) -> (u64, u64) {

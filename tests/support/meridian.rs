@@ -291,8 +291,17 @@ impl Meridian {
         format!("{}{path}", self.url)
     }
 
-    /// The JSON log lines printed so far.
+    /// The requests' JSON log lines printed so far (a stream's opening line left out: see
+    /// [`Meridian::all_logs`]).
     pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.all_logs()
+            .into_iter()
+            .filter(|l| l["event"] != "stream_open")
+            .collect()
+    }
+
+    /// Every JSON line printed so far, streams' opening lines included.
+    pub fn all_logs(&self) -> Vec<serde_json::Value> {
         self.stdout
             .lock()
             .unwrap()

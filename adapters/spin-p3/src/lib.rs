@@ -408,21 +408,20 @@ impl wasip3::exports::http::handler::Guest for Meridian {
         let body = reply.body;
         wasip3::spawn(async move {
             let mut sink = ClientSink(tx);
+            let store = WasiStore::default();
             let tail = match body {
                 Body::Full(bytes) if record.unsettled() => {
                     // The client has the whole answer before the settlement's store calls.
                     let _ = sink.send(bytes).await;
-                    api::settle(Some(&WasiStore::default()), &mut record).await;
                     Vec::new()
                 }
                 Body::Full(bytes) => bytes,
                 Body::Stream(stream) => {
-                    let tail = stream.pump(&P3Transport, &mut sink, &mut record).await;
-                    api::settle(Some(&WasiStore::default()), &mut record).await;
-                    tail
+                    log_line(record.opening_line(wall_ms()));
+                    api::pump(stream, &P3Transport, &mut sink, &mut record, Some(&store)).await
                 }
             };
-            log_line(record.log_line(wall_ms(), now_ms()));
+            log_line(api::end(Some(&store), &mut record, wall_ms(), now_ms()).await);
             let sent = tail.is_empty() || sink.send(tail).await.is_ok();
             drop(sink);
             if sent {

@@ -149,21 +149,17 @@ async fn call_store(
     };
     let mut reply = serve(&env, t, req).await;
     let body = match reply.body {
-        Body::Full(b) => {
-            settle(store, &mut reply.record).await;
-            b
-        }
+        Body::Full(b) => b,
         Body::Stream(s) => {
             let mut sink = Sink::default();
-            let tail = s.pump(t, &mut sink, &mut reply.record).await;
-            settle(store, &mut reply.record).await;
+            let tail = pump(s, t, &mut sink, &mut reply.record, store).await;
             sink.0.extend(tail);
             sink.0
         }
     };
-    // Every request's record renders a log line, whatever happened.
-    let line: serde_json::Value =
-        serde_json::from_str(&reply.record.log_line(1, t.now_ms())).unwrap();
+    // Every request ends in one place, and its record renders a log line, whatever happened.
+    let line = end(store, &mut reply.record, 1, t.now_ms()).await;
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(line["status"], reply.status);
     assert_eq!(line["request_id"], reply.record.request_id.as_str());
     Answer {
