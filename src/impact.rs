@@ -6,7 +6,11 @@
 //! anonymous and every tenant either policy names; every public model either serves (routes
 //! included); every combination of privacy flags (none, each alone, each pair, …); stream or
 //! not; no edge region and each region a rule of either names; no personal data and each kind a
-//! rule of either names; chat completions and each endpoint a rule of either names. Callers
+//! rule of either names; chat completions and each endpoint a rule of either names; and, for
+//! the conditions a rule can state on a request's shape (a header, the edge secret, the
+//! estimated input, tools, media), each rule's own conditions met and not met together, plus
+//! each capability a rule or a grant of either policy names, and a `provider` preference naming
+//! each provider only one policy has (see [`Extra`]). Callers
 //! are authenticated first, as the component does: anonymous callers where a policy does not
 //! allow them get 401, and a tenant a policy does not have is anonymous under it (or 401). A case's outcome is its first candidate (the provider that
 //! will be tried first, and where it processes data) or its refusal; the rules that matched
@@ -20,7 +24,224 @@ use serde_json::{Map, Value};
 use crate::decide::decide;
 use crate::facts::{self, Endpoint, RequestFacts};
 use crate::location::Location;
-use crate::policy::{places, Country, Policy, PRIVACY_FLAG_NAMES};
+use crate::policy::{places, Capability, Country, Policy, When, PRIVACY_FLAG_NAMES};
+
+/// What a request carries beyond the base product that a policy can tell apart: varied per
+/// rule from the conditions it states ([`variants_of`]), and per capability and `provider`
+/// preference either policy could treat differently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Extra {
+    /// Headers sent (a rule's `header` conditions).
+    pub headers: Vec<(String, String)>,
+    /// Whether the edge secret verified (`edge_verified`); `None`: the base (no secret).
+    pub edge_verified: Option<bool>,
+    /// The estimated input tokens (`input_tokens`); `None`: the base (a short prompt).
+    pub input_tokens: Option<u64>,
+    pub tools: bool,
+    pub media: bool,
+    /// A capability the request uses.
+    pub capability: Option<&'static str>,
+    /// The `provider` object sent, as JSON.
+    pub prefs: Option<String>,
+}
+
+impl Extra {
+    /// In words, for a change's line; `None` for a plain request.
+    pub fn label(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        for (k, v) in &self.headers {
+            parts.push(format!("header {k}: {v}"));
+        }
+        if let Some(v) = self.edge_verified {
+            parts.push(
+                if v {
+                    "edge verified"
+                } else {
+                    "edge not verified"
+                }
+                .to_string(),
+            );
+        }
+        if let Some(n) = self.input_tokens {
+            parts.push(format!("~{n} input tokens"));
+        }
+        if self.tools {
+            parts.push("with tools".into());
+        }
+        if self.media {
+            parts.push("with media".into());
+        }
+        if let Some(c) = self.capability {
+            parts.push(format!("using {c}"));
+        }
+        if let Some(p) = &self.prefs {
+            parts.push(format!("provider {p}"));
+        }
+        (!parts.is_empty()).then(|| parts.join(" and "))
+    }
+
+    fn apply(&self, f: &mut RequestFacts) -> Result<(), String> {
+        f.headers.extend(self.headers.iter().cloned());
+        if let Some(v) = self.edge_verified {
+            f.location.edge = if v {
+                crate::location::Edge::Verified
+            } else {
+                crate::location::Edge::Missing
+            };
+        }
+        if let Some(n) = self.input_tokens {
+            f.input_tokens = n;
+        }
+        f.tools |= self.tools;
+        if self.media {
+            f.media_parts = f.media_parts.max(1);
+        }
+        if let Some(c) = self.capability.and_then(Capability::from_name) {
+            f.capabilities.insert(c);
+        }
+        if let Some(p) = &self.prefs {
+            let v: Value = serde_json::from_str(p).map_err(|e| e.to_string())?;
+            let (prefs, flags) = facts::provider_prefs(&v).map_err(|e| e.message)?;
+            f.prefs = prefs;
+            f.privacy = f.privacy.union(flags);
+        }
+        Ok(())
+    }
+}
+
+/// The shapes of a request that meet a rule's conditions on it and that miss them, each
+/// condition met and missed in every combination. Every condition a rule can state is named
+/// here, without a rest pattern: a new one fails the build until the diff says how to vary it.
+pub fn variants_of(w: &When) -> Vec<Extra> {
+    let When {
+        // The base product varies these: countries, edge regions, tenants (and so anonymous
+        // callers and browser keys, a tenant with `origins`), models, privacy flags, stream,
+        // endpoints and personal data.
+        client_countries: _,
+        edge_regions: _,
+        tenants: _,
+        anonymous: _,
+        models: _,
+        privacy: _,
+        stream: _,
+        endpoints: _,
+        pii: _,
+        browser: _,
+        // Varied here.
+        headers,
+        edge_verified,
+        input_tokens,
+        tools,
+        media,
+    } = w;
+    type Set = Box<dyn Fn(&mut Extra)>;
+    let mut axes: Vec<Vec<Set>> = Vec::new();
+    for (name, want) in headers.iter() {
+        let (name, value) = (
+            name.to_string(),
+            want.as_deref().unwrap_or("present").to_string(),
+        );
+        axes.push(vec![
+            Box::new(|_: &mut Extra| {}),
+            Box::new(move |e: &mut Extra| e.headers.push((name.clone(), value.clone()))),
+        ]);
+    }
+    if edge_verified.is_some() {
+        axes.push(vec![
+            Box::new(|e: &mut Extra| e.edge_verified = Some(true)),
+            Box::new(|e: &mut Extra| e.edge_verified = Some(false)),
+        ]);
+    }
+    if let Some(r) = input_tokens {
+        let mut points: BTreeSet<u64> = BTreeSet::new();
+        for b in [r.min, r.max].into_iter().flatten() {
+            points.extend([b.saturating_sub(1), b, b.saturating_add(1)]);
+        }
+        axes.push(
+            points
+                .into_iter()
+                .map(|n| Box::new(move |e: &mut Extra| e.input_tokens = Some(n)) as Set)
+                .collect(),
+        );
+    }
+    if tools.is_some() {
+        axes.push(vec![
+            Box::new(|_: &mut Extra| {}),
+            Box::new(|e: &mut Extra| e.tools = true),
+        ]);
+    }
+    if media.is_some() {
+        axes.push(vec![
+            Box::new(|_: &mut Extra| {}),
+            Box::new(|e: &mut Extra| e.media = true),
+        ]);
+    }
+    let mut out = vec![Extra::default()];
+    for axis in &axes {
+        out = out
+            .iter()
+            .flat_map(|e| {
+                axis.iter().map(move |set| {
+                    let mut e = e.clone();
+                    set(&mut e);
+                    e
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// Every request shape beyond the base the two policies may treat differently.
+fn extras(both: [&Policy; 2]) -> Vec<Extra> {
+    let mut set: BTreeSet<Extra> = BTreeSet::new();
+    set.insert(Extra::default());
+    for p in both {
+        for r in p.rules.iter() {
+            set.extend(variants_of(&r.when));
+        }
+    }
+    // Capabilities a rule narrows to, or a grant that differs between the policies.
+    let mut caps = crate::policy::CapSet::EMPTY;
+    for p in both {
+        for r in p.rules.iter() {
+            if r.require.capabilities.is_some() {
+                caps = caps.union(crate::policy::CapSet::of(&Capability::ALL));
+            }
+        }
+    }
+    for a in both[0].providers.iter() {
+        match both[1].providers.iter().find(|b| b.id == a.id) {
+            Some(b) if a.capabilities != b.capabilities => {
+                caps = caps.union(a.capabilities.union(b.capabilities));
+            }
+            _ => {}
+        }
+    }
+    for c in caps.iter() {
+        set.insert(Extra {
+            capability: Some(c.name()),
+            ..Extra::default()
+        });
+    }
+    // The `provider` preferences that name a provider one policy has and the other has not (a
+    // request's `only` or `order` can reach a provider that is not first for anyone).
+    let ids = |p: &Policy| -> BTreeSet<String> {
+        p.providers.iter().map(|x| x.id.0.to_string()).collect()
+    };
+    let (a, b) = (ids(both[0]), ids(both[1]));
+    let mut prefs: Vec<String> = Vec::new();
+    for id in a.symmetric_difference(&b) {
+        prefs.push(format!(r#"{{"only":["{id}"]}}"#));
+    }
+    for p in prefs {
+        set.insert(Extra {
+            prefs: Some(p),
+            ..Extra::default()
+        });
+    }
+    set.into_iter().collect()
+}
 
 /// One request the fact space describes (everything but the country).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -34,6 +255,8 @@ pub struct Shape {
     pub edge_region: Option<String>,
     pub pii: Option<String>,
     pub endpoint: Endpoint,
+    /// What the request carries beyond these (a plain request by default).
+    pub extra: Extra,
 }
 
 /// What a policy does with one request.
@@ -120,6 +343,8 @@ pub struct Change {
     pub edge_region: Dim<Option<String>>,
     pub pii: Dim<Option<String>>,
     pub endpoint: Dim<Endpoint>,
+    /// What the requests carry beyond the base (`null`: a plain request).
+    pub request: Dim<Option<String>>,
     pub old: Outcome,
     pub new: Outcome,
     /// Cases (one country of one shape each) it covers.
@@ -236,6 +461,7 @@ pub struct Space {
     pub pii: Vec<Option<String>>,
     pub privacy: Vec<Option<String>>,
     pub endpoints: Vec<Endpoint>,
+    pub extras: Vec<Extra>,
 }
 
 pub fn space(old: &Policy, new: &Policy) -> Space {
@@ -311,6 +537,7 @@ pub fn space(old: &Policy, new: &Policy) -> Space {
             endpoints.push(e);
         }
     }
+    let extras = extras(both);
     let mut shapes = Vec::new();
     for tenant in &tenants {
         for model in &models {
@@ -319,15 +546,18 @@ pub fn space(old: &Policy, new: &Policy) -> Space {
                     for edge in &edge_regions {
                         for k in &pii {
                             for e in &endpoints {
-                                shapes.push(Shape {
-                                    tenant: tenant.clone(),
-                                    model: model.clone(),
-                                    privacy: p.clone(),
-                                    stream,
-                                    edge_region: edge.clone(),
-                                    pii: k.clone(),
-                                    endpoint: *e,
-                                });
+                                for x in &extras {
+                                    shapes.push(Shape {
+                                        tenant: tenant.clone(),
+                                        model: model.clone(),
+                                        privacy: p.clone(),
+                                        stream,
+                                        edge_region: edge.clone(),
+                                        pii: k.clone(),
+                                        endpoint: *e,
+                                        extra: x.clone(),
+                                    });
+                                }
                             }
                         }
                     }
@@ -344,6 +574,7 @@ pub fn space(old: &Policy, new: &Policy) -> Space {
         pii,
         privacy,
         endpoints,
+        extras,
     }
 }
 
@@ -372,6 +603,7 @@ pub fn facts_of(policy: &Policy, s: &Shape) -> Result<RequestFacts, String> {
         unknown_fields: policy.settings.unknown_fields,
     };
     let mut f = facts::from_request(cx, &mut body).map_err(|e| e.message)?;
+    s.extra.apply(&mut f)?;
     if let Some(kind) = &s.pii {
         // A kind this policy does not know is no finding under it.
         if let Some(k) = policy.pii.kind_of(kind) {
@@ -391,7 +623,9 @@ pub fn outcome(policy: &Policy, facts: &Result<RequestFacts, String>, country: C
     };
     let mut f = f.clone();
     f.country = country;
+    let edge = f.location.edge;
     f.location = Location::given((country != Country::UNKNOWN).then_some(country));
+    f.location.edge = edge;
     // Authentication, as the component does it before deciding.
     match crate::auth::named(policy, f.tenant.as_ref().map(|t| t.as_str())) {
         crate::auth::Named::Same => {}
@@ -529,6 +763,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
         Dim<Option<String>>,
         Dim<Option<String>>,
         Dim<Endpoint>,
+        Dim<Option<String>>,
     );
     let mut merged: BTreeMap<(Key, Vec<Country>, Outcome, Outcome), usize> = BTreeMap::new();
     for ((s, a, b), cs) in by {
@@ -540,6 +775,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
             Dim::One(s.edge_region),
             Dim::One(s.pii),
             Dim::One(s.endpoint),
+            Dim::One(s.extra.label()),
         );
         let n = cs.len();
         merged.insert((key, cs.into_iter().collect(), a, b), n);
@@ -578,6 +814,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
         merge!(4, sp.edge_regions.len(), partial);
         merge!(5, sp.pii.len(), partial);
         merge!(6, sp.endpoints.len(), partial);
+        merge!(7, sp.extras.len(), partial);
     }
     let all = sp.countries.len();
     let mut changes: Vec<Change> = merged
@@ -639,6 +876,15 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
                 "endpoints",
                 |e| e.name().to_string(),
             ));
+            parts.extend(words(
+                &k.7,
+                |x| match x {
+                    Some(x) => format!("requests {x}"),
+                    None => "plain requests".into(),
+                },
+                "requests",
+                |x| x.clone().unwrap_or_else(|| "plain".into()),
+            ));
             let line = format!(
                 "{}: {} → {}",
                 parts.join(", "),
@@ -655,6 +901,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
                 edge_region: k.4,
                 pii: k.5,
                 endpoint: k.6,
+                request: k.7,
                 old: a,
                 new: b,
                 cases: n,

@@ -238,9 +238,12 @@ fn a_removed_provider_a_removed_tenant_and_an_endpoint_rule() {
             }
         }
     }
-    assert_eq!(d["cases"], countries.len() as u64 * 3 * 16 * 2 * 2);
-    assert_eq!(d["changed"], want.len() as u64);
-    let mut got = BTreeSet::new();
+    // Besides plain requests, the space has one that asks for the removed provider alone
+    // (`provider.only`): served by it before, refused now (403), whatever the endpoint.
+    let only_us_b = r#"provider {"only":["us-b"]}"#;
+    assert_eq!(d["cases"], countries.len() as u64 * 3 * 16 * 2 * 2 * 2);
+    assert_eq!(d["changed"], 2 * want.len() as u64);
+    let (mut got, mut got_only) = (BTreeSet::new(), BTreeSet::new());
     for ch in d["changes"].as_array().unwrap() {
         let cases = expand(ch, &["chat", "messages"]);
         let endpoints: BTreeSet<&str> = cases.iter().map(|c| c.4.as_str()).collect();
@@ -250,22 +253,118 @@ fn a_removed_provider_a_removed_tenant_and_an_endpoint_rule() {
         if acme {
             assert_eq!(ch["new"]["outcome"], "as_anonymous", "{ch}");
         }
-        for e in &endpoints {
-            match (ch["old"]["outcome"].as_str(), *e) {
-                (Some("served"), "chat") => assert_eq!(new_side["provider"], "eu-a", "{ch}"),
-                (Some("served"), _) => assert_eq!(new_side["status"], 451, "{ch}"),
-                (Some("refused"), _) => assert!(acme, "{ch}"),
-                other => panic!("{other:?}: {ch}"),
+        let requests = values(&ch["request"]).unwrap_or_else(|| vec![None, Some(only_us_b.into())]);
+        for r in &requests {
+            let only = r.as_deref() == Some(only_us_b);
+            assert!(r.is_none() || only, "{ch}");
+            for e in &endpoints {
+                match (ch["old"]["outcome"].as_str(), *e) {
+                    (Some("served"), _) if only => assert_eq!(new_side["status"], 403, "{ch}"),
+                    (Some("served"), "chat") => assert_eq!(new_side["provider"], "eu-a", "{ch}"),
+                    (Some("served"), _) => assert_eq!(new_side["status"], 451, "{ch}"),
+                    (Some("refused"), _) => assert!(acme, "{ch}"),
+                    other => panic!("{other:?}: {ch}"),
+                }
+            }
+            if only {
+                got_only.extend(cases.iter().cloned());
+            } else {
+                got.extend(cases.iter().cloned());
             }
         }
-        got.extend(cases);
     }
     assert_eq!(got, want);
-    // Readable: six lines (non-acme chat and messages; acme served chat and messages, and
-    // acme refused under both, per endpoint: the new refusal names the new rule for messages).
+    assert_eq!(got_only, want);
+    // Readable: six lines for plain requests (non-acme chat and messages; acme served chat and
+    // messages, and acme refused under both, per endpoint: the new refusal names the new rule
+    // for messages), and the served ones again for requests naming the removed provider (the
+    // refusals are the same for both, and merge).
     let (_, text) = run(&dir, &old, &new, false);
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("- ")).collect();
-    assert_eq!(lines.len(), 6, "{text}");
-    assert!(text.contains("- any country, tenants anonymous, globex, privacy flags without local-only, endpoint chat: served by us-b (US) (rule `us-first`) → served by eu-a (DE) (rule `us-first`)"), "{text}");
+    assert_eq!(lines.len(), 10, "{text}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(only_us_b)).count(),
+        4,
+        "{text}"
+    );
+    assert!(text.contains("- any country, tenants anonymous, globex, privacy flags without local-only, endpoint chat, plain requests: served by us-b (US) (rule `us-first`) → served by eu-a (DE) (rule `us-first`)"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every kind of condition a rule can state, added as a new rule: each is reported as a change
+/// (exit 1), and where the condition is on the request's shape the change names it.
+#[test]
+fn a_new_rule_on_any_condition_is_a_change() {
+    let dir = std::env::temp_dir().join(format!("meridian-diff-each-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = |n: u8| format!("sha256:{}", format!("{n:02x}").repeat(32));
+    let base = |extra: &str, providers_extra: &str, order: &str| {
+        format!(
+            "version = 1\nname = \"each\"\n[settings]\nallow_anonymous = true\n\
+             [settings.client]\nplatform = \"cloudflare\"\nedge_secret = {{ header = \"x-edge\", secret = \"edge_secret\" }}\n\
+             [[providers]]\nid = \"a\"\nbase_url = \"https://a.example/v1\"\nlocation = \"DE\"\nzdr = true\ntrains_on_inputs = false\ncapabilities = [\"web_search\", \"remote_media\"]\nmodels = {{ m = \"m-a\" }}\n\
+             [[providers]]\nid = \"b\"\nbase_url = \"https://b.example/v1\"\nlocation = \"US\"\nzdr = true\ntrains_on_inputs = false\nmodels = {{ m = \"m-b\" }}\n\
+             {providers_extra}\
+             [[tenants]]\nid = \"acme\"\nkeys = [\"{}\"]\n\
+             [[tenants]]\nid = \"web\"\nkeys = [\"{}\"]\norigins = [\"https://app.example\"]\n\
+             [pii.custom]\nticket = 'TICKET-[0-9]+'\n\
+             {extra}\
+             [[rules]]\nid = \"order\"\nprefer = {{ order = [{order}] }}\n",
+            key(1),
+            key(2),
+        )
+    };
+    let old = base("", "", "\"a\", \"b\"");
+    // (the condition, a word the change must show, or "" where the base product shows it)
+    let cases: &[(&str, &str)] = &[
+        ("client_jurisdiction = [\"eu\"]", ""),
+        ("client_country = [\"FR\"]", ""),
+        ("edge_region = [\"eu-west-1\"]", ""),
+        ("tenant = [\"acme\"]", ""),
+        ("anonymous = true", ""),
+        ("model = [\"m*\"]", ""),
+        ("privacy = [\"zdr\"]", ""),
+        ("stream = true", ""),
+        ("endpoint = [\"messages\"]", ""),
+        ("pii = [\"ticket\"]", ""),
+        ("browser = true", ""),
+        ("header = { \"x-team\" = \"red\" }", "header x-team: red"),
+        ("edge_verified = true", "edge verified"),
+        ("input_tokens = { min = 5000 }", "input tokens"),
+        ("tools = true", "with tools"),
+        ("media = true", "with media"),
+    ];
+    for (cond, word) in cases {
+        let new = base(
+            &format!("[[rules]]\nid = \"new\"\nwhen = {{ {cond} }}\nrequire = {{ providers = [\"b\"] }}\n"),
+            "",
+            "\"a\", \"b\"",
+        );
+        let (code, text) = run(&dir, &old, &new, false);
+        assert_eq!(code, 1, "`{cond}` reported no change:\n{text}");
+        assert!(
+            text.contains(word),
+            "`{cond}`: the change does not say `{word}`:\n{text}"
+        );
+    }
+    // A rule narrowing capabilities: requests that use one the rule withdraws change.
+    let new = base(
+        "[[rules]]\nid = \"new\"\nrequire = { capabilities = [\"remote_media\"] }\n",
+        "",
+        "\"a\", \"b\"",
+    );
+    let (code, text) = run(&dir, &old, &new, false);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("using web_search"), "{text}");
+    // A provider added behind the others is first for no one: only a request that names it
+    // (`provider.only`) sees it.
+    let new = base(
+        "",
+        "[[providers]]\nid = \"c\"\nbase_url = \"https://c.example/v1\"\nlocation = \"FR\"\nzdr = true\ntrains_on_inputs = false\nmodels = { m = \"m-c\" }\n",
+        "\"a\", \"b\", \"c\"",
+    );
+    let (code, text) = run(&dir, &old, &new, false);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(r#"provider {"only":["c"]}"#), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
