@@ -190,11 +190,7 @@ impl IdSealer {
 
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         if self.ids.is_none() {
-            for line in bytes.split(|b| *b == b'\n') {
-                let Some(data) = line.strip_prefix(b"data:") else {
-                    continue;
-                };
-                let data = data.strip_prefix(b" ").unwrap_or(data);
+            for data in crate::sse::lines(&bytes).filter_map(crate::sse::data_of) {
                 let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
                     continue;
                 };

@@ -9,6 +9,73 @@ use crate::usage::{AnthropicUsage, Usage};
 /// Longest SSE line we hold while waiting for its end; protects memory on a broken upstream.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
+/// The one reading of an SSE line, for every dialect: the value of a `data:` field (one
+/// leading space and a trailing `\r` removed), or `None` for any other line (a comment, an
+/// `event:` or `id:` field, the blank line that ends an event).
+pub fn data_of(line: &[u8]) -> Option<&[u8]> {
+    let bare = line.strip_suffix(b"\r").unwrap_or(line);
+    let data = bare.strip_prefix(b"data:")?;
+    Some(data.strip_prefix(b" ").unwrap_or(data))
+}
+
+/// Whether a line, without its `\n`, is blank (it ends an event).
+pub fn is_blank(line: &[u8]) -> bool {
+    line.is_empty() || line == b"\r"
+}
+
+/// The lines of bytes that hold whole lines (what the stream guard passes on), each without its
+/// `\n`.
+pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let trimmed = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    trimmed
+        .split(|&b| b == b'\n')
+        .take(if bytes.is_empty() { 0 } else { usize::MAX })
+}
+
+/// Cuts bytes that arrive split anywhere into whole lines, holding at most one partial line of
+/// at most [`MAX_LINE_BYTES`].
+#[derive(Debug, Default)]
+pub struct LineReader {
+    partial: Vec<u8>,
+}
+
+/// A line longer than [`MAX_LINE_BYTES`] never ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong;
+
+impl LineReader {
+    /// Hands each whole line of `chunk` (with what was held before it), without its `\n`, to
+    /// `line`, which says whether to go on; keeps the rest. Errors when the partial line grows
+    /// past the bound.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut line: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), LineTooLong> {
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            let (head, tail) = rest.split_at(nl);
+            rest = &tail[1..];
+            let go_on = if self.partial.is_empty() {
+                line(head)
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(head);
+                line(&whole)
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+        if self.partial.len() + rest.len() > MAX_LINE_BYTES {
+            self.partial.clear();
+            return Err(LineTooLong);
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+}
+
 /// The event format of a stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Dialect {
@@ -184,7 +251,7 @@ pub struct Fed {
 /// lines is passed on.
 #[derive(Debug, Default)]
 pub struct SseGuard {
-    partial: Vec<u8>,
+    reader: LineReader,
     done: bool,
     /// The blank line that ends the `[DONE]` event has been passed on.
     closed: bool,
@@ -273,54 +340,39 @@ impl SseGuard {
     /// Inspects a chunk as it arrives.
     pub fn feed(&mut self, chunk: &[u8]) -> Fed {
         let mut out = Fed::default();
-        let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
-            let (line, tail) = rest.split_at(nl);
-            rest = &tail[1..];
-            let whole;
-            let line = if self.partial.is_empty() {
-                line
-            } else {
-                let mut full = std::mem::take(&mut self.partial);
-                full.extend_from_slice(line);
-                whole = full;
-                &whole[..]
-            };
-            match self.line(line) {
-                Ok(true) => {
-                    out.send.extend_from_slice(line);
-                    out.send.push(b'\n');
-                }
-                Ok(false) => {}
-                Err(f) => {
-                    out.fault = Some(f);
-                    return out;
-                }
+        let mut reader = std::mem::take(&mut self.reader);
+        let read = reader.feed(chunk, |line| match self.line(line) {
+            Ok(true) => {
+                out.send.extend_from_slice(line);
+                out.send.push(b'\n');
+                true
             }
-        }
-        if self.partial.len() + rest.len() > MAX_LINE_BYTES {
+            Ok(false) => true,
+            Err(f) => {
+                out.fault = Some(f);
+                false
+            }
+        });
+        self.reader = reader;
+        if read.is_err() && out.fault.is_none() {
             out.fault = Some(StreamFault::Malformed(format!(
                 "a line longer than {MAX_LINE_BYTES} bytes"
             )));
-            return out;
         }
-        self.partial.extend_from_slice(rest);
         out
     }
 
     /// Checks one whole line: `Ok(true)` to pass it on, `Ok(false)` to drop it.
     fn line(&mut self, line: &[u8]) -> Result<bool, StreamFault> {
-        let bare = line.strip_suffix(b"\r").unwrap_or(line);
         if self.done {
             // The stream is complete: only the blank line that ends the `[DONE]` event goes on.
-            let pass = bare.is_empty() && !self.closed;
+            let pass = is_blank(line) && !self.closed;
             self.closed |= pass;
             return Ok(pass);
         }
-        let Some(data) = bare.strip_prefix(b"data:") else {
+        let Some(data) = data_of(line) else {
             return Ok(true); // comments, `event:`, `id:`, blank separators
         };
-        let data = data.strip_prefix(b" ").unwrap_or(data);
         match self.dialect {
             Dialect::Anthropic => return self.anthropic_line(data),
             Dialect::Responses => return self.responses_line(data),

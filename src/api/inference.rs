@@ -745,17 +745,7 @@ async fn forward_to<T: Transport>(
     let trace = cx.record.trace.as_ref();
     let build = |c: &Candidate, n: u32| -> Result<OutboundRequest, Failure> {
         let provider = &cx.policy.providers[c.index];
-        let key = match &provider.key_secret {
-            Some(name) => match (cx.env.secret)(name).filter(|k| !k.is_empty()) {
-                Some(key) => Some(key),
-                None => {
-                    return Err(Failure::Config(format!(
-                        "its key is not set: give the Spin variable `{name}` a value"
-                    )))
-                }
-            },
-            None => None,
-        };
+        let key = wire::provider_key(provider, cx.env.secret).map_err(Failure::Config)?;
         wire::request(&Outgoing {
             endpoint: cx.endpoint,
             body,

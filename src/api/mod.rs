@@ -364,7 +364,13 @@ async fn dispatch<T: Transport, R: RequestBody>(
         Route::Models => {
             let location = locate(env, policy, headers, record);
             let tenant = authenticate(policy, headers, record)?;
-            let body = models(policy, tenant, location, headers, env.edge_region.clone())?;
+            let caller = Asker {
+                tenant,
+                location: &location,
+                headers,
+                edge_region: env.edge_region.as_deref(),
+            };
+            let body = models(policy, &caller)?;
             Ok((200, vec![json_header()], Body::Full(body)))
         }
         Route::Explain => {
@@ -513,31 +519,45 @@ async fn read_json_body<R: RequestBody>(
     Ok(body)
 }
 
+/// A caller, as the decisions made without a request body see it: its tenant, where it is,
+/// its headers (the privacy header) and the edge region.
+pub(super) struct Asker<'a> {
+    pub tenant: Option<&'a crate::policy::Tenant>,
+    pub location: &'a Location,
+    pub headers: &'a [(String, String)],
+    pub edge_region: Option<&'a str>,
+}
+
+/// The decision for a bare request of `model` on `endpoint` by this caller (a body with the
+/// model alone): what `GET /v1/models` lists and what a stored response's operations check.
+pub(super) fn decide_bare<'p>(
+    policy: &'p Policy,
+    caller: &Asker<'_>,
+    endpoint: Endpoint,
+    model: &str,
+) -> Result<crate::decide::Decision<'p>, ApiError> {
+    let mut body = serde_json::Map::new();
+    body.insert("model".into(), model.into());
+    let cx = crate::facts::Context {
+        location: caller.location.clone(),
+        request_id: endpoint.name().into(),
+        endpoint,
+        tenant: caller.tenant.map(|t| t.id.clone()),
+        edge_region: caller.edge_region.map(str::to_string),
+        headers: caller.headers,
+        pii: None,
+        unknown_fields: policy.settings.unknown_fields,
+    };
+    let facts = crate::facts::from_request(cx, &mut body).map_err(ApiError::from)?;
+    Ok(crate::decide::decide(policy, &facts))
+}
+
 /// `GET /v1/models`: exactly the models for which this caller's decision (its tenant, where it
 /// is, its privacy header) would leave at least one provider, in OpenAI's list shape.
-fn models(
-    policy: &Policy,
-    tenant: Option<&crate::policy::Tenant>,
-    location: Location,
-    headers: &[(String, String)],
-    edge_region: Option<String>,
-) -> Result<Vec<u8>, ApiError> {
+fn models(policy: &Policy, caller: &Asker<'_>) -> Result<Vec<u8>, ApiError> {
     let mut data = Vec::new();
     for m in policy.model_names() {
-        let mut body = serde_json::Map::new();
-        body.insert("model".into(), m.into());
-        let cx = crate::facts::Context {
-            location: location.clone(),
-            request_id: "models".into(),
-            endpoint: Endpoint::Chat,
-            tenant: tenant.map(|t| t.id.clone()),
-            edge_region: edge_region.clone(),
-            headers,
-            pii: None,
-            unknown_fields: policy.settings.unknown_fields,
-        };
-        let facts = crate::facts::from_request(cx, &mut body).map_err(ApiError::from)?;
-        let d = crate::decide::decide(policy, &facts);
+        let d = decide_bare(policy, caller, Endpoint::Chat, m)?;
         if d.candidates.is_empty() {
             continue;
         }

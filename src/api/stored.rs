@@ -2,8 +2,6 @@
 //! response, fetched from (or deleted at) the provider that keeps it, as the sealed id names
 //! it, for the tenant that made it, and only while the policy still allows this caller there.
 
-use serde_json::Value;
-
 use super::{json_header, Body, Env, Outcome};
 use crate::audit::Record;
 use crate::error::ApiError;
@@ -104,17 +102,15 @@ pub(super) async fn stored<T: Transport>(
         ("accept".to_string(), "application/json".to_string()),
         ("x-request-id".to_string(), record.request_id.clone()),
     ];
-    if let Some(name) = &provider.key_secret {
-        match (env.secret)(name).filter(|k| !k.is_empty()) {
-            Some(k) => h.push(("authorization".into(), format!("Bearer {k}"))),
-            None => {
-                record.error_detail = Some(format!("the Spin variable `{name}` is not set"));
-                return Err(ApiError::new(
-                    502,
-                    "upstream_unavailable",
-                    format!("The provider `{}` is not configured.", provider.id),
-                ));
-            }
+    match crate::wire::provider_key(provider, env.secret) {
+        Ok(key) => h.extend(key.as_deref().map(crate::wire::openai::authorization)),
+        Err(why) => {
+            record.error_detail = Some(why);
+            return Err(ApiError::new(
+                502,
+                "upstream_unavailable",
+                format!("The provider `{}` is not configured.", provider.id),
+            ));
         }
     }
     let mut url = format!(
@@ -206,21 +202,14 @@ fn allowed_there(
     let Some(p) = policy.provider(provider) else {
         return Ok(false);
     };
+    let caller = super::Asker {
+        tenant,
+        location: &location,
+        headers,
+        edge_region: env.edge_region.as_deref(),
+    };
     for model in p.models.keys() {
-        let mut body = serde_json::Map::new();
-        body.insert("model".into(), Value::String(model.to_string()));
-        let cx = crate::facts::Context {
-            location: location.clone(),
-            request_id: "stored".into(),
-            endpoint: Endpoint::Responses,
-            tenant: tenant.map(|t| t.id.clone()),
-            edge_region: env.edge_region.clone(),
-            headers,
-            pii: None,
-            unknown_fields: policy.settings.unknown_fields,
-        };
-        let facts = crate::facts::from_request(cx, &mut body).map_err(ApiError::from)?;
-        let d = crate::decide::decide(policy, &facts);
+        let d = super::decide_bare(policy, &caller, Endpoint::Responses, model)?;
         if d.candidates.iter().any(|c| c.provider.as_str() == provider) {
             return Ok(true);
         }

@@ -292,13 +292,10 @@ impl Restorer {
     pub fn restore_stream(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         let mut out = Vec::with_capacity(bytes.len() + 16);
         for line in bytes.split_inclusive(|&b| b == b'\n') {
-            let body = line.strip_suffix(b"\n").unwrap_or(line);
-            let body = body.strip_suffix(b"\r").unwrap_or(body);
-            let Some(data) = body.strip_prefix(b"data:") else {
+            let Some(data) = crate::sse::data_of(line.strip_suffix(b"\n").unwrap_or(line)) else {
                 out.extend_from_slice(line);
                 continue;
             };
-            let data = data.strip_prefix(b" ").unwrap_or(data);
             if data == b"[DONE]" {
                 out.extend(self.flush_events());
                 out.extend_from_slice(line);

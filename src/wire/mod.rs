@@ -92,6 +92,24 @@ impl Outgoing<'_> {
     }
 }
 
+/// The operator's key for a provider, from the Spin variable its `key_secret` names (never
+/// from the client): `Ok(None)` for a provider that takes none, `Err` naming the variable when
+/// it is unset or empty.
+pub fn provider_key(
+    provider: &Provider,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    let Some(name) = &provider.key_secret else {
+        return Ok(None);
+    };
+    match secret(name).filter(|k| !k.is_empty()) {
+        Some(key) => Ok(Some(key)),
+        None => Err(format!(
+            "its key is not set: give the Spin variable `{name}` a value"
+        )),
+    }
+}
+
 /// One provider's request, on its own wire.
 pub fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
     match o.provider.kind {

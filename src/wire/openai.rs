@@ -62,10 +62,15 @@ pub(super) fn body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
     serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
 }
 
+/// How the OpenAI wire presents the operator's key.
+pub fn authorization(key: &str) -> (String, String) {
+    ("authorization".into(), format!("Bearer {key}"))
+}
+
 pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
     let mut h = o.common_headers();
     if let Some(key) = &o.key {
-        h.push(("authorization".into(), format!("Bearer {key}")));
+        h.push(authorization(key));
     }
     if o.endpoint == Endpoint::Responses && native_responses(o) {
         return Ok(o.finish(

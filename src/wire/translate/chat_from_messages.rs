@@ -204,7 +204,7 @@ pub struct StreamTranslator {
     /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[{"index":0,"delta":`
     /// once the message has started: deltas are written after it without building JSON trees.
     prefix: String,
-    partial: Vec<u8>,
+    reader: crate::sse::LineReader,
     data: String,
     id: Value,
     model: Value,
@@ -395,29 +395,24 @@ impl StreamTranslator {
     /// Upstream bytes in, OpenAI SSE bytes out.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            let mut line = std::mem::take(&mut self.partial);
-            line.extend_from_slice(&rest[..nl]);
-            rest = &rest[nl + 1..];
+        let mut reader = std::mem::take(&mut self.reader);
+        let read = reader.feed(chunk, |line| {
             if self.done {
-                continue;
+                return true;
             }
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            if line.is_empty() {
+            if crate::sse::is_blank(line) {
                 if !self.data.is_empty() {
                     let data = std::mem::take(&mut self.data);
                     self.event(&data, &mut out);
                 }
-            } else if let Some(d) = line.strip_prefix(b"data:") {
-                let d = d.strip_prefix(b" ").unwrap_or(d);
+            } else if let Some(d) = crate::sse::data_of(line) {
                 if self.data.len() + d.len() > MAX_LINE_BYTES {
                     // An event that never ends: passed on as not JSON, so the stream guard ends
                     // the stream as malformed rather than this buffer growing.
                     self.data.clear();
                     self.done = true;
                     out.extend_from_slice(b"data: an Anthropic event longer than 1 MiB\n\n");
-                    continue;
+                    return true;
                 }
                 if !self.data.is_empty() {
                     self.data.push('\n');
@@ -425,16 +420,16 @@ impl StreamTranslator {
                 self.data.push_str(&String::from_utf8_lossy(d));
             }
             // `event:` lines name what `data.type` says again; comments are dropped.
-        }
-        self.partial.extend_from_slice(rest);
-        if self.partial.len() > MAX_LINE_BYTES {
+            true
+        });
+        self.reader = reader;
+        if read.is_err() {
             // Passed on as not JSON, so the stream guard ends the stream as malformed.
-            self.partial.clear();
             out.extend_from_slice(b"data: an Anthropic event line longer than 1 MiB\n\n");
         }
         out
     }
 }
 
-/// The longest partial line held.
-const MAX_LINE_BYTES: usize = 1 << 20;
+/// The longest event held.
+const MAX_LINE_BYTES: usize = crate::sse::MAX_LINE_BYTES;

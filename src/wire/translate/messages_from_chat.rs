@@ -400,12 +400,8 @@ impl StreamTranslator {
     /// and the message never stops cleanly.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        for line in bytes.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let Some(data) = line.strip_prefix(b"data:") else {
-                continue; // blank separators, `event: error` (its data line follows)
-            };
-            let data = data.strip_prefix(b" ").unwrap_or(data);
+        // Blank separators and `event: error` lines carry nothing (the error's data line follows).
+        for data in crate::sse::lines(bytes).filter_map(crate::sse::data_of) {
             if self.error {
                 continue;
             }

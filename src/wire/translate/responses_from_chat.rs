@@ -412,12 +412,7 @@ impl StreamTranslator {
     /// completion.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        for line in bytes.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let Some(data) = line.strip_prefix(b"data:") else {
-                continue;
-            };
-            let data = data.strip_prefix(b" ").unwrap_or(data);
+        for data in crate::sse::lines(bytes).filter_map(crate::sse::data_of) {
             if self.ended {
                 continue;
             }
