@@ -6,7 +6,7 @@ use crate::location::Location;
 use crate::policy::{
     CapSet, Country, MaxPrice, PrivacyFlags, Sort, TenantId, UnknownFields, PRIVACY_FLAG_NAMES,
 };
-pub use crate::routes::Endpoint;
+pub use crate::request::Endpoint;
 
 /// The request header that tightens privacy for one request.
 pub const PRIVACY_HEADER: &str = "x-meridian-privacy";
@@ -411,7 +411,7 @@ pub fn from_request(
     let input_tokens = reading.text_bytes.div_ceil(4).saturating_add(
         reading
             .media
-            .saturating_mul(crate::limits::TOKENS_PER_MEDIA_PART),
+            .saturating_mul(crate::request::TOKENS_PER_MEDIA_PART),
     );
     let affinity = body
         .get("prompt_cache_key")

@@ -12,10 +12,10 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
 use crate::api::{serve, Body, ChunkSink, Env, Request, RequestBody};
-use crate::forward::Failure;
 use crate::policy::{self, Policy};
 use crate::sse::SseGuard;
 use crate::testing::{Fake, Step};
+use crate::transport::Failure;
 
 fn cases() -> u32 {
     std::env::var("FUZZ_CASES")

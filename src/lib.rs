@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod calendar;
 pub mod cases;
 pub mod decide;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod sse;
 #[cfg(test)]
 mod testing;
 pub mod trace;
+pub mod transport;
 pub mod usage;
 pub mod wire;
 

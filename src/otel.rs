@@ -354,7 +354,7 @@ pub fn render(
             .clone()
             .filter(|_| record.status >= 400 || stream),
     }];
-    let mut attempts: Vec<&crate::forward::Attempt> = record.attempts.iter().collect();
+    let mut attempts: Vec<&crate::transport::Attempt> = record.attempts.iter().collect();
     attempts.sort_by_key(|a| a.seq);
     for a in &attempts {
         let mut at: Attrs = common.clone();
@@ -523,7 +523,7 @@ pub fn render(
     let mut fallbacks: Vec<(Attrs, Number)> = Vec::new();
     for a in &attempts {
         let Some(f) = &a.failure else { continue };
-        if matches!(f, crate::forward::Failure::Cancelled) {
+        if matches!(f, crate::transport::Failure::Cancelled) {
             continue;
         }
         if !attempts.iter().any(|b| b.seq > a.seq) {

@@ -31,7 +31,7 @@ pub fn field_list(headers: Vec<(String, String)>) -> Vec<(String, Vec<u8>)> {
 #[macro_export]
 macro_rules! failure_of_error_code {
     ($code:ident, $e:expr) => {{
-        use $crate::forward::Failure;
+        use $crate::transport::Failure;
         match $e {
             $code::ConnectionTimeout
             | $code::ConnectionReadTimeout

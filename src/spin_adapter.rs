@@ -24,8 +24,8 @@ use wasi::io::streams::{OutputStream, StreamError};
 
 use crate::api::{self, Body, ChunkSink, Env, Request, RequestBody};
 use crate::error::ApiError;
-use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use crate::policy::{self, Policy};
+use crate::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 
 fn variable(name: &str) -> Option<String> {
     spin_sdk::variables::get(name)
@@ -298,9 +298,9 @@ impl Transport for WasiTransport {
         // failing the request.
         let out = OutgoingRequest::new(fields(std::mem::take(&mut req.headers)));
         let _ = out.set_method(&match req.method {
-            crate::forward::UpMethod::Post => Method::Post,
-            crate::forward::UpMethod::Get => Method::Get,
-            crate::forward::UpMethod::Delete => Method::Delete,
+            crate::transport::UpMethod::Post => Method::Post,
+            crate::transport::UpMethod::Get => Method::Get,
+            crate::transport::UpMethod::Delete => Method::Delete,
         });
         let _ = out.set_scheme(Some(if target.https {
             &Scheme::Https

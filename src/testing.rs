@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use tokio::time::{sleep, Duration, Instant};
 
-use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
+use crate::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 
 /// The wall clock when a `Fake` starts: Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example).
 pub const UNIX_AT_START_MS: u64 = 784_111_777_000;

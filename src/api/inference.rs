@@ -14,10 +14,11 @@ use crate::audit::{self, Record};
 use crate::decide::{decide, Candidate};
 use crate::error::ApiError;
 use crate::facts::{self, Endpoint};
-use crate::forward::{self, Failure, Limits, OutboundRequest, Transport};
+use crate::forward::{self, Limits};
 use crate::location::Location;
 use crate::pii;
 use crate::policy::{Policy, Tenant, WireKind};
+use crate::transport::{Failure, OutboundRequest, Transport};
 use crate::wire::translate::{messages_from_chat, responses_from_chat};
 use crate::wire::{self, Outgoing, WireBody, WireTransport};
 
@@ -657,11 +658,13 @@ fn decide_for<'p, T>(
         None => decision.candidates.first(),
     }
     .filter(|_| decision.refusal.is_none())
-    .map(|c| crate::replay::First {
+    .map(|c| crate::audit::facts::First {
         provider: c.provider.0.to_string(),
         location: c.location.to_string(),
     });
-    record.facts = Some(crate::replay::Inputs::of(policy, facts, first, pinned));
+    record.facts = Some(crate::audit::facts::Inputs::of(
+        policy, facts, first, pinned,
+    ));
     if let (Some(outcome), Some(found)) = (&decision.pii, &facts.pii) {
         record.pii = Some(audit::PiiRecord {
             found: found.to_json(&policy.pii),

@@ -18,11 +18,11 @@ use serde_json::json;
 
 use crate::audit::{self, Caller, Record};
 use crate::error::ApiError;
-use crate::forward::Transport;
 use crate::location::{self, Location};
 use crate::policy::geoip::GeoTable;
 use crate::policy::Policy;
-use crate::routes::Endpoint;
+use crate::request::Endpoint;
+use crate::transport::Transport;
 
 /// Longest request id accepted from a client; longer or non-visible-ASCII ids are replaced.
 const MAX_REQUEST_ID: usize = 128;

@@ -5,10 +5,10 @@
 use super::{json_header, Body, Env, Outcome};
 use crate::audit::Record;
 use crate::error::ApiError;
-use crate::forward::{Failure, OutboundRequest, Transport, UpMethod};
 use crate::location::Location;
 use crate::policy::{Policy, Tenant};
-use crate::routes::Endpoint;
+use crate::request::Endpoint;
+use crate::transport::{Failure, OutboundRequest, Transport, UpMethod};
 
 /// The query parameters OpenAI's retrieve and list-input-items endpoints take, less `stream`
 /// (this route answers whole): nothing else reaches the provider.
@@ -151,7 +151,7 @@ pub(super) async fn stored<T: Transport>(
                 record,
             ));
         }
-        match crate::forward::next_within(|| t.now_ms(), &mut body, left, now).await {
+        match crate::transport::next_within(|| t.now_ms(), &mut body, left, now).await {
             None => break,
             Some(Ok(c)) if bytes.len() + c.len() <= env.max_response_bytes => bytes.extend(c),
             Some(Ok(_)) => {

@@ -1,8 +1,8 @@
 //! Passing a stream through under the streaming contract (see `crate::sse`).
 
 use crate::audit::Record;
-use crate::forward::{BodyStream, Failure, Transport};
 use crate::sse::{error_event, SseGuard, StreamFault};
+use crate::transport::{BodyStream, Failure, Transport};
 
 /// Where the client's bytes go.
 #[allow(async_fn_in_trait)]
@@ -115,7 +115,7 @@ impl<B: BodyStream> Stream<B> {
                 break StreamFault::Deadline;
             }
             let wait = self.idle_timeout_ms.min(remaining);
-            match crate::forward::next_within(|| t.now_ms(), &mut self.body, wait, now).await {
+            match crate::transport::next_within(|| t.now_ms(), &mut self.body, wait, now).await {
                 None => match self.guard.finish() {
                     Ok(()) => {
                         self.end(record, "done");

@@ -175,7 +175,7 @@ pub(super) fn check_capabilities<'p>(
 ) {
     use crate::policy::WireKind;
     let need = facts.capabilities;
-    let betas = facts.endpoint == crate::routes::Endpoint::Messages && !facts.betas.is_empty();
+    let betas = facts.endpoint == crate::request::Endpoint::Messages && !facts.betas.is_empty();
     if need.is_empty() && !betas {
         return;
     }

@@ -215,7 +215,7 @@ impl fmt::Display for Message<'_> {
             } => write!(
                 f,
                 "cooling down until {} after {failures} failures within {window_s} s",
-                crate::limits::rfc3339(until_s)
+                crate::calendar::rfc3339(until_s)
             ),
         }
     }

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::{Store, PREFIX};
-use crate::forward::{Attempt, Failure};
 use crate::policy::Health;
+use crate::transport::{Attempt, Failure};
 
 /// The one key every node reads: `{"provider": until_unix_s, …}`.
 pub fn cooling_key() -> String {

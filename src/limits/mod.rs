@@ -29,7 +29,8 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use window::{civil_from_days, days_from_civil, window_bounds, CONCURRENCY_SLOT_S};
+pub use crate::calendar::{civil_from_days, days_from_civil, rfc3339};
+pub use window::{window_bounds, CONCURRENCY_SLOT_S};
 
 pub use futures::future::LocalBoxFuture;
 use serde::Serialize;
@@ -49,9 +50,7 @@ pub trait Store {
 /// The prefix of every key Meridian writes, with the layout's version.
 pub const PREFIX: &str = "meridian:v1";
 
-/// Tokens reserved for each image, audio or file part: more than the largest any of the
-/// hosted APIs bills for one (OpenAI's high-detail tiles, Anthropic's ~1,600 per image).
-pub const TOKENS_PER_MEDIA_PART: u64 = 2_000;
+pub use crate::request::TOKENS_PER_MEDIA_PART;
 
 /// What a request can cost at most, before it is sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -512,18 +511,6 @@ pub fn duration(s: u64) -> String {
     }
 }
 
-/// Unix seconds as an RFC 3339 UTC time.
-pub fn rfc3339(unix_s: u64) -> String {
-    let (y, mo, d) = window::civil_from_days((unix_s / 86_400) as i64);
-    let r = unix_s % 86_400;
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        r / 3600,
-        (r % 3600) / 60,
-        r % 60
-    )
-}
-
 /// The `x-meridian-limits` audit header: for each counter, what this request reserved and
 /// what is left (`tenant rich usd_per_day reserved $0.0021, $0.0079 left`).
 pub fn audit_header(hold: &Hold) -> String {
@@ -645,7 +632,7 @@ impl Audit {
     /// Billed for attempts that reached a provider without answering (a cancelled hedge, a
     /// timeout): each is counted at its input bound and its provider's price, since the
     /// provider may have read the prompt.
-    pub fn unanswered(&self, attempts: &[crate::forward::Attempt]) -> Actual {
+    pub fn unanswered(&self, attempts: &[crate::transport::Attempt]) -> Actual {
         let input = self.hold.as_ref().map_or(0, |h| h.need.input_tokens);
         let mut out = Actual {
             tokens: 0,
@@ -654,7 +641,7 @@ impl Audit {
         for a in attempts {
             if matches!(
                 a.failure,
-                Some(crate::forward::Failure::Cancelled | crate::forward::Failure::Timeout(_))
+                Some(crate::transport::Failure::Cancelled | crate::transport::Failure::Timeout(_))
             ) {
                 out.tokens = out.tokens.saturating_add(input);
                 let price = self.priced.iter().find(|p| p.provider == a.provider);

@@ -16,7 +16,7 @@ mod tests;
 use serde_json::{Map, Value};
 
 use crate::policy::pii::{KindSet, PiiConfig, BUILTIN_KINDS};
-use crate::routes::Endpoint;
+use crate::request::Endpoint;
 
 pub use restore::Restorer;
 

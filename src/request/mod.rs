@@ -71,6 +71,11 @@ impl Endpoint {
     }
 }
 
+/// Tokens counted for each image, audio or file part, in the input estimate and the
+/// reservation: more than the largest any of the hosted APIs bills for one shown inline
+/// (OpenAI's high-detail tiles, Anthropic's ~1,600 per image).
+pub const TOKENS_PER_MEDIA_PART: u64 = 2_000;
+
 /// What a piece of text is to the model. Every kind is scanned for personal data and counted in
 /// the input estimate; the kind says where it stood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 
 use super::translate::messages_from_chat;
 use super::{Outgoing, Wire};
-use crate::forward::{Failure, OutboundRequest};
 use crate::policy::{CapSet, Capability as C};
-use crate::routes::Endpoint;
+use crate::request::Endpoint;
+use crate::transport::{Failure, OutboundRequest};
 
 /// The `anthropic-version` header sent when neither the client nor the provider names one.
 pub const VERSION: &str = "2023-06-01";

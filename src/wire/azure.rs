@@ -3,9 +3,9 @@
 //! upstream model name is the deployment.
 
 use super::{openai, Outgoing, Wire};
-use crate::forward::{Failure, OutboundRequest};
 use crate::policy::{CapSet, Capability as C};
-use crate::routes::Endpoint;
+use crate::request::Endpoint;
+use crate::transport::{Failure, OutboundRequest};
 
 /// The data-plane API version used when a provider names none.
 pub const API_VERSION: &str = "2024-10-21";

@@ -17,9 +17,9 @@ pub mod translate;
 
 use serde_json::{Map, Value};
 
-use crate::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use crate::policy::{Provider, WireKind};
-use crate::routes::Endpoint;
+use crate::request::Endpoint;
+use crate::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use translate::chat_from_messages;
 
 /// Everything a wire needs to build one provider's request.
@@ -87,7 +87,7 @@ impl Outgoing<'_> {
             body,
             wire,
             idle_timeout_ms: 0,
-            method: crate::forward::UpMethod::Post,
+            method: crate::transport::UpMethod::Post,
         }
     }
 }
@@ -130,22 +130,7 @@ pub fn carries(provider: &Provider, endpoint: Endpoint) -> crate::policy::CapSet
     }
 }
 
-/// What the provider speaks, as far as its answer needs translating.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Wire {
-    /// OpenAI and Azure OpenAI: nothing to translate.
-    #[default]
-    OpenAi,
-    Anthropic {
-        stream: bool,
-        /// The client asked for a final usage chunk (`stream_options.include_usage`).
-        include_usage: bool,
-    },
-    /// Anthropic to an Anthropic client: nothing translated, streams checked as Anthropic's.
-    AnthropicNative,
-    /// A Responses stream from a provider that serves the API, checked as its own events.
-    ResponsesNative,
-}
+pub use crate::transport::Wire;
 
 /// The transport, with answers translated to the OpenAI wire.
 pub struct WireTransport<'a, T> {

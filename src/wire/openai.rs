@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::translate::{chat_from_messages, chat_from_responses};
 use super::{Outgoing, Wire};
-use crate::forward::{Failure, OutboundRequest};
 use crate::policy::{CapSet, Capability as C};
-use crate::routes::Endpoint;
+use crate::request::Endpoint;
+use crate::transport::{Failure, OutboundRequest};
 
 /// The path below a provider's `base_url` (which ends in the API version, e.g. `/v1`); a
 /// Messages request becomes a chat request here.

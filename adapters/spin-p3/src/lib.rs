@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use meridian::api::{self, Body, ChunkSink, Env, Request, RequestBody};
 use meridian::error::ApiError;
-use meridian::forward::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
+use meridian::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use meridian::policy::{self, Policy};
 use meridian::runtime::Target;
 use spin_sdk::wasip3;
@@ -284,9 +284,9 @@ impl Transport for P3Transport {
             Some(options),
         );
         let _ = out.set_method(&match req.method {
-            meridian::forward::UpMethod::Post => Method::Post,
-            meridian::forward::UpMethod::Get => Method::Get,
-            meridian::forward::UpMethod::Delete => Method::Delete,
+            meridian::transport::UpMethod::Post => Method::Post,
+            meridian::transport::UpMethod::Get => Method::Get,
+            meridian::transport::UpMethod::Delete => Method::Delete,
         });
         let _ = out.set_scheme(Some(&if target.https {
             Scheme::Https

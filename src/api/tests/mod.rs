@@ -4,9 +4,9 @@
 //! long upstream answers in `fixtures/`.
 
 use super::*;
-use crate::forward::Failure;
 use crate::policy::{self, Policy};
 use crate::testing::{ok_json, status, Fake, Step};
+use crate::transport::Failure;
 
 /// Two providers: `alpha` (DE, keyless) and `beta` (US, its key in `beta_key`), both serving
 /// `chat-model`; `beta` also `us-model`. Tenants: `acme` (server key `sk-acme`), `eu-only`

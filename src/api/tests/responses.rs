@@ -524,7 +524,7 @@ async fn a_stored_response_is_fetched_and_deleted_where_it_is_kept_for_its_tenan
     assert_eq!(got.json()["id"], id.as_str(), "the id the client knows");
     let r = t.requests.borrow()[1].clone();
     assert_eq!(r.url, "http://native/v1/responses/resp_abc123");
-    assert_eq!(r.method, crate::forward::UpMethod::Get);
+    assert_eq!(r.method, crate::transport::UpMethod::Get);
     assert!(r.body.is_empty());
 
     let list = stored(
@@ -557,7 +557,7 @@ async fn a_stored_response_is_fetched_and_deleted_where_it_is_kept_for_its_tenan
     assert_eq!(del.status, 200);
     assert_eq!(
         t.requests.borrow()[3].method,
-        crate::forward::UpMethod::Delete
+        crate::transport::UpMethod::Delete
     );
     assert_eq!(del.json()["deleted"], true);
     assert_eq!(t.sent_to().len(), 4, "the refused ones reached no provider");

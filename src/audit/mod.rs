@@ -1,10 +1,12 @@
 //! Everything audit: the header names (constants, so clients and tests agree), the record one
 //! request fills in, the headers it renders and the JSON log line.
 
+pub mod facts;
+
 use serde::Serialize;
 
-use crate::forward::{Attempt, Failure};
 use crate::location::{Edge, Location};
+use crate::transport::{Attempt, Failure};
 use crate::usage::Usage;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -234,7 +236,7 @@ pub struct Record {
     /// (Meridian's own), `health` (every provider cooling down).
     pub refused_by: Option<&'static str>,
     /// What the decision read and chose, for `meridian replay`.
-    pub facts: Option<crate::replay::Inputs>,
+    pub facts: Option<facts::Inputs>,
 }
 
 impl Record {
@@ -504,7 +506,7 @@ struct LogLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     refused_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    facts: Option<&'a crate::replay::Inputs>,
+    facts: Option<&'a facts::Inputs>,
     duration_ms: u64,
 }
 

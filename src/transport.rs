@@ -1,0 +1,193 @@
+//! The interface to the world outside the core, as data: one request to one upstream, its
+//! response and body, what can go wrong with it ([`Failure`]), the [`Transport`] that sends it
+//! (wasi:http in the adapters, a scripted double in tests), and one [`Attempt`] as the audit
+//! keeps it. At the bottom of the layers: the attempt loop, the wires, limits and the audit
+//! all speak it.
+
+use crate::policy::FallbackOn;
+
+/// One request to one upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// How the answer must be translated (`crate::wire::WireTransport` does it).
+    pub wire: Wire,
+    /// For a stream, the plan's idle timeout (set by the attempt loop): the most silence a body
+    /// may have. A transport that can have its runtime enforce it (WASI's between-bytes timeout)
+    /// needs no timer of its own for a read whose wait is this long; 0 when not set.
+    pub idle_timeout_ms: u64,
+    /// `POST` for inference; `GET` or `DELETE` for a stored response.
+    pub method: UpMethod,
+}
+
+/// The methods Meridian sends upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpMethod {
+    #[default]
+    Post,
+    Get,
+    Delete,
+}
+
+impl OutboundRequest {
+    /// The first value of a header (names are lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::headers::get(&self.headers, name)
+    }
+}
+
+/// Why an attempt did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Connect(String),
+    /// Which phase ran out of time: "headers", "first byte", "body" or "deadline".
+    Timeout(&'static str),
+    Status {
+        status: u16,
+        retry_after_ms: Option<u64>,
+    },
+    Malformed(String),
+    /// Any other transport problem (protocol error, reset).
+    Transport(String),
+    /// The candidate cannot be called as configured (e.g. its key is not set); no request sent.
+    Config(String),
+    /// The request has a field (named, as a JSON path) that the candidate's API cannot express;
+    /// no request sent.
+    Untranslatable(String),
+    /// Another candidate answered first while this one was hedged against it.
+    Cancelled,
+}
+
+impl Failure {
+    pub fn label(&self) -> String {
+        match self {
+            // What went wrong in the transport is for the operator's log only: `detail`.
+            Failure::Connect(_) => "connect error".into(),
+            Failure::Timeout(phase) => format!("timeout ({phase})"),
+            Failure::Status { status, .. } => format!("status {status}"),
+            Failure::Malformed(_) => "malformed response".into(),
+            Failure::Transport(_) => "transport error".into(),
+            // What is missing (a secret's name) is for the operator's log only: `detail`.
+            Failure::Config(_) => "not configured".into(),
+            Failure::Untranslatable(field) => format!("cannot take {field}"),
+            Failure::Cancelled => "cancelled (another candidate answered first)".into(),
+        }
+    }
+
+    /// What only the operator's log shows: why a candidate is not configured, what the
+    /// transport said, what was wrong with an answer.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Failure::Config(why)
+            | Failure::Connect(why)
+            | Failure::Malformed(why)
+            | Failure::Transport(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the plan says to move on (or retry) after this failure.
+    pub fn triggers(&self, on: &FallbackOn) -> bool {
+        match self {
+            Failure::Connect(_) | Failure::Transport(_) => on.connect,
+            Failure::Timeout(_) => on.timeout,
+            Failure::Status { status, .. } => on.statuses.contains(status),
+            Failure::Malformed(_) => on.malformed,
+            Failure::Config(_) | Failure::Untranslatable(_) | Failure::Cancelled => true,
+        }
+    }
+}
+
+pub struct UpResponse<B> {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: B,
+    /// The event format a stream body uses (OpenAI's unless the wire says otherwise).
+    pub dialect: crate::sse::Dialect,
+}
+
+/// A response body read chunk by chunk.
+#[allow(async_fn_in_trait)]
+pub trait BodyStream {
+    /// The next chunk; `None` at the end. Gives `Failure::Timeout("body")` after `timeout_ms`
+    /// of silence.
+    async fn next_chunk(&mut self, timeout_ms: u64) -> Option<Result<Vec<u8>, Failure>>;
+}
+
+/// The next chunk of `body`, with a wait of `wait_ms` that began at `began_ms` (on `now`'s
+/// clock). A transport may leave an idle-length wait to its runtime (WASI's between-bytes
+/// timeout, set from the plan), which then reports a failed read rather than a timeout, and not
+/// every runtime says why: a read that fails once (nearly) the whole wait has passed in silence
+/// is that timeout, and reads as one. The clock is read only when a read fails.
+pub async fn next_within<B: BodyStream>(
+    now: impl Fn() -> u64,
+    body: &mut B,
+    wait_ms: u64,
+    began_ms: u64,
+) -> Option<Result<Vec<u8>, Failure>> {
+    match body.next_chunk(wait_ms).await {
+        Some(Err(Failure::Transport(_)))
+            if now().saturating_sub(began_ms) >= wait_ms.saturating_sub(wait_ms / 20) =>
+        {
+            Some(Err(Failure::Timeout("body")))
+        }
+        r => r,
+    }
+}
+
+/// What the attempt loop needs from the world.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    type Body: BodyStream;
+    /// Sends a request and waits for the response headers, at most `timeout_ms`.
+    /// Dropping the future cancels the request.
+    async fn send(
+        &self,
+        req: OutboundRequest,
+        timeout_ms: u64,
+    ) -> Result<UpResponse<Self::Body>, Failure>;
+    async fn sleep(&self, ms: u64);
+    /// A monotonic clock, in milliseconds.
+    fn now_ms(&self) -> u64;
+    /// The wall clock, in milliseconds since the Unix epoch (for `Retry-After` dates).
+    fn unix_ms(&self) -> u64;
+}
+
+/// One attempt, for the audit trail: the failure is kept as data and rendered where it is shown
+/// (`Failure::label` for anyone, `Failure::detail` for the operator's log only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub provider: String,
+    /// `None` for the attempt that answered.
+    pub failure: Option<Failure>,
+    /// From its start to its end (for the answering attempt: its first chunk, or its whole
+    /// answer when it does not stream).
+    pub ms: u64,
+    /// Started by hedging rather than by a failure.
+    pub hedge: bool,
+    /// Its place in the order requests were built (0, 1, …): the key of its trace span.
+    pub seq: u32,
+    /// When it started, on the transport's monotonic clock.
+    pub at_ms: u64,
+    /// The model it asked its provider for.
+    pub model: String,
+}
+
+/// What the provider speaks, as far as its answer needs translating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI and Azure OpenAI: nothing to translate.
+    #[default]
+    OpenAi,
+    Anthropic {
+        stream: bool,
+        /// The client asked for a final usage chunk (`stream_options.include_usage`).
+        include_usage: bool,
+    },
+    /// Anthropic to an Anthropic client: nothing translated, streams checked as Anthropic's.
+    AnthropicNative,
+    /// A Responses stream from a provider that serves the API, checked as its own events.
+    ResponsesNative,
+}
