@@ -791,65 +791,9 @@ fn respond<T: Transport>(
     restorer: Option<Box<pii::Restorer>>,
     echo: responses_from_chat::Echo,
 ) -> Outcome<WireBody<T::Body>> {
-    let policy = cx.policy;
-    let endpoint = cx.endpoint;
-    let record = &mut *cx.record;
-    let ratelimit = policy.settings.expose_ratelimit_headers;
+    let ratelimit = cx.policy.settings.expose_ratelimit_headers;
     match outcome {
-        forward::Outcome::Exhausted { .. }
-            if !record.attempts.is_empty()
-                && record
-                    .attempts
-                    .iter()
-                    .all(|a| matches!(a.failure, Some(Failure::Untranslatable(_)))) =>
-        {
-            // Every allowed provider speaks a wire that cannot express part of this request:
-            // the client's to change, so a 400 naming the fields, never a silent drop.
-            let list = record
-                .attempts
-                .iter()
-                .filter_map(|a| {
-                    a.failure
-                        .as_ref()
-                        .map(|f| format!("`{}` {}", a.provider, f.label()))
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(ApiError::bad_request(
-                "unsupported_parameter",
-                format!("No allowed provider can take this request as sent: {list}. Remove or change those fields."),
-            ))
-        }
-        forward::Outcome::Exhausted { timed_out } => {
-            let (status, code, what) = if timed_out {
-                (504, "upstream_timeout", "timed out")
-            } else {
-                (502, "upstream_unavailable", "failed")
-            };
-            let list = record
-                .attempts
-                .iter()
-                .map(|a| {
-                    let why = a
-                        .failure
-                        .as_ref()
-                        .map_or_else(|| "?".into(), Failure::label);
-                    format!("`{}`: {why}", a.provider)
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(ApiError::new(
-                status,
-                code,
-                format!(
-                    "Every allowed upstream {what} for `{}`. Attempts: {list}",
-                    facts.model
-                ),
-            )
-            .with_details(
-                json!({ "request_id": record.request_id, "attempts": attempts_json(&record.attempts) }),
-            ))
-        }
+        forward::Outcome::Exhausted { timed_out } => Err(exhausted(cx.record, facts, timed_out)),
         forward::Outcome::Complete {
             candidate,
             status,
@@ -858,77 +802,17 @@ fn respond<T: Transport>(
             usage,
         } => {
             let c = &decision.candidates[candidate];
-            served_by(record, c);
-            if (200..300).contains(&status) {
-                record.usage = usage;
-                let mut body = match &restorer {
-                    Some(r) => r.restore_body(&body),
-                    None => body,
-                };
-                let provider = &policy.providers[c.index];
-                if endpoint == Endpoint::Messages {
-                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    if provider.kind == WireKind::Anthropic {
-                        // Passed through: only its usage is read, for the audit and the cost.
-                        record.usage = Some(crate::usage::Usage::from_anthropic(&v["usage"]));
-                    } else {
-                        body = messages_from_chat::response(&v).to_string().into_bytes();
-                    }
-                }
-                if endpoint == Endpoint::Responses {
-                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    if provider.responses && restorer.is_none() {
-                        // Passed through: its usage read in the Responses shape, its id sealed.
-                        record.usage = serde_json::from_value::<crate::sse::ResponsesUsage>(
-                            v["usage"].clone(),
-                        )
-                        .ok()
-                        .map(|u| u.usage());
-                        if let (Some(key), Some(id)) = (
-                            crate::responses::key(cx.env.secret),
-                            crate::responses::response_id(&v),
-                        ) {
-                            let sealed = crate::responses::seal(
-                                key.as_bytes(),
-                                c.provider.as_str(),
-                                cx.tenant.map(|t| t.id.as_str()),
-                                id,
-                            );
-                            body = crate::responses::replace_id(&body, id, &sealed);
-                        }
-                    } else {
-                        body = responses_from_chat::response(&v, &echo)
-                            .to_string()
-                            .into_bytes();
-                    }
-                }
-                return Ok((
-                    status,
-                    passthrough_headers(&up, ratelimit),
-                    Body::Full(body),
-                ));
+            served_by(cx.record, c);
+            if !(200..300).contains(&status) {
+                return Ok(upstream_failed(cx.record, c, status, &up, &body, ratelimit));
             }
-            // The provider's own error body can carry what nobody should read back (a fragment of
-            // the operator's key, account names, an echo of the prompt): the client gets a
-            // summary, the log its identifiers only.
-            let idents = error_idents(&body);
-            record.upstream_error = Some(match &idents {
-                Some(i) => format!("HTTP {status}{i}"),
-                None => format!("HTTP {status}, {} bytes that are not JSON", body.len()),
-            });
-            let e = upstream_error(c.provider.as_str(), status, idents.as_deref().unwrap_or(""))
-                .with_details(json!({
-                    "request_id": record.request_id,
-                    "provider": c.provider,
-                    "upstream_status": status,
-                }));
-            let mut h: Vec<(String, String)> = passthrough_headers(&up, ratelimit)
-                .into_iter()
-                .filter(|(k, _)| k != "content-type")
-                .collect();
-            h.push(json_header());
-            record.error_code = Some(e.code);
-            Ok((e.status, h, Body::Full(e.body())))
+            cx.record.usage = usage;
+            let body = whole(cx, c, body, restorer.as_deref(), &echo);
+            Ok((
+                status,
+                passthrough_headers(&up, ratelimit),
+                Body::Full(body),
+            ))
         }
         forward::Outcome::Stream {
             candidate,
@@ -939,57 +823,207 @@ fn respond<T: Transport>(
             body,
         } => {
             let c = &decision.candidates[candidate];
-            served_by(record, c);
-            let provider = &policy.providers[c.index];
-            // Passed through in the client's own protocol: the guard read the events as such.
-            let native = match endpoint {
-                Endpoint::Messages
-                    if restorer.is_none() && provider.kind == WireKind::Anthropic =>
-                {
-                    Some(NativeEvents::Anthropic)
-                }
-                Endpoint::Responses if restorer.is_none() && provider.responses => {
-                    Some(NativeEvents::Responses)
-                }
-                _ => None,
-            };
-            let to_client = match (endpoint, native) {
-                (Endpoint::Messages, None) => Some(ToClient::Messages(Box::new(
-                    messages_from_chat::StreamTranslator::new(),
-                ))),
-                (Endpoint::Responses, None) => Some(ToClient::Responses(Box::new(
-                    responses_from_chat::StreamTranslator::new(echo.clone()),
-                ))),
-                _ => None,
-            };
+            served_by(cx.record, c);
+            let stream = stream(cx, decision, c, (first, guard, body), restorer, echo);
             Ok((
                 status,
                 passthrough_headers(&up, ratelimit),
-                Body::Stream(Stream {
-                    first,
-                    guard,
-                    body,
-                    provider: c.provider.0.to_string(),
-                    request_id: record.request_id.clone(),
-                    idle_timeout_ms: decision.plan.idle_timeout_ms,
-                    deadline_at_ms: record
-                        .started_ms
-                        .saturating_add(decision.plan.stream_deadline_ms),
-                    restore: restorer,
-                    to_client,
-                    native,
-                    seal: (native == Some(NativeEvents::Responses))
-                        .then(|| crate::responses::key(cx.env.secret))
-                        .flatten()
-                        .map(|key| {
-                            Box::new(crate::responses::IdSealer::new(
-                                key,
-                                c.provider.0.to_string(),
-                                cx.tenant.map(|t| t.id.0.to_string()),
-                            ))
-                        }),
-                }),
+                Body::Stream(stream),
             ))
         }
+    }
+}
+
+/// Why every attempt failed: a 400 when every allowed provider's wire cannot express part of
+/// the request (the client's to change, never a silent drop), else a 502 or a 504 listing them.
+fn exhausted(record: &Record, facts: &facts::RequestFacts, timed_out: bool) -> ApiError {
+    let untranslatable = !record.attempts.is_empty()
+        && record
+            .attempts
+            .iter()
+            .all(|a| matches!(a.failure, Some(Failure::Untranslatable(_))));
+    if untranslatable {
+        let list = record
+            .attempts
+            .iter()
+            .filter_map(|a| {
+                a.failure
+                    .as_ref()
+                    .map(|f| format!("`{}` {}", a.provider, f.label()))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return ApiError::bad_request(
+            "unsupported_parameter",
+            format!("No allowed provider can take this request as sent: {list}. Remove or change those fields."),
+        );
+    }
+    let (status, code, what) = if timed_out {
+        (504, "upstream_timeout", "timed out")
+    } else {
+        (502, "upstream_unavailable", "failed")
+    };
+    let list = record
+        .attempts
+        .iter()
+        .map(|a| {
+            let why = a
+                .failure
+                .as_ref()
+                .map_or_else(|| "?".into(), Failure::label);
+            format!("`{}`: {why}", a.provider)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    ApiError::new(
+        status,
+        code,
+        format!(
+            "Every allowed upstream {what} for `{}`. Attempts: {list}",
+            facts.model
+        ),
+    )
+    .with_details(
+        json!({ "request_id": record.request_id, "attempts": attempts_json(&record.attempts) }),
+    )
+}
+
+/// A provider's error answer. Its own body can carry what nobody should read back (a fragment
+/// of the operator's key, account names, an echo of the prompt): the client gets a summary, the
+/// log its identifiers only.
+fn upstream_failed<B>(
+    record: &mut Record,
+    c: &Candidate,
+    status: u16,
+    up: &[(String, String)],
+    body: &[u8],
+    ratelimit: bool,
+) -> (u16, Vec<(String, String)>, Body<B>) {
+    let idents = error_idents(body);
+    record.upstream_error = Some(match &idents {
+        Some(i) => format!("HTTP {status}{i}"),
+        None => format!("HTTP {status}, {} bytes that are not JSON", body.len()),
+    });
+    let e = upstream_error(c.provider.as_str(), status, idents.as_deref().unwrap_or(""))
+        .with_details(json!({
+            "request_id": record.request_id,
+            "provider": c.provider,
+            "upstream_status": status,
+        }));
+    let mut h: Vec<(String, String)> = passthrough_headers(up, ratelimit)
+        .into_iter()
+        .filter(|(k, _)| k != "content-type")
+        .collect();
+    h.push(json_header());
+    record.error_code = Some(e.code);
+    (e.status, h, Body::Full(e.body()))
+}
+
+/// A whole answer in the client's protocol: restored, and translated or passed through (an
+/// Anthropic or Responses answer passed through has its usage read in its own shape, and a
+/// Responses id sealed).
+fn whole<T>(
+    cx: &mut Cx<'_, '_, T>,
+    c: &Candidate,
+    body: Vec<u8>,
+    restorer: Option<&pii::Restorer>,
+    echo: &responses_from_chat::Echo,
+) -> Vec<u8> {
+    let mut body = match restorer {
+        Some(r) => r.restore_body(&body),
+        None => body,
+    };
+    let provider = &cx.policy.providers[c.index];
+    let record = &mut *cx.record;
+    if cx.endpoint == Endpoint::Messages {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if provider.kind == WireKind::Anthropic {
+            // Passed through: only its usage is read, for the audit and the cost.
+            record.usage = Some(crate::usage::Usage::from_anthropic(&v["usage"]));
+        } else {
+            body = messages_from_chat::response(&v).to_string().into_bytes();
+        }
+    }
+    if cx.endpoint == Endpoint::Responses {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if provider.responses && restorer.is_none() {
+            // Passed through: its usage read in the Responses shape, its id sealed.
+            record.usage = serde_json::from_value::<crate::sse::ResponsesUsage>(v["usage"].clone())
+                .ok()
+                .map(|u| u.usage());
+            if let (Some(key), Some(id)) = (
+                crate::responses::key(cx.env.secret),
+                crate::responses::response_id(&v),
+            ) {
+                let sealed = crate::responses::seal(
+                    key.as_bytes(),
+                    c.provider.as_str(),
+                    cx.tenant.map(|t| t.id.as_str()),
+                    id,
+                );
+                body = crate::responses::replace_id(&body, id, &sealed);
+            }
+        } else {
+            body = responses_from_chat::response(&v, echo)
+                .to_string()
+                .into_bytes();
+        }
+    }
+    body
+}
+
+/// A stream ready to pump: passed through in the client's own protocol where the provider
+/// speaks it (the guard read the events as such), else translated from chat's events.
+fn stream<T: Transport>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    c: &Candidate,
+    (first, guard, body): (Vec<u8>, crate::sse::SseGuard, WireBody<T::Body>),
+    restorer: Option<Box<pii::Restorer>>,
+    echo: responses_from_chat::Echo,
+) -> Stream<WireBody<T::Body>> {
+    let provider = &cx.policy.providers[c.index];
+    let native = match cx.endpoint {
+        Endpoint::Messages if restorer.is_none() && provider.kind == WireKind::Anthropic => {
+            Some(NativeEvents::Anthropic)
+        }
+        Endpoint::Responses if restorer.is_none() && provider.responses => {
+            Some(NativeEvents::Responses)
+        }
+        _ => None,
+    };
+    let to_client = match (cx.endpoint, native) {
+        (Endpoint::Messages, None) => Some(ToClient::Messages(Box::new(
+            messages_from_chat::StreamTranslator::new(),
+        ))),
+        (Endpoint::Responses, None) => Some(ToClient::Responses(Box::new(
+            responses_from_chat::StreamTranslator::new(echo),
+        ))),
+        _ => None,
+    };
+    Stream {
+        first,
+        guard,
+        body,
+        provider: c.provider.0.to_string(),
+        request_id: cx.record.request_id.clone(),
+        idle_timeout_ms: decision.plan.idle_timeout_ms,
+        deadline_at_ms: cx
+            .record
+            .started_ms
+            .saturating_add(decision.plan.stream_deadline_ms),
+        restore: restorer,
+        to_client,
+        native,
+        seal: (native == Some(NativeEvents::Responses))
+            .then(|| crate::responses::key(cx.env.secret))
+            .flatten()
+            .map(|key| {
+                Box::new(crate::responses::IdSealer::new(
+                    key,
+                    c.provider.0.to_string(),
+                    cx.tenant.map(|t| t.id.0.to_string()),
+                ))
+            }),
     }
 }
