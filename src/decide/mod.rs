@@ -208,6 +208,112 @@ fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags, browse
         })
 }
 
+/// Every hard constraint on this request, each with who set it: every matched rule, the
+/// tenant, anonymous access, the request itself. All must hold (intersection).
+fn constraints_for<'p: 'f, 'f>(
+    policy: &'p Policy,
+    facts: &'f RequestFacts,
+    tenant: Option<&'p crate::policy::Tenant>,
+    matched: &[&'p Rule],
+) -> Vec<Constraint<'p, 'f>> {
+    let stores = facts
+        .capabilities
+        .contains(crate::policy::Capability::Store);
+    let mut constraints: Vec<Constraint> = Vec::with_capacity(matched.len() + 2);
+    constraints.extend(matched.iter().map(|r| {
+        let q = &r.require;
+        Constraint {
+            residency: q.jurisdiction.as_ref(),
+            self_hosted: q.self_hosted,
+            privacy: q.privacy,
+            allow: q.providers.as_ref().map(Ids::Policy),
+            deny: Ids::Policy(&q.deny),
+            max_price: q.max_price,
+            stores,
+            ..Constraint::new(Who::Rule(&r.id))
+        }
+    }));
+    if let Some(t) = tenant {
+        constraints.push(Constraint {
+            residency: t.jurisdictions.as_ref(),
+            privacy: t.privacy,
+            stores,
+            ..Constraint::new(Who::Tenant(&t.id))
+        });
+    }
+    if tenant.is_none() && policy.settings.anonymous != Anonymous::Paid {
+        constraints.push(Constraint {
+            keyless: true,
+            ..Constraint::new(Who::Anonymous)
+        });
+    }
+    let prefs = &facts.prefs;
+    constraints.push(Constraint {
+        privacy: facts.privacy,
+        allow: prefs.only.as_deref().map(Ids::Request),
+        deny: Ids::Request(&prefs.ignore),
+        max_price: prefs.max_price,
+        stores,
+        ..Constraint::new(Who::Request)
+    });
+    constraints
+}
+
+/// The models tried, in order: the route a matched rule names, or the route the request names,
+/// or the model it names; the client's `models` narrows a route or adds fallbacks (each still
+/// under every constraint); a tenant's model scope binds every step.
+fn steps_for<'a>(
+    policy: &'a Policy,
+    facts: &'a RequestFacts,
+    tenant: Option<&crate::policy::Tenant>,
+    matched: &[&'a Rule],
+) -> Vec<&'a str> {
+    let mut steps: Vec<&str> = match matched
+        .iter()
+        .find_map(|r| r.route.as_deref())
+        .and_then(|id| policy.route(id))
+        .or_else(|| policy.route(&facts.model))
+    {
+        Some(route) => {
+            let listed: Vec<&str> = route.models.iter().map(|m| m.as_ref()).collect();
+            match &facts.models {
+                Some(asked) => {
+                    let mut narrowed: Vec<&str> = Vec::new();
+                    for a in asked {
+                        if let Some(m) = listed.iter().find(|m| **m == a.as_str()) {
+                            if !narrowed.contains(m) {
+                                narrowed.push(m);
+                            }
+                        }
+                    }
+                    if narrowed.is_empty() {
+                        listed
+                    } else {
+                        narrowed
+                    }
+                }
+                None => listed,
+            }
+        }
+        None => {
+            let mut v = vec![facts.model.as_str()];
+            for m in facts.models.iter().flatten() {
+                if !v.contains(&m.as_str()) {
+                    v.push(m.as_str());
+                }
+            }
+            v
+        }
+    };
+    // A tenant's model scope binds every step.
+    if let Some(t) = tenant {
+        if !t.models.is_empty() {
+            steps.retain(|m| t.models.iter().any(|g| g.matches(m)));
+        }
+    }
+    steps
+}
+
 /// Decides where a request may go and in which order to try.
 pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
     let tenant = facts
@@ -257,47 +363,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         }
     }
 
-    let stores = facts
-        .capabilities
-        .contains(crate::policy::Capability::Store);
-    // Constraints: every matched rule, the tenant, the request. All must hold (intersection).
-    let mut constraints: Vec<Constraint> = Vec::with_capacity(matched.len() + 2);
-    constraints.extend(matched.iter().map(|r| {
-        let q = &r.require;
-        Constraint {
-            residency: q.jurisdiction.as_ref(),
-            self_hosted: q.self_hosted,
-            privacy: q.privacy,
-            allow: q.providers.as_ref().map(Ids::Policy),
-            deny: Ids::Policy(&q.deny),
-            max_price: q.max_price,
-            stores,
-            ..Constraint::new(Who::Rule(&r.id))
-        }
-    }));
-    if let Some(t) = tenant {
-        constraints.push(Constraint {
-            residency: t.jurisdictions.as_ref(),
-            privacy: t.privacy,
-            stores,
-            ..Constraint::new(Who::Tenant(&t.id))
-        });
-    }
-    if tenant.is_none() && policy.settings.anonymous != Anonymous::Paid {
-        constraints.push(Constraint {
-            keyless: true,
-            ..Constraint::new(Who::Anonymous)
-        });
-    }
-    let prefs = &facts.prefs;
-    constraints.push(Constraint {
-        privacy: facts.privacy,
-        allow: prefs.only.as_deref().map(Ids::Request),
-        deny: Ids::Request(&prefs.ignore),
-        max_price: prefs.max_price,
-        stores,
-        ..Constraint::new(Who::Request)
-    });
+    let constraints = constraints_for(policy, facts, tenant, &matched);
     decision.privacy = constraints
         .iter()
         .fold(PrivacyFlags::default(), |acc, c| {
@@ -327,52 +393,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         }
     }
 
-    // The models tried, in order: the route a matched rule names, or the route the request
-    // names, or the model it names; the client's `models` narrows a route or adds fallbacks
-    // (each still under every constraint below).
-    let mut steps: Vec<&str> = match matched
-        .iter()
-        .find_map(|r| r.route.as_deref())
-        .and_then(|id| policy.route(id))
-        .or_else(|| policy.route(&facts.model))
-    {
-        Some(route) => {
-            let listed: Vec<&str> = route.models.iter().map(|m| m.as_ref()).collect();
-            match &facts.models {
-                Some(asked) => {
-                    let mut narrowed: Vec<&str> = Vec::new();
-                    for a in asked {
-                        if let Some(m) = listed.iter().find(|m| **m == a.as_str()) {
-                            if !narrowed.contains(m) {
-                                narrowed.push(m);
-                            }
-                        }
-                    }
-                    if narrowed.is_empty() {
-                        listed
-                    } else {
-                        narrowed
-                    }
-                }
-                None => listed,
-            }
-        }
-        None => {
-            let mut v = vec![facts.model.as_str()];
-            for m in facts.models.iter().flatten() {
-                if !v.contains(&m.as_str()) {
-                    v.push(m.as_str());
-                }
-            }
-            v
-        }
-    };
-    // A tenant's model scope binds every step.
-    if let Some(t) = tenant {
-        if !t.models.is_empty() {
-            steps.retain(|m| t.models.iter().any(|g| g.matches(m)));
-        }
-    }
+    let steps = steps_for(policy, facts, tenant, &matched);
     let any_served = steps
         .iter()
         .any(|m| policy.providers.iter().any(|p| p.models.get(m).is_some()));
@@ -402,7 +423,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         decision.refusal = Some(refusal_for(&decision, &facts.model));
         return decision;
     }
-    if !prefs.allow_fallbacks {
+    if !facts.prefs.allow_fallbacks {
         all.truncate(1);
     }
     decision.candidates = all;
