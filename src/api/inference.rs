@@ -505,58 +505,14 @@ async fn reserve_for<T: Transport>(
             Ok(())
         }
         Err(limits::Refusal::Exceeded { counter, used }) => {
-            let retry = counter.reset_s.saturating_sub(now_s).max(1);
-            let held = limits::Held {
-                after: used,
-                counter: counter.clone(),
-            };
-            audit.headers = limits::headers(std::slice::from_ref(&held), now_s, anthropic);
-            audit
-                .headers
-                .push(("retry-after".into(), retry.to_string()));
-            let (max, asked, left) = match counter.metric {
-                limits::CounterKind::Usd => (
-                    format!("${}", crate::policy::limits::micro_usd_display(counter.max)),
-                    format!(
-                        "${}",
-                        crate::policy::limits::micro_usd_display(counter.reserve)
-                    ),
-                    format!(
-                        "${}",
-                        crate::policy::limits::micro_usd_display(counter.max.saturating_sub(used))
-                    ),
-                ),
-                _ => (
-                    counter.max.to_string(),
-                    counter.reserve.to_string(),
-                    counter.max.saturating_sub(used).to_string(),
-                ),
-            };
-            let what = match counter.metric {
-                limits::CounterKind::Concurrent => format!(
-                    "{} already has {used} requests in flight, its limit of `concurrent = {max}`",
-                    counter.scope
-                ),
-                limits::CounterKind::Requests => format!(
-                    "{} has used its `{} = {max}`",
-                    counter.scope, counter.limit
-                ),
-                _ => format!(
-                    "{} has {left} left of its `{} = {max}` and this request may use up to {asked} (its input and `max_tokens` at the dearest allowed provider's prices)",
-                    counter.scope, counter.limit
-                ),
-            };
-            let e = ApiError::new(
-                429,
-                "rate_limit_exceeded",
-                format!("{what}. Try again in {retry} s, or ask for less (a lower `max_tokens`)."),
-            )
-            .with_details(json!({
-                "request_id": cx.record.request_id,
-                "limit": counter.limit,
-                "scope": counter.scope,
-                "retry_after_s": retry,
-            }));
+            let e = exceeded(
+                &mut audit,
+                &counter,
+                used,
+                now_s,
+                anthropic,
+                &cx.record.request_id,
+            );
             audit.refused = Some(counter);
             cx.record.limits = Some(audit);
             cx.record.refused_by = Some("limits");
@@ -581,6 +537,72 @@ async fn reserve_for<T: Transport>(
             ))
         }
     }
+}
+
+/// The 429 for a limit a request would go over, in words a caller can act on, with the
+/// rate-limit headers and `Retry-After` (seconds to the window's end; 1 for `concurrent`).
+fn exceeded(
+    audit: &mut crate::limits::Audit,
+    counter: &crate::limits::Counter,
+    used: u64,
+    now_s: u64,
+    anthropic: bool,
+    request_id: &str,
+) -> ApiError {
+    use crate::limits;
+    let retry = counter.reset_s.saturating_sub(now_s).max(1);
+    let held = limits::Held {
+        after: used,
+        counter: counter.clone(),
+    };
+    audit.headers = limits::headers(std::slice::from_ref(&held), now_s, anthropic);
+    audit
+        .headers
+        .push(("retry-after".into(), retry.to_string()));
+    let (max, asked, left) = match counter.metric {
+        limits::CounterKind::Usd => (
+            format!("${}", crate::policy::limits::micro_usd_display(counter.max)),
+            format!(
+                "${}",
+                crate::policy::limits::micro_usd_display(counter.reserve)
+            ),
+            format!(
+                "${}",
+                crate::policy::limits::micro_usd_display(counter.max.saturating_sub(used))
+            ),
+        ),
+        _ => (
+            counter.max.to_string(),
+            counter.reserve.to_string(),
+            counter.max.saturating_sub(used).to_string(),
+        ),
+    };
+    let what = match counter.metric {
+        limits::CounterKind::Concurrent => format!(
+            "{} already has {used} requests in flight, its limit of `concurrent = {max}`",
+            counter.scope
+        ),
+        limits::CounterKind::Requests => format!(
+            "{} has used its `{} = {max}`",
+            counter.scope, counter.limit
+        ),
+        _ => format!(
+            "{} has {left} left of its `{} = {max}` and this request may use up to {asked} (its input and `max_tokens` at the dearest allowed provider's prices)",
+            counter.scope, counter.limit
+        ),
+    };
+    let e = ApiError::new(
+        429,
+        "rate_limit_exceeded",
+        format!("{what}. Try again in {retry} s, or ask for less (a lower `max_tokens`)."),
+    )
+    .with_details(json!({
+        "request_id": request_id,
+        "limit": counter.limit,
+        "scope": counter.scope,
+        "retry_after_s": retry,
+    }));
+    e
 }
 
 /// Parses the body, applies the tenant's token cap and reads the facts (the field tables and
