@@ -407,10 +407,13 @@ async fn dispatch<T: Transport, R: RequestBody>(
         Route::StoredResponse => {
             let tenant = authenticate(policy, headers, record)?;
             let location = locate(env, policy, headers, record);
-            stored::stored(
-                env, t, policy, &method, &path, headers, tenant, location, record,
-            )
-            .await
+            let caller = Asker {
+                tenant,
+                location: &location,
+                headers,
+                edge_region: env.edge_region.as_deref(),
+            };
+            stored::stored(env, t, policy, &method, &path, &caller, record).await
         }
         Route::Inference(endpoint) => {
             // Who calls is known from the headers: a caller without a valid key is refused

@@ -5,8 +5,7 @@
 use super::{json_header, Body, Env, Outcome};
 use crate::audit::Record;
 use crate::error::ApiError;
-use crate::location::Location;
-use crate::policy::{Policy, Tenant};
+use crate::policy::Policy;
 use crate::request::Endpoint;
 use crate::transport::{Failure, OutboundRequest, Transport, UpMethod};
 
@@ -17,18 +16,9 @@ const QUERY_KEYS: &[&str] = &["after", "before", "include", "include[]", "limit"
 /// How long the provider has to answer (headers and body).
 const TIMEOUT_MS: u64 = 30_000;
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn stored<T: Transport>(
-    env: &Env<'_>,
-    t: &T,
-    policy: &Policy,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    tenant: Option<&Tenant>,
-    location: Location,
-    record: &mut Record,
-) -> Outcome<crate::wire::WireBody<T::Body>> {
+/// The stored response a path names: its sealed id, the sub-resource (`/input_items` or none)
+/// and the query, every parameter of which OpenAI's endpoints take.
+fn target(path: &str) -> Result<(&str, &'static str, Option<&str>), ApiError> {
     let (path_only, query) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
@@ -51,11 +41,56 @@ pub(super) async fn stored<T: Transport>(
             }
         }
     }
-    let (given, sub) = match rest.split_once('/') {
-        Some((id, "input_items")) => (id, "/input_items"),
-        Some(_) => return Err(super::not_found(path_only)),
-        None => (rest, ""),
-    };
+    match rest.split_once('/') {
+        Some((id, "input_items")) => Ok((id, "/input_items", query)),
+        Some(_) => Err(super::not_found(path_only)),
+        None => Ok((rest, "", query)),
+    }
+}
+
+/// A stored response's whole body, read within what is left of the deadline and the
+/// deployment's response limit.
+async fn read_whole<T: Transport>(
+    t: &T,
+    mut body: T::Body,
+    began: u64,
+    max_bytes: usize,
+    provider: &str,
+    record: &mut Record,
+) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    loop {
+        let now = t.now_ms();
+        let left = (began + TIMEOUT_MS).saturating_sub(now);
+        if left == 0 {
+            return Err(upstream_failed(provider, &Failure::Timeout("body"), record));
+        }
+        match crate::transport::next_within(|| t.now_ms(), &mut body, left, now).await {
+            None => return Ok(bytes),
+            Some(Ok(c)) if bytes.len() + c.len() <= max_bytes => bytes.extend(c),
+            Some(Ok(_)) => {
+                return Err(upstream_failed(
+                    provider,
+                    &Failure::Malformed("answer too large".into()),
+                    record,
+                ))
+            }
+            Some(Err(f)) => return Err(upstream_failed(provider, &f, record)),
+        }
+    }
+}
+
+pub(super) async fn stored<T: Transport>(
+    env: &Env<'_>,
+    t: &T,
+    policy: &Policy,
+    method: &str,
+    path: &str,
+    caller: &super::Asker<'_>,
+    record: &mut Record,
+) -> Outcome<crate::wire::WireBody<T::Body>> {
+    let (given, sub, query) = target(path)?;
+    let tenant = caller.tenant;
     let not_found = || {
         ApiError::new(
             404,
@@ -86,7 +121,7 @@ pub(super) async fn stored<T: Transport>(
         return Err(not_found());
     };
     let provider = &policy.providers[index];
-    if !allowed_there(env, policy, headers, tenant, location, provider.id.as_str())? {
+    if !allowed_there(policy, caller, provider.id.as_str())? {
         return Err(ApiError::new(
             403,
             "response_not_allowed",
@@ -139,31 +174,15 @@ pub(super) async fn stored<T: Transport>(
         .send(req, TIMEOUT_MS)
         .await
         .map_err(|f| upstream_failed(provider.id.as_str(), &f, record))?;
-    let mut body = up.body;
-    let mut bytes = Vec::new();
-    loop {
-        let now = t.now_ms();
-        let left = (began + TIMEOUT_MS).saturating_sub(now);
-        if left == 0 {
-            return Err(upstream_failed(
-                provider.id.as_str(),
-                &Failure::Timeout("body"),
-                record,
-            ));
-        }
-        match crate::transport::next_within(|| t.now_ms(), &mut body, left, now).await {
-            None => break,
-            Some(Ok(c)) if bytes.len() + c.len() <= env.max_response_bytes => bytes.extend(c),
-            Some(Ok(_)) => {
-                return Err(upstream_failed(
-                    provider.id.as_str(),
-                    &Failure::Malformed("answer too large".into()),
-                    record,
-                ))
-            }
-            Some(Err(f)) => return Err(upstream_failed(provider.id.as_str(), &f, record)),
-        }
-    }
+    let bytes = read_whole(
+        t,
+        up.body,
+        began,
+        env.max_response_bytes,
+        provider.id.as_str(),
+        record,
+    )
+    .await?;
     if !(200..300).contains(&up.status) {
         return Err(super::inference::upstream_error(
             provider.id.as_str(),
@@ -192,24 +211,15 @@ fn upstream_failed(provider: &str, f: &Failure, record: &mut Record) -> ApiError
 
 /// Whether this caller's request for any model the provider serves may go there now.
 fn allowed_there(
-    env: &Env<'_>,
     policy: &Policy,
-    headers: &[(String, String)],
-    tenant: Option<&Tenant>,
-    location: Location,
+    caller: &super::Asker<'_>,
     provider: &str,
 ) -> Result<bool, ApiError> {
     let Some(p) = policy.provider(provider) else {
         return Ok(false);
     };
-    let caller = super::Asker {
-        tenant,
-        location: &location,
-        headers,
-        edge_region: env.edge_region.as_deref(),
-    };
     for model in p.models.keys() {
-        let d = super::decide_bare(policy, &caller, Endpoint::Responses, model)?;
+        let d = super::decide_bare(policy, caller, Endpoint::Responses, model)?;
         if d.candidates.iter().any(|c| c.provider.as_str() == provider) {
             return Ok(true);
         }
