@@ -15,19 +15,9 @@ use crate::policy::Policy;
 /// The header that carries the admin key for `POST /v1/route/explain`.
 pub use crate::policy::ADMIN_KEY_HEADER;
 
-/// `POST /v1/route/explain`: the body is the request to explain (plus an optional
-/// `"endpoint": "chat" | "completions" | "embeddings"`); the other headers are the request's.
-#[allow(clippy::too_many_arguments)]
-pub fn explain(
-    policy: &Policy,
-    request_id: &str,
-    edge_region: Option<String>,
-    headers: &[(String, String)],
-    raw_body: &[u8],
-    admin_key: Option<&str>,
-    location: Location,
-    measured_ms: Vec<(String, u32)>,
-) -> Result<Value, ApiError> {
+/// `POST /v1/route/explain` is for the operator: the admin key (the Spin variable `admin_key`)
+/// in [`ADMIN_KEY_HEADER`], checked before anything of the body is read.
+pub fn admit(headers: &[(String, String)], admin_key: Option<&str>) -> Result<(), ApiError> {
     let Some(admin_key) = admin_key.filter(|k| !k.is_empty()) else {
         return Err(ApiError::new(
             403,
@@ -46,15 +36,7 @@ pub fn explain(
             format!("Send the admin key in `{ADMIN_KEY_HEADER}`."),
         ));
     }
-    explain_request(
-        policy,
-        request_id,
-        edge_region,
-        headers,
-        raw_body,
-        location,
-        measured_ms,
-    )
+    Ok(())
 }
 
 /// The decision for a request (headers as received, the JSON body), as JSON: the facts read, the

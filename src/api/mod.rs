@@ -11,7 +11,7 @@ mod stream;
 mod tests;
 
 pub use crate::routes::{method_not_allowed, not_found, route, Route};
-pub use explain::{explain, explain_request, explain_text};
+pub use explain::{admit, explain_request, explain_text};
 pub use stream::{ChunkSink, Stream};
 
 use serde_json::json;
@@ -374,9 +374,10 @@ async fn dispatch<T: Transport, R: RequestBody>(
             Ok((200, vec![json_header()], Body::Full(body)))
         }
         Route::Explain => {
+            // The operator's endpoint: the admin key before the body is read.
+            explain::admit(headers, (env.secret)("admin_key").as_deref())?;
             let body = read_json_body(policy, headers, body).await?;
             let location = locate(env, policy, headers, record);
-            let admin = (env.secret)("admin_key");
             // The measured latencies a request at this edge would be ordered by.
             let measured = match env.store {
                 Some(store) if policy.rules.iter().any(|r| r.prefer.sort == Some(crate::policy::Sort::Latency)) => {
@@ -388,13 +389,12 @@ async fn dispatch<T: Transport, R: RequestBody>(
                 }
                 _ => Vec::new(),
             };
-            let v = explain::explain(
+            let v = explain::explain_request(
                 policy,
                 &record.request_id,
                 env.edge_region.clone(),
                 headers,
                 &body,
-                admin.as_deref(),
                 location,
                 measured,
             )?;

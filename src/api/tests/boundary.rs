@@ -535,3 +535,43 @@ async fn a_caller_without_a_valid_key_is_refused_before_its_body_is_read() {
         assert_eq!(read.get(), status != 401, "{auth}");
     }
 }
+
+/// The explain endpoint is the operator's: without the admin key its body is never read.
+#[tokio::test(start_paused = true)]
+async fn explain_checks_the_admin_key_before_reading_the_body() {
+    let p = policy::load(&policy_text(""), "api").unwrap();
+    let t = no_script();
+    let fresh = || "id".to_string();
+    let secret = |name: &str| (name == "admin_key").then(|| "admin-secret-0001".to_string());
+    let env = Env {
+        policy: Ok(&p),
+        secret: &secret,
+        edge_region: None,
+        max_response_bytes: 1 << 20,
+        geoip: None,
+        fresh_id: &fresh,
+        store: None,
+        host_span: None,
+    };
+    for (key, status) in [
+        (None, 401),
+        (Some("wrong"), 401),
+        (Some("admin-secret-0001"), 400),
+    ] {
+        let read = std::rc::Rc::new(std::cell::Cell::new(false));
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(k) = key {
+            headers.push(("x-meridian-admin-key".into(), k.into()));
+        }
+        let req = Request {
+            method: "POST".into(),
+            path: "/v1/route/explain".into(),
+            headers,
+            body: Watched(read.clone()),
+        };
+        let reply = serve(&env, &t, req).await;
+        assert_eq!(reply.status, status, "{key:?}");
+        // The right key's (empty) body is read and found wanting; without it, never read.
+        assert_eq!(read.get(), status == 400, "{key:?}");
+    }
+}
