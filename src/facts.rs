@@ -311,47 +311,49 @@ pub fn affinity_key(tenant: Option<&TenantId>, key: &str) -> String {
     format!("{}/{key}", tenant.map_or("anonymous", |t| t.as_str()))
 }
 
+/// The model a body names: a non-empty string of at most [`MAX_MODEL_BYTES`].
+fn model_of(body: &Map<String, Value>) -> Result<String, FactsError> {
+    match body.get("model") {
+        Some(Value::String(m)) if m.len() > MAX_MODEL_BYTES => Err(bad(
+            format!("`model` is longer than {MAX_MODEL_BYTES} bytes"),
+            Some("model"),
+            "invalid_model",
+        )),
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        Some(_) => Err(bad(
+            "`model` must be a non-empty string".into(),
+            Some("model"),
+            "invalid_model",
+        )),
+        None => Err(bad(
+            "you must provide a model parameter".into(),
+            Some("model"),
+            "missing_model",
+        )),
+    }
+}
+
+/// Whether the body asks for a stream: a boolean, or absent.
+fn stream_of(body: &Map<String, Value>) -> Result<bool, FactsError> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(
+            "`stream` must be a boolean".into(),
+            Some("stream"),
+            "invalid_type",
+        )),
+    }
+}
+
 /// Reads the facts from a parsed JSON body, removing the `provider` object (it is ours, not
 /// the upstream's). The body must be a JSON object.
 pub fn from_request(
     cx: Context<'_>,
     body: &mut Map<String, Value>,
 ) -> Result<RequestFacts, FactsError> {
-    let model = match body.get("model") {
-        Some(Value::String(m)) if m.len() > MAX_MODEL_BYTES => {
-            return Err(bad(
-                format!("`model` is longer than {MAX_MODEL_BYTES} bytes"),
-                Some("model"),
-                "invalid_model",
-            ))
-        }
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => {
-            return Err(bad(
-                "`model` must be a non-empty string".into(),
-                Some("model"),
-                "invalid_model",
-            ))
-        }
-        None => {
-            return Err(bad(
-                "you must provide a model parameter".into(),
-                Some("model"),
-                "missing_model",
-            ))
-        }
-    };
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(bad(
-                "`stream` must be a boolean".into(),
-                Some("stream"),
-                "invalid_type",
-            ))
-        }
-    };
+    let model = model_of(body)?;
+    let stream = stream_of(body)?;
     if stream && cx.endpoint == Endpoint::Embeddings {
         return Err(bad(
             "embeddings cannot be streamed".into(),
