@@ -192,3 +192,58 @@ async fn outbound_requests_outside_allowed_outbound_hosts_are_refused_and_record
     assert_eq!(redirect.requests().len(), 1);
     assert!(other.requests().is_empty(), "the redirect was not followed");
 }
+
+/// A failed `accept()` (the process is out of file descriptors, EMFILE) does not stop the
+/// host: it logs, pauses briefly and goes on serving once descriptors are free again.
+#[tokio::test]
+async fn a_failed_accept_is_logged_and_the_host_goes_on_serving() {
+    let log = std::env::temp_dir().join(format!("meridian-accept-{}.log", std::process::id()));
+    let m = Meridian::with_file_limit(96, &log).await;
+    let addr = m.url.trim_start_matches("http://").to_string();
+    // Twice as many connections as the host may have files: its accepts fail for a while.
+    let mut held = Vec::new();
+    for _ in 0..192 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            held.push(s);
+        }
+    }
+    let failed = async {
+        for _ in 0..100 {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("accept failed")
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(
+        failed.await,
+        "no accept failed: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    drop(held);
+    // Served again once the connections are gone (polled, at most 15 s).
+    let client = reqwest::Client::new();
+    let mut ok = false;
+    for _ in 0..60 {
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_secs(2), client.get(m.at("/healthz")).send()).await
+        {
+            if r.status() == 200 {
+                ok = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "the host stopped serving after accept failed");
+    let _ = std::fs::remove_file(&log);
+}

@@ -893,9 +893,24 @@ async fn main() -> Result<()> {
             p = connections.clone().acquire_owned() => p?,
             _ = &mut shutdown => { return shut_down(exporter.as_deref()).await; }
         };
-        let (client, client_addr) = tokio::select! {
-            r = listener.accept() => r?,
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = &mut shutdown => { return shut_down(exporter.as_deref()).await; }
+        };
+        // A failed accept is not the server's end (as hyper's and axum's servers treat it): a
+        // connection that went away before it was accepted is skipped; anything else (out of
+        // file descriptors, EMFILE/ENFILE, or memory) is logged, and the loop pauses briefly so
+        // that it does not spin while the process has no descriptor to spare, then goes on.
+        let (client, client_addr) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+                if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+                    eprintln!("meridian-host: accept failed: {e}; pausing 100 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                continue;
+            }
         };
         if args.tcp_nodelay {
             let _ = client.set_nodelay(true);

@@ -456,7 +456,13 @@ fn step<'p>(
     }
     check_capabilities(facts, matched, &serving, &mut reasons);
     // Context size: a model that cannot take the request is skipped.
-    for ((_, _, m), r) in serving.iter().zip(reasons.iter_mut()) {
+    for ((_, p, m), r) in serving.iter().zip(reasons.iter_mut()) {
+        let name = || {
+            p.models
+                .keys()
+                .find(|k| k.as_ref() == model)
+                .map_or("", |k| k.as_ref())
+        };
         let output = facts.output_tokens.or(m.max_output).unwrap_or(0);
         if let Some(window) = m.context_window {
             let need = facts.input_tokens.saturating_add(output);
@@ -465,6 +471,7 @@ fn step<'p>(
                     by: Who::Request,
                     kind: ReasonKind::Context,
                     message: Message::ContextTooSmall {
+                        model: name(),
                         window,
                         input: facts.input_tokens,
                         output,
@@ -477,7 +484,11 @@ fn step<'p>(
                 r.push(Reason {
                     by: Who::Request,
                     kind: ReasonKind::Context,
-                    message: Message::OutputTooLong { asked, most },
+                    message: Message::OutputTooLong {
+                        model: name(),
+                        asked,
+                        most,
+                    },
                 });
             }
         }

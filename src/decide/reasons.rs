@@ -118,12 +118,14 @@ pub enum Message<'p> {
     BetaNotAllowed,
     /// The request (input plus output) is longer than the model's context window.
     ContextTooSmall {
+        model: &'p str,
         window: u64,
         input: u64,
         output: u64,
     },
     /// The request asks for more output than the model generates.
     OutputTooLong {
+        model: &'p str,
         asked: u64,
         most: u64,
     },
@@ -197,16 +199,17 @@ impl fmt::Display for Message<'_> {
                 "sends an `anthropic-beta` value that the provider's `anthropic_beta` list does not allow",
             ),
             Message::ContextTooSmall {
+                model,
                 window,
                 input,
                 output,
             } => write!(
                 f,
-                "has a context window of {window} tokens, less than this request's estimated {input} input and {output} output tokens"
+                "its model `{model}` has a context window of {window} tokens, less than this request's estimated {input} input and {output} output tokens"
             ),
-            Message::OutputTooLong { asked, most } => write!(
+            Message::OutputTooLong { model, asked, most } => write!(
                 f,
-                "generates at most {most} output tokens; the request asks for {asked}"
+                "its model `{model}` generates at most {most} output tokens; the request asks for {asked}"
             ),
             Message::CoolingDown {
                 until_s,

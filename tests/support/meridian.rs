@@ -181,7 +181,7 @@ impl Meridian {
         policy: Option<&str>,
         host_args: &[&str],
     ) -> Meridian {
-        Meridian::launch(policy, &[], wasm, host_args, false).await
+        Meridian::launch(policy, &[], wasm, host_args, false, None).await
     }
 
     /// Any component (None: the one the tests run) with a run-time policy, environment and
@@ -201,7 +201,14 @@ impl Meridian {
         other: Option<&std::path::Path>,
         host_args: &[&str],
     ) -> Meridian {
-        Meridian::launch(policy, env, other, host_args, true).await
+        Meridian::launch(policy, env, other, host_args, true, None).await
+    }
+
+    /// The default component under a limit of `nofile` open files (util-linux's `prlimit`), its
+    /// standard error written to `stderr`.
+    pub async fn with_file_limit(nofile: u32, stderr: &std::path::Path) -> Meridian {
+        let limit = (format!("--nofile={nofile}:{nofile}"), stderr.to_path_buf());
+        Meridian::launch(None, &[], None, &[], true, Some(limit)).await
     }
 
     async fn launch(
@@ -210,6 +217,7 @@ impl Meridian {
         other: Option<&std::path::Path>,
         host_args: &[&str],
         mocks_allowed: bool,
+        limit: Option<(String, PathBuf)>,
     ) -> Meridian {
         let host = host_binary();
         let wasm = other.map(PathBuf::from).unwrap_or_else(component);
@@ -223,7 +231,14 @@ impl Meridian {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let mut cmd = Command::new(host);
+        let mut cmd = match &limit {
+            Some((nofile, _)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(nofile).arg(&host);
+                c
+            }
+            None => Command::new(&host),
+        };
         cmd.current_dir(root())
             .args([
                 "--manifest",
@@ -246,7 +261,10 @@ impl Meridian {
             )
             .env_remove("SPIN_VARIABLE_POLICY")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match &limit {
+                Some((_, path)) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::inherit(),
+            })
             .kill_on_drop(true);
         if let Some(p) = policy {
             cmd.env("SPIN_VARIABLE_POLICY", p);

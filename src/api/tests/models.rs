@@ -96,7 +96,8 @@ async fn a_model_whose_context_window_is_too_small_is_skipped_with_the_reason() 
     let a = ask(&p, &no_script(), Some("sk-acme"), &only_small).await;
     assert!(a.status >= 400);
     assert!(
-        a.text().contains("context window of 8000 tokens"),
+        a.text()
+            .contains("its model `small` has a context window of 8000 tokens"),
         "{}",
         a.text()
     );
@@ -109,7 +110,9 @@ async fn a_model_whose_context_window_is_too_small_is_skipped_with_the_reason() 
     )
     .await;
     assert!(
-        a.text().contains("generates at most 1000 output tokens"),
+        a.text().contains(
+            "its model `small` generates at most 1000 output tokens; the request asks for 4000"
+        ),
         "{}",
         a.text()
     );
