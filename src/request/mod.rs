@@ -76,6 +76,15 @@ impl Endpoint {
 /// (OpenAI's high-detail tiles, Anthropic's ~1,600 per image).
 pub const TOKENS_PER_MEDIA_PART: u64 = 2_000;
 
+/// The most output tokens a request may ask for per completion where the catalog states no
+/// `max_output` for its model: above what any model Meridian knows of generates (the largest
+/// published limits are 128k tokens), so that a bound is a bound and counter arithmetic never
+/// overflows.
+pub const MAX_OUTPUT_TOKENS: u64 = 1 << 20;
+
+/// The most completions a request may ask for (`n`, `best_of`): OpenAI's own limit.
+pub const MAX_COMPLETIONS: u64 = 128;
+
 /// What a piece of text is to the model. Every kind is scanned for personal data and counted in
 /// the input estimate; the kind says where it stood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -505,3 +505,50 @@ fn output_bounds_and_history_are_read_once() {
     .unwrap_err();
     assert_eq!((err.code, err.param), ("invalid_value", Some("n")));
 }
+
+/// A bound above the documented ceilings is refused naming both numbers, so the reservation
+/// never saturates (and a saturated counter is never mistaken for a store outage).
+#[test]
+fn output_and_completions_above_the_ceilings_are_refused_naming_both_numbers() {
+    for (field, value, most) in [
+        (
+            "max_tokens",
+            9_223_372_036_854_775_807u64,
+            MAX_OUTPUT_TOKENS,
+        ),
+        ("max_completion_tokens", (1 << 20) + 1, MAX_OUTPUT_TOKENS),
+        ("n", 129, MAX_COMPLETIONS),
+    ] {
+        let mut body = json!({"model": "m", (field): value})
+            .as_object()
+            .unwrap()
+            .clone();
+        let err = read(
+            Endpoint::Chat,
+            &mut body,
+            &[],
+            UnknownFields::Refuse,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        assert_eq!((err.code, err.param), ("invalid_value", Some(field)));
+        assert!(
+            err.message.contains(&value.to_string()) && err.message.contains(&most.to_string()),
+            "{}",
+            err.message
+        );
+    }
+    let mut body = json!({"model": "m", "max_tokens": 1 << 20, "n": 128})
+        .as_object()
+        .unwrap()
+        .clone();
+    let r = read(
+        Endpoint::Chat,
+        &mut body,
+        &[],
+        UnknownFields::Refuse,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.output_bound(), Some((1 << 20) * 128));
+}

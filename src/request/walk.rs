@@ -261,11 +261,25 @@ impl Walk<'_, '_> {
         let Some(n) = v.as_u64() else {
             return Err(not_integer(name, v, "a non-negative integer"));
         };
+        let over = |most: u64| {
+            FieldError {
+            path: name.to_string(),
+            param: Some(name),
+            message: format!("`{name}` is {n}, more than {most}, the most Meridian accepts: ask for at most {most}"),
+            code: "invalid_value",
+        }
+        };
         match name {
             "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+                if n > super::MAX_OUTPUT_TOKENS {
+                    return Err(over(super::MAX_OUTPUT_TOKENS));
+                }
                 self.read.max_output = Some(self.read.max_output.map_or(n, |m| m.max(n)));
             }
             "n" | "best_of" => {
+                if n > super::MAX_COMPLETIONS {
+                    return Err(over(super::MAX_COMPLETIONS));
+                }
                 if n == 0 {
                     return Err(FieldError {
                         path: name.to_string(),
