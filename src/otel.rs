@@ -201,40 +201,117 @@ pub fn render(
     let Some(trace) = &record.trace else {
         return Telemetry::default();
     };
-    let to_wall_ns = |mono_ms: u64| {
-        wall_end_ms
-            .saturating_sub(mono_end_ms.saturating_sub(mono_ms))
-            .saturating_mul(1_000_000)
-    };
-    let start_ns = to_wall_ns(record.started_ms);
-    let end_ns = wall_end_ms.saturating_mul(1_000_000);
-    let op = operation(&record.method, &record.path);
-    let model = record.model.as_deref();
-    let provider = record.provider.as_deref();
-    let gen_provider = provider.map(|p| provider_name(policy, p));
-    let stream = record.stream_outcome.is_some();
-    let answered = record.attempts.iter().find(|a| a.failure.is_none());
-    // Time to the first chunk of a stream: from the request's start to its answering attempt's
-    // first event.
-    let first_chunk_s = answered
-        .filter(|_| stream)
-        .map(|a| (a.at_ms + a.ms).saturating_sub(record.started_ms) as f64 / 1000.0);
-    let error_type: Option<String> = match (record.error_code, record.stream_outcome) {
-        (Some(code), _) => Some(code.to_string()),
-        (None, Some(o)) if o != "done" => Some(o.to_string()),
-        _ if record.status >= 500 => Some(record.status.to_string()),
-        _ => None,
-    };
-
-    let mut common: Attrs = Vec::new();
-    if let Some(op) = op {
-        common.push(("gen_ai.operation.name", s(op)));
+    let v = View::of(record, policy, wall_end_ms, mono_end_ms);
+    let mut attempts: Vec<&crate::transport::Attempt> = record.attempts.iter().collect();
+    attempts.sort_by_key(|a| a.seq);
+    let sampled = trace.flags & 1 == 1;
+    let mut spans = vec![Span {
+        trace_id: trace.trace_id,
+        span_id: trace.span_id,
+        parent_id: trace.parent_id,
+        sampled,
+        name: match (v.op, v.model) {
+            (Some(op), Some(m)) => format!("{op} {m}"),
+            (Some(op), None) => op.to_string(),
+            _ => format!("{} {}", record.method, record.path),
+        },
+        client: false,
+        start_unix_ns: v.start_ns,
+        end_unix_ns: v.end_ns,
+        attributes: request_attrs(record, &v),
+        error: v
+            .error_type
+            .clone()
+            .filter(|_| record.status >= 400 || v.stream),
+    }];
+    spans.extend(attempt_spans(record, &v, trace, &attempts));
+    let mut metrics = request_metrics(record, &v);
+    metrics.extend(refusal_metric(record, &v));
+    metrics.extend(fallback_metric(&v, &attempts));
+    Telemetry {
+        spans,
+        metrics,
+        start_unix_ns: v.start_ns,
+        end_unix_ns: v.end_ns,
     }
-    let mut req: Attrs = common.clone();
-    if let Some(m) = model {
+}
+
+/// What every rendering of one record reads: its times on the wall clock, its operation, model
+/// and provider, and the attributes every span and metric shares.
+struct View<'r> {
+    policy: Option<&'r crate::policy::Policy>,
+    wall_end_ms: u64,
+    mono_end_ms: u64,
+    start_ns: u64,
+    end_ns: u64,
+    op: Option<&'static str>,
+    model: Option<&'r str>,
+    provider: Option<&'r str>,
+    gen_provider: Option<&'r str>,
+    stream: bool,
+    /// Time to the first chunk of a stream: from the request's start to its answering
+    /// attempt's first event.
+    first_chunk_s: Option<f64>,
+    error_type: Option<String>,
+    common: Attrs,
+}
+
+impl<'r> View<'r> {
+    fn of(
+        record: &'r Record,
+        policy: Option<&'r crate::policy::Policy>,
+        wall_end_ms: u64,
+        mono_end_ms: u64,
+    ) -> View<'r> {
+        let op = operation(&record.method, &record.path);
+        let provider = record.provider.as_deref();
+        let stream = record.stream_outcome.is_some();
+        let answered = record.attempts.iter().find(|a| a.failure.is_none());
+        let mut common: Attrs = Vec::new();
+        if let Some(op) = op {
+            common.push(("gen_ai.operation.name", s(op)));
+        }
+        let mut v = View {
+            policy,
+            wall_end_ms,
+            mono_end_ms,
+            start_ns: 0,
+            end_ns: wall_end_ms.saturating_mul(1_000_000),
+            op,
+            model: record.model.as_deref(),
+            provider,
+            gen_provider: provider.map(|p| provider_name(policy, p)),
+            stream,
+            first_chunk_s: answered
+                .filter(|_| stream)
+                .map(|a| (a.at_ms + a.ms).saturating_sub(record.started_ms) as f64 / 1000.0),
+            error_type: match (record.error_code, record.stream_outcome) {
+                (Some(code), _) => Some(code.to_string()),
+                (None, Some(o)) if o != "done" => Some(o.to_string()),
+                _ if record.status >= 500 => Some(record.status.to_string()),
+                _ => None,
+            },
+            common,
+        };
+        v.start_ns = v.to_wall_ns(record.started_ms);
+        v
+    }
+
+    /// A time on the monotonic clock, on the wall clock in nanoseconds.
+    fn to_wall_ns(&self, mono_ms: u64) -> u64 {
+        self.wall_end_ms
+            .saturating_sub(self.mono_end_ms.saturating_sub(mono_ms))
+            .saturating_mul(1_000_000)
+    }
+}
+
+/// The request span's attributes: the GenAI conventions' and Meridian's own.
+fn request_attrs(record: &Record, v: &View<'_>) -> Attrs {
+    let mut req: Attrs = v.common.clone();
+    if let Some(m) = v.model {
         req.push(("gen_ai.request.model", s(m)));
     }
-    if let Some(p) = gen_provider {
+    if let Some(p) = v.gen_provider {
         req.push(("gen_ai.provider.name", s(p)));
     }
     if let Some(m) = &record.upstream_model {
@@ -243,10 +320,10 @@ pub fn render(
     if let Some(u) = record.usage {
         usage_attrs(&mut req, &u);
     }
-    if let Some(t) = first_chunk_s {
+    if let Some(t) = v.first_chunk_s {
         req.push(("gen_ai.response.time_to_first_chunk", Value::Float(t)));
     }
-    if let Some(e) = &error_type {
+    if let Some(e) = &v.error_type {
         req.push(("error.type", s(e)));
     }
     req.push(("http.request.method", s(&record.method)));
@@ -285,7 +362,7 @@ pub fn render(
             .collect();
         req.push(("meridian.providers.excluded", Value::Strs(why)));
     }
-    if let Some(p) = provider {
+    if let Some(p) = v.provider {
         req.push(("meridian.provider", s(p)));
     }
     if let Some(m) = &record.served_model {
@@ -335,33 +412,25 @@ pub fn render(
     if let Some(o) = record.stream_outcome {
         req.push(("meridian.stream.outcome", s(o)));
     }
+    req
+}
+
+/// One client span per attempt, children of the request's span: siblings for retries,
+/// fallbacks and hedges.
+fn attempt_spans(
+    record: &Record,
+    v: &View<'_>,
+    trace: &crate::trace::Trace,
+    attempts: &[&crate::transport::Attempt],
+) -> Vec<Span> {
     let sampled = trace.flags & 1 == 1;
-    let mut spans = vec![Span {
-        trace_id: trace.trace_id,
-        span_id: trace.span_id,
-        parent_id: trace.parent_id,
-        sampled,
-        name: match (op, model) {
-            (Some(op), Some(m)) => format!("{op} {m}"),
-            (Some(op), None) => op.to_string(),
-            _ => format!("{} {}", record.method, record.path),
-        },
-        client: false,
-        start_unix_ns: start_ns,
-        end_unix_ns: end_ns,
-        attributes: req,
-        error: error_type
-            .clone()
-            .filter(|_| record.status >= 400 || stream),
-    }];
-    let mut attempts: Vec<&crate::transport::Attempt> = record.attempts.iter().collect();
-    attempts.sort_by_key(|a| a.seq);
-    for a in &attempts {
-        let mut at: Attrs = common.clone();
+    let mut spans = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let mut at: Attrs = v.common.clone();
         at.push(("gen_ai.request.model", s(&a.model)));
         at.push((
             "gen_ai.provider.name",
-            s(provider_name(policy, &a.provider)),
+            s(provider_name(v.policy, &a.provider)),
         ));
         at.push(("meridian.provider", s(&a.provider)));
         at.push(("meridian.attempt", Value::Int(a.seq.into())));
@@ -378,7 +447,7 @@ pub fn render(
                 if let Some(u) = record.usage {
                     usage_attrs(&mut at, &u);
                 }
-                if stream {
+                if v.stream {
                     at.push((
                         "gen_ai.response.time_to_first_chunk",
                         Value::Float(a.ms as f64 / 1000.0),
@@ -388,48 +457,51 @@ pub fn render(
         }
         // The answering attempt lasts until the request ends (a stream is read to its end).
         let end = if a.failure.is_none() {
-            end_ns
+            v.end_ns
         } else {
-            to_wall_ns(a.at_ms + a.ms)
+            v.to_wall_ns(a.at_ms + a.ms)
         };
         spans.push(Span {
             trace_id: trace.trace_id,
             span_id: trace.attempt_span(a.seq),
             parent_id: Some(trace.span_id),
             sampled,
-            name: match op {
+            name: match v.op {
                 Some(op) => format!("{op} {}", a.model),
                 None => a.model.clone(),
             },
             client: true,
-            start_unix_ns: to_wall_ns(a.at_ms),
-            end_unix_ns: end.max(to_wall_ns(a.at_ms)),
+            start_unix_ns: v.to_wall_ns(a.at_ms),
+            end_unix_ns: end.max(v.to_wall_ns(a.at_ms)),
             attributes: at,
             error: failure,
         });
     }
+    spans
+}
 
-    // Metrics: this request's contribution.
+/// This request's contribution to the duration, first-chunk, usage and cost metrics.
+fn request_metrics(record: &Record, v: &View<'_>) -> Vec<Metric> {
     let mut metrics = Vec::new();
-    if op.is_some() {
-        let mut dims: Attrs = common.clone();
-        if let Some(m) = model {
+    if v.op.is_some() {
+        let mut dims: Attrs = v.common.clone();
+        if let Some(m) = v.model {
             dims.push(("gen_ai.request.model", s(m)));
         }
-        if let Some(p) = gen_provider {
+        if let Some(p) = v.gen_provider {
             dims.push(("gen_ai.provider.name", s(p)));
         }
         if let Some(m) = &record.upstream_model {
             dims.push(("gen_ai.response.model", s(m)));
         }
-        if let Some(p) = provider {
+        if let Some(p) = v.provider {
             dims.push(("meridian.provider", s(p)));
         }
         if let Some(c) = &record.caller {
             dims.push(("meridian.tenant", s(c.name())));
         }
         let mut with_error = dims.clone();
-        if let Some(e) = &error_type {
+        if let Some(e) = &v.error_type {
             with_error.push(("error.type", s(e)));
         }
         metrics.push(Metric {
@@ -439,10 +511,10 @@ pub fn render(
             instrument: Instrument::Histogram(DURATION_BOUNDS),
             points: vec![(
                 with_error,
-                Number::F64((end_ns.saturating_sub(start_ns)) as f64 / 1e9),
+                Number::F64((v.end_ns.saturating_sub(v.start_ns)) as f64 / 1e9),
             )],
         });
-        if let Some(t) = first_chunk_s {
+        if let Some(t) = v.first_chunk_s {
             metrics.push(Metric {
                 name: "gen_ai.client.inference.time_to_first_chunk",
                 unit: "s",
@@ -496,21 +568,26 @@ pub fn render(
             });
         }
     }
+    metrics
+}
+
+/// A request Meridian answered with an error, by reason.
+fn refusal_metric(record: &Record, v: &View<'_>) -> Option<Metric> {
     if record.status >= 400 {
         if let Some(code) = record.error_code {
-            let mut dims: Attrs = common.clone();
+            let mut dims: Attrs = v.common.clone();
             dims.push(("meridian.refusal.reason", s(code)));
             dims.push((
                 "http.response.status_code",
                 Value::Int(record.status.into()),
             ));
-            if let Some(m) = model {
+            if let Some(m) = v.model {
                 dims.push(("gen_ai.request.model", s(m)));
             }
             if let Some(c) = &record.caller {
                 dims.push(("meridian.tenant", s(c.name())));
             }
-            metrics.push(Metric {
+            return Some(Metric {
                 name: "meridian.requests.refused",
                 unit: "{request}",
                 description: "Requests Meridian answered with an error, by reason",
@@ -519,9 +596,14 @@ pub fn render(
             });
         }
     }
+    None
+}
+
+/// Failed attempts after which Meridian tried another.
+fn fallback_metric(v: &View<'_>, attempts: &[&crate::transport::Attempt]) -> Option<Metric> {
     // Fallbacks: each failed attempt (a cancelled hedge is not a failure) that another followed.
     let mut fallbacks: Vec<(Attrs, Number)> = Vec::new();
-    for a in &attempts {
+    for a in attempts {
         let Some(f) = &a.failure else { continue };
         if matches!(f, crate::transport::Failure::Cancelled) {
             continue;
@@ -529,11 +611,11 @@ pub fn render(
         if !attempts.iter().any(|b| b.seq > a.seq) {
             continue;
         }
-        let mut dims: Attrs = common.clone();
+        let mut dims: Attrs = v.common.clone();
         dims.push(("meridian.provider", s(&a.provider)));
         dims.push((
             "gen_ai.provider.name",
-            s(provider_name(policy, &a.provider)),
+            s(provider_name(v.policy, &a.provider)),
         ));
         dims.push(("meridian.fallback.reason", s(&f.label())));
         match fallbacks.iter_mut().find(|(d, _)| *d == dims) {
@@ -541,22 +623,13 @@ pub fn render(
             _ => fallbacks.push((dims, Number::U64(1))),
         }
     }
-    if !fallbacks.is_empty() {
-        metrics.push(Metric {
-            name: "meridian.fallbacks",
-            unit: "{attempt}",
-            description:
-                "Failed attempts after which Meridian tried another (a retry or a fallback)",
-            instrument: Instrument::Counter,
-            points: fallbacks,
-        });
-    }
-    Telemetry {
-        spans,
-        metrics,
-        start_unix_ns: start_ns,
-        end_unix_ns: end_ns,
-    }
+    (!fallbacks.is_empty()).then_some(Metric {
+        name: "meridian.fallbacks",
+        unit: "{attempt}",
+        description: "Failed attempts after which Meridian tried another (a retry or a fallback)",
+        instrument: Instrument::Counter,
+        points: fallbacks,
+    })
 }
 
 fn usage_attrs(out: &mut Attrs, u: &crate::usage::Usage) {
