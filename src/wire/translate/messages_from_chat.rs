@@ -14,8 +14,51 @@ pub fn request(
     model: &str,
     default_max_tokens: u32,
 ) -> Result<Value, String> {
+    untranslatable(body)?;
     let mut out = Map::new();
     out.insert("model".into(), Value::String(model.to_string()));
+    let (system, messages) = messages(body)?;
+    if !system.is_empty() {
+        out.insert("system".into(), Value::String(system.join("\n\n")));
+    }
+    out.insert(
+        "messages".into(),
+        Value::Array(
+            messages
+                .into_iter()
+                .map(|(role, content)| json!({"role": role, "content": content}))
+                .collect(),
+        ),
+    );
+    let max = body
+        .get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::from(default_max_tokens));
+    out.insert("max_tokens".into(), Value::from(max));
+    for k in ["temperature", "top_p", "stream"] {
+        if let Some(v) = body.get(k).filter(|v| !v.is_null()) {
+            out.insert(k.into(), v.clone());
+        }
+    }
+    match body.get("stop") {
+        Some(Value::String(s)) => {
+            out.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(a)) => {
+            out.insert("stop_sequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    tools_of(body, &mut out)?;
+    if let Some(u) = body.get("user").and_then(Value::as_str) {
+        out.insert("metadata".into(), json!({"user_id": u}));
+    }
+    Ok(Value::Object(out))
+}
+
+/// A field Messages cannot express, unless it has its inert value.
+fn untranslatable(body: &Map<String, Value>) -> Result<(), String> {
     for (k, v) in body {
         let default = match k.as_str() {
             "model"
@@ -41,7 +84,12 @@ pub fn request(
             return Err(format!("`{k}`"));
         }
     }
+    Ok(())
+}
 
+/// The system text and the messages, each role's turns merged (Messages alternates roles).
+#[allow(clippy::type_complexity)]
+fn messages(body: &Map<String, Value>) -> Result<(Vec<String>, Vec<(String, Vec<Value>)>), String> {
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<(String, Vec<Value>)> = Vec::new();
     let push = |messages: &mut Vec<(String, Vec<Value>)>, role: &str, blocks: Vec<Value>| {
@@ -102,38 +150,11 @@ pub fn request(
             other => return Err(format!("`messages[{i}].role` `{other}`")),
         }
     }
-    if !system.is_empty() {
-        out.insert("system".into(), Value::String(system.join("\n\n")));
-    }
-    out.insert(
-        "messages".into(),
-        Value::Array(
-            messages
-                .into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
-                .collect(),
-        ),
-    );
-    let max = body
-        .get("max_tokens")
-        .or_else(|| body.get("max_completion_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(u64::from(default_max_tokens));
-    out.insert("max_tokens".into(), Value::from(max));
-    for k in ["temperature", "top_p", "stream"] {
-        if let Some(v) = body.get(k).filter(|v| !v.is_null()) {
-            out.insert(k.into(), v.clone());
-        }
-    }
-    match body.get("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
-    }
+    Ok((system, messages))
+}
+
+/// The tools and the tool choice, in Messages' shapes.
+fn tools_of(body: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), String> {
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut t = Vec::new();
         for (i, tool) in tools.iter().enumerate() {
@@ -171,10 +192,7 @@ pub fn request(
     if let Some(c) = choice {
         out.insert("tool_choice".into(), c);
     }
-    if let Some(u) = body.get("user").and_then(Value::as_str) {
-        out.insert("metadata".into(), json!({"user_id": u}));
-    }
-    Ok(Value::Object(out))
+    Ok(())
 }
 
 /// The text of a system message: a string or text parts.
