@@ -43,61 +43,7 @@ pub fn request(body: &Map<String, Value>, model: &str) -> Result<Value, String> 
         if role != "user" && role != "assistant" {
             return Err(format!("`messages[{i}].role` `{role}`"));
         }
-        let blocks = match &m["content"] {
-            Value::String(s) => vec![json!({"type": "text", "text": s})],
-            Value::Array(b) => b.clone(),
-            _ => return Err(format!("`messages[{i}].content`")),
-        };
-        let mut parts = Vec::new();
-        let mut calls = Vec::new();
-        for (j, b) in blocks.iter().enumerate() {
-            match b["type"].as_str().unwrap_or("") {
-                "text" => parts.push(json!({"type": "text", "text": b["text"]})),
-                "image" => {
-                    let s = &b["source"];
-                    let url = match s["type"].as_str() {
-                        Some("base64") => format!(
-                            "data:{};base64,{}",
-                            s["media_type"].as_str().unwrap_or("image/png"),
-                            s["data"].as_str().unwrap_or("")
-                        ),
-                        Some("url") => s["url"].as_str().unwrap_or("").to_string(),
-                        _ => return Err(format!("`messages[{i}].content[{j}].source`")),
-                    };
-                    parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-                }
-                "tool_use" if role == "assistant" => calls.push(json!({
-                    "id": b["id"], "type": "function",
-                    "function": {"name": b["name"], "arguments": b["input"].to_string()},
-                })),
-                "tool_result" if role == "user" => {
-                    let content = match &b["content"] {
-                        Value::String(s) => s.clone(),
-                        Value::Array(inner) => inner
-                            .iter()
-                            .filter_map(|x| x["text"].as_str())
-                            .collect::<Vec<_>>()
-                            .join(""),
-                        _ => String::new(),
-                    };
-                    messages.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}));
-                }
-                other => return Err(format!("`messages[{i}].content[{j}].type` `{other}`")),
-            }
-        }
-        if parts.is_empty() && calls.is_empty() {
-            continue;
-        }
-        let content = match parts.as_slice() {
-            [] => Value::Null,
-            [one] if one["type"] == "text" => one["text"].clone(),
-            _ => Value::Array(parts),
-        };
-        let mut msg = json!({"role": role, "content": content});
-        if !calls.is_empty() {
-            msg["tool_calls"] = Value::Array(calls);
-        }
-        messages.push(msg);
+        message(m, role, i, &mut messages)?;
     }
     out.insert("messages".into(), Value::Array(messages));
     for k in ["max_tokens", "temperature", "top_p"] {
@@ -112,6 +58,82 @@ pub fn request(body: &Map<String, Value>, model: &str) -> Result<Value, String> 
         out.insert("stream".into(), Value::Bool(true));
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
+    tools_of(body, &mut out)?;
+    if let Some(u) = body
+        .get("metadata")
+        .and_then(|m| m.get("user_id"))
+        .filter(|u| !u.is_null())
+    {
+        out.insert("user".into(), u.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+/// One message as chat messages (a tool result is a `tool` message of its own), pushed to
+/// `messages`.
+fn message(m: &Value, role: &str, i: usize, messages: &mut Vec<Value>) -> Result<(), String> {
+    let blocks = match &m["content"] {
+        Value::String(s) => vec![json!({"type": "text", "text": s})],
+        Value::Array(b) => b.clone(),
+        _ => return Err(format!("`messages[{i}].content`")),
+    };
+    let mut parts = Vec::new();
+    let mut calls = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        match b["type"].as_str().unwrap_or("") {
+            "text" => parts.push(json!({"type": "text", "text": b["text"]})),
+            "image" => {
+                let s = &b["source"];
+                let url = match s["type"].as_str() {
+                    Some("base64") => format!(
+                        "data:{};base64,{}",
+                        s["media_type"].as_str().unwrap_or("image/png"),
+                        s["data"].as_str().unwrap_or("")
+                    ),
+                    Some("url") => s["url"].as_str().unwrap_or("").to_string(),
+                    _ => return Err(format!("`messages[{i}].content[{j}].source`")),
+                };
+                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            "tool_use" if role == "assistant" => calls.push(json!({
+                "id": b["id"], "type": "function",
+                "function": {"name": b["name"], "arguments": b["input"].to_string()},
+            })),
+            "tool_result" if role == "user" => {
+                let content = match &b["content"] {
+                    Value::String(s) => s.clone(),
+                    Value::Array(inner) => inner
+                        .iter()
+                        .filter_map(|x| x["text"].as_str())
+                        .collect::<Vec<_>>()
+                        .join(""),
+                    _ => String::new(),
+                };
+                messages.push(
+                    json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}),
+                );
+            }
+            other => return Err(format!("`messages[{i}].content[{j}].type` `{other}`")),
+        }
+    }
+    if parts.is_empty() && calls.is_empty() {
+        return Ok(());
+    }
+    let content = match parts.as_slice() {
+        [] => Value::Null,
+        [one] if one["type"] == "text" => one["text"].clone(),
+        _ => Value::Array(parts),
+    };
+    let mut msg = json!({"role": role, "content": content});
+    if !calls.is_empty() {
+        msg["tool_calls"] = Value::Array(calls);
+    }
+    messages.push(msg);
+    Ok(())
+}
+
+/// The tools and the tool choice, in chat's shapes.
+fn tools_of(body: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), String> {
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut t = Vec::new();
         for (i, tool) in tools.iter().enumerate() {
@@ -139,14 +161,7 @@ pub fn request(body: &Map<String, Value>, model: &str) -> Result<Value, String> 
             out.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
     }
-    if let Some(u) = body
-        .get("metadata")
-        .and_then(|m| m.get("user_id"))
-        .filter(|u| !u.is_null())
-    {
-        out.insert("user".into(), u.clone());
-    }
-    Ok(Value::Object(out))
+    Ok(())
 }
 
 /// Anthropic's `stop_reason` as OpenAI's `finish_reason`.
