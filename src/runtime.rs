@@ -319,80 +319,92 @@ macro_rules! wasi_otel {
                     dropped_links: 0,
                 });
             }
-            if t.metrics.is_empty() {
-                return;
+            if !t.metrics.is_empty() {
+                otel_export_metrics(t);
             }
+        }
+
+        /// One metric as `wasi:otel` has it (delta temporality: this request's contribution).
+        fn otel_metric(
+            metric: &$crate::otel::Metric,
+            start: OtelDatetime,
+            time: OtelDatetime,
+        ) -> otel_metrics::Metric {
             use otel_metrics as m;
-            let (start, time) = (otel_time(t.start_unix_ns), otel_time(t.end_unix_ns));
             let number = |n: $crate::otel::Number| match n {
                 $crate::otel::Number::U64(v) => m::MetricNumber::U64(v),
                 $crate::otel::Number::F64(v) => m::MetricNumber::F64(v),
             };
+            let floats = metric
+                .points
+                .first()
+                .is_some_and(|(_, n)| matches!(n, $crate::otel::Number::F64(_)));
+            let data = match metric.instrument {
+                $crate::otel::Instrument::Histogram(bounds) => {
+                    let h = m::Histogram {
+                        data_points: metric
+                            .points
+                            .iter()
+                            .map(|(attrs, n)| m::HistogramDataPoint {
+                                attributes: otel_attrs(attrs),
+                                count: 1,
+                                bounds: bounds.to_vec(),
+                                bucket_counts: $crate::otel::buckets(bounds, n.as_f64()),
+                                min: Some(number(*n)),
+                                max: Some(number(*n)),
+                                sum: number(*n),
+                                exemplars: Vec::new(),
+                            })
+                            .collect(),
+                        start_time: start,
+                        time,
+                        temporality: m::Temporality::Delta,
+                    };
+                    if floats {
+                        m::MetricData::F64Histogram(h)
+                    } else {
+                        m::MetricData::U64Histogram(h)
+                    }
+                }
+                $crate::otel::Instrument::Counter => {
+                    let sum = m::Sum {
+                        data_points: metric
+                            .points
+                            .iter()
+                            .map(|(attrs, n)| m::SumDataPoint {
+                                attributes: otel_attrs(attrs),
+                                value: number(*n),
+                                exemplars: Vec::new(),
+                            })
+                            .collect(),
+                        start_time: start,
+                        time,
+                        temporality: m::Temporality::Delta,
+                        is_monotonic: true,
+                    };
+                    if floats {
+                        m::MetricData::F64Sum(sum)
+                    } else {
+                        m::MetricData::U64Sum(sum)
+                    }
+                }
+            };
+            m::Metric {
+                name: metric.name.to_string(),
+                description: metric.description.to_string(),
+                unit: metric.unit.to_string(),
+                data,
+            }
+        }
+
+        /// This request's metrics, exported with the service's resource.
+        fn otel_export_metrics(t: &$crate::otel::Telemetry) {
+            use otel_metrics as m;
+            let (start, time) = (otel_time(t.start_unix_ns), otel_time(t.end_unix_ns));
             let metrics = t
                 .metrics
                 .iter()
-                .map(|metric| {
-                    let floats = metric
-                        .points
-                        .first()
-                        .is_some_and(|(_, n)| matches!(n, $crate::otel::Number::F64(_)));
-                    let data = match metric.instrument {
-                        $crate::otel::Instrument::Histogram(bounds) => {
-                            let h = m::Histogram {
-                                data_points: metric
-                                    .points
-                                    .iter()
-                                    .map(|(attrs, n)| m::HistogramDataPoint {
-                                        attributes: otel_attrs(attrs),
-                                        count: 1,
-                                        bounds: bounds.to_vec(),
-                                        bucket_counts: $crate::otel::buckets(bounds, n.as_f64()),
-                                        min: Some(number(*n)),
-                                        max: Some(number(*n)),
-                                        sum: number(*n),
-                                        exemplars: Vec::new(),
-                                    })
-                                    .collect(),
-                                start_time: start,
-                                time,
-                                temporality: m::Temporality::Delta,
-                            };
-                            if floats {
-                                m::MetricData::F64Histogram(h)
-                            } else {
-                                m::MetricData::U64Histogram(h)
-                            }
-                        }
-                        $crate::otel::Instrument::Counter => {
-                            let sum = m::Sum {
-                                data_points: metric
-                                    .points
-                                    .iter()
-                                    .map(|(attrs, n)| m::SumDataPoint {
-                                        attributes: otel_attrs(attrs),
-                                        value: number(*n),
-                                        exemplars: Vec::new(),
-                                    })
-                                    .collect(),
-                                start_time: start,
-                                time,
-                                temporality: m::Temporality::Delta,
-                                is_monotonic: true,
-                            };
-                            if floats {
-                                m::MetricData::F64Sum(sum)
-                            } else {
-                                m::MetricData::U64Sum(sum)
-                            }
-                        }
-                    };
-                    m::Metric {
-                        name: metric.name.to_string(),
-                        description: metric.description.to_string(),
-                        unit: metric.unit.to_string(),
-                        data,
-                    }
-                })
+                .map(|metric| otel_metric(metric, start, time))
                 .collect();
             let _ = m::export(&m::ResourceMetrics {
                 resource: otel_types::Resource {
