@@ -42,6 +42,12 @@ impl ApiError {
         }
     }
 
+    /// Another type than the status gives (a 503 that no upstream caused is `server_error`).
+    pub fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// The policy in force could not be loaded: callers get a generic 500, the log the errors
     /// (they quote the policy's own values).
     pub fn invalid_policy(errors: impl std::fmt::Display) -> Self {

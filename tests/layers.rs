@@ -241,3 +241,66 @@ fn the_architecture_doc_names_every_layer_and_module() {
         }
     }
 }
+
+/// Every source file is a module of the crate: a file no `mod` declares is never compiled, and
+/// a test in it never runs.
+#[test]
+fn every_source_file_is_declared_as_a_module() {
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "fixtures") {
+                    files(&p, out);
+                }
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut missing = Vec::new();
+    for f in &all {
+        let name = f.file_stem().unwrap().to_string_lossy().to_string();
+        let dir = f.parent().unwrap();
+        if dir == src && (name == "lib" || name == "main") {
+            continue;
+        }
+        // The module's name, and the file that must declare it.
+        // A folder's module file: `x/mod.rs`, or `x.rs` beside the folder; the crate's, lib.rs.
+        let module_file = |d: &Path| {
+            if d == src {
+                src.join("lib.rs")
+            } else if d.with_extension("rs").exists() {
+                d.with_extension("rs")
+            } else {
+                d.join("mod.rs")
+            }
+        };
+        let (module, parent) = if name == "mod" {
+            let module = dir.file_name().unwrap().to_string_lossy().to_string();
+            (module, module_file(dir.parent().unwrap()))
+        } else {
+            (name, module_file(dir))
+        };
+        let text = std::fs::read_to_string(&parent).unwrap_or_default();
+        let declared = [";", " {"]
+            .iter()
+            .any(|end| text.contains(&format!("mod {module}{end}")));
+        if !declared {
+            missing.push(format!(
+                "{} (no `mod {module}` in {})",
+                f.display(),
+                parent.display()
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files no module declares:\n{}",
+        missing.join("\n")
+    );
+    assert!(all.len() > 50, "{all:?}");
+}

@@ -534,7 +534,8 @@ async fn reserve_for<T: Transport>(
                 503,
                 "limits_unavailable",
                 "Meridian could not reach the store that keeps this caller's limits, and the policy does not serve uncounted requests. Try again shortly.",
-            ))
+            )
+            .with_kind("server_error"))
         }
     }
 }

@@ -183,7 +183,10 @@ pub async fn serve<T: Transport, R: RequestBody>(
         Ok(x) => x,
         Err(mut e) => {
             record.error_code = Some(e.code);
-            record.error_detail = e.log_detail.take().map(|d| *d);
+            // An error's own detail for the log; else what a stage already noted stays.
+            if let Some(d) = e.log_detail.take() {
+                record.error_detail = Some(*d);
+            }
             let mut h = vec![json_header()];
             if let Some(allow) = e.allow {
                 h.push(("allow".into(), allow.into()));

@@ -282,6 +282,14 @@ async fn the_store_down_fails_closed_except_for_tenants_the_policy_names() {
         Some("refused: the key-value store could not be reached (fail closed)")
     );
     assert_eq!(log(&closed)["limits"]["unavailable"], "store unreachable");
+    // As docs/limits.md says: the reason in the log's `limits.unavailable` and `error_detail`;
+    // no upstream was involved, so the error is Meridian's own (`server_error`).
+    assert_eq!(
+        log(&closed)["error_detail"],
+        "limits store: store unreachable"
+    );
+    let err: serde_json::Value = serde_json::from_slice(&closed.body).unwrap();
+    assert_eq!(err["error"]["type"], "server_error", "{err}");
     assert!(t.sent_to().is_empty());
     let open = post(&p, &store, &t, "/v1/chat/completions", "sk-ops", CHAT).await;
     assert_eq!(open.status, 200);
