@@ -20,6 +20,18 @@ pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tena
         if let Some(id) = &id {
             if !is_id(&id.value) {
                 sink.error(id.span.as_ref(), bad_id_message("tenant", &id.value));
+            } else if matches!(id.value.as_str(), "-" | "anonymous") {
+                // Both stand for callers without a key: `-` in the response ids Meridian seals,
+                // `anonymous` in the log and its replay. A tenant by either name would share
+                // those callers' stored responses and audit.
+                sink.error_help(
+                    id.span.as_ref(),
+                    format!(
+                        "tenant id `{}` is reserved: it stands for callers without a key",
+                        id.value
+                    ),
+                    "choose another id, e.g. `public` or `guest`",
+                );
             } else if cx.tenant_ids.contains(&id.value) {
                 sink.error(
                     id.span.as_ref(),
