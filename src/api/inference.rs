@@ -209,7 +209,7 @@ pub(super) async fn inference<T: Transport>(
     .await;
     super::end_lease(cx.record, lease);
     cx.record.attempts = fwd.attempts;
-    note_failures(&mut cx).await;
+    note_failures(&mut cx, facts.input_tokens).await;
     if let Some(m) = measured {
         note_latency(&cx, m).await;
     }
@@ -325,13 +325,21 @@ async fn skip_cooling<T: Transport>(
     if cooling.is_empty() {
         return Ok(());
     }
+    // A provider cools as a whole, or one model of it (`provider/model`, the model it was
+    // asked for): see `limits::health::blame`.
+    let cooling_until = |c: &crate::decide::Candidate<'_>| {
+        cooling.get(c.provider.as_str()).copied().or_else(|| {
+            let key = crate::limits::health::model_key(c.provider.as_str(), c.upstream_model);
+            cooling.get(&key).copied()
+        })
+    };
     let (keep, cooled): (Vec<_>, Vec<_>) = std::mem::take(&mut decision.candidates)
         .into_iter()
-        .partition(|c| !cooling.contains_key(c.provider.as_str()));
+        .partition(|c| cooling_until(c).is_none());
     decision.candidates = keep;
     let mut soonest = u64::MAX;
     for c in cooled {
-        let until_s = cooling.get(c.provider.as_str()).copied().unwrap_or(now_s);
+        let until_s = cooling_until(&c).unwrap_or(now_s);
         soonest = soonest.min(until_s);
         decision.excluded.push(Exclusion {
             provider: c.provider,
@@ -348,14 +356,18 @@ async fn skip_cooling<T: Transport>(
         cx.record.excluded.push(c.provider.0.to_string());
         cx.record.excluded_kinds.push("health");
         cx.record.cooling.push(format!(
-            "{} cooling down until {}",
+            "{} ({}) cooling down until {}",
             c.provider,
+            c.upstream_model,
             crate::limits::rfc3339(until_s)
         ));
     }
-    cx.record
+    let left: Vec<&str> = decision
         .candidates
-        .retain(|p| !cooling.contains_key(p.as_str()));
+        .iter()
+        .map(|c| c.provider.as_str())
+        .collect();
+    cx.record.candidates.retain(|p| left.contains(&p.as_str()));
     if !decision.candidates.is_empty() || soonest == u64::MAX {
         return Ok(());
     }
@@ -417,7 +429,7 @@ async fn note_latency<T: Transport>(cx: &Cx<'_, '_, T>, mut m: crate::limits::la
 }
 
 /// Counts this request's failed attempts towards each provider's cool-down.
-async fn note_failures<T: Transport>(cx: &mut Cx<'_, '_, T>) {
+async fn note_failures<T: Transport>(cx: &mut Cx<'_, '_, T>, input_tokens: u64) {
     let (Some(h), Some(store)) = (cx.policy.settings.health, cx.env.store) else {
         return;
     };
@@ -425,7 +437,8 @@ async fn note_failures<T: Transport>(cx: &mut Cx<'_, '_, T>) {
         return;
     }
     let now_s = cx.t.unix_ms() / 1000;
-    let cooled = crate::limits::health::record(store, &h, &cx.record.attempts, now_s).await;
+    let cooled =
+        crate::limits::health::record(store, &h, &cx.record.attempts, input_tokens, now_s).await;
     if !cooled.is_empty() {
         cx.record.cooled = cooled;
     }

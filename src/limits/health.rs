@@ -36,37 +36,65 @@ pub async fn cooling(store: &dyn Store, now_s: u64) -> Result<BTreeMap<String, u
     Ok(parse(v.as_deref(), now_s))
 }
 
-/// Whether a failed attempt says something about the provider's health (not about the
-/// request, the configuration or a hedge that lost).
-pub fn is_health_failure(f: &Failure) -> bool {
+/// A request whose estimated input is at most this many tokens cannot explain a provider's
+/// 429 or timeout by its own size: those count towards its cool-down only for such requests. A
+/// longer prompt may be rate limited by its tokens per minute, or slow to its first byte, on a
+/// provider that is healthy, and one caller's long prompts must not cool a provider for all.
+pub const SMALL_REQUEST_TOKENS: u64 = 8_000;
+
+/// What a failed attempt says about the provider's health: nothing (the request, the
+/// configuration, a hedge that lost, or a 429 or timeout the request's size explains), the
+/// provider as a whole (it could not be reached, or answered garbage), or the model (an error
+/// status, a rate limit or a timeout, which a provider has per model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    None,
+    Provider,
+    Model,
+}
+
+/// The blame for a failure of a request with `input_tokens` estimated.
+pub fn blame(f: &Failure, input_tokens: u64) -> Blame {
+    let small = input_tokens <= SMALL_REQUEST_TOKENS;
     match f {
-        Failure::Connect(_)
+        Failure::Connect(_) | Failure::Malformed(_) | Failure::Transport(_) => Blame::Provider,
+        Failure::Status { status, .. } if *status >= 500 => Blame::Model,
+        Failure::Status { status: 429, .. } | Failure::Timeout(_) if small => Blame::Model,
+        Failure::Status { .. }
         | Failure::Timeout(_)
-        | Failure::Malformed(_)
-        | Failure::Transport(_) => true,
-        Failure::Status { status, .. } => *status >= 500 || *status == 429,
-        Failure::Config(_) | Failure::Untranslatable(_) | Failure::Cancelled => false,
+        | Failure::Config(_)
+        | Failure::Untranslatable(_)
+        | Failure::Cancelled => Blame::None,
     }
 }
 
-/// Counts this request's failed attempts; a provider that reaches the threshold is added to the
-/// cooling map. Returns the providers this request put into cool-down.
+/// What the cooling map names for a model of a provider: `provider/model`.
+pub fn model_key(provider: &str, model: &str) -> String {
+    format!("{provider}/{model}")
+}
+
+/// Counts this request's failed attempts that the provider caused ([`blame`]); a provider, or
+/// a model of one, that reaches the threshold is added to the cooling map. Returns what this
+/// request put into cool-down (`provider` or `provider/model`).
 pub async fn record(
     store: &dyn Store,
     h: &Health,
     attempts: &[Attempt],
+    input_tokens: u64,
     now_s: u64,
 ) -> Vec<String> {
     let window = now_s / h.window_s;
     let mut cooled = Vec::new();
     for a in attempts {
-        if !a.failure.as_ref().is_some_and(is_health_failure) {
-            continue;
-        }
-        let key = format!("{PREFIX}:health:{}:fail:{window}", a.provider);
+        let who = match a.failure.as_ref().map(|f| blame(f, input_tokens)) {
+            Some(Blame::Provider) => a.provider.clone(),
+            Some(Blame::Model) => model_key(&a.provider, &a.model),
+            Some(Blame::None) | None => continue,
+        };
+        let key = format!("{PREFIX}:health:{who}:fail:{window}");
         if let Ok(n) = store.increment(&key, 1).await {
-            if u64::try_from(n).unwrap_or(0) == h.failures && !cooled.contains(&a.provider) {
-                cooled.push(a.provider.clone());
+            if u64::try_from(n).unwrap_or(0) == h.failures && !cooled.contains(&who) {
+                cooled.push(who);
             }
         }
     }

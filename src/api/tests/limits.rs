@@ -436,15 +436,15 @@ async fn a_provider_that_keeps_failing_is_skipped_by_every_node_until_it_cools_d
     assert_eq!(second.header("x-meridian-provider"), Some("beta"));
     assert_eq!(
         second.record.cooled,
-        ["alpha"],
-        "the second failure within the window"
+        ["alpha/m"],
+        "the second failure within the window: a 500 cools the model it answered for"
     );
     // Now alpha is skipped without an attempt: 784,111,777 + 30 s = 08:50:07.
     let third = anonymous(&p, &store, &t).await;
     assert_eq!(third.header("x-meridian-provider"), Some("beta"));
     assert_eq!(
         third.header("x-meridian-cooling"),
-        Some("alpha cooling down until 1994-11-06T08:50:07Z")
+        Some("alpha (m) cooling down until 1994-11-06T08:50:07Z")
     );
     assert_eq!(t.sent_to(), ["alpha", "beta", "alpha", "beta", "beta"]);
     // After the cool-down it is tried again.
@@ -475,6 +475,104 @@ async fn when_every_provider_is_cooling_down_the_answer_says_until_when() {
         "cooling down until 1994-11-06T08:50:07Z after 2 failures within 60 s"
     );
     assert_eq!(t.sent_to().len(), 2, "no attempt while it cools down");
+}
+
+/// Cool-downs count what the provider caused: a connection failure cools the provider as a
+/// whole; a 5xx cools the model it answered for, and the provider's other models are still
+/// tried; a 429 or a timeout of a long prompt (above `SMALL_REQUEST_TOKENS`, so explained by
+/// the request itself) cools nothing, while a short prompt's does.
+#[tokio::test(start_paused = true)]
+async fn cool_downs_count_what_the_provider_caused_per_model_where_it_is_per_model() {
+    let text = "version = 1\n[settings]\nallow_anonymous = true\n[settings.health]\nfailures = 2\nwindow_s = 60\ncooldown_s = 30\n\
+         [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = { \"one\" = \"a-one\", \"two\" = \"a-two\" }\n\
+         [[providers]]\nid = \"beta\"\nbase_url = \"http://beta/v1\"\nlocation = \"DE\"\nmodels = { \"one\" = \"b-one\", \"two\" = \"b-two\" }\n\
+         [[rules]]\nid = \"alpha-first\"\nprefer = { order = [\"alpha\", \"beta\"] }\n";
+    let p = policy::load(text, "health-blame").unwrap();
+    let body = |model: &str, words: usize| {
+        let prompt = "word ".repeat(words);
+        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"{prompt}"}}]}}"#)
+    };
+    async fn send(p: &Policy, t: &Fake, store: &MemStore, b: String) -> Answer {
+        call_store(
+            Ok(p),
+            &secret,
+            Some(store),
+            t,
+            "POST",
+            "/v1/chat/completions",
+            &[JSON],
+            &b,
+        )
+        .await
+    }
+    // Long prompts (about 12,500 estimated tokens) rate limited twice: nothing cools.
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        (
+            "alpha",
+            vec![status(429, None), status(429, None), ok_json(0)],
+        ),
+        ("beta", vec![ok_json(0), ok_json(0)]),
+    ]);
+    for _ in 0..2 {
+        let a = send(&p, &t, &store, body("one", 10_000)).await;
+        assert!(a.record.cooled.is_empty(), "{:?}", a.record.cooled);
+    }
+    let a = send(&p, &t, &store, body("one", 2)).await;
+    assert_eq!(
+        a.header("x-meridian-provider"),
+        Some("alpha"),
+        "alpha is not cooling"
+    );
+    // Short prompts rate limited twice: the model cools; the provider's other model does not.
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        (
+            "alpha",
+            vec![status(429, None), status(429, None), ok_json(0)],
+        ),
+        ("beta", vec![ok_json(0), ok_json(0), ok_json(0)]),
+    ]);
+    let _ = send(&p, &t, &store, body("one", 2)).await;
+    let second = send(&p, &t, &store, body("one", 2)).await;
+    assert_eq!(second.record.cooled, ["alpha/a-one"]);
+    let one = send(&p, &t, &store, body("one", 2)).await;
+    assert_eq!(
+        one.header("x-meridian-provider"),
+        Some("beta"),
+        "alpha's `one` cools"
+    );
+    let two = send(&p, &t, &store, body("two", 2)).await;
+    assert_eq!(
+        two.header("x-meridian-provider"),
+        Some("alpha"),
+        "alpha's `two` does not"
+    );
+    // A provider that cannot be reached cools as a whole, whatever the model.
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        (
+            "alpha",
+            vec![
+                Step::Fail {
+                    after_ms: 0,
+                    failure: Failure::Connect("refused".into()),
+                },
+                Step::Fail {
+                    after_ms: 0,
+                    failure: Failure::Connect("refused".into()),
+                },
+            ],
+        ),
+        ("beta", vec![ok_json(0), ok_json(0), ok_json(0), ok_json(0)]),
+    ]);
+    let _ = send(&p, &t, &store, body("one", 2)).await;
+    let second = send(&p, &t, &store, body("two", 2)).await;
+    assert_eq!(second.record.cooled, ["alpha"]);
+    for m in ["one", "two"] {
+        let a = send(&p, &t, &store, body(m, 2)).await;
+        assert_eq!(a.header("x-meridian-provider"), Some("beta"), "{m}");
+    }
 }
 
 /// `alpha` (1.0 / 1.0) and `beta` (2.0 / 1.0), tenant `acme` with a token and a dollar limit;
