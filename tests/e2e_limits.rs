@@ -214,6 +214,80 @@ async fn a_browser_key_with_a_forged_origin_is_cut_off_at_its_limit() {
     assert_eq!(mock.requests().len(), 5);
 }
 
+/// The store goes away: once a node has noticed, a request costs it milliseconds, not the store
+/// call's timeout (the circuit breaker in meridian-host's Redis store), for a tenant that fails
+/// open and one that fails closed alike; the store comes back and counting resumes within
+/// seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_costs_milliseconds_and_counting_resumes_within_seconds() {
+    let mut redis = Redis::start().await;
+    let mock = Mock::start(Script::ok("fine")).await;
+    let (a, _b) = two_nodes(&redis, &policy(&mock)).await;
+    let client = reqwest::Client::new();
+    let timed = |key: &'static str| {
+        let (client, url) = (client.clone(), a.url.clone());
+        async move {
+            let t = std::time::Instant::now();
+            let r = post(&client, &url, key).await;
+            let limits = r
+                .headers()
+                .get("x-meridian-limits")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (t.elapsed(), r.status().as_u16(), limits)
+        }
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    // With the store: counted.
+    let mut up = Vec::new();
+    for _ in 0..10 {
+        let (d, status, limits) = timed(OPS).await;
+        assert_eq!(status, 200);
+        assert!(!limits.starts_with("not counted"), "{limits}");
+        up.push(d);
+    }
+    redis.stop().await;
+    // Without it: the first request notices (it may wait out the call's timeout), the rest are
+    // answered by the policy at once.
+    let (_, first, _) = timed(OPS).await;
+    assert_eq!(first, 200);
+    let mut down = Vec::new();
+    for i in 0..20 {
+        let (d, status, limits) = timed(if i % 2 == 0 { OPS } else { ACME }).await;
+        if i % 2 == 0 {
+            assert_eq!(status, 200);
+            assert!(limits.starts_with("not counted"), "{limits}");
+        } else {
+            assert_eq!(status, 503);
+        }
+        down.push(d);
+    }
+    let (up, down) = (median(up), median(down));
+    assert!(
+        down.saturating_sub(up) < Duration::from_millis(10),
+        "with the store down a request took {down:?} at the median, against {up:?} with it"
+    );
+    // Back: counted again within seconds (polled every 100 ms, at most 5 s).
+    redis.restart().await;
+    let back = std::time::Instant::now();
+    let mut counted = false;
+    while back.elapsed() < Duration::from_secs(5) {
+        let (_, status, limits) = timed(OPS).await;
+        if status == 200 && !limits.starts_with("not counted") {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        counted,
+        "counting did not resume within 5 s of the store's return"
+    );
+}
+
 /// A client that hangs up mid-stream: the request leaves a log line (the opening line, written
 /// before the first byte, with what it holds; in the WASI 0.3 build, whose instance outlives
 /// the client, also the closing line with `client_gone` and the reservation kept), and its

@@ -42,6 +42,19 @@ use bindings::wasi::keyvalue::{atomics, batch, store};
 /// How long one backend call may take before the guest gets an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often a store found unreachable is tried again in the background, while every call
+/// fails at once (the circuit breaker).
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// A Redis store that could not be reached: until a background probe reaches it again, every
+/// call fails at once instead of waiting out its timeout, so an outage costs a request
+/// microseconds once noticed, and the policy decides what the request gets (503, or served
+/// uncounted where it fails open).
+#[derive(Default)]
+pub struct Breaker {
+    open: std::sync::atomic::AtomicBool,
+}
+
 /// An open store, as the guest holds it.
 pub struct Bucket {
     backend: Arc<Backend>,
@@ -62,7 +75,8 @@ pub enum Backend {
     },
     Redis {
         url: String,
-        conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+        conn: Arc<tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>>,
+        breaker: Arc<Breaker>,
     },
 }
 
@@ -118,7 +132,8 @@ impl Stores {
                         .with_context(|| format!("the Redis URL `{url}`"))?;
                     Backend::Redis {
                         url,
-                        conn: tokio::sync::Mutex::new(None),
+                        conn: Arc::new(tokio::sync::Mutex::new(None)),
+                        breaker: Arc::new(Breaker::default()),
                     }
                 }
             };
@@ -151,15 +166,54 @@ impl Stores {
 
 type KvResult<T> = std::result::Result<T, store::Error>;
 
+/// Why a Redis call failed: the store could not be reached (it opens the circuit), or it
+/// answered with an error (it does not).
+enum Unreachable {
+    TimedOut,
+    Io(String),
+    Answer(String),
+    /// Already a store error (connecting, or the circuit open).
+    Store(store::Error),
+}
+
+impl From<store::Error> for Unreachable {
+    fn from(e: store::Error) -> Self {
+        Unreachable::Store(e)
+    }
+}
+
+impl Unreachable {
+    fn text(&self) -> String {
+        match self {
+            Unreachable::TimedOut => "Redis did not answer in time".into(),
+            Unreachable::Io(e) | Unreachable::Answer(e) => e.clone(),
+            Unreachable::Store(store::Error::Other(e)) => e.clone(),
+            Unreachable::Store(e) => format!("{e:?}"),
+        }
+    }
+
+    fn error(self) -> store::Error {
+        match self {
+            Unreachable::Store(e) => e,
+            other => store::Error::Other(other.text()),
+        }
+    }
+}
+
 fn other(e: impl std::fmt::Display) -> store::Error {
     store::Error::Other(e.to_string())
 }
 
 impl Backend {
     async fn redis(&self) -> KvResult<redis::aio::ConnectionManager> {
-        let Backend::Redis { url, conn } = self else {
+        let Backend::Redis { url, conn, breaker } = self else {
             return Err(other("not a Redis store"));
         };
+        if breaker.open.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(other(
+                "Redis is unreachable (the circuit is open; it is retried in the background every 250 ms)",
+            ));
+        }
         let mut guard = conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
@@ -181,11 +235,61 @@ impl Backend {
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> KvResult<T> {
-        let mut c = self.redis().await?;
-        tokio::time::timeout(CALL_TIMEOUT, cmd.query_async(&mut c))
-            .await
-            .map_err(|_| other("Redis did not answer in time"))?
-            .map_err(other)
+        let mut c = self.unbroken(self.redis().await)?;
+        let r = tokio::time::timeout(CALL_TIMEOUT, cmd.query_async(&mut c)).await;
+        self.unbroken(r.map_err(|_| Unreachable::TimedOut).and_then(|r| {
+            r.map_err(|e| {
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                {
+                    Unreachable::Io(e.to_string())
+                } else {
+                    Unreachable::Answer(e.to_string())
+                }
+            })
+        }))
+    }
+
+    /// A call's result; a store that could not be reached opens the circuit (see [`Breaker`])
+    /// and starts the probe that closes it.
+    fn unbroken<T, E: Into<Unreachable>>(&self, r: std::result::Result<T, E>) -> KvResult<T> {
+        let e = match r {
+            Ok(v) => return Ok(v),
+            Err(e) => e.into(),
+        };
+        let Backend::Redis { url, conn, breaker } = self else {
+            return Err(e.error());
+        };
+        if !matches!(e, Unreachable::Answer(_))
+            && !breaker.open.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            eprintln!("meridian-host: the Redis store is unreachable ({}); failing fast until a probe reaches it", e.text());
+            let (url, conn, breaker) = (url.clone(), conn.clone(), breaker.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(PROBE_EVERY).await;
+                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                        continue;
+                    };
+                    let probe = async {
+                        let mut c = client.get_multiplexed_async_connection().await?;
+                        redis::cmd("PING").query_async::<String>(&mut c).await
+                    };
+                    if let Ok(Ok(_)) = tokio::time::timeout(CALL_TIMEOUT, probe).await {
+                        // The old connection may be broken: the next call opens a new one.
+                        *conn.lock().await = None;
+                        breaker
+                            .open
+                            .store(false, std::sync::atomic::Ordering::Release);
+                        eprintln!("meridian-host: the Redis store is reachable again");
+                        return;
+                    }
+                }
+            });
+        }
+        Err(e.error())
     }
 
     fn sqlite<T>(
@@ -361,11 +465,12 @@ impl Backend {
                 inv.arg(if expected.is_some() { "1" } else { "0" })
                     .arg(expected.unwrap_or_default())
                     .arg(value);
-                let mut c = self.redis().await?;
-                let done: i64 = tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async(&mut c))
-                    .await
-                    .map_err(|_| other("Redis did not answer in time"))?
-                    .map_err(other)?;
+                let mut c = self.unbroken(self.redis().await)?;
+                let r = tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async::<i64>(&mut c)).await;
+                let done = self.unbroken(
+                    r.map_err(|_| Unreachable::TimedOut)
+                        .and_then(|r| r.map_err(|e| Unreachable::Io(e.to_string()))),
+                )?;
                 Ok(done == 1)
             }
         }

@@ -905,7 +905,10 @@ async fn main() -> Result<()> {
             Ok(c) => c,
             Err(e) => {
                 use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-                if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+                if !matches!(
+                    e.kind(),
+                    ConnectionAborted | ConnectionRefused | ConnectionReset
+                ) {
                     eprintln!("meridian-host: accept failed: {e}; pausing 100 ms");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
