@@ -81,12 +81,29 @@ async fn a_guest_that_loops_or_allocates_without_end_gets_a_500_and_others_are_s
         tokio::spawn(async move { c.post(url).send().await.map(|r| r.status().as_u16()) })
     };
     // While the loop runs, other requests are answered (the guest yields every tick); at the
-    // request's time limit its code traps.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // request's time limit its code traps. The guest says when it starts spinning.
+    let mut started_loop = false;
+    for _ in 0..200 {
+        if m.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("abuse: loop started"))
+        {
+            started_loop = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(started_loop, "the looping request never started");
     for _ in 0..5 {
         let r = c.post(m.at("/empty")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
+    assert!(
+        !looping.is_finished(),
+        "the others were served while the guest looped"
+    );
     let started = Instant::now();
     let status = tokio::time::timeout(Duration::from_secs(25), looping)
         .await

@@ -402,7 +402,18 @@ async fn the_openai_sdk_reads_the_headers_and_its_retry_honours_retry_after() {
     let client = reqwest::Client::new();
     let base = a.url.clone();
     let holder = tokio::spawn(async move { post(&client, &base, CONC).await.status().as_u16() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The holder is in flight (it holds the slot) once the provider has its request.
+    for _ in 0..200 {
+        if !mock.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "the holder never reached the provider"
+    );
     clients::run(
         &python(),
         "limits_sdk.py",

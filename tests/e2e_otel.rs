@@ -200,8 +200,14 @@ async fn spans_and_metrics_of_a_fallback_a_hedge_a_stream_and_a_refusal() {
                     .any(|m| m.name == "gen_ai.client.inference.time_to_first_chunk")
         })
         .await;
-    // Give the batches of attempt spans a moment to arrive (they share the request's batch).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The attempt spans: the fallback's two and the hedge's two, however the batches arrive.
+    receiver
+        .until("the attempt spans of the fallback and the hedge", |r| {
+            [&fallback_id, &hedge_id]
+                .iter()
+                .all(|id| request_span(r, id).is_some_and(|s| children(r, &s).len() >= 2))
+        })
+        .await;
     assert!(receiver.got.lock().unwrap().bad.is_empty());
 
     // The fallback: caller → host (server) → component request (internal) → two attempts.

@@ -58,6 +58,8 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
         }
         "/abuse/loop" => {
+            // Said before it spins, so a test can wait for the loop rather than guess.
+            println!("abuse: loop started");
             let mut n: u64 = 0;
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
