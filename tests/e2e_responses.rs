@@ -319,3 +319,123 @@ async fn the_agents_sdk_runs_a_tool_agent_through_a_native_a_chat_and_an_anthrop
         );
     }
 }
+
+/// The error codes docs/http-api.md documents for ids ("Ids and follow-ups"), each checked
+/// against the running component: the table is read from the doc, and every cell is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_codes_of_the_id_operations_are_what_the_component_answers() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/http-api.md")).unwrap();
+    let at = doc.find("| the id is |").expect("the table of id errors");
+    let rows: Vec<Vec<String>> = doc[at..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let parse = |cell: &str| -> (u16, String) {
+        let (status, code) = cell.split_once(' ').unwrap();
+        (status.parse().unwrap(), code.trim_matches('`').to_string())
+    };
+
+    let native_mock = Mock::with(native).await;
+    let chatty = Mock::start(Script::ok("translated")).await;
+    let policy = |extra: &str| {
+        format!(
+            "version = 1\n\
+             [[providers]]\nid = \"native\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"upstream-native\" }}\n\
+             [[providers]]\nid = \"chatty\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"upstream-chat\" }}\n\
+             [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n\
+             [[tenants]]\nid = \"other\"\nkeys = [\"sha256:{}\"]\n{extra}",
+            native_mock.url(),
+            chatty.url(),
+            hash(KEY),
+            hash(OTHER)
+        )
+    };
+    let sealing = [(
+        "SPIN_VARIABLE_RESPONSE_ID_KEY",
+        "e2e-sealing-key-0123456789abcdef",
+    )];
+    let m = Meridian::with_policy(&policy(""), &sealing).await;
+    // The same key, a policy that no longer lets `app` reach `native`.
+    let denied = Meridian::with_policy(
+        &policy("[[rules]]\nid = \"no-native\"\nwhen = { tenant = [\"app\"] }\nrequire = { deny = [\"native\"] }\n"),
+        &sealing,
+    )
+    .await;
+    let keyless = Meridian::with_policy(&policy(""), &[]).await;
+    let client = reqwest::Client::new();
+    let create = |model: &str| {
+        let (client, url, model) = (client.clone(), m.url.clone(), model.to_string());
+        async move {
+            let v: serde_json::Value = client
+                .post(format!("{url}/v1/responses"))
+                .bearer_auth(KEY)
+                .json(&serde_json::json!({"model": model, "input": "hi"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let kept = create("native-model").await;
+    let translated = create("chat-model").await;
+    assert!(
+        kept.starts_with("resp_mrd1~") && translated.starts_with("resp_mrd_"),
+        "{kept} {translated}"
+    );
+    let mut forged = kept.clone();
+    forged.pop();
+    forged.push(if kept.ends_with('a') { 'b' } else { 'a' });
+
+    for row in &rows {
+        let (label, follow, ops) = (&row[0], parse(&row[1]), parse(&row[2]));
+        let (node, id, key) = match label.as_str() {
+            l if l.starts_with("altered") => (&m, &forged, KEY),
+            l if l.starts_with("another tenant") => (&m, &kept, OTHER),
+            l if l.starts_with("one the policy no longer allows") => (&denied, &kept, KEY),
+            l if l.starts_with("made from chat") => (&m, &translated, KEY),
+            l if l.starts_with("any, without") => (&keyless, &kept, KEY),
+            other => panic!("a row the test does not know: {other}"),
+        };
+        let got = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (
+                status,
+                v["error"]["code"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        let f = client
+            .post(format!("{}/v1/responses", node.url))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"model": "native-model", "input": "again", "previous_response_id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got(f).await, follow, "{label}: previous_response_id");
+        for (method, path) in [
+            ("GET", format!("/v1/responses/{id}")),
+            ("DELETE", format!("/v1/responses/{id}")),
+            ("GET", format!("/v1/responses/{id}/input_items")),
+        ] {
+            let r = client
+                .request(method.parse().unwrap(), format!("{}{path}", node.url))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(got(r).await, ops, "{label}: {method} {path}");
+        }
+    }
+}

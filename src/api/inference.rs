@@ -278,33 +278,39 @@ fn pin<T>(
         .iter()
         .any(|c| c.provider.as_str() == provider)
     {
-        let why = decision
-            .excluded
-            .iter()
-            .find(|e| e.provider.as_str() == provider)
-            .map(|e| {
-                e.reasons
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_else(|| "it does not serve this model for this caller".into());
         cx.record.refused_by = Some("policy");
-        return Err(ApiError::new(
-            403,
-            "previous_response_not_allowed",
-            format!(
-                "The previous response is kept by `{provider}`, where the policy does not allow this request now ({why}). Send the whole conversation in `input` instead."
-            ),
-        )
-        .with_param(Some("previous_response_id")));
+        return Err(not_allowed_there(decision, provider));
     }
     decision
         .candidates
         .retain(|c| c.provider.as_str() == provider);
     cx.record.candidates.retain(|p| p == provider);
     Ok(())
+}
+
+/// A follow-up whose provider the policy no longer allows this request: why, from the
+/// exclusion.
+fn not_allowed_there(decision: &crate::decide::Decision<'_>, provider: &str) -> ApiError {
+    let why = decision
+        .excluded
+        .iter()
+        .find(|e| e.provider.as_str() == provider)
+        .map(|e| {
+            e.reasons
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_else(|| "it does not serve this model for this caller".into());
+    ApiError::new(
+        403,
+        "previous_response_not_allowed",
+        format!(
+            "The previous response is kept by `{provider}`, where the policy does not allow this request now ({why}). Send the whole conversation in `input` instead."
+        ),
+    )
+    .with_param(Some("previous_response_id"))
 }
 
 /// Providers that every node is cooling down after repeated failures (`[settings.health]`)
@@ -734,6 +740,12 @@ fn decide_for<'p, T>(
         .collect();
     if let Some(r) = &decision.refusal {
         record.refused_by = Some("policy");
+        // A follow-up whose provider was excluded: that is the answer, whatever else refused.
+        if let Some(p) =
+            pinned.filter(|p| decision.excluded.iter().any(|e| e.provider.as_str() == *p))
+        {
+            return Err(not_allowed_there(&decision, p));
+        }
         return Err(
             ApiError::new(r.status, r.code, r.message.clone()).with_details(json!({
                 "request_id": record.request_id,
