@@ -96,6 +96,8 @@ enum Decided {
     Routed {
         provider: String,
         location: String,
+        /// The first choice's model (the new decision's; a log line keeps none for the old).
+        model: Option<String>,
         prices: Option<Prices>,
     },
     Refused {
@@ -269,6 +271,7 @@ impl<'p> Replay<'p> {
             Decided::Routed {
                 provider: f.provider.clone(),
                 location: f.location.clone(),
+                model: None,
                 prices: None,
             }
         } else {
@@ -492,6 +495,7 @@ impl<'p> Replay<'p> {
         Decided::Routed {
             provider: first.provider.0.to_string(),
             location: first.location.to_string(),
+            model: Some(first.model.to_string()),
             prices: Some(Prices {
                 input: first.input_price,
                 output: first.output_price,
@@ -503,15 +507,25 @@ impl<'p> Replay<'p> {
 
     /// The logged usage priced under both: as billed, and at the provider the new policy would
     /// have answered it: its first choice, or, when the first choice is the old one and a fallback
-    /// answered, that same fallback at the new catalog's prices (a provider failing is traffic,
-    /// not policy).
+    /// answered (another provider, or another model of a route on the same one), that same
+    /// fallback at the new catalog's prices (a provider failing is traffic, not policy).
     fn cost(&mut self, line: &Line, old: &Decided, new: &Decided) {
         let fallback_prices = match (old, new, &line.provider) {
             (
                 Decided::Routed { provider: p0, .. },
-                Decided::Routed { provider: p1, .. },
+                Decided::Routed {
+                    provider: p1,
+                    model: m1,
+                    ..
+                },
                 Some(served),
-            ) if p0 == p1 && served != p1 => {
+            ) if p0 == p1
+                && (served != p1
+                    || line
+                        .served_model
+                        .as_ref()
+                        .is_some_and(|m| Some(m) != m1.as_ref())) =>
+            {
                 let model = line.served_model.as_deref().or(line.model.as_deref());
                 self.policy
                     .provider(served)

@@ -188,3 +188,43 @@ async fn a_changed_policy_moves_exactly_the_requests_it_concerns() {
     assert!((c.old_usd - priced_alpha * 5e-6).abs() < 1e-12, "{c:?}");
     assert!((c.new_usd - c.old_usd).abs() < 1e-12, "{c:?}");
 }
+
+/// A route's fallback to another model of the same provider is priced at that model's prices
+/// (issue 37, item 3): the log replayed under its own policy costs what was billed.
+#[tokio::test(start_paused = true)]
+async fn a_fallback_to_another_model_of_the_same_provider_is_priced_at_that_model() {
+    let text = "version = 1\n[settings]\nallow_anonymous = true\n\
+        [[providers]]\nid = \"p\"\nbase_url = \"http://p/v1\"\nlocation = \"DE\"\n\
+        models = { broken = { id = \"up-broken\", input_price = 100.0, output_price = 100.0 }, fast = { id = \"up-fast\", input_price = 2.0, output_price = 4.0 } }\n\
+        [[routes]]\nid = \"smart\"\nmodels = [\"broken\", \"fast\"]\n";
+    let p = policy::load(text, "route-replay").unwrap();
+    let t = Fake::new(vec![("p", vec![status(503, None), ok_json(0)])]);
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.record.served_model.as_deref(), Some("fast"));
+    let line = a.record.log_line(1, 2);
+    let billed = serde_json::from_str::<serde_json::Value>(&line).unwrap()["cost_usd"]
+        .as_f64()
+        .unwrap();
+    // What the test's fixture bills: ok_json's usage at `fast`'s prices.
+    let usage = a.record.usage.unwrap();
+    let at_fast = (usage.prompt_tokens as f64 * 2.0 + usage.completion_tokens as f64 * 4.0) / 1e6;
+    assert!((billed - at_fast).abs() < 1e-12, "{billed} {at_fast}");
+    let mut r = Replay::new(&p);
+    r.line(&line);
+    let report = r.finish();
+    assert_eq!(report.changed, 0);
+    assert!(
+        (report.cost.new_usd - at_fast).abs() < 1e-12,
+        "{:?}",
+        report.cost
+    );
+}
