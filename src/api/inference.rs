@@ -497,7 +497,13 @@ async fn reserve_for<T: Transport>(
         .collect();
     let media = if counts_usage { facts.media_parts } else { 0 };
     let hedging = decision.plan.hedge_after_ms.is_some() && decision.candidates.len() > 1;
-    let need = limits::need(body_bytes, media, output, &priced, hedging);
+    let mut need = limits::need(body_bytes, media, output, &priced, hedging);
+    if counts_usage && (facts.unseen_media > 0 || facts.stored_history) {
+        // Input the body does not show (a file or image by URL or id, stored history) is billed
+        // by what the provider reads: at most the model's whole context window.
+        let window = unseen_input_bound(cx.policy, decision)?;
+        need = limits::need_at_least(need, window, output, &priced);
+    }
     let caller = limits::Caller {
         tenant: cx.tenant,
         key_hash: crate::auth::presented_key(cx.headers).map(crate::policy::hash_key),
@@ -623,6 +629,35 @@ fn exceeded(
         "retry_after_s": retry,
     }));
     e
+}
+
+/// The most input a provider can bill for a request whose input the body does not show: the
+/// largest `context_window` among the models it may go to, or a 400 naming the model whose
+/// catalog entry states none (without it there is no bound to reserve).
+fn unseen_input_bound(
+    policy: &Policy,
+    decision: &crate::decide::Decision<'_>,
+) -> Result<u64, ApiError> {
+    let mut most = 0u64;
+    for c in &decision.candidates {
+        let window = policy.providers[c.index]
+            .models
+            .get(c.model)
+            .and_then(|m| m.context_window);
+        match window {
+            Some(w) => most = most.max(w),
+            None => {
+                return Err(ApiError::bad_request(
+                    "unbounded_input",
+                    format!(
+                        "This request has the provider read input its body does not show (a file or image by URL or id, or a stored conversation), and the model `{}` of `{}` states no `context_window` in the policy: Meridian cannot bound what it may bill against this caller's limits. Send the content in the body, or ask the operator to set `context_window` for the model.",
+                        c.model, c.provider
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(most)
 }
 
 /// Parses the body, applies the tenant's token cap and reads the facts (the field tables and

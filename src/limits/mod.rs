@@ -573,6 +573,24 @@ pub fn need(
     }
 }
 
+/// A need whose input is at least `input_tokens` (input the body does not show, bounded by the
+/// model's context window), priced again at the dearest candidate.
+pub fn need_at_least(need: Need, input_tokens: u64, output: u64, candidates: &[Priced]) -> Need {
+    if input_tokens <= need.input_tokens {
+        return need;
+    }
+    let micro_usd = candidates
+        .iter()
+        .map(|c| c.cost(input_tokens, output))
+        .max()
+        .unwrap_or(0);
+    Need {
+        input_tokens,
+        micro_usd,
+        ..need
+    }
+}
+
 /// The limits part of a request's audit record.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Audit {

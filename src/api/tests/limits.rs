@@ -747,3 +747,42 @@ async fn an_anthropic_stream_cut_after_message_start_keeps_its_whole_reservation
         assert_eq!(counter(&store, ":tokens:hour:"), expected, "{path}: whole");
     }
 }
+
+/// Input the body does not show (an image by URL, a file by id, a stored conversation) is
+/// reserved at the model's whole context window, and refused where the catalog states none.
+#[tokio::test(start_paused = true)]
+async fn unseen_input_is_reserved_at_the_context_window_or_refused_without_one() {
+    let image = r#"{"model":"chat-model","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"https://img.example/cat.png"}}]}]}"#;
+    // No window stated: no bound, so a limited caller is refused, and told what to set.
+    let p = limited("");
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", image).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.code(), "unbounded_input");
+    assert!(a.text().contains("context_window"), "{}", a.text());
+    assert!(t.sent_to().is_empty());
+    // A stated window: reserved in full, whatever the body's size.
+    let text = format!(
+        "version = 1\n[[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"a-m\", input_price = 1.0, output_price = 2.0, context_window = 128000 }} }}\n\
+         [[tenants]]\nid = \"rich\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_hour = 1000000 }}\n",
+        hex::encode(policy::hash_key("sk-rich"))
+    );
+    let p = policy::load(&text, "window").unwrap();
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![ok_json(0), ok_json(0)])]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", image).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(log(&a)["limits"]["hold"]["need"]["input_tokens"], 128_000);
+    // The same request with the image inline reserves its bytes and a media part only.
+    let inline = image.replace(
+        "https://img.example/cat.png",
+        "data:image/png;base64,iVBORw0KGgo=",
+    );
+    let b = post(&p, &store, &t, "/v1/chat/completions", "sk-rich", &inline).await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    let input = log(&b)["limits"]["hold"]["need"]["input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(input, inline.len() as u64 + 2_000);
+}
