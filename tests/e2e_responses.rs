@@ -16,6 +16,22 @@ fn hash(k: &str) -> String {
 const KEY: &str = "sk-app-e2e-responses-000001";
 const OTHER: &str = "sk-other-e2e-responses-0002";
 
+/// `native` (serves the Responses API) and `chatty` (a chat-only engine), tenants `app` and
+/// `other`, and `extra`.
+fn responses_policy(native: &Mock, chatty: &Mock, extra: &str) -> String {
+    format!(
+        "version = 1\n\
+         [[providers]]\nid = \"native\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"upstream-native\" }}\n\
+         [[providers]]\nid = \"chatty\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"upstream-chat\" }}\n\
+         [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n\
+         [[tenants]]\nid = \"other\"\nkeys = [\"sha256:{}\"]\n{extra}",
+        native.url(),
+        chatty.url(),
+        hash(KEY),
+        hash(OTHER)
+    )
+}
+
 /// A provider that serves the Responses API, answering as OpenAI's reference shows.
 fn native(req: &support::Recorded, n: usize) -> Script {
     let object = |id: &str, text: &str| {
@@ -83,17 +99,7 @@ async fn the_openai_sdk_creates_streams_and_follows_up_through_meridian() {
         }
     })
     .await;
-    let policy = format!(
-        "version = 1\n\
-         [[providers]]\nid = \"native\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"upstream-native\" }}\n\
-         [[providers]]\nid = \"chatty\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"upstream-chat\" }}\n\
-         [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n\
-         [[tenants]]\nid = \"other\"\nkeys = [\"sha256:{}\"]\n",
-        native_mock.url(),
-        chatty.url(),
-        hash(KEY),
-        hash(OTHER)
-    );
+    let policy = responses_policy(&native_mock, &chatty, "");
     let m = Meridian::with_policy(
         &policy,
         &[(
@@ -346,19 +352,7 @@ async fn the_documented_codes_of_the_id_operations_are_what_the_component_answer
 
     let native_mock = Mock::with(native).await;
     let chatty = Mock::start(Script::ok("translated")).await;
-    let policy = |extra: &str| {
-        format!(
-            "version = 1\n\
-             [[providers]]\nid = \"native\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nresponses = true\nmodels = {{ \"native-model\" = \"upstream-native\" }}\n\
-             [[providers]]\nid = \"chatty\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"upstream-chat\" }}\n\
-             [[tenants]]\nid = \"app\"\nkeys = [\"sha256:{}\"]\n\
-             [[tenants]]\nid = \"other\"\nkeys = [\"sha256:{}\"]\n{extra}",
-            native_mock.url(),
-            chatty.url(),
-            hash(KEY),
-            hash(OTHER)
-        )
-    };
+    let policy = |extra: &str| responses_policy(&native_mock, &chatty, extra);
     let sealing = [(
         "SPIN_VARIABLE_RESPONSE_ID_KEY",
         "e2e-sealing-key-0123456789abcdef",

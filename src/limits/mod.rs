@@ -560,17 +560,21 @@ pub fn need(
 ) -> Need {
     let input_tokens =
         (body_bytes as u64).saturating_add(media.saturating_mul(TOKENS_PER_MEDIA_PART));
-    let micro_usd = candidates
-        .iter()
-        .map(|c| c.cost(input_tokens, output))
-        .max()
-        .unwrap_or(0);
     Need {
         input_tokens,
         output_tokens: output,
-        micro_usd,
+        micro_usd: dearest(candidates, input_tokens, output),
         parallel: if hedging { 2 } else { 1 },
     }
+}
+
+/// What the dearest candidate charges for these tokens.
+fn dearest(candidates: &[Priced], input_tokens: u64, output: u64) -> u64 {
+    candidates
+        .iter()
+        .map(|c| c.cost(input_tokens, output))
+        .max()
+        .unwrap_or(0)
 }
 
 /// A need whose input is at least `input_tokens` (input the body does not show, bounded by the
@@ -579,14 +583,9 @@ pub fn need_at_least(need: Need, input_tokens: u64, output: u64, candidates: &[P
     if input_tokens <= need.input_tokens {
         return need;
     }
-    let micro_usd = candidates
-        .iter()
-        .map(|c| c.cost(input_tokens, output))
-        .max()
-        .unwrap_or(0);
     Need {
         input_tokens,
-        micro_usd,
+        micro_usd: dearest(candidates, input_tokens, output),
         ..need
     }
 }

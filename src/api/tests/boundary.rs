@@ -491,6 +491,24 @@ mod property {
     }
 }
 
+/// An environment with a policy, secrets and ids, and nothing else (no store, no IP table).
+fn bare_env<'a>(
+    p: &'a Policy,
+    secret: &'a dyn Fn(&str) -> Option<String>,
+    fresh: &'a dyn Fn() -> String,
+) -> Env<'a> {
+    Env {
+        policy: Ok(p),
+        secret,
+        edge_region: None,
+        max_response_bytes: 1 << 20,
+        geoip: None,
+        fresh_id: fresh,
+        store: None,
+        host_span: None,
+    }
+}
+
 /// A body that records whether anyone read it.
 struct Watched(std::rc::Rc<std::cell::Cell<bool>>);
 
@@ -508,16 +526,7 @@ async fn a_caller_without_a_valid_key_is_refused_before_its_body_is_read() {
     let t = no_script();
     let fresh = || "id".to_string();
     let secret = |_: &str| None;
-    let env = Env {
-        policy: Ok(&p),
-        secret: &secret,
-        edge_region: None,
-        max_response_bytes: 1 << 20,
-        geoip: None,
-        fresh_id: &fresh,
-        store: None,
-        host_span: None,
-    };
+    let env = bare_env(&p, &secret, &fresh);
     for (auth, status) in [("Bearer sk-wrong", 401), ("Bearer sk-acme", 400)] {
         let read = std::rc::Rc::new(std::cell::Cell::new(false));
         let req = Request {
@@ -543,16 +552,7 @@ async fn explain_checks_the_admin_key_before_reading_the_body() {
     let t = no_script();
     let fresh = || "id".to_string();
     let secret = |name: &str| (name == "admin_key").then(|| "admin-secret-0001".to_string());
-    let env = Env {
-        policy: Ok(&p),
-        secret: &secret,
-        edge_region: None,
-        max_response_bytes: 1 << 20,
-        geoip: None,
-        fresh_id: &fresh,
-        store: None,
-        host_span: None,
-    };
+    let env = bare_env(&p, &secret, &fresh);
     for (key, status) in [
         (None, 401),
         (Some("wrong"), 401),
