@@ -484,3 +484,51 @@ async fn the_sqlite_file_keeps_limits_with_nothing_else_installed() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An Anthropic stream cut after `message_start` (which reports the input and one output
+/// token) keeps its whole reservation in the shared store: the provider bills every token it
+/// generated, and the final usage never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_stream_cut_after_message_start_keeps_its_reservation() {
+    let redis = Redis::start().await;
+    let start = r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":25,"output_tokens":1}}}"#;
+    let block =
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+    let delta =
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#;
+    let mock = Mock::start(Script::Sse {
+        events: vec![start.into(), block.into(), delta.into()],
+        gap_ms: 10,
+        end: support::mock::SseEnd::Cut,
+    })
+    .await;
+    let policy = format!(
+        "version = 1\n[[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"{}/v1\"\nlocation = \"IE\"\nmodels = {{ \"chat-model\" = {{ id = \"claude-x\", input_price = 1.0, output_price = 2.0 }} }}\n\
+         [[tenants]]\nid = \"metered\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_month = 100000 }}\n",
+        mock.url(),
+        hash(METERED)
+    );
+    let (a, _b) = two_nodes(&redis, &policy).await;
+    let body = r#"{"model":"chat-model","max_tokens":400,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = reqwest::Client::new()
+        .post(a.at("/v1/messages"))
+        .header("content-type", "application/json")
+        .header("x-api-key", METERED)
+        .header("anthropic-version", "2023-06-01")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("event: error"), "{text}");
+    let lines = settled(&[&a], "metered", 1).await;
+    assert_eq!(
+        lines[0]["limits"]["settlement"]["state"], "kept",
+        "{}",
+        lines[0]
+    );
+    let keys = redis.keys("meridian:v1:t/metered:tokens:month:*").await;
+    // Reserved: one token per byte of the body and `max_tokens`; kept in full.
+    assert_eq!(redis.int(&keys[0]).await, body.len() as i64 + 400);
+}
