@@ -885,8 +885,16 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
                 "requests",
                 |x| x.clone().unwrap_or_else(|| "plain".into()),
             ));
+            // The same answer for a caller who is now anonymous is still a change: who the
+            // caller is decides its limits, privacy floor and audit.
+            let why = match &b {
+                Outcome::AsAnonymous { then } if then.without_rules() == a.without_rules() => {
+                    " (the same answer, but the caller is now anonymous: the tenant's limits, privacy floor and name in the audit no longer apply)"
+                }
+                _ => "",
+            };
             let line = format!(
-                "{}: {} → {}",
+                "{}: {} → {}{why}",
                 parts.join(", "),
                 a.render(None),
                 b.render(Some(old))

@@ -282,6 +282,17 @@ fn a_removed_provider_a_removed_tenant_and_an_endpoint_rule() {
     let (_, text) = run(&dir, &old, &new, false);
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("- ")).collect();
     assert_eq!(lines.len(), 10, "{text}");
+    // acme's refusals stay refusals: the line says why that is still a change.
+    let same = lines
+        .iter()
+        .filter(|l| l.contains("tenant acme") && l.contains("privacy flags with local-only"))
+        .collect::<Vec<_>>();
+    assert_eq!(same.len(), 2, "{text}");
+    assert!(
+        same.iter()
+            .all(|l| l.ends_with("(the same answer, but the caller is now anonymous: the tenant's limits, privacy floor and name in the audit no longer apply)")),
+        "{text}"
+    );
     assert_eq!(
         lines.iter().filter(|l| l.contains(only_us_b)).count(),
         4,
