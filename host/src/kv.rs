@@ -292,7 +292,24 @@ impl Backend {
         Err(e.error())
     }
 
+    /// Runs `f` on the SQLite connection. Its calls block (up to the 2 s busy timeout while
+    /// another process holds the file), so they run with the worker thread handed over to
+    /// blocking work (`block_in_place`): the runtime moves the other tasks on, and requests that
+    /// use no store, or another store, are not held up behind a busy file.
     fn sqlite<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> KvResult<T> {
+        let blocking = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if blocking {
+            tokio::task::block_in_place(|| self.sqlite_now(f))
+        } else {
+            self.sqlite_now(f)
+        }
+    }
+
+    fn sqlite_now<T>(
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
     ) -> KvResult<T> {
