@@ -468,3 +468,65 @@ async fn the_wasi_otel_build_refuses_to_start_on_a_host_without_it() {
     assert!(err.contains("wasi:otel"), "{err}");
     assert!(err.contains("--experimental-wasi-otel"), "{err}");
 }
+
+/// The host batches the requests' metrics as the OpenTelemetry SDKs' batch processors do (many
+/// requests, few exports, not a POST per request), and reports what its export queue dropped
+/// in a metric of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_metrics_export_is_batched_and_counts_what_it_dropped() {
+    let Some(wasm) = otel_component().await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let up = Mock::start(Script::ok("fine")).await;
+    let policy = format!(
+        "version = 1\n[settings]\nallow_anonymous = true\n\
+         [[providers]]\nid = \"up\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\nmodels = {{ m = \"m-up\" }}\n",
+        up.url()
+    );
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "1000"),
+    ];
+    let m = Meridian::custom(Some(&wasm), &policy, &env, &["--experimental-wasi-otel"]).await;
+    let client = reqwest::Client::new();
+    const N: usize = 30;
+    for _ in 0..N {
+        let r = client
+            .post(m.at("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let durations = |r: &Receiver| {
+        r.metrics()
+            .iter()
+            .filter(|m| m.name == "gen_ai.client.inference.duration")
+            .count()
+    };
+    receiver
+        .until("the metrics of every request", |r| durations(r) >= N)
+        .await;
+    let exports = receiver.got.lock().unwrap().metrics.len();
+    assert!(
+        exports * 5 <= N,
+        "{exports} metric exports for {N} requests"
+    );
+    let dropped: Vec<_> = receiver
+        .metrics()
+        .into_iter()
+        .filter(|m| m.name == "meridian.host.telemetry.dropped")
+        .collect();
+    assert!(!dropped.is_empty(), "no dropped-items metric");
+    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(s)) = &dropped[0].data
+    else {
+        panic!("{:?}", dropped[0]);
+    };
+    assert_eq!(
+        s.data_points[0].value,
+        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(0))
+    );
+}

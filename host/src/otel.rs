@@ -13,13 +13,16 @@
 //! - `OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]TIMEOUT`: milliseconds per export (10000);
 //! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource (`service.name` defaults to
 //!   `meridian-host`);
-//! - `OTEL_BSP_SCHEDULE_DELAY` (5000 ms) and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (512): spans are
-//!   sent in batches; metrics are sent as the component exports them, as Spin does;
+//! - `OTEL_BSP_SCHEDULE_DELAY` (5000 ms) and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (512): spans and
+//!   the requests' metrics are each sent in batches, as the OpenTelemetry SDKs' batch
+//!   processors send them (one export of many requests, not a request per request);
 //! - `OTEL_SDK_DISABLED=true` turns it all off.
 //!
 //! Plain `http://` endpoints only (a local collector); spans whose trace is not sampled are not
-//! exported. Every export has a deadline; at most 2,048 items wait, past that they are dropped
-//! and counted on stderr. Pending spans are sent when the host shuts down.
+//! exported. Every export has a deadline; at most 2,048 items wait, past that they are dropped,
+//! counted on stderr and in the host's own metric `meridian.host.telemetry.dropped` (a
+//! cumulative sum, sent with every batch of metrics). Pending spans and metrics are sent when
+//! the host shuts down.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,7 +241,8 @@ enum Item {
 /// The exporter: a queue and the task that sends it.
 pub struct Exporter {
     tx: mpsc::Sender<Item>,
-    dropped: AtomicU64,
+    /// Items the full queue turned away; exported as `meridian.host.telemetry.dropped`.
+    dropped: Arc<AtomicU64>,
     traces: bool,
     metrics: bool,
 }
@@ -265,13 +269,21 @@ impl Exporter {
             .unwrap_or(512usize)
             .max(1);
         let (tx, rx) = mpsc::channel(2048);
+        let dropped = Arc::new(AtomicU64::new(0));
         let exporter = Arc::new(Exporter {
             tx,
-            dropped: AtomicU64::new(0),
+            dropped: dropped.clone(),
             traces: traces.is_some(),
             metrics: metrics.is_some(),
         });
-        tokio::spawn(run(rx, traces, metrics, resource(), delay, batch));
+        let targets = Targets {
+            traces,
+            metrics,
+            resource: resource(),
+            dropped,
+            started: now_nanos(),
+        };
+        tokio::spawn(run(rx, targets, delay, batch));
         Ok(Some(exporter))
     }
 
@@ -337,88 +349,160 @@ type Client = hyper_util::client::legacy::Client<
     http_body_util::Full<bytes::Bytes>,
 >;
 
-async fn run(
-    mut rx: mpsc::Receiver<Item>,
+/// Where the queue goes, and what the host says of itself.
+struct Targets {
     traces: Option<Target>,
     metrics: Option<Target>,
     resource: Resource,
-    delay: Duration,
-    batch: usize,
-) {
+    dropped: Arc<AtomicU64>,
+    /// When counting began, for the dropped items' cumulative sum.
+    started: u64,
+}
+
+impl Targets {
+    async fn send_spans(
+        &self,
+        client: &Client,
+        pending: Vec<(common::InstrumentationScope, pt::Span)>,
+    ) {
+        let Some(t) = &self.traces else { return };
+        if pending.is_empty() {
+            return;
+        }
+        let mut scopes: Vec<pt::ScopeSpans> = Vec::new();
+        for (scope, span) in pending {
+            match scopes.iter_mut().find(|s| s.scope.as_ref() == Some(&scope)) {
+                Some(s) => s.spans.push(span),
+                None => scopes.push(pt::ScopeSpans {
+                    scope: Some(scope),
+                    spans: vec![span],
+                    ..Default::default()
+                }),
+            }
+        }
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![pt::ResourceSpans {
+                resource: Some(self.resource.clone()),
+                scope_spans: scopes,
+                ..Default::default()
+            }],
+        };
+        post(client, t, req.encode_to_vec()).await;
+    }
+
+    /// The requests' metrics in one export, as the OpenTelemetry SDKs' batch processors send
+    /// them, with the host's own count of the items its queue dropped.
+    async fn send_metrics(&self, client: &Client, pending: Vec<pm::ResourceMetrics>) {
+        let Some(t) = &self.metrics else { return };
+        if pending.is_empty() {
+            return;
+        }
+        let mut out: Vec<pm::ResourceMetrics> = Vec::with_capacity(pending.len() + 1);
+        for mut m in pending {
+            // The host's resource, with what the component says of itself added.
+            let mut r = self.resource.clone();
+            if let Some(own) = m.resource.take() {
+                for a in own.attributes {
+                    if !r.attributes.iter().any(|b| b.key == a.key) {
+                        r.attributes.push(a);
+                    }
+                }
+            }
+            m.resource = Some(r);
+            out.push(m);
+        }
+        out.push(pm::ResourceMetrics {
+            resource: Some(self.resource.clone()),
+            scope_metrics: vec![pm::ScopeMetrics {
+                scope: Some(common::InstrumentationScope {
+                    name: "meridian-host".into(),
+                    ..Default::default()
+                }),
+                metrics: vec![pm::Metric {
+                    name: "meridian.host.telemetry.dropped".into(),
+                    description:
+                        "Spans and metrics the host's export queue dropped because it was full"
+                            .into(),
+                    unit: "{item}".into(),
+                    data: Some(pm::metric::Data::Sum(pm::Sum {
+                        data_points: vec![pm::NumberDataPoint {
+                            start_time_unix_nano: self.started,
+                            time_unix_nano: now_nanos(),
+                            value: Some(pm::number_data_point::Value::AsInt(
+                                self.dropped.load(Ordering::Relaxed) as i64,
+                            )),
+                            ..Default::default()
+                        }],
+                        aggregation_temporality: pm::AggregationTemporality::Cumulative as i32,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: out,
+        };
+        post(client, t, req.encode_to_vec()).await;
+    }
+}
+
+/// Sends what the queue holds: spans and metrics each in batches of `batch` (or whatever
+/// waited `delay`), and everything at a flush or when the host shuts down.
+async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, batch: usize) {
     let client: Client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
-    let mut pending: Vec<(common::InstrumentationScope, pt::Span)> = Vec::new();
-    let send_spans = |pending: Vec<(common::InstrumentationScope, pt::Span)>| {
-        let client = client.clone();
-        let resource = resource.clone();
-        let traces = traces.clone();
-        async move {
-            let Some(t) = traces else { return };
-            if pending.is_empty() {
-                return;
-            }
-            let mut scopes: Vec<pt::ScopeSpans> = Vec::new();
-            for (scope, span) in pending {
-                match scopes.iter_mut().find(|s| s.scope.as_ref() == Some(&scope)) {
-                    Some(s) => s.spans.push(span),
-                    None => scopes.push(pt::ScopeSpans {
-                        scope: Some(scope),
-                        spans: vec![span],
-                        ..Default::default()
-                    }),
-                }
-            }
-            let req = ExportTraceServiceRequest {
-                resource_spans: vec![pt::ResourceSpans {
-                    resource: Some(resource),
-                    scope_spans: scopes,
-                    ..Default::default()
-                }],
-            };
-            post(&client, &t, req.encode_to_vec()).await;
-        }
-    };
+    let mut spans: Vec<(common::InstrumentationScope, pt::Span)> = Vec::new();
+    let mut metrics: Vec<pm::ResourceMetrics> = Vec::new();
     loop {
         let item = match tokio::time::timeout(delay, rx.recv()).await {
             Ok(Some(item)) => item,
             Ok(None) => {
-                send_spans(std::mem::take(&mut pending)).await;
+                targets
+                    .send_spans(&client, std::mem::take(&mut spans))
+                    .await;
+                targets
+                    .send_metrics(&client, std::mem::take(&mut metrics))
+                    .await;
                 return;
             }
             Err(_) => {
-                send_spans(std::mem::take(&mut pending)).await;
+                targets
+                    .send_spans(&client, std::mem::take(&mut spans))
+                    .await;
+                targets
+                    .send_metrics(&client, std::mem::take(&mut metrics))
+                    .await;
                 continue;
             }
         };
         match item {
             Item::Span(s) => {
-                pending.push(*s);
-                if pending.len() >= batch {
-                    send_spans(std::mem::take(&mut pending)).await;
+                spans.push(*s);
+                if spans.len() >= batch {
+                    targets
+                        .send_spans(&client, std::mem::take(&mut spans))
+                        .await;
                 }
             }
             Item::Metrics(m) => {
-                if let Some(t) = &metrics {
-                    let mut m = *m;
-                    // The host's resource, with what the component says of itself added.
-                    let mut r = resource.clone();
-                    if let Some(own) = m.resource.take() {
-                        for a in own.attributes {
-                            if !r.attributes.iter().any(|b| b.key == a.key) {
-                                r.attributes.push(a);
-                            }
-                        }
-                    }
-                    m.resource = Some(r);
-                    let req = ExportMetricsServiceRequest {
-                        resource_metrics: vec![m],
-                    };
-                    post(&client, t, req.encode_to_vec()).await;
+                metrics.push(*m);
+                if metrics.len() >= batch {
+                    targets
+                        .send_metrics(&client, std::mem::take(&mut metrics))
+                        .await;
                 }
             }
             Item::Flush(done) => {
-                send_spans(std::mem::take(&mut pending)).await;
+                targets
+                    .send_spans(&client, std::mem::take(&mut spans))
+                    .await;
+                targets
+                    .send_metrics(&client, std::mem::take(&mut metrics))
+                    .await;
                 let _ = done.send(());
             }
         }
