@@ -243,6 +243,21 @@ async fn route_explain_answers_behind_the_admin_key_without_forwarding() {
             (401, Some("invalid_admin_key"))
         );
     }
+    // The admin key comes first: without it, not even a body that is not JSON is read.
+    let (status, e) = error_of(
+        client()
+            .post(m.at("/v1/route/explain"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (401, Some("invalid_admin_key"))
+    );
     let r = client()
         .post(m.at("/v1/route/explain"))
         .header("x-meridian-admin-key", "adm-secret")

@@ -149,8 +149,23 @@ async fn two_nodes_sharing_redis_stop_exactly_at_the_limit() {
     let closed = post(&client, &a.url, ACME).await;
     assert_eq!(closed.status(), 503);
     assert_eq!(closed.headers()["retry-after"], "1");
+    let closed_id = closed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body: serde_json::Value = closed.json().await.unwrap();
     assert_eq!(body["error"]["code"], "limits_unavailable");
+    // No upstream was involved, and the reason is in the log, as docs/limits.md says.
+    assert_eq!(body["error"]["type"], "server_error");
+    let line = a.log_for(&closed_id).await;
+    assert!(line["limits"]["unavailable"].is_string(), "{line}");
+    assert!(
+        line["error_detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("limits store: "),
+        "{line}"
+    );
     let open = post(&client, &b.url, OPS).await;
     assert_eq!(open.status(), 200);
     assert!(open.headers()["x-meridian-limits"]

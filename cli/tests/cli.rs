@@ -88,7 +88,14 @@ fn check_accepts_every_shipped_policy() {
 
 #[test]
 fn check_prints_every_error_with_its_position_and_fails() {
-    for name in ["references", "shapes", "syntax", "typos"] {
+    for name in [
+        "references",
+        "shapes",
+        "syntax",
+        "typos",
+        "credential-headers",
+        "reserved-tenants",
+    ] {
         let file = format!("tests/invalid/{name}.toml");
         let o = meridian(&["check", &file]);
         assert_eq!(o.status.code(), Some(1), "{name}");

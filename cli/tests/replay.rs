@@ -484,3 +484,61 @@ fn replay_reads_stdin_and_explains_bad_input() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.jsonl"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `meridian replay` prices a route's fallback to another model of the same provider at that
+/// model's prices (issue 37, item 3): under its own policy, a log line whose answer came from
+/// the route's second model costs what was billed.
+#[test]
+fn a_route_fallback_on_the_same_provider_is_priced_at_the_model_that_answered() {
+    let dir = std::env::temp_dir().join(format!("meridian-replay-route-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[settings]\nallow_anonymous = true\n\
+         [[providers]]\nid = \"p\"\nbase_url = \"https://p.example/v1\"\nlocation = \"DE\"\nzdr = true\ntrains_on_inputs = false\n\
+         models = { broken = { id = \"up-broken\", input_price = 100.0, output_price = 100.0 }, fast = { id = \"up-fast\", input_price = 2.0, output_price = 4.0 } }\n\
+         [[routes]]\nid = \"smart\"\nmodels = [\"broken\", \"fast\"]\n",
+    )
+    .unwrap();
+    // 1,000 input and 500 output tokens at `fast`'s prices: $0.002 + $0.002.
+    let billed = (1000.0 * 2.0 + 500.0 * 4.0) / 1e6;
+    let line = serde_json::json!({
+        "ts_ms": 1_796_083_200_000u64, "request_id": "r-1", "method": "POST",
+        "path": "/v1/chat/completions", "status": 200, "model": "smart",
+        "country": "DE", "country_source": "header cf-ipcountry", "edge": "not_configured",
+        "rules": [], "candidates": ["p"], "excluded": [],
+        "attempts": [{"provider": "p", "outcome": "status 503", "ms": 3}, {"provider": "p", "outcome": "ok", "ms": 5}],
+        "provider": "p", "served_model": "fast", "jurisdiction": "DE",
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+        "cost_usd": billed,
+        "facts": {"endpoint": "chat", "stream": false, "input_tokens": 12, "output_tokens": 256,
+                  "first": {"provider": "p", "location": "DE"}},
+        "duration_ms": 9
+    });
+    let log = dir.join("meridian.log");
+    std::fs::write(&log, format!("{line}\n")).unwrap();
+    let o = meridian()
+        .args(["replay", "--json"])
+        .arg(&policy)
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["replayed"], 1, "{v}");
+    let (old, new) = (
+        v["cost"]["old_usd"].as_f64().unwrap(),
+        v["cost"]["new_usd"].as_f64().unwrap(),
+    );
+    assert!(
+        (old - billed).abs() < 1e-12 && (new - billed).abs() < 1e-12,
+        "{v}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
