@@ -547,3 +547,85 @@ async fn an_anthropic_stream_cut_after_message_start_keeps_its_reservation() {
     // Reserved: one token per byte of the body and `max_tokens`; kept in full.
     assert_eq!(redis.int(&keys[0]).await, body.len() as i64 + 400);
 }
+
+/// The SQLite store's calls block while another process holds the file (up to the 2 s busy
+/// timeout): they run on the host's blocking threads, so the node goes on answering what needs
+/// no store while several limited requests wait on the file. The WASI 0.3 build is not tested
+/// here: `wasi:keyvalue@0.2.0-draft2`'s functions are synchronous, so a reused instance waits
+/// for each call, whatever the host does (docs/limits.md says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sqlite_file_does_not_hold_up_requests_that_need_no_store() {
+    if support::meridian::p3() {
+        eprintln!("the WASI 0.3 build's instance waits for its synchronous key-value calls");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("meridian-sqlite-busy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rc = dir.join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        "[key_value_store.default]\ntype = \"spin\"\npath = \"kv.db\"\n",
+    )
+    .unwrap();
+    let mock = Mock::start(Script::ok("fine")).await;
+    let args = ["--runtime-config-file", rc.to_str().unwrap()];
+    let a = Meridian::start_with(Some(&policy(&mock)), &args).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, &a.url, ACME).await.status(),
+        200,
+        "the file exists"
+    );
+    // Another process takes the file's write lock for 5 s.
+    let mut holder = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\ntime.sleep(5)\n")
+        .arg(dir.join("kv.db"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut said = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut said),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(said.trim(), "locked");
+    // Six limited requests wait on the file, more than the host has worker threads.
+    let waiting: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), a.url.clone());
+            tokio::spawn(async move {
+                let s = post(&client, &url, ACME).await.status().as_u16();
+                (s, std::time::Instant::now())
+            })
+        })
+        .collect();
+    // Let them reach the store (checked below: they were still waiting when /healthz answered).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    let health = client.get(a.at("/healthz")).send().await.unwrap();
+    let took = t.elapsed();
+    let answered = std::time::Instant::now();
+    assert_eq!(health.status(), 200);
+    assert!(
+        took < Duration::from_millis(1000),
+        "/healthz took {took:?} while limited requests waited on the file"
+    );
+    for w in waiting {
+        // Each is answered by the policy once its store call gives up (503) or gets through,
+        // after /healthz was: they were waiting on the file all along.
+        let (s, done) = w.await.unwrap();
+        assert!(s == 503 || s == 200, "{s}");
+        assert!(
+            done > answered,
+            "a limited request ended before /healthz answered"
+        );
+    }
+    drop(holder);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -71,7 +71,7 @@ pub enum Backend {
     /// The file, opened on first use (a component that never uses its store never creates it).
     Sqlite {
         path: PathBuf,
-        conn: Mutex<Option<rusqlite::Connection>>,
+        conn: Arc<Mutex<Option<rusqlite::Connection>>>,
     },
     Redis {
         url: String,
@@ -125,7 +125,7 @@ impl Stores {
             let backend = match cfg {
                 StoreConfig::Spin { path } => Backend::Sqlite {
                     path: dir.join(path.unwrap_or_else(|| ".spin/sqlite_key_value.db".into())),
-                    conn: Mutex::new(None),
+                    conn: Arc::new(Mutex::new(None)),
                 },
                 StoreConfig::Redis { url } => {
                     redis::Client::open(url.as_str())
@@ -293,79 +293,57 @@ impl Backend {
     }
 
     /// Runs `f` on the SQLite connection. Its calls block (up to the 2 s busy timeout while
-    /// another process holds the file), so they run with the worker thread handed over to
-    /// blocking work (`block_in_place`): the runtime moves the other tasks on, and requests that
-    /// use no store, or another store, are not held up behind a busy file.
-    fn sqlite<T>(
+    /// another process holds the file), so they run on the runtime's blocking threads and the
+    /// request awaits them: the runtime's workers, and a WASI 0.3 instance's other requests, go
+    /// on meanwhile.
+    async fn sqlite<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
-    ) -> KvResult<T> {
-        let blocking = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if blocking {
-            tokio::task::block_in_place(|| self.sqlite_now(f))
-        } else {
-            self.sqlite_now(f)
-        }
-    }
-
-    fn sqlite_now<T>(
-        &self,
-        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> KvResult<T> {
         let Backend::Sqlite { path, conn } = self else {
             return Err(other("not a SQLite store"));
         };
-        let mut guard = conn
-            .lock()
-            .map_err(|_| other("the store's lock is poisoned"))?;
-        if guard.is_none() {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(other)?;
-            }
-            let c = rusqlite::Connection::open(path).map_err(other)?;
-            c.busy_timeout(CALL_TIMEOUT).map_err(other)?;
-            c.execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = NORMAL;
-                 CREATE TABLE IF NOT EXISTS spin_key_value (
-                     store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
-                     PRIMARY KEY (store, key));",
-            )
-            .map_err(other)?;
-            *guard = Some(c);
-        }
-        let c = guard
-            .as_mut()
-            .ok_or_else(|| other("the store is not open"))?;
-        f(c).map_err(other)
+        let (path, conn) = (path.clone(), conn.clone());
+        tokio::task::spawn_blocking(move || sqlite_now(&path, &conn, f))
+            .await
+            .map_err(other)?
     }
 
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        let owned = key.to_string();
         match self {
-            Backend::Sqlite { .. } => self.sqlite(|c| {
-                use rusqlite::OptionalExtension;
-                c.query_row(
-                    "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
-                    [key],
-                    |r| r.get(0),
-                )
-                .optional()
-            }),
+            Backend::Sqlite { .. } => {
+                self.sqlite(move |c| {
+                    let key = owned.as_str();
+                    use rusqlite::OptionalExtension;
+                    c.query_row(
+                        "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .await
+            }
             Backend::Redis { .. } => self.cmd(redis::cmd("GET").arg(key).clone()).await,
         }
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
+        let (owned, value_owned) = (key.to_string(), value.to_vec());
         match self {
-            Backend::Sqlite { .. } => self.sqlite(|c| {
-                c.execute(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
+            Backend::Sqlite { .. } => {
+                self.sqlite(move |c| {
+                    let (key, value) = (owned.as_str(), value_owned.as_slice());
+                    c.execute(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
                      ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                    rusqlite::params![key, value],
-                )
-                .map(|_| ())
-            }),
+                        rusqlite::params![key, value],
+                    )
+                    .map(|_| ())
+                })
+                .await
+            }
             Backend::Redis { .. } => {
                 self.cmd(redis::cmd("SET").arg(key).arg(value).clone())
                     .await
@@ -374,14 +352,19 @@ impl Backend {
     }
 
     async fn delete(&self, key: &str) -> KvResult<()> {
+        let owned = key.to_string();
         match self {
-            Backend::Sqlite { .. } => self.sqlite(|c| {
-                c.execute(
-                    "DELETE FROM spin_key_value WHERE store = 'default' AND key = ?1",
-                    [key],
-                )
-                .map(|_| ())
-            }),
+            Backend::Sqlite { .. } => {
+                self.sqlite(move |c| {
+                    let key = owned.as_str();
+                    c.execute(
+                        "DELETE FROM spin_key_value WHERE store = 'default' AND key = ?1",
+                        [key],
+                    )
+                    .map(|_| ())
+                })
+                .await
+            }
             Backend::Redis { .. } => {
                 self.cmd::<i64>(redis::cmd("DEL").arg(key).clone()).await?;
                 Ok(())
@@ -391,13 +374,16 @@ impl Backend {
 
     async fn keys(&self) -> KvResult<Vec<String>> {
         match self {
-            Backend::Sqlite { .. } => self.sqlite(|c| {
-                let mut st = c.prepare(
-                    "SELECT key FROM spin_key_value WHERE store = 'default' ORDER BY key",
-                )?;
-                let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-                rows.collect()
-            }),
+            Backend::Sqlite { .. } => {
+                self.sqlite(move |c| {
+                    let mut st = c.prepare(
+                        "SELECT key FROM spin_key_value WHERE store = 'default' ORDER BY key",
+                    )?;
+                    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+                    rows.collect()
+                })
+                .await
+            }
             Backend::Redis { .. } => self.cmd(redis::cmd("KEYS").arg("*").clone()).await,
         }
     }
@@ -405,39 +391,45 @@ impl Backend {
     /// Atomic: Redis `INCRBY`; in SQLite one immediate transaction (also across processes
     /// sharing the file).
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
+        let owned = key.to_string();
         match self {
-            Backend::Sqlite { .. } => self.sqlite(|c| {
-                use rusqlite::OptionalExtension;
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let old: Option<Vec<u8>> = tx
-                    .query_row(
-                        "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let old = match old {
-                    None => 0,
-                    Some(b) => std::str::from_utf8(&b)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<i64>().ok())
-                        .ok_or_else(|| {
-                            rusqlite::Error::InvalidParameterName(format!(
-                                "the value at `{key}` is not an integer"
-                            ))
-                        })?,
-                };
-                let new = old.checked_add(delta).ok_or_else(|| {
-                    rusqlite::Error::InvalidParameterName("increment overflows".into())
-                })?;
-                tx.execute(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
+            Backend::Sqlite { .. } => {
+                self.sqlite(move |c| {
+                    let key = owned.as_str();
+                    use rusqlite::OptionalExtension;
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let old: Option<Vec<u8>> = tx
+                        .query_row(
+                            "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
+                            [key],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    let old = match old {
+                        None => 0,
+                        Some(b) => std::str::from_utf8(&b)
+                            .ok()
+                            .and_then(|s| s.trim().parse::<i64>().ok())
+                            .ok_or_else(|| {
+                                rusqlite::Error::InvalidParameterName(format!(
+                                    "the value at `{key}` is not an integer"
+                                ))
+                            })?,
+                    };
+                    let new = old.checked_add(delta).ok_or_else(|| {
+                        rusqlite::Error::InvalidParameterName("increment overflows".into())
+                    })?;
+                    tx.execute(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
                      ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                    rusqlite::params![key, new.to_string().into_bytes()],
-                )?;
-                tx.commit()?;
-                Ok(new)
-            }),
+                        rusqlite::params![key, new.to_string().into_bytes()],
+                    )?;
+                    tx.commit()?;
+                    Ok(new)
+                })
+                .await
+            }
             Backend::Redis { .. } => {
                 self.cmd(redis::cmd("INCRBY").arg(key).arg(delta).clone())
                     .await
@@ -447,28 +439,42 @@ impl Backend {
 
     /// Writes `value` only if the key still holds `expected`; `false` when it changed.
     async fn swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> KvResult<bool> {
+        let (owned, expected_owned, value_owned) = (
+            key.to_string(),
+            expected.map(<[u8]>::to_vec),
+            value.to_vec(),
+        );
         match self {
-            Backend::Sqlite { .. } => self.sqlite(|c| {
-                use rusqlite::OptionalExtension;
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let now: Option<Vec<u8>> = tx
-                    .query_row(
-                        "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if now.as_deref() != expected {
-                    return Ok(false);
-                }
-                tx.execute(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
+            Backend::Sqlite { .. } => {
+                self.sqlite(move |c| {
+                    let (key, expected, value) = (
+                        owned.as_str(),
+                        expected_owned.as_deref(),
+                        value_owned.as_slice(),
+                    );
+                    use rusqlite::OptionalExtension;
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let now: Option<Vec<u8>> = tx
+                        .query_row(
+                            "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
+                            [key],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if now.as_deref() != expected {
+                        return Ok(false);
+                    }
+                    tx.execute(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
                      ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                    rusqlite::params![key, value],
-                )?;
-                tx.commit()?;
-                Ok(true)
-            }),
+                        rusqlite::params![key, value],
+                    )?;
+                    tx.commit()?;
+                    Ok(true)
+                })
+                .await
+            }
             Backend::Redis { .. } => {
                 let script = redis::Script::new(
                     r"local cur = redis.call('GET', KEYS[1])
@@ -492,6 +498,37 @@ impl Backend {
             }
         }
     }
+}
+
+/// Opens the file on first use and runs `f` on its connection (blocking).
+fn sqlite_now<T>(
+    path: &std::path::Path,
+    conn: &Mutex<Option<rusqlite::Connection>>,
+    f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+) -> KvResult<T> {
+    let mut guard = conn
+        .lock()
+        .map_err(|_| other("the store's lock is poisoned"))?;
+    if guard.is_none() {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(other)?;
+        }
+        let c = rusqlite::Connection::open(path).map_err(other)?;
+        c.busy_timeout(CALL_TIMEOUT).map_err(other)?;
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS spin_key_value (
+                 store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                 PRIMARY KEY (store, key));",
+        )
+        .map_err(other)?;
+        *guard = Some(c);
+    }
+    let c = guard
+        .as_mut()
+        .ok_or_else(|| other("the store is not open"))?;
+    f(c).map_err(other)
 }
 
 /// What the host state gives the key-value bindings.
