@@ -64,6 +64,19 @@ async fn a_route_falls_across_models_and_skips_one_too_small() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-meridian-served-model"], "mid");
     assert!(small.requests().is_empty());
+    // Asked for `small` alone, it is refused, and the exclusion names the model and its window.
+    let r = client
+        .post(m.at("/v1/chat/completions"))
+        .json(&chat("small", &long))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().as_u16() >= 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("its model `small` has a context window of 1000 tokens"),
+        "{text}"
+    );
     // A short one goes to `small` first.
     let r = client
         .post(m.at("/v1/chat/completions"))
