@@ -466,13 +466,7 @@ async fn the_sqlite_file_keeps_limits_with_nothing_else_installed() {
     // Spin's default store: a SQLite file (`type = "spin"`), here shared by two nodes on one
     // machine, whose increments are immediate transactions on the file.
     let dir = std::env::temp_dir().join(format!("meridian-sqlite-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rc = dir.join("runtime-config.toml");
-    std::fs::write(
-        &rc,
-        "[key_value_store.default]\ntype = \"spin\"\npath = \"kv.db\"\n",
-    )
-    .unwrap();
+    let rc = sqlite_store(&dir);
     let mock = Mock::start(Script::ok("fine")).await;
     let p = policy(&mock).replace("requests_per_month = 100 }", "requests_per_month = 25 }");
     let args = ["--runtime-config-file", rc.to_str().unwrap()];
@@ -498,6 +492,18 @@ async fn the_sqlite_file_keeps_limits_with_nothing_else_installed() {
     assert_eq!(post(&client, &c.url, ACME).await.status(), 429);
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Spin's SQLite store (`type = "spin"`) in a file `kv.db` of `dir`: the runtime config's path.
+fn sqlite_store(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let rc = dir.join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        "[key_value_store.default]\ntype = \"spin\"\npath = \"kv.db\"\n",
+    )
+    .unwrap();
+    rc
 }
 
 /// An Anthropic stream cut after `message_start` (which reports the input and one output
@@ -560,13 +566,7 @@ async fn a_busy_sqlite_file_does_not_hold_up_requests_that_need_no_store() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("meridian-sqlite-busy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rc = dir.join("runtime-config.toml");
-    std::fs::write(
-        &rc,
-        "[key_value_store.default]\ntype = \"spin\"\npath = \"kv.db\"\n",
-    )
-    .unwrap();
+    let rc = sqlite_store(&dir);
     let mock = Mock::start(Script::ok("fine")).await;
     let args = ["--runtime-config-file", rc.to_str().unwrap()];
     let a = Meridian::start_with(Some(&policy(&mock)), &args).await;

@@ -449,6 +449,19 @@ impl Targets {
     }
 }
 
+impl Targets {
+    /// Everything pending: at the schedule, a flush, or shutdown.
+    async fn send_all(
+        &self,
+        client: &Client,
+        spans: Vec<(common::InstrumentationScope, pt::Span)>,
+        metrics: Vec<pm::ResourceMetrics>,
+    ) {
+        self.send_spans(client, spans).await;
+        self.send_metrics(client, metrics).await;
+    }
+}
+
 /// Sends what the queue holds: spans and metrics each in batches of `batch` (or whatever
 /// waited `delay`), and everything at a flush or when the host shuts down.
 async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, batch: usize) {
@@ -462,19 +475,21 @@ async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, ba
             Ok(Some(item)) => item,
             Ok(None) => {
                 targets
-                    .send_spans(&client, std::mem::take(&mut spans))
-                    .await;
-                targets
-                    .send_metrics(&client, std::mem::take(&mut metrics))
+                    .send_all(
+                        &client,
+                        std::mem::take(&mut spans),
+                        std::mem::take(&mut metrics),
+                    )
                     .await;
                 return;
             }
             Err(_) => {
                 targets
-                    .send_spans(&client, std::mem::take(&mut spans))
-                    .await;
-                targets
-                    .send_metrics(&client, std::mem::take(&mut metrics))
+                    .send_all(
+                        &client,
+                        std::mem::take(&mut spans),
+                        std::mem::take(&mut metrics),
+                    )
                     .await;
                 continue;
             }
@@ -498,10 +513,11 @@ async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, ba
             }
             Item::Flush(done) => {
                 targets
-                    .send_spans(&client, std::mem::take(&mut spans))
-                    .await;
-                targets
-                    .send_metrics(&client, std::mem::take(&mut metrics))
+                    .send_all(
+                        &client,
+                        std::mem::take(&mut spans),
+                        std::mem::take(&mut metrics),
+                    )
                     .await;
                 let _ = done.send(());
             }
