@@ -473,7 +473,8 @@ async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, ba
     loop {
         let item = match tokio::time::timeout(delay, rx.recv()).await {
             Ok(Some(item)) => item,
-            Ok(None) => {
+            // The schedule is due (a timeout) or the host is shutting down (the queue closed).
+            due_or_closed => {
                 targets
                     .send_all(
                         &client,
@@ -481,16 +482,9 @@ async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, ba
                         std::mem::take(&mut metrics),
                     )
                     .await;
-                return;
-            }
-            Err(_) => {
-                targets
-                    .send_all(
-                        &client,
-                        std::mem::take(&mut spans),
-                        std::mem::take(&mut metrics),
-                    )
-                    .await;
+                if due_or_closed.is_ok() {
+                    return;
+                }
                 continue;
             }
         };
