@@ -59,13 +59,12 @@ async fn read_whole<T: Transport>(
     record: &mut Record,
 ) -> Result<Vec<u8>, ApiError> {
     let mut bytes = Vec::new();
+    let mut waits = crate::transport::Waits::new(began + TIMEOUT_MS, TIMEOUT_MS);
     loop {
-        let now = t.now_ms();
-        let left = (began + TIMEOUT_MS).saturating_sub(now);
-        if left == 0 {
+        let Some(wait) = waits.next(|| t.now_ms()) else {
             return Err(upstream_failed(provider, &Failure::Timeout("body"), record));
-        }
-        match crate::transport::next_within(|| t.now_ms(), &mut body, left, now).await {
+        };
+        match crate::transport::next_within(|| t.now_ms(), &mut body, wait, waits.read_ms()).await {
             None => return Ok(bytes),
             Some(Ok(c)) if bytes.len() + c.len() <= max_bytes => bytes.extend(c),
             Some(Ok(_)) => {

@@ -88,6 +88,7 @@ impl<B: BodyStream> Stream<B> {
         if let Some(m) = &mut self.to_client {
             pending = m.feed(&pending);
         }
+        let mut waits = crate::transport::Waits::new(self.deadline_at_ms, self.idle_timeout_ms);
         let fault = loop {
             if self.guard.saw_done() {
                 self.end(record, "done");
@@ -109,13 +110,11 @@ impl<B: BodyStream> Stream<B> {
                 self.end(record, "client_gone");
                 return Vec::new();
             }
-            let now = t.now_ms();
-            let remaining = self.deadline_at_ms.saturating_sub(now);
-            if remaining == 0 {
+            let Some(wait) = waits.next(|| t.now_ms()) else {
                 break StreamFault::Deadline;
-            }
-            let wait = self.idle_timeout_ms.min(remaining);
-            match crate::transport::next_within(|| t.now_ms(), &mut self.body, wait, now).await {
+            };
+            let began = waits.read_ms();
+            match crate::transport::next_within(|| t.now_ms(), &mut self.body, wait, began).await {
                 None => match self.guard.finish() {
                     Ok(()) => {
                         self.end(record, "done");
@@ -124,7 +123,7 @@ impl<B: BodyStream> Stream<B> {
                     Err(f) => break f,
                 },
                 Some(Err(Failure::Timeout(_)))
-                    if wait < self.idle_timeout_ms && t.now_ms() >= self.deadline_at_ms =>
+                    if !waits.is_idle(wait) && t.now_ms() >= self.deadline_at_ms =>
                 {
                     break StreamFault::Deadline
                 }

@@ -13,6 +13,7 @@ use crate::usage::Usage;
 
 pub use crate::transport::{
     next_within, Attempt, BodyStream, Failure, OutboundRequest, Transport, UpMethod, UpResponse,
+    Waits,
 };
 
 #[cfg(test)]
@@ -104,18 +105,14 @@ impl<T: Transport> Loop<'_, T> {
 
     async fn read_all(&self, body: &mut T::Body) -> Result<Vec<u8>, Failure> {
         let mut out = Vec::new();
+        let mut waits = Waits::new(self.deadline, self.plan.idle_timeout_ms);
         loop {
-            let now = self.t.now_ms();
-            if now >= self.deadline {
-                // Checked on every read: an answer that keeps trickling (or a translated one
-                // whose chunks yield nothing yet) still ends at the deadline.
+            // Kept on every read: an answer that keeps trickling (or a translated one whose
+            // chunks yield nothing yet) still ends at the deadline.
+            let Some(wait) = waits.next(|| self.t.now_ms()) else {
                 return Err(Failure::Timeout("deadline"));
-            }
-            let wait = self
-                .plan
-                .idle_timeout_ms
-                .min(self.deadline.saturating_sub(now).max(1));
-            match next_within(|| self.t.now_ms(), body, wait, now).await {
+            };
+            match next_within(|| self.t.now_ms(), body, wait, waits.read_ms()).await {
                 None => return Ok(out),
                 Some(Err(f)) => return Err(f),
                 Some(Ok(c)) => {

@@ -352,3 +352,65 @@ async fn a_read_failing_after_the_whole_wait_is_a_timeout() {
     let early = next_within(now, &mut fail(100), 1000, began).await;
     assert_eq!(early, Some(Err(Failure::Transport("read".into()))));
 }
+
+/// `Waits` against a clock it is handed: whatever the gaps between chunks, no wait may run past
+/// the deadline (the oracle: the actual time plus the wait granted, read from the scripted
+/// clock, never exceeds it), the waits end exactly when the deadline has passed, and the clock
+/// is read far less often than once per chunk while the deadline is far.
+#[test]
+fn waits_keep_the_deadline_and_read_the_clock_only_when_they_must() {
+    use crate::transport::Waits;
+    use std::cell::Cell;
+    let deadline = 600_000u64;
+    let idle = 60_000u64;
+    for gaps in [
+        vec![5u64; 2000],
+        vec![59_999; 12],
+        (0..3000).map(|i| (i * 7919) % 1300).collect::<Vec<u64>>(),
+        vec![0; 50],
+    ] {
+        let clock = Cell::new(1_000u64);
+        let reads = Cell::new(0u32);
+        let now = || {
+            reads.set(reads.get() + 1);
+            clock.get()
+        };
+        let mut waits = Waits::new(deadline, idle);
+        let mut chunks = 0u32;
+        let mut ended = false;
+        for gap in &gaps {
+            let Some(wait) = waits.next(now) else {
+                ended = true;
+                break;
+            };
+            assert!(wait >= 1 && wait <= idle);
+            assert!(
+                clock.get() + wait <= deadline,
+                "a wait of {wait} ms at {} runs past the deadline",
+                clock.get()
+            );
+            assert!(waits.read_ms() <= clock.get());
+            // The chunk arrives within the wait (a longer silence is the timeout, not a chunk).
+            clock.set(clock.get() + gap.min(&wait));
+            chunks += 1;
+        }
+        let elapsed: u64 = clock.get();
+        // Ended by the deadline only once it has passed, and not before.
+        assert_eq!(ended, elapsed >= deadline, "ended {ended} at {elapsed}");
+        if chunks >= 100 && elapsed + 2 * idle < deadline {
+            assert!(
+                reads.get() * 5 <= chunks,
+                "{} clock reads for {chunks} chunks",
+                reads.get()
+            );
+        }
+    }
+    // Near the deadline every wait reads the clock and is cut to what is left.
+    let clock = Cell::new(deadline - 1_500);
+    let mut waits = Waits::new(deadline, idle);
+    assert_eq!(waits.next(|| clock.get()), Some(1_500));
+    clock.set(deadline - 200);
+    assert_eq!(waits.next(|| clock.get()), Some(200));
+    clock.set(deadline);
+    assert_eq!(waits.next(|| clock.get()), None);
+}
