@@ -5,6 +5,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::request::kinds::{AnthropicTool, Block};
+
 /// An Anthropic Messages request as an OpenAI chat request. `Err` names the first field an
 /// OpenAI-wire provider cannot take.
 pub fn request(body: &Map<String, Value>, model: &str) -> Result<Value, String> {
@@ -26,10 +28,7 @@ pub fn request(body: &Map<String, Value>, model: &str) -> Result<Value, String> 
             let text = blocks
                 .iter()
                 .enumerate()
-                .map(|(i, b)| match (b["type"].as_str(), b["text"].as_str()) {
-                    (Some("text"), Some(t)) => Ok(t.to_string()),
-                    _ => Err(format!("`system[{i}]`")),
-                })
+                .map(|(i, b)| text_of(b).ok_or_else(|| format!("`system[{i}]`")))
                 .collect::<Result<Vec<_>, _>>()?;
             messages.push(json!({"role": "system", "content": text.join("\n\n")}));
         }
@@ -80,9 +79,11 @@ fn message(m: &Value, role: &str, i: usize, messages: &mut Vec<Value>) -> Result
     let mut parts = Vec::new();
     let mut calls = Vec::new();
     for (j, b) in blocks.iter().enumerate() {
-        match b["type"].as_str().unwrap_or("") {
-            "text" => parts.push(json!({"type": "text", "text": b["text"]})),
-            "image" => {
+        let kind = b["type"].as_str().unwrap_or("");
+        let refused = || format!("`messages[{i}].content[{j}].type` `{kind}`");
+        match Block::parse(kind) {
+            Some(Block::Text) => parts.push(json!({"type": "text", "text": b["text"]})),
+            Some(Block::Image) => {
                 let s = &b["source"];
                 let url = match s["type"].as_str() {
                     Some("base64") => format!(
@@ -95,25 +96,54 @@ fn message(m: &Value, role: &str, i: usize, messages: &mut Vec<Value>) -> Result
                 };
                 parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
-            "tool_use" if role == "assistant" => calls.push(json!({
+            Some(Block::ToolUse) if role == "assistant" => calls.push(json!({
                 "id": b["id"], "type": "function",
                 "function": {"name": b["name"], "arguments": b["input"].to_string()},
             })),
-            "tool_result" if role == "user" => {
+            Some(Block::ToolResult) if role == "user" => {
                 let content = match &b["content"] {
                     Value::String(s) => s.clone(),
+                    // A chat tool message holds text only: any other block is refused by its
+                    // path, never dropped.
                     Value::Array(inner) => inner
                         .iter()
-                        .filter_map(|x| x["text"].as_str())
-                        .collect::<Vec<_>>()
+                        .enumerate()
+                        .map(|(k, x)| {
+                            text_of(x)
+                                .ok_or_else(|| format!("`messages[{i}].content[{j}].content[{k}]`"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
                         .join(""),
-                    _ => String::new(),
+                    Value::Null => String::new(),
+                    _ => return Err(format!("`messages[{i}].content[{j}].content`")),
                 };
                 messages.push(
                     json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}),
                 );
             }
-            other => return Err(format!("`messages[{i}].content[{j}].type` `{other}`")),
+            // A tool call in a user turn or a result in an assistant turn has no chat form.
+            Some(Block::ToolUse | Block::ToolResult) => return Err(refused()),
+            // Documents, search results and thinking have no chat form; the rest are what
+            // Anthropic's server tools did in an earlier turn, meaningful only to Anthropic.
+            Some(
+                Block::Document
+                | Block::SearchResult
+                | Block::Thinking
+                | Block::RedactedThinking
+                | Block::ContainerUpload
+                | Block::ServerToolUse
+                | Block::McpToolUse
+                | Block::McpToolResult
+                | Block::WebSearchToolResult
+                | Block::WebFetchToolResult
+                | Block::CodeExecutionToolResult
+                | Block::BashCodeExecutionToolResult
+                | Block::TextEditorCodeExecutionToolResult
+                | Block::ToolSearchToolResult
+                | Block::ToolReference
+                | Block::BrowserState,
+            )
+            | None => return Err(refused()),
         }
     }
     if parts.is_empty() && calls.is_empty() {
@@ -132,13 +162,33 @@ fn message(m: &Value, role: &str, i: usize, messages: &mut Vec<Value>) -> Result
     Ok(())
 }
 
+/// A text block's text; `None` for any other block.
+fn text_of(b: &Value) -> Option<String> {
+    match b["type"].as_str().and_then(Block::parse) {
+        Some(Block::Text) => b["text"].as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
 /// The tools and the tool choice, in chat's shapes.
 fn tools_of(body: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), String> {
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut t = Vec::new();
         for (i, tool) in tools.iter().enumerate() {
-            if tool.get("input_schema").is_none() {
-                return Err(format!("`tools[{i}]` (a server tool)"));
+            match AnthropicTool::parse(tool["type"].as_str()) {
+                // A client tool with its own schema is a function; Anthropic's own client tools
+                // (`bash_*`, `computer_*`, …) have none a chat provider would know.
+                Some(AnthropicTool::Client) if tool.get("input_schema").is_some() => {}
+                Some(AnthropicTool::Client) => {
+                    return Err(format!("`tools[{i}]` (a tool defined by Anthropic)"))
+                }
+                Some(
+                    AnthropicTool::WebSearch
+                    | AnthropicTool::WebFetch
+                    | AnthropicTool::CodeExecution
+                    | AnthropicTool::Mcp,
+                )
+                | None => return Err(format!("`tools[{i}]` (a server tool)")),
             }
             let mut f = json!({"name": tool["name"], "parameters": tool["input_schema"]});
             if let Some(d) = tool.get("description") {

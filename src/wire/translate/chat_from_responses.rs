@@ -6,6 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::request::kinds::{Item, Part, ResponsesTool};
+
 /// The chat request for a Responses request. `Err` names the first field (a JSON path) chat
 /// cannot carry.
 pub fn request(body: &Map<String, Value>, model: &str) -> Result<Value, String> {
@@ -66,11 +68,23 @@ pub fn request(body: &Map<String, Value>, model: &str) -> Result<Value, String> 
     if let Some(Value::Array(tools)) = body.get("tools") {
         let mut list = Vec::new();
         for (i, t) in tools.iter().enumerate() {
-            if t["type"].as_str() != Some("function") {
-                return Err(format!(
-                    "`tools[{i}]` (a `{}` tool)",
-                    t["type"].as_str().unwrap_or("?")
-                ));
+            let kind = t["type"].as_str().unwrap_or("?");
+            let refused = || format!("`tools[{i}]` (a `{kind}` tool)");
+            match ResponsesTool::parse(kind) {
+                Some(ResponsesTool::Client) if kind == "function" => {}
+                // Client tools other than functions have no chat form; the provider-run ones
+                // need the provider's own Responses API.
+                Some(
+                    ResponsesTool::Client
+                    | ResponsesTool::Shell
+                    | ResponsesTool::Namespace
+                    | ResponsesTool::WebSearch
+                    | ResponsesTool::FileSearch
+                    | ResponsesTool::CodeInterpreter
+                    | ResponsesTool::ProgrammaticToolCalling
+                    | ResponsesTool::Mcp,
+                )
+                | None => return Err(refused()),
             }
             let mut f = Map::new();
             for key in ["name", "description", "parameters", "strict"] {
@@ -134,8 +148,8 @@ fn tool_choice(v: &Value) -> Result<Value, String> {
 /// One input item as chat messages: consecutive function calls become one assistant message.
 fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), String> {
     let kind = crate::request::item_type(item);
-    match kind {
-        "message" => {
+    match Item::parse(kind) {
+        Some(Item::Message) => {
             let role = match item["role"].as_str() {
                 Some("developer" | "system") => "system",
                 Some("user") => "user",
@@ -167,7 +181,7 @@ fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), S
             };
             messages.push(json!({"role": role, "content": content}));
         }
-        "function_call" => {
+        Some(Item::FunctionCall) => {
             let call = json!({
                 "id": item["call_id"],
                 "type": "function",
@@ -189,17 +203,24 @@ fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), S
                     .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
             }
         }
-        "function_call_output" => {
+        Some(Item::FunctionCallOutput) => {
             let output = match &item["output"] {
                 Value::String(s) => Value::String(s.clone()),
                 Value::Array(parts) => {
                     let mut text = String::new();
                     for (j, p) in parts.iter().enumerate() {
-                        match p["type"].as_str() {
-                            Some("input_text" | "output_text") => {
+                        match p["type"].as_str().and_then(Part::parse) {
+                            Some(Part::InputText | Part::OutputText) => {
                                 text.push_str(p["text"].as_str().unwrap_or(""))
                             }
-                            _ => return Err(format!("`input[{i}].output[{j}]`")),
+                            // A chat tool message holds text only.
+                            Some(
+                                Part::Refusal
+                                | Part::InputAudio
+                                | Part::InputImage
+                                | Part::InputFile,
+                            )
+                            | None => return Err(format!("`input[{i}].output[{j}]`")),
                         }
                     }
                     Value::String(text)
@@ -210,11 +231,42 @@ fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), S
                 .push(json!({"role": "tool", "tool_call_id": item["call_id"], "content": output}));
         }
         // Reasoning items, references to stored items and the results of provider-run tools
-        // only mean something to the provider that made them.
-        other => {
+        // only mean something to the provider that made them; chat has no form for custom
+        // tools' calls or for the client-run tools' items.
+        Some(
+            Item::CustomToolCall
+            | Item::CustomToolCallOutput
+            | Item::Reasoning
+            | Item::ItemReference
+            | Item::WebSearchCall
+            | Item::FileSearchCall
+            | Item::CodeInterpreterCall
+            | Item::ImageGenerationCall
+            | Item::McpCall
+            | Item::McpListTools
+            | Item::McpApprovalRequest
+            | Item::McpApprovalResponse
+            | Item::ComputerCall
+            | Item::ComputerCallOutput
+            | Item::LocalShellCall
+            | Item::LocalShellCallOutput
+            | Item::ShellCall
+            | Item::ShellCallOutput
+            | Item::ApplyPatchCall
+            | Item::ApplyPatchCallOutput
+            | Item::ToolSearchCall
+            | Item::ToolSearchOutput
+            | Item::AdditionalTools
+            | Item::ConfigurationUpdate
+            | Item::Compaction
+            | Item::CompactionTrigger
+            | Item::Program
+            | Item::ProgramOutput,
+        )
+        | None => {
             return Err(format!(
                 "`input[{i}]` (a `{}` item)",
-                if other.is_empty() { "?" } else { other }
+                if kind.is_empty() { "?" } else { kind }
             ))
         }
     }
@@ -223,11 +275,11 @@ fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), S
 
 /// A content part as a chat part; `None` when chat has no form for it.
 fn part(p: &Value, role: &str) -> Option<Value> {
-    match p["type"].as_str()? {
-        "input_text" | "output_text" | "text" => {
+    match Part::parse(p["type"].as_str()?)? {
+        Part::InputText | Part::OutputText => {
             Some(json!({"type": "text", "text": p["text"].as_str()?}))
         }
-        "input_image" if role == "user" => {
+        Part::InputImage if role == "user" => {
             let url = p["image_url"].as_str()?;
             let mut image = json!({"url": url});
             if let Some(d) = p["detail"].as_str() {
@@ -235,10 +287,12 @@ fn part(p: &Value, role: &str) -> Option<Value> {
             }
             Some(json!({"type": "image_url", "image_url": image}))
         }
-        "input_audio" if role == "user" => {
+        Part::InputAudio if role == "user" => {
             Some(json!({"type": "input_audio", "input_audio": p["input_audio"].clone()}))
         }
-        "refusal" => Some(json!({"type": "text", "text": p["refusal"].as_str()?})),
-        _ => None,
+        Part::Refusal => Some(json!({"type": "text", "text": p["refusal"].as_str()?})),
+        // Media in a turn that is not the user's, and files (by id or URL: a chat provider
+        // would need the provider's own file store), have no chat form.
+        Part::InputImage | Part::InputAudio | Part::InputFile => None,
     }
 }

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::request::kinds::{ChatPart, ChatTool};
 use crate::wire::anthropic::error_type;
 
 /// An OpenAI chat request as an Anthropic Messages request. `Err` names the first field (as a
@@ -158,8 +159,13 @@ fn tools_of(body: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut t = Vec::new();
         for (i, tool) in tools.iter().enumerate() {
-            if tool["type"] != "function" {
-                return Err(format!("`tools[{i}].type`"));
+            match tool["type"]
+                .as_str()
+                .map_or(Some(ChatTool::Function), ChatTool::parse)
+            {
+                Some(ChatTool::Function) => {}
+                // A free-form tool has no Messages form (Anthropic tools take a JSON schema).
+                Some(ChatTool::Custom) | None => return Err(format!("`tools[{i}].type`")),
             }
             let f = &tool["function"];
             let mut one = json!({"name": f["name"], "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))});
@@ -202,11 +208,21 @@ fn texts(content: Option<&Value>, i: usize) -> Result<Vec<String>, String> {
         Some(Value::Array(parts)) => parts
             .iter()
             .enumerate()
-            .map(|(j, p)| match (p["type"].as_str(), p["text"].as_str()) {
-                (Some("text"), Some(t)) => Ok(t.to_string()),
-                _ => Err(format!(
-                    "`messages[{i}].content[{j}]` (only text in a system message)"
-                )),
+            .map(|(j, p)| {
+                let only_text =
+                    || format!("`messages[{i}].content[{j}]` (only text in a system message)");
+                match p["type"].as_str().and_then(ChatPart::parse) {
+                    Some(ChatPart::Text) => {
+                        p["text"].as_str().map(str::to_string).ok_or_else(only_text)
+                    }
+                    Some(
+                        ChatPart::ImageUrl
+                        | ChatPart::InputAudio
+                        | ChatPart::File
+                        | ChatPart::Refusal,
+                    )
+                    | None => Err(only_text()),
+                }
             })
             .collect(),
         None | Some(Value::Null) => Ok(vec![]),
@@ -223,9 +239,9 @@ fn blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
         Some(Value::Array(parts)) => parts
             .iter()
             .enumerate()
-            .map(|(j, p)| match p["type"].as_str() {
-                Some("text") => Ok(json!({"type": "text", "text": p["text"]})),
-                Some("image_url") => {
+            .map(|(j, p)| match p["type"].as_str().map(|k| (k, ChatPart::parse(k))) {
+                Some((_, Some(ChatPart::Text))) => Ok(json!({"type": "text", "text": p["text"]})),
+                Some((_, Some(ChatPart::ImageUrl))) => {
                     let url = p["image_url"]["url"].as_str().unwrap_or("");
                     if let Some(rest) = url.strip_prefix("data:") {
                         let (media, data) = rest
@@ -238,7 +254,13 @@ fn blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
                         Err(format!("`messages[{i}].content[{j}].image_url.url`"))
                     }
                 }
-                Some(other) => Err(format!("`messages[{i}].content[{j}].type` `{other}`")),
+                // Messages takes no audio; a chat file (by id, or inline with its own naming)
+                // and a refusal (the model's own words, kept apart) have no Messages form that
+                // keeps their meaning.
+                Some((
+                    other,
+                    Some(ChatPart::InputAudio | ChatPart::File | ChatPart::Refusal) | None,
+                )) => Err(format!("`messages[{i}].content[{j}].type` `{other}`")),
                 None => Err(format!("`messages[{i}].content[{j}].type`")),
             })
             .collect(),

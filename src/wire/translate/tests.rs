@@ -600,3 +600,127 @@ mod messages_in {
         }
     }
 }
+
+/// Every type of part, block and item a client may send (the same enums the one reading uses)
+/// either translates into the other wire or is refused with its path: none is dropped. The
+/// oracle is the list below, of what each translation can carry, written from the two API
+/// references.
+#[test]
+fn every_kind_translates_or_is_refused_by_its_path() {
+    use crate::request::kinds::{Block, ChatPart, Item, Part};
+    // Chat → Messages: a user message with one part of each kind.
+    for kind in ChatPart::ALL {
+        let part = match kind {
+            ChatPart::ImageUrl => {
+                json!({"type": "image_url", "image_url": {"url": "https://x.test/a.png"}})
+            }
+            other => json!({"type": other.name(), "text": "hi"}),
+        };
+        let body = obj(json!({"model": "m", "messages": [{"role": "user", "content": [part]}]}));
+        let out = request(&body, "m", 100);
+        match kind.name() {
+            "text" | "image_url" => assert!(out.is_ok(), "{kind:?}: {out:?}"),
+            name => assert_eq!(
+                out,
+                Err(format!("`messages[0].content[0].type` `{name}`")),
+                "{kind:?}"
+            ),
+        }
+    }
+    // Messages → chat: a user (and an assistant) turn with one block of each kind, and a tool
+    // result holding one block of each kind.
+    for kind in Block::ALL {
+        let block = match kind {
+            Block::Image => {
+                json!({"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}})
+            }
+            Block::ToolResult => {
+                json!({"type": "tool_result", "tool_use_id": "t1", "content": "ok"})
+            }
+            Block::ToolUse => json!({"type": "tool_use", "id": "t1", "name": "f", "input": {}}),
+            other => json!({"type": other.name(), "text": "hi"}),
+        };
+        let role = if *kind == Block::ToolUse {
+            "assistant"
+        } else {
+            "user"
+        };
+        let body = obj(
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": role, "content": [block.clone()]}]}),
+        );
+        let out = super::chat_from_messages::request(&body, "m");
+        match kind.name() {
+            "text" | "image" | "tool_use" | "tool_result" => {
+                assert!(out.is_ok(), "{kind:?}: {out:?}")
+            }
+            name => assert_eq!(
+                out,
+                Err(format!("`messages[0].content[0].type` `{name}`")),
+                "{kind:?}"
+            ),
+        }
+        let inner = json!({"type": "tool_result", "tool_use_id": "t1", "content": [block]});
+        let body = obj(
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [inner]}]}),
+        );
+        let out = super::chat_from_messages::request(&body, "m");
+        match kind.name() {
+            "text" => assert!(out.is_ok(), "{kind:?}: {out:?}"),
+            _ => assert_eq!(
+                out,
+                Err("`messages[0].content[0].content[0]`".to_string()),
+                "{kind:?}"
+            ),
+        }
+    }
+    // Responses → chat: an item of each kind, and a user message with a part of each kind.
+    for kind in Item::ALL {
+        let item = match kind {
+            Item::Message => json!({"type": "message", "role": "user", "content": "hi"}),
+            Item::FunctionCall => {
+                json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"})
+            }
+            Item::FunctionCallOutput => {
+                json!({"type": "function_call_output", "call_id": "c", "output": "ok"})
+            }
+            other => json!({"type": other.name(), "id": "x"}),
+        };
+        let body = obj(json!({"model": "m", "input": [item]}));
+        let out = super::chat_from_responses::request(&body, "m");
+        match kind.name() {
+            "message" | "function_call" | "function_call_output" => {
+                assert!(out.is_ok(), "{kind:?}: {out:?}")
+            }
+            name => assert_eq!(
+                out,
+                Err(format!("`input[0]` (a `{name}` item)")),
+                "{kind:?}"
+            ),
+        }
+    }
+    for kind in Part::ALL {
+        let part = match kind {
+            Part::InputImage => json!({"type": "input_image", "image_url": "https://x.test/a.png"}),
+            Part::InputAudio => {
+                json!({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}})
+            }
+            Part::Refusal => json!({"type": "refusal", "refusal": "no"}),
+            other => json!({"type": other.name(), "text": "hi", "file_id": "file-1"}),
+        };
+        let body =
+            obj(json!({"model": "m", "input": [{"role": "user", "content": [part.clone()]}]}));
+        let out = super::chat_from_responses::request(&body, "m");
+        match kind.name() {
+            "input_file" => assert_eq!(out, Err("`input[0].content[0]`".to_string())),
+            _ => assert!(out.is_ok(), "{kind:?}: {out:?}"),
+        }
+        let body = obj(
+            json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": [part]}]}),
+        );
+        let out = super::chat_from_responses::request(&body, "m");
+        match kind.name() {
+            "input_text" | "output_text" => assert!(out.is_ok(), "{kind:?}: {out:?}"),
+            _ => assert_eq!(out, Err("`input[0].output[0]`".to_string()), "{kind:?}"),
+        }
+    }
+}
