@@ -200,13 +200,18 @@ pub(super) async fn inference<T: Transport>(
         responses_from_chat::Echo::default()
     };
     let mut lease = super::lease_of(cx.record);
+    let mut gate = LimitGate {
+        store: cx.env.store,
+        audit: cx.record.limits.take(),
+    };
     let fwd = super::leased(
         cx.t,
         cx.env.store,
         lease.as_mut(),
-        forward_to(&cx, &decision, &facts, &body, restorer.is_none()),
+        forward_to(&cx, &decision, &facts, &body, restorer.is_none(), &mut gate),
     )
     .await;
+    cx.record.limits = gate.audit;
     super::end_lease(cx.record, lease);
     cx.record.attempts = fwd.attempts;
     note_failures(&mut cx, facts.input_tokens).await;
@@ -820,6 +825,7 @@ async fn forward_to<T: Transport>(
     facts: &facts::RequestFacts,
     body: &Map<String, Value>,
     native_streams: bool,
+    gate: &mut LimitGate<'_>,
 ) -> forward::Forwarded<WireBody<T::Body>> {
     let accept = crate::headers::get(cx.headers, "accept").unwrap_or("application/json");
     let include_usage = body
@@ -860,8 +866,52 @@ async fn forward_to<T: Transport>(
         Limits {
             max_response_bytes: cx.env.max_response_bytes,
         },
+        gate,
     )
     .await
+}
+
+/// Meridian's limits before each attempt after the first: the reservation covers every attempt
+/// a provider may bill ([`crate::limits::may_bill`]) and the next, or is extended to, or the
+/// attempt does not start ([`crate::limits::extend`]). Holds the request's limits record while
+/// the attempts run.
+struct LimitGate<'s> {
+    store: Option<&'s dyn crate::limits::Store>,
+    audit: Option<crate::limits::Audit>,
+}
+
+impl forward::Gate for LimitGate<'_> {
+    async fn admit(&mut self, attempts: &[crate::transport::Attempt], next: u64) -> bool {
+        use crate::limits::Refusal;
+        let Some(audit) = self.audit.as_mut() else {
+            return true;
+        };
+        let Some(hold) = audit.hold.as_mut().filter(|h| h.counts_usage()) else {
+            return true;
+        };
+        let needs = hold.needs_cover(attempts, next);
+        if needs <= hold.covered {
+            return true;
+        }
+        let more = needs - hold.covered;
+        let refusal = match self.store {
+            Some(store) => match crate::limits::extend(store, hold, more).await {
+                Ok(()) => return true,
+                Err(r) => r,
+            },
+            None => Refusal::Unavailable("no key-value store".into()),
+        };
+        audit.stopped = Some(match refusal {
+            Refusal::Exceeded { counter, used } => format!(
+                "{} `{}` has no room to cover another attempt ({} of {} used or reserved)",
+                counter.scope, counter.limit, used, counter.max
+            ),
+            Refusal::Unavailable(why) => {
+                format!("the key-value store could not be reached to cover another attempt ({why})")
+            }
+        });
+        false
+    }
 }
 
 /// The answer: a whole body (restored, translated for Anthropic clients), a stream ready to
@@ -876,7 +926,9 @@ fn respond<T: Transport>(
 ) -> Outcome<WireBody<T::Body>> {
     let ratelimit = cx.policy.settings.expose_ratelimit_headers;
     match outcome {
-        forward::Outcome::Exhausted { timed_out } => Err(exhausted(cx.record, facts, timed_out)),
+        forward::Outcome::Exhausted { timed_out, .. } => {
+            Err(exhausted(cx.record, facts, timed_out))
+        }
         forward::Outcome::Complete {
             candidate,
             status,
@@ -958,13 +1010,19 @@ fn exhausted(record: &Record, facts: &facts::RequestFacts, timed_out: bool) -> A
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let stopped = match record.limits.as_ref().and_then(|l| l.stopped.as_deref()) {
+        Some(why) => format!(". No further attempt was made: {why}"),
+        None => String::new(),
+    };
+    let what = if stopped.is_empty() {
+        format!("Every allowed upstream {what}")
+    } else {
+        format!("The upstream {what}")
+    };
     ApiError::new(
         status,
         code,
-        format!(
-            "Every allowed upstream {what} for `{}`. Attempts: {list}",
-            facts.model
-        ),
+        format!("{what} for `{}`. Attempts: {list}{stopped}", facts.model),
     )
     .with_details(
         json!({ "request_id": record.request_id, "attempts": attempts_json(&record.attempts) }),

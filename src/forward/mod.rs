@@ -38,8 +38,27 @@ pub enum Outcome<B> {
         guard: SseGuard,
         body: B,
     },
-    /// No candidate answered.
-    Exhausted { timed_out: bool },
+    /// No candidate answered; `gated`: the [`Gate`] let no further attempt start.
+    Exhausted { timed_out: bool, gated: bool },
+}
+
+/// Asked before every attempt after the first (a retry, a fallback, the next step of a route),
+/// so that what those attempts may cost is covered before they start. A hedge started within a
+/// step was covered with the step.
+#[allow(async_fn_in_trait)]
+pub trait Gate {
+    /// May `next` more attempts start (two when the step may hedge), after `attempts`? `false`
+    /// ends the loop with what has failed so far.
+    async fn admit(&mut self, attempts: &[Attempt], next: u64) -> bool;
+}
+
+/// No gate: every attempt may start.
+pub struct Open;
+
+impl Gate for Open {
+    async fn admit(&mut self, _: &[Attempt], _: u64) -> bool {
+        true
+    }
 }
 
 pub struct Forwarded<B> {
@@ -278,6 +297,7 @@ pub async fn forward<T: Transport>(
     build: impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
     stream: bool,
     limits: Limits,
+    gate: &mut impl Gate,
 ) -> Forwarded<T::Body> {
     let plan = &decision.plan;
     let cands = &decision.candidates;
@@ -314,13 +334,26 @@ pub async fn forward<T: Transport>(
         loop {
             if lp.remaining() == 0 {
                 return Forwarded {
-                    outcome: Outcome::Exhausted { timed_out: true },
+                    outcome: Outcome::Exhausted {
+                        timed_out: true,
+                        gated: false,
+                    },
                     attempts,
                 };
             }
             let hedge = plan
                 .hedge_after_ms
                 .filter(|_| tries == 0 && i + 1 < cands.len());
+            if !attempts.is_empty() && !gate.admit(&attempts, 1 + u64::from(hedge.is_some())).await
+            {
+                return Forwarded {
+                    outcome: Outcome::Exhausted {
+                        timed_out: matches!(last_failure, Some(Failure::Timeout(_))),
+                        gated: true,
+                    },
+                    attempts,
+                };
+            }
             // The response headers: from this candidate, or (hedging) from whichever of it and
             // the next one answers first; the other is cancelled.
             let headers: Vec<Raced<T::Body>> = match hedge {
@@ -357,6 +390,7 @@ pub async fn forward<T: Transport>(
                 return Forwarded {
                     outcome: Outcome::Exhausted {
                         timed_out: matches!(f, Failure::Timeout(_)),
+                        gated: false,
                     },
                     attempts,
                 };
@@ -384,6 +418,7 @@ pub async fn forward<T: Transport>(
     Forwarded {
         outcome: Outcome::Exhausted {
             timed_out: matches!(last_failure, Some(Failure::Timeout(_))) || lp.remaining() == 0,
+            gated: false,
         },
         attempts,
     }

@@ -85,12 +85,22 @@ fn served(f: &Forwarded<FakeBody>) -> Option<(usize, u16)> {
 
 /// A non-stream forward over the named candidates with this plan.
 async fn run(t: &Fake, providers: &[&str], plan: Plan) -> Forwarded<FakeBody> {
+    run_gated(t, providers, plan, &mut super::Open).await
+}
+
+async fn run_gated(
+    t: &Fake,
+    providers: &[&str],
+    plan: Plan,
+    gate: &mut impl super::Gate,
+) -> Forwarded<FakeBody> {
     forward(
         t,
         &Catalog::new(providers).decision(plan),
         build,
         false,
         LIMITS,
+        gate,
     )
     .await
 }
@@ -158,7 +168,7 @@ async fn every_streamed_request_carries_the_plans_idle_timeout() {
         ]);
         let catalog = Catalog::new(&["a", "b"]);
         let d = catalog.decision(plan.clone());
-        forward(&t, &d, build, stream, LIMITS).await;
+        forward(&t, &d, build, stream, LIMITS, &mut super::Open).await;
         let sent = t.requests.borrow().clone();
         assert_eq!(sent.len(), 2);
         let want = if stream { 1234 } else { 0 };
@@ -236,7 +246,15 @@ async fn stream_first_byte_timeout_falls_back_before_anything_is_sent() {
     };
     let t = Fake::new(vec![("a", vec![slow]), ("b", vec![fast])]);
     let catalog = Catalog::new(&["a", "b"]);
-    let f = forward(&t, &catalog.decision(plan), build, true, LIMITS).await;
+    let f = forward(
+        &t,
+        &catalog.decision(plan),
+        build,
+        true,
+        LIMITS,
+        &mut super::Open,
+    )
+    .await;
     assert!(matches!(f.outcome, Outcome::Stream { candidate: 1, .. }));
     assert_eq!(failures(&f)[0], "a:timeout (first byte)");
 }
@@ -275,7 +293,13 @@ async fn deadline_ends_with_timed_out() {
         ("c", vec![ok_json(0)]),
     ]);
     let f = run(&t, &["a", "b", "c"], plan).await;
-    assert!(matches!(f.outcome, Outcome::Exhausted { timed_out: true }));
+    assert!(matches!(
+        f.outcome,
+        Outcome::Exhausted {
+            timed_out: true,
+            ..
+        }
+    ));
     assert_eq!(
         t.sent_to(),
         ["a", "b"],
@@ -335,7 +359,13 @@ async fn connect_errors_are_not_retried_when_the_plan_removes_them() {
         ("b", vec![ok_json(0)]),
     ]);
     let f = run(&t, &["a", "b"], plan).await;
-    assert!(matches!(f.outcome, Outcome::Exhausted { timed_out: false }));
+    assert!(matches!(
+        f.outcome,
+        Outcome::Exhausted {
+            timed_out: false,
+            ..
+        }
+    ));
     assert_eq!(t.sent_to(), ["a"]);
 }
 

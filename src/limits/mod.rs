@@ -260,6 +260,84 @@ impl Held {
 pub struct Hold {
     pub counters: Vec<Held>,
     pub need: Need,
+    /// How many attempts the reservation covers: `need.parallel` at first, more as later
+    /// attempts are covered before they start ([`extend`]).
+    pub covered: u64,
+}
+
+/// Whether a provider may bill an attempt that ended this way: it was sent and may have been
+/// read (a timeout, a broken or malformed answer, a hedge cancelled after it was sent). A
+/// refused connection, an error status, or a request never built costs nothing.
+pub fn may_bill(failure: &crate::transport::Failure) -> bool {
+    use crate::transport::Failure;
+    match failure {
+        Failure::Timeout(_)
+        | Failure::Malformed(_)
+        | Failure::Transport(_)
+        | Failure::Cancelled => true,
+        Failure::Connect(_)
+        | Failure::Status { .. }
+        | Failure::Config(_)
+        | Failure::Untranslatable(_) => false,
+    }
+}
+
+impl Hold {
+    /// The attempts the reservation must cover before `next` more start, given those so far:
+    /// every attempt that may be billed, plus the next.
+    pub fn needs_cover(&self, attempts: &[crate::transport::Attempt], next: u64) -> u64 {
+        let billed = attempts
+            .iter()
+            .filter(|a| a.failure.as_ref().is_some_and(may_bill))
+            .count() as u64;
+        billed.saturating_add(next)
+    }
+
+    /// Whether any counter grows with each attempt (tokens or dollars).
+    pub fn counts_usage(&self) -> bool {
+        self.counters
+            .iter()
+            .any(|h| matches!(h.counter.metric, CounterKind::Tokens | CounterKind::Usd))
+    }
+}
+
+/// Covers `more` attempts besides those the hold covers: each tokens and dollars counter is
+/// reserved one attempt's need more per attempt (one store call each, as [`reserve`]). A counter
+/// that would go over its limit refuses the extension, and what it added is given back; the
+/// hold is then as it was.
+pub async fn extend(store: &dyn Store, hold: &mut Hold, more: u64) -> Result<(), Refusal> {
+    let one = Need {
+        parallel: 1,
+        ..hold.need
+    };
+    let counters: Vec<Counter> = hold
+        .counters
+        .iter()
+        .filter_map(|h| {
+            let per = match h.counter.metric {
+                CounterKind::Tokens => one.tokens(),
+                CounterKind::Usd => one.usd(),
+                CounterKind::Requests | CounterKind::Concurrent => return None,
+            };
+            Some(Counter {
+                reserve: per.saturating_mul(more),
+                ..h.counter.clone()
+            })
+        })
+        .collect();
+    let added = reserve(store, counters, one).await?;
+    for a in added.counters {
+        if let Some(h) = hold
+            .counters
+            .iter_mut()
+            .find(|h| h.counter.key == a.counter.key)
+        {
+            h.counter.reserve = h.counter.reserve.saturating_add(a.counter.reserve);
+            h.after = h.after.max(a.after);
+        }
+    }
+    hold.covered = hold.covered.saturating_add(more);
+    Ok(())
 }
 
 /// Why a request was not let through.
@@ -324,6 +402,7 @@ pub async fn reserve(
     }
     Ok(Hold {
         counters: held,
+        covered: need.parallel.max(1),
         need,
     })
 }
@@ -607,6 +686,9 @@ pub struct Audit {
     /// Refused because the store could not be reached and the policy fails closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// Why no further attempt started: the reservation could not be extended to cover it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     #[serde(skip)]
     pub priced: Vec<Priced>,
     /// Rate-limit headers for the caller (Meridian's own limits).
@@ -646,25 +728,27 @@ impl Audit {
         });
     }
 
-    /// Billed for attempts that reached a provider without answering (a cancelled hedge, a
-    /// timeout): each is counted at its input bound and its provider's price, since the
-    /// provider may have read the prompt.
+    /// Billed for attempts that may have been billed without answering ([`may_bill`]: a
+    /// cancelled hedge, a timeout, a broken or malformed answer): the provider may have read
+    /// the prompt and generated the whole answer, so each is counted at the attempt's bound
+    /// (input and output) and its provider's price. The reservation covered each before it
+    /// started, so this never takes the counters past it.
     pub fn unanswered(&self, attempts: &[crate::transport::Attempt]) -> Actual {
-        let input = self.hold.as_ref().map_or(0, |h| h.need.input_tokens);
+        let (input, output) = self
+            .hold
+            .as_ref()
+            .map_or((0, 0), |h| (h.need.input_tokens, h.need.output_tokens));
         let mut out = Actual {
             tokens: 0,
             micro_usd: 0,
         };
         for a in attempts {
-            if matches!(
-                a.failure,
-                Some(crate::transport::Failure::Cancelled | crate::transport::Failure::Timeout(_))
-            ) {
-                out.tokens = out.tokens.saturating_add(input);
+            if a.failure.as_ref().is_some_and(may_bill) {
+                out.tokens = out.tokens.saturating_add(input.saturating_add(output));
                 let price = self.priced.iter().find(|p| p.provider == a.provider);
                 out.micro_usd = out
                     .micro_usd
-                    .saturating_add(price.map_or(0, |p| p.cost(input, 0)));
+                    .saturating_add(price.map_or(0, |p| p.cost(input, output)));
             }
         }
         out

@@ -620,7 +620,7 @@ async fn a_fallback_settles_to_the_answer_and_the_failed_attempt_costs_nothing()
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_hedge_reserves_for_two_attempts_and_bills_the_loser_its_input() {
+async fn a_hedge_reserves_for_two_attempts_and_bills_the_loser_its_whole_bound() {
     let p = two_priced("hedge_after_ms = 100");
     let store = MemStore::default();
     // alpha answers after 500 ms, too late: the hedge to beta (sent at 100 ms) wins at 150 ms.
@@ -644,10 +644,101 @@ async fn a_hedge_reserves_for_two_attempts_and_bills_the_loser_its_input() {
         2 * (input + 10),
         "tokens for two attempts"
     );
-    // beta's answer (3 tokens, 4 millionths) plus alpha's input, which it may have read:
-    // `input` tokens at 1.0.
-    assert_eq!(counter(&store, ":tokens:day:"), 3 + input as i64);
-    assert_eq!(counter(&store, ":usd:day:"), 4 + input as i64);
+    // beta's answer (3 tokens, 4 millionths) plus alpha's bound, since it may have read the
+    // prompt and generated the whole answer: `input` + 10 tokens at 1.0 each.
+    assert_eq!(counter(&store, ":tokens:day:"), 3 + input as i64 + 10);
+    assert_eq!(counter(&store, ":usd:day:"), 4 + input as i64 + 10);
+}
+
+/// A tenant's policy whose only limit is `tokens_per_day = max`, over alpha and beta (as
+/// `two_priced`).
+fn two_with_tokens(max: u64) -> Policy {
+    let text = format!(
+        "version = 1\n\
+         [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 1.0, output_price = 1.0 }} }}\n\
+         [[providers]]\nid = \"beta\"\nbase_url = \"http://beta/v1\"\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 2.0, output_price = 1.0 }} }}\n\
+         [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_day = {max} }}\n",
+        hex::encode(policy::hash_key("sk-acme"))
+    );
+    policy::load(&text, "two").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn timed_out() -> Step {
+    Step::Fail {
+        after_ms: 10,
+        failure: Failure::Timeout("headers"),
+    }
+}
+
+/// An attempt after one the provider may bill (a timeout) is covered before it starts: the
+/// reservation grows by one attempt's bound, and the settlement counts the timed-out attempt at
+/// that bound and the answer at its usage.
+#[tokio::test(start_paused = true)]
+async fn a_fallback_after_a_timeout_is_covered_before_it_starts() {
+    let body = chat_body(r#","max_tokens":10"#);
+    let bound = body.len() as u64 + 10;
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        ("alpha", vec![timed_out()]),
+        ("beta", vec![ok_json(0)]),
+    ]);
+    let p = two_with_tokens(10 * bound);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &body).await;
+    assert_eq!(
+        a.header("x-meridian-provider"),
+        Some("beta"),
+        "{}",
+        a.text()
+    );
+    let l = log(&a);
+    assert_eq!(l["limits"]["hold"]["covered"], 2);
+    assert_eq!(l["limits"]["hold"]["counters"][0]["reserve"], 2 * bound);
+    assert_eq!(counter(&store, ":tokens:day:"), 3 + bound as i64);
+    // A connection refused costs nothing and needs no more cover.
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        (
+            "alpha",
+            vec![Step::Fail {
+                after_ms: 0,
+                failure: Failure::Connect("refused".into()),
+            }],
+        ),
+        ("beta", vec![ok_json(0)]),
+    ]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &body).await;
+    assert_eq!(a.header("x-meridian-provider"), Some("beta"));
+    assert_eq!(log(&a)["limits"]["hold"]["covered"], 1);
+    assert_eq!(counter(&store, ":tokens:day:"), 3);
+}
+
+/// When the limit has no room to cover the next attempt, it does not start: the caller learns
+/// why, and the settled total (the timed-out attempt at its bound) stays within the limit.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_the_limit_cannot_cover_does_not_start() {
+    let body = chat_body(r#","max_tokens":10"#);
+    let bound = body.len() as u64 + 10;
+    let store = MemStore::default();
+    let t = Fake::new(vec![
+        ("alpha", vec![timed_out()]),
+        ("beta", vec![ok_json(0)]),
+    ]);
+    let p = two_with_tokens(bound + bound / 2);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &body).await;
+    assert_eq!(a.status, 504, "{}", a.text());
+    assert_eq!(t.sent_to(), ["alpha"], "beta was never asked");
+    let text = a.text();
+    assert!(
+        text.contains("No further attempt was made") && text.contains("tokens_per_day"),
+        "{text}"
+    );
+    let l = log(&a);
+    assert!(l["limits"]["stopped"]
+        .as_str()
+        .is_some_and(|s| s.contains("tokens_per_day")));
+    assert_eq!(l["limits"]["hold"]["covered"], 1);
+    assert_eq!(counter(&store, ":tokens:day:"), bound as i64);
+    assert!(counter(&store, ":tokens:day:") <= (bound + bound / 2) as i64);
 }
 
 #[tokio::test(start_paused = true)]
