@@ -88,6 +88,15 @@ pub struct RequestFacts {
     pub stored_history: bool,
     /// Whether the request offers the model tools.
     pub tools: bool,
+    /// Input the provider adds to what the body shows ([`crate::request::Reading::overhead_tokens`]).
+    #[serde(skip)]
+    pub overhead_tokens: u64,
+    /// Tools the provider runs itself, whose results it bills as input.
+    #[serde(skip)]
+    pub provider_tools: u64,
+    /// The most times the model reads the conversation ([`crate::request::Reading::model_reads`]).
+    #[serde(skip)]
+    pub model_reads: Option<u64>,
     /// How many images, audio or file parts it carries.
     pub media_parts: u64,
     /// OpenRouter's `models`: the client's own order of models, within the route the policy
@@ -438,6 +447,9 @@ pub fn from_request(
         unseen_media: reading.unseen_media,
         stored_history: reading.stored_history,
         tools: reading.tools,
+        overhead_tokens: reading.overhead_tokens(),
+        provider_tools: reading.provider_tools,
+        model_reads: reading.model_reads(),
         media_parts: reading.media,
         capabilities: reading.capabilities,
         betas: reading.betas,

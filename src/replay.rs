@@ -438,6 +438,10 @@ impl<'p> Replay<'p> {
             unseen_media: 0,
             stored_history: false,
             tools: inputs.tools,
+            // Replay decides again; what limits reserved is in the line, not decided anew.
+            overhead_tokens: 0,
+            provider_tools: 0,
+            model_reads: Some(1),
             media_parts: inputs.media_parts,
             models: inputs.models.clone(),
             measured_ms: inputs.measured_ms.clone(),

@@ -502,12 +502,24 @@ async fn reserve_for<T: Transport>(
         .collect();
     let media = if counts_usage { facts.media_parts } else { 0 };
     let hedging = decision.plan.hedge_after_ms.is_some() && decision.candidates.len() > 1;
-    let mut need = limits::need(body_bytes, media, output, &priced, hedging);
-    if counts_usage && (facts.unseen_media > 0 || facts.stored_history) {
-        // Input the body does not show (a file or image by URL or id, stored history) is billed
-        // by what the provider reads: at most the model's whole context window.
+    // What the provider adds to the body (the tool-use prompt, its own tools' definitions).
+    let overhead = if counts_usage {
+        facts.overhead_tokens
+    } else {
+        0
+    };
+    let shown = body_bytes.saturating_add(usize::try_from(overhead).unwrap_or(usize::MAX));
+    let mut need = limits::need(shown, media, output, &priced, hedging);
+    if counts_usage && (facts.unseen_media > 0 || facts.stored_history || facts.provider_tools > 0)
+    {
+        // Input the body does not show (a file or image by URL or id, stored history, what a
+        // provider-run tool brings back) is billed by what the provider reads: at most the
+        // model's whole context window, each time the model reads the conversation.
         let window = unseen_input_bound(cx.policy, decision)?;
-        need = limits::need_at_least(need, window, output, &priced);
+        let Some(reads) = facts.model_reads else {
+            return Err(unbounded_tool_calls(facts));
+        };
+        need = limits::need_at_least(need, window.saturating_mul(reads), output, &priced);
     }
     let caller = limits::Caller {
         tenant: cx.tenant,
@@ -634,6 +646,20 @@ fn exceeded(
         "retry_after_s": retry,
     }));
     e
+}
+
+/// A limited request that lets the provider run tools without a bound on their calls: each
+/// call bills its results as input and has the model read the conversation again, so nothing
+/// bounds what it may bill.
+fn unbounded_tool_calls(facts: &facts::RequestFacts) -> ApiError {
+    let how = match facts.endpoint {
+        Endpoint::Messages => "set `max_uses` on each server tool",
+        _ => "set `max_tool_calls`",
+    };
+    ApiError::bad_request(
+        "unbounded_input",
+        format!("This request lets the provider run tools (web search or fetch, file search, code execution, MCP) with no bound on how many calls it makes; each call bills its results as input and reads the conversation again, so Meridian cannot bound what it may bill against this caller's limits. To send it, {how} (a tool with no such setting cannot be bounded: leave it out)."),
+    )
 }
 
 /// The most input a provider can bill for a request whose input the body does not show: the

@@ -76,6 +76,17 @@ impl Endpoint {
 /// (OpenAI's high-detail tiles, Anthropic's ~1,600 per image).
 pub const TOKENS_PER_MEDIA_PART: u64 = 2_000;
 
+/// Input a provider adds to a request that offers tools: the system prompt that enables tool
+/// use. Anthropic's tool-use pricing reference lists 159 to 530 tokens by model and
+/// `tool_choice` (346 for current models); OpenAI states none, and its function definitions
+/// are rendered in fewer tokens than their JSON has bytes.
+pub const TOOL_PROMPT_TOKENS: u64 = 1_024;
+
+/// Input a provider adds for each tool it defines itself (the body names it, the provider
+/// writes its definition): Anthropic's reference lists 245 (bash), 700 (text editor) and 735
+/// per computer-use tool, plus 466 to 499 of system prompt.
+pub const DEFINED_TOOL_TOKENS: u64 = 1_536;
+
 /// The most output tokens a request may ask for per completion where the catalog states no
 /// `max_output` for its model: above what any model Meridian knows of generates (the largest
 /// published limits are 128k tokens), so that a bound is a bound and counter arithmetic never
@@ -156,6 +167,18 @@ pub struct Reading {
     pub completions: u64,
     /// Whether it offers the model tools.
     pub tools: bool,
+    /// Tools whose definition the provider writes into the prompt itself (its own client tools,
+    /// such as Anthropic's `bash_*` or OpenAI's `computer_use_preview`, and the tools it runs).
+    pub defined_tools: u64,
+    /// Tools the provider runs itself (web search and fetch, file search, code execution, MCP):
+    /// each call's results are billed as input the body does not show, and each call has the
+    /// model read the conversation again.
+    pub provider_tools: u64,
+    /// How many calls of those tools the request allows in all, where every one states a
+    /// bound (Anthropic's `max_uses` on each server tool).
+    pub provider_tool_uses: Option<u64>,
+    /// The request's own bound on the calls of provider-run tools (Responses `max_tool_calls`).
+    pub provider_tool_calls: Option<u64>,
     /// Whether the provider is asked to read history the body does not show
     /// (`previous_response_id`, `conversation`, `item_reference`).
     pub stored_history: bool,
@@ -166,6 +189,27 @@ impl Reading {
     pub fn output_bound(&self) -> Option<u64> {
         self.max_output
             .map(|m| m.saturating_mul(self.completions.max(1)))
+    }
+
+    /// Input the provider adds to what the body shows: the tool-use system prompt and the
+    /// definitions of its own tools ([`TOOL_PROMPT_TOKENS`], [`DEFINED_TOOL_TOKENS`]). Per
+    /// message overheads (a few tokens each) are covered by the estimate of one token per byte
+    /// of the body: every message's JSON has more bytes than its overhead has tokens.
+    pub fn overhead_tokens(&self) -> u64 {
+        let prompt = if self.tools { TOOL_PROMPT_TOKENS } else { 0 };
+        prompt.saturating_add(self.defined_tools.saturating_mul(DEFINED_TOOL_TOKENS))
+    }
+
+    /// The most times the model may read the conversation in one request: once, plus once per
+    /// call of a provider-run tool; `None` when the request lets the provider run tools without
+    /// stating how many calls (no bound exists).
+    pub fn model_reads(&self) -> Option<u64> {
+        if self.provider_tools == 0 {
+            return Some(1);
+        }
+        self.provider_tool_calls
+            .or(self.provider_tool_uses)
+            .map(|n| n.saturating_add(1))
     }
 }
 

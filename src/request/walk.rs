@@ -104,8 +104,12 @@ pub(super) fn body(
             Field::Cap(c) => {
                 if !v.is_null() && *v != Value::Bool(false) {
                     w.cap(c);
-                    if c == Capability::Store {
-                        w.read.stored_history = true; // `conversation`
+                    match c {
+                        Capability::Store => w.read.stored_history = true, // `conversation`
+                        // Chat's `web_search_options` and Azure's `data_sources`: the provider
+                        // searches once and bills what it found as input.
+                        Capability::WebSearch | Capability::DataSources => w.provider_tool(Some(1)),
+                        _ => {}
                     }
                 }
             }
@@ -181,6 +185,17 @@ fn list(v: &mut Value) -> std::slice::IterMut<'_, Value> {
 impl Walk<'_, '_> {
     fn cap(&mut self, c: Capability) {
         self.read.capabilities.insert(c);
+    }
+
+    /// A tool the provider runs, calling it at most `max_uses` times (Anthropic's server
+    /// tools) if it says.
+    fn provider_tool(&mut self, max_uses: Option<u64>) {
+        self.read.provider_tools += 1;
+        self.read.provider_tool_uses = match (self.read.provider_tools, max_uses) {
+            (1, Some(n)) => Some(n),
+            (_, Some(n)) => self.read.provider_tool_uses.map(|m| m.saturating_add(n)),
+            (_, None) => None,
+        };
     }
 
     fn say(&mut self, kind: Text, s: &mut String) {
@@ -276,6 +291,7 @@ impl Walk<'_, '_> {
                 }
                 self.read.max_output = Some(self.read.max_output.map_or(n, |m| m.max(n)));
             }
+            "max_tool_calls" => self.read.provider_tool_calls = Some(n),
             "n" | "best_of" => {
                 if n > super::MAX_COMPLETIONS {
                     return Err(over(super::MAX_COMPLETIONS));
@@ -629,15 +645,36 @@ impl Walk<'_, '_> {
             let Some(tool) = AnthropicTool::parse(kind) else {
                 return Err(self.bad_type(at.index(i).key("type"), kind.unwrap_or("")));
             };
-            match tool {
+            // Anthropic's own tools (`bash_*`, `computer_*`, …, and the ones it runs) come with
+            // a definition Anthropic writes into the prompt.
+            if kind.is_some_and(|k| k != "custom") {
+                self.read.defined_tools += 1;
+            }
+            let runs = match tool {
                 AnthropicTool::Client => {
                     self.deep(Text::ToolDefinition, t.get_mut("description"));
                     self.deep(Text::ToolDefinition, t.get_mut("input_schema"));
+                    false
                 }
-                AnthropicTool::WebSearch => self.cap(Capability::WebSearch),
-                AnthropicTool::WebFetch => self.cap(Capability::WebFetch),
-                AnthropicTool::CodeExecution => self.cap(Capability::CodeExecution),
-                AnthropicTool::Mcp => self.cap(Capability::Mcp),
+                AnthropicTool::WebSearch => {
+                    self.cap(Capability::WebSearch);
+                    true
+                }
+                AnthropicTool::WebFetch => {
+                    self.cap(Capability::WebFetch);
+                    true
+                }
+                AnthropicTool::CodeExecution => {
+                    self.cap(Capability::CodeExecution);
+                    true
+                }
+                AnthropicTool::Mcp => {
+                    self.cap(Capability::Mcp);
+                    true
+                }
+            };
+            if runs {
+                self.provider_tool(t.get("max_uses").and_then(Value::as_u64));
             }
         }
         Ok(())
@@ -827,29 +864,39 @@ impl Walk<'_, '_> {
             let Some(tool) = ResponsesTool::parse(kind) else {
                 return Err(self.bad_type(at.index(i).key("type"), kind));
             };
-            match tool {
+            // OpenAI's own tools come with a definition it writes into the prompt.
+            if !matches!(kind, "function" | "custom" | "namespace") {
+                self.read.defined_tools += 1;
+            }
+            let cap = match tool {
                 ResponsesTool::Client => {
                     for k in ["description", "parameters", "format", "output_schema"] {
                         self.deep(Text::ToolDefinition, t.get_mut(k));
                     }
+                    None
                 }
                 ResponsesTool::Shell => {
                     let env = t.get("environment").and_then(|e| e.get("type"));
-                    if env.is_some_and(|e| e != "local") {
-                        self.cap(Capability::CodeExecution);
-                    }
+                    env.is_some_and(|e| e != "local")
+                        .then_some(Capability::CodeExecution)
                 }
                 ResponsesTool::Namespace => {
                     self.deep(Text::ToolDefinition, t.get_mut("description"));
                     if let Some(inner) = t.get_mut("tools") {
                         self.responses_tools(inner, &at.index(i).key("tools"))?;
                     }
+                    None
                 }
-                ResponsesTool::ProgrammaticToolCalling => self.cap(Capability::CodeExecution),
-                ResponsesTool::WebSearch => self.cap(Capability::WebSearch),
-                ResponsesTool::FileSearch => self.cap(Capability::Files),
-                ResponsesTool::CodeInterpreter => self.cap(Capability::CodeExecution),
-                ResponsesTool::Mcp => self.cap(Capability::Mcp),
+                ResponsesTool::ProgrammaticToolCalling => Some(Capability::CodeExecution),
+                ResponsesTool::WebSearch => Some(Capability::WebSearch),
+                ResponsesTool::FileSearch => Some(Capability::Files),
+                ResponsesTool::CodeInterpreter => Some(Capability::CodeExecution),
+                ResponsesTool::Mcp => Some(Capability::Mcp),
+            };
+            if let Some(c) = cap {
+                self.cap(c);
+                // Bounded by the request's `max_tool_calls`, read with the other counts.
+                self.provider_tool(None);
             }
         }
         Ok(())

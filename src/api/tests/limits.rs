@@ -877,3 +877,59 @@ async fn unseen_input_is_reserved_at_the_context_window_or_refused_without_one()
         .unwrap();
     assert_eq!(input, inline.len() as u64 + 2_000);
 }
+
+/// What a provider adds to the body is reserved: its tool-use prompt when the request offers
+/// tools, and the definition of each tool it defines itself. A tool the provider runs brings
+/// back results billed as input the body does not show, and has the model read the
+/// conversation again after each call: reserved at the context window once per read, and
+/// refused where the request lets the provider call it without a bound. Figures from the
+/// providers' references (Anthropic's tool-use pricing: a 159-530 token system prompt, 245-735
+/// per tool it defines), with the margins Meridian documents (1,024 and 1,536).
+#[tokio::test(start_paused = true)]
+async fn tool_overheads_and_provider_run_tools_are_reserved_or_refused() {
+    let text = format!(
+        "version = 1\n\
+         [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://claude/v1\"\nlocation = \"IE\"\ncapabilities = [\"web_search\"]\nmodels = {{ \"chat-model\" = {{ id = \"claude-x\", input_price = 1.0, output_price = 2.0, context_window = 100000 }} }}\n\
+         [[tenants]]\nid = \"rich\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_hour = 100000000 }}\n",
+        hex::encode(policy::hash_key("sk-rich")),
+    );
+    let p = policy::load(&text, "tools").unwrap();
+    let p = &p;
+    let reserved = |tools: &str| {
+        let body = format!(
+            r#"{{"model":"chat-model","max_tokens":10,"messages":[{{"role":"user","content":"hi"}}],"tools":[{tools}]}}"#
+        );
+        async move {
+            let store = MemStore::default();
+            let t = Fake::new(vec![("claude", vec![ok_json(0)])]);
+            let a = post(p, &store, &t, "/v1/messages", "sk-rich", &body).await;
+            let sent = t.sent_to().len();
+            (body.len() as u64, a, sent)
+        }
+    };
+    let input = |a: &Answer| log(a)["limits"]["hold"]["need"]["input_tokens"].as_u64();
+    let (len, a, _) = reserved(r#"{"name":"f","input_schema":{"type":"object"}}"#).await;
+    assert_eq!(
+        input(&a),
+        Some(len + 1_024),
+        "a client tool: the tool-use prompt"
+    );
+    let (len, a, _) = reserved(r#"{"type":"bash_20250124","name":"bash"}"#).await;
+    assert_eq!(
+        input(&a),
+        Some(len + 1_024 + 1_536),
+        "a tool Anthropic defines"
+    );
+    let (_, a, sent) = reserved(r#"{"type":"web_search_20250305","name":"web_search"}"#).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.record.error_code, Some("unbounded_input"));
+    assert!(a.text().contains("max_uses"), "{}", a.text());
+    assert_eq!(sent, 0);
+    let (_, a, _) =
+        reserved(r#"{"type":"web_search_20250305","name":"web_search","max_uses":3}"#).await;
+    assert_eq!(
+        input(&a),
+        Some(100_000 * 4),
+        "the window, read once and after each of 3 calls"
+    );
+}
