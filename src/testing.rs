@@ -58,8 +58,12 @@ pub struct Fake {
     pub requests: RefCell<Vec<OutboundRequest>>,
     /// Providers whose request was dropped before it answered (cancelled).
     pub dropped: RefCell<Vec<String>>,
+    /// Answers computed from each request (provider, request), in place of the script.
+    responder: Option<Box<Responder>>,
     t0: Instant,
 }
+
+type Responder = dyn Fn(&str, &OutboundRequest) -> Step;
 
 impl Fake {
     pub fn new(steps: Vec<(&str, Vec<Step>)>) -> Fake {
@@ -73,7 +77,16 @@ impl Fake {
             sent: RefCell::new(Vec::new()),
             requests: RefCell::new(Vec::new()),
             dropped: RefCell::new(Vec::new()),
+            responder: None,
             t0: Instant::now(),
+        }
+    }
+
+    /// A fake whose every answer `f` makes from the provider's name and the request it got.
+    pub fn responding(f: impl Fn(&str, &OutboundRequest) -> Step + 'static) -> Fake {
+        Fake {
+            responder: Some(Box::new(f)),
+            ..Fake::new(Vec::new())
         }
     }
     pub fn sent_to(&self) -> Vec<String> {
@@ -125,11 +138,14 @@ impl Transport for Fake {
             .push((provider.clone(), self.now_ms()));
         self.requests.borrow_mut().push(req.clone());
         let mut guard = Cancel(self, provider.clone(), false);
-        let step = self
-            .steps
-            .borrow_mut()
-            .get_mut(&provider)
-            .and_then(|q| q.pop_front());
+        let step = match &self.responder {
+            Some(f) => Some(f(&provider, &req)),
+            None => self
+                .steps
+                .borrow_mut()
+                .get_mut(&provider)
+                .and_then(|q| q.pop_front()),
+        };
         let result = match step {
             None => Err(Failure::Connect("no script".into())),
             Some(Step::Fail { after_ms, failure }) => {

@@ -933,3 +933,152 @@ async fn tool_overheads_and_provider_run_tools_are_reserved_or_refused() {
         "the window, read once and after each of 3 calls"
     );
 }
+
+/// The promise, as a property: providers that bill the most their references allow (every
+/// token of the context window for input the body does not show, one token per byte of the
+/// body they receive otherwise, every output token asked for, and every attempt they may have
+/// run: an answer or a timeout; an error status bills nothing), any mix of fallbacks and
+/// retries, and requests arriving together at two nodes that share one store: what the
+/// providers billed in all never exceeds the limit, and neither does the settled counter. The
+/// oracle (what a provider bills) is written here, from the references, not taken from
+/// Meridian's estimate.
+mod bound {
+    use super::*;
+    use crate::transport::OutboundRequest;
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    const WINDOW: u64 = 5_000;
+
+    #[derive(Debug, Clone)]
+    struct Req {
+        text: usize,
+        max_tokens: u64,
+        image_by_url: bool,
+        /// What alpha does (answers, times out, or answers 500), then beta.
+        alpha: u8,
+        beta: u8,
+    }
+
+    fn req() -> impl Strategy<Value = Req> {
+        (
+            1usize..300,
+            1u64..400,
+            prop::bool::weighted(0.3),
+            0u8..3,
+            0u8..2,
+        )
+            .prop_map(|(text, max_tokens, image_by_url, alpha, beta)| Req {
+                text,
+                max_tokens,
+                image_by_url,
+                alpha,
+                beta,
+            })
+    }
+
+    fn body(r: &Req) -> String {
+        let text = format!("[a{}b{}]{}", r.alpha, r.beta, "x".repeat(r.text));
+        let content = if r.image_by_url {
+            format!(
+                r#"[{{"type":"text","text":"{text}"}},{{"type":"image_url","image_url":{{"url":"https://img.example/p.png"}}}}]"#
+            )
+        } else {
+            format!(r#""{text}""#)
+        };
+        format!(
+            r#"{{"model":"chat-model","max_tokens":{},"messages":[{{"role":"user","content":{content}}}]}}"#,
+            r.max_tokens
+        )
+    }
+
+    /// The most a provider bills for one attempt it ran, by the references.
+    fn most_billed(req: &OutboundRequest) -> (u64, u64) {
+        let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let input = if req.body.windows(11).any(|w| w == b"img.example") {
+            WINDOW
+        } else {
+            req.body.len() as u64
+        };
+        (input, v["max_tokens"].as_u64().unwrap_or(u64::MAX / 4))
+    }
+
+    fn policy(max: u64, retries: u32) -> Policy {
+        let text = format!(
+            "version = 1\n[settings.plan]\nretries = {retries}\nbackoff_ms = 1\n\
+             [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\ncapabilities = [\"remote_media\"]\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 1.0, output_price = 1.0, context_window = {WINDOW} }} }}\n\
+             [[providers]]\nid = \"beta\"\nbase_url = \"http://beta/v1\"\nlocation = \"DE\"\ncapabilities = [\"remote_media\"]\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 1.0, output_price = 1.0, context_window = {WINDOW} }} }}\n\
+             [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\nlimits = {{ tokens_per_day = {max} }}\n",
+            hex::encode(policy::hash_key("sk-acme"))
+        );
+        policy::load(&text, "bound").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn what_providers_bill_never_exceeds_the_limit(
+            reqs in prop::collection::vec(req(), 1..10),
+            max in 500u64..40_000,
+            retries in 0u32..2,
+        ) {
+            let p = policy(max, retries);
+            let store = MemStore::default();
+            let billed = Rc::new(Cell::new(0u64));
+            let b = billed.clone();
+            // Two nodes: each serves its share with its own transport, both on one store.
+            let node = || {
+                let b = b.clone();
+                Fake::responding(move |provider, req| {
+                    let text = String::from_utf8_lossy(&req.body);
+                    let what = if provider == "alpha" {
+                        text.split("[a").nth(1).and_then(|s| s.chars().next())
+                    } else {
+                        text.split('b').nth(1).and_then(|s| s.chars().next())
+                    };
+                    let (input, output) = most_billed(req);
+                    match what {
+                        Some('2') => status(500, None),
+                        Some('1') => {
+                            b.set(b.get() + input + output);
+                            Step::Fail { after_ms: 5, failure: Failure::Timeout("headers") }
+                        }
+                        _ => {
+                            b.set(b.get() + input + output);
+                            let usage = format!(
+                                r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{}}}}}"#,
+                                input + output
+                            );
+                            Step::Answer {
+                                after_ms: 5,
+                                status: 200,
+                                headers: vec![("content-type".into(), "application/json".into())],
+                                chunks: vec![(0, Ok(usage.into_bytes()))],
+                            }
+                        }
+                    }
+                })
+            };
+            let (one, two) = (node(), node());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let bodies: Vec<String> = reqs.iter().map(body).collect();
+                let calls = bodies.iter().enumerate().map(|(i, b)| {
+                    let t = if i % 2 == 0 { &one } else { &two };
+                    post(&p, &store, t, "/v1/chat/completions", "sk-acme", b)
+                });
+                futures::future::join_all(calls).await;
+            });
+            let settled = counter(&store, ":tokens:day:");
+            prop_assert!(billed.get() <= max, "providers billed {} over the limit {max}", billed.get());
+            prop_assert!(settled >= 0 && settled as u64 <= max, "settled {settled} over the limit {max}");
+            prop_assert!(settled as u64 >= billed.get(), "settled {settled} below what was billed {}", billed.get());
+        }
+    }
+}
