@@ -473,6 +473,14 @@ async fn reserve_for<T: Transport>(
         return Ok(());
     }
     let counts_usage = applicable.iter().any(|(_, l)| l.counts_usage());
+    if let Some(c) = decision.candidates.iter().find(|c| c.unpriced) {
+        if counts_usage {
+            return Err(ApiError::bad_request(
+                "unpriced_option",
+                format!("This request chooses a dearer way of billing (`service_tier: \"priority\"` or `\"scale\"`, audio output, or the `context-1m` or `extended-cache-ttl` beta), and the model `{}` of `{}` states no `option_price_factor` in the policy: Meridian cannot bound what it may bill against this caller's limits. Leave the option out, or ask the operator to set `option_price_factor` for the model.", c.model, c.provider.0),
+            ));
+        }
+    }
     // The reservation must bound the output: a request that sets no bound gets one.
     let output = if cx.endpoint == Endpoint::Embeddings {
         0

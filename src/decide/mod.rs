@@ -161,6 +161,10 @@ pub struct Candidate<'p> {
     pub cache_read_price: Option<f64>,
     #[serde(skip)]
     pub cache_write_price: Option<f64>,
+    /// The request chose a billing option (`priced_options`) and the model states no
+    /// `option_price_factor`: its prices are the catalog's, a lower bound.
+    #[serde(skip)]
+    pub unpriced: bool,
 }
 
 fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags, browser: bool) -> bool {
@@ -493,8 +497,18 @@ fn step<'p>(
             }
         }
     }
+    // A billing option the request chose prices every candidate at its model's factor.
+    let priced = facts
+        .capabilities
+        .contains(crate::policy::Capability::PricedOptions);
     let mut allowed = Vec::with_capacity(serving.len());
     for ((index, p, m), reasons) in serving.into_iter().zip(reasons) {
+        let factor = if priced {
+            m.option_price_factor
+        } else {
+            Some(1.0)
+        };
+        let times = |price: Option<f64>| price.map(|p| p * factor.unwrap_or(1.0));
         if reasons.is_empty() {
             allowed.push(Candidate {
                 provider: &p.id,
@@ -506,10 +520,11 @@ fn step<'p>(
                     .map_or("", |k| k.as_ref()),
                 upstream_model: &m.upstream,
                 location: &p.location,
-                input_price: m.input_price,
-                output_price: m.output_price,
-                cache_read_price: m.cache_read_price,
-                cache_write_price: m.cache_write_price,
+                input_price: times(m.input_price),
+                output_price: times(m.output_price),
+                cache_read_price: times(m.cache_read_price),
+                cache_write_price: times(m.cache_write_price),
+                unpriced: factor.is_none(),
             });
         } else {
             excluded.push(Exclusion {

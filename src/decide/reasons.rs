@@ -267,6 +267,9 @@ pub fn fields_of(c: Capability) -> &'static str {
         Capability::RemoteMedia => {
             "an image or document URL the provider would fetch (`image_url`, `source.type = \"url\"`)"
         }
+        Capability::PricedOptions => {
+            "`service_tier: \"priority\"` or `\"scale\"`, audio output (`audio`, `modalities`), or the `context-1m` or `extended-cache-ttl` beta"
+        }
     }
 }
 

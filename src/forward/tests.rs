@@ -44,6 +44,7 @@ impl Catalog {
                     output_price: None,
                     cache_read_price: None,
                     cache_write_price: None,
+                    unpriced: false,
                 })
                 .collect(),
             excluded: vec![],

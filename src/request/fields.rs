@@ -26,6 +26,9 @@ pub enum Field {
     Cap(Capability),
     /// A capability only when `true` (`store`).
     CapIfTrue(Capability),
+    /// A billing choice: `priced_options` when its value selects a price dearer than the
+    /// catalog's (a `service_tier` of `priority` or `scale`, audio output).
+    Priced,
     /// What the model reads, walked in depth by [`super::walk`]: messages, parts, tools.
     Nested(Nested),
 }
@@ -63,7 +66,7 @@ pub enum Nested {
 }
 
 use self::Nested as N;
-use Field::{Cap, CapIfTrue, Count, Integer, Meridian, Pass};
+use Field::{Cap, CapIfTrue, Count, Integer, Meridian, Pass, Priced};
 
 /// Sampling and decoding options that OpenAI-compatible engines (vLLM, TGI, Ollama, llama.cpp
 /// server) and routers accept beside OpenAI's own; they change how text is generated, nothing
@@ -89,7 +92,7 @@ const ENGINE_SAMPLING: &[&str] = &[
 /// `POST /v1/chat/completions` (OpenAI's create-chat-completion parameters, Azure's
 /// `data_sources`, and the engines' sampling options). Sorted by name.
 pub const CHAT: &[(&str, Field)] = &[
-    ("audio", Pass),
+    ("audio", Priced),
     ("data_sources", Cap(Capability::DataSources)),
     ("frequency_penalty", Pass),
     ("function_call", Pass),
@@ -100,7 +103,7 @@ pub const CHAT: &[(&str, Field)] = &[
     ("max_tokens", Count),
     ("messages", Field::Nested(N::ChatMessages)),
     ("metadata", Pass),
-    ("modalities", Pass),
+    ("modalities", Priced),
     ("model", Pass),
     ("models", Meridian),
     ("n", Count),
@@ -113,7 +116,7 @@ pub const CHAT: &[(&str, Field)] = &[
     ("response_format", Field::Nested(N::ResponseFormat)),
     ("safety_identifier", Pass),
     ("seed", Integer),
-    ("service_tier", Pass),
+    ("service_tier", Priced),
     ("stop", Pass),
     ("store", CapIfTrue(Capability::Store)),
     ("stream", Pass),
@@ -205,7 +208,7 @@ pub const RESPONSES: &[(&str, Field)] = &[
     ("provider", Meridian),
     ("reasoning", Pass),
     ("safety_identifier", Pass),
-    ("service_tier", Pass),
+    ("service_tier", Priced),
     ("store", CapIfTrue(Capability::Store)),
     ("stream", Pass),
     ("stream_options", Pass),

@@ -118,6 +118,17 @@ pub(super) fn body(
                     w.cap(c);
                 }
             }
+            Field::Priced => {
+                let dearer = match name {
+                    "service_tier" => matches!(v.as_str(), Some("priority" | "scale")),
+                    "modalities" => v.as_array().is_some_and(|m| m.iter().any(|x| x == "audio")),
+                    // `audio`: output audio's settings.
+                    _ => !v.is_null(),
+                };
+                if dearer {
+                    w.cap(Capability::PricedOptions);
+                }
+            }
             Field::Nested(n) => w.nested(n, v, &at)?,
         }
     }

@@ -27,6 +27,7 @@ pub fn carries(endpoint: Endpoint) -> CapSet {
             C::WebFetch,
             C::Files,
             C::RemoteMedia,
+            C::PricedOptions,
         ]),
         // Translated from chat: image URLs have a form on both sides; nothing else does.
         Endpoint::Chat | Endpoint::Responses => CapSet::of(&[C::RemoteMedia]),

@@ -14,7 +14,13 @@ pub const API_VERSION: &str = "2024-10-21";
 /// Azure's `data_sources` (on your data) and without OpenAI's web search.
 pub fn carries(endpoint: Endpoint) -> CapSet {
     match endpoint {
-        Endpoint::Chat => CapSet::of(&[C::Store, C::DataSources, C::Files, C::RemoteMedia]),
+        Endpoint::Chat => CapSet::of(&[
+            C::Store,
+            C::DataSources,
+            C::Files,
+            C::RemoteMedia,
+            C::PricedOptions,
+        ]),
         other => openai::carries(other, false),
     }
 }

@@ -34,10 +34,18 @@ pub fn carries(endpoint: Endpoint, native_responses: bool) -> CapSet {
             C::CodeExecution,
             C::Mcp,
             C::RemoteMedia,
+            C::PricedOptions,
         ]),
-        // Translated to chat: image URLs have a form on both sides; nothing else does.
-        Endpoint::Responses => CapSet::of(&[C::RemoteMedia]),
-        Endpoint::Chat => CapSet::of(&[C::Store, C::WebSearch, C::Files, C::RemoteMedia]),
+        // Translated to chat: image URLs and `service_tier` have a form on both sides; nothing
+        // else does.
+        Endpoint::Responses => CapSet::of(&[C::RemoteMedia, C::PricedOptions]),
+        Endpoint::Chat => CapSet::of(&[
+            C::Store,
+            C::WebSearch,
+            C::Files,
+            C::RemoteMedia,
+            C::PricedOptions,
+        ]),
         // Translated from Messages: image URLs have a form on both sides; nothing else does.
         Endpoint::Messages => CapSet::of(&[C::RemoteMedia]),
         Endpoint::Completions | Endpoint::Embeddings => CapSet::EMPTY,

@@ -26,10 +26,16 @@ pub enum Capability {
     /// The provider fetches media from a URL the request names (`image_url` with an http(s)
     /// URL, an image or document `source.type = "url"`).
     RemoteMedia = 7,
+    /// The request chooses a way of billing dearer than the catalog's prices: OpenAI's
+    /// `service_tier` `priority` or `scale`, audio output (`audio`, `modalities` with
+    /// `audio`), Anthropic's long-context (`context-1m-*`) and one-hour cache
+    /// (`extended-cache-ttl-*`) betas. Costs and reservations use the model's
+    /// `option_price_factor`.
+    PricedOptions = 8,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Store,
         Capability::DataSources,
         Capability::Mcp,
@@ -38,6 +44,7 @@ impl Capability {
         Capability::WebFetch,
         Capability::Files,
         Capability::RemoteMedia,
+        Capability::PricedOptions,
     ];
 
     /// The name the policy and the audit use.
@@ -63,6 +70,7 @@ pub const CAPABILITY_NAMES: &[&str] = &[
     "web_fetch",
     "files",
     "remote_media",
+    "priced_options",
 ];
 
 /// A set of capabilities, as bits.
@@ -123,7 +131,8 @@ impl CapSet {
 /// `anthropic-beta` values an Anthropic provider accepts when its entry names none: betas that
 /// only change how the model generates, never what the provider keeps, fetches, runs or sends
 /// on. Betas that do (`mcp-client-*`, `code-execution-*`, `web-fetch-*`, `files-api-*`,
-/// `skills-*`) are capabilities and need the provider's grant as well.
+/// `skills-*`), and those that change the price (`context-1m-*`, `extended-cache-ttl-*`:
+/// `priced_options`), are capabilities and need the provider's grant as well.
 pub const DEFAULT_ANTHROPIC_BETAS: &[&str] = &[
     "prompt-caching-*",
     "extended-cache-ttl-*",
@@ -149,6 +158,8 @@ pub fn beta_capability(beta: &str) -> Option<Capability> {
         Some(Capability::WebSearch)
     } else if starts("files-api-") {
         Some(Capability::Files)
+    } else if starts("context-1m-") || starts("extended-cache-ttl-") {
+        Some(Capability::PricedOptions)
     } else {
         None
     }

@@ -183,7 +183,7 @@ structs! {
     }
     ModelEntry {
         upstream, input_price, output_price, cache_read_price, cache_write_price, context_window,
-        max_output,
+        max_output, option_price_factor,
     }
     ModelRoute { id, models }
     TokenRange { min, max }

@@ -319,6 +319,10 @@ pub struct ModelEntry {
     pub context_window: Option<u64>,
     /// The most output tokens it generates.
     pub max_output: Option<u64>,
+    /// The most the billing options a request may choose (`priced_options`: a priority tier,
+    /// audio output, long context, one-hour cache writes) multiply this model's prices by, from
+    /// the provider's price list. Without it, a limited request that chooses one is refused.
+    pub option_price_factor: Option<f64>,
 }
 
 impl ModelEntry {

@@ -1082,3 +1082,60 @@ mod bound {
         }
     }
 }
+
+/// A billing choice dearer than the catalog's prices (here `service_tier: "priority"`) is a
+/// capability the provider must grant, and is priced at the model's `option_price_factor`: in
+/// the reservation and in the settlement. A limited request to a model that states no factor is
+/// refused, naming the setting.
+#[tokio::test(start_paused = true)]
+async fn a_priority_tier_is_granted_and_priced_or_refused() {
+    let policy_with = |provider_extra: &str, model_extra: &str| {
+        let text = format!(
+            "version = 1\n\
+             [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\n{provider_extra}\nmodels = {{ \"chat-model\" = {{ id = \"m\", input_price = 1.0, output_price = 1.0{model_extra} }} }}\n\
+             [[tenants]]\nid = \"acme\"\nkeys = [\"sha256:{}\"]\nlimits = {{ usd_per_day = 1.0 }}\n",
+            hex::encode(policy::hash_key("sk-acme"))
+        );
+        policy::load(&text, "tiers").unwrap_or_else(|e| panic!("{e}"))
+    };
+    let priority = chat_body(r#","max_tokens":10,"service_tier":"priority""#);
+    let standard = chat_body(r#","max_tokens":10,"service_tier":"default""#);
+    // Not granted: no provider may take it.
+    let p = policy_with("", "");
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &priority).await;
+    assert_ne!(a.status, 200);
+    assert!(a.text().contains("priced_options"), "{}", a.text());
+    assert!(t.sent_to().is_empty());
+    // The default tier needs no grant and is priced at the catalog's prices.
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &standard).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        log(&a)["limits"]["hold"]["need"]["micro_usd"],
+        standard.len() as u64 + 10
+    );
+    // Granted, but the model states no factor: a limited caller is refused, told what to set.
+    let p = policy_with("capabilities = [\"priced_options\"]", "");
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &priority).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.code(), "unpriced_option");
+    assert!(a.text().contains("option_price_factor"), "{}", a.text());
+    assert!(t.sent_to().is_empty());
+    // Granted and priced: reserved and settled at twice the catalog's prices.
+    let p = policy_with(
+        "capabilities = [\"priced_options\"]",
+        ", option_price_factor = 2.0",
+    );
+    let store = MemStore::default();
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &priority).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        log(&a)["limits"]["hold"]["need"]["micro_usd"],
+        2 * (priority.len() as u64 + 10)
+    );
+    // The answer's usage (1 prompt and 2 completion tokens) at 2.0 per million each.
+    assert_eq!(counter(&store, ":usd:day:"), 6);
+}

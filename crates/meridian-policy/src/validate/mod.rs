@@ -91,6 +91,7 @@ pub const MODEL_KEYS: &[&str] = &[
     "cache_write_price",
     "context_window",
     "max_output",
+    "option_price_factor",
 ];
 pub const ROUTE_KEYS: &[&str] = &["id", "models"];
 pub const TENANT_KEYS: &[&str] = &[

@@ -258,6 +258,7 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
                 cache_write_price: None,
                 context_window: None,
                 max_output: None,
+                option_price_factor: None,
             })
         } else if item.is_table_like() {
             m.table(sink, &name.value).map(|e| {
@@ -273,6 +274,18 @@ pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<St
                     cache_write_price: e.number(sink, "cache_write_price").map(|v| v.value),
                     context_window: e.uint(sink, "context_window"),
                     max_output: e.uint(sink, "max_output"),
+                    option_price_factor: e.number(sink, "option_price_factor").and_then(|v| {
+                        if v.value >= 1.0 {
+                            Some(v.value)
+                        } else {
+                            sink.error_help(
+                                v.span.as_ref(),
+                                format!("`{}.option_price_factor` is {}: it multiplies the prices, so it is at least 1", e.path, v.value),
+                                "e.g. `option_price_factor = 2.0` where the dearest option doubles the price",
+                            );
+                            None
+                        }
+                    }),
                 }
             })
         } else {
