@@ -629,3 +629,129 @@ async fn a_busy_sqlite_file_does_not_hold_up_requests_that_need_no_store() {
     drop(holder);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two nodes on one Redis, an engine that bills the most it may: an image by URL at the
+/// model's whole context window, a `service_tier: "priority"` request at twice the price (the
+/// model's `option_price_factor`), everything else at one token per byte of the body it got,
+/// and every output token asked for. Forty such requests at once cannot push what the engine
+/// billed, or the settled counter, over the tenant's $0.05. The engine's bill is worked out
+/// here from what it received (the oracle), not from Meridian's estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_engine_billing_the_context_window_or_a_dearer_tier_stays_within_the_limit() {
+    const WINDOW: u64 = 4_000;
+    const KEY: &str = "sk-bound-e2e-limits-0006";
+    fn bill(body: &serde_json::Value) -> u64 {
+        let text = body.to_string();
+        let input = if text.contains("img.example") {
+            WINDOW
+        } else {
+            text.len() as u64
+        };
+        let output = body["max_tokens"].as_u64().unwrap_or(4_096);
+        let factor = if body["service_tier"] == "priority" {
+            2
+        } else {
+            1
+        };
+        // input_price 1.0 and output_price 1.0 per million tokens: one millionth each.
+        (input + output) * factor
+    }
+    let mock = Mock::with(|rec, _| {
+        let text = rec.body.to_string();
+        let prompt = if text.contains("img.example") {
+            WINDOW
+        } else {
+            text.len() as u64
+        };
+        let completion = rec.body["max_tokens"].as_u64().unwrap_or(0);
+        Script::Json {
+            status: 200,
+            body: serde_json::json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            })
+            .to_string(),
+            headers: vec![("content-type".into(), "application/json".into())],
+        }
+    })
+    .await;
+    let policy = format!(
+        "version = 1\n[settings]\nmax_body_bytes = 4096\n\n\
+         [[providers]]\nid = \"alpha\"\nbase_url = \"{}/v1\"\nlocation = \"DE\"\ncapabilities = [\"remote_media\", \"priced_options\"]\n\
+         models = {{ \"chat-model\" = {{ id = \"m\", input_price = 1.0, output_price = 1.0, context_window = {WINDOW}, option_price_factor = 2.0 }} }}\n\n\
+         [[tenants]]\nid = \"bound\"\nkeys = [\"sha256:{}\"]\nlimits = {{ usd_per_month = 0.05 }}\n",
+        mock.url(),
+        hash(KEY)
+    );
+    let redis = Redis::start().await;
+    let (a, b) = two_nodes(&redis, &policy).await;
+    let client = reqwest::Client::new();
+    let image = r#"{"model":"chat-model","max_tokens":20,"messages":[{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"https://img.example/cat.png"}}]}]}"#;
+    let priority = r#"{"model":"chat-model","max_tokens":900,"service_tier":"priority","messages":[{"role":"user","content":"hello there"}]}"#;
+    let both = image.replace(
+        r#""max_tokens":20"#,
+        r#""max_tokens":20,"service_tier":"priority""#,
+    );
+    let bodies = [image.to_string(), priority.to_string(), both];
+    let tasks = (0..40).map(|i| {
+        let client = client.clone();
+        let base = [&a, &b][i % 2].url.clone();
+        let body = bodies[i % 3].clone();
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    });
+    let statuses: Vec<u16> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(served >= 1 && statuses.contains(&429), "{statuses:?}");
+    settled(&[&a, &b], "bound", 40).await;
+    let billed: u64 = mock.requests().iter().map(|r| bill(&r.body)).sum();
+    assert!(
+        billed <= 50_000,
+        "the engine billed {billed} millionths, over $0.05"
+    );
+    let keys = redis.keys("meridian:v1:t/bound:usd:month:*").await;
+    let counted = redis.int(&keys[0]).await;
+    assert!(
+        counted as u64 >= billed && counted <= 50_000,
+        "settled {counted}, billed {billed}"
+    );
+    // Each priority request was settled at twice the catalog's price.
+    let line = a
+        .logs()
+        .into_iter()
+        .chain(b.logs())
+        .find(|l| {
+            l["tenant"] == "bound"
+                && l["status"] == 200
+                && l["limits"]["settlement"]["actual"]["micro_usd"].is_u64()
+                && l["capabilities"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c == "priced_options"))
+        })
+        .expect("a served priority request");
+    let actual = &line["limits"]["settlement"]["actual"];
+    assert_eq!(
+        actual["micro_usd"].as_u64(),
+        actual["tokens"].as_u64().map(|t| 2 * t),
+        "{line}"
+    );
+}
