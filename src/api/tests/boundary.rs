@@ -429,12 +429,7 @@ mod property {
     }
 
     fn run(policy: &Policy, provider: &'static str, body: &Value) -> (Answer, Option<Value>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        super::super::paused_runtime().block_on(async {
             let reply = if provider == "claude" {
                 r#"{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#
             } else {

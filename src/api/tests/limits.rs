@@ -663,11 +663,17 @@ fn two_with_tokens(max: u64) -> Policy {
     policy::load(&text, "two").unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn timed_out() -> Step {
-    Step::Fail {
+/// A chat body with `max_tokens = 10`, its bound (one token per byte, and the output), an empty
+/// store, and providers where alpha times out and beta answers.
+fn alpha_times_out() -> (String, u64, MemStore, Fake) {
+    let body = chat_body(r#","max_tokens":10"#);
+    let bound = body.len() as u64 + 10;
+    let timed_out = Step::Fail {
         after_ms: 10,
         failure: Failure::Timeout("headers"),
-    }
+    };
+    let t = Fake::new(vec![("alpha", vec![timed_out]), ("beta", vec![ok_json(0)])]);
+    (body, bound, MemStore::default(), t)
 }
 
 /// An attempt after one the provider may bill (a timeout) is covered before it starts: the
@@ -675,13 +681,7 @@ fn timed_out() -> Step {
 /// that bound and the answer at its usage.
 #[tokio::test(start_paused = true)]
 async fn a_fallback_after_a_timeout_is_covered_before_it_starts() {
-    let body = chat_body(r#","max_tokens":10"#);
-    let bound = body.len() as u64 + 10;
-    let store = MemStore::default();
-    let t = Fake::new(vec![
-        ("alpha", vec![timed_out()]),
-        ("beta", vec![ok_json(0)]),
-    ]);
+    let (body, bound, store, t) = alpha_times_out();
     let p = two_with_tokens(10 * bound);
     let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &body).await;
     assert_eq!(
@@ -716,13 +716,7 @@ async fn a_fallback_after_a_timeout_is_covered_before_it_starts() {
 /// why, and the settled total (the timed-out attempt at its bound) stays within the limit.
 #[tokio::test(start_paused = true)]
 async fn an_attempt_the_limit_cannot_cover_does_not_start() {
-    let body = chat_body(r#","max_tokens":10"#);
-    let bound = body.len() as u64 + 10;
-    let store = MemStore::default();
-    let t = Fake::new(vec![
-        ("alpha", vec![timed_out()]),
-        ("beta", vec![ok_json(0)]),
-    ]);
+    let (body, bound, store, t) = alpha_times_out();
     let p = two_with_tokens(bound + bound / 2);
     let a = post(&p, &store, &t, "/v1/chat/completions", "sk-acme", &body).await;
     assert_eq!(a.status, 504, "{}", a.text());
@@ -1062,12 +1056,7 @@ mod bound {
                 })
             };
             let (one, two) = (node(), node());
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap();
-            rt.block_on(async {
+            super::super::paused_runtime().block_on(async {
                 let bodies: Vec<String> = reqs.iter().map(body).collect();
                 let calls = bodies.iter().enumerate().map(|(i, b)| {
                     let t = if i % 2 == 0 { &one } else { &two };

@@ -216,6 +216,16 @@ async fn alpha_fails_over_to_beta(extra: &[(&str, &str)]) -> (Policy, Fake, Answ
     (p, t, a)
 }
 
+/// A single-threaded runtime with its clock paused, for a property test's case (a
+/// `#[tokio::test]` cannot be one).
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 fn chat_body(extra: &str) -> String {
     format!(r#"{{"model":"chat-model","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#)
 }
