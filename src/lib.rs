@@ -6,6 +6,7 @@
 #![cfg_attr(target_arch = "wasm32", deny(unsafe_code))]
 
 pub mod api;
+pub mod arena;
 pub mod audit;
 pub mod auth;
 pub mod calendar;
@@ -94,7 +95,8 @@ pub mod embedded {
     }
 }
 
-// spin-sdk's export macro expands to `unsafe` glue; our own code there has none.
+// spin-sdk's export macro expands to `unsafe` glue; our own unsafe code there is the WASI 0.2
+// build's per-request allocator (the arithmetic is `arena`'s, tested natively).
 #[cfg(all(target_arch = "wasm32", feature = "spin-p2"))]
 #[allow(unsafe_code)]
 mod spin_adapter;

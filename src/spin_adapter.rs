@@ -23,6 +23,7 @@ use wasi::clocks::{monotonic_clock, wall_clock};
 use wasi::io::streams::{OutputStream, StreamError};
 
 use crate::api::{self, Body, ChunkSink, Env, Request, RequestBody};
+use crate::arena::Arena;
 use crate::error::ApiError;
 use crate::policy::{self, Policy};
 use crate::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
@@ -551,3 +552,84 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     // instances (WASI 0.3) keeps its policy per instance instead, and must not do this.
     std::mem::forget(loaded);
 }
+
+/// The allocator of the WASI 0.2 build: a per-request arena ([`crate::arena`]) in front of the
+/// system allocator. The instance serves one request and is thrown away (Spin, SpinKube and
+/// meridian-host instantiate a WASI 0.2 component per request), so the arena never frees what
+/// it handed out; it takes at most `CHUNKS` chunks from the system allocator, and what does not
+/// fit goes to the system allocator as before. The WASI 0.3 build, whose instances serve many
+/// requests, keeps the system allocator.
+struct PerRequest;
+
+/// The arena. A WASI 0.2 component has one thread: nothing else can reach it while an
+/// allocator call runs.
+struct One(std::cell::UnsafeCell<Arena>);
+// SAFETY: wasm32 without threads: there is one thread, so no concurrent access.
+unsafe impl Sync for One {}
+static ARENA: One = One(std::cell::UnsafeCell::new(Arena::new()));
+
+/// A chunk of the arena from the system allocator.
+fn chunk() -> Option<usize> {
+    let layout = std::alloc::Layout::from_size_align(crate::arena::CHUNK, 16).ok()?;
+    // SAFETY: a non-zero size; the chunk is never freed (the instance ends with the request).
+    let p = unsafe { std::alloc::System.alloc(layout) };
+    (!p.is_null()).then_some(p as usize)
+}
+
+use std::alloc::GlobalAlloc;
+
+// SAFETY: every address the arena hands out lies in a chunk the system allocator gave it, with
+// room for the layout's size at its alignment, and is never handed out twice while live (the
+// arena only moves forward, except over the latest allocation once it is freed).
+unsafe impl GlobalAlloc for PerRequest {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: one thread (see `One`).
+        let arena = unsafe { &mut *ARENA.0.get() };
+        match arena.alloc(layout.size(), layout.align(), chunk) {
+            Some(at) => at as *mut u8,
+            // SAFETY: the caller's layout, passed on.
+            None => unsafe { std::alloc::System.alloc(layout) },
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: one thread (see `One`).
+        let arena = unsafe { &mut *ARENA.0.get() };
+        if arena.owns(ptr as usize) {
+            arena.free(ptr as usize);
+        } else {
+            // SAFETY: not the arena's, so the system allocator's, with this layout.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: one thread (see `One`).
+        let arena = unsafe { &mut *ARENA.0.get() };
+        if !arena.owns(ptr as usize) {
+            // SAFETY: the system allocator's block, with its layout.
+            return unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        }
+        if arena.resize_in_place(ptr as usize, new_size) {
+            return ptr;
+        }
+        // SAFETY: the new layout has the old alignment and a size the caller vouches for.
+        let fresh = unsafe {
+            self.alloc(std::alloc::Layout::from_size_align_unchecked(
+                new_size,
+                layout.align(),
+            ))
+        };
+        if !fresh.is_null() {
+            // SAFETY: both blocks are live and distinct; the copy is within both.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        fresh
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: PerRequest = PerRequest;

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "adapters and tools",
         &[
+            "arena",
             "cases",
             "fuzz",
             "impact",
