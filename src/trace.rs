@@ -4,8 +4,6 @@
 //! attempts are siblings. Ids Meridian makes are derived from randomness it already has (its
 //! fresh request id), so no request pays an extra host call. Pure.
 
-use sha2::{Digest, Sha256};
-
 /// The request header that carries the trace (and the one sent upstream).
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
@@ -39,6 +37,19 @@ fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
         *o = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
     }
     Some(out)
+}
+
+/// 64 bits mixed from `parts` (SipHash, keyed by nothing but `domain`), never zero (W3C
+/// trace context treats an all-zero id as invalid).
+fn mix(parts: &[&[u8]], domain: u64) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u64(domain);
+    for p in parts {
+        h.write_usize(p.len());
+        h.write(p);
+    }
+    h.finish().max(1)
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -123,13 +134,9 @@ impl Trace {
             (Some((_, v)), None) => parse_traceparent(v),
             _ => None, // absent, or ambiguous
         };
-        let digest = Sha256::new()
-            .chain_update(seed.as_bytes())
-            .chain_update([0])
-            .chain_update(request_id.as_bytes())
-            .finalize();
-        let mut span_id = [0u8; 8];
-        span_id.copy_from_slice(&digest[16..24]);
+        // Ids need to be unpredictable and unique, not secret: a mix of the seed's randomness
+        // does (no cryptographic hash: it cost as much as the rest of the trace context).
+        let span_id = mix(&[seed.as_bytes(), request_id.as_bytes()], 2).to_be_bytes();
         match parsed {
             Some((trace_id, parent, flags)) => Trace {
                 trace_id,
@@ -143,7 +150,12 @@ impl Trace {
             },
             None => {
                 let mut trace_id = [0u8; 16];
-                trace_id.copy_from_slice(&digest[..16]);
+                trace_id[..8].copy_from_slice(
+                    &mix(&[seed.as_bytes(), request_id.as_bytes()], 0).to_be_bytes(),
+                );
+                trace_id[8..].copy_from_slice(
+                    &mix(&[seed.as_bytes(), request_id.as_bytes()], 1).to_be_bytes(),
+                );
                 Trace {
                     trace_id,
                     parent_id: None,
@@ -170,14 +182,7 @@ impl Trace {
     /// The span of the request's `n`th attempt (from 0): a child of the request's span, so
     /// attempts (retries and hedges included) are siblings.
     pub fn attempt_span(&self, n: u32) -> [u8; 8] {
-        let d = Sha256::new()
-            .chain_update(self.trace_id)
-            .chain_update(self.span_id)
-            .chain_update(n.to_be_bytes())
-            .finalize();
-        let mut s = [0u8; 8];
-        s.copy_from_slice(&d[..8]);
-        s
+        mix(&[&self.trace_id, &self.span_id], 3 + u64::from(n)).to_be_bytes()
     }
 
     /// The `traceparent` an upstream attempt is sent with.
@@ -252,6 +257,23 @@ mod tests {
             let tp = t.traceparent_for(*a);
             let (trace, parent, flags) = parse_traceparent(&tp).unwrap();
             assert_eq!((trace, parent, flags), (t.trace_id, *a, 1));
+        }
+    }
+
+    /// Ids from different seeds differ (trace, span and each attempt's), and none is zero.
+    #[test]
+    fn ids_from_different_seeds_differ_and_are_never_zero() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..2_000 {
+            let t = Trace::of_request(&[], "req", &format!("seed-{i}"));
+            assert!(t.trace_id != [0; 16] && t.span_id != [0; 8]);
+            assert!(seen.insert(t.trace_id.to_vec()));
+            assert!(seen.insert(t.span_id.to_vec()));
+            for n in 0..3 {
+                let a = t.attempt_span(n);
+                assert!(a != [0; 8] && a != t.span_id);
+                assert!(seen.insert(a.to_vec()), "attempt {n} of {i}");
+            }
         }
     }
 
