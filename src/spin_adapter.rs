@@ -411,12 +411,12 @@ fn response(status: u16, headers: Vec<(String, String)>) -> OutgoingResponse {
     r
 }
 
-/// The policy in force: the `policy` variable (TOML text, parsed and validated on every request:
-/// under WASI 0.2 every request has a fresh instance) if set, else the policy built in (static
-/// data: nothing decoded or allocated).
+/// The policy in force: the `policy` variable if set (its compiled form, `meridian compile`, read
+/// as it is; or TOML text, parsed and validated on every request: under WASI 0.2 every request
+/// has a fresh instance), else the policy built in (static data: nothing decoded or allocated).
 fn load_policy() -> Result<Cow<'static, Policy>, ApiError> {
     match variable("policy") {
-        Some(text) => policy::load(&text, "<variable policy>")
+        Some(text) => policy::compiled::load_any(&text, "<variable policy>")
             .map(Cow::Owned)
             .map_err(ApiError::invalid_policy),
         None => Ok(Cow::Borrowed(crate::embedded::load())),

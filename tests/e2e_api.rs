@@ -554,3 +554,48 @@ async fn a_policy_variable_that_does_not_validate_is_refused_and_its_errors_logg
         "{detail}"
     );
 }
+
+/// The `policy` variable may carry the compiled form `meridian compile` writes: served exactly as
+/// its TOML would be (same policy version, same routing), and an edited compiled form is an
+/// invalid policy whose log says what to do.
+#[tokio::test]
+async fn a_compiled_policy_in_the_variable_serves_as_its_toml_does() {
+    let up = Mock::start(Script::ok("compiled")).await;
+    let toml = policy_for(&[("alpha", &up, "DE", "")], "");
+    let compiled =
+        meridian::policy::compiled::compile(&meridian::policy::load(&toml, "e2e").unwrap());
+    let body = r#"{"model":"chat-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut versions = Vec::new();
+    for text in [&toml, &compiled] {
+        let m = Meridian::with_policy(text, &[]).await;
+        let r = client()
+            .post(m.at("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-meridian-provider"), "alpha");
+        versions.push(header(&r, "x-meridian-policy").to_string());
+    }
+    assert_eq!(versions[0], versions[1]);
+    assert!(versions[0].starts_with("e2e@1+"));
+    let edited = compiled.replace("\"DE\"", "\"US\"");
+    let m = Meridian::with_policy(&edited, &[]).await;
+    let r = client()
+        .post(m.at("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let id = header(&r, "x-request-id").to_string();
+    let line = m.log_for(&id).await;
+    let detail = line.to_string();
+    assert!(
+        detail.contains("checksum") && detail.contains("meridian compile"),
+        "{detail}"
+    );
+}

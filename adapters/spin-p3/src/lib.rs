@@ -108,7 +108,7 @@ fn load_policy() -> Result<InForce, ApiError> {
                 return parsed.clone().map(InForce::Variable);
             }
         }
-        let parsed = policy::load(&text, "<variable policy>")
+        let parsed = policy::compiled::load_any(&text, "<variable policy>")
             .map(Rc::new)
             .map_err(ApiError::invalid_policy);
         *cell.borrow_mut() = Some((text, parsed.clone()));

@@ -4,6 +4,7 @@
 //! each with line, column and a hint) → the [`Policy`] the decision engine reads.
 
 pub mod capability;
+pub mod compiled;
 mod country;
 mod diag;
 mod emit;

@@ -1,0 +1,132 @@
+//! The compiled form of a policy: what `meridian compile` writes once, validated, for the
+//! `policy` variable. A WASI 0.2 instance serves one request, so a TOML policy in the variable is
+//! parsed and validated on every request; the compiled form is the validated model as JSON,
+//! read without validating again. A checksum of the JSON (FNV-1a, against accidental edits and
+//! truncation: it is no signature, and the variable is the operator's anyway) and the format's
+//! version lead it; a form from another version of Meridian is refused with what to do.
+
+use std::hash::Hasher;
+
+use crate::{Diagnostic, Policy, PolicyErrors};
+
+/// How a compiled policy starts: the format and its version.
+pub const PREFIX: &str = "meridian-policy/1 ";
+
+/// The compiled form of a validated policy.
+pub fn compile(policy: &Policy) -> String {
+    // The model holds strings, numbers, lists and maps only: serialising cannot fail.
+    let json = serde_json::to_string(policy).unwrap_or_default();
+    format!("{PREFIX}{:016x} {json}", checksum(&json))
+}
+
+fn checksum(json: &str) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(json.as_bytes());
+    h.finish()
+}
+
+/// Whether `text` is a compiled policy (else it is TOML).
+pub fn is_compiled(text: &str) -> bool {
+    text.trim_start().starts_with("meridian-policy/")
+}
+
+/// Reads a compiled policy. `Err` says what is wrong and what to do.
+pub fn load_compiled(text: &str) -> Result<Policy, String> {
+    let text = text.trim();
+    let Some(rest) = text.strip_prefix(PREFIX) else {
+        return Err(format!(
+            "a compiled policy of another format (`{}`): this Meridian reads `{}`; compile the policy again with this version's `meridian compile`",
+            text.split(' ').next().unwrap_or(""),
+            PREFIX.trim_end()
+        ));
+    };
+    let (sum, json) = rest.split_once(' ').ok_or(
+        "a compiled policy without its checksum: compile it again with `meridian compile`",
+    )?;
+    if u64::from_str_radix(sum, 16).ok() != Some(checksum(json)) {
+        return Err("the compiled policy does not match its checksum (edited or cut short): compile it again with `meridian compile`".into());
+    }
+    serde_json::from_str(json).map_err(|e| {
+        format!(
+            "the compiled policy cannot be read ({e}): compile it again with `meridian compile`"
+        )
+    })
+}
+
+/// Reads a policy in either form: compiled (read as it is) or TOML (parsed and validated).
+pub fn load_any(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
+    if !is_compiled(text) {
+        return crate::load(text, origin);
+    }
+    load_compiled(text).map_err(|message| PolicyErrors {
+        origin: origin.to_string(),
+        diagnostics: vec![Diagnostic {
+            message,
+            line: 0,
+            column: 0,
+            help: None,
+            warning: false,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = r#"
+version = 1
+name = "t"
+revision = "7"
+[settings]
+allow_anonymous = true
+[[providers]]
+id = "alpha"
+base_url = "https://alpha.example/v1"
+location = "DE"
+capabilities = ["remote_media", "priced_options"]
+models = { "m" = { id = "m-up", input_price = 1.5, output_price = 2.0, context_window = 1000, option_price_factor = 2.0 } }
+[[tenants]]
+id = "acme"
+keys = ["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+limits = { usd_per_day = 5.0 }
+[[rules]]
+id = "eu"
+when = { client_country = ["FR"] }
+require = { jurisdiction = "EU" }
+"#;
+
+    /// The compiled form reads back as the very policy it was made from.
+    #[test]
+    fn a_compiled_policy_reads_back_the_same() {
+        let p = crate::load(TOML, "t.toml").unwrap();
+        let text = compile(&p);
+        assert!(is_compiled(&text) && text.starts_with(PREFIX));
+        let back = load_any(&text, "<variable>").unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&p).unwrap()
+        );
+        assert_eq!(back.version_label(), p.version_label());
+        // TOML is still read as TOML.
+        assert!(!is_compiled(TOML));
+        assert_eq!(load_any(TOML, "t").unwrap().digest, p.digest);
+    }
+
+    /// An edited, cut or foreign compiled form is refused with what to do.
+    #[test]
+    fn an_edited_or_foreign_compiled_policy_is_refused() {
+        let text = compile(&crate::load(TOML, "t.toml").unwrap());
+        let edited = text.replace("\"DE\"", "\"US\"");
+        let cut = &text[..text.len() - 10];
+        let foreign = text.replacen("meridian-policy/1", "meridian-policy/9", 1);
+        for (bad, says) in [
+            (edited.as_str(), "checksum"),
+            (cut, "checksum"),
+            (foreign.as_str(), "another format"),
+        ] {
+            let e = load_any(bad, "<variable policy>").unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("meridian compile"), "{e}");
+        }
+    }
+}
