@@ -564,17 +564,17 @@ async fn a_compiled_policy_in_the_variable_serves_as_its_toml_does() {
     let toml = policy_for(&[("alpha", &up, "DE", "")], "");
     let compiled =
         meridian::policy::compiled::compile(&meridian::policy::load(&toml, "e2e").unwrap());
-    let body = r#"{"model":"chat-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let chat = |m: &Meridian| {
+        client()
+            .post(m.at("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(r#"{"model":"chat-model","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+    };
     let mut versions = Vec::new();
     for text in [&toml, &compiled] {
         let m = Meridian::with_policy(text, &[]).await;
-        let r = client()
-            .post(m.at("/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&m).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-meridian-provider"), "alpha");
         versions.push(header(&r, "x-meridian-policy").to_string());
@@ -583,13 +583,7 @@ async fn a_compiled_policy_in_the_variable_serves_as_its_toml_does() {
     assert!(versions[0].starts_with("e2e@1+"));
     let edited = compiled.replace("\"DE\"", "\"US\"");
     let m = Meridian::with_policy(&edited, &[]).await;
-    let r = client()
-        .post(m.at("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = chat(&m).await.unwrap();
     assert_eq!(r.status(), 500);
     let id = header(&r, "x-request-id").to_string();
     let line = m.log_for(&id).await;

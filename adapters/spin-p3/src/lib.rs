@@ -17,9 +17,9 @@ use std::rc::Rc;
 
 use meridian::api::{self, Body, ChunkSink, Env, Request, RequestBody};
 use meridian::error::ApiError;
-use meridian::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use meridian::policy::{self, Policy};
 use meridian::runtime::Target;
+use meridian::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use spin_sdk::wasip3;
 use wasip3::clocks::{monotonic_clock, system_clock};
 use wasip3::http::types::{self as wt, ErrorCode, Fields, Method, Scheme};
