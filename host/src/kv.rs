@@ -315,13 +315,7 @@ impl Backend {
             Backend::Sqlite { .. } => {
                 self.sqlite(move |c| {
                     let key = owned.as_str();
-                    use rusqlite::OptionalExtension;
-                    c.query_row(
-                        "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()
+                    sql_get(c, key)
                 })
                 .await
             }
@@ -335,12 +329,7 @@ impl Backend {
             Backend::Sqlite { .. } => {
                 self.sqlite(move |c| {
                     let (key, value) = (owned.as_str(), value_owned.as_slice());
-                    c.execute(
-                        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
-                     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                        rusqlite::params![key, value],
-                    )
-                    .map(|_| ())
+                    sql_put(c, key, value)
                 })
                 .await
             }
@@ -396,17 +385,9 @@ impl Backend {
             Backend::Sqlite { .. } => {
                 self.sqlite(move |c| {
                     let key = owned.as_str();
-                    use rusqlite::OptionalExtension;
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let old: Option<Vec<u8>> = tx
-                        .query_row(
-                            "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
-                            [key],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    let old = match old {
+                    let old = match sql_get(&tx, key)? {
                         None => 0,
                         Some(b) => std::str::from_utf8(&b)
                             .ok()
@@ -420,11 +401,7 @@ impl Backend {
                     let new = old.checked_add(delta).ok_or_else(|| {
                         rusqlite::Error::InvalidParameterName("increment overflows".into())
                     })?;
-                    tx.execute(
-                        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
-                     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                        rusqlite::params![key, new.to_string().into_bytes()],
-                    )?;
+                    sql_put(&tx, key, new.to_string().as_bytes())?;
                     tx.commit()?;
                     Ok(new)
                 })
@@ -452,24 +429,12 @@ impl Backend {
                         expected_owned.as_deref(),
                         value_owned.as_slice(),
                     );
-                    use rusqlite::OptionalExtension;
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let now: Option<Vec<u8>> = tx
-                        .query_row(
-                            "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
-                            [key],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    if now.as_deref() != expected {
+                    if sql_get(&tx, key)?.as_deref() != expected {
                         return Ok(false);
                     }
-                    tx.execute(
-                        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
-                     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                        rusqlite::params![key, value],
-                    )?;
+                    sql_put(&tx, key, value)?;
                     tx.commit()?;
                     Ok(true)
                 })
@@ -498,6 +463,27 @@ impl Backend {
             }
         }
     }
+}
+
+/// The value at `key` in Spin's key-value table (the store `default`).
+fn sql_get(c: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    use rusqlite::OptionalExtension;
+    c.query_row(
+        "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Writes `value` at `key` in Spin's key-value table, replacing what was there.
+fn sql_put(c: &rusqlite::Connection, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
+         ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value],
+    )
+    .map(|_| ())
 }
 
 /// Opens the file on first use and runs `f` on its connection (blocking).

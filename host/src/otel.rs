@@ -451,14 +451,15 @@ impl Targets {
 
 impl Targets {
     /// Everything pending: at the schedule, a flush, or shutdown.
+    /// Takes what `spans` and `metrics` hold, leaving them empty.
     async fn send_all(
         &self,
         client: &Client,
-        spans: Vec<(common::InstrumentationScope, pt::Span)>,
-        metrics: Vec<pm::ResourceMetrics>,
+        spans: &mut Vec<(common::InstrumentationScope, pt::Span)>,
+        metrics: &mut Vec<pm::ResourceMetrics>,
     ) {
-        self.send_spans(client, spans).await;
-        self.send_metrics(client, metrics).await;
+        self.send_spans(client, std::mem::take(spans)).await;
+        self.send_metrics(client, std::mem::take(metrics)).await;
     }
 }
 
@@ -475,13 +476,7 @@ async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, ba
             Ok(Some(item)) => item,
             // The schedule is due (a timeout) or the host is shutting down (the queue closed).
             due_or_closed => {
-                targets
-                    .send_all(
-                        &client,
-                        std::mem::take(&mut spans),
-                        std::mem::take(&mut metrics),
-                    )
-                    .await;
+                targets.send_all(&client, &mut spans, &mut metrics).await;
                 if due_or_closed.is_ok() {
                     return;
                 }
@@ -506,13 +501,7 @@ async fn run(mut rx: mpsc::Receiver<Item>, targets: Targets, delay: Duration, ba
                 }
             }
             Item::Flush(done) => {
-                targets
-                    .send_all(
-                        &client,
-                        std::mem::take(&mut spans),
-                        std::mem::take(&mut metrics),
-                    )
-                    .await;
+                targets.send_all(&client, &mut spans, &mut metrics).await;
                 let _ = done.send(());
             }
         }
