@@ -473,13 +473,8 @@ async fn reserve_for<T: Transport>(
         return Ok(());
     }
     let counts_usage = applicable.iter().any(|(_, l)| l.counts_usage());
-    if let Some(c) = decision.candidates.iter().find(|c| c.unpriced) {
-        if counts_usage {
-            return Err(ApiError::bad_request(
-                "unpriced_option",
-                format!("This request chooses a dearer way of billing (`service_tier: \"priority\"` or `\"scale\"`, audio output, or the `context-1m` or `extended-cache-ttl` beta), and the model `{}` of `{}` states no `option_price_factor` in the policy: Meridian cannot bound what it may bill against this caller's limits. Leave the option out, or ask the operator to set `option_price_factor` for the model.", c.model, c.provider.0),
-            ));
-        }
+    if counts_usage {
+        unpriced(decision)?;
     }
     // The reservation must bound the output: a request that sets no bound gets one.
     let output = if cx.endpoint == Endpoint::Embeddings {
@@ -518,16 +513,10 @@ async fn reserve_for<T: Transport>(
     };
     let shown = body_bytes.saturating_add(usize::try_from(overhead).unwrap_or(usize::MAX));
     let mut need = limits::need(shown, media, output, &priced, hedging);
-    if counts_usage && (facts.unseen_media > 0 || facts.stored_history || facts.provider_tools > 0)
-    {
-        // Input the body does not show (a file or image by URL or id, stored history, what a
-        // provider-run tool brings back) is billed by what the provider reads: at most the
-        // model's whole context window, each time the model reads the conversation.
-        let window = unseen_input_bound(cx.policy, decision)?;
-        let Some(reads) = facts.model_reads else {
-            return Err(unbounded_tool_calls(facts));
-        };
-        need = limits::need_at_least(need, window.saturating_mul(reads), output, &priced);
+    if counts_usage {
+        if let Some(unseen) = unseen_input(cx.policy, decision, facts)? {
+            need = limits::need_at_least(need, unseen, output, &priced);
+        }
     }
     let caller = limits::Caller {
         tenant: cx.tenant,
@@ -654,6 +643,37 @@ fn exceeded(
         "retry_after_s": retry,
     }));
     e
+}
+
+/// A limited request that chose a dearer way of billing (`priced_options`) to a model whose
+/// catalog entry states no `option_price_factor`: no price bounds it, so it is refused.
+fn unpriced(decision: &crate::decide::Decision<'_>) -> Result<(), ApiError> {
+    match decision.candidates.iter().find(|c| c.unpriced) {
+        None => Ok(()),
+        Some(c) => Err(ApiError::bad_request(
+            "unpriced_option",
+            format!("This request chooses a dearer way of billing (`service_tier: \"priority\"` or `\"scale\"`, audio output, or the `context-1m` or `extended-cache-ttl` beta), and the model `{}` of `{}` states no `option_price_factor` in the policy: Meridian cannot bound what it may bill against this caller's limits. Leave the option out, or ask the operator to set `option_price_factor` for the model.", c.model, c.provider.0),
+        )),
+    }
+}
+
+/// The most input the body does not show that a provider may bill, if there is any: a file
+/// or image by URL or id, stored history, what a provider-run tool brings back, each billed by
+/// what the provider reads, at most the model's whole context window each time the model reads
+/// the conversation. `Err` where nothing bounds it.
+fn unseen_input(
+    policy: &Policy,
+    decision: &crate::decide::Decision<'_>,
+    facts: &facts::RequestFacts,
+) -> Result<Option<u64>, ApiError> {
+    if facts.unseen_media == 0 && !facts.stored_history && facts.provider_tools == 0 {
+        return Ok(None);
+    }
+    let window = unseen_input_bound(policy, decision)?;
+    let reads = facts
+        .model_reads
+        .ok_or_else(|| unbounded_tool_calls(facts))?;
+    Ok(Some(window.saturating_mul(reads)))
 }
 
 /// A limited request that lets the provider run tools without a bound on their calls: each

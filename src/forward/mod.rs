@@ -290,6 +290,14 @@ type Sent<B> = (u32, u64, Result<UpResponse<B>, Failure>);
 /// One candidate's request: its position, the request, and whether it was started by hedging.
 type Raced<B> = (usize, Sent<B>, bool);
 
+/// The loop's end without an answer.
+fn exhausted<B>(attempts: Vec<Attempt>, timed_out: bool, gated: bool) -> Forwarded<B> {
+    Forwarded {
+        outcome: Outcome::Exhausted { timed_out, gated },
+        attempts,
+    }
+}
+
 /// Runs the attempt loop for a decision with at least one candidate.
 pub async fn forward<T: Transport>(
     t: &T,
@@ -333,26 +341,18 @@ pub async fn forward<T: Transport>(
         let mut tries = 0u32;
         loop {
             if lp.remaining() == 0 {
-                return Forwarded {
-                    outcome: Outcome::Exhausted {
-                        timed_out: true,
-                        gated: false,
-                    },
-                    attempts,
-                };
+                return exhausted(attempts, true, false);
             }
             let hedge = plan
                 .hedge_after_ms
                 .filter(|_| tries == 0 && i + 1 < cands.len());
             if !attempts.is_empty() && !gate.admit(&attempts, 1 + u64::from(hedge.is_some())).await
             {
-                return Forwarded {
-                    outcome: Outcome::Exhausted {
-                        timed_out: matches!(last_failure, Some(Failure::Timeout(_))),
-                        gated: true,
-                    },
+                return exhausted(
                     attempts,
-                };
+                    matches!(last_failure, Some(Failure::Timeout(_))),
+                    true,
+                );
             }
             // The response headers: from this candidate, or (hedging) from whichever of it and
             // the next one answers first; the other is cancelled.
@@ -387,13 +387,7 @@ pub async fn forward<T: Transport>(
             let Some(f) = failed else { break };
             if !f.triggers(&plan.fallback_on) {
                 // The plan does not allow moving on after this failure.
-                return Forwarded {
-                    outcome: Outcome::Exhausted {
-                        timed_out: matches!(f, Failure::Timeout(_)),
-                        gated: false,
-                    },
-                    attempts,
-                };
+                return exhausted(attempts, matches!(f, Failure::Timeout(_)), false);
             }
             let retry_after = match &f {
                 Failure::Status { retry_after_ms, .. } => *retry_after_ms,
@@ -415,13 +409,11 @@ pub async fn forward<T: Transport>(
             break;
         }
     }
-    Forwarded {
-        outcome: Outcome::Exhausted {
-            timed_out: matches!(last_failure, Some(Failure::Timeout(_))) || lp.remaining() == 0,
-            gated: false,
-        },
+    exhausted(
         attempts,
-    }
+        matches!(last_failure, Some(Failure::Timeout(_))) || lp.remaining() == 0,
+        false,
+    )
 }
 
 /// Sends candidate `i`; if its response headers have not arrived after `after_ms`, sends

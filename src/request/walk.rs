@@ -661,30 +661,20 @@ impl Walk<'_, '_> {
             if kind.is_some_and(|k| k != "custom") {
                 self.read.defined_tools += 1;
             }
+            // The tools Anthropic runs: a capability each, and calls it may make.
             let runs = match tool {
                 AnthropicTool::Client => {
                     self.deep(Text::ToolDefinition, t.get_mut("description"));
                     self.deep(Text::ToolDefinition, t.get_mut("input_schema"));
-                    false
+                    None
                 }
-                AnthropicTool::WebSearch => {
-                    self.cap(Capability::WebSearch);
-                    true
-                }
-                AnthropicTool::WebFetch => {
-                    self.cap(Capability::WebFetch);
-                    true
-                }
-                AnthropicTool::CodeExecution => {
-                    self.cap(Capability::CodeExecution);
-                    true
-                }
-                AnthropicTool::Mcp => {
-                    self.cap(Capability::Mcp);
-                    true
-                }
+                AnthropicTool::WebSearch => Some(Capability::WebSearch),
+                AnthropicTool::WebFetch => Some(Capability::WebFetch),
+                AnthropicTool::CodeExecution => Some(Capability::CodeExecution),
+                AnthropicTool::Mcp => Some(Capability::Mcp),
             };
-            if runs {
+            if let Some(c) = runs {
+                self.cap(c);
                 self.provider_tool(t.get("max_uses").and_then(Value::as_u64));
             }
         }

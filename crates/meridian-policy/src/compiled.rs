@@ -9,7 +9,10 @@ use std::hash::Hasher;
 
 use crate::{Diagnostic, Policy, PolicyErrors};
 
-/// How a compiled policy starts: the format and its version.
+/// How every compiled policy starts, whatever its version.
+const FORMAT: &str = "meridian-policy/";
+
+/// How a compiled policy of this version starts: the format and its version.
 pub const PREFIX: &str = "meridian-policy/1 ";
 
 /// The compiled form of a validated policy.
@@ -27,7 +30,7 @@ fn checksum(json: &str) -> u64 {
 
 /// Whether `text` is a compiled policy (else it is TOML).
 pub fn is_compiled(text: &str) -> bool {
-    text.trim_start().starts_with("meridian-policy/")
+    text.trim_start().starts_with(FORMAT)
 }
 
 /// Reads a compiled policy. `Err` says what is wrong and what to do.
