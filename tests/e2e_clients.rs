@@ -48,12 +48,19 @@ fn openai_like(rec: &Recorded, end: SseEnd) -> Script {
     Script::ok("Hello from the mock")
 }
 
+/// A port for a server the test's script starts itself. Taken below the system's ephemeral
+/// range (32768 and up here), so that between this check and the script's `listen` the system
+/// cannot hand it to another test's socket (a port from `bind(0)` could be, and was: EADDRINUSE).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 6_000) as u16;
+    for _ in 0..6_000 {
+        let port = start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 6_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 fn policy(up: &Mock, page_origin: &str) -> String {

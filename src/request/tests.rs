@@ -552,3 +552,86 @@ fn output_and_completions_above_the_ceilings_are_refused_naming_both_numbers() {
     .unwrap();
     assert_eq!(r.output_bound(), Some((1 << 20) * 128));
 }
+
+/// A billing choice dearer than the catalog's prices is `priced_options`, as
+/// docs/request-fields.md lists them; the default tier, text output and other betas are not. A
+/// provider-run search that is a field (chat's `web_search_options`, Azure's `data_sources`)
+/// counts as one call: the model reads the conversation twice.
+#[test]
+fn dearer_billing_choices_and_search_fields_are_read() {
+    let reading = |endpoint, body: Value, headers: &[(String, String)]| {
+        let mut body = body.as_object().unwrap().clone();
+        read(
+            endpoint,
+            &mut body,
+            headers,
+            UnknownFields::Refuse,
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let priced = |r: &Reading| r.capabilities.contains(Capability::PricedOptions);
+    let m = || json!([{"role": "user", "content": "hi"}]);
+    for (body, dearer) in [
+        (
+            json!({"model": "m", "messages": m(), "service_tier": "priority"}),
+            true,
+        ),
+        (
+            json!({"model": "m", "messages": m(), "service_tier": "scale"}),
+            true,
+        ),
+        (
+            json!({"model": "m", "messages": m(), "service_tier": "default"}),
+            false,
+        ),
+        (
+            json!({"model": "m", "messages": m(), "service_tier": "flex"}),
+            false,
+        ),
+        (
+            json!({"model": "m", "messages": m(), "modalities": ["text", "audio"]}),
+            true,
+        ),
+        (
+            json!({"model": "m", "messages": m(), "modalities": ["text"]}),
+            false,
+        ),
+        (
+            json!({"model": "m", "messages": m(), "audio": {"voice": "alloy", "format": "wav"}}),
+            true,
+        ),
+        (json!({"model": "m", "messages": m(), "audio": null}), false),
+    ] {
+        assert_eq!(
+            priced(&reading(Endpoint::Chat, body.clone(), &[])),
+            dearer,
+            "{body}"
+        );
+    }
+    let r = reading(
+        Endpoint::Responses,
+        json!({"model": "m", "input": "hi", "service_tier": "priority"}),
+        &[],
+    );
+    assert!(priced(&r));
+    let beta = |b: &str| vec![("anthropic-beta".to_string(), b.to_string())];
+    let messages = json!({"model": "m", "max_tokens": 5, "messages": m()});
+    for (b, dearer) in [
+        ("context-1m-2025-08-07", true),
+        ("extended-cache-ttl-2025-04-11", true),
+        ("interleaved-thinking-2025-05-14", false),
+    ] {
+        let r = reading(Endpoint::Messages, messages.clone(), &beta(b));
+        assert_eq!(priced(&r), dearer, "{b}");
+    }
+    for body in [
+        json!({"model": "m", "messages": m(), "web_search_options": {}}),
+        json!({"model": "m", "messages": m(), "data_sources": [{"type": "azure_search"}]}),
+    ] {
+        let r = reading(Endpoint::Chat, body.clone(), &[]);
+        assert_eq!((r.provider_tools, r.model_reads()), (1, Some(2)), "{body}");
+    }
+    let plain = reading(Endpoint::Chat, json!({"model": "m", "messages": m()}), &[]);
+    assert_eq!((plain.provider_tools, plain.model_reads()), (0, Some(1)));
+}
