@@ -561,21 +561,30 @@ fn check_notes_a_policy_changed_since_git_head() {
 /// policy; an invalid policy prints nothing and exits 2.
 #[test]
 fn compile_writes_a_form_that_reads_back_and_refuses_an_invalid_policy() {
-    let o = meridian(&["compile", "policies/default.toml"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = stdout(&o);
-    assert!(
-        text.starts_with(meridian::policy::compiled::PREFIX),
-        "{text:.80}"
-    );
-    let back = meridian::policy::compiled::load_any(&text, "<stdout>").unwrap();
-    let toml = std::fs::read_to_string(root().join("policies/default.toml")).unwrap();
-    let original = meridian::policy::load(&toml, "default").unwrap();
-    assert_eq!(back.version_label(), original.version_label());
-    assert_eq!(
-        serde_json::to_value(&back).unwrap(),
-        serde_json::to_value(&original).unwrap()
-    );
+    for file in [
+        "policies/default.toml",
+        "policies/examples/cost-first.toml",
+        "policies/examples/eu-residency.toml",
+        "policies/examples/personal-data.toml",
+        "policies/examples/privacy-first.toml",
+    ] {
+        let o = meridian(&["compile", file]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = stdout(&o);
+        assert!(
+            text.starts_with(meridian::policy::compiled::PREFIX),
+            "{text:.80}"
+        );
+        let back = meridian::policy::compiled::load_any(&text, "<stdout>").unwrap();
+        let toml = std::fs::read_to_string(root().join(file)).unwrap();
+        let original = meridian::policy::load(&toml, file).unwrap();
+        assert_eq!(back.version_label(), original.version_label(), "{file}");
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&original).unwrap(),
+            "{file}"
+        );
+    }
     let bad = meridian(&["compile", "tests/invalid/credential-headers.toml"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stdout(&bad).is_empty());

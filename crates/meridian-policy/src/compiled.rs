@@ -1,11 +1,13 @@
 //! The compiled form of a policy: what `meridian compile` writes once, validated, for the
 //! `policy` variable. A WASI 0.2 instance serves one request, so a TOML policy in the variable is
-//! parsed and validated on every request; the compiled form is the validated model as JSON,
-//! read without validating again. A checksum of the JSON (FNV-1a, against accidental edits and
+//! parsed and validated on every request; the compiled form is the validated model in a compact
+//! binary encoding (postcard, country sets as bitmaps) written as base64 text, read without
+//! validating again. A checksum of the binary form (CRC-32, against accidental edits and
 //! truncation: it is no signature, and the variable is the operator's anyway) and the format's
-//! version lead it; a form from another version of Meridian is refused with what to do.
+//! version lead it. Version 1 (the model as JSON) is still read; a form of any other version is
+//! refused with what to do.
 
-use std::hash::Hasher;
+use base64::Engine as _;
 
 use crate::{Diagnostic, Policy, PolicyErrors};
 
@@ -13,19 +15,23 @@ use crate::{Diagnostic, Policy, PolicyErrors};
 const FORMAT: &str = "meridian-policy/";
 
 /// How a compiled policy of this version starts: the format and its version.
-pub const PREFIX: &str = "meridian-policy/1 ";
+pub const PREFIX: &str = "meridian-policy/2 ";
+
+/// Version 1: the validated model as JSON, after an FNV-1a checksum of that JSON. Still read.
+const PREFIX_V1: &str = "meridian-policy/1 ";
+
+/// Base64 without padding or line breaks: the variable is one line of text.
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
 /// The compiled form of a validated policy.
 pub fn compile(policy: &Policy) -> String {
     // The model holds strings, numbers, lists and maps only: serialising cannot fail.
-    let json = serde_json::to_string(policy).unwrap_or_default();
-    format!("{PREFIX}{:016x} {json}", checksum(&json))
-}
-
-fn checksum(json: &str) -> u64 {
-    let mut h = fnv::FnvHasher::default();
-    h.write(json.as_bytes());
-    h.finish()
+    let bytes = postcard::to_allocvec(policy).unwrap_or_default();
+    format!(
+        "{PREFIX}{:08x} {}",
+        crc32fast::hash(&bytes),
+        B64.encode(&bytes)
+    )
 }
 
 /// Whether `text` is a compiled policy (else it is TOML).
@@ -33,9 +39,14 @@ pub fn is_compiled(text: &str) -> bool {
     text.trim_start().starts_with(FORMAT)
 }
 
+const AGAIN: &str = "compile it again with `meridian compile`";
+
 /// Reads a compiled policy. `Err` says what is wrong and what to do.
 pub fn load_compiled(text: &str) -> Result<Policy, String> {
     let text = text.trim();
+    if let Some(rest) = text.strip_prefix(PREFIX_V1) {
+        return load_v1(rest);
+    }
     let Some(rest) = text.strip_prefix(PREFIX) else {
         return Err(format!(
             "a compiled policy of another format (`{}`): this Meridian reads `{}`; compile the policy again with this version's `meridian compile`",
@@ -43,17 +54,35 @@ pub fn load_compiled(text: &str) -> Result<Policy, String> {
             PREFIX.trim_end()
         ));
     };
-    let (sum, json) = rest.split_once(' ').ok_or(
-        "a compiled policy without its checksum: compile it again with `meridian compile`",
-    )?;
-    if u64::from_str_radix(sum, 16).ok() != Some(checksum(json)) {
-        return Err("the compiled policy does not match its checksum (edited or cut short): compile it again with `meridian compile`".into());
+    let (sum, body) = rest
+        .split_once(' ')
+        .ok_or_else(|| format!("a compiled policy without its checksum: {AGAIN}"))?;
+    let cut = || {
+        format!("the compiled policy does not match its checksum (edited or cut short): {AGAIN}")
+    };
+    let bytes = B64.decode(body).map_err(|_| cut())?;
+    if u32::from_str_radix(sum, 16).ok() != Some(crc32fast::hash(&bytes)) {
+        return Err(cut());
     }
-    serde_json::from_str(json).map_err(|e| {
-        format!(
-            "the compiled policy cannot be read ({e}): compile it again with `meridian compile`"
-        )
-    })
+    postcard::from_bytes(&bytes)
+        .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))
+}
+
+/// Version 1: `<FNV-1a of the JSON, 16 hex digits> <the model as JSON>`.
+fn load_v1(rest: &str) -> Result<Policy, String> {
+    use std::hash::Hasher;
+    let (sum, json) = rest
+        .split_once(' ')
+        .ok_or_else(|| format!("a compiled policy without its checksum: {AGAIN}"))?;
+    let mut h = fnv::FnvHasher::default();
+    h.write(json.as_bytes());
+    if u64::from_str_radix(sum, 16).ok() != Some(h.finish()) {
+        return Err(format!(
+            "the compiled policy does not match its checksum (edited or cut short): {AGAIN}"
+        ));
+    }
+    serde_json::from_str(json)
+        .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))
 }
 
 /// Reads a policy in either form: compiled (read as it is) or TOML (parsed and validated).
@@ -120,9 +149,12 @@ require = { jurisdiction = "EU" }
     #[test]
     fn an_edited_or_foreign_compiled_policy_is_refused() {
         let text = compile(&crate::load(TOML, "t.toml").unwrap());
-        let edited = text.replace("\"DE\"", "\"US\"");
+        // One character of the encoded model changed, as a hand edit would.
+        let at = text.len() - 20;
+        let c = if &text[at..at + 1] == "A" { "B" } else { "A" };
+        let edited = format!("{}{c}{}", &text[..at], &text[at + 1..]);
         let cut = &text[..text.len() - 10];
-        let foreign = text.replacen("meridian-policy/1", "meridian-policy/9", 1);
+        let foreign = text.replacen("meridian-policy/2", "meridian-policy/9", 1);
         for (bad, says) in [
             (edited.as_str(), "checksum"),
             (cut, "checksum"),
@@ -131,5 +163,24 @@ require = { jurisdiction = "EU" }
             let e = load_any(bad, "<variable policy>").unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("meridian compile"), "{e}");
         }
+    }
+
+    /// The form the previous version wrote (the model as JSON after its FNV-1a) is still read;
+    /// the oracle is that form built here by hand, as version 1 wrote it.
+    #[test]
+    fn a_version_1_compiled_policy_is_still_read() {
+        use std::hash::Hasher;
+        let p = crate::load(TOML, "t.toml").unwrap();
+        let json = serde_json::to_string(&p).unwrap();
+        let mut h = fnv::FnvHasher::default();
+        h.write(json.as_bytes());
+        let v1 = format!("meridian-policy/1 {:016x} {json}", h.finish());
+        let back = load_any(&v1, "<variable>").unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&p).unwrap()
+        );
+        let e = load_any(&v1.replace("\"DE\"", "\"US\""), "<v>").unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
     }
 }
