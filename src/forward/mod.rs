@@ -249,21 +249,23 @@ impl<T: Transport> Loop<'_, T> {
     }
 
     /// Builds and sends a candidate's request: its place in the order requests were built, when
-    /// it started, and the response headers, or why not.
+    /// it started (`now`, a clock reading no wait has aged), and the response headers, or why
+    /// not.
     async fn send(
         &self,
         build: &impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
         c: &Candidate<'_>,
+        now: u64,
     ) -> Sent<T::Body> {
-        let (seq, at) = self.begin();
-        (seq, at, self.send_built(build, c, seq).await)
+        let seq = self.begin();
+        (seq, now, self.send_built(build, c, seq, now).await)
     }
 
-    /// The next request's place in the build order, and now.
-    fn begin(&self) -> (u32, u64) {
+    /// The next request's place in the build order.
+    fn begin(&self) -> u32 {
         let seq = self.sent.get();
         self.sent.set(seq.saturating_add(1));
-        (seq, self.t.now_ms())
+        seq
     }
 
     async fn send_built(
@@ -271,8 +273,12 @@ impl<T: Transport> Loop<'_, T> {
         build: &impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
         c: &Candidate<'_>,
         seq: u32,
+        now: u64,
     ) -> Result<UpResponse<T::Body>, Failure> {
-        let timeout = self.plan.attempt_timeout_ms.min(self.remaining());
+        let timeout = self
+            .plan
+            .attempt_timeout_ms
+            .min(self.deadline.saturating_sub(now));
         let mut req = build(c, seq)?;
         // Streams wait for every chunk; a whole answer waits once, and telling the runtime
         // costs a host call that a single wait does not repay.
@@ -337,28 +343,37 @@ pub async fn forward<T: Transport>(
         });
     };
 
+    // A clock reading no wait has aged since: the first attempt starts at `start`, so the clock
+    // is read once before it (each reading is a host call).
+    let mut fresh = Some(start);
     while i < cands.len() {
         let mut tries = 0u32;
         loop {
-            if lp.remaining() == 0 {
+            let now = fresh.take().unwrap_or_else(|| t.now_ms());
+            if now >= lp.deadline {
                 return exhausted(attempts, true, false);
             }
             let hedge = plan
                 .hedge_after_ms
                 .filter(|_| tries == 0 && i + 1 < cands.len());
-            if !attempts.is_empty() && !gate.admit(&attempts, 1 + u64::from(hedge.is_some())).await
-            {
-                return exhausted(
-                    attempts,
-                    matches!(last_failure, Some(Failure::Timeout(_))),
-                    true,
-                );
-            }
+            let now = if attempts.is_empty() {
+                now
+            } else {
+                if !gate.admit(&attempts, 1 + u64::from(hedge.is_some())).await {
+                    return exhausted(
+                        attempts,
+                        matches!(last_failure, Some(Failure::Timeout(_))),
+                        true,
+                    );
+                }
+                // The gate may have waited on its store.
+                t.now_ms()
+            };
             // The response headers: from this candidate, or (hedging) from whichever of it and
             // the next one answers first; the other is cancelled.
             let headers: Vec<Raced<T::Body>> = match hedge {
-                None => vec![(i, lp.send(&build, &cands[i]).await, false)],
-                Some(after) => hedged(&lp, &build, cands, i, after).await,
+                None => vec![(i, lp.send(&build, &cands[i], now).await, false)],
+                Some(after) => hedged(&lp, &build, cands, i, after, now).await,
             };
             let mut moved_on = 1;
             let mut failed = None;
@@ -426,16 +441,17 @@ async fn hedged<T: Transport>(
     cands: &[Candidate<'_>],
     i: usize,
     after_ms: u64,
+    now: u64,
 ) -> Vec<Raced<T::Body>> {
-    let (s1, a1) = lp.begin();
-    let first = lp.send_built(build, &cands[i], s1).fuse();
+    let (s1, a1) = (lp.begin(), now);
+    let first = lp.send_built(build, &cands[i], s1, a1).fuse();
     let timer = lp.t.sleep(after_ms).fuse();
     futures::pin_mut!(first, timer);
     match future::select(first, timer).await {
         Either::Left((sent, _)) => vec![(i, (s1, a1, sent), false)],
         Either::Right(((), first)) => {
-            let (s2, a2) = lp.begin();
-            let second = lp.send_built(build, &cands[i + 1], s2).fuse();
+            let (s2, a2) = (lp.begin(), lp.t.now_ms());
+            let second = lp.send_built(build, &cands[i + 1], s2, a2).fuse();
             futures::pin_mut!(second);
             let one = |r| (i, (s1, a1, r), false);
             let two = |r| (i + 1, (s2, a2, r), true);
