@@ -200,7 +200,13 @@ pub async fn serve<T: Transport, R: RequestBody>(
         }
     };
     record.status = status;
-    let mut headers = record.headers();
+    let style = env
+        .policy
+        .as_ref()
+        .map_or(crate::policy::AuditHeaders::Each, |p| {
+            p.settings.audit_headers
+        });
+    let mut headers = record.headers(style);
     headers.extend(cors);
     match record.limits.as_ref().map(|l| &l.headers) {
         // Meridian's own limits speak for the caller: the provider's (the operator's account)

@@ -6,6 +6,7 @@ pub mod facts;
 use serde::Serialize;
 
 use crate::location::{Edge, Location};
+use crate::policy::AuditHeaders;
 use crate::transport::{Attempt, Failure};
 use crate::usage::Usage;
 
@@ -43,9 +44,15 @@ pub const LIMITS: &str = "x-meridian-limits";
 /// Providers skipped because repeated failures put them into cool-down, and until when.
 pub const COOLING: &str = "x-meridian-cooling";
 
+/// With `audit_headers = "one"`: every audit header but `x-request-id`, as one structured field
+/// dictionary (RFC 9651) whose keys are the header names without `x-meridian-` and whose values
+/// are strings, the individual header's text.
+pub const AUDIT: &str = "x-meridian-audit";
+
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
     REQUEST_ID,
+    AUDIT,
     PROVIDER,
     UPSTREAM_MODEL,
     JURISDICTION,
@@ -252,8 +259,41 @@ impl Record {
         self.usage.and_then(|u| u.cost(self.prices))
     }
 
-    /// The audit headers that apply to this response.
-    pub fn headers(&self) -> Vec<(String, String)> {
+    /// The audit headers that apply to this response, one per fact or (`AuditHeaders::One`)
+    /// `x-request-id` and one `x-meridian-audit` with the same facts.
+    pub fn headers(&self, style: AuditHeaders) -> Vec<(String, String)> {
+        let each = self.each_header();
+        if style == AuditHeaders::Each {
+            return each;
+        }
+        let mut dict = String::with_capacity(each.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut out = Vec::with_capacity(2);
+        for (name, value) in each {
+            let Some(key) = name.strip_prefix("x-meridian-") else {
+                out.push((name, value));
+                continue;
+            };
+            if !dict.is_empty() {
+                dict.push_str(", ");
+            }
+            dict.push_str(key);
+            // An sf-string: the value is visible ASCII and spaces (`header_safe`); `"` and `\`
+            // are escaped.
+            dict.push_str("=\"");
+            for c in value.chars() {
+                if c == '"' || c == '\\' {
+                    dict.push('\\');
+                }
+                dict.push(c);
+            }
+            dict.push('"');
+        }
+        out.push((AUDIT.to_string(), dict));
+        out
+    }
+
+    /// The audit headers that apply to this response, one per fact.
+    fn each_header(&self) -> Vec<(String, String)> {
         let mut h = vec![(REQUEST_ID.to_string(), header_safe(&self.request_id))];
         let mut put = |name: &str, value: &str| h.push((name.to_string(), header_safe(value)));
         if let Some(t) = &self.trace {
@@ -424,7 +464,13 @@ impl Record {
             facts: self.facts.as_ref(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         };
-        serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
+        // A chat request's line is about 900 bytes: written once, into room for it.
+        let mut out = Vec::with_capacity(1536);
+        match serde_json::to_writer(&mut out, &line) {
+            // serde_json writes UTF-8 only.
+            Ok(()) => String::from_utf8(out).unwrap_or_default(),
+            Err(_) => "{\"log\":\"unserialisable\"}".into(),
+        }
     }
 }
 

@@ -158,6 +158,7 @@ unit_enums! {
     AddressForm { Ip, IpPort }
     Anonymous { Deny, Keyless, Paid }
     UnknownFields { Refuse, Drop }
+    AuditHeaders { Each, One }
     Metric { Requests, Tokens, Usd }
     Window { Minute, Hour, Day, Month }
     LimitPer { Caller, Key }
@@ -165,7 +166,7 @@ unit_enums! {
 
 structs! {
     Settings {
-        client, max_body_bytes, anonymous, expose_ratelimit_headers, plan, unknown_fields,
+        client, max_body_bytes, anonymous, expose_ratelimit_headers, audit_headers, plan, unknown_fields,
         affinity_header, limits, health,
     }
     LimitSettings { fail_open, default_max_tokens }

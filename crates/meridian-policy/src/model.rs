@@ -148,6 +148,8 @@ pub struct Settings {
     pub anonymous: Anonymous,
     /// Pass the upstream's `x-ratelimit-*` response headers to the client.
     pub expose_ratelimit_headers: bool,
+    /// The audit headers as one header each, or folded into one `x-meridian-audit`.
+    pub audit_headers: AuditHeaders,
     /// The attempt plan when no matching rule changes it.
     pub plan: Plan,
     /// What happens to a request field Meridian does not know (`[settings.request]`).
@@ -159,6 +161,18 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Provider cool-down after repeated failures (`[settings.health]`); off when `None`.
     pub health: Option<Health>,
+}
+
+/// `[settings] audit_headers`: how a response carries its audit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditHeaders {
+    /// One header per fact (`x-meridian-provider`, `x-meridian-cost-usd`, ...).
+    #[default]
+    Each,
+    /// `x-request-id` and one `x-meridian-audit` header holding the same facts as a structured
+    /// field dictionary (RFC 9651): every header a runtime adds costs a host call per header.
+    One,
 }
 
 /// `[settings.request] unknown_fields`: a field that is in no table of the client's protocol.

@@ -51,6 +51,7 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "max_body_bytes",
     "allow_anonymous",
     "expose_ratelimit_headers",
+    "audit_headers",
     "plan",
     "request",
     "limits",

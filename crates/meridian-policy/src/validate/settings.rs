@@ -8,6 +8,7 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
         max_body_bytes: 1024 * 1024,
         anonymous: Anonymous::Deny,
         expose_ratelimit_headers: false,
+        audit_headers: AuditHeaders::Each,
         plan: Plan::default(),
         unknown_fields: UnknownFields::Refuse,
         affinity_header: None,
@@ -91,6 +92,17 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
     }
     if let Some(b) = t.bool(sink, "expose_ratelimit_headers") {
         s.expose_ratelimit_headers = b;
+    }
+    if let Some(v) = t.str(sink, "audit_headers") {
+        match v.value.as_str() {
+            "each" => s.audit_headers = AuditHeaders::Each,
+            "one" => s.audit_headers = AuditHeaders::One,
+            other => sink.error_help(
+                v.span.as_ref(),
+                format!("unknown `audit_headers` value `{other}`"),
+                "`\"each\"` (the default: one header per fact, `x-meridian-provider`, ...) or `\"one\"` (`x-request-id` and one `x-meridian-audit` header with the same facts)",
+            ),
+        }
     }
     if let Some(p) = t.table(sink, "plan") {
         let patch = read_plan(sink, &p);
