@@ -103,6 +103,18 @@ fn header_list(fields: Fields) -> Vec<(String, String)> {
     crate::runtime::header_pairs(fields.entries())
 }
 
+/// The response headers Meridian reads ([`crate::transport::READ_HEADERS`]), a host call each,
+/// rather than all of them (a provider sends twenty or more; each costs the host as much).
+fn read_headers(fields: Fields) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for name in crate::transport::READ_HEADERS {
+        for v in fields.get(&name.to_string()) {
+            found.push((name.to_string(), v));
+        }
+    }
+    crate::runtime::header_pairs(found)
+}
+
 /// An outgoing body (a response's or a request's), written here rather than through spin-sdk's
 /// sink so that the adapter decides when bytes go and when the body ends. Spin sets no
 /// `TCP_NODELAY`, so a small write that follows unacknowledged data waits for the peer's delayed
@@ -295,6 +307,7 @@ impl Transport for WasiTransport {
     ) -> Result<UpResponse<WasiBody>, Failure> {
         let target = crate::runtime::Target::parse(&req.url)
             .ok_or_else(|| Failure::Config(format!("`{}` is not an http(s) URL", req.url)))?;
+        let all_headers = req.all_headers;
         // One host call for all the headers; a header the host refuses is dropped rather than
         // failing the request.
         let out = OutgoingRequest::new(fields(std::mem::take(&mut req.headers)));
@@ -353,7 +366,11 @@ impl Transport for WasiTransport {
             futures::future::Either::Right(_) => return Err(Failure::Timeout("headers")),
         };
         let status = response.status();
-        let headers = header_list(response.headers());
+        let headers = if all_headers {
+            header_list(response.headers())
+        } else {
+            read_headers(response.headers())
+        };
         let stream = response.take_body_stream().boxed();
         Ok(UpResponse {
             status,

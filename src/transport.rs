@@ -20,7 +20,15 @@ pub struct OutboundRequest {
     pub idle_timeout_ms: u64,
     /// `POST` for inference; `GET` or `DELETE` for a stored response.
     pub method: UpMethod,
+    /// Every response header is wanted (the policy passes the provider's `x-ratelimit-*` on:
+    /// `expose_ratelimit_headers`). Otherwise a transport may give only [`READ_HEADERS`]: a
+    /// runtime charges for each header it hands over, and a provider sends twenty or more.
+    pub all_headers: bool,
 }
+
+/// The response headers Meridian reads from a provider's answer (passed on, or acted on) when a
+/// request does not ask for all of them.
+pub const READ_HEADERS: &[&str] = &["content-type", "retry-after"];
 
 /// The methods Meridian sends upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

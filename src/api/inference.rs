@@ -892,7 +892,7 @@ async fn forward_to<T: Transport>(
     let build = |c: &Candidate, n: u32| -> Result<OutboundRequest, Failure> {
         let provider = &cx.policy.providers[c.index];
         let key = wire::provider_key(provider, cx.env.secret).map_err(Failure::Config)?;
-        wire::request(&Outgoing {
+        let mut req = wire::request(&Outgoing {
             endpoint: cx.endpoint,
             body,
             provider,
@@ -906,7 +906,11 @@ async fn forward_to<T: Transport>(
             include_usage,
             traceparent: trace.map(|t| t.traceparent_for(t.attempt_span(n))),
             tracestate: trace.and_then(|t| t.state.as_deref()),
-        })
+        })?;
+        // The provider's rate-limit headers are passed on only when the policy says so; else
+        // the transport need not hand over more than Meridian reads.
+        req.all_headers = cx.policy.settings.expose_ratelimit_headers;
+        Ok(req)
     };
     let wt = WireTransport {
         inner: cx.t,

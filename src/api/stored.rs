@@ -162,6 +162,7 @@ pub(super) async fn stored<T: Transport>(
         body: Vec::new(),
         wire: crate::wire::Wire::OpenAi,
         idle_timeout_ms: 0,
+        all_headers: false,
         method: if method == "DELETE" {
             UpMethod::Delete
         } else {

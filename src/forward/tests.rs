@@ -65,6 +65,7 @@ fn build(c: &Candidate, _seq: u32) -> Result<OutboundRequest, Failure> {
         wire: crate::wire::Wire::OpenAi,
         idle_timeout_ms: 0,
         method: Default::default(),
+        all_headers: false,
     })
 }
 

@@ -88,6 +88,7 @@ impl Outgoing<'_> {
             wire,
             idle_timeout_ms: 0,
             method: crate::transport::UpMethod::Post,
+            all_headers: false,
         }
     }
 }

@@ -262,6 +262,7 @@ impl Transport for P3Transport {
     ) -> Result<UpResponse<P3Body>, Failure> {
         let target = Target::parse(&req.url)
             .ok_or_else(|| Failure::Config(format!("`{}` is not an http(s) URL", req.url)))?;
+        let all_headers = req.all_headers;
         let (mut body_tx, body_rx) = wasip3::wit_stream::new::<u8>();
         let (trailers_tx, trailers_rx) = wasip3::wit_future::new(|| Ok(None));
         let options = wt::RequestOptions::new();
@@ -312,7 +313,20 @@ impl Transport for P3Transport {
             Either::Right(()) => return Err(Failure::Timeout("headers")),
         };
         let status = response.get_status_code();
-        let headers = meridian::runtime::header_pairs(response.get_headers().copy_all());
+        let fields = response.get_headers();
+        // Only the headers Meridian reads, a host call each, unless the policy passes the
+        // provider's rate-limit headers on: a provider sends twenty or more.
+        let headers = meridian::runtime::header_pairs(if all_headers {
+            fields.copy_all()
+        } else {
+            meridian::transport::READ_HEADERS
+                .iter()
+                .flat_map(|name| {
+                    let name = name.to_string();
+                    fields.get(&name).into_iter().map(move |v| (name.clone(), v))
+                })
+                .collect()
+        });
         let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
         let (stream, trailers) = wt::Response::consume_body(response, done_rx);
         Ok(UpResponse {

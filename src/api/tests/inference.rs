@@ -299,3 +299,23 @@ async fn retry_after_in_both_forms_with_retries_on() {
     let sent = t.sent.borrow().clone();
     assert_eq!(sent[1].1 - sent[0].1, 10);
 }
+
+/// A transport is asked for every response header only when the policy passes the provider's
+/// rate-limit headers on; otherwise it may hand over just the ones Meridian reads.
+#[tokio::test(start_paused = true)]
+async fn every_upstream_header_is_asked_for_only_when_rate_limits_pass_through() {
+    for (settings, all) in [("", false), ("expose_ratelimit_headers = true\n", true)] {
+        let text = policy_text("").replacen(
+            "allow_anonymous = true\n",
+            &format!("allow_anonymous = true\n{settings}"),
+            1,
+        );
+        let p = policy::load(&text, "api").unwrap();
+        let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+        let a = chat(&p, &t, &[JSON], CHAT).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        let sent = t.requests.borrow();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].all_headers, all, "{settings}");
+    }
+}
