@@ -108,7 +108,7 @@ fn header_list(fields: Fields) -> Vec<(String, String)> {
 fn read_headers(fields: Fields) -> Vec<(String, String)> {
     let mut found = Vec::new();
     for name in crate::transport::READ_HEADERS {
-        for v in fields.get(&name.to_string()) {
+        for v in fields.get(name) {
             found.push((name.to_string(), v));
         }
     }
