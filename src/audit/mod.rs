@@ -464,13 +464,7 @@ impl Record {
             facts: self.facts.as_ref(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         };
-        // A chat request's line is about 900 bytes: written once, into room for it.
-        let mut out = Vec::with_capacity(1536);
-        match serde_json::to_writer(&mut out, &line) {
-            // serde_json writes UTF-8 only.
-            Ok(()) => String::from_utf8(out).unwrap_or_default(),
-            Err(_) => "{\"log\":\"unserialisable\"}".into(),
-        }
+        serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
     }
 }
 
