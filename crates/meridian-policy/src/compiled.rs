@@ -2,7 +2,7 @@
 //! `policy` variable. A WASI 0.2 instance serves one request, so a TOML policy in the variable is
 //! parsed and validated on every request; the compiled form is the validated model in a compact
 //! binary encoding (postcard, country sets as bitmaps) written as base64 text, read without
-//! validating again. A checksum of the binary form (CRC-32, against accidental edits and
+//! validating again. A checksum of the binary form (XXH3-64, against accidental edits and
 //! truncation: it is no signature, and the variable is the operator's anyway) and the format's
 //! version lead it. Version 1 (the model as JSON) is still read; a form of any other version is
 //! refused with what to do.
@@ -25,13 +25,27 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// The compiled form of a validated policy.
 pub fn compile(policy: &Policy) -> String {
+    // The built-in jurisdictions are in every policy (they cannot be redefined) and in every
+    // Meridian: the form leaves them out and reading puts them back. A change to the built-in
+    // table changes the format's version.
+    let builtin: Vec<&str> = crate::jurisdictions::builtins()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut own = policy.clone();
+    own.jurisdictions = own
+        .jurisdictions
+        .iter()
+        .filter(|(name, _)| !builtin.contains(&name.as_ref()))
+        .cloned()
+        .collect();
     // The model holds strings, numbers, lists and maps only: serialising cannot fail.
-    let bytes = postcard::to_allocvec(policy).unwrap_or_default();
-    format!(
-        "{PREFIX}{:08x} {}",
-        crc32fast::hash(&bytes),
-        B64.encode(&bytes)
-    )
+    let bytes = postcard::to_allocvec(&own).unwrap_or_default();
+    format!("{PREFIX}{:016x} {}", checksum(&bytes), B64.encode(&bytes))
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Whether `text` is a compiled policy (else it is TOML).
@@ -61,11 +75,25 @@ pub fn load_compiled(text: &str) -> Result<Policy, String> {
         format!("the compiled policy does not match its checksum (edited or cut short): {AGAIN}")
     };
     let bytes = B64.decode(body).map_err(|_| cut())?;
-    if u32::from_str_radix(sum, 16).ok() != Some(crc32fast::hash(&bytes)) {
+    if u64::from_str_radix(sum, 16).ok() != Some(checksum(&bytes)) {
         return Err(cut());
     }
-    postcard::from_bytes(&bytes)
-        .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))
+    let mut policy: Policy = postcard::from_bytes(&bytes)
+        .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
+    // The built-in jurisdictions back in, the list sorted by name as the validator leaves it.
+    let mut all = policy.jurisdictions.into_owned();
+    for (name, codes) in crate::jurisdictions::builtins() {
+        all.push((
+            name.into(),
+            codes
+                .into_iter()
+                .filter_map(crate::Country::parse)
+                .collect(),
+        ));
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    policy.jurisdictions = all.into();
+    Ok(policy)
 }
 
 /// Version 1: `<FNV-1a of the JSON, 16 hex digits> <the model as JSON>`.
@@ -118,6 +146,8 @@ base_url = "https://alpha.example/v1"
 location = "DE"
 capabilities = ["remote_media", "priced_options"]
 models = { "m" = { id = "m-up", input_price = 1.5, output_price = 2.0, context_window = 1000, option_price_factor = 2.0 } }
+[jurisdictions]
+nordics = ["DK", "SE", "NO"]
 [[tenants]]
 id = "acme"
 keys = ["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
@@ -140,6 +170,12 @@ require = { jurisdiction = "EU" }
             serde_json::to_value(&p).unwrap()
         );
         assert_eq!(back.version_label(), p.version_label());
+        // The policy's own jurisdiction is in the form; the built-in ones come back on reading.
+        let names: Vec<&str> = back.jurisdictions.iter().map(|(n, _)| n.as_ref()).collect();
+        assert_eq!(
+            names,
+            ["apac", "ca", "ch", "eea", "eu", "nordics", "uk", "us"]
+        );
         // TOML is still read as TOML.
         assert!(!is_compiled(TOML));
         assert_eq!(load_any(TOML, "t").unwrap().digest, p.digest);

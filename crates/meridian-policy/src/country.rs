@@ -198,8 +198,15 @@ impl Serialize for CountrySet {
                 seq.serialize_element(&c)?;
             }
             seq.end()
+        } else if self.len() * 2 < WORDS * 8 {
+            // Fewer than 44 countries: their codes, two bytes each (a provider's country is
+            // 2 bytes, where the bitmap is 88; every byte is decoded again on each WASI 0.2
+            // request that reads the compiled policy).
+            let codes: Vec<u8> = self.iter().flat_map(|c| c.0).collect();
+            s.serialize_bytes(&codes)
         } else {
-            // 88 raw bytes: decoding copies them, where 11 u64s would be 11 varints to decode.
+            // The bitmap, 88 raw bytes: decoding copies them, where 11 u64s would be 11
+            // varints to decode.
             let mut bytes = [0u8; WORDS * 8];
             for (chunk, w) in bytes.chunks_exact_mut(8).zip(self.0) {
                 chunk.copy_from_slice(&w.to_le_bytes());
@@ -232,9 +239,30 @@ impl<'de> Deserialize<'de> for CountrySet {
             impl<'de> Visitor<'de> for B {
                 type Value = CountrySet;
                 fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    write!(f, "{} bytes of a country bitmap", WORDS * 8)
+                    write!(
+                        f,
+                        "{} bytes of a country bitmap, or country codes of two bytes each",
+                        WORDS * 8
+                    )
                 }
                 fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<CountrySet, E> {
+                    if b.len() < WORDS * 8 && b.len() % 2 == 0 {
+                        // Country codes, two upper-case letters each.
+                        let mut set = CountrySet::new();
+                        for pair in b.chunks_exact(2) {
+                            match pair {
+                                &[x, y] if x.is_ascii_uppercase() && y.is_ascii_uppercase() => {
+                                    set.insert(Country([x, y]));
+                                }
+                                _ => {
+                                    return Err(E::custom(
+                                        "a country code that is not two upper-case letters",
+                                    ))
+                                }
+                            }
+                        }
+                        return Ok(set);
+                    }
                     if b.len() != WORDS * 8 {
                         return Err(E::invalid_length(b.len(), &self));
                     }
@@ -297,10 +325,35 @@ mod tests {
         assert_eq!(serde_json::from_str::<CountrySet>(&json).expect("back"), s);
         assert!(serde_json::from_str::<CountrySet>(r#"["gb"]"#).is_err());
         let bin = postcard::to_allocvec(&s).expect("postcard");
+        // A small set is its codes: a length, then `GBUS`.
+        assert_eq!(bin, b"\x04GBUS");
         assert_eq!(postcard::from_bytes::<CountrySet>(&bin).expect("back"), s);
-        let mut bad = [0u64; WORDS];
-        bad[WORDS - 1] = u64::MAX;
-        let bin = postcard::to_allocvec(&bad).expect("postcard");
+        // A large one is the bitmap; both read back as the set they were.
+        let many: CountrySet = ASSIGNED.split(' ').map(c).collect();
+        let big: CountrySet = many.iter().take(44).collect();
+        let small: CountrySet = many.iter().take(43).collect();
+        for (set, len) in [
+            (&many, 88),
+            (&big, 88),
+            (&small, 86),
+            (&CountrySet::new(), 0),
+        ] {
+            let bin = postcard::to_allocvec(set).expect("postcard");
+            assert_eq!(bin.len(), 1 + len, "{} countries", set.len());
+            assert_eq!(
+                &postcard::from_bytes::<CountrySet>(&bin).expect("back"),
+                set
+            );
+        }
+        // Codes that are not two upper-case letters, or an odd length, are refused.
+        for bad in [&b"\x04GBus"[..], b"\x03GBU", b"\x02G1"] {
+            assert!(postcard::from_bytes::<CountrySet>(bad).is_err(), "{bad:?}");
+        }
+        // A bitmap with bits past `ZZ` is refused.
+        let mut bad = [0u8; WORDS * 8];
+        bad[WORDS * 8 - 1] = 0xff;
+        let bin = postcard::to_allocvec(&bad[..]).expect("postcard");
+        assert_eq!(bin.len(), 1 + WORDS * 8);
         assert!(postcard::from_bytes::<CountrySet>(&bin).is_err());
     }
 }
