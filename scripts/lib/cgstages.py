@@ -19,7 +19,7 @@ cg, mapf, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 # (stage, pattern on the demangled name); the first match wins.
 STAGES = [
-    ("allocator", r"PerRequest|meridian::arena|__rust_alloc|__rust_dealloc|__rust_realloc|__rdl_|dlmalloc|cabi_realloc|alloc::raw_vec|RawVec|finish_grow|__rust_no_alloc"),
+    ("allocator", r"PerRequest|meridian::arena|__rust_alloc|__rust_dealloc|__rust_realloc|__rdl_|dlmalloc|^dlfree|^dlrealloc|^(malloc|free|realloc|calloc|aligned_alloc)$|cabi_realloc|alloc::raw_vec|RawVec|finish_grow|__rust_no_alloc"),
     ("parse: request JSON, fields, walk", r"meridian::request::|serde_json::de::|SliceRead|MapAccess|SeqAccess|serde_json::value::de|IgnoredAny|indexmap|core::hash::sip|read_json_body|serde_json::read"),
     ("facts: caller, location, privacy", r"meridian::facts|meridian::location|meridian::auth|meridian::headers|meridian::api::locate|meridian::api::request_id|meridian::trace::|meridian::calendar"),
     ("decision", r"meridian::decide|meridian::routes|meridian_policy|meridian::policy|Glob"),
@@ -30,10 +30,10 @@ STAGES = [
     ("audit headers", r"meridian::audit::Record::(each_header|headers)|header_safe|meridian::limits::Audit::header"),
     ("log line", r"meridian::audit::Record::log_line|meridian::audit::facts|LogLine|AttemptLog|mask_keys|spin_adapter::log_line"),
     ("shared: serde_json writer, formatting, copying", r"serde_json::ser|serde_core::ser|core::fmt|alloc::fmt|format_inner|memcpy|memmove|memset|memcmp|String.*clone|to_vec|from_utf8|wasmtime_builtin_memory"),
-    ("bindings, executor, adapter glue", r"wasi::bindings|spin_sdk|spin_executor|wit_bindgen|futures_util|futures_core|meridian::spin_adapter|meridian::runtime|Pending|WasiBody|Waker|poll"),
+    ("bindings, executor, adapter glue", r"wasi::bindings|wasip3|spin_sdk|spin_executor|wit_bindgen|futures_util|futures_core|meridian::spin_adapter|meridian_p3|meridian::runtime|Pending|WasiBody|Waker|poll"),
     ("request path: serve, dispatch, forward loop", r"meridian::api|meridian::forward|meridian::wire|meridian::transport|meridian::audit"),
 ]
-IMPORT = re.compile(r"^(wasi::bindings::wasi::|spin_sdk::wit::(wasi|fermyon)::|.*::wit::wasi::|wasi::.*::(now|get_random|get_stdout|blocking_write))")
+IMPORT = re.compile(r"^(wasi::bindings::wasi::|wasip3::(wasi|fermyon|spin)::|spin_sdk::wit::(wasi|fermyon)::|.*::wit::wasi::|wasi::.*::(now|get_random|get_stdout|blocking_write))")
 
 syms = []
 for line in open(mapf):
