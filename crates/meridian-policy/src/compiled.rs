@@ -9,7 +9,7 @@
 
 use base64::Engine as _;
 
-use crate::{Diagnostic, Policy, PolicyErrors};
+use crate::{Diagnostic, List, Policy, PolicyErrors};
 
 /// How every compiled policy starts, whatever its version.
 const FORMAT: &str = "meridian-policy/";
@@ -39,8 +39,26 @@ pub fn compile(policy: &Policy) -> String {
         .filter(|(name, _)| !builtin.contains(&name.as_ref()))
         .cloned()
         .collect();
+    // So are the default `anthropic-beta` globs of a provider that names none (eight globs,
+    // about 160 bytes a provider): a flag per provider says which had them.
+    let mut providers = own.providers.into_owned();
+    let defaults: Vec<bool> = providers
+        .iter_mut()
+        .map(|p| {
+            let default = p
+                .anthropic_betas
+                .iter()
+                .map(|g| g.text.as_ref())
+                .eq(crate::capability::DEFAULT_ANTHROPIC_BETAS.iter().copied());
+            if default {
+                p.anthropic_betas = List::Borrowed(&[]);
+            }
+            default
+        })
+        .collect();
+    own.providers = providers.into();
     // The model holds strings, numbers, lists and maps only: serialising cannot fail.
-    let bytes = postcard::to_allocvec(&own).unwrap_or_default();
+    let bytes = postcard::to_allocvec(&(defaults, own)).unwrap_or_default();
     format!("{PREFIX}{:016x} {}", checksum(&bytes), B64.encode(&bytes))
 }
 
@@ -78,8 +96,24 @@ pub fn load_compiled(text: &str) -> Result<Policy, String> {
     if u64::from_str_radix(sum, 16).ok() != Some(checksum(&bytes)) {
         return Err(cut());
     }
-    let mut policy: Policy = postcard::from_bytes(&bytes)
+    let (defaults, mut policy): (Vec<bool>, Policy) = postcard::from_bytes(&bytes)
         .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
+    if defaults.len() != policy.providers.len() {
+        return Err(format!(
+            "the compiled policy cannot be read (its providers' flags do not match them): {AGAIN}"
+        ));
+    }
+    if defaults.iter().any(|d| *d) {
+        let betas: List<crate::Glob> = crate::capability::DEFAULT_ANTHROPIC_BETAS
+            .iter()
+            .map(|g| crate::Glob::from(g.to_string()))
+            .collect();
+        let mut providers = policy.providers.into_owned();
+        for (p, _) in providers.iter_mut().zip(&defaults).filter(|(_, d)| **d) {
+            p.anthropic_betas = betas.clone();
+        }
+        policy.providers = providers.into();
+    }
     // The built-in jurisdictions back in, the list sorted by name as the validator leaves it.
     let mut all = policy.jurisdictions.into_owned();
     for (name, codes) in crate::jurisdictions::builtins() {
@@ -146,6 +180,14 @@ base_url = "https://alpha.example/v1"
 location = "DE"
 capabilities = ["remote_media", "priced_options"]
 models = { "m" = { id = "m-up", input_price = 1.5, output_price = 2.0, context_window = 1000, option_price_factor = 2.0 } }
+[[providers]]
+id = "beta"
+kind = "anthropic"
+base_url = "https://beta.example/v1"
+key_secret = "beta_key"
+location = "FR"
+models = { "m" = "m-b" }
+anthropic_beta = ["prompt-caching-*"]
 [jurisdictions]
 nordics = ["DK", "SE", "NO"]
 [[tenants]]
@@ -170,6 +212,16 @@ require = { jurisdiction = "EU" }
             serde_json::to_value(&p).unwrap()
         );
         assert_eq!(back.version_label(), p.version_label());
+        // A provider's own betas are kept; the default ones come back on reading.
+        let betas = |i: usize| -> Vec<String> {
+            back.providers[i]
+                .anthropic_betas
+                .iter()
+                .map(|g| g.text.to_string())
+                .collect()
+        };
+        assert_eq!(betas(0), crate::capability::DEFAULT_ANTHROPIC_BETAS);
+        assert_eq!(betas(1), ["prompt-caching-*"]);
         // The policy's own jurisdiction is in the form; the built-in ones come back on reading.
         let names: Vec<&str> = back.jurisdictions.iter().map(|(n, _)| n.as_ref()).collect();
         assert_eq!(
