@@ -323,7 +323,10 @@ impl Transport for P3Transport {
                 .iter()
                 .flat_map(|name| {
                     let name = name.to_string();
-                    fields.get(&name).into_iter().map(move |v| (name.clone(), v))
+                    fields
+                        .get(&name)
+                        .into_iter()
+                        .map(move |v| (name.clone(), v))
                 })
                 .collect()
         });
