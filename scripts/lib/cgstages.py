@@ -9,11 +9,12 @@ wasmtime's runtime) is "host, outside the component's calls". The stages add up 
 Generic code that several stages share (serde_json's writer, formatting, copying) has its own
 row: its name does not say which stage called it.
 """
-import bisect
 import collections
 import re
 import subprocess
 import sys
+
+import cgread
 
 cg, mapf, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -35,36 +36,16 @@ STAGES = [
 ]
 IMPORT = re.compile(r"^(wasi::bindings::wasi::|wasip3::(wasi|fermyon|spin)::|spin_sdk::wit::(wasi|fermyon)::|.*::wit::wasi::|wasi::.*::(now|get_random|get_stdout|blocking_write))")
 
-syms = []
-for line in open(mapf):
-    parts = line.rstrip("\n").split(" ", 2)
-    if len(parts) == 3:
-        syms.append((int(parts[0], 16), int(parts[1], 16), parts[2]))
-syms.sort()
-starts = [s[0] for s in syms]
-names = {}
-
-
 def demangle_all(raw):
     out = subprocess.run(["c++filt"], input="\n".join(raw), capture_output=True, text=True).stdout.splitlines()
     return dict(zip(raw, out)) if len(out) == len(raw) else {r: r for r in raw}
 
 
 def costs(inclusive):
-    args = ["callgrind_annotate", "--threshold=100"] + (["--inclusive=yes"] if inclusive else []) + [cg]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     comp, host = collections.Counter(), 0
-    for line in out.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)", line)
-        if not m or "PROGRAM TOTALS" in line:
-            continue
-        ir, rest = int(m[1].replace(",", "")), m[2]
-        jit = re.match(r"\?\?\?:0x([0-9a-f]+) \[\?\?\?\]", rest)
-        if jit:
-            addr = int(jit[1], 16)
-            i = bisect.bisect_right(starts, addr) - 1
-            name = syms[i][2] if i >= 0 and addr < syms[i][0] + syms[i][1] else "(unnamed compiled code)"
-            comp[re.sub(r"^wasm\[\d+\]::function\[\d+\]::", "", name)] += ir
+    for ir, where, name in cgread.functions(cg, mapf, inclusive):
+        if where == "component":
+            comp[name] += ir
         else:
             host += ir
     return comp, host
