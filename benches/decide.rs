@@ -66,6 +66,7 @@ fn main() {
         headers: &headers,
         pii: None,
         unknown_fields: Default::default(),
+        injection: false,
     };
     let f = facts::from_request(cx, &mut body).unwrap();
 

@@ -45,6 +45,7 @@ fn run_one<'p>(policy: &'p Policy, case: &Case) -> Result<Decision<'p>, String> 
         headers: &headers,
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
+        injection: policy.guards.builtin_used,
     };
     let facts = facts::from_request(cx, &mut body)
         .map_err(|e| format!("the request is invalid: {}", e.message))?;

@@ -110,6 +110,14 @@ pub struct RequestFacts {
     /// scanned: `None`). Kinds and counts only, never values.
     #[serde(skip)]
     pub pii: Option<crate::pii::Found>,
+    /// What the built-in injection detector found in the text the model reads, when a rule
+    /// runs it (else not scanned).
+    #[serde(skip)]
+    pub injection: Option<crate::guard::builtin::Finding>,
+    /// The `[[routes]]` a guard's verdict sends the request along (it takes the place of the
+    /// rules' and the request's route).
+    #[serde(skip)]
+    pub forced_route: Option<String>,
 }
 
 /// Why the request's facts could not be read: always the client's fault (400).
@@ -297,6 +305,8 @@ pub struct Context<'a> {
     pub pii: Option<&'a crate::policy::PiiConfig>,
     /// What to do with a field in no table (`[settings.request] unknown_fields`).
     pub unknown_fields: UnknownFields,
+    /// Whether a rule runs the built-in injection detector: the body's text is scanned for it.
+    pub injection: bool,
 }
 
 impl RequestFacts {
@@ -374,14 +384,18 @@ pub fn from_request(
     // the personal-data scan over exactly the text the model reads.
     let scanner = cx.pii.map(crate::pii::Scanner::new);
     let mut found = crate::pii::Found::default();
+    let mut detector = cx.injection.then(crate::guard::builtin::Detector::new);
     let reading = crate::request::read(
         cx.endpoint,
         body,
         cx.headers,
         cx.unknown_fields,
-        &mut |_, text| {
+        &mut |kind, text| {
             if let Some(s) = &scanner {
                 found.add_findings(s, text);
+            }
+            if let Some(d) = detector.as_mut() {
+                d.scan(text, kind == crate::request::Text::ToolOutput);
             }
         },
     )
@@ -432,6 +446,8 @@ pub fn from_request(
         .map(|k| affinity_key(cx.tenant.as_ref(), k));
     Ok(RequestFacts {
         pii,
+        injection: detector.and_then(|d| d.finding()),
+        forced_route: None,
         request_id: cx.request_id,
         endpoint: cx.endpoint,
         tenant: cx.tenant,

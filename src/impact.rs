@@ -601,6 +601,7 @@ pub fn facts_of(policy: &Policy, s: &Shape) -> Result<RequestFacts, String> {
         headers: &headers,
         pii: None,
         unknown_fields: policy.settings.unknown_fields,
+        injection: policy.guards.builtin_used,
     };
     let mut f = facts::from_request(cx, &mut body).map_err(|e| e.message)?;
     s.extra.apply(&mut f)?;

@@ -15,6 +15,7 @@ pub mod decide;
 pub mod error;
 pub mod facts;
 pub mod forward;
+pub mod guard;
 pub mod headers;
 pub mod impact;
 pub mod limits;

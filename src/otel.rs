@@ -605,7 +605,10 @@ fn fallback_metric(v: &View<'_>, attempts: &[&crate::transport::Attempt]) -> Opt
     let mut fallbacks: Vec<(Attrs, Number)> = Vec::new();
     for a in attempts {
         let Some(f) = &a.failure else { continue };
-        if matches!(f, crate::transport::Failure::Cancelled) {
+        if matches!(
+            f,
+            crate::transport::Failure::Cancelled | crate::transport::Failure::Stopped
+        ) {
             continue;
         }
         if !attempts.iter().any(|b| b.seq > a.seq) {

@@ -413,6 +413,8 @@ impl<'p> Replay<'p> {
             privacy.set(name);
         }
         RequestFacts {
+            injection: None,
+            forced_route: None,
             request_id: line.request_id.clone(),
             endpoint: inputs.endpoint,
             tenant,

@@ -66,6 +66,8 @@ pub enum Failure {
     Untranslatable(String),
     /// Another candidate answered first while this one was hedged against it.
     Cancelled,
+    /// A guard stopped the request while this attempt ran (its cost is counted).
+    Stopped,
 }
 
 impl Failure {
@@ -81,6 +83,7 @@ impl Failure {
             Failure::Config(_) => "not configured".into(),
             Failure::Untranslatable(field) => format!("cannot take {field}"),
             Failure::Cancelled => "cancelled (another candidate answered first)".into(),
+            Failure::Stopped => "cancelled (a guard stopped the request)".into(),
         }
     }
 
@@ -103,7 +106,10 @@ impl Failure {
             Failure::Timeout(_) => on.timeout,
             Failure::Status { status, .. } => on.statuses.contains(status),
             Failure::Malformed(_) => on.malformed,
-            Failure::Config(_) | Failure::Untranslatable(_) | Failure::Cancelled => true,
+            Failure::Config(_)
+            | Failure::Untranslatable(_)
+            | Failure::Cancelled
+            | Failure::Stopped => true,
         }
     }
 }

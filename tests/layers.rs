@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "usage",
         ],
     ),
-    ("facts", &["auth", "facts", "pii", "wire"]),
+    ("facts", &["auth", "facts", "guard", "pii", "wire"]),
     ("decide", &["decide"]),
     ("limits", &["limits"]),
     ("forward", &["forward"]),

@@ -718,6 +718,7 @@ proptest! {
                 headers: &headers,
                 pii: None,
                 unknown_fields: Default::default(),
+                injection: false,
             };
             let f = facts::from_request(cx, &mut body).unwrap();
             let d = decide(&p, &f);

@@ -32,7 +32,7 @@ fn every_section_has_exactly_the_validators_keys() {
     let model_table = &d["provider"]["properties"]["models"]["additionalProperties"]["oneOf"][1];
     let limit_keys = keys::limit_keys();
     let limit_keys: Vec<&str> = limit_keys.iter().map(String::as_str).collect();
-    let sections: [(&str, &Value, &[&str]); 18] = [
+    let sections: [(&str, &Value, &[&str]); 20] = [
         ("top level", &s, keys::TOP_KEYS),
         ("pii", &s["properties"]["pii"], keys::PII_KEYS),
         ("settings", &d["settings"], keys::SETTINGS_KEYS),
@@ -52,6 +52,8 @@ fn every_section_has_exactly_the_validators_keys() {
         ("test", &d["test"], keys::TEST_KEYS),
         ("limits", &d["limits"], &limit_keys),
         ("route", &d["route"], keys::ROUTE_KEYS),
+        ("guard", &d["guard"], keys::GUARD_KEYS),
+        ("rules.guards", &d["guardUse"], keys::GUARD_USE_KEYS),
         (
             "settings.limits",
             &d["settings"]["properties"]["limits"],

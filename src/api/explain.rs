@@ -93,6 +93,7 @@ pub fn explain_request(
         headers,
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
+        injection: policy.guards.builtin_used,
     };
     let mut facts = facts::from_request(cx, &mut body).map_err(ApiError::from)?;
     // The latencies this edge region has measured, as a request here would use them.

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::guards::Stop;
 use super::stream::{NativeEvents, ToClient};
 use super::{json_header, Body, Env, Outcome, Stream};
 use crate::audit::{self, Record};
@@ -17,7 +18,7 @@ use crate::facts::{self, Endpoint};
 use crate::forward::{self, Limits};
 use crate::location::Location;
 use crate::pii;
-use crate::policy::{Policy, Tenant, WireKind};
+use crate::policy::{GuardOn, Policy, Tenant, WireKind};
 use crate::transport::{Failure, OutboundRequest, Transport};
 use crate::wire::translate::{messages_from_chat, responses_from_chat};
 use crate::wire::{self, Outgoing, WireBody, WireTransport};
@@ -188,6 +189,40 @@ pub(super) async fn inference<T: Transport>(
     skip_cooling(&mut cx, &mut decision, &facts.model).await?;
     let restorer = redact(&mut cx, &decision, &mut body);
     reserve_for(&mut cx, &decision, &facts, &mut body, raw_body.len()).await?;
+    // The input guards: the built-in detector and those a rule asks to finish first before any
+    // provider is called; the others beside the first attempt.
+    let guard_steps = std::mem::take(&mut decision.guards);
+    let steps: Vec<&crate::decide::GuardStep> = guard_steps
+        .iter()
+        .filter(|s| s.usage.on == GuardOn::Input)
+        .collect();
+    let text = if steps.iter().any(|s| !s.guard.is_builtin() && s.allowed()) {
+        super::guards::input_text(cx.endpoint, &mut body)
+    } else {
+        String::new()
+    };
+    let (before, beside): (Vec<_>, Vec<_>) = steps
+        .into_iter()
+        .partition(|s| s.usage.before_send || s.guard.is_builtin());
+    let builtin = Some(facts.injection);
+    let mut route = None;
+    if !before.is_empty() {
+        let v = super::guards::run(cx.t, cx.env.secret, &before, &text, builtin, false).await;
+        let stop = super::guards::consequence(&before, &v, &cx.record.request_id);
+        cx.record.guards.extend(v);
+        match stop {
+            Some(Stop::Refuse(e)) => {
+                cx.record.refused_by = Some("guard");
+                return Err(e);
+            }
+            Some(Stop::Route(r)) => route = Some(r),
+            None => {}
+        }
+    }
+    if let Some(r) = route {
+        decision = reroute(&mut cx, &facts, r)?;
+    }
+    let beside: Vec<_> = if route.is_some() { Vec::new() } else { beside };
     // What a Responses object made from a chat answer repeats from the request.
     let echo = if cx.endpoint == Endpoint::Responses {
         responses_from_chat::Echo::new(
@@ -204,16 +239,71 @@ pub(super) async fn inference<T: Transport>(
         store: cx.env.store,
         audit: cx.record.limits.take(),
     };
-    let fwd = super::leased(
-        cx.t,
-        cx.env.store,
-        lease.as_mut(),
-        forward_to(&cx, &decision, &facts, &body, restorer.is_none(), &mut gate),
-    )
-    .await;
+    let log = forward::Log::default();
+    let (mut outcome, verdicts) = {
+        let fwd = super::leased(
+            cx.t,
+            cx.env.store,
+            lease.as_mut(),
+            forward_to(
+                &cx,
+                &decision,
+                &facts,
+                &body,
+                restorer.is_none(),
+                &mut gate,
+                &log,
+            ),
+        );
+        judged(&cx, fwd, &beside, &text, builtin, &log).await
+    };
+    let stop = super::guards::consequence(&beside, &verdicts, &cx.record.request_id);
+    cx.record.guards.extend(verdicts);
+    if stop.is_some() {
+        // The answer is not the client's: its attempt is counted as stopped (what a provider may
+        // bill for it stays reserved), and nothing of it was sent.
+        if outcome.take().is_some() {
+            log.stop_answered();
+        }
+    }
+    match stop {
+        Some(Stop::Refuse(e)) => {
+            cx.record.limits = gate.audit;
+            super::end_lease(cx.record, lease);
+            cx.record.attempts = log.take();
+            cx.record.refused_by = Some("guard");
+            return Err(e);
+        }
+        Some(Stop::Route(r)) => {
+            decision = reroute(&mut cx, &facts, r)?;
+            let fwd = super::leased(
+                cx.t,
+                cx.env.store,
+                lease.as_mut(),
+                forward_to(
+                    &cx,
+                    &decision,
+                    &facts,
+                    &body,
+                    restorer.is_none(),
+                    &mut gate,
+                    &log,
+                ),
+            );
+            outcome = Some(fwd.await);
+        }
+        None => {}
+    }
     cx.record.limits = gate.audit;
     super::end_lease(cx.record, lease);
-    cx.record.attempts = fwd.attempts;
+    cx.record.attempts = log.take();
+    let fwd = forward::Forwarded {
+        outcome: outcome.unwrap_or(forward::Outcome::Exhausted {
+            timed_out: false,
+            gated: false,
+        }),
+        attempts: Vec::new(),
+    };
     note_failures(&mut cx, facts.input_tokens).await;
     if let Some(m) = measured {
         note_latency(&cx, m).await;
@@ -753,6 +843,7 @@ fn prepare<T>(
         headers: cx.headers,
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
+        injection: policy.guards.builtin_used,
     };
     let mut facts = facts::from_request(fcx, &mut body).map_err(ApiError::from)?;
     if let Some(cap) = cx.tenant.and_then(|t| t.max_tokens) {
@@ -880,7 +971,8 @@ async fn forward_to<T: Transport>(
     body: &Map<String, Value>,
     native_streams: bool,
     gate: &mut LimitGate<'_>,
-) -> forward::Forwarded<WireBody<T::Body>> {
+    log: &forward::Log,
+) -> forward::Outcome<WireBody<T::Body>> {
     let accept = crate::headers::get(cx.headers, "accept").unwrap_or("application/json");
     let include_usage = body
         .get("stream_options")
@@ -916,7 +1008,7 @@ async fn forward_to<T: Transport>(
         inner: cx.t,
         max_response_bytes: cx.env.max_response_bytes,
     };
-    forward::forward(
+    forward::forward_logged(
         &wt,
         decision,
         build,
@@ -925,8 +1017,56 @@ async fn forward_to<T: Transport>(
             max_response_bytes: cx.env.max_response_bytes,
         },
         gate,
+        log,
     )
     .await
+}
+
+/// The attempt loop with the input guards that run beside it: nothing is answered before every
+/// verdict is in, and a verdict that stops the request (or routes it) while an attempt runs
+/// drops the loop, whose attempts in flight are recorded as stopped. `None`: no answer to use.
+async fn judged<T: Transport, F>(
+    cx: &Cx<'_, '_, T>,
+    fwd: F,
+    beside: &[&crate::decide::GuardStep<'_>],
+    text: &str,
+    builtin: Option<Option<crate::guard::builtin::Finding>>,
+    log: &forward::Log,
+) -> (Option<F::Output>, Vec<crate::guard::Verdict>)
+where
+    F: std::future::Future,
+{
+    use futures::future::{select, Either};
+    use futures::FutureExt;
+    if beside.is_empty() {
+        return (Some(fwd.await), Vec::new());
+    }
+    let judging = super::guards::run(cx.t, cx.env.secret, beside, text, builtin, true).fuse();
+    let fwd = fwd.fuse();
+    futures::pin_mut!(judging, fwd);
+    match select(judging, fwd).await {
+        Either::Left((v, fwd)) => {
+            if super::guards::consequence(beside, &v, &cx.record.request_id).is_some() {
+                log.stop(cx.t.now_ms());
+                (None, v)
+            } else {
+                (Some(fwd.await), v)
+            }
+        }
+        Either::Right((out, judging)) => (Some(out), judging.await),
+    }
+}
+
+/// A guard's verdict sends the request along a `[[routes]]`: decided again with that route, under
+/// every constraint, and recorded.
+fn reroute<'p, T>(
+    cx: &mut Cx<'p, '_, T>,
+    facts: &facts::RequestFacts,
+    route: &str,
+) -> Result<crate::decide::Decision<'p>, ApiError> {
+    let mut routed = facts.clone();
+    routed.forced_route = Some(route.to_string());
+    decide_for(cx, &routed, None)
 }
 
 /// Meridian's limits before each attempt after the first: the reservation covers every attempt

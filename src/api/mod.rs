@@ -4,6 +4,7 @@
 //! scripted transport.
 
 mod explain;
+mod guards;
 mod inference;
 mod stored;
 mod stream;
@@ -311,13 +312,16 @@ pub async fn end(
 }
 
 pub async fn settle(store: Option<&dyn crate::limits::Store>, record: &mut Record) {
+    let guards_micro = (record.guards_usd() * 1e6).ceil() as u64;
     let Some(audit) = record.limits.as_mut() else {
         return;
     };
     if audit.hold.is_none() || audit.settlement.is_some() {
         return;
     }
-    let extra = audit.unanswered(&record.attempts);
+    let mut extra = audit.unanswered(&record.attempts);
+    // The guards' calls, at their catalog prices.
+    extra.micro_usd = extra.micro_usd.saturating_add(guards_micro);
     let actual = if record.provider.is_none() {
         Some(extra)
     } else {
@@ -559,6 +563,7 @@ pub(super) fn decide_bare<'p>(
         headers: caller.headers,
         pii: None,
         unknown_fields: policy.settings.unknown_fields,
+        injection: policy.guards.builtin_used,
     };
     let facts = crate::facts::from_request(cx, &mut body).map_err(ApiError::from)?;
     Ok(crate::decide::decide(policy, &facts))

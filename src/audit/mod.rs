@@ -44,6 +44,10 @@ pub const LIMITS: &str = "x-meridian-limits";
 /// Providers skipped because repeated failures put them into cool-down, and until when.
 pub const COOLING: &str = "x-meridian-cooling";
 
+/// The guards that judged the request and their verdicts:
+/// `injection:refused:override:0.90, moderation:passed`.
+pub const GUARDS: &str = "x-meridian-guards";
+
 /// With `audit_headers = "one"`: every audit header but `x-request-id`, as one structured field
 /// dictionary (RFC 9651) whose keys are the header names without `x-meridian-` and whose values
 /// are strings, the individual header's text.
@@ -71,6 +75,7 @@ pub const ALL: &[&str] = &[
     SERVED_MODEL,
     LIMITS,
     COOLING,
+    GUARDS,
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
@@ -244,6 +249,8 @@ pub struct Record {
     pub refused_by: Option<&'static str>,
     /// What the decision read and chose, for `meridian replay`.
     pub facts: Option<facts::Inputs>,
+    /// The guards that judged the request (or could not), in the order they ended.
+    pub guards: Vec<crate::guard::Verdict>,
 }
 
 impl Record {
@@ -255,8 +262,20 @@ impl Record {
             .is_some_and(|l| l.hold.is_some() && l.settlement.is_none())
     }
 
+    /// What the request cost: the provider's usage at its prices, and the guards' calls.
     pub fn cost_usd(&self) -> Option<f64> {
-        self.usage.and_then(|u| u.cost(self.prices))
+        let usage = self.usage.and_then(|u| u.cost(self.prices));
+        let guards = self.guards_usd();
+        if guards > 0.0 {
+            Some(usage.unwrap_or(0.0) + guards)
+        } else {
+            usage
+        }
+    }
+
+    /// What the guards' calls cost, at their catalog prices.
+    pub fn guards_usd(&self) -> f64 {
+        self.guards.iter().map(|g| g.usd).sum()
     }
 
     /// The audit headers that apply to this response, one per fact or (`AuditHeaders::One`)
@@ -325,6 +344,14 @@ impl Record {
         }
         if !self.cooling.is_empty() {
             put(COOLING, &self.cooling.join(", "));
+        }
+        if !self.guards.is_empty() {
+            let v: Vec<String> = self
+                .guards
+                .iter()
+                .map(crate::guard::Verdict::summary)
+                .collect();
+            put(GUARDS, &v.join(", "));
         }
         if let Some(p) = &self.provider {
             put(PROVIDER, p);
@@ -462,6 +489,11 @@ impl Record {
             cooling: &self.cooling,
             refused_by: self.refused_by,
             facts: self.facts.as_ref(),
+            guards: self
+                .guards
+                .iter()
+                .map(crate::guard::Verdict::to_json)
+                .collect(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         };
         serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
@@ -547,6 +579,9 @@ struct LogLine<'a> {
     refused_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     facts: Option<&'a facts::Inputs>,
+    /// Each guard's verdict (never the text it judged).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    guards: Vec<serde_json::Value>,
     duration_ms: u64,
 }
 

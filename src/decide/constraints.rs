@@ -2,7 +2,9 @@
 //! request's) only ever removes providers, one test kind at a time over all serving providers.
 
 use super::reasons::{Message, Reason, ReasonKind, Who};
-use crate::policy::{MaxPrice, ModelEntry, PrivacyFlags, Provider, ProviderSet, Residency};
+use crate::policy::{
+    MaxPrice, ModelEntry, PrivacyFlags, Provider, ProviderSet, Recipient, Residency,
+};
 
 /// Providers a constraint names: the policy's own set (catalog positions), or the request's ids.
 #[derive(Clone, Copy)]
@@ -70,6 +72,71 @@ impl<'p, 'f> Constraint<'p, 'f> {
             || self.keyless
     }
 
+    /// Whether the constraint says anything about how a recipient handles data.
+    fn limits_handling(&self) -> bool {
+        let q = self.privacy;
+        self.self_hosted || q.local_only || q.zdr || q.no_training || q.no_data_collection
+    }
+
+    /// Appends a reason for every way a recipient of the request's data (a provider, an
+    /// external guard) breaks this constraint's residency and privacy: where it processes the
+    /// data, and how it handles it.
+    /// `stores`: the recipient is asked to keep the conversation (a provider under `store`).
+    pub(super) fn recipient_reasons<R: Recipient>(
+        &self,
+        r: &'p R,
+        stores: bool,
+        out: &mut Vec<Reason<'p>>,
+    ) {
+        let reason = |kind, message| Reason {
+            by: self.by,
+            kind,
+            message,
+        };
+        if let Some(res) = self.residency {
+            if !r.within(&res.countries) {
+                out.push(reason(
+                    ReasonKind::Residency,
+                    Message::Outside {
+                        location: r.location(),
+                        allowed: &res.names,
+                    },
+                ));
+            }
+        }
+        if !self.limits_handling() {
+            return;
+        }
+        let q = self.privacy;
+        if (self.self_hosted || q.local_only) && !r.self_hosted() {
+            out.push(reason(ReasonKind::Privacy, Message::NotSelfHosted));
+        }
+        if q.zdr && !r.zdr() {
+            out.push(reason(ReasonKind::Privacy, Message::NoZdr));
+        }
+        if (q.zdr || q.no_data_collection) && stores {
+            out.push(reason(ReasonKind::Capability, Message::StoreOnZdr));
+        }
+        if q.no_training && r.may_train() {
+            out.push(reason(
+                ReasonKind::Privacy,
+                match r.trains_on_inputs() {
+                    Some(true) => Message::TrainsOnInputs,
+                    _ => Message::TrainingUnstated,
+                },
+            ));
+        }
+        if q.no_data_collection && r.collects_data() {
+            out.push(reason(
+                ReasonKind::Privacy,
+                Message::CollectsData {
+                    retention_days: r.retention_days(),
+                    trains_on_inputs: r.trains_on_inputs(),
+                },
+            ));
+        }
+    }
+
     /// Appends to `reasons[k]` a reason for every way `serving[k]` breaks this constraint.
     ///
     /// One pass per kind of test over all providers, so each pass is a tight, predictable loop.
@@ -84,49 +151,9 @@ impl<'p, 'f> Constraint<'p, 'f> {
             kind,
             message,
         };
-        if let Some(r) = self.residency {
+        if self.residency.is_some() || self.limits_handling() {
             for ((_, p, _), out) in each!() {
-                if !p.within(&r.countries) {
-                    out.push(reason(
-                        ReasonKind::Residency,
-                        Message::Outside {
-                            location: &p.location,
-                            allowed: &r.names,
-                        },
-                    ));
-                }
-            }
-        }
-        let q = self.privacy;
-        if self.self_hosted || q.local_only || q.zdr || q.no_training || q.no_data_collection {
-            for ((_, p, _), out) in each!() {
-                if (self.self_hosted || q.local_only) && !p.self_hosted {
-                    out.push(reason(ReasonKind::Privacy, Message::NotSelfHosted));
-                }
-                if q.zdr && !p.zdr {
-                    out.push(reason(ReasonKind::Privacy, Message::NoZdr));
-                }
-                if (q.zdr || q.no_data_collection) && self.stores {
-                    out.push(reason(ReasonKind::Capability, Message::StoreOnZdr));
-                }
-                if q.no_training && p.may_train() {
-                    out.push(reason(
-                        ReasonKind::Privacy,
-                        match p.trains_on_inputs {
-                            Some(true) => Message::TrainsOnInputs,
-                            _ => Message::TrainingUnstated,
-                        },
-                    ));
-                }
-                if q.no_data_collection && p.collects_data() {
-                    out.push(reason(
-                        ReasonKind::Privacy,
-                        Message::CollectsData {
-                            retention_days: p.retention_days,
-                            trains_on_inputs: p.trains_on_inputs,
-                        },
-                    ));
-                }
+                self.recipient_reasons(*p, self.stores, out);
             }
         }
         if let Some(allow) = &self.allow {

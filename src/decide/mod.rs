@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::facts::RequestFacts;
 use crate::policy::{
-    Anonymous, Country, KindSet, PiiWhen, Plan, Policy, PrivacyFlags, ProviderId, Rule, RuleId,
-    Sort, TenantId,
+    Anonymous, Country, Guard, GuardAction, GuardUse, KindSet, PiiWhen, Plan, Policy, PrivacyFlags,
+    ProviderId, Rule, RuleId, Sort, TenantId,
 };
 
 use constraints::{check_capabilities, Constraint, Ids, Serving};
@@ -44,6 +44,82 @@ pub struct Decision<'p> {
     pub pii: Option<PiiOutcome<'p>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
+    /// The guards the matched rules run, each with whether the request's text may be sent to
+    /// it (a guard is a recipient: the same constraints as a provider).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<GuardStep<'p>>,
+}
+
+/// A guard a matched rule runs, and why the request's text may not be sent to it (none: it may).
+#[derive(Debug, Clone)]
+pub struct GuardStep<'p> {
+    pub rule: &'p RuleId,
+    pub usage: &'p GuardUse,
+    pub guard: &'p Guard,
+    pub excluded: Vec<Reason<'p>>,
+}
+
+impl GuardStep<'_> {
+    /// Whether the text may be sent to the guard.
+    pub fn allowed(&self) -> bool {
+        self.excluded.is_empty()
+    }
+}
+
+impl Serialize for GuardStep<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let u = self.usage;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("guard", self.guard.id.as_ref())?;
+        m.serialize_entry("rule", self.rule.0.as_ref())?;
+        m.serialize_entry("on", u.on.name())?;
+        m.serialize_entry("action", u.action.name())?;
+        if let GuardAction::Route(r) = &u.action {
+            m.serialize_entry("route", r.as_ref())?;
+        }
+        m.serialize_entry("fail", if u.fail_open { "open" } else { "closed" })?;
+        m.serialize_entry("before_send", &u.before_send)?;
+        m.serialize_entry("location", self.guard.location.as_ref())?;
+        m.serialize_entry("allowed", &self.allowed())?;
+        if !self.excluded.is_empty() {
+            m.serialize_entry("reasons", &self.excluded)?;
+        }
+        m.end()
+    }
+}
+
+/// The guards the matched rules run, each checked against every binding constraint.
+fn guard_steps<'p>(
+    policy: &'p Policy,
+    matched: &[&'p Rule],
+    constraints: &[Constraint<'p, '_>],
+) -> Vec<GuardStep<'p>> {
+    let mut steps = Vec::new();
+    for u in policy.guards.uses.iter() {
+        let Some(rule) = policy.rules.get(u.rule as usize) else {
+            continue;
+        };
+        if !matched.iter().any(|m| std::ptr::eq(*m, rule)) {
+            continue;
+        }
+        let Some(guard) = policy.guards.get(u.guard) else {
+            continue;
+        };
+        let mut excluded = Vec::new();
+        if !guard.is_builtin() {
+            for c in constraints.iter().filter(|c| c.binds()) {
+                c.recipient_reasons(guard, false, &mut excluded);
+            }
+        }
+        steps.push(GuardStep {
+            rule: &rule.id,
+            usage: u,
+            guard,
+            excluded,
+        });
+    }
+    steps
 }
 
 /// What the prompt contains (kinds and counts, never values) and what the matched rules do.
@@ -272,10 +348,17 @@ fn steps_for<'a>(
     tenant: Option<&crate::policy::Tenant>,
     matched: &[&'a Rule],
 ) -> Vec<&'a str> {
-    let mut steps: Vec<&str> = match matched
-        .iter()
-        .find_map(|r| r.route.as_deref())
-        .and_then(|id| policy.route(id))
+    let forced = facts
+        .forced_route
+        .as_deref()
+        .and_then(|id| policy.route(id));
+    let mut steps: Vec<&str> = match forced
+        .or_else(|| {
+            matched
+                .iter()
+                .find_map(|r| r.route.as_deref())
+                .and_then(|id| policy.route(id))
+        })
         .or_else(|| policy.route(&facts.model))
     {
         Some(route) => {
@@ -357,6 +440,7 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         plan,
         pii: None,
         refusal: None,
+        guards: Vec::new(),
     };
     if let Some(found) = &facts.pii {
         let (outcome, refusal) = pii_outcome(policy, &matched, found);
@@ -431,6 +515,9 @@ pub fn decide<'p>(policy: &'p Policy, facts: &RequestFacts) -> Decision<'p> {
         all.truncate(1);
     }
     decision.candidates = all;
+    if !policy.guards.is_empty() {
+        decision.guards = guard_steps(policy, &matched, &constraints);
+    }
     decision
 }
 

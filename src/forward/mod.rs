@@ -66,6 +66,84 @@ pub struct Forwarded<B> {
     pub attempts: Vec<Attempt>,
 }
 
+/// The attempts of a loop as it runs, kept outside it: a loop that is dropped (a guard stopped
+/// the request) leaves what it did here, and [`Log::stop`] records what was in flight.
+#[derive(Default)]
+pub struct Log {
+    attempts: std::cell::RefCell<Vec<Attempt>>,
+    /// Requests sent and not yet recorded.
+    flying: std::cell::RefCell<Vec<Flying>>,
+}
+
+/// A request sent and not yet recorded: its build order, start, whether it hedges, and its
+/// candidate's provider and model.
+struct Flying {
+    seq: u32,
+    at_ms: u64,
+    hedge: bool,
+    provider: String,
+    model: String,
+}
+
+impl Log {
+    fn fly(&self, c: &Candidate<'_>, seq: u32, at_ms: u64, hedge: bool) {
+        self.flying.borrow_mut().push(Flying {
+            seq,
+            at_ms,
+            hedge,
+            provider: c.provider.0.to_string(),
+            model: c.upstream_model.to_string(),
+        });
+    }
+
+    fn push(&self, a: Attempt) {
+        self.flying.borrow_mut().retain(|f| f.seq != a.seq);
+        self.attempts.borrow_mut().push(a);
+    }
+
+    /// The attempts so far (for a gate: a copy, since the gate may wait).
+    fn so_far(&self) -> Vec<Attempt> {
+        self.attempts.borrow().clone()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.attempts.borrow().is_empty()
+    }
+
+    /// Records every request still in flight as stopped at `now_ms`: the loop was dropped.
+    pub fn stop(&self, now_ms: u64) {
+        let flying = std::mem::take(&mut *self.flying.borrow_mut());
+        let mut attempts = self.attempts.borrow_mut();
+        for f in flying {
+            attempts.push(Attempt {
+                provider: f.provider,
+                failure: Some(Failure::Stopped),
+                ms: now_ms.saturating_sub(f.at_ms),
+                hedge: f.hedge,
+                seq: f.seq,
+                at_ms: f.at_ms,
+                model: f.model,
+            });
+        }
+        attempts.sort_by_key(|a| a.seq);
+    }
+
+    /// The attempt that answered is recorded as stopped: a guard stopped the request after the
+    /// answer came, and it is not used (what the provider may bill for it stays counted).
+    pub fn stop_answered(&self) {
+        for a in self.attempts.borrow_mut().iter_mut() {
+            if a.failure.is_none() {
+                a.failure = Some(Failure::Stopped);
+            }
+        }
+    }
+
+    /// The attempts, in the order they ended (stopped ones by their start).
+    pub fn take(&self) -> Vec<Attempt> {
+        std::mem::take(&mut *self.attempts.borrow_mut())
+    }
+}
+
 /// Limits that are not in the policy's plan.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -256,8 +334,10 @@ impl<T: Transport> Loop<'_, T> {
         build: &impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
         c: &Candidate<'_>,
         now: u64,
+        log: &Log,
     ) -> Sent<T::Body> {
         let seq = self.begin();
+        log.fly(c, seq, now, false);
         (seq, now, self.send_built(build, c, seq, now).await)
     }
 
@@ -297,11 +377,8 @@ type Sent<B> = (u32, u64, Result<UpResponse<B>, Failure>);
 type Raced<B> = (usize, Sent<B>, bool);
 
 /// The loop's end without an answer.
-fn exhausted<B>(attempts: Vec<Attempt>, timed_out: bool, gated: bool) -> Forwarded<B> {
-    Forwarded {
-        outcome: Outcome::Exhausted { timed_out, gated },
-        attempts,
-    }
+fn exhausted<B>(timed_out: bool, gated: bool) -> Outcome<B> {
+    Outcome::Exhausted { timed_out, gated }
 }
 
 /// Runs the attempt loop for a decision with at least one candidate.
@@ -313,6 +390,24 @@ pub async fn forward<T: Transport>(
     limits: Limits,
     gate: &mut impl Gate,
 ) -> Forwarded<T::Body> {
+    let log = Log::default();
+    let outcome = forward_logged(t, decision, build, stream, limits, gate, &log).await;
+    Forwarded {
+        outcome,
+        attempts: log.take(),
+    }
+}
+
+/// The attempt loop, its attempts kept in `log` (which outlives the loop when it is dropped).
+pub async fn forward_logged<T: Transport>(
+    t: &T,
+    decision: &Decision<'_>,
+    build: impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
+    stream: bool,
+    limits: Limits,
+    gate: &mut impl Gate,
+    log: &Log,
+) -> Outcome<T::Body> {
     let plan = &decision.plan;
     let cands = &decision.candidates;
     let start = t.now_ms();
@@ -324,24 +419,20 @@ pub async fn forward<T: Transport>(
         deadline: start.saturating_add(plan.deadline_ms),
         sent: std::cell::Cell::new(0),
     };
-    let mut attempts = Vec::new();
     let mut i = 0;
     let mut last_failure: Option<Failure> = None;
-    let record = |attempts: &mut Vec<Attempt>,
-                  idx: usize,
-                  f: Option<Failure>,
-                  (seq, at_ms): (u32, u64),
-                  hedge: bool| {
-        attempts.push(Attempt {
-            provider: cands[idx].provider.0.to_string(),
-            failure: f,
-            ms: t.now_ms().saturating_sub(at_ms),
-            hedge,
-            seq,
-            at_ms,
-            model: cands[idx].upstream_model.to_string(),
-        });
-    };
+    let record =
+        |log: &Log, idx: usize, f: Option<Failure>, (seq, at_ms): (u32, u64), hedge: bool| {
+            log.push(Attempt {
+                provider: cands[idx].provider.0.to_string(),
+                failure: f,
+                ms: t.now_ms().saturating_sub(at_ms),
+                hedge,
+                seq,
+                at_ms,
+                model: cands[idx].upstream_model.to_string(),
+            });
+        };
 
     // A clock reading no wait has aged since: the first attempt starts at `start`, so the clock
     // is read once before it (each reading is a host call).
@@ -351,20 +442,19 @@ pub async fn forward<T: Transport>(
         loop {
             let now = fresh.take().unwrap_or_else(|| t.now_ms());
             if now >= lp.deadline {
-                return exhausted(attempts, true, false);
+                return exhausted(true, false);
             }
             let hedge = plan
                 .hedge_after_ms
                 .filter(|_| tries == 0 && i + 1 < cands.len());
-            let now = if attempts.is_empty() {
+            let now = if log.is_empty() {
                 now
             } else {
-                if !gate.admit(&attempts, 1 + u64::from(hedge.is_some())).await {
-                    return exhausted(
-                        attempts,
-                        matches!(last_failure, Some(Failure::Timeout(_))),
-                        true,
-                    );
+                if !gate
+                    .admit(&log.so_far(), 1 + u64::from(hedge.is_some()))
+                    .await
+                {
+                    return exhausted(matches!(last_failure, Some(Failure::Timeout(_))), true);
                 }
                 // The gate may have waited on its store.
                 t.now_ms()
@@ -372,8 +462,8 @@ pub async fn forward<T: Transport>(
             // The response headers: from this candidate, or (hedging) from whichever of it and
             // the next one answers first; the other is cancelled.
             let headers: Vec<Raced<T::Body>> = match hedge {
-                None => vec![(i, lp.send(&build, &cands[i], now).await, false)],
-                Some(after) => hedged(&lp, &build, cands, i, after, now).await,
+                None => vec![(i, lp.send(&build, &cands[i], now, log).await, false)],
+                Some(after) => hedged(&lp, &build, cands, i, after, now, log).await,
             };
             let mut moved_on = 1;
             let mut failed = None;
@@ -384,15 +474,15 @@ pub async fn forward<T: Transport>(
                 };
                 match answer {
                     Ok(outcome) => {
-                        record(&mut attempts, idx, None, (seq, at), is_hedge);
-                        return Forwarded { outcome, attempts };
+                        record(log, idx, None, (seq, at), is_hedge);
+                        return outcome;
                     }
                     Err(f) => {
                         if is_hedge && !matches!(f, Failure::Cancelled) {
                             // The hedge itself failed: both candidates were tried.
                             moved_on = 2;
                         }
-                        record(&mut attempts, idx, Some(f.clone()), (seq, at), is_hedge);
+                        record(log, idx, Some(f.clone()), (seq, at), is_hedge);
                         if !matches!(f, Failure::Cancelled) {
                             failed = Some(f);
                         }
@@ -402,7 +492,7 @@ pub async fn forward<T: Transport>(
             let Some(f) = failed else { break };
             if !f.triggers(&plan.fallback_on) {
                 // The plan does not allow moving on after this failure.
-                return exhausted(attempts, matches!(f, Failure::Timeout(_)), false);
+                return exhausted(matches!(f, Failure::Timeout(_)), false);
             }
             let retry_after = match &f {
                 Failure::Status { retry_after_ms, .. } => *retry_after_ms,
@@ -425,7 +515,6 @@ pub async fn forward<T: Transport>(
         }
     }
     exhausted(
-        attempts,
         matches!(last_failure, Some(Failure::Timeout(_))) || lp.remaining() == 0,
         false,
     )
@@ -442,8 +531,10 @@ async fn hedged<T: Transport>(
     i: usize,
     after_ms: u64,
     now: u64,
+    log: &Log,
 ) -> Vec<Raced<T::Body>> {
     let (s1, a1) = (lp.begin(), now);
+    log.fly(&cands[i], s1, a1, false);
     let first = lp.send_built(build, &cands[i], s1, a1).fuse();
     let timer = lp.t.sleep(after_ms).fuse();
     futures::pin_mut!(first, timer);
@@ -451,6 +542,7 @@ async fn hedged<T: Transport>(
         Either::Left((sent, _)) => vec![(i, (s1, a1, sent), false)],
         Either::Right(((), first)) => {
             let (s2, a2) = (lp.begin(), lp.t.now_ms());
+            log.fly(&cands[i + 1], s2, a2, true);
             let second = lp.send_built(build, &cands[i + 1], s2, a2).fuse();
             futures::pin_mut!(second);
             let one = |r| (i, (s1, a1, r), false);

@@ -30,6 +30,7 @@ impl Catalog {
             privacy: vec![],
             matched_rules: vec![],
             pii: None,
+            guards: vec![],
             candidates: self
                 .0
                 .iter()

@@ -64,7 +64,8 @@ pub fn blame(f: &Failure, input_tokens: u64) -> Blame {
         | Failure::Timeout(_)
         | Failure::Config(_)
         | Failure::Untranslatable(_)
-        | Failure::Cancelled => Blame::None,
+        | Failure::Cancelled
+        | Failure::Stopped => Blame::None,
     }
 }
 

@@ -274,7 +274,8 @@ pub fn may_bill(failure: &crate::transport::Failure) -> bool {
         Failure::Timeout(_)
         | Failure::Malformed(_)
         | Failure::Transport(_)
-        | Failure::Cancelled => true,
+        | Failure::Cancelled
+        | Failure::Stopped => true,
         Failure::Connect(_)
         | Failure::Status { .. }
         | Failure::Config(_)

@@ -58,7 +58,12 @@ pub fn compile(policy: &Policy) -> String {
         .collect();
     own.providers = providers.into();
     // The model holds strings, numbers, lists and maps only: serialising cannot fail.
-    let bytes = postcard::to_allocvec(&(defaults, own)).unwrap_or_default();
+    // The guards follow the rest (a form without them, written before they existed, ends
+    // there and reads as a policy without guards).
+    let mut bytes = postcard::to_allocvec(&(defaults, own)).unwrap_or_default();
+    if !policy.guards.is_empty() || !policy.guards.catalog.is_empty() {
+        bytes.extend(postcard::to_allocvec(&policy.guards).unwrap_or_default());
+    }
     format!("{PREFIX}{:016x} {}", checksum(&bytes), B64.encode(&bytes))
 }
 
@@ -96,8 +101,13 @@ pub fn load_compiled(text: &str) -> Result<Policy, String> {
     if u64::from_str_radix(sum, 16).ok() != Some(checksum(&bytes)) {
         return Err(cut());
     }
-    let (defaults, mut policy): (Vec<bool>, Policy) = postcard::from_bytes(&bytes)
-        .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
+    let unreadable =
+        |e: postcard::Error| format!("the compiled policy cannot be read ({e}): {AGAIN}");
+    let ((defaults, mut policy), rest): ((Vec<bool>, Policy), &[u8]) =
+        postcard::take_from_bytes(&bytes).map_err(unreadable)?;
+    if !rest.is_empty() {
+        policy.guards = postcard::from_bytes(rest).map_err(unreadable)?;
+    }
     if defaults.len() != policy.providers.len() {
         return Err(format!(
             "the compiled policy cannot be read (its providers' flags do not match them): {AGAIN}"

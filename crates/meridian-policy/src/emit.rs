@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
+use crate::guards::*;
 use crate::model::*;
 
 /// Writes `self` as a Rust constant expression (paths from the crate root, `::meridian_policy`).
@@ -162,6 +163,9 @@ unit_enums! {
     Metric { Requests, Tokens, Usd }
     Window { Minute, Hour, Day, Month }
     LimitPer { Caller, Key }
+    GuardKind { Injection, Moderation, Classifier }
+    GuardWire { Builtin, OpenAiModeration, LlamaGuard, HttpClassifier }
+    GuardOn { Input, Output }
 }
 
 structs! {
@@ -211,6 +215,27 @@ structs! {
     }
     PiiConfig { custom, used }
     PiiAction { redact, restore, refuse }
+    Guards { catalog, uses, builtin_used }
+    Guard {
+        id, kind, wire, url, model, key_secret, location, countries, single_country,
+        retention_days, trains_on_inputs, zdr, self_hosted, price_per_call, labels,
+        max_input_bytes,
+    }
+    GuardUse { rule, guard, on, action, threshold, labels, timeout_ms, fail_open, before_send }
+}
+
+impl Emit for GuardAction {
+    fn emit(&self, out: &mut String) {
+        match self {
+            GuardAction::Refuse => out.push_str("::meridian_policy::GuardAction::Refuse"),
+            GuardAction::Flag => out.push_str("::meridian_policy::GuardAction::Flag"),
+            GuardAction::Route(route) => {
+                out.push_str("::meridian_policy::GuardAction::Route(");
+                route.emit(out);
+                out.push(')');
+            }
+        }
+    }
 }
 
 impl Emit for Country {
@@ -256,6 +281,7 @@ impl Emit for Policy {
             routes,
             rules,
             pii,
+            guards,
             cases: _,
             warnings: _,
         } = self;
@@ -279,6 +305,8 @@ impl Emit for Policy {
         rules.emit(out);
         out.push_str(", pii: ");
         pii.emit(out);
+        out.push_str(", guards: ");
+        guards.emit(out);
         out.push_str(", cases: ::std::vec::Vec::new(), warnings: ::std::vec::Vec::new() }");
     }
 }

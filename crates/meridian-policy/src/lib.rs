@@ -9,6 +9,7 @@ mod country;
 mod diag;
 mod emit;
 pub mod geoip;
+mod guards;
 pub mod jurisdictions;
 pub mod limits;
 mod location;
@@ -20,6 +21,7 @@ mod validate;
 
 pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
 pub use emit::{emit_policy, Emit};
+pub use guards::*;
 pub use location::{platform_of_header, PLATFORM_NAMES};
 pub use model::*;
 pub use validate::load;
@@ -27,9 +29,9 @@ pub use validate::load;
 /// The key lists the validator accepts per section, for the JSON Schema consistency test.
 pub mod keys {
     pub use super::validate::{
-        ENDPOINTS, HEALTH_KEYS, LIMIT_SETTINGS_KEYS, MODEL_KEYS, PII_KEYS, PLAN_KEYS, PREFER_KEYS,
-        PRICE_KEYS, PROVIDER_KEYS, REQUEST_KEYS, REQUIRE_KEYS, ROUTE_KEYS, RULE_KEYS,
-        SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
+        ENDPOINTS, GUARD_KEYS, GUARD_USE_KEYS, HEALTH_KEYS, LIMIT_SETTINGS_KEYS, MODEL_KEYS,
+        PII_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS, REQUEST_KEYS, REQUIRE_KEYS,
+        ROUTE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
     };
     pub use crate::limits::limit_keys;
 }

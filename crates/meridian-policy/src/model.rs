@@ -82,6 +82,11 @@ pub struct Policy {
     pub rules: List<Rule>,
     /// The `[pii]` section: custom patterns, and whether any rule uses personal data.
     pub pii: PiiConfig,
+    /// The guards' catalog and the rules' uses of it (`[[guards]]`, `[[rules.guards]]`). Not
+    /// in serde's form of the model: the compiled form writes it after the rest
+    /// ([`crate::compiled`]), so a form written before guards existed still reads.
+    #[serde(skip)]
+    pub guards: crate::Guards,
     /// Not part of the built-in policy's static data: the component never runs test cases.
     #[serde(skip)]
     pub cases: Vec<Case>,
@@ -272,23 +277,24 @@ impl BaseUrl {
     }
 }
 
-impl Provider {
-    /// Whether every place this provider processes data lies inside `allowed`.
-    pub fn within(&self, allowed: &CountrySet) -> bool {
-        match self.single_country {
-            Some(c) => allowed.contains(c),
-            None => self.countries.is_nonempty_subset(allowed),
-        }
+impl crate::Recipient for Provider {
+    fn location(&self) -> &str {
+        &self.location
     }
-
-    /// Whether the provider keeps or learns from request data.
-    pub fn collects_data(&self) -> bool {
-        self.may_train() || (self.retention_days != Some(0) && !self.zdr)
+    fn countries(&self) -> (&CountrySet, Option<Country>) {
+        (&self.countries, self.single_country)
     }
-
-    /// Whether the provider may train on inputs: unless its entry says it does not.
-    pub fn may_train(&self) -> bool {
-        self.trains_on_inputs != Some(false)
+    fn self_hosted(&self) -> bool {
+        self.self_hosted
+    }
+    fn zdr(&self) -> bool {
+        self.zdr
+    }
+    fn trains_on_inputs(&self) -> Option<bool> {
+        self.trains_on_inputs
+    }
+    fn retention_days(&self) -> Option<u32> {
+        self.retention_days
     }
 }
 

@@ -264,6 +264,7 @@ fn answer(status: u16, body: &str) -> Step {
 mod audit;
 mod boundary;
 mod cors;
+mod guards;
 mod inference;
 mod limits;
 mod models;

@@ -2,6 +2,7 @@
 //! policy section; shared reference checks here.
 
 mod cases;
+mod guards;
 mod jurisdictions;
 mod limits;
 mod pii;
@@ -12,6 +13,7 @@ mod settings;
 mod tenants;
 
 use cases::read_cases;
+pub use guards::{GUARD_KEYS, GUARD_USE_KEYS};
 use jurisdictions::read_jurisdictions;
 pub use limits::{HEALTH_KEYS, LIMIT_SETTINGS_KEYS};
 use pii::read_pii;
@@ -28,6 +30,7 @@ use sha2::{Digest, Sha256};
 use toml_edit::{ImDocument, Item, Value};
 
 use crate::diag::{suggest, PolicyErrors, Sink};
+use crate::guards::*;
 use crate::jurisdictions::builtins;
 use crate::model::*;
 use crate::reader::{Obj, Sp};
@@ -42,6 +45,7 @@ pub const TOP_KEYS: &[&str] = &[
     "tenants",
     "routes",
     "rules",
+    "guards",
     "pii",
     "test",
 ];
@@ -107,6 +111,7 @@ pub const TENANT_KEYS: &[&str] = &[
 ];
 pub const RULE_KEYS: &[&str] = &[
     "id", "when", "require", "prefer", "plan", "redact", "restore", "refuse", "limits", "route",
+    "guards",
 ];
 pub const WHEN_KEYS: &[&str] = &[
     "client_country",
@@ -218,6 +223,8 @@ struct Ctx {
     pii: PiiConfig,
     /// Route ids (`[[routes]]`), for rules' `route`.
     routes: BTreeSet<String>,
+    /// The guards' catalog, for rules' `[[rules.guards]]`.
+    guards: Vec<guards::GuardRef>,
 }
 
 fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy> {
@@ -256,6 +263,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         edge_secret_header: None,
         pii: read_pii(sink, &top),
         routes: BTreeSet::new(),
+        guards: Vec::new(),
     };
     let settings = read_settings(sink, &top);
     cx.edge_secret_header = settings
@@ -267,7 +275,11 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
     // Routes before tenants and rules: their ids are model names both may use.
     let routes = read_routes(sink, &top, &mut cx);
     let tenants = read_tenants(sink, &top, &mut cx);
-    let rules = read_rules(sink, &top, &cx);
+    let catalog = guards::read_guards(sink, &top, &mut cx);
+    let (rules, uses) = read_rules(sink, &top, &cx);
+    let builtin_used = uses
+        .iter()
+        .any(|u| catalog.get(u.guard as usize).is_some_and(Guard::is_builtin));
     if let Some(s) = &settings {
         limits::check_fail_open(sink, &top, &s.limits, &cx);
         limits::warn_unlimited(sink, &top, &tenants, &rules, s);
@@ -297,6 +309,11 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         routes: routes.into(),
         rules: rules.into(),
         pii,
+        guards: Guards {
+            catalog: catalog.into(),
+            uses: uses.into(),
+            builtin_used,
+        },
         cases,
         warnings: Vec::new(),
     })

@@ -2,8 +2,9 @@
 
 use super::*;
 
-pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
+pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> (Vec<Rule>, Vec<GuardUse>) {
     let mut out = Vec::new();
+    let mut uses = Vec::new();
     let mut ids: Vec<String> = Vec::new();
     for t in top.tables(sink, "rules") {
         t.deny_unknown(sink, RULE_KEYS);
@@ -55,6 +56,8 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             }
         });
         let Some(id) = id else { continue };
+        let index = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        super::guards::read_uses(sink, &t, index, cx, &mut uses);
         ids.push(id.value.clone());
         out.push(Rule {
             id: RuleId(id.value.into()),
@@ -67,7 +70,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> Vec<Rule> {
             route,
         });
     }
-    out
+    (out, uses)
 }
 
 pub(super) fn read_when(sink: &mut Sink, w: &Obj, cx: &Ctx) -> When {
