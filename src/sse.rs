@@ -187,6 +187,8 @@ pub enum StreamFault {
     UpstreamError,
     /// The stream ran past the plan's `stream_deadline_ms`.
     Deadline,
+    /// An output guard stopped the stream (the message says which and why).
+    Guard(String),
 }
 
 impl StreamFault {
@@ -197,6 +199,7 @@ impl StreamFault {
             StreamFault::Malformed(_) => "upstream_stream_malformed",
             StreamFault::UpstreamError => "upstream_stream_error",
             StreamFault::Deadline => "stream_deadline_exceeded",
+            StreamFault::Guard(_) => "guardrail_refused",
         }
     }
 
@@ -217,6 +220,7 @@ impl StreamFault {
             StreamFault::Deadline => format!(
                 "the stream from upstream provider `{provider}` ran past this deployment's stream deadline; the response above is partial"
             ),
+            StreamFault::Guard(why) => format!("{why} The response above is partial."),
         }
     }
 }
@@ -226,7 +230,7 @@ pub fn error_event(fault: &StreamFault, provider: &str, request_id: &str) -> Vec
     let body = serde_json::json!({
         "error": {
             "message": fault.message(provider),
-            "type": "upstream_error",
+            "type": if matches!(fault, StreamFault::Guard(_)) { "guardrail_error" } else { "upstream_error" },
             "param": null,
             "code": fault.code(),
             "meridian": { "provider": provider, "request_id": request_id },

@@ -7,16 +7,59 @@ use serde_json::{json, Map, Value};
 use crate::decide::GuardStep;
 use crate::error::ApiError;
 use crate::guard::{self, Label, Verdict};
-use crate::policy::{GuardAction, GuardOn};
+use crate::policy::{Guard, GuardAction, GuardOn, GuardUse};
 use crate::request::Endpoint;
 use crate::transport::{next_within, Failure, Transport, Waits};
 
 /// What the verdicts do to a request.
-pub(super) enum Stop<'p> {
+pub(super) enum Stop {
     /// Refused: the error the client gets.
     Refuse(ApiError),
     /// Served by this `[[routes]]` instead.
-    Route(&'p str),
+    Route(String),
+}
+
+/// One guard a rule runs, ready to be asked: owned, so a stream can keep it while it is pumped.
+#[derive(Clone)]
+pub(crate) struct Ask {
+    pub guard: Guard,
+    pub usage: GuardUse,
+    pub rule: String,
+    /// Why the text may not be sent to it (the decision's reasons), when it may not.
+    pub excluded: Option<String>,
+    /// The operator's key for it, or why it is missing.
+    pub key: Result<Option<String>, String>,
+}
+
+impl Ask {
+    pub(super) fn of(step: &GuardStep<'_>, secret: &dyn Fn(&str) -> Option<String>) -> Ask {
+        let g = step.guard;
+        let excluded = (!step.allowed()).then(|| {
+            let why: Vec<String> = step.excluded.iter().map(|r| r.to_string()).collect();
+            format!(
+                "guard `{}` processes data in `{}`, where this request's text may not go: {}",
+                g.id,
+                g.location,
+                why.join("; ")
+            )
+        });
+        let key = match &g.key_secret {
+            None => Ok(None),
+            Some(name) => secret(name)
+                .filter(|k| !k.is_empty())
+                .map(Some)
+                .ok_or_else(|| {
+                    format!("its key is not set: give the Spin variable `{name}` a value")
+                }),
+        };
+        Ask {
+            guard: g.clone(),
+            usage: step.usage.clone(),
+            rule: step.rule.0.to_string(),
+            excluded,
+            key,
+        }
+    }
 }
 
 /// The text the guards of a request are sent: every text the model reads, in the order the
@@ -32,34 +75,30 @@ pub(super) fn input_text(endpoint: Endpoint, body: &mut Map<String, Value>) -> S
     out
 }
 
-/// Runs `steps` together on `text` and gives their verdicts in the order of the steps.
+/// Runs `asks` together on `text` and gives their verdicts in their order.
 /// `builtin`: the built-in detector's finding on this text, when it was read already.
-pub(super) async fn run<T: Transport>(
+pub(crate) async fn run<T: Transport>(
     t: &T,
-    secret: &dyn Fn(&str) -> Option<String>,
-    steps: &[&GuardStep<'_>],
+    asks: &[Ask],
     text: &str,
     builtin: Option<Option<guard::builtin::Finding>>,
     beside: bool,
 ) -> Vec<Verdict> {
-    let calls = steps
-        .iter()
-        .map(|s| one(t, secret, s, text, builtin, beside));
+    let calls = asks.iter().map(|a| one(t, a, text, builtin, beside));
     futures::future::join_all(calls).await
 }
 
 async fn one<T: Transport>(
     t: &T,
-    secret: &dyn Fn(&str) -> Option<String>,
-    step: &GuardStep<'_>,
+    ask: &Ask,
     text: &str,
     builtin: Option<Option<guard::builtin::Finding>>,
     beside: bool,
 ) -> Verdict {
-    let (g, u) = (step.guard, step.usage);
+    let (g, u) = (&ask.guard, &ask.usage);
     let mut v = Verdict {
         guard: g.id.to_string(),
-        rule: step.rule.0.to_string(),
+        rule: ask.rule.clone(),
         on: u.on,
         label: None,
         score: None,
@@ -79,14 +118,8 @@ async fn one<T: Transport>(
             })
             .into_iter()
             .collect())
-    } else if !step.allowed() {
-        let why: Vec<String> = step.excluded.iter().map(|r| r.to_string()).collect();
-        v.why = Some(format!(
-            "guard `{}` processes data in `{}`, where this request's text may not go: {}",
-            g.id,
-            g.location,
-            why.join("; ")
-        ));
+    } else if let Some(why) = &ask.excluded {
+        v.why = Some(why.clone());
         v.outcome = if u.fail_open {
             "skipped"
         } else {
@@ -95,7 +128,7 @@ async fn one<T: Transport>(
         return v;
     } else {
         let started = t.now_ms();
-        let asked = ask(t, secret, step, text).await;
+        let asked = call(t, ask, text).await;
         v.ms = t.now_ms().saturating_sub(started);
         v.usd = g.price_per_call.unwrap_or(0.0);
         asked
@@ -127,13 +160,8 @@ async fn one<T: Transport>(
 }
 
 /// One call to an external guard, within its rule's timeout: its labels, or why not.
-async fn ask<T: Transport>(
-    t: &T,
-    secret: &dyn Fn(&str) -> Option<String>,
-    step: &GuardStep<'_>,
-    text: &str,
-) -> Result<Vec<Label>, String> {
-    let (g, u) = (step.guard, step.usage);
+async fn call<T: Transport>(t: &T, ask: &Ask, text: &str) -> Result<Vec<Label>, String> {
+    let (g, u) = (&ask.guard, &ask.usage);
     if text.len() > g.max_input_bytes as usize {
         return Err(format!(
             "the text ({} bytes) is longer than the guard's `max_input_bytes` ({})",
@@ -141,17 +169,7 @@ async fn ask<T: Transport>(
             g.max_input_bytes
         ));
     }
-    let key = match &g.key_secret {
-        None => None,
-        Some(name) => match secret(name).filter(|k| !k.is_empty()) {
-            Some(k) => Some(k),
-            None => {
-                return Err(format!(
-                    "its key is not set: give the Spin variable `{name}` a value"
-                ))
-            }
-        },
-    };
+    let key = ask.key.clone()?;
     let req = guard::request(g, key.as_deref(), text, u.on);
     let start = t.now_ms();
     let deadline = start.saturating_add(u.timeout_ms);
@@ -188,11 +206,7 @@ fn failure(f: &Failure) -> String {
 
 /// What the verdicts do: the first that stops the request (a refusal, a guard failing closed,
 /// or one the text may not be sent to), else the first that routes.
-pub(super) fn consequence<'p>(
-    steps: &[&GuardStep<'p>],
-    verdicts: &[Verdict],
-    request_id: &str,
-) -> Option<Stop<'p>> {
+pub(crate) fn consequence(asks: &[Ask], verdicts: &[Verdict], request_id: &str) -> Option<Stop> {
     for v in verdicts {
         if !v.stops() {
             continue;
@@ -234,11 +248,116 @@ pub(super) fn consequence<'p>(
         };
         return Some(Stop::Refuse(e.with_details(details)));
     }
-    steps
-        .iter()
+    asks.iter()
         .zip(verdicts)
-        .find_map(|(s, v)| match (&s.usage.action, v.outcome) {
-            (GuardAction::Route(r), "routed") => Some(Stop::Route(r.as_ref())),
+        .find_map(|(a, v)| match (&a.usage.action, v.outcome) {
+            (GuardAction::Route(r), "routed") => Some(Stop::Route(r.to_string())),
             _ => None,
         })
+}
+
+/// A stream's output guards: its text judged in windows of [`guard::OUTPUT_WINDOW_CHARS`] characters
+/// (each sent with the last [`WINDOW_OVERLAP_CHARS`] of the window before, so a phrase cut by
+/// a window's edge is seen whole) and at its end; the client's bytes are held until the window
+/// their text belongs to is cleared.
+pub struct Windows {
+    asks: Vec<Ask>,
+    /// The text of the window being filled (after the overlap of the one before).
+    text: String,
+    /// Characters of `text` that are new in this window.
+    fresh: usize,
+    held: Vec<u8>,
+    /// One verdict per guard, over every window so far.
+    verdicts: Vec<Verdict>,
+    request_id: String,
+}
+
+/// Characters of the window before that each window is sent with.
+pub const WINDOW_OVERLAP_CHARS: usize = 128;
+
+/// How much a verdict's outcome says, to keep the strongest over a stream's windows.
+fn weight(outcome: &str) -> u8 {
+    match outcome {
+        "refused" | "failed-closed" | "not-allowed" => 4,
+        "flagged" => 3,
+        "failed-open" => 2,
+        "skipped" => 1,
+        _ => 0,
+    }
+}
+
+impl Windows {
+    pub(crate) fn new(asks: Vec<Ask>, request_id: &str) -> Windows {
+        Windows {
+            asks,
+            text: String::new(),
+            fresh: 0,
+            held: Vec::new(),
+            verdicts: Vec::new(),
+            request_id: request_id.to_string(),
+        }
+    }
+
+    /// Reads the text of checked provider lines (before anything is restored: a guard sees
+    /// what the provider wrote).
+    pub fn read(&mut self, lines: &[u8]) {
+        let before = self.text.len();
+        guard::stream_text(lines, &mut self.text);
+        self.fresh += self.text[before..].chars().count();
+    }
+
+    /// Holds the client's bytes until their window is cleared.
+    pub fn hold(&mut self, bytes: Vec<u8>) {
+        self.held.extend(bytes);
+    }
+
+    /// Whether the window is full.
+    pub fn full(&self) -> bool {
+        self.fresh >= guard::OUTPUT_WINDOW_CHARS
+    }
+
+    /// Judges the window: the bytes held so far when every guard lets it through, else the
+    /// message of the error event that ends the stream.
+    pub async fn judge<T: Transport>(&mut self, t: &T) -> Result<Vec<u8>, String> {
+        if self.fresh > 0 {
+            let verdicts = run(t, &self.asks, &self.text, None, false).await;
+            let stop = consequence(&self.asks, &verdicts, &self.request_id);
+            self.merge(verdicts);
+            if let Some(Stop::Refuse(e)) = stop {
+                self.held.clear();
+                return Err(e.message);
+            }
+            let keep = self
+                .text
+                .char_indices()
+                .rev()
+                .nth(WINDOW_OVERLAP_CHARS.saturating_sub(1))
+                .map_or(0, |(i, _)| i);
+            self.text.drain(..keep);
+            self.fresh = 0;
+        }
+        Ok(std::mem::take(&mut self.held))
+    }
+
+    fn merge(&mut self, verdicts: Vec<Verdict>) {
+        if self.verdicts.is_empty() {
+            self.verdicts = verdicts;
+            return;
+        }
+        for (kept, v) in self.verdicts.iter_mut().zip(verdicts) {
+            let (ms, usd) = (kept.ms + v.ms, kept.usd + v.usd);
+            if weight(v.outcome) > weight(kept.outcome)
+                || (weight(v.outcome) == weight(kept.outcome) && v.score > kept.score)
+            {
+                *kept = v;
+            }
+            kept.ms = ms;
+            kept.usd = usd;
+        }
+    }
+
+    /// Each guard's strongest verdict over the stream, with the time and cost of every window.
+    pub fn verdicts(&self) -> &[Verdict] {
+        &self.verdicts
+    }
 }

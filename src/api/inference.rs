@@ -8,7 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::guards::Stop;
+use super::guards::{Ask, Stop};
 use super::stream::{NativeEvents, ToClient};
 use super::{json_header, Body, Env, Outcome, Stream};
 use crate::audit::{self, Record};
@@ -201,13 +201,34 @@ pub(super) async fn inference<T: Transport>(
     } else {
         String::new()
     };
-    let (before, beside): (Vec<_>, Vec<_>) = steps
+    let (before, beside): (Vec<Ask>, Vec<Ask>) = steps
         .into_iter()
-        .partition(|s| s.usage.before_send || s.guard.is_builtin());
+        .map(|s| Ask::of(s, cx.env.secret))
+        .partition(|a| a.usage.before_send || a.guard.is_builtin());
+    let outputs: Vec<Ask> = guard_steps
+        .iter()
+        .filter(|s| s.usage.on == GuardOn::Output)
+        .map(|s| Ask::of(s, cx.env.secret))
+        .collect();
+    // An output guard the answer may not be sent to, failing closed: no answer could be given.
+    let blocked: Vec<Ask> = outputs
+        .iter()
+        .filter(|a| a.excluded.is_some() && !a.usage.fail_open)
+        .cloned()
+        .collect();
+    if !blocked.is_empty() {
+        let v = super::guards::run(cx.t, &blocked, "", None, false).await;
+        let stop = super::guards::consequence(&blocked, &v, &cx.record.request_id);
+        cx.record.guards.extend(v);
+        if let Some(Stop::Refuse(e)) = stop {
+            cx.record.refused_by = Some("guard");
+            return Err(e);
+        }
+    }
     let builtin = Some(facts.injection);
     let mut route = None;
     if !before.is_empty() {
-        let v = super::guards::run(cx.t, cx.env.secret, &before, &text, builtin, false).await;
+        let v = super::guards::run(cx.t, &before, &text, builtin, false).await;
         let stop = super::guards::consequence(&before, &v, &cx.record.request_id);
         cx.record.guards.extend(v);
         match stop {
@@ -219,7 +240,7 @@ pub(super) async fn inference<T: Transport>(
             None => {}
         }
     }
-    if let Some(r) = route {
+    if let Some(r) = &route {
         decision = reroute(&mut cx, &facts, r)?;
     }
     let beside: Vec<_> = if route.is_some() { Vec::new() } else { beside };
@@ -275,7 +296,7 @@ pub(super) async fn inference<T: Transport>(
             return Err(e);
         }
         Some(Stop::Route(r)) => {
-            decision = reroute(&mut cx, &facts, r)?;
+            decision = reroute(&mut cx, &facts, &r)?;
             let fwd = super::leased(
                 cx.t,
                 cx.env.store,
@@ -304,11 +325,42 @@ pub(super) async fn inference<T: Transport>(
         }),
         attempts: Vec::new(),
     };
+    // A whole answer's output guards judge it before the client gets any of it.
+    if let forward::Outcome::Complete {
+        candidate,
+        status,
+        body,
+        usage,
+        ..
+    } = &fwd.outcome
+    {
+        if !outputs.is_empty() && (200..300).contains(status) {
+            let text = crate::guard::answer_text(body);
+            let v = super::guards::run(cx.t, &outputs, &text, None, false).await;
+            let stop = super::guards::consequence(&outputs, &v, &cx.record.request_id);
+            cx.record.guards.extend(v);
+            if let Some(Stop::Refuse(e)) = stop {
+                // The provider answered and bills it: counted, and not sent.
+                served_by(cx.record, &decision.candidates[*candidate]);
+                cx.record.usage = *usage;
+                cx.record.refused_by = Some("guard");
+                return Err(e);
+            }
+        }
+    }
     note_failures(&mut cx, facts.input_tokens).await;
     if let Some(m) = measured {
         note_latency(&cx, m).await;
     }
-    respond(&mut cx, &decision, &facts, fwd.outcome, restorer, echo)
+    respond(
+        &mut cx,
+        &decision,
+        &facts,
+        fwd.outcome,
+        restorer,
+        echo,
+        outputs,
+    )
 }
 
 /// A Responses request that continues a stored response (`previous_response_id`): the sealed
@@ -1028,7 +1080,7 @@ async fn forward_to<T: Transport>(
 async fn judged<T: Transport, F>(
     cx: &Cx<'_, '_, T>,
     fwd: F,
-    beside: &[&crate::decide::GuardStep<'_>],
+    beside: &[Ask],
     text: &str,
     builtin: Option<Option<crate::guard::builtin::Finding>>,
     log: &forward::Log,
@@ -1041,7 +1093,7 @@ where
     if beside.is_empty() {
         return (Some(fwd.await), Vec::new());
     }
-    let judging = super::guards::run(cx.t, cx.env.secret, beside, text, builtin, true).fuse();
+    let judging = super::guards::run(cx.t, beside, text, builtin, true).fuse();
     let fwd = fwd.fuse();
     futures::pin_mut!(judging, fwd);
     match select(judging, fwd).await {
@@ -1121,6 +1173,7 @@ fn respond<T: Transport>(
     outcome: forward::Outcome<WireBody<T::Body>>,
     restorer: Option<Box<pii::Restorer>>,
     echo: responses_from_chat::Echo,
+    outputs: Vec<Ask>,
 ) -> Outcome<WireBody<T::Body>> {
     let ratelimit = cx.policy.settings.expose_ratelimit_headers;
     match outcome {
@@ -1157,7 +1210,13 @@ fn respond<T: Transport>(
         } => {
             let c = &decision.candidates[candidate];
             served_by(cx.record, c);
-            let stream = stream(cx, decision, c, (first, guard, body), restorer, echo);
+            let mut stream = stream(cx, decision, c, (first, guard, body), restorer, echo);
+            if !outputs.is_empty() {
+                stream.output = Some(Box::new(super::guards::Windows::new(
+                    outputs,
+                    &cx.record.request_id,
+                )));
+            }
             Ok((
                 status,
                 passthrough_headers(&up, ratelimit),
@@ -1364,5 +1423,6 @@ fn stream<T: Transport>(
                     cx.tenant.map(|t| t.id.0.to_string()),
                 ))
             }),
+        output: None,
     }
 }

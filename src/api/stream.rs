@@ -36,6 +36,8 @@ pub struct Stream<B> {
     pub native: Option<NativeEvents>,
     /// A passed-through Responses stream: the provider's response id sealed in its events.
     pub seal: Option<Box<crate::responses::IdSealer>>,
+    /// The output guards: the client gets text only up to the last window they cleared.
+    pub output: Option<Box<super::guards::Windows>>,
 }
 
 /// A translator from checked chat events to the client's protocol.
@@ -79,6 +81,9 @@ impl<B: BodyStream> Stream<B> {
     ) -> Vec<u8> {
         // Checked bytes not yet sent (the first event was checked by the attempt loop).
         let mut pending = std::mem::take(&mut self.first);
+        if let Some(w) = &mut self.output {
+            w.read(&pending);
+        }
         if let Some(r) = &mut self.restore {
             pending = r.restore_stream(pending);
         }
@@ -88,10 +93,12 @@ impl<B: BodyStream> Stream<B> {
         if let Some(m) = &mut self.to_client {
             pending = m.feed(&pending);
         }
+        if let Some(w) = &mut self.output {
+            w.hold(std::mem::take(&mut pending));
+        }
         let mut waits = crate::transport::Waits::new(self.deadline_at_ms, self.idle_timeout_ms);
         let fault = loop {
             if self.guard.saw_done() {
-                self.end(record, "done");
                 // Reading stops here, so the blank line that ends the last event may be unread.
                 let close = self.guard.close();
                 if !close.is_empty() {
@@ -104,6 +111,15 @@ impl<B: BodyStream> Stream<B> {
                     }
                     pending.extend(more);
                 }
+                // The last window is judged before the end reaches the client.
+                if let Some(w) = &mut self.output {
+                    w.hold(std::mem::take(&mut pending));
+                    match w.judge(t).await {
+                        Ok(cleared) => pending = cleared,
+                        Err(why) => break StreamFault::Guard(why),
+                    }
+                }
+                self.end(record, "done");
                 return pending;
             }
             if !pending.is_empty() && sink.send(std::mem::take(&mut pending)).await.is_err() {
@@ -117,6 +133,12 @@ impl<B: BodyStream> Stream<B> {
             match crate::transport::next_within(|| t.now_ms(), &mut self.body, wait, began).await {
                 None => match self.guard.finish() {
                     Ok(()) => {
+                        if let Some(w) = &mut self.output {
+                            match w.judge(t).await {
+                                Ok(cleared) => pending = cleared,
+                                Err(why) => break StreamFault::Guard(why),
+                            }
+                        }
                         self.end(record, "done");
                         return pending;
                     }
@@ -130,6 +152,9 @@ impl<B: BodyStream> Stream<B> {
                 Some(Err(f)) => break StreamFault::Broken(f.label()),
                 Some(Ok(c)) => {
                     let fed = self.guard.feed(&c);
+                    if let Some(w) = &mut self.output {
+                        w.read(&fed.send);
+                    }
                     pending = match &mut self.restore {
                         Some(r) if !fed.send.is_empty() => r.restore_stream(fed.send),
                         _ => fed.send,
@@ -139,6 +164,15 @@ impl<B: BodyStream> Stream<B> {
                     }
                     if let Some(m) = &mut self.to_client {
                         pending = m.feed(&pending);
+                    }
+                    if let Some(w) = &mut self.output {
+                        w.hold(std::mem::take(&mut pending));
+                        if fed.fault.is_none() && w.full() {
+                            match w.judge(t).await {
+                                Ok(cleared) => pending = cleared,
+                                Err(why) => break StreamFault::Guard(why),
+                            }
+                        }
                     }
                     if let Some(f) = fed.fault {
                         break f;
@@ -186,5 +220,8 @@ impl<B: BodyStream> Stream<B> {
     fn end(&self, record: &mut Record, outcome: &'static str) {
         record.stream_outcome = Some(outcome);
         record.usage = self.guard.usage.filter(|_| self.guard.usage_final);
+        if let Some(w) = &self.output {
+            record.guards.extend_from_slice(w.verdicts());
+        }
     }
 }

@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use crate::policy::{Guard, GuardAction, GuardOn, GuardUse, GuardWire};
 use crate::transport::{OutboundRequest, UpMethod, Wire};
 
+pub use crate::policy::OUTPUT_WINDOW_CHARS;
+
 /// One label of a guard's answer: its name, its score (0 to 1) and whether the guard itself
 /// flagged it.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,6 +187,79 @@ pub fn hit<'l>(guard: &Guard, usage: &GuardUse, labels: &'l [Label]) -> Option<&
         .filter(|l| counted(&l.name))
         .filter(|l| usage.threshold.map_or(l.flagged, |t| l.score >= t))
         .max_by(|a, b| a.score.total_cmp(&b.score))
+}
+
+/// The text a whole answer gives the client, in any protocol's shape: chat's message contents
+/// and tool-call arguments, a completion's text, Anthropic's text blocks and tool inputs, the
+/// Responses API's output text. A blank line between pieces.
+pub fn answer_text(body: &[u8]) -> String {
+    let mut out = String::new();
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        // Not JSON: the whole body is what the client would read.
+        return String::from_utf8_lossy(body).into_owned();
+    };
+    let mut put = |s: &str| {
+        if !s.is_empty() {
+            if !out.is_empty() {
+                out.push_str("\n\n");
+            }
+            out.push_str(s);
+        }
+    };
+    for c in v["choices"].as_array().into_iter().flatten() {
+        put(c["message"]["content"].as_str().unwrap_or_default());
+        put(c["text"].as_str().unwrap_or_default());
+        for call in c["message"]["tool_calls"].as_array().into_iter().flatten() {
+            put(call["function"]["arguments"].as_str().unwrap_or_default());
+        }
+    }
+    for b in v["content"].as_array().into_iter().flatten() {
+        put(b["text"].as_str().unwrap_or_default());
+        if let Some(input) = b.get("input") {
+            put(&input.to_string());
+        }
+    }
+    for item in v["output"].as_array().into_iter().flatten() {
+        for part in item["content"].as_array().into_iter().flatten() {
+            put(part["text"].as_str().unwrap_or_default());
+        }
+        put(item["arguments"].as_str().unwrap_or_default());
+    }
+    out
+}
+
+/// Appends the text a stream's checked lines carry (`data:` lines of chat, completions,
+/// Anthropic or Responses events) to `out`.
+pub fn stream_text(lines: &[u8], out: &mut String) {
+    for line in lines.split(|b| *b == b'\n') {
+        let Some(data) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let data = data.trim_ascii();
+        if data.is_empty() || data == b"[DONE]" {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            continue;
+        };
+        for c in v["choices"].as_array().into_iter().flatten() {
+            out.push_str(c["delta"]["content"].as_str().unwrap_or_default());
+            out.push_str(c["text"].as_str().unwrap_or_default());
+            for call in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                out.push_str(call["function"]["arguments"].as_str().unwrap_or_default());
+            }
+        }
+        // Anthropic's `content_block_delta` (text or tool input) and Responses' text deltas.
+        match &v["delta"] {
+            Value::String(s) => out.push_str(s),
+            Value::Object(d) => {
+                for k in ["text", "partial_json"] {
+                    out.push_str(d.get(k).and_then(Value::as_str).unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What happened when a rule's guard ran (or could not), for the audit: never the text.

@@ -306,3 +306,160 @@ async fn a_hit_can_route_the_request_and_thresholds_decide_what_hits() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("x-meridian-provider"), Some("alpha"));
 }
+
+/// A classifier that judges what it is sent: `INJECTION` when the text holds `FORBIDDEN`.
+fn judging_classifier(req: &crate::transport::OutboundRequest) -> Step {
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    let text = body["input"].as_str().unwrap();
+    let score = if text.contains("FORBIDDEN") {
+        0.98
+    } else {
+        0.01
+    };
+    answer(
+        50,
+        &serde_json::json!([{"label": "INJECTION", "score": score}, {"label": "BENIGN", "score": 1.0 - score}])
+            .to_string(),
+    )
+}
+
+fn chunk_event(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        serde_json::json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]})
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_is_cut_at_the_window_its_guard_refuses() {
+    let p = guarded("[[rules.guards]]\nguard = \"cls-eu\"\non = \"output\"\n");
+    // Nine events of 400 characters: windows of 1,024 close after the 3rd, 6th and 9th. The
+    // third window holds the word the classifier refuses, in the 8th event.
+    let events: Vec<String> = (1..=9)
+        .map(|i| {
+            let mut s = format!("[event {i}]");
+            if i == 8 {
+                s.push_str(" FORBIDDEN ");
+            }
+            let pad = "x".repeat(400 - s.len());
+            s + &pad
+        })
+        .collect();
+    let chunks: Vec<String> = events.iter().map(|e| chunk_event(e)).collect();
+    let t = Fake::responding(move |host, req| match host {
+        "clseu" => judging_classifier(req),
+        _ => Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: chunks
+                .iter()
+                .map(|c| (10, Ok(c.clone().into_bytes())))
+                .chain([(10, Ok(DONE.as_bytes().to_vec()))])
+                .collect(),
+        },
+    });
+    let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    // The first two windows were cleared and delivered; nothing of the third.
+    for i in 1..=6 {
+        assert!(
+            text.contains(&format!("[event {i}]")),
+            "event {i} missing: {text}"
+        );
+    }
+    for i in 7..=9 {
+        assert!(
+            !text.contains(&format!("[event {i}]")),
+            "event {i} leaked: {text}"
+        );
+    }
+    assert!(!text.contains("FORBIDDEN"));
+    // Ended with the error event of the client's protocol, never a clean end.
+    assert!(text.contains("event: error\ndata: "), "{text}");
+    assert!(text.contains("\"code\":\"guardrail_refused\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert_eq!(a.record.stream_outcome, Some("guardrail_refused"));
+    let guards: Vec<String> = a.record.guards.iter().map(|v| v.summary()).collect();
+    assert_eq!(guards, ["cls-eu:refused:INJECTION:0.98"]);
+    // Three windows, three calls.
+    let calls = t.sent_to().iter().filter(|h| *h == "clseu").count();
+    assert_eq!(calls, 3);
+
+    // The same stream without the word: every window cleared, and a clean end.
+    let clean: Vec<String> = (1..=9)
+        .map(|i| chunk_event(&format!("[event {i}]{}", "y".repeat(390))))
+        .collect();
+    let t = Fake::responding(move |host, req| match host {
+        "clseu" => judging_classifier(req),
+        _ => Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: clean
+                .iter()
+                .map(|c| (10, Ok(c.clone().into_bytes())))
+                .chain([(10, Ok(DONE.as_bytes().to_vec()))])
+                .collect(),
+        },
+    });
+    let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
+    let text = a.text();
+    assert!(text.ends_with(DONE), "{text}");
+    assert!(text.contains("[event 9]"));
+    assert_eq!(a.record.stream_outcome, Some("done"));
+    assert_eq!(
+        a.record
+            .guards
+            .iter()
+            .map(|v| v.outcome)
+            .collect::<Vec<_>>(),
+        ["passed"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_answer_its_output_guard_refuses_is_not_sent_and_is_counted() {
+    let p = guarded("[[rules.guards]]\nguard = \"cls-eu\"\non = \"output\"\n");
+    let t = Fake::responding(|host, req| match host {
+        "clseu" => judging_classifier(req),
+        _ => answer(
+            0,
+            r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"here is FORBIDDEN text"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        ),
+    });
+    let a = chat(&p, &t, &ACME_DE, CHAT).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (422, "guardrail_refused"),
+        "{}",
+        a.text()
+    );
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("The answer was refused"));
+    assert!(!a.text().contains("FORBIDDEN text"));
+    // The provider answered and bills it: the usage is kept for the cost and the limits.
+    assert_eq!(a.record.provider.as_deref(), Some("alpha"));
+    assert_eq!(a.record.usage.map(|u| u.completion_tokens), Some(4));
+
+    // An output guard in a place the answer may not go, failing closed: refused before any
+    // provider is called.
+    const EU: [(&str, &str); 3] = [
+        JSON,
+        ("authorization", "Bearer sk-eu"),
+        ("cf-ipcountry", "FR"),
+    ];
+    let p = guarded("[[rules.guards]]\nguard = \"mod-us\"\non = \"output\"\n");
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = chat(&p, &t, &EU, CHAT).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (403, "guardrail_not_allowed"),
+        "{}",
+        a.text()
+    );
+    assert!(t.sent_to().is_empty());
+}
