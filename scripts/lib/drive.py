@@ -5,7 +5,14 @@ import http.client, json, sys
 port, method, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 hdr, n = json.loads(sys.argv[4] or "{}"), int(sys.argv[5])
 stream = len(sys.argv) > 6 and sys.argv[6] == "stream"
-req = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
+import os
+prompt = "hi"
+# DRIVE_PROMPT_BYTES=N: a benign prompt of N bytes instead of "hi".
+size = int(os.environ.get("DRIVE_PROMPT_BYTES", "0"))
+if size:
+    sentence = "Could you summarise the main arguments of the essay below, and say which of them you find convincing and why? Keep it short and friendly. "
+    prompt = (sentence * (size // len(sentence) + 1))[:size]
+req = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": prompt}]}
 if path.endswith("/responses"):
     req = {"model": "llama-3.1-8b", "input": "hi"}
 if stream:

@@ -655,6 +655,9 @@ async fn reserve_for<T: Transport>(
     };
     let shown = body_bytes.saturating_add(usize::try_from(overhead).unwrap_or(usize::MAX));
     let mut need = limits::need(shown, media, output, &priced, hedging);
+    need.micro_usd =
+        need.micro_usd
+            .saturating_add(guards_micro_usd(decision, facts.stream, output));
     if counts_usage {
         if let Some(unseen) = unseen_input(cx.policy, decision, facts)? {
             need = limits::need_at_least(need, unseen, output, &priced);
@@ -1119,6 +1122,35 @@ fn reroute<'p, T>(
     let mut routed = facts.clone();
     routed.forced_route = Some(route.to_string());
     decide_for(cx, &routed, None)
+}
+
+/// What the guards the decision runs may cost, in millionths of a dollar: each input guard's
+/// call, and each output guard's calls (one for a whole answer; for a stream one per window of
+/// [`crate::guard::OUTPUT_WINDOW_CHARS`] characters at four characters a token of the output
+/// bound, and one more for its end). Guards the text may not go to are never called.
+fn guards_micro_usd(decision: &crate::decide::Decision<'_>, stream: bool, output: u64) -> u64 {
+    let windows = if stream {
+        output
+            .saturating_mul(4)
+            .div_ceil(crate::guard::OUTPUT_WINDOW_CHARS as u64)
+            .saturating_add(1)
+    } else {
+        1
+    };
+    decision
+        .guards
+        .iter()
+        .filter(|s| s.allowed())
+        .filter_map(|s| s.guard.price_per_call.map(|p| (s, p)))
+        .map(|(s, p)| {
+            let calls = if s.usage.on == GuardOn::Output {
+                windows
+            } else {
+                1
+            };
+            ((p * 1e6).ceil() as u64).saturating_mul(calls)
+        })
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Meridian's limits before each attempt after the first: the reservation covers every attempt

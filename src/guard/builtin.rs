@@ -83,65 +83,217 @@ enum W {
     Anything,
 }
 
-fn class(word: &[u8]) -> W {
-    if word.len() > 14 {
+/// Every word the phrase grammar knows, with its class; any other word is [`W::Other`].
+const KEYWORDS: &[(&str, W)] = &[
+    ("ignore", W::Override),
+    ("ignoring", W::Override),
+    ("disregard", W::Override),
+    ("forget", W::Override),
+    ("override", W::Override),
+    ("bypass", W::Override),
+    ("abandon", W::Override),
+    ("reveal", W::ExfilStrong),
+    ("print", W::ExfilStrong),
+    ("repeat", W::ExfilStrong),
+    ("output", W::ExfilStrong),
+    ("display", W::ExfilStrong),
+    ("leak", W::ExfilStrong),
+    ("dump", W::ExfilStrong),
+    ("disclose", W::ExfilStrong),
+    ("recite", W::ExfilStrong),
+    ("expose", W::ExfilStrong),
+    ("show", W::ExfilWeak),
+    ("tell", W::ExfilWeak),
+    ("give", W::ExfilWeak),
+    ("share", W::ExfilWeak),
+    ("what", W::ExfilWeak),
+    ("whats", W::ExfilWeak),
+    ("previous", W::Scope),
+    ("prior", W::Scope),
+    ("above", W::Scope),
+    ("earlier", W::Scope),
+    ("preceding", W::Scope),
+    ("former", W::Scope),
+    ("all", W::Scope),
+    ("your", W::Scope),
+    ("initial", W::Scope),
+    ("original", W::Scope),
+    ("safety", W::Scope),
+    ("existing", W::Scope),
+    ("system", W::System),
+    ("hidden", W::System),
+    ("secret", W::System),
+    ("internal", W::System),
+    ("confidential", W::System),
+    ("developer", W::DeveloperMode),
+    ("the", W::Filler),
+    ("any", W::Filler),
+    ("every", W::Filler),
+    ("these", W::Filler),
+    ("those", W::Filler),
+    ("of", W::Filler),
+    ("me", W::Filler),
+    ("us", W::Filler),
+    ("is", W::Filler),
+    ("was", W::Filler),
+    ("were", W::Filler),
+    ("full", W::Filler),
+    ("entire", W::Filler),
+    ("complete", W::Filler),
+    ("exact", W::Filler),
+    ("whole", W::Filler),
+    ("verbatim", W::Filler),
+    ("back", W::Filler),
+    ("out", W::Filler),
+    ("again", W::Filler),
+    ("that", W::Filler),
+    ("my", W::Filler),
+    ("and", W::Filler),
+    ("its", W::Filler),
+    ("s", W::Filler),
+    ("to", W::Filler),
+    ("please", W::Filler),
+    ("content", W::Filler),
+    ("instructions", W::Target),
+    ("instruction", W::Target),
+    ("prompt", W::Target),
+    ("prompts", W::Target),
+    ("rules", W::Target),
+    ("directions", W::Target),
+    ("guidelines", W::Target),
+    ("directives", W::Target),
+    ("programming", W::Target),
+    ("restrictions", W::Target),
+    ("guardrails", W::Target),
+    ("constraints", W::Target),
+    ("commands", W::Target),
+    ("message", W::Target),
+    ("messages", W::Target),
+    ("policies", W::Target),
+    ("filters", W::Target),
+    ("everything", W::Everything),
+    ("text", W::Everything),
+    ("words", W::Everything),
+    ("before", W::Above),
+    ("previously", W::Above),
+    ("you", W::You),
+    ("are", W::Are),
+    ("now", W::Now),
+    ("dan", W::Persona),
+    ("jailbroken", W::Persona),
+    ("unrestricted", W::Persona),
+    ("unfiltered", W::Persona),
+    ("uncensored", W::Persona),
+    ("mode", W::Mode),
+    ("enabled", W::Enabled),
+    ("activated", W::Enabled),
+    ("do", W::Do),
+    ("anything", W::Anything),
+];
+
+/// The longest keyword: longer words are never looked up.
+const MAX_WORD: usize = 14;
+
+/// FNV-1a over a word's lower-case bytes, one byte at a time as the scan reads them.
+const fn fnv(h: u32, b: u8) -> u32 {
+    (h ^ b.to_ascii_lowercase() as u32).wrapping_mul(16_777_619)
+}
+const FNV0: u32 = 2_166_136_261;
+
+const SLOTS: usize = 512;
+
+/// An open-addressing table of the keywords by hash, built at compile time: a word costs one
+/// hash as it is read and one probe (its bytes compared only when a slot is taken).
+const TABLE: [u16; SLOTS] = {
+    let mut t = [u16::MAX; SLOTS];
+    let mut k = 0;
+    while k < KEYWORDS.len() {
+        let bytes = KEYWORDS[k].0.as_bytes();
+        let mut h = FNV0;
+        let mut i = 0;
+        while i < bytes.len() {
+            h = fnv(h, bytes[i]);
+            i += 1;
+        }
+        let mut slot = (h as usize ^ (h as usize >> 9)) % SLOTS;
+        while t[slot] != u16::MAX {
+            slot = (slot + 1) % SLOTS;
+        }
+        t[slot] = k as u16;
+        k += 1;
+    }
+    t
+};
+
+/// The class of a word, given the hash of its bytes.
+fn class(word: &[u8], h: u32) -> W {
+    if word.len() > MAX_WORD {
         return W::Other;
     }
-    let mut buf = [0u8; 14];
-    for (b, w) in buf.iter_mut().zip(word) {
-        *b = w.to_ascii_lowercase();
+    let mut slot = (h as usize ^ (h as usize >> 9)) % SLOTS;
+    // The table is never full: a probe ends at an empty slot.
+    for _ in 0..SLOTS {
+        let Some((kw, class)) = KEYWORDS.get(usize::from(TABLE[slot])) else {
+            return W::Other;
+        };
+        if kw.len() == word.len() && kw.as_bytes().eq_ignore_ascii_case(word) {
+            return *class;
+        }
+        slot = (slot + 1) % SLOTS;
     }
-    match &buf[..word.len()] {
-        b"ignore" | b"ignoring" | b"disregard" | b"forget" | b"override" | b"bypass"
-        | b"abandon" => W::Override,
-        b"reveal" | b"print" | b"repeat" | b"output" | b"display" | b"leak" | b"dump"
-        | b"disclose" | b"recite" | b"expose" => W::ExfilStrong,
-        b"show" | b"tell" | b"give" | b"share" | b"what" | b"whats" => W::ExfilWeak,
-        b"previous" | b"prior" | b"above" | b"earlier" | b"preceding" | b"former" | b"all"
-        | b"your" | b"initial" | b"original" | b"safety" | b"existing" => W::Scope,
-        b"system" | b"hidden" | b"secret" | b"internal" | b"confidential" => W::System,
-        b"developer" => W::DeveloperMode,
-        b"the" | b"any" | b"every" | b"these" | b"those" | b"of" | b"me" | b"us" | b"is"
-        | b"was" | b"were" | b"full" | b"entire" | b"complete" | b"exact" | b"whole"
-        | b"verbatim" | b"back" | b"out" | b"again" | b"that" | b"my" | b"and" | b"its" | b"s"
-        | b"to" | b"please" => W::Filler,
-        b"instructions" | b"instruction" | b"prompt" | b"prompts" | b"rules" | b"directions"
-        | b"guidelines" | b"directives" | b"programming" | b"restrictions" | b"guardrails"
-        | b"constraints" | b"commands" | b"message" | b"messages" | b"policies" => W::Target,
-        b"everything" | b"text" | b"words" => W::Everything,
-        b"before" | b"previously" => W::Above,
-        b"you" => W::You,
-        b"are" => W::Are,
-        b"now" => W::Now,
-        b"dan" | b"jailbroken" | b"unrestricted" | b"unfiltered" | b"uncensored" => W::Persona,
-        b"mode" => W::Mode,
-        b"enabled" | b"activated" | b"on" => W::Enabled,
-        b"do" => W::Do,
-        b"anything" => W::Anything,
-        _ => W::Other,
-    }
+    W::Other
 }
 
-/// The words of `text`, classed; sentence boundaries as [`W::Stop`].
-fn words(text: &str, out: &mut Vec<W>) {
-    out.clear();
+/// What one pass over a text finds: its words classed (sentence boundaries as [`W::Stop`]),
+/// whether it has a byte that may start a hidden character, and its base64-looking runs.
+#[derive(Default)]
+struct Pass {
+    words: Vec<W>,
+    suspicious_bytes: bool,
+    runs: Vec<(usize, usize)>,
+}
+
+/// The one pass over a text's bytes.
+fn read(text: &str, out: &mut Pass) {
+    out.words.clear();
+    out.runs.clear();
+    out.suspicious_bytes = false;
+    let bytes = text.as_bytes();
     let mut start = None;
-    for (i, b) in text.bytes().enumerate() {
-        let letter = b.is_ascii_alphanumeric();
-        match (letter, start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                out.push(class(&text.as_bytes()[s..i]));
-                start = None;
+    let mut h = FNV0;
+    let mut run = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b.is_ascii_alphanumeric() {
+            if start.is_none() {
+                start = Some(i);
+                h = FNV0;
             }
-            _ => {}
+            h = fnv(h, b);
+            run += 1;
+            continue;
         }
-        if matches!(b, b'.' | b'!' | b'?' | b';' | b':' | b'\n') {
-            out.push(W::Stop);
+        if let Some(s) = start.take() {
+            out.words.push(class(&bytes[s..i], h));
+        }
+        if matches!(b, b'+' | b'/' | b'-' | b'_') {
+            run += 1;
+            continue;
+        }
+        if run >= MIN_ENCODED {
+            out.runs.push((i - run, i));
+        }
+        run = 0;
+        match b {
+            b'.' | b'!' | b'?' | b';' | b':' | b'\n' => out.words.push(W::Stop),
+            0xE2 | 0xF3 => out.suspicious_bytes = true,
+            _ => {}
         }
     }
     if let Some(s) = start {
-        out.push(class(&text.as_bytes()[s..]));
+        out.words.push(class(&bytes[s..], h));
+    }
+    if run >= MIN_ENCODED {
+        out.runs.push((bytes.len() - run, bytes.len()));
     }
 }
 
@@ -212,11 +364,6 @@ fn phrases(w: &[W]) -> Option<&'static str> {
 
 /// Invisible tag characters and bidirectional controls.
 fn hidden_characters(text: &str) -> Option<&'static str> {
-    // Both need a lead byte the rest of the text rarely has: check bytes before decoding.
-    let bytes = text.as_bytes();
-    if !bytes.iter().any(|b| *b == 0xF3 || *b == 0xE2) {
-        return None;
-    }
     let mut bidi = false;
     for c in text.chars() {
         match c {
@@ -233,29 +380,15 @@ const MIN_ENCODED: usize = 24;
 /// At most this many bytes of runs are decoded per text.
 const MAX_DECODED: usize = 16 * 1024;
 
-/// A base64 run that decodes to text carrying a phrase signature.
-fn encoded(text: &str, scratch: &mut Vec<W>) -> Option<&'static str> {
+/// A base64 run (found by [`read`]) that decodes to text carrying a phrase signature.
+fn encoded(text: &str, runs: &[(usize, usize)], scratch: &mut Pass) -> Option<&'static str> {
     let bytes = text.as_bytes();
-    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
     let mut budget = MAX_DECODED;
-    let mut i = 0;
-    while i < bytes.len() && budget > 0 {
-        if !is_b64(bytes[i]) {
-            i += 1;
-            continue;
+    for &(start, end) in runs {
+        if budget == 0 {
+            break;
         }
-        let start = i;
-        while i < bytes.len() && is_b64(bytes[i]) {
-            i += 1;
-        }
-        let run = &bytes[start..i];
-        while i < bytes.len() && bytes[i] == b'=' {
-            i += 1;
-        }
-        if run.len() < MIN_ENCODED {
-            continue;
-        }
-        let run = &run[..run.len().min(budget)];
+        let run = &bytes[start..end.min(start + budget)];
         budget -= run.len();
         let engine = if run.iter().any(|b| matches!(b, b'-' | b'_')) {
             base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -270,8 +403,8 @@ fn encoded(text: &str, scratch: &mut Vec<W>) -> Option<&'static str> {
         let Ok(s) = std::str::from_utf8(&decoded) else {
             continue;
         };
-        words(s, scratch);
-        if phrases(scratch).is_some() {
+        read(s, scratch);
+        if phrases(&scratch.words).is_some() {
             return Some("encoded");
         }
     }
@@ -281,8 +414,8 @@ fn encoded(text: &str, scratch: &mut Vec<W>) -> Option<&'static str> {
 /// A reusable scanner: the word buffer is kept between texts.
 #[derive(Default)]
 pub struct Detector {
-    words: Vec<W>,
-    scratch: Vec<W>,
+    pass: Pass,
+    scratch: Pass,
     best: Option<Finding>,
 }
 
@@ -293,11 +426,14 @@ impl Detector {
 
     /// Scans one text; `indirect`: it is what a tool returned.
     pub fn scan(&mut self, text: &str, indirect: bool) {
-        let found = hidden_characters(text).or_else(|| {
-            words(text, &mut self.words);
-            phrases(&self.words)
-        });
-        let found = found.or_else(|| encoded(text, &mut self.scratch));
+        read(text, &mut self.pass);
+        let found = self
+            .pass
+            .suspicious_bytes
+            .then(|| hidden_characters(text))
+            .flatten()
+            .or_else(|| phrases(&self.pass.words))
+            .or_else(|| encoded(text, &self.pass.runs, &mut self.scratch));
         if let Some(signature) = found {
             let score = score_of(signature);
             if self.best.is_none_or(|b| score > b.score) {

@@ -196,3 +196,79 @@ fn a_compiled_policy_keeps_its_guards_and_an_older_form_reads_without_them() {
     );
     assert_eq!(back.guards.uses.len(), 4);
 }
+
+/// The corpus's cases: (text, is an attack, stood in a tool's output).
+fn corpus() -> Vec<(String, bool, bool)> {
+    include_str!("../../tests/fixtures/injection/corpus.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["text"].as_str().unwrap().to_string(),
+                v["injection"].as_bool().unwrap(),
+                v["where"] == "tool",
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_corpus_finds_every_signature_class_it_documents() {
+    // The oracle is the corpus's own labels: every attack of a documented signature is found,
+    // and no benign case is.
+    for line in include_str!("../../tests/fixtures/injection/corpus.jsonl").lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let found = builtin::scan(text);
+        match (v["injection"].as_bool().unwrap(), v["signature"].as_str()) {
+            (true, Some("other")) => {}
+            (true, Some(sig)) => assert_eq!(found.map(|f| f.signature), Some(sig), "{text}"),
+            _ => assert_eq!(found, None, "a benign case was flagged: {text}"),
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Benign prompts from the corpus, alone or several in one conversation, in any order and
+    /// case, as the user's turn or a tool's output, are never refused by the built-in guard.
+    #[test]
+    fn benign_prompts_are_never_refused(
+        picks in proptest::collection::vec(0usize..1000, 1..6),
+        upper in proptest::bool::ANY,
+        tool in proptest::bool::ANY,
+    ) {
+        let benign: Vec<String> = corpus().into_iter().filter(|c| !c.1).map(|c| c.0).collect();
+        let mut d = builtin::Detector::new();
+        for p in &picks {
+            let mut text = benign[p % benign.len()].clone();
+            if upper {
+                text = text.to_uppercase();
+            }
+            d.scan(&text, tool);
+        }
+        // Joined into one text at sentence breaks, as a long message would hold them.
+        let joined: Vec<String> = picks.iter().map(|p| benign[p % benign.len()].clone()).collect();
+        d.scan(&joined.join("\n"), tool);
+        let p = policy_with_builtin();
+        let usage = &p.guards.uses[0];
+        let g = p.guards.get(usage.guard).unwrap();
+        let labels: Vec<Label> = d
+            .finding()
+            .map(|f| Label { name: f.signature.into(), score: f.score, flagged: true })
+            .into_iter()
+            .collect();
+        proptest::prop_assert!(hit(g, usage, &labels).is_none(), "refused: {:?}", d.finding());
+    }
+}
+
+fn policy_with_builtin() -> Policy {
+    policy::load(
+        "version = 1\n[[providers]]\nid = \"p\"\nbase_url = \"https://p.example/v1\"\nlocation = \"DE\"\nmodels = { \"m\" = \"m\" }\n\
+         [[guards]]\nid = \"inj\"\nkind = \"injection\"\nwire = \"builtin\"\n[[rules]]\nid = \"r\"\n[[rules.guards]]\nguard = \"inj\"\n",
+        "t",
+    )
+    .unwrap()
+}

@@ -463,3 +463,51 @@ async fn a_whole_answer_its_output_guard_refuses_is_not_sent_and_is_counted() {
     );
     assert!(t.sent_to().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_guards_price_is_reserved_under_a_limit_and_settled() {
+    use crate::testing::MemStore;
+    // $0.30 a day for this rule's callers; the guard costs $0.25 a call, alpha a few millionths.
+    let rule = "limits = { usd_per_day = 0.30 }\n[[rules.guards]]\nguard = \"mod-us\"\n";
+    let p = guarded(rule);
+    let store = MemStore::default();
+    let secret = |_: &str| None;
+    let go = |t: Fake| {
+        let (p, store, secret) = (&p, &store, &secret);
+        async move {
+            let a = call_store(
+                Ok(p),
+                secret,
+                Some(store),
+                &t,
+                "POST",
+                "/v1/chat/completions",
+                &ACME_DE,
+                &said("hello"),
+            )
+            .await;
+            (a, t)
+        }
+    };
+    let fake = || {
+        Fake::new(vec![
+            ("alpha", vec![ok_json(0)]),
+            ("modus", vec![answer(0, &clean_moderation())]),
+        ])
+    };
+    let (a, _) = go(fake()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    // Settled at what it cost: the guard's call and alpha's 1 + 2 tokens.
+    let spent: i64 = store
+        .values
+        .borrow()
+        .iter()
+        .filter(|(k, _)| k.contains("usd"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(spent, 250_000 + 5, "{:?}", store.values.borrow());
+    // A second request would need another $0.25: over the $0.30, refused before any call.
+    let (a, t) = go(fake()).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert!(t.sent_to().is_empty(), "{:?}", t.sent_to());
+}
