@@ -15,6 +15,7 @@
 //!   requests): `gen_ai.client.inference.duration` and `.time_to_first_chunk` (histograms),
 //!   `gen_ai.client.inference.usage.*` (counters), and `meridian.cost`,
 //!   `meridian.requests.refused`, `meridian.fallbacks` (counters).
+//! - Guards' verdicts on the request's span (`meridian.guards`), as the audit header has them.
 
 use crate::audit::Record;
 use crate::trace::to_hex;
@@ -394,6 +395,11 @@ fn request_attrs(record: &Record, v: &View<'_>) -> Attrs {
     if !record.capabilities.is_empty() {
         let caps = record.capabilities.iter().map(|c| c.to_string()).collect();
         req.push(("meridian.capabilities", Value::Strs(caps)));
+    }
+    if !record.guards.is_empty() {
+        // Each guard's verdict as the audit header has it: `guard:outcome[:label[:score]]`.
+        let verdicts = record.guards.iter().map(|g| g.summary()).collect();
+        req.push(("meridian.guards", Value::Strs(verdicts)));
     }
     if let Some(cost) = record.cost_usd() {
         req.push(("meridian.cost_usd", Value::Float(cost)));

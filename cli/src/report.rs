@@ -147,6 +147,8 @@ pub struct Report {
     pub first_byte: BTreeMap<String, Histogram>,
     /// (kind, action) → findings.
     pub pii: BTreeMap<(String, String), u64>,
+    /// (guard, outcome) → verdicts.
+    pub guards: BTreeMap<(String, String), u64>,
     /// Policy residency, to check each served request against.
     residency: Option<Residency>,
 }
@@ -283,6 +285,14 @@ impl Report {
                 }
             }
         }
+        for g in v["guards"].as_array().into_iter().flatten() {
+            if let (Some(guard), Some(outcome)) = (g["guard"].as_str(), g["outcome"].as_str()) {
+                *self
+                    .guards
+                    .entry((guard.to_string(), outcome.to_string()))
+                    .or_default() += 1;
+            }
+        }
         let action = v["pii"]["action"].as_str().unwrap_or("none");
         if let Some(found) = v["pii"]["found"].as_object() {
             for (kind, n) in found {
@@ -371,6 +381,7 @@ impl Report {
             "latency_ms": pct(&self.latency),
             "first_byte_ms": pct(&self.first_byte),
             "personal_data": self.pii.iter().map(|((k, a), n)| serde_json::json!({"kind": k, "action": a, "count": n})).collect::<Vec<_>>(),
+            "guards": self.guards.iter().map(|((g, o), n)| serde_json::json!({"guard": g, "outcome": o, "count": n})).collect::<Vec<_>>(),
         })
     }
 
@@ -479,6 +490,12 @@ impl Report {
         let _ = writeln!(o, "\npersonal data found (kind, what was done):");
         for ((k, a), n) in &self.pii {
             let _ = writeln!(o, "  {k:<20} {a:<10} {n:>9}");
+        }
+        if !self.guards.is_empty() {
+            let _ = writeln!(o, "\nguard verdicts (guard, outcome):");
+            for ((g, v), n) in &self.guards {
+                let _ = writeln!(o, "  {g:<20} {v:<13} {n:>9}");
+            }
         }
         o
     }
@@ -622,6 +639,13 @@ impl Report {
                 self.pii
                     .iter()
                     .map(|((k, a), n)| (format!("{} — {}", esc(k), esc(a)), *n))
+                    .collect(),
+            ),
+            (
+                "Guard verdicts (guard — outcome)",
+                self.guards
+                    .iter()
+                    .map(|((g, v), n)| (format!("{} — {}", esc(g), esc(v)), *n))
                     .collect(),
             ),
         ] {

@@ -321,3 +321,62 @@ fn the_report_sums_what_the_log_says_and_finds_every_planted_crossing() {
     assert!(summary.contains("residency: not checked"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Guard verdicts are counted per guard and outcome, from the lines' `guards`.
+#[test]
+fn the_report_counts_guard_verdicts() {
+    let mut text = String::new();
+    let mut want: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for i in 0..30u64 {
+        let (guard, outcome) = match i % 4 {
+            0 => ("injection", "refused"),
+            1 => ("injection", "passed"),
+            2 => ("moderation-us", "skipped"),
+            _ => ("moderation-us", "failed-open"),
+        };
+        *want.entry((guard, outcome)).or_default() += 1;
+        let line = serde_json::json!({
+            "ts_ms": START + i * 1000, "request_id": format!("g{i}"), "method": "POST",
+            "path": "/v1/chat/completions", "status": if outcome == "refused" { 422 } else { 200 },
+            "tenant": "anonymous", "model": "m", "country": "DE", "rules": ["r"], "duration_ms": 5,
+            "attempts": [], "guards": [{"guard": guard, "rule": "r", "on": "input", "outcome": outcome, "ms": 3, "beside": false}],
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let dir = std::env::temp_dir().join(format!("meridian-report-guards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("meridian.log");
+    std::fs::write(&log, &text).unwrap();
+    let out = meridian()
+        .args(["report", "--json"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: BTreeMap<(String, String), u64> = r["guards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                (
+                    g["guard"].as_str().unwrap().to_string(),
+                    g["outcome"].as_str().unwrap().to_string(),
+                ),
+                g["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<(String, String), u64> = want
+        .into_iter()
+        .map(|((g, o), n)| ((g.to_string(), o.to_string()), n))
+        .collect();
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}

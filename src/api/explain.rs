@@ -178,6 +178,34 @@ pub fn explain_text(d: &Decision) -> String {
             let _ = writeln!(s, "  excluded {}: {r}", e.provider);
         }
     }
+    for g in &d.guards {
+        let u = g.usage;
+        let when = if u.before_send {
+            "before any provider"
+        } else if u.on == crate::policy::GuardOn::Input && !g.guard.is_builtin() {
+            "beside the first attempt"
+        } else {
+            "on the answer"
+        };
+        let _ = writeln!(
+            s,
+            "guard {} (rule {}): {} {}, {when}, action {}, fails {}{}",
+            g.guard.id,
+            g.rule,
+            u.on.name(),
+            g.guard.kind.name(),
+            u.action.name(),
+            if u.fail_open { "open" } else { "closed" },
+            if g.guard.is_builtin() {
+                "; built in, nothing sent"
+            } else {
+                ""
+            }
+        );
+        for r in &g.excluded {
+            let _ = writeln!(s, "  may not be sent the text ({}): {r}", g.guard.location);
+        }
+    }
     if d.refusal.is_none() {
         let p = &d.plan;
         let mut on: Vec<String> = [

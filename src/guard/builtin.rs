@@ -50,8 +50,6 @@ fn score_of(signature: &str) -> f64 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum W {
     Other,
-    /// A sentence boundary: phrases do not cross it.
-    Stop,
     /// ignore, disregard, forget, override, bypass.
     Override,
     /// reveal, print, repeat, output, display, leak, dump, disclose.
@@ -244,57 +242,189 @@ fn class(word: &[u8], h: u32) -> W {
     W::Other
 }
 
-/// What one pass over a text finds: its words classed (sentence boundaries as [`W::Stop`]),
-/// whether it has a byte that may start a hidden character, and its base64-looking runs.
+/// What one pass over a text finds: the first phrase signature, whether it has a byte that may
+/// start a hidden character, and its base64-looking runs.
 #[derive(Default)]
 struct Pass {
-    words: Vec<W>,
+    phrase: Option<&'static str>,
     suspicious_bytes: bool,
     runs: Vec<(usize, usize)>,
 }
 
-/// The one pass over a text's bytes.
+/// Byte classes for the pass: most bytes are letters of words no phrase starts with, skipped
+/// with one table load each.
+const OTHER: u8 = 0;
+const ALNUM: u8 = 1;
+/// `+ / - _`: joins base64 runs.
+const LINK: u8 = 2;
+/// `. ! ? ; :` and a line break: a phrase ends there.
+const STOP: u8 = 3;
+/// A lead byte of U+2xxx (bidi controls) or U+Exxxx (tag characters).
+const HIGH: u8 = 4;
+
+const BYTES: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphanumeric() {
+            ALNUM
+        } else if matches!(c, b'+' | b'/' | b'-' | b'_') {
+            LINK
+        } else if matches!(c, b'.' | b'!' | b'?' | b';' | b':' | b'\n') {
+            STOP
+        } else if matches!(c, 0xE2 | 0xF3) {
+            HIGH
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    t
+};
+
+/// The most words a phrase spans from its first.
+const PHRASE_WORDS: usize = 9;
+
+/// Whether a word of this class starts a phrase.
+fn starts_phrase(w: W) -> bool {
+    matches!(
+        w,
+        W::Override | W::ExfilStrong | W::ExfilWeak | W::You | W::DeveloperMode | W::Do
+    )
+}
+
+/// The class of the word after `at`, in the same sentence.
+fn next_class(bytes: &[u8], at: usize) -> W {
+    let mut one = [W::Other; 1];
+    match words_from(bytes, at, &mut one) {
+        0 => W::Other,
+        _ => one[0],
+    }
+}
+
+/// Whether a phrase that starts with `first` may go on with `next` (the grammar in
+/// [`phrases`], its second word only).
+fn may_follow(first: W, next: W) -> bool {
+    match first {
+        W::Override => matches!(
+            next,
+            W::Scope | W::System | W::Filler | W::Target | W::Everything
+        ),
+        W::ExfilStrong | W::ExfilWeak => matches!(
+            next,
+            W::System | W::Scope | W::Filler | W::Are | W::You | W::Target | W::Everything
+        ),
+        W::You => next == W::Are,
+        W::DeveloperMode => next == W::Mode,
+        W::Do => next == W::Anything,
+        _ => false,
+    }
+}
+
+/// The hash of a word's bytes (as [`class`] wants it).
+fn hash(word: &[u8]) -> u32 {
+    word.iter().fold(FNV0, |h, b| fnv(h, *b))
+}
+
+/// The words from `at` classed, up to [`PHRASE_WORDS`] and never past a sentence's end.
+fn words_from(bytes: &[u8], mut at: usize, out: &mut [W]) -> usize {
+    let mut n = 0;
+    while n < out.len() && at < bytes.len() {
+        match BYTES[usize::from(bytes[at])] {
+            ALNUM => {
+                let start = at;
+                while at < bytes.len() && BYTES[usize::from(bytes[at])] == ALNUM {
+                    at += 1;
+                }
+                let word = &bytes[start..at];
+                out[n] = class(word, hash(word));
+                n += 1;
+            }
+            STOP => break,
+            _ => at += 1,
+        }
+    }
+    n
+}
+
+/// The one pass over a text's bytes: words skipped unless their first letters may start a
+/// phrase (then the phrase is read from there), base64 runs and high bytes noted.
 fn read(text: &str, out: &mut Pass) {
-    out.words.clear();
+    out.phrase = None;
     out.runs.clear();
     out.suspicious_bytes = false;
     let bytes = text.as_bytes();
-    let mut start = None;
-    let mut h = FNV0;
+    let n = bytes.len();
+    let mut i = 0;
     let mut run = 0usize;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b.is_ascii_alphanumeric() {
-            if start.is_none() {
-                start = Some(i);
-                h = FNV0;
+    let mut window = [W::Other; PHRASE_WORDS];
+    while i < n {
+        let c = BYTES[usize::from(bytes[i])];
+        if c == ALNUM {
+            let start = i;
+            while i < n && BYTES[usize::from(bytes[i])] == ALNUM {
+                i += 1;
             }
-            h = fnv(h, b);
-            run += 1;
+            run += i - start;
+            let word = &bytes[start..i];
+            if out.phrase.is_none() && word.len() <= MAX_WORD && may_start(word) {
+                let first = class(word, hash(word));
+                // Most words that may start a phrase do not ("you" is common): the next word
+                // decides whether the whole phrase is read.
+                if starts_phrase(first) && may_follow(first, next_class(bytes, i)) {
+                    let k = words_from(bytes, start, &mut window);
+                    out.phrase = phrases(&window[..k]);
+                }
+            }
             continue;
         }
-        if let Some(s) = start.take() {
-            out.words.push(class(&bytes[s..i], h));
-        }
-        if matches!(b, b'+' | b'/' | b'-' | b'_') {
+        if c == LINK {
             run += 1;
-            continue;
+        } else {
+            if run >= MIN_ENCODED {
+                out.runs.push((i - run, i));
+            }
+            run = 0;
+            if c == HIGH {
+                out.suspicious_bytes = true;
+            }
         }
-        if run >= MIN_ENCODED {
-            out.runs.push((i - run, i));
-        }
-        run = 0;
-        match b {
-            b'.' | b'!' | b'?' | b';' | b':' | b'\n' => out.words.push(W::Stop),
-            0xE2 | 0xF3 => out.suspicious_bytes = true,
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        out.words.push(class(&bytes[s..], h));
+        i += 1;
     }
     if run >= MIN_ENCODED {
-        out.runs.push((bytes.len() - run, bytes.len()));
+        out.runs.push((n - run, n));
     }
+}
+
+/// The first two letters of every word that starts a phrase, as a bit per second letter for
+/// each first letter: a word that cannot start one is not hashed.
+const STARTS: [u32; 26] = {
+    let mut t = [0u32; 26];
+    let mut k = 0;
+    while k < KEYWORDS.len() {
+        let (word, class) = KEYWORDS[k];
+        let starts = matches!(
+            class,
+            W::Override | W::ExfilStrong | W::ExfilWeak | W::You | W::DeveloperMode | W::Do
+        );
+        let b = word.as_bytes();
+        if starts && b.len() >= 2 {
+            t[(b[0] - b'a') as usize] |= 1 << (b[1] - b'a');
+        }
+        k += 1;
+    }
+    t
+};
+
+fn may_start(word: &[u8]) -> bool {
+    let (Some(a), Some(b)) = (word.first(), word.get(1)) else {
+        return false;
+    };
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    a.is_ascii_lowercase()
+        && b.is_ascii_lowercase()
+        && STARTS[usize::from(a - b'a')] & (1 << (b - b'a')) != 0
 }
 
 /// The phrase signatures over a text's classed words.
@@ -404,7 +534,7 @@ fn encoded(text: &str, runs: &[(usize, usize)], scratch: &mut Pass) -> Option<&'
             continue;
         };
         read(s, scratch);
-        if phrases(&scratch.words).is_some() {
+        if scratch.phrase.is_some() {
             return Some("encoded");
         }
     }
@@ -432,7 +562,7 @@ impl Detector {
             .suspicious_bytes
             .then(|| hidden_characters(text))
             .flatten()
-            .or_else(|| phrases(&self.pass.words))
+            .or(self.pass.phrase)
             .or_else(|| encoded(text, &self.pass.runs, &mut self.scratch));
         if let Some(signature) = found {
             let score = score_of(signature);

@@ -21,6 +21,16 @@ pub fn python() -> String {
 
 /// Runs a client script (bounded in time) and fails the test with its output if it fails.
 pub async fn run<V: AsRef<std::ffi::OsStr>>(program: &str, script: &str, env: &[(&str, V)]) {
+    run_capture(program, script, env).await;
+}
+
+/// As [`run`], and gives what the script printed.
+#[allow(dead_code)]
+pub async fn run_capture<V: AsRef<std::ffi::OsStr>>(
+    program: &str,
+    script: &str,
+    env: &[(&str, V)],
+) -> String {
     let mut cmd = tokio::process::Command::new(program);
     cmd.arg(script)
         .current_dir(dir())
@@ -41,4 +51,5 @@ pub async fn run<V: AsRef<std::ffi::OsStr>>(program: &str, script: &str, env: &[
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
 }

@@ -77,6 +77,28 @@ async fn the_builtin_detector_refuses_before_any_provider_is_called() {
     let line = a.record.log_line(0, 0);
     assert!(line.contains("\"guards\":[{\"guard\":\"inj\""), "{line}");
     assert!(!line.contains("Ignore all previous"), "{line}");
+    // The request's span carries the verdicts, and the refusal is counted by its code.
+    let tel = crate::otel::render(&a.record, Some(&p), 0, t.now_ms());
+    let attr = tel.spans[0]
+        .attributes
+        .iter()
+        .find(|(k, _)| *k == "meridian.guards")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        attr,
+        Some(crate::otel::Value::Strs(vec![
+            "inj:refused:override:0.90".into()
+        ]))
+    );
+    let refused = tel
+        .metrics
+        .iter()
+        .find(|m| m.name == "meridian.requests.refused")
+        .unwrap();
+    assert!(refused.points[0].0.contains(&(
+        "meridian.refusal.reason",
+        crate::otel::Value::Str("guardrail_refused".into())
+    )));
 
     // Hidden in what a tool returned: the indirect kind is found too.
     let tool = serde_json::json!({"model": "chat-model", "messages": [
@@ -510,4 +532,44 @@ async fn a_guards_price_is_reserved_under_a_limit_and_settled() {
     let (a, t) = go(fake()).await;
     assert_eq!(a.status, 429, "{}", a.text());
     assert!(t.sent_to().is_empty(), "{:?}", t.sent_to());
+}
+
+#[tokio::test(start_paused = true)]
+async fn explain_lists_the_guards_and_why_one_may_not_be_sent_the_text() {
+    let p = guarded(
+        "[[rules.guards]]\nguard = \"inj\"\n[[rules.guards]]\nguard = \"mod-us\"\nfail = \"open\"\n",
+    );
+    let t = no_script();
+    let a = call(
+        &p,
+        &t,
+        "POST",
+        "/v1/route/explain",
+        &[
+            JSON,
+            ("x-meridian-admin-key", "adm"),
+            ("authorization", "Bearer sk-eu"),
+            ("cf-ipcountry", "FR"),
+        ],
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let guards = &a.json()["decision"]["guards"];
+    assert_eq!(guards[0]["guard"], "inj");
+    assert_eq!(guards[0]["allowed"], true);
+    assert_eq!(guards[1]["guard"], "mod-us");
+    assert_eq!(guards[1]["allowed"], false);
+    assert_eq!(guards[1]["fail"], "open");
+    assert_eq!(guards[1]["reasons"][0]["kind"], "residency");
+    let text = a.json()["text"].as_str().unwrap().to_string();
+    assert!(
+        text.contains("guard mod-us (rule guarded): input moderation, beside the first attempt"),
+        "{text}"
+    );
+    assert!(
+        text.contains("may not be sent the text (US): tenant `eu-only`"),
+        "{text}"
+    );
+    assert!(t.sent_to().is_empty());
 }
