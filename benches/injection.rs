@@ -9,7 +9,30 @@ use meridian::guard::builtin;
 
 const CORPUS: &str = include_str!("../tests/fixtures/injection/corpus.jsonl");
 
+/// A benign prompt of `n` bytes.
+fn benign(n: usize) -> String {
+    let sentence = "Could you summarise the main arguments of the essay below, and say which of them you find convincing and why? Keep it short and friendly. ";
+    let mut prompt = String::new();
+    while prompt.len() < n {
+        prompt.push_str(sentence);
+    }
+    prompt.truncate(n);
+    prompt
+}
+
 fn main() {
+    // `MERIDIAN_INJECTION_CALLS=N`: only N scans of a 4 KiB benign prompt, for an instruction
+    // count under callgrind (scripts/bench: the difference between N and 0 calls, per KiB).
+    if let Some(calls) = std::env::var("MERIDIAN_INJECTION_CALLS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let prompt = benign(4096);
+        for _ in 0..calls {
+            std::hint::black_box(builtin::scan(std::hint::black_box(&prompt)));
+        }
+        return;
+    }
     let cases: Vec<serde_json::Value> = CORPUS
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -66,12 +89,7 @@ fn main() {
     }
 
     // Cost: a 4 KiB benign prompt, against parsing the same prompt as a JSON body.
-    let sentence = "Could you summarise the main arguments of the essay below, and say which of them you find convincing and why? Keep it short and friendly. ";
-    let mut prompt = String::new();
-    while prompt.len() < 4096 {
-        prompt.push_str(sentence);
-    }
-    prompt.truncate(4096);
+    let prompt = benign(4096);
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt}]})
         .to_string();
     let rounds = 2_000;

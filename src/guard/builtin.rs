@@ -287,7 +287,7 @@ const BYTES: [u8; 256] = {
 const PHRASE_WORDS: usize = 9;
 
 /// Whether a word of this class starts a phrase.
-fn starts_phrase(w: W) -> bool {
+const fn starts_phrase(w: W) -> bool {
     matches!(
         w,
         W::Override | W::ExfilStrong | W::ExfilWeak | W::You | W::DeveloperMode | W::Do
@@ -348,83 +348,193 @@ fn words_from(bytes: &[u8], mut at: usize, out: &mut [W]) -> usize {
     n
 }
 
-/// The one pass over a text's bytes: words skipped unless their first letters may start a
-/// phrase (then the phrase is read from there), base64 runs and high bytes noted.
+/// The one pass over a text's bytes, eight at a time (SWAR: the bytes of a `u64` compared in
+/// parallel): where words start, where a base64 run may be (eight bytes with no space or
+/// punctuation, twice in a row: read byte by byte later), and whether a byte of 0x80 or more
+/// may start a hidden character. Each word is walked through a trie of the words that start a
+/// phrase (built at compile time) only until it leaves it, usually at its first or second
+/// letter; a word the trie accepts has its next word, then its whole phrase, looked at.
 fn read(text: &str, out: &mut Pass) {
     out.phrase = None;
     out.runs.clear();
-    out.suspicious_bytes = false;
     let bytes = text.as_bytes();
     let n = bytes.len();
-    let mut i = 0;
-    let mut run = 0usize;
     let mut window = [W::Other; PHRASE_WORDS];
-    while i < n {
-        let c = BYTES[usize::from(bytes[i])];
-        if c == ALNUM {
-            let start = i;
-            while i < n && BYTES[usize::from(bytes[i])] == ALNUM {
-                i += 1;
+    let mut carry = 0u64;
+    let (mut streak, mut streak_from) = (0usize, 0usize);
+    let mut high = 0u64;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut tail = [0u8; 8];
+    let rest = chunks.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    let last = (!rest.is_empty()).then_some(&tail[..]);
+    let mut at = 0;
+    for chunk in chunks.by_ref().chain(last) {
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+        high |= x;
+        let letters = between(x | 0x2020_2020_2020_2020, b'a' - 1, b'z' + 1);
+        let mut starts = letters & !((letters << 8) | carry);
+        carry = letters >> 56;
+        while starts != 0 {
+            let p = at + (starts.trailing_zeros() / 8) as usize;
+            starts &= starts - 1;
+            if out.phrase.is_none() {
+                out.phrase = walk(bytes, p, &mut window);
             }
-            run += i - start;
-            let word = &bytes[start..i];
-            if out.phrase.is_none() && word.len() <= MAX_WORD && may_start(word) {
-                let first = class(word, hash(word));
-                // Most words that may start a phrase do not ("you" is common): the next word
-                // decides whether the whole phrase is read.
-                if starts_phrase(first) && may_follow(first, next_class(bytes, i)) {
-                    let k = words_from(bytes, start, &mut window);
-                    out.phrase = phrases(&window[..k]);
-                }
-            }
-            continue;
         }
-        if c == LINK {
-            run += 1;
+        // Base64: a chunk with no byte below `+`, none of `: ; < = > ? @` and no high byte.
+        let separated =
+            zero_or_less(x, b'+') | between(x, b'9', b'A') | (x & 0x8080_8080_8080_8080);
+        if separated == 0 && at + 8 <= n {
+            if streak == 0 {
+                streak_from = at;
+            }
+            streak += 1;
         } else {
-            if run >= MIN_ENCODED {
-                out.runs.push((i - run, i));
+            if streak >= 2 {
+                out.runs
+                    .push((streak_from.saturating_sub(8), (at + 8).min(n)));
             }
-            run = 0;
-            if c == HIGH {
-                out.suspicious_bytes = true;
+            streak = 0;
+        }
+        at += 8;
+    }
+    if streak >= 2 {
+        out.runs.push((streak_from.saturating_sub(8), n));
+    }
+    out.suspicious_bytes = high & 0x8080_8080_8080_8080 != 0;
+}
+
+/// The bytes of `x` (as 0x80 in each) that lie strictly between `m` and `n`; exact for bytes
+/// below 0x80, never set for the others.
+fn between(x: u64, m: u8, n: u8) -> u64 {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let low = x & (L * 0x7F);
+    (L * (127 + u64::from(n)) - low) & !x & (low + L * (127 - u64::from(m))) & H
+}
+
+/// The bytes of `x` (as 0x80 in each) below `n`; exact for bytes below 0x80, never set for
+/// the others.
+fn zero_or_less(x: u64, n: u8) -> u64 {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let low = x & (L * 0x7F);
+    (L * (127 + u64::from(n)) - low) & !x & H
+}
+
+/// Walks the word at `p` through the trie: the phrase it starts, if the trie accepts it and it
+/// starts one.
+fn walk(bytes: &[u8], p: usize, window: &mut [W; PHRASE_WORDS]) -> Option<&'static str> {
+    let mut state = ROOT;
+    let mut i = p;
+    while let Some(&b) = bytes.get(i) {
+        let l = (b | 0x20).wrapping_sub(b'a');
+        if l >= 26 {
+            if b.is_ascii_digit() {
+                return None;
             }
+            break;
+        }
+        state = TRIE[usize::from(state & !ACCEPT) * COLUMNS + usize::from(l)];
+        if state == DEAD {
+            return None;
         }
         i += 1;
     }
-    if run >= MIN_ENCODED {
-        out.runs.push((n - run, n));
+    if state & ACCEPT == 0 {
+        return None;
     }
+    phrase_end(bytes, i, state & !ACCEPT, window)
 }
 
-/// The first two letters of every word that starts a phrase, as a bit per second letter for
-/// each first letter: a word that cannot start one is not hashed.
-const STARTS: [u32; 26] = {
-    let mut t = [0u32; 26];
+const COLUMNS: usize = 32;
+/// In a word no phrase starts with (every letter keeps it there).
+const DEAD: u16 = 0;
+/// No word yet: the next letter starts one.
+const ROOT: u16 = 1;
+/// Set in a state that ends a word starting a phrase.
+const ACCEPT: u16 = 0x8000;
+const STATES: usize = 256;
+
+/// The trie of the words that start a phrase, as a table: `TRIE[state * COLUMNS + letter]` is
+/// the next state, with [`ACCEPT`] set where a word may end.
+const TRIE: [u16; STATES * COLUMNS] = build_trie().0;
+/// The keyword an accepting state ends, as its position in [`KEYWORDS`].
+const KEYWORD_OF: [u8; STATES] = build_trie().1;
+
+const fn build_trie() -> ([u16; STATES * COLUMNS], [u8; STATES]) {
+    let mut next = [DEAD; STATES * COLUMNS];
+    let mut keyword = [0u8; STATES];
+    let mut used = 2usize;
     let mut k = 0;
     while k < KEYWORDS.len() {
         let (word, class) = KEYWORDS[k];
-        let starts = matches!(
-            class,
-            W::Override | W::ExfilStrong | W::ExfilWeak | W::You | W::DeveloperMode | W::Do
-        );
-        let b = word.as_bytes();
-        if starts && b.len() >= 2 {
-            t[(b[0] - b'a') as usize] |= 1 << (b[1] - b'a');
+        if starts_phrase(class) {
+            let b = word.as_bytes();
+            let mut state = ROOT as usize;
+            let mut i = 0;
+            while i < b.len() {
+                let at = state * COLUMNS + (b[i] - b'a') as usize;
+                let to = (next[at] & !ACCEPT) as usize;
+                let to = if to == DEAD as usize {
+                    used += 1;
+                    next[at] = (used - 1) as u16;
+                    used - 1
+                } else {
+                    to
+                };
+                if i + 1 == b.len() {
+                    next[at] |= ACCEPT;
+                    keyword[to] = k as u8;
+                }
+                state = to;
+                i += 1;
+            }
         }
         k += 1;
     }
-    t
-};
+    (next, keyword)
+}
 
-fn may_start(word: &[u8]) -> bool {
-    let (Some(a), Some(b)) = (word.first(), word.get(1)) else {
-        return false;
+/// Whether the word at `at` (after any spaces and punctuation, in the same sentence) is `word`,
+/// in any case.
+fn next_is(bytes: &[u8], mut at: usize, word: &[u8]) -> bool {
+    while at < bytes.len() && !bytes[at].is_ascii_alphanumeric() {
+        if matches!(bytes[at], b'.' | b'!' | b'?' | b';' | b':' | b'\n') {
+            return false;
+        }
+        at += 1;
+    }
+    let end = at + word.len();
+    end <= bytes.len()
+        && bytes[at..end].eq_ignore_ascii_case(word)
+        && bytes.get(end).is_none_or(|b| !b.is_ascii_alphanumeric())
+}
+
+/// The phrase the word ending at `end` starts, if it starts one (the trie accepted it, in
+/// `state`): its next word, then the whole phrase decide.
+fn phrase_end(
+    bytes: &[u8],
+    end: usize,
+    state: u16,
+    window: &mut [W; PHRASE_WORDS],
+) -> Option<&'static str> {
+    let (word, first) = KEYWORDS[usize::from(KEYWORD_OF[usize::from(state)])];
+    let start = end - word.len();
+    // Most words that start a phrase do not ("you" is common): the next word decides whether
+    // the whole phrase is read.
+    let goes_on = match first {
+        W::You => next_is(bytes, end, b"are"),
+        W::Do => next_is(bytes, end, b"anything"),
+        W::DeveloperMode => next_is(bytes, end, b"mode"),
+        _ => may_follow(first, next_class(bytes, end)),
     };
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    a.is_ascii_lowercase()
-        && b.is_ascii_lowercase()
-        && STARTS[usize::from(a - b'a')] & (1 << (b - b'a')) != 0
+    if !goes_on {
+        return None;
+    }
+    let k = words_from(bytes, start, window);
+    phrases(&window[..k])
 }
 
 /// The phrase signatures over a text's classed words.
@@ -510,11 +620,28 @@ const MIN_ENCODED: usize = 24;
 /// At most this many bytes of runs are decoded per text.
 const MAX_DECODED: usize = 16 * 1024;
 
-/// A base64 run (found by [`read`]) that decodes to text carrying a phrase signature.
+/// A base64 run (in a region [`read`] marked) that decodes to text carrying a phrase signature.
 fn encoded(text: &str, runs: &[(usize, usize)], scratch: &mut Pass) -> Option<&'static str> {
     let bytes = text.as_bytes();
     let mut budget = MAX_DECODED;
-    for &(start, end) in runs {
+    let mut found = Vec::new();
+    for &(from, to) in runs {
+        let mut run = 0;
+        for i in from..to {
+            if BYTES[usize::from(bytes[i])] == ALNUM || BYTES[usize::from(bytes[i])] == LINK {
+                run += 1;
+                continue;
+            }
+            if run >= MIN_ENCODED {
+                found.push((i - run, i));
+            }
+            run = 0;
+        }
+        if run >= MIN_ENCODED {
+            found.push((to - run, to));
+        }
+    }
+    for (start, end) in found {
         if budget == 0 {
             break;
         }
