@@ -363,28 +363,45 @@ fn read(text: &str, out: &mut Pass) {
     let mut carry = 0u64;
     let (mut streak, mut streak_from) = (0usize, 0usize);
     let mut high = 0u64;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut tail = [0u8; 8];
-    let rest = chunks.remainder();
-    tail[..rest.len()].copy_from_slice(rest);
-    let last = (!rest.is_empty()).then_some(&tail[..]);
     let mut at = 0;
-    for chunk in chunks.by_ref().chain(last) {
-        let x = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+    while at < n {
+        let x = match bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+            Some(eight) => u64::from_le_bytes(*eight),
+            None => {
+                // The last bytes, padded with zeros (no letters, no base64).
+                let mut tail = [0u8; 8];
+                let rest = bytes.get(at..).unwrap_or_default();
+                tail[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(tail)
+            }
+        };
         high |= x;
-        let letters = between(x | 0x2020_2020_2020_2020, b'a' - 1, b'z' + 1);
-        let mut starts = letters & !((letters << 8) | carry);
-        carry = letters >> 56;
+        // Bytes from `A` up (letters, and `[ \ ] ^ _ ` { | } ~`), below 0x80: a word starts at
+        // one whose byte before is not one.
+        let wordish =
+            ((x & 0x7F7F_7F7F_7F7F_7F7F) + 0x3F3F_3F3F_3F3F_3F3F) & !x & 0x8080_8080_8080_8080;
+        let mut starts = wordish & !((wordish << 8) | carry);
+        carry = wordish >> 56;
         while starts != 0 {
-            let p = at + (starts.trailing_zeros() / 8) as usize;
+            let k = starts.trailing_zeros();
             starts &= starts - 1;
-            if out.phrase.is_none() {
-                out.phrase = walk(bytes, p, &mut window);
+            // The word's first two bytes, from the register (the second from the text when it
+            // is in the next eight bytes), as an index of two five-bit letter numbers (either
+            // case): most words go no further than this one bit.
+            let pair = if k < 56 {
+                (x >> (k - 7)) as u16
+            } else {
+                u16::from((x >> 56) as u8) | u16::from(bytes.get(at + 8).copied().unwrap_or(0)) << 8
+            };
+            let index = usize::from(pair & 0x1F) << 5 | usize::from((pair >> 8) & 0x1F);
+            let bit = PAIRS.get(index / 64).copied().unwrap_or(0) >> (index % 64) & 1;
+            if bit != 0 && out.phrase.is_none() {
+                out.phrase = walk(bytes, at + (k / 8) as usize, &mut window);
             }
         }
-        // Base64: a chunk with no byte below `+`, none of `: ; < = > ? @` and no high byte.
-        let separated =
-            zero_or_less(x, b'+') | between(x, b'9', b'A') | (x & 0x8080_8080_8080_8080);
+        // Base64: a chunk with no space or other byte below `+`, and no high byte (a chunk of
+        // `: ; < = > ? @` passes, and is read byte by byte with the rest).
+        let separated = zero_or_less(x, b'+') | (x & 0x8080_8080_8080_8080);
         if separated == 0 && at + 8 <= n {
             if streak == 0 {
                 streak_from = at;
@@ -405,15 +422,6 @@ fn read(text: &str, out: &mut Pass) {
     out.suspicious_bytes = high & 0x8080_8080_8080_8080 != 0;
 }
 
-/// The bytes of `x` (as 0x80 in each) that lie strictly between `m` and `n`; exact for bytes
-/// below 0x80, never set for the others.
-fn between(x: u64, m: u8, n: u8) -> u64 {
-    const L: u64 = 0x0101_0101_0101_0101;
-    const H: u64 = 0x8080_8080_8080_8080;
-    let low = x & (L * 0x7F);
-    (L * (127 + u64::from(n)) - low) & !x & (low + L * (127 - u64::from(m))) & H
-}
-
 /// The bytes of `x` (as 0x80 in each) below `n`; exact for bytes below 0x80, never set for
 /// the others.
 fn zero_or_less(x: u64, n: u8) -> u64 {
@@ -422,6 +430,23 @@ fn zero_or_less(x: u64, n: u8) -> u64 {
     let low = x & (L * 0x7F);
     (L * (127 + u64::from(n)) - low) & !x & H
 }
+
+/// The first two letters of every word that starts a phrase, as a set of 1,024 bits indexed by
+/// the two letters' low five bits (the same for either case).
+const PAIRS: [u64; 16] = {
+    let mut t = [0u64; 16];
+    let mut k = 0;
+    while k < KEYWORDS.len() {
+        let (word, class) = KEYWORDS[k];
+        let b = word.as_bytes();
+        if starts_phrase(class) && b.len() >= 2 {
+            let index = ((b[0] & 0x1F) as usize) << 5 | (b[1] & 0x1F) as usize;
+            t[index / 64] |= 1 << (index % 64);
+        }
+        k += 1;
+    }
+    t
+};
 
 /// Walks the word at `p` through the trie: the phrase it starts, if the trie accepts it and it
 /// starts one.
