@@ -267,6 +267,10 @@ pub enum Outcome {
         provider: String,
         location: String,
         rules: Vec<String>,
+        /// The guards that judge it (`guard:side`; `(skipped)` when the text may not go to one
+        /// that fails open).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        guards: Vec<String>,
     },
     Refused {
         status: u16,
@@ -312,7 +316,15 @@ impl Outcome {
                 provider,
                 location,
                 rules: r,
-            } => format!("served by {provider} ({location}){}", rules(r)),
+                guards,
+            } => {
+                let judged = if guards.is_empty() {
+                    String::new()
+                } else {
+                    format!(", judged by {}", guards.join(", "))
+                };
+                format!("served by {provider} ({location}){}{judged}", rules(r))
+            }
             Outcome::Refused {
                 status,
                 code,
@@ -657,6 +669,22 @@ fn decided(policy: &Policy, f: &RequestFacts) -> Outcome {
             rules,
         };
     }
+    // A guard that fails closed and may not be sent the text refuses every such request.
+    if d.guards.iter().any(|g| !g.allowed() && !g.usage.fail_open) {
+        return Outcome::Refused {
+            status: 403,
+            code: "guardrail_not_allowed".into(),
+            rules,
+        };
+    }
+    let guards = d
+        .guards
+        .iter()
+        .map(|g| {
+            let skipped = if g.allowed() { "" } else { " (skipped)" };
+            format!("{}:{}{skipped}", g.guard.id, g.usage.on.name())
+        })
+        .collect();
     match d.candidates.first() {
         Some(c) => Outcome::Served {
             provider: c.provider.0.to_string(),
@@ -664,6 +692,7 @@ fn decided(policy: &Policy, f: &RequestFacts) -> Outcome {
                 .provider(c.provider.as_str())
                 .map_or_else(String::new, |p| p.location.to_string()),
             rules,
+            guards,
         },
         None => Outcome::Refused {
             status: 0,

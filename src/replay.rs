@@ -478,6 +478,13 @@ impl<'p> Replay<'p> {
                 code: r.code.to_string(),
             };
         }
+        // A guard that fails closed and may not be sent the text refuses the request.
+        if d.guards.iter().any(|g| !g.allowed() && !g.usage.fail_open) {
+            return Decided::Refused {
+                status: 403,
+                code: "guardrail_not_allowed".into(),
+            };
+        }
         let first = match &inputs.pinned {
             Some(p) => match d.candidates.iter().find(|c| c.provider.as_str() == p) {
                 Some(c) => c,

@@ -379,3 +379,56 @@ fn a_new_rule_on_any_condition_is_a_change() {
     assert!(text.contains(r#"provider {"only":["c"]}"#), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Guards are part of what a policy does: a built-in guard added to a rule shows who judges the
+/// requests it matches; a guard in the US that EU requests may not be sent, failing closed,
+/// refuses every one of them (and only them); failing open, it is skipped.
+#[test]
+fn guards_added_to_a_rule_are_changes_diff_names() {
+    let dir = std::env::temp_dir().join(format!("meridian-diff-guards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let eu_rule = "[[rules]]\nid = \"eu\"\nwhen = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }\n";
+    let old = policy(eu_rule, "");
+    let guards = "[[guards]]\nid = \"injection\"\nkind = \"injection\"\nwire = \"builtin\"\n\
+        [[guards]]\nid = \"mod-us\"\nkind = \"moderation\"\nwire = \"openai_moderation\"\nurl = \"https://api.openai.com/v1\"\nlocation = \"US\"\nretention_days = 0\ntrains_on_inputs = false\n";
+    let with = |uses: &str| policy(&format!("{guards}{eu_rule}{uses}"), "");
+
+    let (code, text) = run(
+        &dir,
+        &old,
+        &with("[[rules.guards]]\nguard = \"injection\"\n"),
+        false,
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("judged by injection:input"), "{text}");
+
+    let (code, json) = run(
+        &dir,
+        &old,
+        &with("[[rules.guards]]\nguard = \"mod-us\"\n"),
+        true,
+    );
+    assert_eq!(code, 1, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let changes = v["changes"].as_array().unwrap();
+    assert!(!changes.is_empty(), "{json}");
+    for c in changes {
+        assert_eq!(c["new"]["outcome"], "refused", "{c}");
+        assert_eq!(c["new"]["code"], "guardrail_not_allowed", "{c}");
+        // Only EU clients meet the rule.
+        let countries = values(&c["countries"]).expect("a change names its countries");
+        for country in countries.into_iter().flatten() {
+            assert!(EU.contains(&country.as_str()), "{country} in {c}");
+        }
+    }
+
+    let (code, text) = run(
+        &dir,
+        &old,
+        &with("[[rules.guards]]\nguard = \"mod-us\"\nfail = \"open\"\n"),
+        false,
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("judged by mod-us:input (skipped)"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -216,29 +216,15 @@ pub(super) async fn inference<T: Transport>(
         .filter(|a| a.excluded.is_some() && !a.usage.fail_open)
         .cloned()
         .collect();
-    if !blocked.is_empty() {
-        let v = super::guards::run(cx.t, &blocked, "", None, false).await;
-        let stop = super::guards::consequence(&blocked, &v, &cx.record.request_id);
-        cx.record.guards.extend(v);
-        if let Some(Stop::Refuse(e)) = stop {
-            cx.record.refused_by = Some("guard");
-            return Err(e);
-        }
+    if let Some(Stop::Refuse(e)) = judge_now(&mut cx, &blocked, "", None).await {
+        return Err(e);
     }
     let builtin = Some(facts.injection);
     let mut route = None;
-    if !before.is_empty() {
-        let v = super::guards::run(cx.t, &before, &text, builtin, false).await;
-        let stop = super::guards::consequence(&before, &v, &cx.record.request_id);
-        cx.record.guards.extend(v);
-        match stop {
-            Some(Stop::Refuse(e)) => {
-                cx.record.refused_by = Some("guard");
-                return Err(e);
-            }
-            Some(Stop::Route(r)) => route = Some(r),
-            None => {}
-        }
+    match judge_now(&mut cx, &before, &text, builtin).await {
+        Some(Stop::Refuse(e)) => return Err(e),
+        Some(Stop::Route(r)) => route = Some(r),
+        None => {}
     }
     if let Some(r) = &route {
         decision = reroute(&mut cx, &facts, r)?;
@@ -261,20 +247,17 @@ pub(super) async fn inference<T: Transport>(
         audit: cx.record.limits.take(),
     };
     let log = forward::Log::default();
+    let native = restorer.is_none();
     let (mut outcome, verdicts) = {
-        let fwd = super::leased(
-            cx.t,
-            cx.env.store,
+        let fwd = forward_leased(
+            &cx,
+            &decision,
+            &facts,
+            &body,
+            native,
+            &mut gate,
+            &log,
             lease.as_mut(),
-            forward_to(
-                &cx,
-                &decision,
-                &facts,
-                &body,
-                restorer.is_none(),
-                &mut gate,
-                &log,
-            ),
         );
         judged(&cx, fwd, &beside, &text, builtin, &log).await
     };
@@ -287,37 +270,38 @@ pub(super) async fn inference<T: Transport>(
             log.stop_answered();
         }
     }
-    match stop {
+    let refused = match stop {
         Some(Stop::Refuse(e)) => {
-            cx.record.limits = gate.audit;
-            super::end_lease(cx.record, lease);
-            cx.record.attempts = log.take();
             cx.record.refused_by = Some("guard");
-            return Err(e);
+            Some(e)
         }
-        Some(Stop::Route(r)) => {
-            decision = reroute(&mut cx, &facts, &r)?;
-            let fwd = super::leased(
-                cx.t,
-                cx.env.store,
-                lease.as_mut(),
-                forward_to(
+        Some(Stop::Route(r)) => match reroute(&mut cx, &facts, &r) {
+            Ok(d) => {
+                decision = d;
+                let fwd = forward_leased(
                     &cx,
                     &decision,
                     &facts,
                     &body,
-                    restorer.is_none(),
+                    native,
                     &mut gate,
                     &log,
-                ),
-            );
-            outcome = Some(fwd.await);
-        }
-        None => {}
-    }
+                    lease.as_mut(),
+                );
+                outcome = Some(fwd.await);
+                None
+            }
+            Err(e) => Some(e),
+        },
+        None => None,
+    };
+    // The limits, the lease and the attempts back in the record, whatever happened.
     cx.record.limits = gate.audit;
     super::end_lease(cx.record, lease);
     cx.record.attempts = log.take();
+    if let Some(e) = refused {
+        return Err(e);
+    }
     let fwd = forward::Forwarded {
         outcome: outcome.unwrap_or(forward::Outcome::Exhausted {
             timed_out: false,
@@ -336,14 +320,10 @@ pub(super) async fn inference<T: Transport>(
     {
         if !outputs.is_empty() && (200..300).contains(status) {
             let text = crate::guard::answer_text(body);
-            let v = super::guards::run(cx.t, &outputs, &text, None, false).await;
-            let stop = super::guards::consequence(&outputs, &v, &cx.record.request_id);
-            cx.record.guards.extend(v);
-            if let Some(Stop::Refuse(e)) = stop {
+            if let Some(Stop::Refuse(e)) = judge_now(&mut cx, &outputs, &text, None).await {
                 // The provider answered and bills it: counted, and not sent.
                 served_by(cx.record, &decision.candidates[*candidate]);
                 cx.record.usage = *usage;
-                cx.record.refused_by = Some("guard");
                 return Err(e);
             }
         }
@@ -1075,6 +1055,42 @@ async fn forward_to<T: Transport>(
         log,
     )
     .await
+}
+
+/// Runs guards whose verdict is needed now (nothing waits beside them), records their verdicts,
+/// and says what they do; a refusal is recorded as the guards'.
+async fn judge_now<T: Transport>(
+    cx: &mut Cx<'_, '_, T>,
+    asks: &[Ask],
+    text: &str,
+    builtin: Option<Option<crate::guard::builtin::Finding>>,
+) -> Option<Stop> {
+    if asks.is_empty() {
+        return None;
+    }
+    let v = super::guards::run(cx.t, asks, text, builtin, false).await;
+    let stop = super::guards::consequence(asks, &v, &cx.record.request_id);
+    cx.record.guards.extend(v);
+    if matches!(stop, Some(Stop::Refuse(_))) {
+        cx.record.refused_by = Some("guard");
+    }
+    stop
+}
+
+/// The attempt loop for a decision, with the request's lease kept alive while it runs.
+#[allow(clippy::too_many_arguments)]
+async fn forward_leased<T: Transport>(
+    cx: &Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    facts: &facts::RequestFacts,
+    body: &Map<String, Value>,
+    native_streams: bool,
+    gate: &mut LimitGate<'_>,
+    log: &forward::Log,
+    lease: Option<&mut crate::limits::Lease>,
+) -> forward::Outcome<WireBody<T::Body>> {
+    let fwd = forward_to(cx, decision, facts, body, native_streams, gate, log);
+    super::leased(cx.t, cx.env.store, lease, fwd).await
 }
 
 /// The attempt loop with the input guards that run beside it: nothing is answered before every

@@ -228,3 +228,36 @@ async fn a_fallback_to_another_model_of_the_same_provider_is_priced_at_that_mode
         report.cost
     );
 }
+
+/// A guard in the US that the `eu-only` tenant's requests may not be sent, failing closed:
+/// replayed, exactly the requests that tenant sent and were served are now refused with
+/// `guardrail_not_allowed`.
+#[tokio::test(start_paused = true)]
+async fn a_fail_closed_guard_the_text_may_not_reach_refuses_those_requests_in_replay() {
+    let old = policy::load(&(policy_text("") + RULES), "api").unwrap();
+    let guard = "[[guards]]\nid = \"mod-us\"\nkind = \"moderation\"\nwire = \"openai_moderation\"\nurl = \"https://api.openai.com/v1\"\nlocation = \"US\"\nretention_days = 0\ntrains_on_inputs = false\n\
+        [[rules]]\nid = \"moderated\"\n[[rules.guards]]\nguard = \"mod-us\"\n";
+    let new = policy::load(&(policy_text("") + RULES + guard), "api").unwrap();
+    let (sent, lines) = traffic(&old).await;
+    let mut r = Replay::new(&new);
+    for l in &lines {
+        r.line(l);
+    }
+    let report = r.finish();
+    // The oracle: the eu-only tenant's requests that were served before.
+    let refused: Vec<&String> = sent
+        .iter()
+        .zip(&lines)
+        .filter(|(s, l)| s.key == Some("sk-eu") && first_of(l).is_some())
+        .map(|(s, _)| &s.id)
+        .collect();
+    assert!(!refused.is_empty());
+    assert_eq!(report.changed, refused.len() as u64, "{}", report.text());
+    assert_eq!(report.now_refused.len(), 1, "{}", report.text());
+    assert_eq!(report.now_refused[0].bucket.requests, refused.len() as u64);
+    assert!(
+        report.text().contains("guardrail_not_allowed"),
+        "{}",
+        report.text()
+    );
+}

@@ -199,23 +199,7 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
                 "the labels its answers use for a hit, e.g. `labels = [\"INJECTION\", \"JAILBREAK\"]`",
             );
         }
-        let key_secret = t.str(sink, "key_secret").and_then(|k| {
-            let ok = k.value.starts_with(|c: char| c.is_ascii_lowercase())
-                && k.value
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !ok {
-                sink.error_help(
-                    k.span.as_ref(),
-                    format!(
-                        "`key_secret` `{}` is not a valid Spin variable name",
-                        k.value
-                    ),
-                    "use lower case letters, digits and `_`, starting with a letter",
-                );
-            }
-            ok.then(|| Text::from(k.value))
-        });
+        let key_secret = read_key_secret(sink, &t).map(Text::from);
         let location = t.req_str(sink, "location");
         let countries = location
             .as_ref()
@@ -311,20 +295,7 @@ pub(super) fn read_uses(
             None | Some(0) => Some(GuardAction::Refuse),
             Some(1) => Some(GuardAction::Flag),
             _ => match &route {
-                Some(r) if cx.routes.contains(&r.value) => {
-                    Some(GuardAction::Route(Text::from(r.value.clone())))
-                }
-                Some(r) => {
-                    sink.error_help(
-                        r.span.as_ref(),
-                        format!(
-                            "`route` names `{}`, which is not a `[[routes]]` id",
-                            r.value
-                        ),
-                        "define it as `[[routes]]` with `id` and `models`",
-                    );
-                    None
-                }
+                Some(r) => check_route(sink, cx, r).map(GuardAction::Route),
                 None => {
                     sink.error_help(
                         t.key_span("action").as_ref(),

@@ -384,6 +384,42 @@ fn bad_id_message(what: &str, id: &str) -> String {
     format!("{what} id `{id}` must be 1 to 64 letters, digits, `-`, `_` or `.`")
 }
 
+/// A `key_secret`: the name of the Spin variable that holds an operator's key.
+fn read_key_secret(sink: &mut Sink, t: &Obj) -> Option<String> {
+    let k = t.str(sink, "key_secret")?;
+    let ok = k.value.starts_with(|c: char| c.is_ascii_lowercase())
+        && k.value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        sink.error_help(
+            k.span.as_ref(),
+            format!(
+                "`key_secret` `{}` is not a valid Spin variable name",
+                k.value
+            ),
+            "use lower case letters, digits and `_`, starting with a letter, e.g. `openai_api_key`",
+        );
+    }
+    ok.then_some(k.value)
+}
+
+/// A `route` that must name a `[[routes]]` id.
+fn check_route(sink: &mut Sink, cx: &Ctx, r: &Sp<String>) -> Option<Text> {
+    if cx.routes.contains(&r.value) {
+        return Some(Text::from(r.value.clone()));
+    }
+    sink.error_help(
+        r.span.as_ref(),
+        format!(
+            "`route` names `{}`, which is not a `[[routes]]` id",
+            r.value
+        ),
+        "define it as `[[routes]]` with `id` and `models`",
+    );
+    None
+}
+
 fn resolve_residency(sink: &mut Sink, cx: &Ctx, names: &[Sp<String>]) -> Residency {
     let mut countries = CountrySet::new();
     for n in names {

@@ -71,23 +71,7 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
                     None
                 }
             });
-        let key_secret = t.str(sink, "key_secret").and_then(|k| {
-            let ok = !k.value.is_empty()
-                && k.value.starts_with(|c: char| c.is_ascii_lowercase())
-                && k.value
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if ok {
-                Some(k.value)
-            } else {
-                sink.error_help(
-                    k.span.as_ref(),
-                    format!("`key_secret` `{}` is not a valid Spin variable name", k.value),
-                    "use lower case letters, digits and `_`, starting with a letter, e.g. `openai_api_key`",
-                );
-                None
-            }
-        });
+        let key_secret = read_key_secret(sink, &t);
         let location = t.req_str(sink, "location");
         let countries = location
             .as_ref()

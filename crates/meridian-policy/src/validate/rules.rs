@@ -40,21 +40,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> (Vec<Rule>, Ve
             .table(sink, "limits")
             .map(|l| super::limits::read_limits(sink, &l))
             .filter(|l| !l.is_empty());
-        let route = t.str(sink, "route").and_then(|r| {
-            if cx.routes.contains(&r.value) {
-                Some(Text::from(r.value))
-            } else {
-                sink.error_help(
-                    r.span.as_ref(),
-                    format!(
-                        "`route` names `{}`, which is not a `[[routes]]` id",
-                        r.value
-                    ),
-                    "define it as `[[routes]]` with `id` and `models`",
-                );
-                None
-            }
-        });
+        let route = t.str(sink, "route").and_then(|r| check_route(sink, cx, &r));
         let Some(id) = id else { continue };
         let index = u32::try_from(out.len()).unwrap_or(u32::MAX);
         super::guards::read_uses(sink, &t, index, cx, &mut uses);
