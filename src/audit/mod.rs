@@ -492,7 +492,7 @@ impl Record {
             guards: self
                 .guards
                 .iter()
-                .map(crate::guard::Verdict::to_json)
+                .map(crate::guard::Verdict::log_json)
                 .collect(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         };

@@ -323,6 +323,16 @@ impl Verdict {
         }
         v
     }
+
+    /// As [`Verdict::to_json`], with why a guard failed or was not called: for the operator's
+    /// log only (it may name a secret's variable), never a client's error.
+    pub fn log_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let Some(why) = &self.why {
+            v["detail"] = json!(why);
+        }
+        v
+    }
 }
 
 /// What a hit does, as the verdict's outcome.

@@ -573,3 +573,74 @@ async fn explain_lists_the_guards_and_why_one_may_not_be_sent_the_text() {
     );
     assert!(t.sent_to().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_text_too_long_for_a_guard_or_a_guard_without_its_key_fails_as_the_rule_says() {
+    // `mod-us` may be sent at most 10 bytes: a longer prompt is not judged, and the rule fails
+    // closed. Nothing is sent to the guard.
+    let text = policy_text("")
+        + "[[guards]]\nid = \"small\"\nkind = \"moderation\"\nwire = \"openai_moderation\"\nurl = \"http://modus/v1\"\nlocation = \"US\"\nretention_days = 0\ntrains_on_inputs = false\nmax_input_bytes = 10\n\
+           [[guards]]\nid = \"keyed\"\nkind = \"moderation\"\nwire = \"openai_moderation\"\nurl = \"http://modus/v1\"\nkey_secret = \"moderation_key\"\nlocation = \"US\"\nretention_days = 0\ntrains_on_inputs = false\n\
+           [[rules]]\nid = \"guarded\"\n[[rules.guards]]\nguard = \"small\"\nbefore_send = true\n";
+    let p = policy::load(&text, "api").unwrap_or_else(|e| panic!("{e}"));
+    let t = Fake::new(vec![
+        ("alpha", vec![ok_json(0)]),
+        ("modus", vec![answer(0, &clean_moderation())]),
+    ]);
+    let a = chat(&p, &t, &ACME_DE, &said("a prompt longer than ten bytes")).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (503, "guardrail_unavailable"),
+        "{}",
+        a.text()
+    );
+    assert!(t.sent_to().is_empty(), "{:?}", t.sent_to());
+    let why = a.record.guards[0].why.clone().unwrap_or_default();
+    assert!(why.contains("max_input_bytes"), "{why}");
+
+    // A guard whose key is not set is never called; the log names the variable.
+    let keyed = text.replace("guard = \"small\"", "guard = \"keyed\"");
+    let p = policy::load(&keyed, "api").unwrap_or_else(|e| panic!("{e}"));
+    let t = Fake::new(vec![
+        ("alpha", vec![ok_json(0)]),
+        ("modus", vec![answer(0, &clean_moderation())]),
+    ]);
+    let a = chat(&p, &t, &ACME_DE, &said("hello")).await;
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert!(t.sent_to().is_empty(), "{:?}", t.sent_to());
+    let line = a.record.log_line(0, 0);
+    assert!(
+        line.contains("give the Spin variable `moderation_key` a value"),
+        "{line}"
+    );
+    assert!(
+        !a.text().contains("moderation_key"),
+        "the client never sees it: {}",
+        a.text()
+    );
+    // The operator's key goes to the guard when it is set.
+    let secret = |name: &str| (name == "moderation_key").then(|| "sk-mod".to_string());
+    let t = Fake::new(vec![
+        ("alpha", vec![ok_json(0)]),
+        ("modus", vec![answer(0, &clean_moderation())]),
+    ]);
+    let a = call_with(
+        Ok(&p),
+        &secret,
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &ACME_DE,
+        &said("hello"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let req = t
+        .requests
+        .borrow()
+        .iter()
+        .find(|r| r.url.contains("modus"))
+        .cloned()
+        .unwrap();
+    assert_eq!(req.header("authorization"), Some("Bearer sk-mod"));
+}
