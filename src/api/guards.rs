@@ -272,6 +272,9 @@ pub struct Windows {
     request_id: String,
 }
 
+/// The most client bytes held for one window: past this the window is judged as it is.
+const MAX_HELD_BYTES: usize = 64 * 1024;
+
 /// Characters of the window before that each window is sent with.
 pub const WINDOW_OVERLAP_CHARS: usize = 128;
 
@@ -311,9 +314,10 @@ impl Windows {
         self.held.extend(bytes);
     }
 
-    /// Whether the window is full.
+    /// Whether the window is full: its text, or the client's bytes held for it (events with
+    /// little text, such as tool calls' names or usage, still fill a window).
     pub fn full(&self) -> bool {
-        self.fresh >= guard::OUTPUT_WINDOW_CHARS
+        self.fresh >= guard::OUTPUT_WINDOW_CHARS || self.held.len() >= MAX_HELD_BYTES
     }
 
     /// Judges the window: the bytes held so far when every guard lets it through, else the

@@ -259,7 +259,15 @@ pub(super) async fn inference<T: Transport>(
             &log,
             lease.as_mut(),
         );
-        judged(&cx, fwd, &beside, &text, builtin, &log).await
+        judged(
+            &cx,
+            fwd,
+            &beside,
+            &text,
+            builtin,
+            (&log, &decision.candidates),
+        )
+        .await
     };
     let stop = super::guards::consequence(&beside, &verdicts, &cx.record.request_id);
     cx.record.guards.extend(verdicts);
@@ -1102,7 +1110,7 @@ async fn judged<T: Transport, F>(
     beside: &[Ask],
     text: &str,
     builtin: Option<Option<crate::guard::builtin::Finding>>,
-    log: &forward::Log,
+    (log, cands): (&forward::Log, &[Candidate<'_>]),
 ) -> (Option<F::Output>, Vec<crate::guard::Verdict>)
 where
     F: std::future::Future,
@@ -1118,7 +1126,7 @@ where
     match select(judging, fwd).await {
         Either::Left((v, fwd)) => {
             if super::guards::consequence(beside, &v, &cx.record.request_id).is_some() {
-                log.stop(cx.t.now_ms());
+                log.stop(cx.t.now_ms(), cands);
                 (None, v)
             } else {
                 (Some(fwd.await), v)

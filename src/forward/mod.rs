@@ -75,24 +75,22 @@ pub struct Log {
     flying: std::cell::RefCell<Vec<Flying>>,
 }
 
-/// A request sent and not yet recorded: its build order, start, whether it hedges, and its
-/// candidate's provider and model.
+/// A request sent and not yet recorded: its candidate's position, its build order, start, and
+/// whether it hedges.
 struct Flying {
+    index: usize,
     seq: u32,
     at_ms: u64,
     hedge: bool,
-    provider: String,
-    model: String,
 }
 
 impl Log {
-    fn fly(&self, c: &Candidate<'_>, seq: u32, at_ms: u64, hedge: bool) {
+    fn fly(&self, index: usize, seq: u32, at_ms: u64, hedge: bool) {
         self.flying.borrow_mut().push(Flying {
+            index,
             seq,
             at_ms,
             hedge,
-            provider: c.provider.0.to_string(),
-            model: c.upstream_model.to_string(),
         });
     }
 
@@ -110,19 +108,23 @@ impl Log {
         self.attempts.borrow().is_empty()
     }
 
-    /// Records every request still in flight as stopped at `now_ms`: the loop was dropped.
-    pub fn stop(&self, now_ms: u64) {
+    /// Records every request still in flight as stopped at `now_ms`: the loop over `cands`
+    /// was dropped.
+    pub fn stop(&self, now_ms: u64, cands: &[Candidate<'_>]) {
         let flying = std::mem::take(&mut *self.flying.borrow_mut());
         let mut attempts = self.attempts.borrow_mut();
         for f in flying {
+            let Some(c) = cands.get(f.index) else {
+                continue;
+            };
             attempts.push(Attempt {
-                provider: f.provider,
+                provider: c.provider.0.to_string(),
                 failure: Some(Failure::Stopped),
                 ms: now_ms.saturating_sub(f.at_ms),
                 hedge: f.hedge,
                 seq: f.seq,
                 at_ms: f.at_ms,
-                model: f.model,
+                model: c.upstream_model.to_string(),
             });
         }
         attempts.sort_by_key(|a| a.seq);
@@ -332,13 +334,18 @@ impl<T: Transport> Loop<'_, T> {
     async fn send(
         &self,
         build: &impl Fn(&Candidate, u32) -> Result<OutboundRequest, Failure>,
-        c: &Candidate<'_>,
+        cands: &[Candidate<'_>],
+        index: usize,
         now: u64,
         log: &Log,
     ) -> Sent<T::Body> {
         let seq = self.begin();
-        log.fly(c, seq, now, false);
-        (seq, now, self.send_built(build, c, seq, now).await)
+        log.fly(index, seq, now, false);
+        (
+            seq,
+            now,
+            self.send_built(build, &cands[index], seq, now).await,
+        )
     }
 
     /// The next request's place in the build order.
@@ -462,7 +469,7 @@ pub async fn forward_logged<T: Transport>(
             // The response headers: from this candidate, or (hedging) from whichever of it and
             // the next one answers first; the other is cancelled.
             let headers: Vec<Raced<T::Body>> = match hedge {
-                None => vec![(i, lp.send(&build, &cands[i], now, log).await, false)],
+                None => vec![(i, lp.send(&build, cands, i, now, log).await, false)],
                 Some(after) => hedged(&lp, &build, cands, i, after, now, log).await,
             };
             let mut moved_on = 1;
@@ -534,7 +541,7 @@ async fn hedged<T: Transport>(
     log: &Log,
 ) -> Vec<Raced<T::Body>> {
     let (s1, a1) = (lp.begin(), now);
-    log.fly(&cands[i], s1, a1, false);
+    log.fly(i, s1, a1, false);
     let first = lp.send_built(build, &cands[i], s1, a1).fuse();
     let timer = lp.t.sleep(after_ms).fuse();
     futures::pin_mut!(first, timer);
@@ -542,7 +549,7 @@ async fn hedged<T: Transport>(
         Either::Left((sent, _)) => vec![(i, (s1, a1, sent), false)],
         Either::Right(((), first)) => {
             let (s2, a2) = (lp.begin(), lp.t.now_ms());
-            log.fly(&cands[i + 1], s2, a2, true);
+            log.fly(i + 1, s2, a2, true);
             let second = lp.send_built(build, &cands[i + 1], s2, a2).fuse();
             futures::pin_mut!(second);
             let one = |r| (i, (s1, a1, r), false);

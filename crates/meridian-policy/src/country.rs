@@ -135,6 +135,14 @@ impl CountrySet {
         self.0.iter().all(|w| *w == 0)
     }
 
+    /// The one country of a set of one.
+    pub fn single(&self) -> Option<Country> {
+        match (self.len(), self.iter().next()) {
+            (1, Some(c)) => Some(c),
+            _ => None,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.0.iter().map(|w| w.count_ones() as usize).sum()
     }

@@ -69,6 +69,20 @@ fn one_of(sink: &mut Sink, t: &Obj, key: &str, choices: &[&str]) -> Option<usize
     found
 }
 
+/// As [`one_of`], for a setting a guard must have.
+fn required_choice(sink: &mut Sink, t: &Obj, key: &str, choices: &[&str]) -> Option<usize> {
+    if t.raw(key).is_none() {
+        let quoted: Vec<String> = choices.iter().map(|c| format!("`\"{c}\"`")).collect();
+        sink.error_help(
+            t.span.as_ref(),
+            format!("a guard needs `{key}`"),
+            format!("`{key} = ` one of {}", quoted.join(", ")),
+        );
+        return None;
+    }
+    one_of(sink, t, key, choices)
+}
+
 pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard> {
     let mut out = Vec::new();
     for t in top.tables(sink, "guards") {
@@ -85,41 +99,21 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
                 );
             }
         }
-        let kind = match t.raw("kind") {
-            None => {
-                sink.error_help(
-                    t.span.as_ref(),
-                    "a guard needs `kind`",
-                    "`kind = \"injection\"`, `\"moderation\"` or `\"classifier\"`",
-                );
-                None
-            }
-            Some(_) => one_of(sink, &t, "kind", GUARD_KINDS).map(|i| {
-                [
-                    GuardKind::Injection,
-                    GuardKind::Moderation,
-                    GuardKind::Classifier,
-                ][i]
-            }),
-        };
-        let wire = match t.raw("wire") {
-            None => {
-                sink.error_help(
-                    t.span.as_ref(),
-                    "a guard needs `wire`",
-                    "`wire = \"builtin\"`, `\"openai_moderation\"`, `\"llama_guard\"` or `\"http_classifier\"`",
-                );
-                None
-            }
-            Some(_) => one_of(sink, &t, "wire", GUARD_WIRES).map(|i| {
-                [
-                    GuardWire::Builtin,
-                    GuardWire::OpenAiModeration,
-                    GuardWire::LlamaGuard,
-                    GuardWire::HttpClassifier,
-                ][i]
-            }),
-        };
+        let kind = required_choice(sink, &t, "kind", GUARD_KINDS).map(|i| {
+            [
+                GuardKind::Injection,
+                GuardKind::Moderation,
+                GuardKind::Classifier,
+            ][i]
+        });
+        let wire = required_choice(sink, &t, "wire", GUARD_WIRES).map(|i| {
+            [
+                GuardWire::Builtin,
+                GuardWire::OpenAiModeration,
+                GuardWire::LlamaGuard,
+                GuardWire::HttpClassifier,
+            ][i]
+        });
         let labels: Vec<Text> = t
             .str_list(sink, "labels")
             .unwrap_or_default()
@@ -240,10 +234,7 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
             model,
             key_secret,
             location: location.value.into(),
-            single_country: match (countries.len(), countries.iter().next()) {
-                (1, Some(c)) => Some(c),
-                _ => None,
-            },
+            single_country: countries.single(),
             countries,
             retention_days: retention.map(|r| u32::try_from(r).unwrap_or(u32::MAX)),
             trains_on_inputs,

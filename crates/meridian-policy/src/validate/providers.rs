@@ -200,10 +200,7 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             base_url,
             key_secret: key_secret.map(Into::into),
             location: location.value.into(),
-            single_country: match (countries.len(), countries.iter().next()) {
-                (1, Some(c)) => Some(c),
-                _ => None,
-            },
+            single_country: countries.single(),
             countries,
             retention_days: retention.map(|r| u32::try_from(r).unwrap_or(u32::MAX)),
             trains_on_inputs,
