@@ -189,47 +189,12 @@ pub(super) async fn inference<T: Transport>(
     skip_cooling(&mut cx, &mut decision, &facts.model).await?;
     let restorer = redact(&mut cx, &decision, &mut body);
     reserve_for(&mut cx, &decision, &facts, &mut body, raw_body.len()).await?;
-    // The input guards: the built-in detector and those a rule asks to finish first before any
-    // provider is called; the others beside the first attempt.
-    let guard_steps = std::mem::take(&mut decision.guards);
-    let steps: Vec<&crate::decide::GuardStep> = guard_steps
-        .iter()
-        .filter(|s| s.usage.on == GuardOn::Input)
-        .collect();
-    let text = if steps.iter().any(|s| !s.guard.is_builtin() && s.allowed()) {
-        super::guards::input_text(cx.endpoint, &mut body)
-    } else {
-        String::new()
-    };
-    let (before, beside): (Vec<Ask>, Vec<Ask>) = steps
-        .into_iter()
-        .map(|s| Ask::of(s, cx.env.secret))
-        .partition(|a| a.usage.before_send || a.guard.is_builtin());
-    let outputs: Vec<Ask> = guard_steps
-        .iter()
-        .filter(|s| s.usage.on == GuardOn::Output)
-        .map(|s| Ask::of(s, cx.env.secret))
-        .collect();
-    // An output guard the answer may not be sent to, failing closed: no answer could be given.
-    let blocked: Vec<Ask> = outputs
-        .iter()
-        .filter(|a| a.excluded.is_some() && !a.usage.fail_open)
-        .cloned()
-        .collect();
-    if let Some(Stop::Refuse(e)) = judge_now(&mut cx, &blocked, "", None).await {
-        return Err(e);
-    }
+    let Guarding {
+        beside,
+        outputs,
+        text,
+    } = guard_input(&mut cx, &mut decision, &facts, &mut body).await?;
     let builtin = Some(facts.injection);
-    let mut route = None;
-    match judge_now(&mut cx, &before, &text, builtin).await {
-        Some(Stop::Refuse(e)) => return Err(e),
-        Some(Stop::Route(r)) => route = Some(r),
-        None => {}
-    }
-    if let Some(r) = &route {
-        decision = reroute(&mut cx, &facts, r)?;
-    }
-    let beside: Vec<_> = if route.is_some() { Vec::new() } else { beside };
     // What a Responses object made from a chat answer repeats from the request.
     let echo = if cx.endpoint == Endpoint::Responses {
         responses_from_chat::Echo::new(
@@ -310,45 +275,16 @@ pub(super) async fn inference<T: Transport>(
     if let Some(e) = refused {
         return Err(e);
     }
-    let fwd = forward::Forwarded {
-        outcome: outcome.unwrap_or(forward::Outcome::Exhausted {
-            timed_out: false,
-            gated: false,
-        }),
-        attempts: Vec::new(),
-    };
-    // A whole answer's output guards judge it before the client gets any of it.
-    if let forward::Outcome::Complete {
-        candidate,
-        status,
-        body,
-        usage,
-        ..
-    } = &fwd.outcome
-    {
-        if !outputs.is_empty() && (200..300).contains(status) {
-            let text = crate::guard::answer_text(body);
-            if let Some(Stop::Refuse(e)) = judge_now(&mut cx, &outputs, &text, None).await {
-                // The provider answered and bills it: counted, and not sent.
-                served_by(cx.record, &decision.candidates[*candidate]);
-                cx.record.usage = *usage;
-                return Err(e);
-            }
-        }
-    }
+    let outcome = outcome.unwrap_or(forward::Outcome::Exhausted {
+        timed_out: false,
+        gated: false,
+    });
     note_failures(&mut cx, facts.input_tokens).await;
     if let Some(m) = measured {
         note_latency(&cx, m).await;
     }
-    respond(
-        &mut cx,
-        &decision,
-        &facts,
-        fwd.outcome,
-        restorer,
-        echo,
-        outputs,
-    )
+    judge_answer(&mut cx, &decision, &outputs, &outcome).await?;
+    respond(&mut cx, &decision, &facts, outcome, restorer, echo, outputs)
 }
 
 /// A Responses request that continues a stored response (`previous_response_id`): the sealed
@@ -1063,6 +999,100 @@ async fn forward_to<T: Transport>(
         log,
     )
     .await
+}
+
+/// The guards a request meets once decided: those that run beside the first attempt, those on
+/// its answer, and the text input guards are sent.
+struct Guarding {
+    beside: Vec<Ask>,
+    outputs: Vec<Ask>,
+    text: String,
+}
+
+/// The guards stage: the input guards whose verdict comes before any provider is called (the
+/// built-in detector, `before_send`, and an output guard that may never see the answer and
+/// fails closed) run now; a refusal is the request's answer, a route replaces the decision.
+async fn guard_input<'p, T: Transport>(
+    cx: &mut Cx<'p, '_, T>,
+    decision: &mut crate::decide::Decision<'p>,
+    facts: &facts::RequestFacts,
+    body: &mut Map<String, Value>,
+) -> Result<Guarding, ApiError> {
+    // The input guards: the built-in detector and those a rule asks to finish first before any
+    // provider is called; the others beside the first attempt.
+    let guard_steps = std::mem::take(&mut decision.guards);
+    let steps: Vec<&crate::decide::GuardStep> = guard_steps
+        .iter()
+        .filter(|s| s.usage.on == GuardOn::Input)
+        .collect();
+    let text = if steps.iter().any(|s| !s.guard.is_builtin() && s.allowed()) {
+        super::guards::input_text(cx.endpoint, body)
+    } else {
+        String::new()
+    };
+    let (before, beside): (Vec<Ask>, Vec<Ask>) = steps
+        .into_iter()
+        .map(|s| Ask::of(s, cx.env.secret))
+        .partition(|a| a.usage.before_send || a.guard.is_builtin());
+    let outputs: Vec<Ask> = guard_steps
+        .iter()
+        .filter(|s| s.usage.on == GuardOn::Output)
+        .map(|s| Ask::of(s, cx.env.secret))
+        .collect();
+    // An output guard the answer may not be sent to, failing closed: no answer could be given.
+    let blocked: Vec<Ask> = outputs
+        .iter()
+        .filter(|a| a.excluded.is_some() && !a.usage.fail_open)
+        .cloned()
+        .collect();
+    if let Some(Stop::Refuse(e)) = judge_now(cx, &blocked, "", None).await {
+        return Err(e);
+    }
+    let mut route = None;
+    match judge_now(cx, &before, &text, Some(facts.injection)).await {
+        Some(Stop::Refuse(e)) => return Err(e),
+        Some(Stop::Route(r)) => route = Some(r),
+        None => {}
+    }
+    if let Some(r) = &route {
+        *decision = reroute(cx, facts, r)?;
+    }
+    let beside: Vec<_> = if route.is_some() { Vec::new() } else { beside };
+    Ok(Guarding {
+        beside,
+        outputs,
+        text,
+    })
+}
+
+/// A whole answer's output guards judge it before the client gets any of it; a refusal keeps
+/// what the provider billed for it (counted, and not sent).
+async fn judge_answer<T: Transport>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    outputs: &[Ask],
+    outcome: &forward::Outcome<WireBody<T::Body>>,
+) -> Result<(), ApiError> {
+    let forward::Outcome::Complete {
+        candidate,
+        status,
+        body,
+        usage,
+        ..
+    } = outcome
+    else {
+        return Ok(());
+    };
+    if outputs.is_empty() || !(200..300).contains(status) {
+        return Ok(());
+    }
+    let text = crate::guard::answer_text(body);
+    if let Some(Stop::Refuse(e)) = judge_now(cx, outputs, &text, None).await {
+        served_by(cx.record, &decision.candidates[*candidate]);
+        cx.record.usage = *usage;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Runs guards whose verdict is needed now (nothing waits beside them), records their verdicts,

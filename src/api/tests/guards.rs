@@ -644,3 +644,97 @@ async fn a_text_too_long_for_a_guard_or_a_guard_without_its_key_fails_as_the_rul
         .unwrap();
     assert_eq!(req.header("authorization"), Some("Bearer sk-mod"));
 }
+
+/// Each window is sent with the last 128 characters of the one before: the oracle is the text
+/// the provider streamed.
+#[tokio::test(start_paused = true)]
+async fn each_window_is_sent_with_the_end_of_the_one_before() {
+    let p = guarded("[[rules.guards]]\nguard = \"cls-eu\"\non = \"output\"\n");
+    let texts: Vec<String> = (1..=6)
+        .map(|i| format!("[event {i}]{}", "y".repeat(390)))
+        .collect();
+    let events: Vec<String> = texts.iter().map(|t| chunk_event(t)).collect();
+    let t = Fake::responding(move |host, req| match host {
+        "clseu" => judging_classifier(req),
+        _ => Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: events
+                .iter()
+                .map(|c| (10, Ok(c.clone().into_bytes())))
+                .chain([(10, Ok(DONE.as_bytes().to_vec()))])
+                .collect(),
+        },
+    });
+    let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
+    assert!(a.text().ends_with(DONE), "{}", a.text());
+    let sent: Vec<String> = t
+        .requests
+        .borrow()
+        .iter()
+        .filter(|r| r.url.contains("clseu"))
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["input"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let first: String = texts[..3].concat();
+    let tail: String = first
+        .chars()
+        .rev()
+        .take(128)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert_eq!(sent[0], first);
+    assert_eq!(sent[1], tail + &texts[3..].concat());
+}
+
+/// A stream's output guard is reserved at one call per 1,024 characters of the output bound,
+/// counted at four characters a token, and one more for its end.
+#[tokio::test(start_paused = true)]
+async fn a_streams_output_guard_calls_are_reserved_from_its_output_bound() {
+    use crate::testing::MemStore;
+    let guard = "[[guards]]\nid = \"priced\"\nkind = \"classifier\"\nwire = \"http_classifier\"\nurl = \"http://clseu/classify\"\nlocation = \"DE\"\nlabels = [\"INJECTION\"]\nretention_days = 0\ntrains_on_inputs = false\nprice_per_call = 0.01\n";
+    let text = policy_text("")
+        + guard
+        + "[[rules]]\nid = \"guarded\"\nlimits = { usd_per_day = 0.045 }\n[[rules.guards]]\nguard = \"priced\"\non = \"output\"\n";
+    let p = policy::load(&text, "api").unwrap_or_else(|e| panic!("{e}"));
+    let ask = |max_tokens: u64| {
+        let (p, store) = (&p, MemStore::default());
+        async move {
+            let t = Fake::responding(|host, req| match host {
+                "clseu" => judging_classifier(req),
+                _ => Step::Answer {
+                    after_ms: 0,
+                    status: 200,
+                    headers: vec![("content-type".into(), "text/event-stream".into())],
+                    chunks: vec![(0, Ok(format!("{}{DONE}", chunk_event("hi")).into_bytes()))],
+                },
+            });
+            let body = chat_body(&format!(r#","stream":true,"max_tokens":{max_tokens}"#));
+            let secret = |_: &str| None;
+            call_store(
+                Ok(p),
+                &secret,
+                Some(&store),
+                &t,
+                "POST",
+                "/v1/chat/completions",
+                &ACME_DE,
+                &body,
+            )
+            .await
+            .status
+        }
+    };
+    // 1,000 tokens: 4,000 characters, 4 windows and the end: $0.05 of guard calls, over $0.045.
+    assert_eq!(ask(1000).await, 429);
+    // 700 tokens: 2,800 characters, 3 windows and the end: $0.04 and alpha's at most 1,400 output
+    // tokens' worth ($0.0014 plus the input), under it.
+    assert_eq!(ask(700).await, 200);
+}
