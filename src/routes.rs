@@ -9,6 +9,8 @@ pub use crate::request::Endpoint;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// `GET /.well-known/jwks.json`: the keys receipts are signed with.
+    Keys,
     Models,
     Explain,
     Inference(Endpoint),
@@ -43,6 +45,7 @@ pub fn route(method: &str, path: &str) -> Route {
     }
     let (route, allowed) = match path {
         "/healthz" => (Route::Health, "GET"),
+        "/.well-known/jwks.json" => (Route::Keys, "GET"),
         "/v1/models" => (Route::Models, "GET"),
         "/v1/route/explain" => (Route::Explain, "POST"),
         "/v1/messages/count_tokens" => (Route::CountTokens, "POST"),

@@ -32,7 +32,7 @@ fn every_section_has_exactly_the_validators_keys() {
     let model_table = &d["provider"]["properties"]["models"]["additionalProperties"]["oneOf"][1];
     let limit_keys = keys::limit_keys();
     let limit_keys: Vec<&str> = limit_keys.iter().map(String::as_str).collect();
-    let sections: [(&str, &Value, &[&str]); 20] = [
+    let sections: [(&str, &Value, &[&str]); 22] = [
         ("top level", &s, keys::TOP_KEYS),
         ("pii", &s["properties"]["pii"], keys::PII_KEYS),
         ("settings", &d["settings"], keys::SETTINGS_KEYS),
@@ -63,6 +63,16 @@ fn every_section_has_exactly_the_validators_keys() {
             "settings.health",
             &d["settings"]["properties"]["health"],
             keys::HEALTH_KEYS,
+        ),
+        (
+            "settings.receipts",
+            &d["settings"]["properties"]["receipts"],
+            keys::RECEIPTS_KEYS,
+        ),
+        (
+            "settings.record",
+            &d["settings"]["properties"]["record"],
+            keys::RECORD_KEYS,
         ),
         ("endpoint", &Value::Null, keys::ENDPOINTS),
     ];

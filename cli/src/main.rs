@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod evidence;
 mod report;
 use meridian::location::{self, Location};
 use meridian::policy::{self, Country, Policy};
@@ -69,6 +70,14 @@ enum Command {
     Compile { file: PathBuf },
     /// Print the `sha256:` form of an API key for a tenant's `keys` (reads stdin without KEY).
     HashKey { key: Option<String> },
+    /// Check signed receipts offline: every line of a log (files, or stdin) against its receipt
+    /// and the public keys, and what the receipts' numbering shows of lines removed or moved;
+    /// or one receipt (--receipt). Prints each line that fails and why. Exit status 1 when any
+    /// fails, 0 when all verify, 2 on an error.
+    Verify(evidence::VerifyArgs),
+    /// Make an Ed25519 key for signed receipts: prints the secret for its Spin variable and the
+    /// public JWK Set.
+    Keygen,
 }
 
 #[derive(clap::Args)]
@@ -545,6 +554,20 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Verify(a) => match evidence::verify(&a) {
+            Ok(ok) => ExitCode::from(u8::from(!ok)),
+            Err(e) => {
+                eprintln!("meridian verify: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Keygen => match evidence::keygen() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian keygen: {e}");
                 ExitCode::from(2)
             }
         },

@@ -166,11 +166,12 @@ pub fn explain_text(d: &Decision) -> String {
     for (i, c) in d.candidates.iter().enumerate() {
         let _ = writeln!(
             s,
-            "  {}. {} as `{}` (processes data in {})",
+            "  {}. {} as `{}` (processes data in {}, keeps it in {})",
             i + 1,
             c.provider,
             c.upstream_model,
-            c.location
+            c.location,
+            c.storage
         );
     }
     for e in &d.excluded {

@@ -149,11 +149,16 @@ fn attempts_json(attempts: &[forward::Attempt]) -> Value {
 }
 
 /// Records the candidate that answered.
-fn served_by(record: &mut Record, c: &Candidate) {
+fn served_by(policy: &Policy, record: &mut Record, c: &Candidate) {
+    if let Some(p) = policy.providers.get(c.index) {
+        record.retention_days = p.retention_days;
+        record.zdr = Some(p.zdr);
+    }
     record.provider = Some(c.provider.0.to_string());
     record.served_model = Some(c.model.to_string());
     record.upstream_model = Some(c.upstream_model.to_string());
     record.jurisdiction = Some(c.location.to_string());
+    record.storage = Some(c.storage.to_string());
     record.prices = crate::usage::Prices {
         input: c.input_price,
         output: c.output_price,
@@ -1088,7 +1093,7 @@ async fn judge_answer<T: Transport>(
     }
     let text = crate::guard::answer_text(body);
     if let Some(Stop::Refuse(e)) = judge_now(cx, outputs, &text, None).await {
-        served_by(cx.record, &decision.candidates[*candidate]);
+        served_by(cx.policy, cx.record, &decision.candidates[*candidate]);
         cx.record.usage = *usage;
         return Err(e);
     }
@@ -1274,7 +1279,7 @@ fn respond<T: Transport>(
             usage,
         } => {
             let c = &decision.candidates[candidate];
-            served_by(cx.record, c);
+            served_by(cx.policy, cx.record, c);
             if !(200..300).contains(&status) {
                 return Ok(upstream_failed(cx.record, c, status, &up, &body, ratelimit));
             }
@@ -1295,7 +1300,7 @@ fn respond<T: Transport>(
             body,
         } => {
             let c = &decision.candidates[candidate];
-            served_by(cx.record, c);
+            served_by(cx.policy, cx.record, c);
             let mut stream = stream(cx, decision, c, (first, guard, body), restorer, echo);
             if !outputs.is_empty() {
                 stream.output = Some(Box::new(super::guards::Windows::new(

@@ -174,10 +174,16 @@ pub async fn serve<T: Transport, R: RequestBody>(
         Ok(policy) => {
             record.policy = Some(policy_label(policy, env.geoip.as_ref()));
             let cors = cors_headers(policy, &req.headers);
-            (
-                dispatch(env, t, policy, route, req, &mut record).await,
-                cors,
-            )
+            match seal(env, policy, seed) {
+                Ok(s) => {
+                    record.seal = s;
+                    (
+                        dispatch(env, t, policy, route, req, &mut record).await,
+                        cors,
+                    )
+                }
+                Err(e) => (Err(e), cors),
+            }
         }
     };
     let (status, own, body) = match outcome {
@@ -208,6 +214,14 @@ pub async fn serve<T: Transport, R: RequestBody>(
             p.settings.audit_headers
         });
     let mut headers = record.headers(style);
+    if let Some(seal) = record.seal.as_ref().filter(|s| s.header) {
+        // A stream's answer, usage and cost come after its headers: its receipt says so
+        // (`final: false`), and the log line's receipt attests the whole.
+        let done = matches!(body, Body::Full(_));
+        let line = record.log_object(t.unix_ms(), t.now_ms());
+        let jws = seal.signer.sign(&crate::receipt::claims(&line, done));
+        headers.push((audit::RECEIPT.to_string(), jws));
+    }
     headers.extend(cors);
     match record.limits.as_ref().map(|l| &l.headers) {
         // Meridian's own limits speak for the caller: the provider's (the operator's account)
@@ -231,6 +245,58 @@ pub async fn serve<T: Transport, R: RequestBody>(
         headers,
         body,
         record,
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys receipts are signed with, the current one
+/// first; 404 when the policy signs none.
+fn keys<B>(policy: &Policy, record: &Record) -> Outcome<B> {
+    let (Some(seal), Some(r)) = (&record.seal, &policy.settings.receipts) else {
+        return Err(ApiError::new(
+            404,
+            "receipts_not_enabled",
+            "This deployment signs no receipts (its policy has no `[settings.receipts]`), so it publishes no keys.",
+        ));
+    };
+    let body = serde_json::to_vec(&crate::receipt::jwks(&seal.signer, &r.retired_keys))
+        .unwrap_or_default();
+    Ok((
+        200,
+        vec![
+            ("content-type".into(), "application/jwk-set+json".into()),
+            ("cache-control".into(), "public, max-age=300".into()),
+        ],
+        Body::Full(body),
+    ))
+}
+
+/// How this request's receipts are signed, when the policy asks for them. A deployment whose
+/// policy asks for receipts and that cannot sign them serves nothing (nothing unattested).
+fn seal(
+    env: &Env<'_>,
+    policy: &Policy,
+    seed: String,
+) -> Result<Option<crate::receipt::Sealing>, ApiError> {
+    let Some(r) = &policy.settings.receipts else {
+        return Ok(None);
+    };
+    match crate::receipt::signer(env.secret, r) {
+        Ok(signer) => Ok(Some(crate::receipt::Sealing {
+            signer,
+            sequence: r.sequence,
+            header: r.header,
+            seed,
+        })),
+        Err(why) => {
+            let mut e = ApiError::new(
+                503,
+                "receipts_unavailable",
+                "This deployment signs a receipt for every request and cannot sign now, so nothing was served. The operator finds why in Meridian's log under this request id.",
+            )
+            .with_kind("server_error");
+            e.log_detail = Some(Box::new(why));
+            Err(e)
+        }
     }
 }
 
@@ -308,7 +374,23 @@ pub async fn end(
     mono_ms: u64,
 ) -> String {
     settle(store, record).await;
-    record.log_line(wall_ms, mono_ms)
+    let Some(seal) = record.seal.clone() else {
+        return record.log_line(wall_ms, mono_ms);
+    };
+    // The log line's receipt: the whole request, numbered by the store's sequence when the
+    // policy asks, and the next link of this instance's chain.
+    let seq = match (seal.sequence, store) {
+        (true, Some(s)) => s.increment(&crate::receipt::sequence_key(), 1).await.ok(),
+        _ => None,
+    };
+    let mut line = record.log_object(wall_ms, mono_ms);
+    let mut claims = crate::receipt::claims(&line, true);
+    if let Some(n) = seq {
+        claims.insert("seq".into(), n.into());
+    }
+    let jws = crate::receipt::sign_chained(&seal.signer, claims, &|| seal.seed.clone());
+    line.insert("receipt".into(), jws.into());
+    serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
 }
 
 pub async fn settle(store: Option<&dyn crate::limits::Store>, record: &mut Record) {
@@ -369,6 +451,7 @@ async fn dispatch<T: Transport, R: RequestBody>(
             "Meridian does not count tokens before routing: send the request to /v1/messages, whose `usage.input_tokens` reports them.",
         )),
         Route::MethodNotAllowed(allowed) => Err(method_not_allowed(&method, allowed)),
+        Route::Keys => keys(policy, record),
         Route::Health => Ok((
             200,
             vec![json_header()],

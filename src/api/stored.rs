@@ -132,6 +132,9 @@ pub(super) async fn stored<T: Transport>(
     }
     record.provider = Some(provider.id.0.to_string());
     record.jurisdiction = Some(provider.location.to_string());
+    record.storage = Some(crate::policy::Recipient::stored_in(provider).to_string());
+    record.retention_days = provider.retention_days;
+    record.zdr = Some(provider.zdr);
     let mut h = vec![
         ("accept".to_string(), "application/json".to_string()),
         ("x-request-id".to_string(), record.request_id.clone()),

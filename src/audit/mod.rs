@@ -53,6 +53,13 @@ pub const GUARDS: &str = "x-meridian-guards";
 /// are strings, the individual header's text.
 pub const AUDIT: &str = "x-meridian-audit";
 
+/// Where the serving provider keeps what it retains, when its entry states a `storage` apart
+/// from where it processes (`x-meridian-jurisdiction`).
+pub const STORAGE: &str = "x-meridian-storage";
+
+/// The response's signed receipt (`[settings.receipts]`): a JWS, docs/evidence.md.
+pub const RECEIPT: &str = "x-meridian-receipt";
+
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
     REQUEST_ID,
@@ -60,6 +67,8 @@ pub const ALL: &[&str] = &[
     PROVIDER,
     UPSTREAM_MODEL,
     JURISDICTION,
+    STORAGE,
+    RECEIPT,
     RULES,
     ATTEMPTS,
     FAILURES,
@@ -219,6 +228,13 @@ pub struct Record {
     pub upstream_model: Option<String>,
     /// Where the serving provider processes data, as the policy writes it.
     pub jurisdiction: Option<String>,
+    /// Where the serving provider keeps what it retains (its `storage`, else `jurisdiction`).
+    pub storage: Option<String>,
+    /// The serving provider's retention (days) and zero data retention, as the catalog states.
+    pub retention_days: Option<u32>,
+    pub zdr: Option<bool>,
+    /// How this request's receipts are signed (`[settings.receipts]`).
+    pub seal: Option<crate::receipt::Sealing>,
     /// Prices of the serving model (USD per million tokens), to cost the usage.
     pub prices: crate::usage::Prices,
     pub usage: Option<Usage>,
@@ -364,6 +380,9 @@ impl Record {
         }
         if let Some(j) = &self.jurisdiction {
             put(JURISDICTION, j);
+            if let Some(s) = self.storage.as_ref().filter(|s| *s != j) {
+                put(STORAGE, s);
+            }
         }
         if self.rules.is_some() {
             put(ATTEMPTS, &self.attempts.len().to_string());
@@ -434,6 +453,23 @@ impl Record {
 
     /// The JSON log line, given the wall clock and the monotonic clock at the end.
     pub fn log_line(&self, ts_ms: u64, now_ms: u64) -> String {
+        serde_json::to_string(&self.line(ts_ms, now_ms))
+            .unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
+    }
+
+    /// The log line as a JSON object (what a receipt attests is read from it).
+    pub fn log_object(
+        &self,
+        ts_ms: u64,
+        now_ms: u64,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self.line(ts_ms, now_ms)) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    fn line(&self, ts_ms: u64, now_ms: u64) -> LogLine<'_> {
         let attempts: Vec<AttemptLog> = self
             .attempts
             .iter()
@@ -452,7 +488,7 @@ impl Record {
                     .map(|d| mask_keys(&d)),
             })
             .collect();
-        let line = LogLine {
+        LogLine {
             ts_ms,
             request_id: &self.request_id,
             method: &self.method,
@@ -468,6 +504,9 @@ impl Record {
             served_model: self.served_model.as_deref(),
             upstream_model: self.upstream_model.as_deref(),
             jurisdiction: self.jurisdiction.as_deref(),
+            storage: self.storage.as_deref(),
+            retention_days: self.retention_days,
+            zdr: self.zdr,
             rules: self.rules.as_deref().unwrap_or_default(),
             candidates: &self.candidates,
             excluded: &self.excluded,
@@ -495,8 +534,7 @@ impl Record {
                 .map(crate::guard::Verdict::log_json)
                 .collect(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
-        };
-        serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
+        }
     }
 }
 
@@ -541,6 +579,13 @@ struct LogLine<'a> {
     /// Where the serving provider processes data, as the policy writes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     jurisdiction: Option<&'a str>,
+    /// Where it keeps what it retains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zdr: Option<bool>,
     rules: &'a [String],
     candidates: &'a [String],
     excluded: &'a [String],

@@ -34,6 +34,8 @@ impl Ids<'_> {
 pub(super) struct Constraint<'p, 'f> {
     pub(super) by: Who<'p>,
     pub(super) residency: Option<&'p Residency>,
+    /// Where recipients may keep what they retain (`require.storage`).
+    pub(super) storage: Option<&'p Residency>,
     pub(super) self_hosted: bool,
     pub(super) privacy: PrivacyFlags,
     pub(super) allow: Option<Ids<'f>>,
@@ -51,6 +53,7 @@ impl<'p, 'f> Constraint<'p, 'f> {
         Constraint {
             by,
             residency: None,
+            storage: None,
             self_hosted: false,
             privacy: PrivacyFlags::default(),
             allow: None,
@@ -64,6 +67,7 @@ impl<'p, 'f> Constraint<'p, 'f> {
     /// Whether this constraint can exclude anything at all (most rules only route).
     pub(super) fn binds(&self) -> bool {
         self.residency.is_some()
+            || self.storage.is_some()
             || self.self_hosted
             || self.privacy != PrivacyFlags::default()
             || self.allow.is_some()
@@ -99,6 +103,17 @@ impl<'p, 'f> Constraint<'p, 'f> {
                     ReasonKind::Residency,
                     Message::Outside {
                         location: r.location(),
+                        allowed: &res.names,
+                    },
+                ));
+            }
+        }
+        if let Some(res) = self.storage {
+            if !r.stores_within(&res.countries) {
+                out.push(reason(
+                    ReasonKind::Residency,
+                    Message::StoredOutside {
+                        location: r.stored_in(),
                         allowed: &res.names,
                     },
                 ));
@@ -151,7 +166,7 @@ impl<'p, 'f> Constraint<'p, 'f> {
             kind,
             message,
         };
-        if self.residency.is_some() || self.limits_handling() {
+        if self.residency.is_some() || self.storage.is_some() || self.limits_handling() {
             for ((_, p, _), out) in each!() {
                 self.recipient_reasons(*p, self.stores, out);
             }

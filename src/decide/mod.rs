@@ -231,6 +231,8 @@ pub struct Candidate<'p> {
     pub upstream_model: &'p str,
     /// Where the provider processes data, as the policy writes it.
     pub location: &'p str,
+    /// Where it keeps what it retains: its `storage`, else `location`.
+    pub storage: &'p str,
     pub input_price: Option<f64>,
     pub output_price: Option<f64>,
     #[serde(skip)]
@@ -304,6 +306,7 @@ fn constraints_for<'p: 'f, 'f>(
         let q = &r.require;
         Constraint {
             residency: q.jurisdiction.as_ref(),
+            storage: q.storage.as_ref(),
             self_hosted: q.self_hosted,
             privacy: q.privacy,
             allow: q.providers.as_ref().map(Ids::Policy),
@@ -607,6 +610,7 @@ fn step<'p>(
                     .map_or("", |k| k.as_ref()),
                 upstream_model: &m.upstream,
                 location: &p.location,
+                storage: crate::policy::Recipient::stored_in(p),
                 input_price: times(m.input_price),
                 output_price: times(m.output_price),
                 cache_read_price: times(m.cache_read_price),

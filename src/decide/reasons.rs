@@ -77,6 +77,11 @@ pub enum Message<'p> {
         location: &'p str,
         allowed: &'p [crate::policy::Text],
     },
+    /// Keeps what it retains outside where the constraint allows (`require.storage`).
+    StoredOutside {
+        location: &'p str,
+        allowed: &'p [crate::policy::Text],
+    },
     NotSelfHosted,
     NoZdr,
     TrainsOnInputs,
@@ -143,6 +148,11 @@ impl fmt::Display for Message<'_> {
             Message::Outside { location, allowed } => write!(
                 f,
                 "processes data in `{location}`, outside the allowed `{}`",
+                allowed.join(", ")
+            ),
+            Message::StoredOutside { location, allowed } => write!(
+                f,
+                "keeps data in `{location}`, outside the allowed storage `{}`",
                 allowed.join(", ")
             ),
             Message::NotSelfHosted => f.write_str("is not self-hosted (local-only)"),

@@ -203,3 +203,56 @@ fn unstated_data_handling_never_satisfies_a_privacy_flag() {
     let d = decision_for(&p, &[], json!({"model": "m"}));
     assert_eq!(d.candidates.len(), 2);
 }
+
+/// Where a provider keeps data is a fact apart from where it processes it: a rule's
+/// `require.storage` excludes a provider that processes inside but keeps data outside, and the
+/// candidate and the explanation name both places.
+#[test]
+fn storage_is_constrained_apart_from_processing() {
+    let text = POLICY
+        .replace(
+            "location = \"DE\"\nretention_days = 0\nzdr = true\ntrains_on_inputs = false\nmodels = { \"m\" = { id = \"m-eu\"",
+            "location = \"DE\"\nstorage = \"US\"\ntransfer_safeguard = \"scc\"\nretention_days = 0\nzdr = true\ntrains_on_inputs = false\nmodels = { \"m\" = { id = \"m-eu\"",
+        )
+        .replace(
+            r#"require = { jurisdiction = ["eu"], providers = ["eu", "local"], deny = ["local"], max_price = { input = 2.0, output = 0.5 } }"#,
+            "when = { client_jurisdiction = [\"eu\"] }\nrequire = { jurisdiction = [\"eu\"] }",
+        );
+    assert!(text.contains("storage = \"US\""));
+    let p = crate::policy::load(&text, "storage.toml").expect("valid");
+    let fr = [("cf-ipcountry", "FR")];
+    // Processing alone: `eu` (processes in DE, keeps in US) still serves.
+    let d = decision_for(&p, &fr, json!({"model": "m"}));
+    let eu = d
+        .candidates
+        .iter()
+        .find(|c| c.provider.as_str() == "eu")
+        .expect("eu serves");
+    assert_eq!((eu.location, eu.storage), ("DE", "US"));
+    let local = d
+        .candidates
+        .iter()
+        .find(|c| c.provider.as_str() == "local")
+        .unwrap();
+    assert_eq!(local.storage, "DE", "no storage stated: where it processes");
+    assert!(crate::api::explain_text(&d)
+        .contains("eu as `m-eu` (processes data in DE, keeps it in US)"));
+    // Storage constrained too: `eu` is excluded, with why.
+    let p = crate::policy::load(
+        &text.replace(
+            "require = { jurisdiction = [\"eu\"] }",
+            "require = { jurisdiction = [\"eu\"], storage = [\"eu\"] }",
+        ),
+        "storage.toml",
+    )
+    .expect("valid");
+    let d = decision_for(&p, &fr, json!({"model": "m"}));
+    let ids: Vec<&str> = d.candidates.iter().map(|c| c.provider.as_str()).collect();
+    assert_eq!(ids, ["local"]);
+    let why = crate::api::explain_text(&d);
+    assert!(
+        why.contains("excluded eu:")
+            && why.contains("keeps data in `US`, outside the allowed storage `eu`"),
+        "{why}"
+    );
+}

@@ -41,6 +41,7 @@ impl Catalog {
                     model,
                     upstream_model: model,
                     location: "US",
+                    storage: "US",
                     input_price: None,
                     output_price: None,
                     cache_read_price: None,

@@ -58,11 +58,15 @@ pub fn compile(policy: &Policy) -> String {
         .collect();
     own.providers = providers.into();
     // The model holds strings, numbers, lists and maps only: serialising cannot fail.
-    // The guards follow the rest (a form without them, written before they existed, ends
-    // there and reads as a policy without guards).
+    // The guards follow the rest, then the evidence fields (a form without them, written
+    // before they existed, ends earlier and reads as a policy without them).
     let mut bytes = postcard::to_allocvec(&(defaults, own)).unwrap_or_default();
-    if !policy.guards.is_empty() || !policy.guards.catalog.is_empty() {
+    let evidence = crate::evidence::Evidence::of(policy);
+    if !policy.guards.is_empty() || !policy.guards.catalog.is_empty() || !evidence.is_empty() {
         bytes.extend(postcard::to_allocvec(&policy.guards).unwrap_or_default());
+    }
+    if !evidence.is_empty() {
+        bytes.extend(postcard::to_allocvec(&evidence).unwrap_or_default());
     }
     format!("{PREFIX}{:016x} {}", checksum(&bytes), B64.encode(&bytes))
 }
@@ -106,7 +110,15 @@ pub fn load_compiled(text: &str) -> Result<Policy, String> {
     let ((defaults, mut policy), rest): ((Vec<bool>, Policy), &[u8]) =
         postcard::take_from_bytes(&bytes).map_err(unreadable)?;
     if !rest.is_empty() {
-        policy.guards = postcard::from_bytes(rest).map_err(unreadable)?;
+        let (guards, rest) = postcard::take_from_bytes(rest).map_err(unreadable)?;
+        policy.guards = guards;
+        if !rest.is_empty() {
+            let evidence: crate::evidence::Evidence =
+                postcard::from_bytes(rest).map_err(unreadable)?;
+            evidence
+                .restore(&mut policy)
+                .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
+        }
     }
     if defaults.len() != policy.providers.len() {
         return Err(format!(

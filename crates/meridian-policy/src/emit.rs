@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
+use crate::evidence::*;
 use crate::guards::*;
 use crate::model::*;
 
@@ -166,13 +167,17 @@ unit_enums! {
     GuardKind { Injection, Moderation, Classifier }
     GuardWire { Builtin, OpenAiModeration, LlamaGuard, HttpClassifier }
     GuardOn { Input, Output }
+    Safeguard { Adequacy, Dpf, Scc, Bcr }
 }
 
 structs! {
     Settings {
         client, max_body_bytes, anonymous, expose_ratelimit_headers, audit_headers, plan, unknown_fields,
-        affinity_header, limits, health,
+        affinity_header, limits, health, receipts, record,
     }
+    Receipts { key_secret, retired_keys, sequence, header }
+    RecordSettings { controller, home }
+    Storage { location, countries }
     LimitSettings { fail_open, default_max_tokens }
     Health { failures, window_s, cooldown_s }
     Limits { per, windows, concurrent }
@@ -184,7 +189,7 @@ structs! {
     Provider {
         id, kind, base_url, key_secret, location, countries, single_country, retention_days,
         trains_on_inputs, zdr, self_hosted, models, latency_ms, weight, api_version, max_tokens,
-        capabilities, anthropic_betas, responses,
+        capabilities, anthropic_betas, responses, storage, safeguard,
     }
     ModelEntry {
         upstream, input_price, output_price, cache_read_price, cache_write_price, context_window,
@@ -193,7 +198,7 @@ structs! {
     ModelRoute { id, models }
     TokenRange { min, max }
     PrivacyFlags { zdr, no_training, local_only, no_data_collection }
-    Tenant { id, key_hashes, models, jurisdictions, privacy, origins, max_tokens, limits }
+    Tenant { id, key_hashes, models, jurisdictions, privacy, origins, max_tokens, limits, purposes }
     Residency { names, countries }
     Glob { text }
     Rule { id, when, require, prefer, plan, pii, limits, route }
@@ -201,7 +206,7 @@ structs! {
         client_countries, edge_regions, tenants, anonymous, models, privacy, headers, stream,
         endpoints, edge_verified, pii, browser, input_tokens, tools, media,
     }
-    Require { jurisdiction, self_hosted, privacy, providers, deny, max_price, capabilities }
+    Require { jurisdiction, self_hosted, privacy, providers, deny, max_price, capabilities, storage }
     MaxPrice { input, output }
     Prefer { order, sort, weights }
     FallbackOn { connect, timeout, malformed, statuses }
@@ -219,7 +224,7 @@ structs! {
     Guard {
         id, kind, wire, url, model, key_secret, location, countries, single_country,
         retention_days, trains_on_inputs, zdr, self_hosted, price_per_call, labels,
-        max_input_bytes,
+        max_input_bytes, storage, safeguard,
     }
     GuardUse { rule, guard, on, action, threshold, labels, timeout_ms, fail_open, before_send }
 }

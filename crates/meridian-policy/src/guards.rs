@@ -82,6 +82,10 @@ pub struct Guard {
     /// The most bytes of text one call is sent; a longer text is not judged (the rule's `fail`
     /// decides).
     pub max_input_bytes: u32,
+    /// Where it keeps what it retains, when not where it processes.
+    pub storage: Option<crate::evidence::Storage>,
+    /// What a transfer to it rests on, when it is outside `[settings.record] home`.
+    pub safeguard: Option<crate::evidence::Safeguard>,
 }
 
 impl Guard {
@@ -100,6 +104,22 @@ pub trait Recipient {
     fn zdr(&self) -> bool;
     fn trains_on_inputs(&self) -> Option<bool>;
     fn retention_days(&self) -> Option<u32>;
+    /// Where it keeps what it retains, when it says so apart from where it processes.
+    fn storage(&self) -> Option<&crate::evidence::Storage>;
+    fn safeguard(&self) -> Option<crate::evidence::Safeguard>;
+
+    /// Where it keeps what it retains, as written: its `storage`, else where it processes.
+    fn stored_in(&self) -> &str {
+        self.storage().map_or(self.location(), |s| &s.location)
+    }
+
+    /// Whether every place it keeps data lies inside `allowed`.
+    fn stores_within(&self, allowed: &CountrySet) -> bool {
+        match self.storage() {
+            Some(s) => s.countries.is_nonempty_subset(allowed),
+            None => self.within(allowed),
+        }
+    }
 
     /// Whether every place it processes data lies inside `allowed`.
     fn within(&self, allowed: &CountrySet) -> bool {
@@ -138,6 +158,12 @@ impl Recipient for Guard {
     }
     fn retention_days(&self) -> Option<u32> {
         self.retention_days
+    }
+    fn storage(&self) -> Option<&crate::evidence::Storage> {
+        self.storage.as_ref()
+    }
+    fn safeguard(&self) -> Option<crate::evidence::Safeguard> {
+        self.safeguard
     }
 }
 

@@ -8,6 +8,7 @@ pub mod compiled;
 mod country;
 mod diag;
 mod emit;
+pub mod evidence;
 pub mod geoip;
 mod guards;
 pub mod jurisdictions;
@@ -21,6 +22,7 @@ mod validate;
 
 pub use diag::{did_you_mean, Diagnostic, PolicyErrors};
 pub use emit::{emit_policy, Emit};
+pub use evidence::{Receipts, RecordSettings, Safeguard, Storage};
 pub use guards::*;
 pub use location::{platform_of_header, PLATFORM_NAMES};
 pub use model::*;
@@ -30,8 +32,9 @@ pub use validate::load;
 pub mod keys {
     pub use super::validate::{
         ENDPOINTS, GUARD_KEYS, GUARD_USE_KEYS, HEALTH_KEYS, LIMIT_SETTINGS_KEYS, MODEL_KEYS,
-        PII_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS, REQUEST_KEYS, REQUIRE_KEYS,
-        ROUTE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
+        PII_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS, RECEIPTS_KEYS, RECORD_KEYS,
+        REQUEST_KEYS, REQUIRE_KEYS, ROUTE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS,
+        TOP_KEYS, WHEN_KEYS,
     };
     pub use crate::limits::limit_keys;
 }

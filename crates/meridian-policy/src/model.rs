@@ -166,6 +166,12 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Provider cool-down after repeated failures (`[settings.health]`); off when `None`.
     pub health: Option<Health>,
+    /// Signed receipts (`[settings.receipts]`); off when `None`.
+    #[serde(skip)]
+    pub receipts: Option<crate::evidence::Receipts>,
+    /// The record of processing's settings (`[settings.record]`).
+    #[serde(skip)]
+    pub record: crate::evidence::RecordSettings,
 }
 
 /// `[settings] audit_headers`: how a response carries its audit.
@@ -254,6 +260,13 @@ pub struct Provider {
     /// Serves OpenAI's Responses API itself (`responses = true`, OpenAI-wire providers): a
     /// `/v1/responses` request is passed through to it, not translated to chat.
     pub responses: bool,
+    /// Where it keeps what it retains, when not where it processes (`storage`). Written after
+    /// the rest in the compiled form ([`crate::evidence`]).
+    #[serde(skip)]
+    pub storage: Option<crate::evidence::Storage>,
+    /// What a transfer to it rests on, when it is outside `[settings.record] home`.
+    #[serde(skip)]
+    pub safeguard: Option<crate::evidence::Safeguard>,
 }
 
 /// A provider's base URL, checked by validation (http or https, a host, no query or fragment)
@@ -295,6 +308,12 @@ impl crate::Recipient for Provider {
     }
     fn retention_days(&self) -> Option<u32> {
         self.retention_days
+    }
+    fn storage(&self) -> Option<&crate::evidence::Storage> {
+        self.storage.as_ref()
+    }
+    fn safeguard(&self) -> Option<crate::evidence::Safeguard> {
+        self.safeguard
     }
 }
 
@@ -449,6 +468,9 @@ pub struct Tenant {
     pub max_tokens: Option<u64>,
     /// Requests, tokens, spend and concurrency this tenant (or each of its keys) may use.
     pub limits: Option<Limits>,
+    /// What its data is processed for, as the record of processing states (`purposes`).
+    #[serde(skip)]
+    pub purposes: List<Text>,
 }
 
 /// A set of allowed processing countries, with the names it came from for messages.
@@ -571,6 +593,9 @@ pub struct Require {
     /// The most providers may be asked to do for matching requests: granted capabilities
     /// outside this set are withdrawn (`None`: the providers' grants stand).
     pub capabilities: Option<CapSet>,
+    /// Where recipients may keep what they retain (`storage`), beside where they process.
+    #[serde(skip)]
+    pub storage: Option<Residency>,
 }
 
 /// Providers a rule names, as positions in [`Policy::providers`] (validation resolved the ids).

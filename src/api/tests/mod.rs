@@ -55,6 +55,8 @@ struct Answer {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     record: Record,
+    /// The log line `end` rendered.
+    log: String,
 }
 
 impl Answer {
@@ -158,8 +160,8 @@ async fn call_store(
         }
     };
     // Every request ends in one place, and its record renders a log line, whatever happened.
-    let line = end(store, &mut reply.record, 1, t.now_ms()).await;
-    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let log = end(store, &mut reply.record, 1, t.now_ms()).await;
+    let line: serde_json::Value = serde_json::from_str(&log).unwrap();
     assert_eq!(line["status"], reply.status);
     assert_eq!(line["request_id"], reply.record.request_id.as_str());
     Answer {
@@ -167,6 +169,7 @@ async fn call_store(
         headers: reply.headers,
         body,
         record: reply.record,
+        log,
     }
 }
 
@@ -270,6 +273,7 @@ mod limits;
 mod models;
 mod otel;
 mod pii;
+mod receipts;
 mod replay;
 mod responses;
 mod routes;

@@ -17,6 +17,8 @@ pub const GUARD_KEYS: &[&str] = &[
     "price_per_call",
     "labels",
     "max_input_bytes",
+    "storage",
+    "transfer_safeguard",
 ];
 pub const GUARD_USE_KEYS: &[&str] = &[
     "guard",
@@ -162,6 +164,8 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
                 price_per_call: None,
                 labels: labels.into(),
                 max_input_bytes: u32::MAX,
+                storage: None,
+                safeguard: None,
             });
             continue;
         }
@@ -217,6 +221,8 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
             .map_or(DEFAULT_MAX_INPUT_BYTES, |n| {
                 u32::try_from(n).unwrap_or(u32::MAX)
             });
+        let (storage, safeguard) =
+            super::evidence::read_recipient(sink, &t, cx, "guard", &name, countries.as_ref());
         let (Some(id), Some(kind), Some(wire), Some(url), Some(location), Some(countries)) =
             (id, kind, wire, url, location, countries)
         else {
@@ -243,6 +249,8 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
             price_per_call: price,
             labels: labels.into(),
             max_input_bytes,
+            storage,
+            safeguard,
         });
     }
     out

@@ -18,6 +18,8 @@ use jurisdictions::read_jurisdictions;
 pub use limits::{HEALTH_KEYS, LIMIT_SETTINGS_KEYS};
 use pii::read_pii;
 pub use pii::PII_KEYS;
+mod evidence;
+pub use evidence::{RECEIPTS_KEYS, RECORD_KEYS};
 use plan::read_plan;
 use providers::read_providers;
 use rules::{read_rules, warn_unknown_country};
@@ -60,6 +62,8 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "request",
     "limits",
     "health",
+    "receipts",
+    "record",
 ];
 pub const REQUEST_KEYS: &[&str] = &["unknown_fields", "affinity_header"];
 pub const CLIENT_KEYS: &[&str] = &[
@@ -87,6 +91,8 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "capabilities",
     "anthropic_beta",
     "responses",
+    "storage",
+    "transfer_safeguard",
 ];
 pub const MODEL_KEYS: &[&str] = &[
     "id",
@@ -108,6 +114,7 @@ pub const TENANT_KEYS: &[&str] = &[
     "origins",
     "max_tokens",
     "limits",
+    "purposes",
 ];
 pub const RULE_KEYS: &[&str] = &[
     "id", "when", "require", "prefer", "plan", "redact", "restore", "refuse", "limits", "route",
@@ -139,6 +146,7 @@ pub const REQUIRE_KEYS: &[&str] = &[
     "deny",
     "max_price",
     "capabilities",
+    "storage",
 ];
 pub const PRICE_KEYS: &[&str] = &["input", "output"];
 pub const PREFER_KEYS: &[&str] = &["order", "sort", "weights"];
@@ -225,6 +233,8 @@ struct Ctx {
     routes: BTreeSet<String>,
     /// The guards' catalog, for rules' `[[rules.guards]]`.
     guards: Vec<guards::GuardRef>,
+    /// `[settings.record] home`: its name and countries (a recipient outside is a transfer).
+    home: (String, CountrySet),
 }
 
 fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy> {
@@ -264,8 +274,14 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
         pii: read_pii(sink, &top),
         routes: BTreeSet::new(),
         guards: Vec::new(),
+        home: (String::new(), CountrySet::new()),
     };
-    let settings = read_settings(sink, &top);
+    let mut settings = read_settings(sink, &top);
+    let (receipts, record) = evidence::read_evidence_settings(sink, &top, &mut cx);
+    if let Some(s) = settings.as_mut() {
+        s.receipts = receipts;
+        s.record = record;
+    }
     cx.edge_secret_header = settings
         .as_ref()
         .and_then(|s| s.client.edge_secret.as_ref())

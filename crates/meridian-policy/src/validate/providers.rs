@@ -189,6 +189,14 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
                 "remove it: Meridian translates /v1/responses requests to chat for this provider",
             );
         }
+        let (storage, safeguard) = super::evidence::read_recipient(
+            sink,
+            &t,
+            cx,
+            "provider",
+            id.as_ref().map_or("", |i| i.value.as_str()),
+            countries.as_ref(),
+        );
         let (Some(id), Some(kind), Some(base_url), Some(location), Some(countries)) =
             (id, kind, base_url, location, countries)
         else {
@@ -214,6 +222,8 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             capabilities,
             anthropic_betas: anthropic_betas.into(),
             responses,
+            storage,
+            safeguard,
         });
     }
     out

@@ -256,6 +256,9 @@ pub(super) fn read_require(sink: &mut Sink, r: &Obj, cx: &Ctx) -> Require {
         capabilities: r
             .str_list(sink, "capabilities")
             .map(|l| read_capabilities(sink, &l)),
+        storage: r
+            .str_list(sink, "storage")
+            .map(|names| resolve_residency(sink, cx, &names)),
     }
 }
 

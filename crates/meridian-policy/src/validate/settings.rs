@@ -14,6 +14,8 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
         affinity_header: None,
         limits: LimitSettings::default(),
         health: None,
+        receipts: None,
+        record: Default::default(),
     };
     let Some(t) = top.table(sink, "settings") else {
         return Some(s);

@@ -101,6 +101,7 @@ pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tena
             .table(sink, "limits")
             .map(|l| super::limits::read_limits(sink, &l))
             .filter(|l| !l.is_empty());
+        let purposes = super::evidence::read_purposes(sink, &t);
         let Some(id) = id else { continue };
         if !cx.tenant_ids.contains(&id.value) {
             cx.tenant_ids.push(id.value.clone());
@@ -114,6 +115,7 @@ pub(super) fn read_tenants(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Tena
             origins: origins.into_iter().map(Text::from).collect(),
             max_tokens,
             limits,
+            purposes,
         });
     }
     out
