@@ -49,7 +49,7 @@ pub fn verify(a: &VerifyArgs) -> Result<bool, String> {
     }
     let mut text = String::new();
     super::each_line(&a.logs, |l| {
-        text.push_str(l);
+        text.push_str(l.trim_end_matches(['\n', '\r']));
         text.push('\n');
     })?;
     let r = receipt::verify_log(&text, &keys);

@@ -89,10 +89,13 @@ impl std::fmt::Display for Finding {
                 from,
                 to,
                 after,
-            } => write!(
-                f,
-                "instance {instance}'s links {from} to {to} are missing between line {after} and this one: lines removed"
-            ),
+            } => {
+                if from == to {
+                    write!(f, "instance {instance}'s link {from} is missing between line {after} and this one: a line removed")
+                } else {
+                    write!(f, "instance {instance}'s links {from} to {to} are missing between line {after} and this one: lines removed")
+                }
+            }
             Kind::ChainOrder {
                 instance,
                 n,

@@ -41,13 +41,7 @@ fn evidence_fields_read_as_written_and_the_compiled_form_keeps_them() {
         "DE",
         "no storage: where it processes"
     );
-    let eu = p
-        .jurisdictions
-        .iter()
-        .find(|(n, _)| n == "eu")
-        .unwrap()
-        .1
-        .clone();
+    let eu = p.jurisdictions.iter().find(|(n, _)| n == "eu").unwrap().1;
     assert!(!split.stores_within(&eu) && split.within(&eu));
     assert_eq!(
         p.tenants[0].purposes.as_ref(),
