@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod evidence;
+mod record;
 mod report;
 use meridian::location::{self, Location};
 use meridian::policy::{self, Country, Policy};
@@ -106,6 +107,12 @@ struct ReportArgs {
     /// Also say on stderr how many lines were read, how long it took and the peak memory.
     #[arg(long)]
     stats: bool,
+    /// The record of processing (GDPR Article 30) for the period instead: recipients with
+    /// where they process and keep data, transfers to third countries and their safeguards,
+    /// personal-data categories found, retention, purposes per tenant, counts from the log.
+    /// Needs --policy; --json prints it as JSON, --html writes its page.
+    #[arg(long, requires = "policy")]
+    record: bool,
 }
 
 #[derive(clap::Args)]
@@ -267,6 +274,25 @@ fn report(a: &ReportArgs) -> Result<(), String> {
         to_ms: a.to.as_deref().map(day_ms).transpose()?,
         tenant: a.tenant.clone(),
     };
+    if a.record {
+        let Some(policy) = policy.as_ref() else {
+            return Err("--record needs --policy".into());
+        };
+        let mut r = record::Record::new(policy, filter);
+        let lines = each_line(&a.files, |l| r.add_line(l))?;
+        if let Some(path) = &a.html {
+            std::fs::write(path, r.html()).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if a.json {
+            println!("{}", r.json());
+        } else {
+            print!("{}", r.text());
+        }
+        if a.stats {
+            stats("report", lines, started);
+        }
+        return Ok(());
+    }
     let mut r = report::Report::new(filter, policy.as_ref());
     let lines = each_line(&a.files, |l| r.add_line(l))?;
     if let Some(path) = &a.html {
