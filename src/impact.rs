@@ -266,6 +266,9 @@ pub enum Outcome {
     Served {
         provider: String,
         location: String,
+        /// Where it keeps what it retains, when not where it processes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        storage: Option<String>,
         rules: Vec<String>,
         /// The guards that judge it (`guard:side`; `(skipped)` when the text may not go to one
         /// that fails open).
@@ -315,6 +318,7 @@ impl Outcome {
             Outcome::Served {
                 provider,
                 location,
+                storage,
                 rules: r,
                 guards,
             } => {
@@ -323,7 +327,13 @@ impl Outcome {
                 } else {
                     format!(", judged by {}", guards.join(", "))
                 };
-                format!("served by {provider} ({location}){}{judged}", rules(r))
+                let kept = storage
+                    .as_ref()
+                    .map_or_else(String::new, |s| format!("; keeps data in {s}"));
+                format!(
+                    "served by {provider} ({location}{kept}){}{judged}",
+                    rules(r)
+                )
             }
             Outcome::Refused {
                 status,
@@ -691,6 +701,7 @@ fn decided(policy: &Policy, f: &RequestFacts) -> Outcome {
             location: policy
                 .provider(c.provider.as_str())
                 .map_or_else(String::new, |p| p.location.to_string()),
+            storage: (c.storage != c.location).then(|| c.storage.to_string()),
             rules,
             guards,
         },

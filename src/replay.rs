@@ -96,6 +96,8 @@ enum Decided {
     Routed {
         provider: String,
         location: String,
+        /// Where the first choice keeps what it retains (`location` when it says nothing else).
+        storage: String,
         /// The first choice's model (the new decision's; a log line keeps none for the old).
         model: Option<String>,
         prices: Option<Prices>,
@@ -189,6 +191,8 @@ pub struct Report {
     pub provider_moves: Vec<Moved>,
     /// First choice moved to a provider that processes data elsewhere.
     pub jurisdiction_moves: Vec<Moved>,
+    /// First choice moved to a provider that keeps data elsewhere.
+    pub storage_moves: Vec<Moved>,
     pub cost: Cost,
     /// Facts the new policy reads that some lines could not give, and what was assumed.
     pub caveats: BTreeMap<&'static str, u64>,
@@ -205,6 +209,7 @@ pub struct Replay<'p> {
     refused_differently: BTreeMap<(String, String), Bucket>,
     provider_moves: BTreeMap<(String, String), Bucket>,
     jurisdiction_moves: BTreeMap<(String, String), Bucket>,
+    storage_moves: BTreeMap<(String, String), Bucket>,
 }
 
 /// Why a line is not decided again.
@@ -238,6 +243,7 @@ impl<'p> Replay<'p> {
             refused_differently: BTreeMap::new(),
             provider_moves: BTreeMap::new(),
             jurisdiction_moves: BTreeMap::new(),
+            storage_moves: BTreeMap::new(),
         }
     }
 
@@ -271,6 +277,7 @@ impl<'p> Replay<'p> {
             Decided::Routed {
                 provider: f.provider.clone(),
                 location: f.location.clone(),
+                storage: f.storage.clone().unwrap_or_else(|| f.location.clone()),
                 model: None,
                 prices: None,
             }
@@ -287,14 +294,22 @@ impl<'p> Replay<'p> {
                 Decided::Routed {
                     provider: p0,
                     location: l0,
+                    storage: s0,
                     ..
                 },
                 Decided::Routed {
                     provider: p1,
                     location: l1,
+                    storage: s1,
                     ..
                 },
             ) => {
+                if s0 != s1 {
+                    self.storage_moves
+                        .entry((s0.clone(), s1.clone()))
+                        .or_default()
+                        .add(id);
+                }
                 if p0 != p1 {
                     self.provider_moves
                         .entry((p0.clone(), p1.clone()))
@@ -307,7 +322,7 @@ impl<'p> Replay<'p> {
                         .or_default()
                         .add(id);
                 }
-                p0 != p1 || l0 != l1
+                p0 != p1 || l0 != l1 || s0 != s1
             }
             (Decided::Routed { .. }, Decided::Refused { status, code }) => {
                 let served = line.provider.is_some() && line.status < 400;
@@ -508,6 +523,7 @@ impl<'p> Replay<'p> {
         Decided::Routed {
             provider: first.provider.0.to_string(),
             location: first.location.to_string(),
+            storage: first.storage.to_string(),
             model: Some(first.model.to_string()),
             prices: Some(Prices {
                 input: first.input_price,
@@ -612,6 +628,7 @@ impl<'p> Replay<'p> {
         r.refused_differently = moved(self.refused_differently);
         r.provider_moves = moved(self.provider_moves);
         r.jurisdiction_moves = moved(self.jurisdiction_moves);
+        r.storage_moves = moved(self.storage_moves);
         r
     }
 }
@@ -672,6 +689,10 @@ impl Report {
             (
                 "jurisdiction moves (where the first choice processes data):",
                 &self.jurisdiction_moves,
+            ),
+            (
+                "storage moves (where the first choice keeps data):",
+                &self.storage_moves,
             ),
         ] {
             if list.is_empty() {

@@ -432,3 +432,26 @@ fn guards_added_to_a_rule_are_changes_diff_names() {
     assert!(text.contains("judged by mod-us:input (skipped)"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A provider that now keeps data elsewhere (its `storage`) changes every case it serves first,
+/// shown with where it processes and where it keeps data; nothing else changes.
+#[test]
+fn a_provider_keeping_data_elsewhere_is_a_change_to_every_case_it_serves() {
+    let dir = std::env::temp_dir().join(format!("meridian-diff-storage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = policy("", "");
+    let new = old.replace(
+        "location = \"US\"\nzdr = true",
+        "location = \"US\"\nstorage = \"IE\"\ntransfer_safeguard = \"dpf\"\nzdr = true",
+    );
+    assert_ne!(old, new);
+    let (code, text) = run(&dir, &old, &new, false);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("served by us-b (US; keeps data in IE)"),
+        "{text}"
+    );
+    assert!(text.contains("served by us-b (US)"), "{text}");
+    assert!(!text.contains("eu-a"), "only us-b's cases change: {text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

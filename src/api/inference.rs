@@ -872,6 +872,7 @@ fn decide_for<'p, T>(
     .map(|c| crate::audit::facts::First {
         provider: c.provider.0.to_string(),
         location: c.location.to_string(),
+        storage: (c.storage != c.location).then(|| c.storage.to_string()),
     });
     record.facts = Some(crate::audit::facts::Inputs::of(
         policy, facts, first, pinned,

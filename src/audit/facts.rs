@@ -18,6 +18,10 @@ fn is_default<T: Default + PartialEq>(t: &T) -> bool {
 pub struct First {
     pub provider: String,
     pub location: String,
+    /// Where it keeps what it retains, when its entry says so apart from where it processes
+    /// (a line written before storage was recorded has none: where it processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 /// What a log line keeps of the facts a decision read and of its first choice (`facts` in the

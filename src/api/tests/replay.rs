@@ -261,3 +261,47 @@ async fn a_fail_closed_guard_the_text_may_not_reach_refuses_those_requests_in_re
         report.text()
     );
 }
+
+/// Where a provider keeps data is replayed apart from where it processes: a policy that says
+/// beta keeps data in Ireland moves exactly the requests whose first choice was beta, as
+/// storage moves (US → IE), and no jurisdiction moves.
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_now_keeps_data_elsewhere_moves_its_requests_storage() {
+    let old = policy::load(&(policy_text("") + RULES), "api").unwrap();
+    let text = policy_text("").replace(
+        "location = \"US\"\nkey_secret = \"beta_key\"",
+        "location = \"US\"\nstorage = \"IE\"\ntransfer_safeguard = \"dpf\"\nkey_secret = \"beta_key\"",
+    );
+    assert!(text.contains("storage = \"IE\""));
+    let new = policy::load(&(text + RULES), "api").unwrap();
+    let (_, lines) = traffic(&old).await;
+    let on_beta: u64 = lines
+        .iter()
+        .filter(|l| first_of(l).as_deref() == Some("beta"))
+        .count() as u64;
+    assert!(on_beta > 0);
+    let mut r = Replay::new(&new);
+    for l in &lines {
+        r.line(l);
+    }
+    let report = r.finish();
+    assert_eq!(report.changed, on_beta, "{}", report.text());
+    assert!(report.jurisdiction_moves.is_empty() && report.provider_moves.is_empty());
+    assert_eq!(report.storage_moves.len(), 1, "{}", report.text());
+    let m = &report.storage_moves[0];
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str(), m.bucket.requests),
+        ("US", "IE", on_beta)
+    );
+    assert!(report
+        .text()
+        .contains("storage moves (where the first choice keeps data):"));
+    // The new policy's own log replays unchanged under it: its lines carry the storage.
+    let (_, lines) = traffic(&new).await;
+    assert!(lines.iter().any(|l| l.contains(r#""storage":"IE""#)));
+    let mut r = Replay::new(&new);
+    for l in &lines {
+        r.line(l);
+    }
+    assert_eq!(r.finish().changed, 0);
+}
