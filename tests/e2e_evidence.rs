@@ -127,6 +127,8 @@ async fn a_log_of_real_requests_verifies_and_edits_removals_and_swaps_are_found(
     let r = receipt::verify_log(&whole, &keys);
     assert!(r.findings.is_empty(), "{:#?}", r.findings);
     assert_eq!((r.lines, r.verified, r.sequenced), (8, 8, 8));
+    // One counter in the store numbers them (and the request for the keys, the first).
+    assert_eq!(redis.int("meridian:v1:receipts:seq").await, 9);
     // Under WASI 0.3 one instance served them all, in a chain; under WASI 0.2 each was alone.
     if support::meridian::p3() {
         assert_eq!(r.chained, 8);

@@ -28,7 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("decide", &["decide"]),
     ("limits", &["limits"]),
     ("forward", &["forward"]),
-    ("audit", &["audit"]),
+    ("audit", &["audit", "receipt"]),
     ("api", &["api", "routes"]),
     (
         "adapters and tools",

@@ -118,6 +118,22 @@ fn keygen_keys_verify_a_log_and_each_tampering_is_reported_by_line() {
         !text.contains("line 1:") && !text.contains("line 3:"),
         "{text}"
     );
+    let out = meridian()
+        .args(["verify", "--json", "--keys"])
+        .arg(&keys)
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (j["lines"].as_u64(), j["verified"].as_u64()),
+        (Some(5), Some(4))
+    );
+    assert_eq!(
+        j["findings"][0],
+        serde_json::json!({"line": 2, "finding": "differs from its receipt in tenant: the line was edited"})
+    );
 
     // One receipt, and a key set without the signing key.
     let one = lines[0]

@@ -62,6 +62,7 @@ async fn jwks(p: &Policy, byte: u8) -> KeySet {
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("content-type"), Some("application/jwk-set+json"));
+    assert_eq!(a.header("cache-control"), Some("public, max-age=300"));
     KeySet::from_jwks(&a.json()).unwrap()
 }
 
@@ -417,6 +418,16 @@ async fn a_log_shows_an_edited_a_removed_and_two_swapped_lines_by_sequence_and_c
         r.findings
     );
     assert_eq!(r.verified, 4);
+    // A line copied: its number twice.
+    let copied = [lines[0].as_str(), &lines[1], &lines[1], &lines[2]].join("\n");
+    let r = receipt::verify_log(&copied, &keys);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.line == 3 && matches!(f.kind, Kind::Duplicate { seq: 2, first: 2 })),
+        "{:?}",
+        r.findings
+    );
     // A line without its receipt, a line that is not JSON.
     let r = receipt::verify_log(
         &format!("{}\nnot json\n{{\"status\":200}}", lines[0]),
@@ -428,6 +439,89 @@ async fn a_log_shows_an_edited_a_removed_and_two_swapped_lines_by_sequence_and_c
             .map(|f| (f.line, f.kind.clone()))
             .collect::<Vec<_>>(),
         [(2, Kind::NotJson), (3, Kind::NoReceipt)]
+    );
+}
+
+/// A store that cannot be reached leaves the log receipt without a number; the request is
+/// served and its receipt still verifies.
+#[tokio::test]
+async fn a_receipt_without_its_store_has_no_number() {
+    let p = signed("sequence = \"store\"");
+    let store = MemStore::default();
+    store.down.set(true);
+    let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
+    let a = call_store(
+        Ok(&p),
+        &secrets(7),
+        Some(&store),
+        &t,
+        "POST",
+        "/v1/chat/completions",
+        &ACME_DE,
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let line = object(&a.log);
+    let claims = jwks(&p, 7)
+        .await
+        .verify(line["receipt"].as_str().unwrap())
+        .unwrap();
+    assert!(claims.get("seq").is_none());
+    assert_eq!(claims["chain"]["n"], 0);
+}
+
+/// Two instances that name their chains alike (here both `fresh-id`): a line of one followed by
+/// the next link of the other does not follow it, and the verifier says so.
+#[test]
+fn a_link_whose_predecessor_is_another_line_is_reported() {
+    let p = signed("");
+    // Each instance's requests carry their own ids, so the two chains' lines differ.
+    let run = |p: Policy, tag: &'static str| {
+        std::thread::spawn(move || {
+            let rt = paused_runtime();
+            let t = Fake::new(vec![("alpha", vec![ok_json(0), ok_json(0)])]);
+            (0..2)
+                .map(|i| {
+                    let id = format!("{tag}-{i}");
+                    let mut h = ACME_DE.to_vec();
+                    h.push(("x-request-id", &id));
+                    rt.block_on(call_store(
+                        Ok(&p),
+                        &secrets(7),
+                        None,
+                        &t,
+                        "POST",
+                        "/v1/chat/completions",
+                        &h,
+                        CHAT,
+                    ))
+                    .log
+                })
+                .collect::<Vec<String>>()
+        })
+        .join()
+        .unwrap()
+    };
+    let (a, b) = (run(p.clone(), "a"), run(p.clone(), "b"));
+    // Each chain verifies alone.
+    let keys = paused_runtime().block_on(jwks(&p, 7));
+    assert!(receipt::verify_log(&a.join("\n"), &keys)
+        .findings
+        .is_empty());
+    let r = receipt::verify_log(&[a[0].as_str(), &b[1]].join("\n"), &keys);
+    assert_eq!(
+        r.findings
+            .iter()
+            .map(|f| (f.line, f.kind.clone()))
+            .collect::<Vec<_>>(),
+        [(
+            2,
+            Kind::ChainBroken {
+                instance: "fresh-id".into(),
+                n: 1
+            }
+        )]
     );
 }
 
