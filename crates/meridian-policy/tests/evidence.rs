@@ -133,3 +133,40 @@ fn evidence_mistakes_are_explained() {
         assert!(all.contains(want), "{want:?} not in {all}");
     }
 }
+
+#[test]
+fn a_fail_closed_guard_its_own_rule_may_not_send_the_text_to_is_warned_about() {
+    let guard = |location: &str, storage: &str| {
+        format!("[[guards]]\nid = \"g\"\nkind = \"moderation\"\nwire = \"openai_moderation\"\nurl = \"https://g.example/v1\"\nlocation = \"{location}\"\n{storage}transfer_safeguard = \"scc\"\nretention_days = 0\ntrains_on_inputs = false\n")
+    };
+    let rule = |require: &str, fail: &str| {
+        format!("[[rules]]\nid = \"r\"\nrequire = {{ {require} }}\n[[rules.guards]]\nguard = \"g\"\n{fail}")
+    };
+    let warned = |tail: String| -> Vec<String> {
+        load(&policy("", &tail), "t")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .filter(|w| w.contains("fails closed"))
+            .collect()
+    };
+    let w = warned(guard("US", "") + &rule("jurisdiction = [\"eu\"]", ""));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains(
+            "guard `g` fails closed, but it processes data in `US`, outside the rule's own `eu`"
+        ),
+        "{w:?}"
+    );
+    assert!(w[0].contains("403 guardrail_not_allowed"), "{w:?}");
+    // Failing open, or inside, or constrained by nothing: no warning.
+    assert!(
+        warned(guard("US", "") + &rule("jurisdiction = [\"eu\"]", "fail = \"open\"\n")).is_empty()
+    );
+    assert!(warned(guard("DE", "") + &rule("jurisdiction = [\"eu\"]", "")).is_empty());
+    assert!(warned(guard("US", "") + &rule("self_hosted = false", "")).is_empty());
+    // Kept outside a storage constraint.
+    let w = warned(guard("DE", "storage = \"US\"\n") + &rule("storage = [\"eu\"]", ""));
+    assert!(w.len() == 1 && w[0].contains("keeps data in `US`"), "{w:?}");
+}

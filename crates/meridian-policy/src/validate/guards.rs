@@ -55,6 +55,10 @@ const EXTERNAL_ONLY: &[&str] = &[
 pub(super) struct GuardRef {
     id: String,
     wire: GuardWire,
+    /// Where it processes and where it keeps data (external guards), as written and resolved.
+    location: String,
+    countries: CountrySet,
+    storage: Option<crate::evidence::Storage>,
 }
 
 /// A string setting that must be one of `choices`: its position in them.
@@ -146,6 +150,9 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
             cx.guards.push(GuardRef {
                 id: id.value.clone(),
                 wire: GuardWire::Builtin,
+                location: "meridian".into(),
+                countries: CountrySet::new(),
+                storage: None,
             });
             out.push(Guard {
                 id: id.value.into(),
@@ -231,6 +238,9 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
         cx.guards.push(GuardRef {
             id: id.value.clone(),
             wire,
+            location: location.value.clone(),
+            countries,
+            storage: storage.clone(),
         });
         out.push(Guard {
             id: id.value.into(),
@@ -256,12 +266,48 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
     out
 }
 
+/// A guard that fails closed and that the rule's own `require` forbids to be sent the text:
+/// every request the rule matches would be refused (403 `guardrail_not_allowed`).
+fn unreachable_closed(sink: &mut Sink, t: &Obj, g: &GuardRef, require: &Require, fail_open: bool) {
+    if fail_open || g.wire == GuardWire::Builtin {
+        return;
+    }
+    let outside = |what: &str, res: &Residency, at: &str| {
+        format!(
+            "guard `{}` fails closed, but it {what} in `{at}`, outside the rule's own `{}`: every request this rule matches would be refused (403 guardrail_not_allowed)",
+            g.id,
+            res.names.join(", ")
+        )
+    };
+    let help = "use a guard inside the rule's jurisdictions, or `fail = \"open\"` to serve unjudged (recorded)";
+    if let Some(res) = &require.jurisdiction {
+        if !g.countries.is_nonempty_subset(&res.countries) {
+            sink.warn(
+                t.span.as_ref(),
+                outside("processes data", res, &g.location),
+                help,
+            );
+            return;
+        }
+    }
+    if let Some(res) = &require.storage {
+        let (at, kept) = match &g.storage {
+            Some(s) => (s.location.as_ref(), &s.countries),
+            None => (g.location.as_str(), &g.countries),
+        };
+        if !kept.is_nonempty_subset(&res.countries) {
+            sink.warn(t.span.as_ref(), outside("keeps data", res, at), help);
+        }
+    }
+}
+
 /// A rule's `[[rules.guards]]`, appended to `uses` with the rule's position.
 pub(super) fn read_uses(
     sink: &mut Sink,
     rule: &Obj,
     index: u32,
     cx: &Ctx,
+    require: &Require,
     uses: &mut Vec<GuardUse>,
 ) {
     for t in rule.tables(sink, "guards") {
@@ -353,6 +399,7 @@ pub(super) fn read_uses(
             );
         }
         if let Some(g) = guard.map(|g| &cx.guards[g]) {
+            unreachable_closed(sink, &t, g, require, fail_open);
             if g.wire == GuardWire::Builtin && t.raw("fail").is_some() {
                 sink.warn(
                     t.key_span("fail").as_ref(),

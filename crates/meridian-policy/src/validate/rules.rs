@@ -43,7 +43,7 @@ pub(super) fn read_rules(sink: &mut Sink, top: &Obj, cx: &Ctx) -> (Vec<Rule>, Ve
         let route = t.str(sink, "route").and_then(|r| check_route(sink, cx, &r));
         let Some(id) = id else { continue };
         let index = u32::try_from(out.len()).unwrap_or(u32::MAX);
-        super::guards::read_uses(sink, &t, index, cx, &mut uses);
+        super::guards::read_uses(sink, &t, index, cx, &require, &mut uses);
         ids.push(id.value.clone());
         out.push(Rule {
             id: RuleId(id.value.into()),
