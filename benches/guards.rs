@@ -10,8 +10,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::time::Instant;
-
 use support::mock::Recorded;
 use support::{policy_for, Meridian, Mock, Script};
 
@@ -37,26 +35,6 @@ fn guard_toml(id: &str, mock: &Mock) -> String {
         "[[guards]]\nid = \"{id}\"\nkind = \"injection\"\nwire = \"http_classifier\"\nurl = \"{}/classify\"\nlocation = \"DE\"\nlabels = [\"INJECTION\"]\nretention_days = 0\ntrains_on_inputs = false\n",
         mock.url()
     )
-}
-
-async fn requests(url: &str, n: usize) -> Vec<f64> {
-    let c = reqwest::Client::new();
-    let body = r#"{"model":"chat-model","messages":[{"role":"user","content":"hello there"}]}"#;
-    let mut lat = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        let r = c
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{url}");
-        r.bytes().await.unwrap();
-        lat.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    lat
 }
 
 #[tokio::main]
@@ -97,14 +75,14 @@ async fn main() {
         let policy = policy_for(&[("p", &provider, "DE", "")], extra);
         let m = Meridian::with_policy(&policy, &[]).await;
         // Warm up: compiled code, connections.
-        requests(&m.at("/v1/chat/completions"), 5).await;
+        support::chat_latencies(&m.at("/v1/chat/completions"), 5).await;
         nodes.push((label, m));
     }
     let rounds = 5;
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
     for _ in 0..rounds {
         for (i, (_, m)) in nodes.iter().enumerate() {
-            lat[i].extend(requests(&m.at("/v1/chat/completions"), n / rounds).await);
+            lat[i].extend(support::chat_latencies(&m.at("/v1/chat/completions"), n / rounds).await);
         }
     }
     let p50: Vec<f64> = lat.iter_mut().map(|l| pct(l, 0.5)).collect();

@@ -20,26 +20,6 @@ const SIGNING_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio";
 /// A chat's log line, as the component writes it.
 const LINE: &str = r#"{"ts_ms":1765000000000,"request_id":"3f2a9c0e5d7b4a18","method":"POST","path":"/v1/chat/completions","status":200,"policy":"default@1+0123456789ab","tenant":"acme","model":"chat-model","country":"DE","country_source":"header cf-ipcountry","provider":"eu-a","served_model":"chat-model","upstream_model":"mistral-small-latest","jurisdiction":"FR","storage":"FR","retention_days":30,"zdr":false,"rules":["eu-clients"],"candidates":["eu-a","eu-b"],"excluded":["us-b"],"attempts":[{"provider":"eu-a","outcome":"ok","ms":212}],"capabilities":[],"usage":{"prompt_tokens":41,"completion_tokens":187,"total_tokens":228},"cost_usd":0.00039,"duration_ms":214}"#;
 
-async fn requests(url: &str, n: usize) -> Vec<f64> {
-    let c = reqwest::Client::new();
-    let body = r#"{"model":"chat-model","messages":[{"role":"user","content":"hello there"}]}"#;
-    let mut lat = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        let r = c
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{url}");
-        r.bytes().await.unwrap();
-        lat.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    lat
-}
-
 fn native() {
     use meridian::receipt;
     let signer = receipt::Signer::from_secret(SIGNING_KEY).unwrap();
@@ -88,14 +68,14 @@ async fn main() {
             &[("SPIN_VARIABLE_RECEIPT_SIGNING_KEY", SIGNING_KEY)],
         )
         .await;
-        requests(&m.at("/v1/chat/completions"), 10).await;
+        support::chat_latencies(&m.at("/v1/chat/completions"), 10).await;
         nodes.push((label, m));
     }
     let rounds = 10;
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
     for _ in 0..rounds {
         for (i, (_, m)) in nodes.iter().enumerate() {
-            lat[i].extend(requests(&m.at("/v1/chat/completions"), n / rounds).await);
+            lat[i].extend(support::chat_latencies(&m.at("/v1/chat/completions"), n / rounds).await);
         }
     }
     let p50: Vec<f64> = lat.iter_mut().map(|l| pct(l, 0.5)).collect();

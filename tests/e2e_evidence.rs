@@ -206,6 +206,58 @@ async fn a_log_of_real_requests_verifies_and_edits_removals_and_swaps_are_found(
         "{:#?}",
         r.findings
     );
+
+    // The same with the `meridian` tool, as an auditor runs it: the keys as served, the log and
+    // the tampered copy as files.
+    let cli = support::meridian::root().join("target/debug/meridian");
+    assert!(
+        cli.exists(),
+        "{} is missing: ./scripts/test builds it (cargo build -p meridian-cli)",
+        cli.display()
+    );
+    let dir = std::env::temp_dir().join(format!("meridian-e2e-evidence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = http
+        .get(m.at("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(dir.join("jwks.json"), jwks).unwrap();
+    std::fs::write(dir.join("whole.log"), &whole).unwrap();
+    std::fs::write(dir.join("tampered.log"), &tampered).unwrap();
+    let verify = |log: &str| {
+        std::process::Command::new(&cli)
+            .arg("verify")
+            .arg("--keys")
+            .arg(dir.join("jwks.json"))
+            .arg(dir.join(log))
+            .output()
+            .unwrap()
+    };
+    let out = verify("whole.log");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("8 of 8 lines verified; 8 numbered by the store's sequence"),
+        "{text}"
+    );
+    let out = verify("tampered.log");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("line 2: differs from its receipt in country: the line was edited"),
+        "{text}"
+    );
+    assert!(
+        text.contains("is missing between line 3 and this one: a line removed"),
+        "{text}"
+    );
+    assert!(text.contains("line 6: sequence number"), "{text}");
+    assert!(text.contains("lines moved"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
     drop(m);
     redis.stop().await;
 }

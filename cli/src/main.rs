@@ -278,22 +278,59 @@ fn report(a: &ReportArgs) -> Result<(), String> {
         let Some(policy) = policy.as_ref() else {
             return Err("--record needs --policy".into());
         };
-        let mut r = record::Record::new(policy, filter);
-        let lines = each_line(&a.files, |l| r.add_line(l))?;
-        if let Some(path) = &a.html {
-            std::fs::write(path, r.html()).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        if a.json {
-            println!("{}", r.json());
-        } else {
-            print!("{}", r.text());
-        }
-        if a.stats {
-            stats("report", lines, started);
-        }
-        return Ok(());
+        return summarise(a, &mut record::Record::new(policy, filter), started);
     }
-    let mut r = report::Report::new(filter, policy.as_ref());
+    summarise(
+        a,
+        &mut report::Report::new(filter, policy.as_ref()),
+        started,
+    )
+}
+
+/// What `meridian report` sums a log into: the report, or the record of processing.
+trait Summary {
+    fn add_line(&mut self, line: &str);
+    fn html(&self) -> String;
+    fn json(&self) -> Value;
+    fn text(&self) -> String;
+}
+
+impl Summary for report::Report {
+    fn add_line(&mut self, line: &str) {
+        report::Report::add_line(self, line)
+    }
+    fn html(&self) -> String {
+        report::Report::html(self)
+    }
+    fn json(&self) -> Value {
+        report::Report::json(self)
+    }
+    fn text(&self) -> String {
+        report::Report::text(self)
+    }
+}
+
+impl Summary for record::Record<'_> {
+    fn add_line(&mut self, line: &str) {
+        record::Record::add_line(self, line)
+    }
+    fn html(&self) -> String {
+        record::Record::html(self)
+    }
+    fn json(&self) -> Value {
+        record::Record::json(self)
+    }
+    fn text(&self) -> String {
+        record::Record::text(self)
+    }
+}
+
+/// Reads the log into `r` and writes what the options ask for.
+fn summarise(
+    a: &ReportArgs,
+    r: &mut impl Summary,
+    started: std::time::Instant,
+) -> Result<(), String> {
     let lines = each_line(&a.files, |l| r.add_line(l))?;
     if let Some(path) = &a.html {
         std::fs::write(path, r.html()).map_err(|e| format!("{}: {e}", path.display()))?;

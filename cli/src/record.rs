@@ -136,11 +136,7 @@ impl<'p> Record<'p> {
             return;
         };
         let tenant = v["tenant"].as_str().unwrap_or("anonymous");
-        if self.filter.from_ms.is_some_and(|f| ts < f)
-            || self.filter.to_ms.is_some_and(|t| ts >= t)
-            || self.filter.tenant.as_deref().is_some_and(|t| t != tenant)
-            || v["model"].as_str().is_none()
-        {
+        if !self.filter.admits(ts, tenant) || v["model"].as_str().is_none() {
             return;
         }
         self.requests += 1;
@@ -150,27 +146,12 @@ impl<'p> Record<'p> {
             self.refused += 1;
         }
         *self.by_tenant.entry(tenant.to_string()).or_default() += 1;
-        // Each provider the request's data was sent to, once per request.
-        let mut sent: Vec<&str> = v["attempts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["provider"].as_str())
-            .collect();
-        sent.sort_unstable();
-        sent.dedup();
-        for p in sent {
+        // Each provider the request's data was sent to and each guard that judged it, once per
+        // request.
+        for p in distinct(&v["attempts"], "provider") {
             self.count("provider", p);
         }
-        let mut judged: Vec<&str> = v["guards"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|g| g["guard"].as_str())
-            .collect();
-        judged.sort_unstable();
-        judged.dedup();
-        for g in judged {
+        for g in distinct(&v["guards"], "guard") {
             self.count("guard", g);
         }
         if let Some(found) = v["pii"]["found"].as_object() {
@@ -393,6 +374,19 @@ impl<'p> Record<'p> {
         o.push_str("</table><p>Counts are requests whose data Meridian sent to the recipient (every attempt, failed ones too) in the period; the catalog's statements (location, storage, retention, safeguard) are the policy's.</p></body></html>\n");
         o
     }
+}
+
+/// The distinct values of `key` in a list of objects.
+fn distinct<'v>(list: &'v Value, key: &str) -> Vec<&'v str> {
+    let mut out: Vec<&str> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x[key].as_str())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn esc(s: &str) -> String {

@@ -23,6 +23,15 @@ pub struct Filter {
     pub tenant: Option<String>,
 }
 
+impl Filter {
+    /// Whether a line of this time (Unix ms) and tenant is in the period and for the tenant.
+    pub fn admits(&self, ts: u64, tenant: &str) -> bool {
+        self.from_ms.is_none_or(|f| ts >= f)
+            && self.to_ms.is_none_or(|t| ts < t)
+            && self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+}
+
 /// Requests, what was served, spend and tokens.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
@@ -225,10 +234,7 @@ impl Report {
             return;
         };
         let tenant = v["tenant"].as_str().unwrap_or("-");
-        if self.filter.from_ms.is_some_and(|f| ts < f)
-            || self.filter.to_ms.is_some_and(|t| ts >= t)
-            || self.filter.tenant.as_deref().is_some_and(|t| t != tenant)
-        {
+        if !self.filter.admits(ts, tenant) {
             return;
         }
         // Requests that never reached the routing (health checks, preflights, model lists)

@@ -26,6 +26,28 @@ pub fn policy_for(providers: &[(&str, &Mock, &str, &str)], extra: &str) -> Strin
     s
 }
 
+/// `n` chat requests to `url`, one after another, each read to its end; each one's latency in
+/// milliseconds (the benchmarks' client).
+pub async fn chat_latencies(url: &str, n: usize) -> Vec<f64> {
+    let c = reqwest::Client::new();
+    let body = r#"{"model":"chat-model","messages":[{"role":"user","content":"hello there"}]}"#;
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        let r = c
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        r.bytes().await.unwrap();
+        lat.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat
+}
+
 /// Sends a request and parses its JSON answer.
 pub async fn json_of(rb: reqwest::RequestBuilder) -> serde_json::Value {
     rb.send().await.unwrap().json().await.unwrap()
