@@ -34,18 +34,31 @@ fn secrets(byte: u8) -> impl Fn(&str) -> Option<String> {
     }
 }
 
-async fn ask(p: &Policy, byte: u8, t: &Fake, body: &str) -> Answer {
+/// A chat request with these secrets, store and headers.
+async fn chat_with(
+    p: &Policy,
+    secret: &dyn Fn(&str) -> Option<String>,
+    store: Option<&dyn crate::limits::Store>,
+    t: &Fake,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     call_store(
         Ok(p),
-        &secrets(byte),
-        None,
+        secret,
+        store,
         t,
         "POST",
         "/v1/chat/completions",
-        &ACME_DE,
+        headers,
         body,
     )
     .await
+}
+
+/// A chat request from acme's client in Germany, signed with key `byte`.
+async fn ask(p: &Policy, byte: u8, t: &Fake, body: &str) -> Answer {
+    chat_with(p, &secrets(byte), None, t, &ACME_DE, body).await
 }
 
 async fn jwks(p: &Policy, byte: u8) -> KeySet {
@@ -221,17 +234,7 @@ async fn without_its_signing_key_a_deployment_that_signs_serves_nothing() {
     let p = signed("");
     let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
     let none = |_: &str| None;
-    let a = call_store(
-        Ok(&p),
-        &none,
-        None,
-        &t,
-        "POST",
-        "/v1/chat/completions",
-        &ACME_DE,
-        CHAT,
-    )
-    .await;
+    let a = chat_with(&p, &none, None, &t, &ACME_DE, CHAT).await;
     assert_eq!((a.status, a.code().as_str()), (503, "receipts_unavailable"));
     assert!(t.sent_to().is_empty());
     assert!(a
@@ -241,17 +244,7 @@ async fn without_its_signing_key_a_deployment_that_signs_serves_nothing() {
         .unwrap()
         .contains("`receipt_key`"));
     let bad = |n: &str| (n == "receipt_key").then(|| "c2hvcnQ".to_string());
-    let a = call_store(
-        Ok(&p),
-        &bad,
-        None,
-        &t,
-        "POST",
-        "/v1/chat/completions",
-        &ACME_DE,
-        CHAT,
-    )
-    .await;
+    let a = chat_with(&p, &bad, None, &t, &ACME_DE, CHAT).await;
     assert_eq!(a.status, 503);
     assert!(
         a.record.error_detail.as_deref().unwrap().contains("not 32"),
@@ -315,17 +308,7 @@ async fn sequenced_log(n: usize) -> (Vec<String>, KeySet) {
     let t = Fake::new(vec![("alpha", (0..n).map(|_| ok_json(0)).collect())]);
     let mut lines = Vec::new();
     for _ in 0..n {
-        let a = call_store(
-            Ok(&p),
-            &secrets(7),
-            Some(&store),
-            &t,
-            "POST",
-            "/v1/chat/completions",
-            &ACME_DE,
-            CHAT,
-        )
-        .await;
+        let a = chat_with(&p, &secrets(7), Some(&store), &t, &ACME_DE, CHAT).await;
         lines.push(a.log);
     }
     (lines, jwks(&p, 7).await)
@@ -450,17 +433,7 @@ async fn a_receipt_without_its_store_has_no_number() {
     let store = MemStore::default();
     store.down.set(true);
     let t = Fake::new(vec![("alpha", vec![ok_json(0)])]);
-    let a = call_store(
-        Ok(&p),
-        &secrets(7),
-        Some(&store),
-        &t,
-        "POST",
-        "/v1/chat/completions",
-        &ACME_DE,
-        CHAT,
-    )
-    .await;
+    let a = chat_with(&p, &secrets(7), Some(&store), &t, &ACME_DE, CHAT).await;
     assert_eq!(a.status, 200);
     let line = object(&a.log);
     let claims = jwks(&p, 7)
@@ -486,17 +459,8 @@ fn a_link_whose_predecessor_is_another_line_is_reported() {
                     let id = format!("{tag}-{i}");
                     let mut h = ACME_DE.to_vec();
                     h.push(("x-request-id", &id));
-                    rt.block_on(call_store(
-                        Ok(&p),
-                        &secrets(7),
-                        None,
-                        &t,
-                        "POST",
-                        "/v1/chat/completions",
-                        &h,
-                        CHAT,
-                    ))
-                    .log
+                    rt.block_on(chat_with(&p, &secrets(7), None, &t, &h, CHAT))
+                        .log
                 })
                 .collect::<Vec<String>>()
         })
@@ -549,7 +513,7 @@ fn a_receipt_never_holds_prompt_text_or_keys() {
         let auth = format!("Bearer {api_key}");
         let headers = [JSON, ("authorization", auth.as_str()), ("cf-ipcountry", "DE")];
         let t = Fake::new(vec![("alpha", vec![if stream { sse(&[(0, EV1), (0, DONE)]) } else { ok_json(0) }])]);
-        let a = rt.block_on(call_store(Ok(&p), &secrets(7), None, &t, "POST", "/v1/chat/completions", &headers, &body));
+        let a = rt.block_on(chat_with(&p, &secrets(7), None, &t, &headers, &body));
         let line = object(&a.log);
         let mut payloads = vec![line["receipt"].as_str().unwrap().to_string()];
         payloads.extend(a.header("x-meridian-receipt").map(str::to_string));
