@@ -5,33 +5,15 @@
 // against EXPECT (JSON, computed by cli/tests/record.rs from the log it generated). Takes a
 // screenshot (SHOT). Run by cli/tests/record.rs with RECORD_HTML, EXPECT and SHOT.
 import fs from "node:fs";
-import { chromium } from "playwright-core";
+import { checker, openOffline } from "./page.mjs";
 
 const { RECORD_HTML, EXPECT, SHOT } = process.env;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const want = JSON.parse(EXPECT);
 
-function check(name, cond, detail = "") {
-  if (!cond) {
-    console.error(`FAIL record page ${name}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
-    process.exit(1);
-  }
-  console.log(`ok   record page ${name}`);
-}
+const check = checker("record page");
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-  timeout: 60000,
-});
+const { browser, ctx, tab, requested } = await openOffline(RECORD_HTML);
 try {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, offline: true });
-  const tab = await ctx.newPage();
-  const requested = [];
-  tab.on("request", (r) => { if (!r.url().startsWith("file:")) requested.push(r.url()); });
-  await tab.goto("file://" + RECORD_HTML, { waitUntil: "load", timeout: 60000 });
   check("fetches nothing", requested.length === 0, requested);
   const shown = await tab.evaluate(() => {
     const rows = (sel, key) => Object.fromEntries([...document.querySelectorAll(sel)].map((tr) => [

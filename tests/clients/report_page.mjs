@@ -4,32 +4,14 @@
 // every chart was drawn: not blank, in more than one colour. Run by cli/tests/report.rs with
 // REPORT_HTML and SHOT.
 import fs from "node:fs";
-import { chromium } from "playwright-core";
+import { checker, openOffline } from "./page.mjs";
 
 const { REPORT_HTML, SHOT } = process.env;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
-function check(name, cond, detail = "") {
-  if (!cond) {
-    console.error(`FAIL report page ${name}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
-    process.exit(1);
-  }
-  console.log(`ok   report page ${name}`);
-}
+const check = checker("report page");
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-  timeout: 60000,
-});
+const { browser, ctx, tab, requested } = await openOffline(REPORT_HTML);
 try {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, offline: true });
-  const tab = await ctx.newPage();
-  const requested = [];
-  tab.on("request", (r) => { if (!r.url().startsWith("file:")) requested.push(r.url()); });
-  await tab.goto("file://" + REPORT_HTML, { waitUntil: "load", timeout: 60000 });
   check("fetches nothing", requested.length === 0, requested);
   const charts = await tab.$$("svg");
   check("has charts", charts.length >= 2, `${charts.length} svg elements`);
