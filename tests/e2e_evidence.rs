@@ -50,6 +50,7 @@ async fn a_log_of_real_requests_verifies_and_edits_removals_and_swaps_are_found(
     let keys = KeySet::from_jwks(&keys.json().await.unwrap()).unwrap();
 
     let mut ids = Vec::new();
+    let mut first_receipt = String::new();
     for i in 0..8 {
         let id = format!("evidence-{i}");
         let (country, stream) = match i {
@@ -86,6 +87,9 @@ async fn a_log_of_real_requests_verifies_and_edits_removals_and_swaps_are_found(
         let claims = keys
             .verify(&receipt)
             .expect("the response's receipt verifies");
+        if i == 0 {
+            first_receipt = receipt.clone();
+        }
         assert_eq!(claims["request_id"], id.as_str());
         assert_eq!(claims["status"], status);
         assert_eq!(
@@ -258,6 +262,42 @@ async fn a_log_of_real_requests_verifies_and_edits_removals_and_swaps_are_found(
     assert!(text.contains("line 6: sequence number"), "{text}");
     assert!(text.contains("lines moved"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
+
+    // A standard JOSE library (PyJWT) verifies a response's receipt with the served keys, and
+    // refuses it with one claim changed.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = first_receipt.split('.').collect();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    payload["jurisdiction"] = "US".into();
+    let tampered_receipt = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(payload.to_string()),
+        parts[2]
+    );
+    let jwks = http
+        .get(m.at("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let out = support::clients::run_capture(
+        &support::clients::python(),
+        "verify_receipt.py",
+        &[
+            ("JWKS", jwks.as_str()),
+            ("RECEIPT", first_receipt.as_str()),
+            ("TAMPERED", tampered_receipt.as_str()),
+        ],
+    )
+    .await;
+    let claims: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(claims["request_id"], "evidence-0");
+    assert_eq!(claims["jurisdiction"], "DE");
     drop(m);
     redis.stop().await;
 }
