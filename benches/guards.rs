@@ -71,20 +71,13 @@ async fn main() {
         ),
     ];
     let mut nodes = Vec::new();
-    for (label, extra, _) in &cases {
+    for (_, extra, _) in &cases {
         let policy = policy_for(&[("p", &provider, "DE", "")], extra);
-        let m = Meridian::with_policy(&policy, &[]).await;
-        // Warm up: compiled code, connections.
-        support::chat_latencies(&m.at("/v1/chat/completions"), 5).await;
-        nodes.push((label, m));
+        nodes.push(Meridian::with_policy(&policy, &[]).await);
     }
     let rounds = 5;
-    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
-    for _ in 0..rounds {
-        for (i, (_, m)) in nodes.iter().enumerate() {
-            lat[i].extend(support::chat_latencies(&m.at("/v1/chat/completions"), n / rounds).await);
-        }
-    }
+    let mut lat =
+        support::interleaved_latencies(&nodes.iter().collect::<Vec<_>>(), n, rounds, 5).await;
     let p50: Vec<f64> = lat.iter_mut().map(|l| pct(l, 0.5)).collect();
     println!(
         "guards: p50 per request, provider answering after {PROVIDER_MS} ms ({} requests each, one client):",

@@ -61,23 +61,14 @@ async fn main() {
         ("log line only", format!("{receipts}header = false\n")),
     ];
     let mut nodes = Vec::new();
-    for (label, extra) in &cases {
+    for (_, extra) in &cases {
         let policy = policy_for(&[("p", &provider, "DE", "")], extra);
-        let m = Meridian::with_policy(
-            &policy,
-            &[("SPIN_VARIABLE_RECEIPT_SIGNING_KEY", SIGNING_KEY)],
-        )
-        .await;
-        support::chat_latencies(&m.at("/v1/chat/completions"), 10).await;
-        nodes.push((label, m));
+        let key = [("SPIN_VARIABLE_RECEIPT_SIGNING_KEY", SIGNING_KEY)];
+        nodes.push(Meridian::with_policy(&policy, &key).await);
     }
     let rounds = 10;
-    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
-    for _ in 0..rounds {
-        for (i, (_, m)) in nodes.iter().enumerate() {
-            lat[i].extend(support::chat_latencies(&m.at("/v1/chat/completions"), n / rounds).await);
-        }
-    }
+    let mut lat =
+        support::interleaved_latencies(&nodes.iter().collect::<Vec<_>>(), n, rounds, 10).await;
     let p50: Vec<f64> = lat.iter_mut().map(|l| pct(l, 0.5)).collect();
     println!(
         "receipts through meridian-host ({}): p50 per chat request, provider answering at once ({} requests each, one client):",

@@ -45,13 +45,6 @@ pub struct Record<'p> {
     skipped: u64,
 }
 
-/// Whether a recipient processes or keeps data outside `home`.
-fn outside<R: Recipient>(home: &CountrySet, r: &R) -> bool {
-    !r.within(home)
-        || r.storage()
-            .is_some_and(|s| !s.countries.is_nonempty_subset(home))
-}
-
 fn entry<R: Recipient>(id: &str, kind: &'static str, r: &R, home: &CountrySet) -> Entry {
     Entry {
         id: id.to_string(),
@@ -62,7 +55,7 @@ fn entry<R: Recipient>(id: &str, kind: &'static str, r: &R, home: &CountrySet) -
         zdr: r.zdr(),
         trains_on_inputs: r.trains_on_inputs(),
         self_hosted: r.self_hosted(),
-        third_country: outside(home, r),
+        third_country: r.transfers_from(home),
         safeguard: r.safeguard(),
         requests: 0,
     }

@@ -201,15 +201,21 @@ pub fn claims(line: &Map<String, Value>, final_: bool) -> Map<String, Value> {
         c.insert("final".into(), Value::Bool(false));
     }
     for &k in RECEIPT_FIELDS {
-        let Some(v) = line.get(k) else { continue };
-        let v = match k {
-            "attempts" => project(v, ATTEMPT_FIELDS),
-            "guards" => project(v, VERDICT_FIELDS),
-            _ => v.clone(),
-        };
-        c.insert(k.into(), v);
+        if let Some(v) = line.get(k) {
+            c.insert(k.into(), attested(k, v));
+        }
     }
     c
+}
+
+/// What a receipt attests of a log line's field: the whole value, or (`attempts`, `guards`)
+/// each item's attested fields.
+fn attested(field: &str, v: &Value) -> Value {
+    match field {
+        "attempts" => project(v, ATTEMPT_FIELDS),
+        "guards" => project(v, VERDICT_FIELDS),
+        _ => v.clone(),
+    }
 }
 
 /// Each object of a list, cut to `keep`.
@@ -394,17 +400,13 @@ impl KeySet {
 pub fn differences(line: &Map<String, Value>, claims: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
     for &k in RECEIPT_FIELDS {
-        let attested = claims.get(k);
-        let said = line.get(k).map(|v| match k {
-            "attempts" => project(v, ATTEMPT_FIELDS),
-            "guards" => project(v, VERDICT_FIELDS),
-            _ => v.clone(),
-        });
+        let signed = claims.get(k);
+        let said = line.get(k).map(|v| attested(k, v));
         // A stream's opening receipt does not attest the answer's outcome yet.
-        if attested.is_none() && claims.get("final") == Some(&Value::Bool(false)) {
+        if signed.is_none() && claims.get("final") == Some(&Value::Bool(false)) {
             continue;
         }
-        if attested != said.as_ref() {
+        if signed != said.as_ref() {
             out.push(k.to_string());
         }
     }

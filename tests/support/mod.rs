@@ -48,6 +48,26 @@ pub async fn chat_latencies(url: &str, n: usize) -> Vec<f64> {
     lat
 }
 
+/// Each Meridian's chat latencies (ms) over `n` requests, after a warm-up of `warm`, in
+/// `rounds` interleaved rounds so machine noise hits them alike (the benchmarks' comparison).
+pub async fn interleaved_latencies(
+    nodes: &[&Meridian],
+    n: usize,
+    rounds: usize,
+    warm: usize,
+) -> Vec<Vec<f64>> {
+    for m in nodes {
+        chat_latencies(&m.at("/v1/chat/completions"), warm).await;
+    }
+    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
+    for _ in 0..rounds {
+        for (i, m) in nodes.iter().enumerate() {
+            lat[i].extend(chat_latencies(&m.at("/v1/chat/completions"), n / rounds).await);
+        }
+    }
+    lat
+}
+
 /// Sends a request and parses its JSON answer.
 pub async fn json_of(rb: reqwest::RequestBuilder) -> serde_json::Value {
     rb.send().await.unwrap().json().await.unwrap()

@@ -92,6 +92,13 @@ pub struct RecordSettings {
     pub home: Option<Residency>,
 }
 
+/// Whether a recipient that processes data in `processes` and keeps it in `storage` (when it
+/// says so apart) processes or keeps any outside `home`: a transfer to a third country.
+pub fn outside(processes: &CountrySet, storage: Option<&Storage>, home: &CountrySet) -> bool {
+    !processes.is_nonempty_subset(home)
+        || storage.is_some_and(|s| !s.countries.is_nonempty_subset(home))
+}
+
 /// The compiled form's section for everything above, in catalog order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Evidence {

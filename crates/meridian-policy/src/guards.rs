@@ -113,6 +113,11 @@ pub trait Recipient {
         self.storage().map_or(self.location(), |s| &s.location)
     }
 
+    /// Whether it processes or keeps data outside `home`: a transfer to a third country.
+    fn transfers_from(&self, home: &CountrySet) -> bool {
+        crate::evidence::outside(self.countries().0, self.storage(), home)
+    }
+
     /// Whether every place it keeps data lies inside `allowed`.
     fn stores_within(&self, allowed: &CountrySet) -> bool {
         match self.storage() {

@@ -135,9 +135,8 @@ pub(super) fn read_recipient(
                 }
             });
     let (home_name, home) = &cx.home;
-    let abroad = |c: &CountrySet| !c.is_nonempty_subset(home);
-    let outside =
-        countries.is_some_and(abroad) || storage.as_ref().is_some_and(|s| abroad(&s.countries));
+    // A location that did not resolve is an error already.
+    let outside = countries.is_some_and(|c| crate::evidence::outside(c, storage.as_ref(), home));
     if outside && safeguard.is_none() {
         sink.warn(
             t.span.as_ref(),
