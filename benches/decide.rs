@@ -67,6 +67,7 @@ fn main() {
         pii: None,
         unknown_fields: Default::default(),
         injection: false,
+        prefix_bounds: Vec::new(),
     };
     let f = facts::from_request(cx, &mut body).unwrap();
 

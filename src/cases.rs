@@ -46,6 +46,7 @@ fn run_one<'p>(policy: &'p Policy, case: &Case) -> Result<Decision<'p>, String> 
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
         injection: policy.guards.builtin_used,
+        prefix_bounds: policy.prefix_bounds(),
     };
     let facts = facts::from_request(cx, &mut body)
         .map_err(|e| format!("the request is invalid: {}", e.message))?;
@@ -68,7 +69,25 @@ fn run_one<'p>(policy: &'p Policy, case: &Case) -> Result<Decision<'p>, String> 
             ));
         }
     }
-    Ok(decide(policy, &facts))
+    let d = decide(policy, &facts);
+    if let Some(want) = &case.expect_replicas {
+        let got: Vec<String> = d
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                let pool = policy.providers[c.index].pool.as_ref()?;
+                Some(pool.replicas.iter().enumerate().filter_map(move |(i, r)| {
+                    (i < 64 && c.replicas & (1 << i) != 0)
+                        .then(|| format!("{}@{}", c.provider, r.name))
+                }))
+            })
+            .flatten()
+            .collect();
+        if &got != want {
+            return Err(format!("expected replicas {want:?}, got {got:?}"));
+        }
+    }
+    Ok(d)
 }
 
 fn check(expect: &Expectation, d: &Decision) -> Option<String> {

@@ -71,6 +71,10 @@ pub struct RequestFacts {
     /// never the conversation key): it takes the place of `affinity`.
     #[serde(skip)]
     pub seed: Option<u64>,
+    /// The prompt's prefix keys, one per `prefix_bytes` bound of the policy's pools
+    /// ([`crate::pool::PrefixHasher`]); empty without pools.
+    #[serde(skip)]
+    pub prefix_keys: Vec<(u32, u64)>,
     /// Estimated input tokens: a quarter of the bytes of every string in the body, plus a fixed
     /// amount per image, audio or file part (a documented, cheap estimate, not a tokenizer).
     pub input_tokens: u64,
@@ -307,9 +311,21 @@ pub struct Context<'a> {
     pub unknown_fields: UnknownFields,
     /// Whether a rule runs the built-in injection detector: the body's text is scanned for it.
     pub injection: bool,
+    /// The policy's pools' `prefix_bytes` (`Policy::prefix_bounds`): the leading bytes of the
+    /// body's text are hashed up to each, for the pool's choice of replica.
+    pub prefix_bounds: Vec<u32>,
 }
 
 impl RequestFacts {
+    /// What a `prefix` pool hashes over its replicas: the key of the prompt's first `bytes`
+    /// bytes, else (no text) the conversation's or request's seed.
+    pub fn prefix_key(&self, bytes: u32) -> u64 {
+        self.prefix_keys
+            .iter()
+            .find(|(b, _)| *b == bytes)
+            .map_or_else(|| self.spread_seed(), |(_, k)| *k)
+    }
+
     /// What a weighted spread draws from: the conversation's key (one conversation stays on one
     /// provider), else the request id; the first 8 bytes of its SHA-256.
     pub fn spread_seed(&self) -> u64 {
@@ -385,6 +401,8 @@ pub fn from_request(
     let scanner = cx.pii.map(crate::pii::Scanner::new);
     let mut found = crate::pii::Found::default();
     let mut detector = cx.injection.then(crate::guard::builtin::Detector::new);
+    let mut prefix = (!cx.prefix_bounds.is_empty())
+        .then(|| crate::pool::PrefixHasher::new(cx.prefix_bounds.clone()));
     let reading = crate::request::read(
         cx.endpoint,
         body,
@@ -396,6 +414,9 @@ pub fn from_request(
             }
             if let Some(d) = detector.as_mut() {
                 d.scan(text, kind == crate::request::Text::ToolOutput);
+            }
+            if let Some(h) = prefix.as_mut() {
+                h.feed(text);
             }
         },
     )
@@ -473,6 +494,7 @@ pub fn from_request(
         headers: cx.headers.to_vec(),
         affinity,
         seed: None,
+        prefix_keys: prefix.map(|h| h.finish()).unwrap_or_default(),
         input_tokens,
         models,
         measured_ms: Vec::new(),

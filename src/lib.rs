@@ -22,6 +22,7 @@ pub mod limits;
 pub mod location;
 pub mod otel;
 pub mod pii;
+pub mod pool;
 pub mod receipt;
 pub mod replay;
 pub mod request;

@@ -445,6 +445,7 @@ impl<'p> Replay<'p> {
             dropped: Vec::new(),
             headers,
             affinity: None,
+            prefix_keys: Vec::new(),
             seed: inputs
                 .seed
                 .as_deref()

@@ -247,6 +247,8 @@ pub struct Attempt {
     pub at_ms: u64,
     /// The model it asked its provider for.
     pub model: String,
+    /// The pool's replica it went to, for a provider with a pool.
+    pub replica: Option<String>,
 }
 
 /// What the provider speaks, as far as its answer needs translating.

@@ -719,6 +719,7 @@ proptest! {
                 pii: None,
                 unknown_fields: Default::default(),
                 injection: false,
+                prefix_bounds: Vec::new(),
             };
             let f = facts::from_request(cx, &mut body).unwrap();
             let d = decide(&p, &f);

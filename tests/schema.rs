@@ -32,12 +32,19 @@ fn every_section_has_exactly_the_validators_keys() {
     let model_table = &d["provider"]["properties"]["models"]["additionalProperties"]["oneOf"][1];
     let limit_keys = keys::limit_keys();
     let limit_keys: Vec<&str> = limit_keys.iter().map(String::as_str).collect();
-    let sections: [(&str, &Value, &[&str]); 22] = [
+    let pool = &d["provider"]["properties"]["pool"];
+    let sections: [(&str, &Value, &[&str]); 24] = [
         ("top level", &s, keys::TOP_KEYS),
         ("pii", &s["properties"]["pii"], keys::PII_KEYS),
         ("settings", &d["settings"], keys::SETTINGS_KEYS),
         ("provider", &d["provider"], keys::PROVIDER_KEYS),
         ("model", model_table, keys::MODEL_KEYS),
+        ("pool", pool, keys::POOL_KEYS),
+        (
+            "replica",
+            &pool["properties"]["replicas"]["items"],
+            keys::REPLICA_KEYS,
+        ),
         ("tenant", &d["tenant"], keys::TENANT_KEYS),
         ("rule", &d["rule"], keys::RULE_KEYS),
         ("when", &d["when"], keys::WHEN_KEYS),

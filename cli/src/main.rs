@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod evidence;
+mod pools;
 mod record;
 mod report;
 use meridian::location::{self, Location};
@@ -79,6 +80,10 @@ enum Command {
     /// Make an Ed25519 key for signed receipts: prints the secret for its Spin variable and the
     /// public JWK Set.
     Keygen,
+    /// Keep the load summary of the policy's self-hosted pools fresh in the shared store: reads
+    /// every replica's metrics each interval and writes one value to Redis that every request
+    /// reads once (docs/pools.md). Runs until stopped; --once measures and writes once.
+    PoolScrape(pools::ScrapeArgs),
 }
 
 #[derive(clap::Args)]
@@ -574,6 +579,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { files, strict } => check(&files, strict),
+        Command::PoolScrape(a) => match pools::run(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian pool-scrape: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Test { files } => test(&files),
         Command::Explain(a) => match explain(&a) {
             Ok(()) => ExitCode::SUCCESS,

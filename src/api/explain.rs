@@ -94,16 +94,36 @@ pub fn explain_request(
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
         injection: policy.guards.builtin_used,
+        prefix_bounds: policy.prefix_bounds(),
     };
     let mut facts = facts::from_request(cx, &mut body).map_err(ApiError::from)?;
     // The latencies this edge region has measured, as a request here would use them.
     facts.measured_ms = measured_ms;
-    let decision = decide(policy, &facts);
+    let mut decision = decide(policy, &facts);
+    // A pool's replicas in the order this prompt's prefix gives them; explain reads no load.
+    let (candidates, chosen) = crate::pool::expand(
+        policy,
+        std::mem::take(&mut decision.candidates),
+        &facts,
+        &crate::pool::Summary::new(),
+        0,
+    );
+    decision.candidates = candidates;
+    let mut text = explain_text(&decision);
+    for c in chosen {
+        let _ = writeln!(
+            text,
+            "pool {}: replicas by {} for this prompt (load not read here: each request reads it): {}",
+            c.provider,
+            c.pool.balance.name(),
+            crate::pool::names(c.pool, &c.choice.order).join(", ")
+        );
+    }
     Ok(json!({
         "policy": policy.version_label(),
         "facts": facts,
         "decision": decision,
-        "text": explain_text(&decision),
+        "text": text,
     }))
 }
 
@@ -166,9 +186,12 @@ pub fn explain_text(d: &Decision) -> String {
     for (i, c) in d.candidates.iter().enumerate() {
         let _ = writeln!(
             s,
-            "  {}. {} as `{}` (processes data in {}, keeps it in {})",
+            "  {}. {}{} as `{}` (processes data in {}, keeps it in {})",
             i + 1,
             c.provider,
+            c.replica
+                .map(|(r, _)| format!(" replica {r}"))
+                .unwrap_or_default(),
             c.upstream_model,
             c.location,
             c.storage

@@ -159,6 +159,7 @@ fn served_by(policy: &Policy, record: &mut Record, c: &Candidate) {
     record.upstream_model = Some(c.upstream_model.to_string());
     record.jurisdiction = Some(c.location.to_string());
     record.storage = Some(c.storage.to_string());
+    record.replica = c.replica.map(|(r, _)| r.to_string());
     record.prices = crate::usage::Prices {
         input: c.input_price,
         output: c.output_price,
@@ -191,6 +192,7 @@ pub(super) async fn inference<T: Transport>(
     if let Some(provider) = &pinned {
         pin(&mut cx, &mut decision, provider)?;
     }
+    route_pools(&mut cx, &mut decision, &facts).await?;
     skip_cooling(&mut cx, &mut decision, &facts.model).await?;
     let restorer = redact(&mut cx, &decision, &mut body);
     reserve_for(&mut cx, &decision, &facts, &mut body, raw_body.len()).await?;
@@ -411,7 +413,10 @@ async fn skip_cooling<T: Transport>(
     // asked for): see `limits::health::blame`.
     let cooling_until = |c: &crate::decide::Candidate<'_>| {
         cooling.get(c.provider.as_str()).copied().or_else(|| {
-            let key = crate::limits::health::model_key(c.provider.as_str(), c.upstream_model);
+            let key = match c.replica {
+                Some((r, _)) => crate::limits::health::replica_key(c.provider.as_str(), r),
+                None => crate::limits::health::model_key(c.provider.as_str(), c.upstream_model),
+            };
             cooling.get(&key).copied()
         })
     };
@@ -437,12 +442,19 @@ async fn skip_cooling<T: Transport>(
         });
         cx.record.excluded.push(c.provider.0.to_string());
         cx.record.excluded_kinds.push("health");
-        cx.record.cooling.push(format!(
-            "{} ({}) cooling down until {}",
-            c.provider,
-            c.upstream_model,
-            crate::limits::rfc3339(until_s)
-        ));
+        cx.record.cooling.push(match c.replica {
+            Some((r, _)) => format!(
+                "{}@{r} cooling down until {}",
+                c.provider,
+                crate::limits::rfc3339(until_s)
+            ),
+            None => format!(
+                "{} ({}) cooling down until {}",
+                c.provider,
+                c.upstream_model,
+                crate::limits::rfc3339(until_s)
+            ),
+        });
     }
     let left: Vec<&str> = decision
         .candidates
@@ -466,6 +478,108 @@ async fn skip_cooling<T: Transport>(
         format!(
             "Every provider allowed for `{model}` failed repeatedly and is cooling down; the first comes back at {} (in {wait} s).",
             crate::limits::rfc3339(soonest)
+        ),
+    )
+    .with_details(json!({
+        "request_id": cx.record.request_id,
+        "excluded": decision.excluded,
+    })))
+}
+
+/// Pools among the candidates (`[providers.pool]`): one store read for every pool's load, then
+/// each pool's candidate becomes its replicas in the order to try them ([`crate::pool::choose`]),
+/// each processing data where that replica is. A pool whose allowed replicas are all over
+/// `max_queue` or down is skipped, with the reason; when that leaves nothing, 503 with
+/// `Retry-After`: never a queue the client cannot see.
+async fn route_pools<'p, T: Transport>(
+    cx: &mut Cx<'p, '_, T>,
+    decision: &mut crate::decide::Decision<'p>,
+    facts: &facts::RequestFacts,
+) -> Result<(), ApiError> {
+    use crate::decide::{Exclusion, Message, Reason, ReasonKind, Who};
+    let policy = cx.policy;
+    if !decision
+        .candidates
+        .iter()
+        .any(|c| policy.providers[c.index].pool.is_some())
+    {
+        return Ok(());
+    }
+    let summary = match cx.env.store {
+        Some(store) => {
+            crate::pool::parse(store.get(crate::pool::KEY).await.ok().flatten().as_deref())
+        }
+        None => crate::pool::Summary::new(),
+    };
+    let (candidates, chosen) = crate::pool::expand(
+        policy,
+        std::mem::take(&mut decision.candidates),
+        facts,
+        &summary,
+        cx.t.unix_ms(),
+    );
+    decision.candidates = candidates;
+    let mut full = false;
+    let mut stale_after_s = 0;
+    for crate::pool::Chosen {
+        provider,
+        pool,
+        choice,
+    } in chosen
+    {
+        if cx.record.pool.is_none() {
+            cx.record.pool = Some(crate::audit::PoolChoice {
+                provider: provider.to_string(),
+                why: choice.describe(),
+                load: choice.measured.describe(),
+                queued: crate::pool::names(pool, &choice.queued),
+                down: crate::pool::names(pool, &choice.down),
+            });
+        }
+        if !choice.order.is_empty() {
+            continue;
+        }
+        full = true;
+        stale_after_s = stale_after_s.max(pool.stale_after_s);
+        decision.excluded.push(Exclusion {
+            provider,
+            reasons: vec![Reason {
+                by: Who::Pool,
+                kind: ReasonKind::Load,
+                message: Message::PoolFull {
+                    queued: choice.queued.len(),
+                    down: choice.down.len(),
+                    max_queue: pool.max_queue.unwrap_or(0),
+                },
+            }],
+        });
+        cx.record.excluded.push(provider.0.to_string());
+        cx.record.excluded_kinds.push("load");
+    }
+    let left: Vec<&str> = decision
+        .candidates
+        .iter()
+        .map(|c| c.provider.as_str())
+        .collect();
+    cx.record.candidates.retain(|p| left.contains(&p.as_str()));
+    if !decision.candidates.is_empty() || !full {
+        return Ok(());
+    }
+    // The scraper measures again within `stale_after_s`; a client may try again after a
+    // second or two, when a queue may have moved.
+    let wait = u64::from(stale_after_s).clamp(1, 2);
+    cx.record
+        .limits
+        .get_or_insert_with(Default::default)
+        .headers
+        .push(("retry-after".into(), wait.to_string()));
+    cx.record.refused_by = Some("load");
+    Err(ApiError::new(
+        503,
+        "pool_saturated",
+        format!(
+            "Every engine allowed for `{}` is at its queue bound or down; try again in {wait} s.",
+            facts.model
         ),
     )
     .with_details(json!({
@@ -828,6 +942,7 @@ fn prepare<T>(
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
         injection: policy.guards.builtin_used,
+        prefix_bounds: policy.prefix_bounds(),
     };
     let mut facts = facts::from_request(fcx, &mut body).map_err(ApiError::from)?;
     if let Some(cap) = cx.tenant.and_then(|t| t.max_tokens) {
@@ -973,6 +1088,7 @@ async fn forward_to<T: Transport>(
             endpoint: cx.endpoint,
             body,
             provider,
+            replica: c.replica.map(|(_, i)| i),
             upstream_model: c.upstream_model,
             key,
             client_headers: cx.headers,

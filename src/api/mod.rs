@@ -647,6 +647,7 @@ pub(super) fn decide_bare<'p>(
         pii: None,
         unknown_fields: policy.settings.unknown_fields,
         injection: policy.guards.builtin_used,
+        prefix_bounds: policy.prefix_bounds(),
     };
     let facts = crate::facts::from_request(cx, &mut body).map_err(ApiError::from)?;
     Ok(crate::decide::decide(policy, &facts))

@@ -60,6 +60,13 @@ pub const STORAGE: &str = "x-meridian-storage";
 /// The response's signed receipt (`[settings.receipts]`): a JWS, docs/evidence.md.
 pub const RECEIPT: &str = "x-meridian-receipt";
 
+/// The pool's replica that served (`[providers.pool]`, docs/pools.md).
+pub const REPLICA: &str = "x-meridian-replica";
+
+/// How the pool chose its replica and how fresh the load it chose by was:
+/// `prefix; load=fresh 0.8s`.
+pub const POOL: &str = "x-meridian-pool";
+
 /// Every audit header, for `Access-Control-Expose-Headers`.
 pub const ALL: &[&str] = &[
     REQUEST_ID,
@@ -69,6 +76,8 @@ pub const ALL: &[&str] = &[
     JURISDICTION,
     STORAGE,
     RECEIPT,
+    REPLICA,
+    POOL,
     RULES,
     ATTEMPTS,
     FAILURES,
@@ -96,6 +105,22 @@ pub const ALL: &[&str] = &[
     "x-ratelimit-reset-usd",
     "retry-after",
 ];
+
+/// How a pool chose its replica, for the audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PoolChoice {
+    /// The pool's provider.
+    pub provider: String,
+    /// `prefix`, `prefix, spilled past 1 over its bound`, `least_load`.
+    pub why: String,
+    /// `fresh 0.8s`, `stale 14s (ignored)`, `unmeasured`.
+    pub load: String,
+    /// Allowed replicas left out: over `max_queue`, or down.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub down: Vec<String>,
+}
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
 pub fn header_safe(s: &str) -> String {
@@ -230,6 +255,11 @@ pub struct Record {
     pub jurisdiction: Option<String>,
     /// Where the serving provider keeps what it retains (its `storage`, else `jurisdiction`).
     pub storage: Option<String>,
+    /// The pool's replica that served.
+    pub replica: Option<String>,
+    /// How the pool chose (`prefix`, `least_load`, spilled) and the load it chose by
+    /// (`fresh 0.8s`, `stale 14s (ignored)`, `unmeasured`), for the first pool tried.
+    pub pool: Option<PoolChoice>,
     /// The serving provider's retention (days) and zero data retention, as the catalog states.
     pub retention_days: Option<u32>,
     pub zdr: Option<bool>,
@@ -384,6 +414,12 @@ impl Record {
                 put(STORAGE, s);
             }
         }
+        if let Some(r) = &self.replica {
+            put(REPLICA, r);
+        }
+        if let Some(p) = &self.pool {
+            put(POOL, &format!("{}; load={}", p.why, p.load));
+        }
         if self.rules.is_some() {
             put(ATTEMPTS, &self.attempts.len().to_string());
         }
@@ -475,6 +511,7 @@ impl Record {
             .iter()
             .map(|a| AttemptLog {
                 provider: &a.provider,
+                replica: a.replica.as_deref(),
                 outcome: a
                     .failure
                     .as_ref()
@@ -505,6 +542,8 @@ impl Record {
             upstream_model: self.upstream_model.as_deref(),
             jurisdiction: self.jurisdiction.as_deref(),
             storage: self.storage.as_deref(),
+            replica: self.replica.as_deref(),
+            pool: self.pool.as_ref(),
             retention_days: self.retention_days,
             zdr: self.zdr,
             rules: self.rules.as_deref().unwrap_or_default(),
@@ -541,6 +580,8 @@ impl Record {
 #[derive(Serialize)]
 struct AttemptLog<'a> {
     provider: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<&'a str>,
     outcome: String,
     ms: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -582,6 +623,10 @@ struct LogLine<'a> {
     /// Where it keeps what it retains.
     #[serde(skip_serializing_if = "Option::is_none")]
     storage: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<&'a PoolChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retention_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

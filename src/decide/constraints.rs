@@ -97,7 +97,8 @@ impl<'p, 'f> Constraint<'p, 'f> {
             kind,
             message,
         };
-        if let Some(res) = self.residency {
+        // A pool's residency and storage are checked per replica ([`Self::replicas_within`]).
+        if let Some(res) = self.residency.filter(|_| !r.pooled()) {
             if !r.within(&res.countries) {
                 out.push(reason(
                     ReasonKind::Residency,
@@ -108,7 +109,7 @@ impl<'p, 'f> Constraint<'p, 'f> {
                 ));
             }
         }
-        if let Some(res) = self.storage {
+        if let Some(res) = self.storage.filter(|_| !r.pooled()) {
             if !r.stores_within(&res.countries) {
                 out.push(reason(
                     ReasonKind::Residency,
@@ -149,6 +150,49 @@ impl<'p, 'f> Constraint<'p, 'f> {
                     trains_on_inputs: r.trains_on_inputs(),
                 },
             ));
+        }
+    }
+
+    /// The replicas of `pool` (a mask) that this constraint's residency and storage allow; a
+    /// replica keeps data where it processes it unless its provider states `storage`.
+    pub(super) fn replicas_within(&self, p: &Provider, pool: &crate::policy::Pool) -> u64 {
+        let mut mask = 0u64;
+        for (i, r) in pool.replicas.iter().enumerate() {
+            let placed = self.residency.is_none_or(|res| r.within(&res.countries));
+            let stored = self.storage.is_none_or(|res| match &p.storage {
+                Some(_) => p.stores_within(&res.countries),
+                None => r.within(&res.countries),
+            });
+            if placed && stored {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    /// The reason this constraint leaves no replica of a pool.
+    pub(super) fn pool_reason(&self, p: &'p Provider) -> Reason<'p> {
+        let (kind, message) = match (self.residency, self.storage) {
+            (Some(res), _) => (
+                ReasonKind::Residency,
+                Message::Outside {
+                    location: p.location(),
+                    allowed: &res.names,
+                },
+            ),
+            (None, Some(res)) => (
+                ReasonKind::Residency,
+                Message::StoredOutside {
+                    location: p.stored_in(),
+                    allowed: &res.names,
+                },
+            ),
+            (None, None) => (ReasonKind::Scope, Message::NotAllowed),
+        };
+        Reason {
+            by: self.by,
+            kind,
+            message,
         }
     }
 

@@ -243,6 +243,24 @@ pub struct Candidate<'p> {
     /// `option_price_factor`: its prices are the catalog's, a lower bound.
     #[serde(skip)]
     pub unpriced: bool,
+    /// A pool's replicas the constraints allow (bit `i`: `pool.replicas[i]`); 0 for a provider
+    /// without a pool.
+    #[serde(skip)]
+    pub replicas: u64,
+    /// The replica this attempt goes to, once the pool has chosen ([`crate::pool`]): its name
+    /// and its position in `pool.replicas`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "replica_name"
+    )]
+    pub replica: Option<(&'p str, usize)>,
+}
+
+fn replica_name<S: serde::Serializer>(r: &Option<(&str, usize)>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some((name, _)) => s.serialize_str(name),
+        None => s.serialize_none(),
+    }
 }
 
 fn rule_matches(rule: &Rule, facts: &RequestFacts, privacy: PrivacyFlags, browser: bool) -> bool {
@@ -549,6 +567,27 @@ fn step<'p>(
         c.check_all(&serving, &mut reasons);
     }
     check_capabilities(facts, matched, &serving, &mut reasons);
+    // A pool's replicas each in their own place: the replicas every constraint allows; none
+    // left excludes the provider, for the constraint that took the last.
+    let mut replicas: Vec<u64> = Vec::with_capacity(serving.len());
+    for ((_, p, _), r) in serving.iter().zip(reasons.iter_mut()) {
+        let Some(pool) = &p.pool else {
+            replicas.push(0);
+            continue;
+        };
+        let mut mask = pool.all();
+        for c in constraints
+            .iter()
+            .filter(|c| c.residency.is_some() || c.storage.is_some())
+        {
+            let within = mask & c.replicas_within(p, pool);
+            if within == 0 && mask != 0 {
+                r.push(c.pool_reason(p));
+            }
+            mask = within;
+        }
+        replicas.push(mask);
+    }
     // Context size: a model that cannot take the request is skipped.
     for ((_, p, m), r) in serving.iter().zip(reasons.iter_mut()) {
         let name = || {
@@ -592,7 +631,7 @@ fn step<'p>(
         .capabilities
         .contains(crate::policy::Capability::PricedOptions);
     let mut allowed = Vec::with_capacity(serving.len());
-    for ((index, p, m), reasons) in serving.into_iter().zip(reasons) {
+    for (((index, p, m), reasons), replicas) in serving.into_iter().zip(reasons).zip(replicas) {
         let factor = if priced {
             m.option_price_factor
         } else {
@@ -616,6 +655,8 @@ fn step<'p>(
                 cache_read_price: times(m.cache_read_price),
                 cache_write_price: times(m.cache_write_price),
                 unpriced: factor.is_none(),
+                replicas,
+                replica: None,
             });
         } else {
             excluded.push(Exclusion {

@@ -21,6 +21,8 @@ pub enum ReasonKind {
     Health,
     /// The model cannot take a request this long (`context_window`, `max_output`).
     Context,
+    /// Every allowed replica of a pool is over its queue bound or down (`[providers.pool]`).
+    Load,
 }
 
 impl ReasonKind {
@@ -33,6 +35,7 @@ impl ReasonKind {
             ReasonKind::Capability => "capability",
             ReasonKind::Health => "health",
             ReasonKind::Context => "context",
+            ReasonKind::Load => "load",
         }
     }
 }
@@ -56,6 +59,8 @@ pub enum Who<'p> {
     Anonymous,
     /// `[settings.health]`, from failures every node records in the shared store.
     Health,
+    /// A pool's load summary in the shared store (`[providers.pool]`).
+    Pool,
 }
 
 impl fmt::Display for Who<'_> {
@@ -66,6 +71,7 @@ impl fmt::Display for Who<'_> {
             Who::Request => f.write_str("request"),
             Who::Anonymous => f.write_str("anonymous access"),
             Who::Health => f.write_str("provider health:"),
+            Who::Pool => f.write_str("pool load:"),
         }
     }
 }
@@ -139,6 +145,13 @@ pub enum Message<'p> {
         until_s: u64,
         failures: u64,
         window_s: u64,
+    },
+    /// Every replica of the pool the request may use has `max_queue` waiting requests or more
+    /// (`queued`), or is down (`down`).
+    PoolFull {
+        queued: usize,
+        down: usize,
+        max_queue: u32,
     },
 }
 
@@ -230,6 +243,21 @@ impl fmt::Display for Message<'_> {
                 "cooling down until {} after {failures} failures within {window_s} s",
                 crate::calendar::rfc3339(until_s)
             ),
+            Message::PoolFull {
+                queued,
+                down,
+                max_queue,
+            } => match (queued, down) {
+                (q, 0) => write!(
+                    f,
+                    "every allowed replica ({q}) has {max_queue} or more requests waiting (`max_queue`)"
+                ),
+                (0, d) => write!(f, "every allowed replica ({d}) is down"),
+                (q, d) => write!(
+                    f,
+                    "every allowed replica is full ({q} with {max_queue} or more requests waiting, `max_queue`) or down ({d})"
+                ),
+            },
         }
     }
 }

@@ -58,6 +58,7 @@ fn decision_for<'p>(p: &'p Policy, headers: &[(&str, &str)], body: Value) -> Dec
         pii: p.pii.used.then_some(&p.pii),
         unknown_fields: p.settings.unknown_fields,
         injection: false,
+        prefix_bounds: Vec::new(),
     };
     let f = facts::from_request(cx, &mut body).expect("facts");
     decide(p, &f)

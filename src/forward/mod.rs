@@ -125,6 +125,7 @@ impl Log {
                 seq: f.seq,
                 at_ms: f.at_ms,
                 model: c.upstream_model.to_string(),
+                replica: c.replica.map(|(r, _)| r.to_string()),
             });
         }
         attempts.sort_by_key(|a| a.seq);
@@ -438,6 +439,7 @@ pub async fn forward_logged<T: Transport>(
                 seq,
                 at_ms,
                 model: cands[idx].upstream_model.to_string(),
+                replica: cands[idx].replica.map(|(r, _)| r.to_string()),
             });
         };
 

@@ -47,6 +47,8 @@ impl Catalog {
                     cache_read_price: None,
                     cache_write_price: None,
                     unpriced: false,
+                    replicas: 0,
+                    replica: None,
                 })
                 .collect(),
             excluded: vec![],

@@ -74,6 +74,12 @@ pub fn model_key(provider: &str, model: &str) -> String {
     format!("{provider}/{model}")
 }
 
+/// What the cooling map names for a replica of a pool: `provider@replica`. A replica is one
+/// engine: its failures cool it alone, whatever their blame.
+pub fn replica_key(provider: &str, replica: &str) -> String {
+    format!("{provider}@{replica}")
+}
+
 /// Counts this request's failed attempts that the provider caused ([`blame`]); a provider, or
 /// a model of one, that reaches the threshold is added to the cooling map. Returns what this
 /// request put into cool-down (`provider` or `provider/model`).
@@ -88,6 +94,9 @@ pub async fn record(
     let mut cooled = Vec::new();
     for a in attempts {
         let who = match a.failure.as_ref().map(|f| blame(f, input_tokens)) {
+            Some(Blame::Provider | Blame::Model) if a.replica.is_some() => {
+                replica_key(&a.provider, a.replica.as_deref().unwrap_or_default())
+            }
             Some(Blame::Provider) => a.provider.clone(),
             Some(Blame::Model) => model_key(&a.provider, &a.model),
             Some(Blame::None) | None => continue,

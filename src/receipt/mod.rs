@@ -36,6 +36,7 @@ pub const RECEIPT_FIELDS: &[&str] = &[
     "upstream_model",
     "jurisdiction",
     "storage",
+    "replica",
     "retention_days",
     "zdr",
     "rules",
@@ -56,7 +57,7 @@ pub const RECEIPT_FIELDS: &[&str] = &[
 pub const RECEIPT_ONLY: &[&str] = &["v", "final", "seq", "chain"];
 
 /// The fields of an attempt and of a guard's verdict that a receipt attests.
-const ATTEMPT_FIELDS: &[&str] = &["provider", "outcome", "hedge"];
+const ATTEMPT_FIELDS: &[&str] = &["provider", "replica", "outcome", "hedge"];
 const VERDICT_FIELDS: &[&str] = &["guard", "rule", "on", "label", "score", "outcome", "beside"];
 
 /// The JWS header's `typ`.

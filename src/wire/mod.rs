@@ -28,6 +28,8 @@ pub struct Outgoing<'a> {
     /// The client's body, checked against its field table (and redacted where the policy says).
     pub body: &'a Map<String, Value>,
     pub provider: &'a Provider,
+    /// The pool's replica this attempt goes to (its position), for a provider with a pool.
+    pub replica: Option<usize>,
     pub upstream_model: &'a str,
     /// The operator's key for this provider, from its secret.
     pub key: Option<String>,
@@ -48,7 +50,16 @@ pub struct Outgoing<'a> {
 
 impl Outgoing<'_> {
     fn base(&self) -> &str {
-        self.provider.base_url.as_str().trim_end_matches('/')
+        let replica = self
+            .provider
+            .pool
+            .as_ref()
+            .zip(self.replica)
+            .and_then(|(p, i)| p.replicas.get(i));
+        replica
+            .map_or(&self.provider.base_url, |r| &r.base_url)
+            .as_str()
+            .trim_end_matches('/')
     }
 
     fn client_header(&self, name: &str) -> Option<&str> {

@@ -61,12 +61,21 @@ pub fn compile(policy: &Policy) -> String {
     // The guards follow the rest, then the evidence fields (a form without them, written
     // before they existed, ends earlier and reads as a policy without them).
     let mut bytes = postcard::to_allocvec(&(defaults, own)).unwrap_or_default();
+    // Then the pools (each section is written when it or any later one is not empty).
     let evidence = crate::evidence::Evidence::of(policy);
-    if !policy.guards.is_empty() || !policy.guards.catalog.is_empty() || !evidence.is_empty() {
+    let pools = crate::pool::Pools::of(policy);
+    if !policy.guards.is_empty()
+        || !policy.guards.catalog.is_empty()
+        || !evidence.is_empty()
+        || !pools.is_empty()
+    {
         bytes.extend(postcard::to_allocvec(&policy.guards).unwrap_or_default());
     }
-    if !evidence.is_empty() {
+    if !evidence.is_empty() || !pools.is_empty() {
         bytes.extend(postcard::to_allocvec(&evidence).unwrap_or_default());
+    }
+    if !pools.is_empty() {
+        bytes.extend(postcard::to_allocvec(&pools).unwrap_or_default());
     }
     format!("{PREFIX}{:016x} {}", checksum(&bytes), B64.encode(&bytes))
 }
@@ -113,11 +122,17 @@ pub fn load_compiled(text: &str) -> Result<Policy, String> {
         let (guards, rest) = postcard::take_from_bytes(rest).map_err(unreadable)?;
         policy.guards = guards;
         if !rest.is_empty() {
-            let evidence: crate::evidence::Evidence =
-                postcard::from_bytes(rest).map_err(unreadable)?;
+            let (evidence, rest): (crate::evidence::Evidence, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(unreadable)?;
             evidence
                 .restore(&mut policy)
                 .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
+            if !rest.is_empty() {
+                let pools: crate::pool::Pools = postcard::from_bytes(rest).map_err(unreadable)?;
+                pools
+                    .restore(&mut policy)
+                    .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
+            }
         }
     }
     if defaults.len() != policy.providers.len() {

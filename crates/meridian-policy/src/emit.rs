@@ -12,6 +12,7 @@ use std::fmt::Write;
 use crate::evidence::*;
 use crate::guards::*;
 use crate::model::*;
+use crate::pool::*;
 
 /// Writes `self` as a Rust constant expression (paths from the crate root, `::meridian_policy`).
 pub trait Emit {
@@ -168,6 +169,8 @@ unit_enums! {
     GuardWire { Builtin, OpenAiModeration, LlamaGuard, HttpClassifier }
     GuardOn { Input, Output }
     Safeguard { Adequacy, Dpf, Scc, Bcr }
+    Balance { Prefix, LeastLoad }
+    Engine { Vllm, Sglang, Llamacpp, None }
 }
 
 structs! {
@@ -189,8 +192,10 @@ structs! {
     Provider {
         id, kind, base_url, key_secret, location, countries, single_country, retention_days,
         trains_on_inputs, zdr, self_hosted, models, latency_ms, weight, api_version, max_tokens,
-        capabilities, anthropic_betas, responses, storage, safeguard,
+        capabilities, anthropic_betas, responses, storage, safeguard, pool,
     }
+    Pool { balance, engine, replicas, max_queue, load_bound, prefix_bytes, stale_after_s }
+    Replica { name, base_url, metrics_url, location, countries, single_country }
     ModelEntry {
         upstream, input_price, output_price, cache_read_price, cache_write_price, context_window,
         max_output, option_price_factor,

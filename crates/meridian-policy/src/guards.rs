@@ -108,6 +108,12 @@ pub trait Recipient {
     fn storage(&self) -> Option<&crate::evidence::Storage>;
     fn safeguard(&self) -> Option<crate::evidence::Safeguard>;
 
+    /// Whether it is a pool of replicas, each in its own place: the decision then checks
+    /// residency per replica, not here.
+    fn pooled(&self) -> bool {
+        false
+    }
+
     /// Where it keeps what it retains, as written: its `storage`, else where it processes.
     fn stored_in(&self) -> &str {
         self.storage().map_or(self.location(), |s| &s.location)

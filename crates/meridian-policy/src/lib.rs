@@ -17,6 +17,7 @@ mod location;
 mod model;
 pub mod pii;
 pub mod places;
+pub mod pool;
 mod reader;
 mod validate;
 
@@ -26,15 +27,16 @@ pub use evidence::{Receipts, RecordSettings, Safeguard, Storage};
 pub use guards::*;
 pub use location::{platform_of_header, PLATFORM_NAMES};
 pub use model::*;
+pub use pool::{Balance, Engine, Pool, Replica};
 pub use validate::load;
 
 /// The key lists the validator accepts per section, for the JSON Schema consistency test.
 pub mod keys {
     pub use super::validate::{
         ENDPOINTS, GUARD_KEYS, GUARD_USE_KEYS, HEALTH_KEYS, LIMIT_SETTINGS_KEYS, MODEL_KEYS,
-        PII_KEYS, PLAN_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS, RECEIPTS_KEYS, RECORD_KEYS,
-        REQUEST_KEYS, REQUIRE_KEYS, ROUTE_KEYS, RULE_KEYS, SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS,
-        TOP_KEYS, WHEN_KEYS,
+        PII_KEYS, PLAN_KEYS, POOL_KEYS, PREFER_KEYS, PRICE_KEYS, PROVIDER_KEYS, RECEIPTS_KEYS,
+        RECORD_KEYS, REPLICA_KEYS, REQUEST_KEYS, REQUIRE_KEYS, ROUTE_KEYS, RULE_KEYS,
+        SETTINGS_KEYS, TENANT_KEYS, TEST_KEYS, TOP_KEYS, WHEN_KEYS,
     };
     pub use crate::limits::limit_keys;
 }

@@ -267,6 +267,10 @@ pub struct Provider {
     /// What a transfer to it rests on, when it is outside `[settings.record] home`.
     #[serde(skip)]
     pub safeguard: Option<crate::evidence::Safeguard>,
+    /// Its replicas, when it is a self-hosted pool (`[providers.pool]`). Written after the rest
+    /// in the compiled form ([`crate::pool`]).
+    #[serde(skip)]
+    pub pool: Option<crate::pool::Pool>,
 }
 
 /// A provider's base URL, checked by validation (http or https, a host, no query or fragment)
@@ -293,6 +297,9 @@ impl BaseUrl {
 impl crate::Recipient for Provider {
     fn location(&self) -> &str {
         &self.location
+    }
+    fn pooled(&self) -> bool {
+        self.pool.is_some()
     }
     fn countries(&self) -> (&CountrySet, Option<Country>) {
         (&self.countries, self.single_country)
@@ -795,6 +802,9 @@ pub struct Case {
     pub prompt: Option<String>,
     /// The personal-data kinds the prompt must be found to contain, exactly.
     pub expect_pii: Option<Vec<String>>,
+    /// The pools' replicas the request may go to (`provider@replica`), in candidate and
+    /// catalog order, exactly.
+    pub expect_replicas: Option<Vec<String>>,
     pub expect: Expectation,
 }
 

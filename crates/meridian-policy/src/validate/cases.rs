@@ -124,6 +124,24 @@ pub(super) fn read_cases(
                 "add `prompt = \"…\"`",
             );
         }
+        let expect_replicas = t.str_list(sink, "expect_replicas").map(|names| {
+            names
+                .into_iter()
+                .filter_map(|n| {
+                    if cx.replicas.contains(&n.value) {
+                        Some(n.value)
+                    } else {
+                        let known: Vec<&str> = cx.replicas.iter().map(String::as_str).collect();
+                        sink.error_help(
+                            n.span.as_ref(),
+                            format!("unknown replica `{}`: write `provider@replica`", n.value),
+                            suggest(&n.value, &known),
+                        );
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
         let (Some(model), Some(expect)) = (model, expect) else {
             continue;
         };
@@ -143,6 +161,7 @@ pub(super) fn read_cases(
             provider,
             prompt,
             expect_pii,
+            expect_replicas,
             expect,
         });
     }

@@ -7,6 +7,7 @@ mod jurisdictions;
 mod limits;
 mod pii;
 mod plan;
+mod pools;
 mod providers;
 mod rules;
 mod settings;
@@ -93,7 +94,18 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "responses",
     "storage",
     "transfer_safeguard",
+    "pool",
 ];
+pub const POOL_KEYS: &[&str] = &[
+    "balance",
+    "engine",
+    "max_queue",
+    "load_bound",
+    "prefix_bytes",
+    "stale_after_s",
+    "replicas",
+];
+pub const REPLICA_KEYS: &[&str] = &["name", "base_url", "location", "metrics_url"];
 pub const MODEL_KEYS: &[&str] = &[
     "id",
     "input_price",
@@ -174,6 +186,7 @@ pub const TEST_KEYS: &[&str] = &[
     "request_id",
     "prompt",
     "expect_pii",
+    "expect_replicas",
     "expect",
     "expect_first",
     "expect_status",
@@ -221,6 +234,8 @@ pub fn load(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
 struct Ctx {
     jurisdictions: BTreeMap<String, CountrySet>,
     provider_ids: Vec<String>,
+    /// Every pool's replicas, as `provider@replica`.
+    replicas: Vec<String>,
     tenant_ids: Vec<String>,
     models: BTreeSet<String>,
     /// Whether `settings.client.edge_secret` is set (`when.edge_verified` needs it).
@@ -267,6 +282,7 @@ fn build(sink: &mut Sink, root: &toml_edit::Table, text: &str) -> Option<Policy>
     let mut cx = Ctx {
         jurisdictions,
         provider_ids: Vec::new(),
+        replicas: Vec::new(),
         tenant_ids: Vec::new(),
         models: BTreeSet::new(),
         edge_secret: false,

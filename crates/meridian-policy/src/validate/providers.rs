@@ -38,41 +38,26 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
                 }
             },
         };
-        let base_url = t
-            .req_str(sink, "base_url")
-            .and_then(|u| match url::Url::parse(&u.value) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                    if url.query().is_some() || url.fragment().is_some() {
-                        sink.error(
-                            u.span.as_ref(),
-                            "`base_url` must not have a query or fragment",
-                        );
-                        None
-                    } else {
-                        Some(BaseUrl::new(&url))
-                    }
-                }
-                Ok(_) => {
-                    sink.error_help(
-                        u.span.as_ref(),
-                        format!(
-                            "`base_url` `{}` must be an http or https URL with a host",
-                            u.value
-                        ),
-                        "e.g. `https://api.openai.com/v1`",
-                    );
-                    None
-                }
-                Err(e) => {
-                    sink.error(
-                        u.span.as_ref(),
-                        format!("`base_url` `{}` is not a URL: {e}", u.value),
-                    );
-                    None
-                }
-            });
+        let pooled = t.raw("pool").is_some();
+        if pooled && t.raw("base_url").is_some() {
+            sink.error_help(
+                t.key_span("base_url").as_ref(),
+                "a pool's provider has no `base_url` of its own: each of its replicas has one",
+                "move it into a `[[providers.pool.replicas]]` entry",
+            );
+        }
+        let base_url = if pooled {
+            None
+        } else {
+            t.req_str(sink, "base_url")
+        }
+        .and_then(|u| read_base_url(sink, &u));
         let key_secret = read_key_secret(sink, &t);
-        let location = t.req_str(sink, "location");
+        let location = if pooled {
+            t.str(sink, "location")
+        } else {
+            t.req_str(sink, "location")
+        };
         let countries = location
             .as_ref()
             .map(|l| resolve_residency(sink, cx, std::slice::from_ref(l)).countries);
@@ -189,6 +174,36 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
                 "remove it: Meridian translates /v1/responses requests to chat for this provider",
             );
         }
+        let pool = t.table(sink, "pool").and_then(|pt| {
+            super::pools::read_pool(
+                sink,
+                cx,
+                &pt,
+                id.as_ref().map_or("?", |i| i.value.as_str()),
+                location.as_ref().zip(countries.as_ref()),
+                self_hosted,
+            )
+        });
+        if let (Some(p), Some(id)) = (&pool, &id) {
+            cx.replicas.extend(
+                p.replicas
+                    .iter()
+                    .map(|r| format!("{}@{}", id.value, r.name)),
+            );
+        }
+        // A pool's provider stands for its replicas: it processes data wherever any does.
+        let (base_url, location, countries) = match &pool {
+            Some(p) => (
+                p.replicas.first().map(|r| r.base_url.clone()),
+                Some(Sp {
+                    value: super::pools::places_of(p),
+                    span: t.key_span("pool"),
+                }),
+                Some(super::pools::countries_of(p)),
+            ),
+            None if pooled => (None, None, None),
+            None => (base_url, location, countries),
+        };
         let (storage, safeguard) = super::evidence::read_recipient(
             sink,
             &t,
@@ -224,9 +239,45 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             responses,
             storage,
             safeguard,
+            pool,
         });
     }
     out
+}
+
+/// A `base_url`: http or https with a host, no query or fragment.
+pub(super) fn read_base_url(sink: &mut Sink, u: &Sp<String>) -> Option<BaseUrl> {
+    match url::Url::parse(&u.value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            if url.query().is_some() || url.fragment().is_some() {
+                sink.error(
+                    u.span.as_ref(),
+                    "`base_url` must not have a query or fragment",
+                );
+                None
+            } else {
+                Some(BaseUrl::new(&url))
+            }
+        }
+        Ok(_) => {
+            sink.error_help(
+                u.span.as_ref(),
+                format!(
+                    "`base_url` `{}` must be an http or https URL with a host",
+                    u.value
+                ),
+                "e.g. `https://api.openai.com/v1`",
+            );
+            None
+        }
+        Err(e) => {
+            sink.error(
+                u.span.as_ref(),
+                format!("`base_url` `{}` is not a URL: {e}", u.value),
+            );
+            None
+        }
+    }
 }
 
 pub(super) fn read_models(sink: &mut Sink, t: &Obj, cx: &mut Ctx) -> BTreeMap<String, ModelEntry> {

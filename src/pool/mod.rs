@@ -1,0 +1,329 @@
+//! Choosing a pool's replica (`[providers.pool]`, docs/pools.md): pure, from the replicas the
+//! constraints allow, the prompt's prefix key and the pool's load summary.
+//!
+//! - `prefix`: rendezvous (highest random weight) hashing of the prefix key over the replicas'
+//!   names gives every prompt its own order of replicas; a replica joining or leaving moves
+//!   only the prompts whose first choice it is or becomes. Bounded loads (Mirrokni, Thorup and
+//!   Zadimoghaddam, 2018): the first replica in that order whose load, with this request, stays
+//!   within `load_bound` times the pool's mean serves; the rest follow in the same order.
+//! - `least_load`: fewest waiting requests, then least KV-cache use, then fewest running; ties
+//!   in the request's own rendezvous order.
+//!
+//! A replica with `max_queue` or more waiting requests takes no new one, and one the summary
+//! marks down is skipped; a summary older than `stale_after_s` is ignored (the pool is then
+//! unmeasured: `prefix` follows the hash alone, `least_load` the request's own order).
+//!
+//! The summary is one value in the shared store ([`KEY`]) that `meridian pool-scrape` writes:
+//! one read per request that has a pool among its candidates.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Balance, Pool};
+
+#[cfg(test)]
+mod tests;
+
+/// The one key of every pool's load summary.
+pub const KEY: &str = "meridian:v1:pools";
+
+/// Every pool's load, by provider id: what `meridian pool-scrape` writes.
+pub type Summary = BTreeMap<String, PoolLoad>;
+
+/// One pool's load, measured at `at_ms` (Unix milliseconds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolLoad {
+    pub at_ms: u64,
+    /// By replica name.
+    pub replicas: BTreeMap<String, Load>,
+}
+
+/// One replica's load.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Requests waiting in its queue.
+    #[serde(default)]
+    pub waiting: u32,
+    /// Requests it is running.
+    #[serde(default)]
+    pub running: u32,
+    /// The share of its KV cache in use, 0 to 1, where the engine says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv: Option<f64>,
+    /// Whether it answered its last scrape.
+    #[serde(default = "yes")]
+    pub healthy: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Load {
+    fn total(&self) -> u64 {
+        u64::from(self.waiting) + u64::from(self.running)
+    }
+}
+
+/// Reads the summary; an absent or unreadable value is no summary (every pool unmeasured).
+pub fn parse(bytes: Option<&[u8]>) -> Summary {
+    bytes
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
+}
+
+/// How far the load that chose a replica can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    /// Measured `age_ms` ago, within `stale_after_s`.
+    Fresh { age_ms: u64 },
+    /// Measured `age_ms` ago, too long: ignored.
+    Stale { age_ms: u64 },
+    /// No summary for this pool.
+    Missing,
+}
+
+impl Measured {
+    /// For the audit: `fresh 1.2s`, `stale 14s (ignored)`, `unmeasured`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Measured::Fresh { age_ms } => format!("fresh {:.1}s", age_ms as f64 / 1000.0),
+            Measured::Stale { age_ms } => {
+                format!("stale {}s (ignored)", age_ms / 1000)
+            }
+            Measured::Missing => "unmeasured".to_string(),
+        }
+    }
+}
+
+/// Why the first replica of a choice comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The prompt's own replica (first in its rendezvous order).
+    Prefix,
+    /// The prompt's own replica was over its bound: the next in its order within it.
+    Spilled { past: usize },
+    /// The least loaded.
+    LeastLoad,
+}
+
+/// A pool's replicas in the order to try them, and those left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// Positions in `pool.replicas`, first to try first.
+    pub order: Vec<usize>,
+    /// Allowed replicas with `max_queue` or more waiting.
+    pub queued: Vec<usize>,
+    /// Allowed replicas the summary says are down.
+    pub down: Vec<usize>,
+    pub why: Why,
+    pub measured: Measured,
+}
+
+impl Choice {
+    /// For the audit header and the log: `prefix`, `prefix, spilled past 1`, `least_load`.
+    pub fn describe(&self) -> String {
+        match self.why {
+            Why::Prefix => "prefix".to_string(),
+            Why::Spilled { past } => format!("prefix, spilled past {past} over its bound"),
+            Why::LeastLoad => "least_load".to_string(),
+        }
+    }
+}
+
+/// splitmix64's finaliser: a well-mixed 64-bit value from another.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A replica's rendezvous score for `key`: the highest goes first.
+pub fn score(key: u64, replica: &str) -> u64 {
+    mix(key ^ xxhash_rust::xxh3::xxh3_64(replica.as_bytes()))
+}
+
+/// Chooses the order of `pool`'s replicas in `allowed` (a mask) for a request whose prefix key
+/// is `key`, from `load` (this pool's entry in the summary, if any) at `now_ms`.
+pub fn choose(pool: &Pool, allowed: u64, key: u64, load: Option<&PoolLoad>, now_ms: u64) -> Choice {
+    let measured = match load {
+        None => Measured::Missing,
+        Some(l) => {
+            let age_ms = now_ms.saturating_sub(l.at_ms);
+            if age_ms > u64::from(pool.stale_after_s) * 1000 {
+                Measured::Stale { age_ms }
+            } else {
+                Measured::Fresh { age_ms }
+            }
+        }
+    };
+    let fresh = match measured {
+        Measured::Fresh { .. } => load,
+        _ => None,
+    };
+    let load_of = |i: usize| -> Option<Load> {
+        fresh.and_then(|l| l.replicas.get(pool.replicas[i].name.as_ref()).copied())
+    };
+    let mut ranked: Vec<(usize, u64)> = Vec::with_capacity(pool.replicas.len());
+    let mut queued = Vec::new();
+    let mut down = Vec::new();
+    for (i, r) in pool.replicas.iter().enumerate() {
+        if i >= 64 || allowed & (1 << i) == 0 {
+            continue;
+        }
+        match load_of(i) {
+            Some(l) if !l.healthy => down.push(i),
+            Some(l) if pool.max_queue.is_some_and(|m| l.waiting >= m) => queued.push(i),
+            _ => ranked.push((i, score(key, &r.name))),
+        }
+    }
+    // Rendezvous order: highest score first (names are unique, so are their scores but for a
+    // 2^-64 chance; the position breaks that tie).
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut order: Vec<usize> = ranked.iter().map(|(i, _)| *i).collect();
+    let why = match pool.balance {
+        Balance::Prefix => {
+            let total: u64 = order
+                .iter()
+                .map(|&i| load_of(i).map_or(0, |l| l.total()))
+                .sum();
+            let n = order.len().max(1) as f64;
+            // With this request: each replica may carry up to `load_bound` times the mean.
+            let bound = (pool.load_bound * (total as f64 + 1.0) / n).ceil() as u64;
+            let first = order
+                .iter()
+                .position(|&i| load_of(i).map_or(0, |l| l.total()) < bound.max(1))
+                .unwrap_or(0);
+            if first > 0 {
+                let chosen = order.remove(first);
+                order.insert(0, chosen);
+                Why::Spilled { past: first }
+            } else {
+                Why::Prefix
+            }
+        }
+        Balance::LeastLoad => {
+            // A stable sort: equal loads keep the request's rendezvous order.
+            order.sort_by_key(|&i| {
+                load_of(i).map_or((0, 0, 0), |l| {
+                    (
+                        l.waiting,
+                        l.kv.map_or(0, |k| (k.clamp(0.0, 1.0) * 1000.0) as u32),
+                        l.running,
+                    )
+                })
+            });
+            Why::LeastLoad
+        }
+    };
+    Choice {
+        order,
+        queued,
+        down,
+        why,
+        measured,
+    }
+}
+
+/// One pool's choice among a decision's candidates.
+pub struct Chosen<'p> {
+    pub provider: &'p crate::policy::ProviderId,
+    pub pool: &'p Pool,
+    pub choice: Choice,
+}
+
+/// Replaces each pool's candidate with its replicas in the order [`choose`] gives (each
+/// processing data where that replica is, and keeping it there unless its provider states
+/// `storage`); returns every pool's choice, in candidate order. A pool whose choice is empty
+/// (every allowed replica queued or down) leaves no candidate.
+pub fn expand<'p>(
+    policy: &'p crate::policy::Policy,
+    candidates: Vec<crate::decide::Candidate<'p>>,
+    facts: &crate::facts::RequestFacts,
+    summary: &Summary,
+    now_ms: u64,
+) -> (Vec<crate::decide::Candidate<'p>>, Vec<Chosen<'p>>) {
+    let mut out = Vec::with_capacity(candidates.len() + 2);
+    let mut chosen = Vec::new();
+    for c in candidates {
+        let p = &policy.providers[c.index];
+        let Some(pool) = &p.pool else {
+            out.push(c);
+            continue;
+        };
+        let key = facts.prefix_key(pool.prefix_bytes);
+        let choice = choose(pool, c.replicas, key, summary.get(p.id.as_str()), now_ms);
+        for &i in &choice.order {
+            let r = &pool.replicas[i];
+            let mut each = c.clone();
+            each.replica = Some((r.name.as_ref(), i));
+            each.location = r.location.as_ref();
+            if p.storage.is_none() {
+                each.storage = r.location.as_ref();
+            }
+            out.push(each);
+        }
+        chosen.push(Chosen {
+            provider: &p.id,
+            pool,
+            choice,
+        });
+    }
+    (out, chosen)
+}
+
+/// Replica names, for the audit.
+pub fn names(pool: &Pool, at: &[usize]) -> Vec<String> {
+    at.iter()
+        .filter_map(|&i| pool.replicas.get(i))
+        .map(|r| r.name.to_string())
+        .collect()
+}
+
+/// Hashes the leading bytes of a request's text, as the reading hands it over, up to each of
+/// the policy's `prefix_bytes` bounds (ascending): one streaming hash, a snapshot at each.
+pub struct PrefixHasher {
+    bounds: Vec<u32>,
+    seen: u64,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    keys: Vec<(u32, u64)>,
+}
+
+impl PrefixHasher {
+    pub fn new(bounds: Vec<u32>) -> PrefixHasher {
+        PrefixHasher {
+            bounds,
+            seen: 0,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Feeds one text; texts are separated, so `"ab" + "c"` and `"a" + "bc"` differ.
+    pub fn feed(&mut self, text: &str) {
+        let mut bytes = text.as_bytes();
+        while let Some(&bound) = self.bounds.get(self.keys.len()) {
+            let room = u64::from(bound).saturating_sub(self.seen);
+            let take = room.min(bytes.len() as u64) as usize;
+            self.hasher.update(&bytes[..take]);
+            self.seen += take as u64;
+            bytes = &bytes[take..];
+            if self.seen >= u64::from(bound) {
+                self.keys.push((bound, self.hasher.digest()));
+                continue;
+            }
+            self.hasher.update(&[0x1e]);
+            return;
+        }
+    }
+
+    /// The key per bound: a prompt shorter than a bound is hashed whole.
+    pub fn finish(mut self) -> Vec<(u32, u64)> {
+        let whole = self.hasher.digest();
+        while let Some(&bound) = self.bounds.get(self.keys.len()) {
+            self.keys.push((bound, whole));
+        }
+        self.keys
+    }
+}
