@@ -273,6 +273,7 @@ mod limits;
 mod models;
 mod otel;
 mod pii;
+mod pools;
 mod receipts;
 mod replay;
 mod responses;
