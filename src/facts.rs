@@ -416,7 +416,7 @@ pub fn from_request(
                 d.scan(text, kind == crate::request::Text::ToolOutput);
             }
             if let Some(h) = prefix.as_mut() {
-                h.feed(text);
+                h.text(kind, text);
             }
         },
     )

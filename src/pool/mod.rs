@@ -204,8 +204,12 @@ pub fn choose(pool: &Pool, allowed: u64, key: u64, load: Option<&PoolLoad>, now_
             }
         }
         Balance::LeastLoad => {
-            // A stable sort: equal loads keep the request's rendezvous order.
-            order.sort_by_key(|&i| {
+            // The less loaded of the first two in the request's own rendezvous order (its key
+            // is the request's seed), then the rest by load: with a summary up to a scrape
+            // interval old, sending every request to the one least loaded replica sends them
+            // all to the same one until the next scrape; two random choices stay balanced on
+            // old information (Mitzenmacher, "How Useful Is Old Information?", 2000).
+            let rank = |i: usize| {
                 load_of(i).map_or((0, 0, 0), |l| {
                     (
                         l.waiting,
@@ -213,7 +217,14 @@ pub fn choose(pool: &Pool, allowed: u64, key: u64, load: Option<&PoolLoad>, now_
                         l.running,
                     )
                 })
-            });
+            };
+            if order.len() > 1 && rank(order[1]) < rank(order[0]) {
+                order.swap(0, 1);
+            }
+            // A stable sort: equal loads keep the request's rendezvous order.
+            if let Some(rest) = order.get_mut(1..) {
+                rest.sort_by_key(|&i| rank(i));
+            }
             Why::LeastLoad
         }
     };
@@ -281,13 +292,21 @@ pub fn names(pool: &Pool, at: &[usize]) -> Vec<String> {
         .collect()
 }
 
-/// Hashes the leading bytes of a request's text, as the reading hands it over, up to each of
-/// the policy's `prefix_bytes` bounds (ascending): one streaming hash, a snapshot at each.
+/// Hashes the leading bytes of a conversation's opening, as the reading hands its text over,
+/// up to each of the policy's `prefix_bytes` bounds (ascending): one streaming hash, a
+/// snapshot at each.
+///
+/// The opening is the text before the model's first turn: the system prompt, tool definitions
+/// and the first user message. Every later turn of the conversation starts with the same
+/// opening, so its key does not change as the conversation grows, even when the opening is
+/// shorter than the bound; the engine's KV cache holds at least that much of it.
 pub struct PrefixHasher {
     bounds: Vec<u32>,
     seen: u64,
     hasher: xxhash_rust::xxh3::Xxh3,
     keys: Vec<(u32, u64)>,
+    /// The model's first turn has been read: nothing after it counts.
+    closed: bool,
 }
 
 impl PrefixHasher {
@@ -297,6 +316,20 @@ impl PrefixHasher {
             seen: 0,
             hasher: xxhash_rust::xxh3::Xxh3::new(),
             keys: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Feeds one text the reading found, of `kind`: the opening ends at the first text of the
+    /// model's own (an earlier reply, a tool call or result, reasoning).
+    pub fn text(&mut self, kind: crate::request::Text, text: &str) {
+        use crate::request::Text;
+        match kind {
+            _ if self.closed => {}
+            Text::Prompt | Text::ToolDefinition => self.feed(text),
+            Text::Reply | Text::ToolCall | Text::ToolOutput | Text::Reasoning => {
+                self.closed = true;
+            }
         }
     }
 

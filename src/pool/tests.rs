@@ -212,21 +212,50 @@ fn full_queues_and_down_replicas_take_nothing_and_allowed_masks_hold() {
 }
 
 #[test]
-fn least_load_orders_by_waiting_then_kv_then_running() {
+fn least_load_takes_the_lighter_of_two_choices_then_orders_by_waiting_kv_running() {
     let names = ["a", "b", "c", "d"];
     let p = pool(&names, Balance::LeastLoad);
     let mut l = load(5_000, &[("a", 2, 0), ("b", 0, 9), ("c", 0, 1), ("d", 0, 1)]);
     l.replicas.get_mut("c").unwrap().kv = Some(0.9);
     l.replicas.get_mut("d").unwrap().kv = Some(0.1);
-    let c = choose(&p, p.all(), 1, Some(&l), 5_000);
-    let order: Vec<&str> = c
-        .order
-        .iter()
-        .map(|&i| p.replicas[i].name.as_ref())
-        .collect();
-    // `b` (0 waiting, no KV figure: 0) and `d` (0 waiting, 10% KV) before `c` (90%), `a` last.
-    assert_eq!(order, ["b", "d", "c", "a"]);
-    assert_eq!(c.why, Why::LeastLoad);
+    // The loads' order, computed here: `b` (0 waiting, no KV figure: 0), `d` (0 waiting, 10%
+    // KV), `c` (90%), `a` (2 waiting).
+    let by_load = ["b", "d", "c", "a"];
+    let rank = |n: &str| by_load.iter().position(|x| *x == n).unwrap();
+    let mut firsts = BTreeMap::new();
+    for key in 0..400u64 {
+        let k = mix(key);
+        let c = choose(&p, p.all(), k, Some(&l), 5_000);
+        let order: Vec<&str> = c
+            .order
+            .iter()
+            .map(|&i| p.replicas[i].name.as_ref())
+            .collect();
+        assert_eq!(c.why, Why::LeastLoad);
+        // The first is the less loaded of the request's own first two (by score).
+        let mut ranked = names.to_vec();
+        ranked.sort_by_key(|n| std::cmp::Reverse(score(k, n)));
+        let want = if rank(ranked[1]) < rank(ranked[0]) {
+            ranked[1]
+        } else {
+            ranked[0]
+        };
+        assert_eq!(order[0], want, "key {k}");
+        // The rest by load.
+        let rest: Vec<usize> = order[1..].iter().map(|n| rank(n)).collect();
+        assert!(rest.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        *firsts.entry(order[0]).or_insert(0) += 1;
+    }
+    // Spread (a summary a scrape old would herd every request to the one least loaded), and
+    // never the most loaded: it loses every draw.
+    assert!(firsts.len() >= 3, "{firsts:?}");
+    assert!(!firsts.contains_key("a"), "{firsts:?}");
+    assert!(firsts["b"] > firsts["c"], "{firsts:?}");
+    // One replica allowed, or none: the obvious order.
+    let c = choose(&p, 0b1, 1, Some(&l), 5_000);
+    assert_eq!(c.order, vec![0]);
+    let c = choose(&p, 0, 1, Some(&l), 5_000);
+    assert!(c.order.is_empty());
 }
 
 #[test]
@@ -273,6 +302,107 @@ fn the_prefix_key_is_the_leading_bytes_of_the_text() {
         key(&[&"x".repeat(300), "tail one"], vec![256])[0],
         key(&[&"x".repeat(300), "tail two"], vec![256])[0]
     );
+}
+
+/// The key a request's reading gives, for a bound: through the one reading of the body.
+fn key_of(endpoint: crate::request::Endpoint, body: serde_json::Value, bound: u32) -> u64 {
+    let mut body = body.as_object().unwrap().clone();
+    let cx = crate::facts::Context {
+        location: crate::location::Location::given(None),
+        request_id: "r".into(),
+        endpoint,
+        tenant: None,
+        edge_region: None,
+        headers: &[],
+        pii: None,
+        unknown_fields: Default::default(),
+        injection: false,
+        prefix_bounds: vec![bound],
+    };
+    crate::facts::from_request(cx, &mut body)
+        .unwrap()
+        .prefix_key(bound)
+}
+
+#[test]
+fn a_conversations_key_stays_as_it_grows_in_every_protocol() {
+    use crate::request::Endpoint;
+    use serde_json::json;
+    let system = "You answer questions about invoices.";
+    let turns = |n: usize| {
+        let mut m = vec![
+            json!({"role": "system", "content": system}),
+            json!({"role": "user", "content": "Where is invoice 17?"}),
+        ];
+        for i in 1..n {
+            m.push(json!({"role": "assistant", "content": format!("Answer {i}.")}));
+            m.push(json!({"role": "user", "content": format!("Follow-up {i}?")}));
+        }
+        m
+    };
+    for bound in [64, 256, 4096] {
+        let first = key_of(
+            Endpoint::Chat,
+            json!({"model": "m", "messages": turns(1)}),
+            bound,
+        );
+        for n in 2..5 {
+            let later = key_of(
+                Endpoint::Chat,
+                json!({"model": "m", "messages": turns(n)}),
+                bound,
+            );
+            assert_eq!(first, later, "chat, bound {bound}, turn {n}");
+        }
+        // Another conversation's opening: another key (its first question differs within the
+        // first 64 bytes: the system prompt is 36).
+        let other = key_of(
+            Endpoint::Chat,
+            json!({"model": "m", "messages": [{"role": "system", "content": system}, {"role": "user", "content": "Why was I charged twice?"}]}),
+            bound,
+        );
+        assert_ne!(first, other, "bound {bound}");
+        // Anthropic's Messages: `system` and the first user turn; the assistant's turns end it.
+        let messages = |n: usize| {
+            let mut m = vec![json!({"role": "user", "content": "Where is invoice 17?"})];
+            for i in 1..n {
+                m.push(json!({"role": "assistant", "content": [{"type": "text", "text": format!("Answer {i}.")}]}));
+                m.push(json!({"role": "user", "content": format!("Follow-up {i}?")}));
+            }
+            m
+        };
+        let a1 = key_of(
+            Endpoint::Messages,
+            json!({"model": "m", "max_tokens": 10, "system": system, "messages": messages(1)}),
+            bound,
+        );
+        let a3 = key_of(
+            Endpoint::Messages,
+            json!({"model": "m", "max_tokens": 10, "system": system, "messages": messages(3)}),
+            bound,
+        );
+        assert_eq!(a1, a3, "messages, bound {bound}");
+        // Responses: `instructions` and the first input message.
+        let input = |n: usize| {
+            let mut m = vec![json!({"role": "user", "content": "Where is invoice 17?"})];
+            for i in 1..n {
+                m.push(json!({"role": "assistant", "content": format!("Answer {i}.")}));
+                m.push(json!({"role": "user", "content": format!("Follow-up {i}?")}));
+            }
+            m
+        };
+        let r1 = key_of(
+            Endpoint::Responses,
+            json!({"model": "m", "instructions": system, "input": input(1)}),
+            bound,
+        );
+        let r3 = key_of(
+            Endpoint::Responses,
+            json!({"model": "m", "instructions": system, "input": input(3)}),
+            bound,
+        );
+        assert_eq!(r1, r3, "responses, bound {bound}");
+    }
 }
 
 mod residency {

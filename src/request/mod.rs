@@ -102,6 +102,8 @@ pub const MAX_COMPLETIONS: u64 = 128;
 pub enum Text {
     /// The conversation: messages, `system`, `instructions`, a prompt, embeddings' input.
     Prompt,
+    /// What the model said in an earlier turn (an assistant message's text).
+    Reply,
     /// A tool's name, description or schema, or a structured-output schema.
     ToolDefinition,
     /// The arguments or input of a tool call the model made in an earlier turn.

@@ -409,8 +409,12 @@ impl Walk<'_, '_> {
                     let Value::Object(m) = m else { continue };
                     let at = at.index(i);
                     self.keys(m, fields::MESSAGES_MESSAGE, &at)?;
+                    let said = match m.get("role").and_then(Value::as_str) {
+                        Some("assistant") => Text::Reply,
+                        _ => Text::Prompt,
+                    };
                     if let Some(c) = m.get_mut("content") {
-                        self.blocks(Text::Prompt, c, &at.key("content"))?;
+                        self.blocks(said, c, &at.key("content"))?;
                     }
                 }
             }
@@ -449,6 +453,7 @@ impl Walk<'_, '_> {
             self.keys(m, fields::CHAT_MESSAGE, &at)?;
             let said = match m.get("role").and_then(Value::as_str) {
                 Some("tool" | "function") => Text::ToolOutput,
+                Some("assistant") => Text::Reply,
                 _ => Text::Prompt,
             };
             for (k, val) in m.iter_mut() {
@@ -698,12 +703,16 @@ impl Walk<'_, '_> {
         match kind {
             Item::Message => {
                 self.keys(o, fields::RESPONSES_MESSAGE, at)?;
+                let said = match o.get("role").and_then(Value::as_str) {
+                    Some("assistant") => Text::Reply,
+                    _ => Text::Prompt,
+                };
                 match o.get_mut("content") {
-                    Some(Value::String(s)) => self.say(Text::Prompt, s),
+                    Some(Value::String(s)) => self.say(said, s),
                     Some(Value::Array(parts)) => {
                         let at = at.key("content");
                         for (j, p) in parts.iter_mut().enumerate() {
-                            self.part(Text::Prompt, p, &at.index(j))?;
+                            self.part(said, p, &at.index(j))?;
                         }
                     }
                     _ => {}

@@ -31,7 +31,7 @@ fn pooled(extra: &str, cloud: bool) -> Policy {
 const SYSTEM: &str = "You are the support assistant of Example GmbH. Answer in two sentences at most, politely, and never promise refunds. ";
 
 fn conversation(turns: &[&str]) -> String {
-    let mut messages = vec![serde_json::json!({"role": "system", "content": SYSTEM.repeat(3)})];
+    let mut messages = vec![serde_json::json!({"role": "system", "content": SYSTEM})];
     for (i, t) in turns.iter().enumerate() {
         let role = if i % 2 == 0 { "user" } else { "assistant" };
         messages.push(serde_json::json!({"role": role, "content": t}));
@@ -105,14 +105,24 @@ fn everyone_answers() -> Fake {
 async fn a_conversation_keeps_landing_on_one_replica_which_the_audit_names() {
     let p = pooled("", false);
     let t = everyone_answers();
-    let first = send(&p, None, &t, "DE", &conversation(&["How do I reset my password?"])).await;
+    let first = send(
+        &p,
+        None,
+        &t,
+        "DE",
+        &conversation(&["How do I reset my password?"]),
+    )
+    .await;
     assert_eq!(first.status, 200, "{}", first.text());
     let replica = first.header("x-meridian-replica").unwrap().to_string();
     assert!(["de-1", "de-2"].contains(&replica.as_str()), "{replica}");
     assert_eq!(t.sent_to(), [replica.clone()]);
     assert_eq!(first.header("x-meridian-provider"), Some("home"));
     assert_eq!(first.header("x-meridian-jurisdiction"), Some("DE"));
-    assert_eq!(first.header("x-meridian-pool"), Some("prefix; load=unmeasured"));
+    assert_eq!(
+        first.header("x-meridian-pool"),
+        Some("prefix; load=unmeasured")
+    );
     let line = log(&first);
     assert_eq!(line["replica"], replica.as_str());
     assert_eq!(line["pool"]["why"], "prefix");
@@ -120,7 +130,11 @@ async fn a_conversation_keeps_landing_on_one_replica_which_the_audit_names() {
     assert_eq!(line["attempts"][0]["replica"], replica.as_str());
     // The conversation's next turns start with the same bytes: the same replica.
     for turns in [
-        &["How do I reset my password?", "Use 'Forgot password'.", "And my email?"][..],
+        &[
+            "How do I reset my password?",
+            "Use 'Forgot password'.",
+            "And my email?",
+        ][..],
         &[
             "How do I reset my password?",
             "Use 'Forgot password'.",
@@ -132,7 +146,11 @@ async fn a_conversation_keeps_landing_on_one_replica_which_the_audit_names() {
         let a = send(&p, None, &t, "DE", &conversation(turns)).await;
         assert_eq!(a.header("x-meridian-replica"), Some(replica.as_str()));
     }
-    assert!(t.sent_to().iter().all(|r| *r == replica), "{:?}", t.sent_to());
+    assert!(
+        t.sent_to().iter().all(|r| *r == replica),
+        "{:?}",
+        t.sent_to()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -181,7 +199,10 @@ async fn the_summary_is_read_once_and_a_full_queue_takes_no_new_request() {
 
 #[tokio::test(start_paused = true)]
 async fn every_replica_full_goes_to_the_next_provider_or_gets_503_with_retry_after() {
-    let full = summary(200, &[("de-1", 9, true), ("de-2", 4, true), ("us-1", 7, true)]);
+    let full = summary(
+        200,
+        &[("de-1", 9, true), ("de-2", 4, true), ("us-1", 7, true)],
+    );
     // From the US, `cloud` is allowed: the request goes there, the pool's reason in the audit.
     let p = pooled("", true);
     let store = store_with(full.clone());
@@ -201,7 +222,10 @@ async fn every_replica_full_goes_to_the_next_provider_or_gets_503_with_retry_aft
     assert_eq!(a.header("retry-after"), Some("2"));
     assert!(t.sent_to().is_empty());
     let v = a.json();
-    let all = v["error"]["meridian"]["excluded"].as_array().unwrap().clone();
+    let all = v["error"]["meridian"]["excluded"]
+        .as_array()
+        .unwrap()
+        .clone();
     let excluded = all.iter().find(|e| e["provider"] == "home").unwrap();
     assert_eq!(excluded["reasons"][0]["kind"], "load");
     assert_eq!(excluded["reasons"][0]["by"], "pool load:");
@@ -278,6 +302,12 @@ async fn a_failing_replica_is_skipped_for_the_request_and_cooled_alone() {
     let t = everyone_answers();
     let a = send(&p, Some(&store), &t, "DE", &body).await;
     assert_eq!(t.sent_to(), [other.to_string()]);
-    let cooling = a.header("x-meridian-cooling").unwrap_or_default().to_string();
-    assert!(cooling.contains(&format!("home@{home} cooling down until")), "{cooling}");
+    let cooling = a
+        .header("x-meridian-cooling")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        cooling.contains(&format!("home@{home} cooling down until")),
+        "{cooling}"
+    );
 }
