@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod evidence;
+mod outbound;
 mod pools;
 mod record;
 mod report;
@@ -37,6 +38,14 @@ enum Command {
         /// unstated data handling, anonymous callers spending keys).
         #[arg(long)]
         strict: bool,
+        /// A Spin manifest (spin.toml): fail when a host the policy sends requests to (each
+        /// provider, each replica of a pool, each external guard) is not in its component's
+        /// `allowed_outbound_hosts`, naming the entry to add.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// The manifest's component, when it has more than one.
+        #[arg(long, requires = "manifest")]
+        component: Option<String>,
     },
     /// Validate policy files and run the [[test]] cases they carry.
     Test {
@@ -443,11 +452,33 @@ fn summary(p: &Policy) -> String {
     )
 }
 
-fn check(files: &[PathBuf], strict: bool) -> ExitCode {
+fn check(
+    files: &[PathBuf],
+    strict: bool,
+    manifest: Option<&Path>,
+    component: Option<&str>,
+) -> ExitCode {
     let mut ok = true;
     for f in files {
         match load(f) {
             Ok(p) => {
+                if let Some(m) = manifest {
+                    match outbound::missing(&p, m, component) {
+                        Ok(missing) if missing.is_empty() => {}
+                        Ok(missing) => {
+                            ok = false;
+                            for line in missing {
+                                eprintln!("{}: {line}", f.display());
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            ok = false;
+                            eprintln!("{e}");
+                            continue;
+                        }
+                    }
+                }
                 for w in &p.warnings {
                     eprintln!("{}:{w}", f.display());
                 }
@@ -578,7 +609,12 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { files, strict } => check(&files, strict),
+        Command::Check {
+            files,
+            strict,
+            manifest,
+            component,
+        } => check(&files, strict, manifest.as_deref(), component.as_deref()),
         Command::PoolScrape(a) => match pools::run(&a) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

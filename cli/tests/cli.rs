@@ -567,6 +567,7 @@ fn compile_writes_a_form_that_reads_back_and_refuses_an_invalid_policy() {
         "policies/examples/eu-residency.toml",
         "policies/examples/personal-data.toml",
         "policies/examples/privacy-first.toml",
+        "policies/examples/self-hosted-pool.toml",
     ] {
         let o = meridian(&["compile", file]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -588,4 +589,96 @@ fn compile_writes_a_form_that_reads_back_and_refuses_an_invalid_policy() {
     let bad = meridian(&["compile", "tests/invalid/credential-headers.toml"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stdout(&bad).is_empty());
+}
+
+/// `meridian check --manifest`: every host the policy sends to (each replica of a pool, each
+/// provider, each external guard) must be in the component's `allowed_outbound_hosts`; a
+/// missing one fails the check and names the entry to add.
+#[test]
+fn check_with_a_manifest_names_every_destination_it_does_not_allow() {
+    // The shipped manifest allows exactly the default policy's hosts.
+    let o = meridian(&["check", "--manifest", "spin.toml", "policies/default.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let manifest = |hosts: &[&str]| {
+        let list: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+        let path = dir.join(format!("spin-{}.toml", hosts.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "spin_manifest_version = 2\n[application]\nname = \"m\"\n[component.meridian]\nsource = \"m.wasm\"\nallowed_outbound_hosts = [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let pool = "policies/examples/self-hosted-pool.toml";
+    let all = manifest(&[
+        "http://vllm-de-1.internal:8000",
+        "http://vllm-de-2.internal:8000",
+        "http://vllm-fr-1.internal:8000",
+        "http://vllm-us-1.internal:8000",
+        "https://eu.api.openai.com",
+    ]);
+    let o = meridian(&["check", "--manifest", &all, pool]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // One replica missing: the check fails and says which, and what to add. The metrics URL
+    // (another port) is the scraper's, not the component's: never asked for.
+    let some = manifest(&[
+        "http://vllm-de-1.internal:8000",
+        "http://vllm-de-2.internal:8000",
+        "http://vllm-fr-1.internal:8000",
+        "https://eu.api.openai.com",
+    ]);
+    let o = meridian(&["check", "--manifest", &some, pool]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("provider `home` replica `us-1`: http://vllm-us-1.internal:8000/v1 is not in component `meridian`'s allowed_outbound_hosts: add \"http://vllm-us-1.internal:8000\""),
+        "{e}"
+    );
+    assert!(!e.contains("9090"), "{e}");
+    assert!(!e.contains("de-1"), "{e}");
+    // Wildcards match as Spin's do.
+    let wild = manifest(&["http://*.internal:8000", "https://*.openai.com"]);
+    let o = meridian(&["check", "--manifest", &wild, pool]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `meridian explain` on a pool: the replicas this prompt may go to, in the order its prefix
+/// gives them, each with where it processes data; `meridian test` checks them per case.
+#[test]
+fn explain_and_test_show_a_pools_replicas_per_place() {
+    let pool = example_with_key("self-hosted-pool.toml", "app", "sk-test-app-key");
+    let explain = |country: &str| {
+        let o = meridian(&[
+            "explain",
+            &pool,
+            "--key",
+            "sk-test-app-key",
+            "--model",
+            "llama-3.1-8b",
+            "--country",
+            country,
+            "--body",
+            r#"{"messages":[{"role":"user","content":"where is my order?"}]}"#,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let de = explain("DE");
+    let lines: Vec<&str> = de.lines().filter(|l| l.contains(" replica ")).collect();
+    assert_eq!(lines.len(), 3, "{de}");
+    assert!(!de.contains("us-1"), "{de}");
+    assert!(de.contains("replica fr-1 as `meta-llama/Llama-3.1-8B-Instruct` (processes data in FR"), "{de}");
+    assert!(de.contains("pool home: replicas by prefix for this prompt"), "{de}");
+    // The hosted provider follows the pool's replicas.
+    let last_replica = de.find("replica ").unwrap();
+    assert!(de[last_replica..].contains("openai-eu as `gpt-4o-mini`"), "{de}");
+    let us = explain("US");
+    assert!(us.contains("replica us-1 as"), "{us}");
+    let o = meridian(&["test", "policies/examples/self-hosted-pool.toml"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("4 passed, 0 failed"), "{}", stdout(&o));
 }
