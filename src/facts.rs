@@ -402,7 +402,7 @@ pub fn from_request(
     let mut found = crate::pii::Found::default();
     let mut detector = cx.injection.then(crate::guard::builtin::Detector::new);
     let mut prefix = (!cx.prefix_bounds.is_empty())
-        .then(|| crate::pool::PrefixHasher::new(cx.prefix_bounds.clone()));
+        .then(|| crate::request::prefix::PrefixHasher::new(cx.prefix_bounds.clone()));
     let reading = crate::request::read(
         cx.endpoint,
         body,

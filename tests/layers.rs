@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("facts", &["auth", "facts", "guard", "pii", "wire"]),
     ("decide", &["decide"]),
-    ("limits", &["limits"]),
+    ("limits", &["limits", "pool"]),
     ("forward", &["forward"]),
     ("audit", &["audit", "receipt"]),
     ("api", &["api", "routes"]),

@@ -671,11 +671,20 @@ fn explain_and_test_show_a_pools_replicas_per_place() {
     let lines: Vec<&str> = de.lines().filter(|l| l.contains(" replica ")).collect();
     assert_eq!(lines.len(), 3, "{de}");
     assert!(!de.contains("us-1"), "{de}");
-    assert!(de.contains("replica fr-1 as `meta-llama/Llama-3.1-8B-Instruct` (processes data in FR"), "{de}");
-    assert!(de.contains("pool home: replicas by prefix for this prompt"), "{de}");
+    assert!(
+        de.contains("replica fr-1 as `meta-llama/Llama-3.1-8B-Instruct` (processes data in FR"),
+        "{de}"
+    );
+    assert!(
+        de.contains("pool home: replicas by prefix for this prompt"),
+        "{de}"
+    );
     // The hosted provider follows the pool's replicas.
     let last_replica = de.find("replica ").unwrap();
-    assert!(de[last_replica..].contains("openai-eu as `gpt-4o-mini`"), "{de}");
+    assert!(
+        de[last_replica..].contains("openai-eu as `gpt-4o-mini`"),
+        "{de}"
+    );
     let us = explain("US");
     assert!(us.contains("replica us-1 as"), "{us}");
     let o = meridian(&["test", "policies/examples/self-hosted-pool.toml"]);

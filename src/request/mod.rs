@@ -11,6 +11,7 @@
 
 pub mod fields;
 pub mod kinds;
+pub mod prefix;
 #[cfg(test)]
 mod tests;
 mod walk;
