@@ -157,3 +157,62 @@ fn nothing_in_the_project_reads_outside_its_own_tree() {
         "these read outside the tree: {offenders:?}"
     );
 }
+
+/// deploy/pool-scraper.yaml runs `meridian pool-scrape` on the policy it mounts, writing to the
+/// same Redis the SpinApp's key-value store uses (the same Secret key), with arguments the tool
+/// takes.
+#[test]
+fn the_pool_scraper_writes_where_the_spinapp_reads() {
+    let docs = yaml_docs(&root().join("deploy/pool-scraper.yaml"));
+    let d = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    assert_eq!(d["apiVersion"], "apps/v1");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "pool-scrape");
+    let policy = args[args.iter().position(|a| *a == "--policy").unwrap() + 1];
+    // The policy file lies in a mounted ConfigMap.
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| policy.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("the policy's directory is mounted");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert!(volume["configMap"]["name"].is_string());
+    // The Redis URL: the Secret key the SpinApp's store reads.
+    let spin = yaml_docs(&root().join("deploy/spinkube.yaml"));
+    let app = spin.iter().find(|d| d["kind"] == "SpinApp").unwrap();
+    let store = &app["spec"]["runtimeConfig"]["keyValueStores"][0]["options"][0]["valueFrom"]
+        ["secretKeyRef"];
+    let env = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MERIDIAN_REDIS_URL")
+        .expect("MERIDIAN_REDIS_URL, which `meridian pool-scrape --redis` reads");
+    assert_eq!(env["valueFrom"]["secretKeyRef"], *store);
+    // The arguments are the tool's own: every `--flag` is one `meridian pool-scrape` takes.
+    let cli = root().join("cli/src/pools.rs");
+    let source = std::fs::read_to_string(cli).unwrap();
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        let field = flag.trim_start_matches("--").replace('-', "_");
+        assert!(
+            source.contains(&format!("pub {field}:")),
+            "`{flag}` is not an argument of `meridian pool-scrape`"
+        );
+    }
+}

@@ -14,10 +14,13 @@ use std::time::Duration;
 use support::redis::Redis;
 use support::{Meridian, Mock, Script};
 
-/// A mock engine: chat answers name it; `/metrics` shows its queue as vLLM writes it.
+/// A mock engine: chat answers name it; `/metrics` shows its queue as vLLM writes it (a queue
+/// of `u32::MAX`: its metrics fail with a 500).
 async fn engine(name: &'static str, waiting: Arc<AtomicU32>) -> Mock {
     Mock::with(move |req, _| {
-        if req.path == "/metrics" {
+        if req.path == "/metrics" && waiting.load(Ordering::SeqCst) == u32::MAX {
+            Script::status(500)
+        } else if req.path == "/metrics" {
             let w = waiting.load(Ordering::SeqCst);
             Script::Json {
                 status: 200,
@@ -227,6 +230,29 @@ async fn two_nodes_route_a_pool_by_the_scraped_load() {
     // A US client still has the US replica.
     let r = send(&http, &b, "US", &conversation(7, 1)).await;
     assert_eq!((r.status, r.replica.as_deref()), (200, Some("us-1")));
+    // The US replica's metrics fail: written down, it takes nothing; the German ones drain.
+    queues[0].store(0, Ordering::SeqCst);
+    queues[1].store(0, Ordering::SeqCst);
+    queues[2].store(u32::MAX, Ordering::SeqCst);
+    let s = scrape(&file, &redis);
+    assert_eq!(s["home"]["replicas"]["us-1"]["healthy"], false, "{s}");
+    let before = us1
+        .requests()
+        .iter()
+        .filter(|r| r.path != "/metrics")
+        .count();
+    for id in 100..110 {
+        let r = send(&http, &a, "US", &conversation(id, 1)).await;
+        assert_eq!(r.status, 200);
+        assert_ne!(r.replica.as_deref(), Some("us-1"));
+    }
+    assert_eq!(
+        us1.requests()
+            .iter()
+            .filter(|r| r.path != "/metrics")
+            .count(),
+        before
+    );
 
     // The summary goes stale (nothing scrapes for longer than stale_after_s = 5): it is
     // ignored, said so, and the pool is routed by the prefix alone.

@@ -148,6 +148,12 @@ fn bounded_loads_never_overfill_a_replica_while_another_has_room() {
             assert_eq!(c.why, Why::Prefix);
         } else {
             assert!(matches!(c.why, Why::Spilled { .. }), "{:?}", c.why);
+            assert!(
+                c.describe().starts_with("prefix, spilled past ")
+                    && c.describe().ends_with(" over its bound"),
+                "{}",
+                c.describe()
+            );
         }
         *loads.get_mut(&chosen).unwrap() += 1;
     }

@@ -66,6 +66,8 @@ fn a_pool_reads_as_written_with_each_replicas_place() {
         assert!(home.countries.contains(Country::parse(c).unwrap()), "{c}");
     }
     assert!(home.pooled());
+    // A `least_load` pool ignores the prompt: nothing to hash.
+    assert!(p.prefix_bounds().is_empty());
     assert_eq!(home.base_url.as_str(), "http://10.0.0.11:30000/v1");
 }
 

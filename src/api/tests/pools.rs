@@ -11,7 +11,7 @@ use crate::testing::{MemStore, UNIX_AT_START_MS};
 /// most; `cloud` (US) serves the same model. Anonymous callers; Cloudflare's country header.
 fn pooled(extra: &str, cloud: bool) -> Policy {
     let cloud = if cloud {
-        "[[providers]]\nid = \"cloud\"\nbase_url = \"http://cloud/v1\"\nlocation = \"US\"\nmodels = { \"chat-model\" = \"c-m\" }\n"
+        "[[providers]]\nid = \"cloud\"\nbase_url = \"http://cloud/v1\"\nlocation = \"US\"\nmodels = { \"chat-model\" = \"c-m\", \"us-model\" = \"c-us\" }\n"
     } else {
         ""
     };
@@ -128,6 +128,10 @@ async fn a_conversation_keeps_landing_on_one_replica_which_the_audit_names() {
     assert_eq!(line["pool"]["why"], "prefix");
     assert_eq!(line["pool"]["load"], "unmeasured");
     assert_eq!(line["attempts"][0]["replica"], replica.as_str());
+    // A receipt attests the replica, and each attempt's.
+    let claims = crate::receipt::claims(line.as_object().unwrap(), true);
+    assert_eq!(claims["replica"], replica.as_str());
+    assert_eq!(claims["attempts"][0]["replica"], replica.as_str());
     // The conversation's next turns start with the same bytes: the same replica.
     for turns in [
         &[
@@ -310,4 +314,38 @@ async fn a_failing_replica_is_skipped_for_the_request_and_cooled_alone() {
         cooling.contains(&format!("home@{home} cooling down until")),
         "{cooling}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_without_a_pool_among_its_candidates_reads_nothing() {
+    // `us-model` is served by `cloud` alone: no summary read, no pool in the audit.
+    let p = pooled("", true);
+    let store = store_with(summary(100, &[("de-1", 0, true)]));
+    let t = everyone_answers();
+    let body = r#"{"model":"us-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let a = send(&p, Some(&store), &t, "US", body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(t.sent_to(), ["cloud"]);
+    assert_eq!(store.calls.get(), 0);
+    assert!(a.header("x-meridian-pool").is_none() && a.header("x-meridian-replica").is_none());
+    assert!(log(&a).get("pool").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_follows_a_short_stale_after() {
+    // The pool with `stale_after_s = 1`: the summary is measured again within a second.
+    let mut p = pooled("", false);
+    let mut providers = p.providers.clone().into_owned();
+    if let Some(pool) = providers[0].pool.as_mut() {
+        pool.stale_after_s = 1;
+    }
+    p.providers = providers.into();
+    let full = summary(
+        200,
+        &[("de-1", 9, true), ("de-2", 9, true), ("us-1", 9, true)],
+    );
+    let t = everyone_answers();
+    let a = send(&p, Some(&store_with(full)), &t, "US", CHAT).await;
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(a.header("retry-after"), Some("1"));
 }
