@@ -76,10 +76,13 @@ fn run_one<'p>(policy: &'p Policy, case: &Case) -> Result<Decision<'p>, String> 
             .iter()
             .filter_map(|c| {
                 let pool = policy.providers[c.index].pool.as_ref()?;
-                Some(pool.replicas.iter().enumerate().filter_map(move |(i, r)| {
-                    (i < 64 && c.replicas & (1 << i) != 0)
-                        .then(|| format!("{}@{}", c.provider, r.name))
-                }))
+                Some(
+                    pool.replicas
+                        .iter()
+                        .enumerate()
+                        .filter(move |(i, _)| *i < 64 && c.replicas & (1 << i) != 0)
+                        .map(move |(_, r)| format!("{}@{}", c.provider, r.name)),
+                )
             })
             .flatten()
             .collect();

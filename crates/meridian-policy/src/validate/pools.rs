@@ -139,7 +139,7 @@ pub(super) fn read_pool(
                 let countries = resolve_residency(sink, cx, std::slice::from_ref(l)).countries;
                 Some((l.value.clone(), countries))
             }
-            (None, Some((l, c))) => Some((l.value.clone(), c.clone())),
+            (None, Some((l, c))) => Some((l.value.clone(), *c)),
             (None, None) => {
                 sink.error_help(
                     r.span.as_ref(),
