@@ -523,8 +523,13 @@ impl<'p> Replay<'p> {
         };
         Decided::Routed {
             provider: first.provider.0.to_string(),
-            location: first.location.to_string(),
-            storage: first.storage.to_string(),
+            location: crate::pool::places(self.policy, first),
+            // Kept where processed unless stated apart: for a pool, where its allowed replicas are.
+            storage: if first.storage == first.location {
+                crate::pool::places(self.policy, first)
+            } else {
+                first.storage.to_string()
+            },
             model: Some(first.model.to_string()),
             prices: Some(Prices {
                 input: first.input_price,

@@ -986,7 +986,7 @@ fn decide_for<'p, T>(
     .filter(|_| decision.refusal.is_none())
     .map(|c| crate::audit::facts::First {
         provider: c.provider.0.to_string(),
-        location: c.location.to_string(),
+        location: crate::pool::places(policy, c),
         storage: (c.storage != c.location).then(|| c.storage.to_string()),
     });
     record.facts = Some(crate::audit::facts::Inputs::of(

@@ -348,87 +348,148 @@ fn words_from(bytes: &[u8], mut at: usize, out: &mut [W]) -> usize {
     n
 }
 
-/// The one pass over a text's bytes, eight at a time (SWAR: the bytes of a `u64` compared in
-/// parallel): where words start, where a base64 run may be (eight bytes with no space or
-/// punctuation, twice in a row: read byte by byte later), and whether a byte of 0x80 or more
-/// may start a hidden character. Each word is walked through a trie of the words that start a
-/// phrase (built at compile time) only until it leaves it, usually at its first or second
-/// letter; a word the trie accepts has its next word, then its whole phrase, looked at.
+/// The one pass over a text's bytes, sixteen at a time: each chunk's bytes classed by three
+/// comparisons into bit masks ([`masks`], which LLVM turns into vector compares and a bitmask:
+/// WebAssembly's `simd128`, x86's SSE2): where words start, where a base64 run may be (eight
+/// bytes with no space or punctuation, twice in a row: read byte by byte later), and whether a
+/// byte of 0x80 or more may start a hidden character. Each word is walked through a trie of the
+/// words that start a phrase (built at compile time) only until it leaves it, usually at its
+/// first or second letter; a word the trie accepts has its next word, then its whole phrase,
+/// looked at.
 fn read(text: &str, out: &mut Pass) {
     out.phrase = None;
     out.runs.clear();
     let bytes = text.as_bytes();
     let n = bytes.len();
     let mut window = [W::Other; PHRASE_WORDS];
-    let mut carry = 0u64;
+    let mut carry = 0u32;
     let (mut streak, mut streak_from) = (0usize, 0usize);
-    let mut high = 0u64;
+    let mut high = 0u16;
     let mut at = 0;
     while at < n {
-        let x = match bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-            Some(eight) => u64::from_le_bytes(*eight),
+        let chunk: [u8; 16] = match bytes.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+            Some(c) => *c,
             None => {
                 // The last bytes, padded with zeros (no letters, no base64).
-                let mut tail = [0u8; 8];
+                let mut tail = [0u8; 16];
                 let rest = bytes.get(at..).unwrap_or_default();
                 tail[..rest.len()].copy_from_slice(rest);
-                u64::from_le_bytes(tail)
+                tail
             }
         };
-        high |= x;
-        // Bytes from `A` up (letters, and `[ \ ] ^ _ ` { | } ~`), below 0x80: a word starts at
-        // one whose byte before is not one.
-        let wordish =
-            ((x & 0x7F7F_7F7F_7F7F_7F7F) + 0x3F3F_3F3F_3F3F_3F3F) & !x & 0x8080_8080_8080_8080;
-        let mut starts = wordish & !((wordish << 8) | carry);
-        carry = wordish >> 56;
+        let m = masks(&chunk);
+        high |= m.high;
+        // A word starts at a byte from `A` up (letters, and `[ \ ] ^ _ ` { | } ~`), below 0x80,
+        // whose byte before is not one.
+        let wordish = u32::from(m.wordish);
+        let mut starts = wordish & !((wordish << 1) | carry);
+        carry = wordish >> 15;
         while starts != 0 {
-            let k = starts.trailing_zeros();
+            let k = starts.trailing_zeros() as usize;
             starts &= starts - 1;
-            // The word's first two bytes, from the register (the second from the text when it
-            // is in the next eight bytes), as an index of two five-bit letter numbers (either
-            // case): most words go no further than this one bit.
-            let pair = if k < 56 {
-                (x >> (k - 7)) as u16
-            } else {
-                u16::from((x >> 56) as u8) | u16::from(bytes.get(at + 8).copied().unwrap_or(0)) << 8
+            // The word's first two bytes (the second from the text when it is in the next
+            // chunk), as an index of two five-bit letter numbers (either case): most words go
+            // no further than this one bit.
+            let first = chunk.get(k).copied().unwrap_or(0);
+            let second = match chunk.get(k + 1) {
+                Some(b) => *b,
+                None => bytes.get(at + 16).copied().unwrap_or(0),
             };
-            let index = usize::from(pair & 0x1F) << 5 | usize::from((pair >> 8) & 0x1F);
+            let index = usize::from(first & 0x1F) << 5 | usize::from(second & 0x1F);
             let bit = PAIRS.get(index / 64).copied().unwrap_or(0) >> (index % 64) & 1;
             if bit != 0 && out.phrase.is_none() {
-                out.phrase = walk(bytes, at + (k / 8) as usize, &mut window);
+                out.phrase = walk(bytes, at + k, &mut window);
             }
         }
-        // Base64: a chunk with no space or other byte below `+`, and no high byte (a chunk of
-        // `: ; < = > ? @` passes, and is read byte by byte with the rest).
-        let separated = zero_or_less(x, b'+') | (x & 0x8080_8080_8080_8080);
-        if separated == 0 && at + 8 <= n {
-            if streak == 0 {
-                streak_from = at;
+        // Base64, by eight-byte halves: a half with no space or other byte below `+`, and no
+        // high byte (a half of `: ; < = > ? @` passes, and is read byte by byte with the rest).
+        for half in [0usize, 8] {
+            let from = at + half;
+            if from >= n {
+                break;
             }
-            streak += 1;
-        } else {
-            if streak >= 2 {
-                out.runs
-                    .push((streak_from.saturating_sub(8), (at + 8).min(n)));
+            let separated = (m.separated >> half) & 0xFF;
+            if separated == 0 && from + 8 <= n {
+                if streak == 0 {
+                    streak_from = from;
+                }
+                streak += 1;
+            } else {
+                if streak >= 2 {
+                    out.runs
+                        .push((streak_from.saturating_sub(8), (from + 8).min(n)));
+                }
+                streak = 0;
             }
-            streak = 0;
         }
-        at += 8;
+        at += 16;
     }
     if streak >= 2 {
         out.runs.push((streak_from.saturating_sub(8), n));
     }
-    out.suspicious_bytes = high & 0x8080_8080_8080_8080 != 0;
+    out.suspicious_bytes = high != 0;
 }
 
-/// The bytes of `x` (as 0x80 in each) below `n`; exact for bytes below 0x80, never set for
-/// the others.
-fn zero_or_less(x: u64, n: u8) -> u64 {
-    const L: u64 = 0x0101_0101_0101_0101;
+/// Sixteen bytes' classes, a bit per byte (bit `i`: byte `i`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Masks {
+    /// From `A` (0x41) up to 0x7F: a byte a word is made of.
+    wordish: u16,
+    /// Below `+` (0x2B), or 0x80 and up: a byte no base64 run holds.
+    separated: u16,
+    /// 0x80 and up.
+    high: u16,
+}
+
+/// WebAssembly's 128-bit SIMD (`simd128`, which the component is built with): three signed
+/// compares of the sixteen bytes (0x80 and up are negative) and a bitmask of each.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn masks(c: &[u8; 16]) -> Masks {
+    use core::arch::wasm32::{i8x16_bitmask, i8x16_gt, i8x16_lt, i8x16_splat, u8x16};
+    let v = u8x16(
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13],
+        c[14], c[15],
+    );
+    Masks {
+        wordish: i8x16_bitmask(i8x16_gt(v, i8x16_splat(0x40))),
+        separated: i8x16_bitmask(i8x16_lt(v, i8x16_splat(0x2B))),
+        high: i8x16_bitmask(v),
+    }
+}
+
+/// Elsewhere (the native tests and tools): eight bytes at a time in a `u64` (SWAR), each class
+/// as 0x80 in its bytes, gathered into a bit per byte by one multiplication.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn masks(c: &[u8; 16]) -> Masks {
     const H: u64 = 0x8080_8080_8080_8080;
-    let low = x & (L * 0x7F);
-    (L * (127 + u64::from(n)) - low) & !x & H
+    const L: u64 = 0x0101_0101_0101_0101;
+    // The high bit of byte i (bit 8i + 7) to bit 56 + i: the multiplier's bit 7(7 - i) moves it
+    // there, and no two products share a bit, so nothing carries.
+    fn gather(x: u64) -> u16 {
+        ((x & H).wrapping_mul(0x0002_0408_1020_4081) >> 56) as u16
+    }
+    let half = |x: u64| {
+        let low = x & (L * 0x7F);
+        // From `A` up, below 0x80; below `+`, or 0x80 and up; 0x80 and up.
+        let wordish = (low + L * 0x3F) & !x & H;
+        let separated = ((L * (127 + u64::from(b'+')) - low) & !x & H) | (x & H);
+        (gather(wordish), gather(separated), gather(x & H))
+    };
+    let (lo, hi) = c.split_at(8);
+    let word = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_le_bytes(a)
+    };
+    let (w0, s0, h0) = half(word(lo));
+    let (w1, s1, h1) = half(word(hi));
+    Masks {
+        wordish: w0 | w1 << 8,
+        separated: s0 | s1 << 8,
+        high: h0 | h1 << 8,
+    }
 }
 
 /// The first two letters of every word that starts a phrase, as a set of 1,024 bits indexed by
@@ -744,6 +805,144 @@ pub fn scan(text: &str) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pass as it was written before it read sixteen bytes at a time (SWAR over a `u64`,
+    /// eight at a time): an independent reading of the same rules, the oracle of the one above.
+    fn read_eight_at_a_time(text: &str, out: &mut Pass) {
+        out.phrase = None;
+        out.runs.clear();
+        let bytes = text.as_bytes();
+        let n = bytes.len();
+        let mut window = [W::Other; PHRASE_WORDS];
+        let mut carry = 0u64;
+        let (mut streak, mut streak_from) = (0usize, 0usize);
+        let mut high = 0u64;
+        let mut at = 0;
+        while at < n {
+            let x = match bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+                Some(eight) => u64::from_le_bytes(*eight),
+                None => {
+                    // The last bytes, padded with zeros (no letters, no base64).
+                    let mut tail = [0u8; 8];
+                    let rest = bytes.get(at..).unwrap_or_default();
+                    tail[..rest.len()].copy_from_slice(rest);
+                    u64::from_le_bytes(tail)
+                }
+            };
+            high |= x;
+            // Bytes from `A` up (letters, and `[ \ ] ^ _ ` { | } ~`), below 0x80: a word starts at
+            // one whose byte before is not one.
+            let wordish =
+                ((x & 0x7F7F_7F7F_7F7F_7F7F) + 0x3F3F_3F3F_3F3F_3F3F) & !x & 0x8080_8080_8080_8080;
+            let mut starts = wordish & !((wordish << 8) | carry);
+            carry = wordish >> 56;
+            while starts != 0 {
+                let k = starts.trailing_zeros();
+                starts &= starts - 1;
+                // The word's first two bytes, from the register (the second from the text when it
+                // is in the next eight bytes), as an index of two five-bit letter numbers (either
+                // case): most words go no further than this one bit.
+                let pair = if k < 56 {
+                    (x >> (k - 7)) as u16
+                } else {
+                    u16::from((x >> 56) as u8)
+                        | u16::from(bytes.get(at + 8).copied().unwrap_or(0)) << 8
+                };
+                let index = usize::from(pair & 0x1F) << 5 | usize::from((pair >> 8) & 0x1F);
+                let bit = PAIRS.get(index / 64).copied().unwrap_or(0) >> (index % 64) & 1;
+                if bit != 0 && out.phrase.is_none() {
+                    out.phrase = walk(bytes, at + (k / 8) as usize, &mut window);
+                }
+            }
+            // Base64: a chunk with no space or other byte below `+`, and no high byte (a chunk of
+            // `: ; < = > ? @` passes, and is read byte by byte with the rest).
+            let separated = zero_or_less(x, b'+') | (x & 0x8080_8080_8080_8080);
+            if separated == 0 && at + 8 <= n {
+                if streak == 0 {
+                    streak_from = at;
+                }
+                streak += 1;
+            } else {
+                if streak >= 2 {
+                    out.runs
+                        .push((streak_from.saturating_sub(8), (at + 8).min(n)));
+                }
+                streak = 0;
+            }
+            at += 8;
+        }
+        if streak >= 2 {
+            out.runs.push((streak_from.saturating_sub(8), n));
+        }
+        out.suspicious_bytes = high & 0x8080_8080_8080_8080 != 0;
+    }
+
+    /// The bytes of `x` (as 0x80 in each) below `n`; exact for bytes below 0x80, never set for
+    /// the others.
+    fn zero_or_less(x: u64, n: u8) -> u64 {
+        const L: u64 = 0x0101_0101_0101_0101;
+        const H: u64 = 0x8080_8080_8080_8080;
+        let low = x & (L * 0x7F);
+        (L * (127 + u64::from(n)) - low) & !x & H
+    }
+
+    fn pass_of(
+        read: fn(&str, &mut Pass),
+        text: &str,
+    ) -> (Option<&'static str>, bool, Vec<(usize, usize)>) {
+        let mut p = Pass::default();
+        read(text, &mut p);
+        (p.phrase, p.suspicious_bytes, p.runs)
+    }
+
+    #[test]
+    fn sixteen_bytes_at_a_time_reads_as_eight_did() {
+        let corpus = include_str!("../../tests/fixtures/injection/corpus.jsonl");
+        let mut texts: Vec<String> = corpus
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["text"].as_str().map(str::to_string))
+            .collect();
+        // Every length around the chunk edges, with words, base64 runs and high bytes placed
+        // across them.
+        let pieces = [
+            "ignore ",
+            "all previous instructions ",
+            "aGVsbG8gd29ybGQgdGhpcyBpcyBiYXNlNjQ=",
+            "é",
+            "\u{E0041}",
+            ". ",
+            "SYSTEM PROMPT ",
+            "x",
+            "+/",
+            "0123456789",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 0..120 {
+            let mut t = String::new();
+            while t.len() < len {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                t.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
+            }
+            texts.push(t);
+        }
+        for t in &texts {
+            assert_eq!(pass_of(read, t), pass_of(read_eight_at_a_time, t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn masks_class_each_byte() {
+        for start in (0u16..256).step_by(16) {
+            let c: [u8; 16] = std::array::from_fn(|i| (start as usize + i) as u8);
+            let m = masks(&c);
+            for (i, &b) in c.iter().enumerate() {
+                assert_eq!(m.wordish >> i & 1 == 1, (0x41..0x80).contains(&b), "{b:#x}");
+                assert_eq!(m.separated >> i & 1 == 1, b < 0x2B || b >= 0x80, "{b:#x}");
+                assert_eq!(m.high >> i & 1 == 1, b >= 0x80, "{b:#x}");
+            }
+        }
+    }
 
     fn sig(text: &str) -> Option<&'static str> {
         scan(text).map(|f| f.signature)

@@ -285,6 +285,29 @@ pub fn expand<'p>(
     (out, chosen)
 }
 
+/// Where a candidate may process the request's data, as the policy writes it: a pool's the
+/// places of the replicas its constraints allow (each once, in catalog order: `DE, FR`); any
+/// other provider's its `location`. What the log keeps of a decision's first choice, so that
+/// `meridian replay` sees a change to the replicas a request may reach.
+pub fn places(policy: &crate::policy::Policy, c: &crate::decide::Candidate<'_>) -> String {
+    let Some(pool) = policy.providers.get(c.index).and_then(|p| p.pool.as_ref()) else {
+        return c.location.to_string();
+    };
+    if let Some((_, i)) = c.replica {
+        return pool
+            .replicas
+            .get(i)
+            .map_or_else(|| c.location.to_string(), |r| r.location.to_string());
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, r) in pool.replicas.iter().enumerate() {
+        if i < 64 && c.replicas & (1 << i) != 0 && !seen.contains(&r.location.as_ref()) {
+            seen.push(&r.location);
+        }
+    }
+    seen.join(", ")
+}
+
 /// Replica names, for the audit.
 pub fn names(pool: &Pool, at: &[usize]) -> Vec<String> {
     at.iter()

@@ -349,3 +349,57 @@ async fn retry_after_follows_a_short_stale_after() {
     assert_eq!(a.status, 503, "{}", a.text());
     assert_eq!(a.header("retry-after"), Some("1"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn replay_sees_a_change_to_the_replicas_a_request_may_reach() {
+    // Served under the pool policy: from Germany (the German replicas), from the US (all).
+    let p = pooled("", false);
+    let t = everyone_answers();
+    let mut lines = Vec::new();
+    for (i, country) in ["DE", "US", "DE", "US"].iter().enumerate() {
+        let body = format!(
+            r#"{{"model":"chat-model","messages":[{{"role":"user","content":"question {i}"}}]}}"#
+        );
+        let a = send(&p, None, &t, country, &body).await;
+        assert_eq!(a.status, 200);
+        lines.push(a.log.clone());
+    }
+    // The log keeps where the first choice may process: its allowed replicas' places.
+    let first =
+        |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["facts"]["first"].clone();
+    assert_eq!(first(&lines[0])["location"], "DE");
+    assert_eq!(first(&lines[1])["location"], "DE, US");
+    // The same policy again: nothing moves.
+    let mut r = crate::replay::Replay::new(&p);
+    for l in &lines {
+        r.line(l);
+    }
+    let report = r.finish();
+    assert_eq!(
+        (report.replayed, report.changed),
+        (4, 0),
+        "{}",
+        report.text()
+    );
+    // A new rule keeps every client in the EU: the US clients' requests lose the US replica.
+    let eu_only = pooled(
+        "[[rules]]\nid = \"everyone-in-eu\"\nrequire = { jurisdiction = [\"eu\"] }\n",
+        false,
+    );
+    let mut r = crate::replay::Replay::new(&eu_only);
+    for l in &lines {
+        r.line(l);
+    }
+    let report = r.finish();
+    assert_eq!(
+        (report.replayed, report.changed),
+        (4, 2),
+        "{}",
+        report.text()
+    );
+    assert!(report.provider_moves.is_empty(), "{}", report.text());
+    let m = &report.jurisdiction_moves;
+    assert_eq!(m.len(), 1, "{}", report.text());
+    assert_eq!((m[0].from.as_str(), m[0].to.as_str()), ("DE, US", "DE"));
+    assert_eq!(m[0].bucket.requests, 2);
+}
