@@ -273,3 +273,94 @@ async fn two_nodes_route_a_pool_by_the_scraped_load() {
     assert!(lines.iter().any(|l| l["error_code"] == "pool_saturated"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An engine that exposes no metrics (Ollama): Meridian counts its own requests in flight at
+/// each replica, and the scraper writes that count as the replica's `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_engine_without_metrics_is_measured_by_meridians_own_count() {
+    let redis = Redis::start().await;
+    let slow = || {
+        Mock::with(|req, _| {
+            if req.path == "/" {
+                Script::Json {
+                    status: 200,
+                    body: "Ollama is running".into(),
+                    headers: vec![],
+                }
+            } else {
+                Script::Delay(1_500, Box::new(Script::ok("slowly")))
+            }
+        })
+    };
+    let (one, two) = (slow().await, slow().await);
+    let text = format!(
+        "version = 1\n[settings]\nallow_anonymous = true\n\n\
+         [[providers]]\nid = \"ollama\"\nself_hosted = true\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"llama3.1:8b\" }}\n\
+         [providers.pool]\nengine = \"none\"\n\
+         [[providers.pool.replicas]]\nname = \"one\"\nbase_url = \"{}/v1\"\n\
+         [[providers.pool.replicas]]\nname = \"two\"\nbase_url = \"{}/v1\"\n",
+        one.url(),
+        two.url()
+    );
+    let dir = std::env::temp_dir().join(format!("meridian-e2e-pools-none-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ollama.toml");
+    std::fs::write(&file, &text).unwrap();
+    let rc = redis.runtime_config();
+    let m = Meridian::start_with(
+        Some(&text),
+        &["--runtime-config-file", rc.to_str().unwrap()],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // Three turns of one conversation at once: one replica, three in flight.
+    let body = conversation(1, 1);
+    let sends: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, url, body) = (http.clone(), m.at("/v1/chat/completions"), body.clone());
+            tokio::spawn(async move {
+                http.post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    // While they run (the engine answers after 1.5 s), the scraper reads the count.
+    let mut during = serde_json::Value::Null;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        during = scrape(&file, &redis);
+        let r = &during["ollama"]["replicas"];
+        if r["one"]["running"].as_u64().unwrap_or(0) + r["two"]["running"].as_u64().unwrap_or(0)
+            == 3
+        {
+            break;
+        }
+    }
+    let mut served = Vec::new();
+    for s in sends {
+        let r = s.await.unwrap();
+        assert_eq!(r.status(), 200);
+        served.push(
+            r.headers()["x-meridian-replica"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(served.iter().all(|r| *r == served[0]), "{served:?}");
+    let r = &during["ollama"]["replicas"];
+    assert_eq!(r[served[0].as_str()]["running"], 3, "{during}");
+    assert_eq!(r[served[0].as_str()]["healthy"], true, "{during}");
+    // Given back at each request's end.
+    let after = scrape(&file, &redis);
+    assert_eq!(
+        after["ollama"]["replicas"][served[0].as_str()]["running"],
+        0,
+        "{after}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

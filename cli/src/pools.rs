@@ -83,9 +83,11 @@ pub fn run(a: &ScrapeArgs) -> Result<(), String> {
     let mut last_error: Option<String> = None;
     loop {
         let started = Instant::now();
-        let summary = measure(&agent, &targets);
+        let mut summary = measure(&agent, &targets);
+        // Engines without metrics: Meridian's own in-flight counts, from the same store.
+        let counted = in_flight(&client, &mut conn, timeout, &targets, &mut summary);
         let json = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
-        let written = write(&client, &mut conn, timeout, &json);
+        let written = counted.and_then(|()| write(&client, &mut conn, timeout, &json));
         match (&written, &last_error) {
             (Err(e), Some(prev)) if e == prev => {}
             (Err(e), _) => eprintln!("meridian pool-scrape: cannot write {KEY}: {e}"),
@@ -104,12 +106,12 @@ pub fn run(a: &ScrapeArgs) -> Result<(), String> {
     }
 }
 
-fn write(
+/// The connection, made when there is none; every wait bounded by `timeout`.
+fn connection<'a>(
     client: &redis::Client,
-    conn: &mut Option<redis::Connection>,
+    conn: &'a mut Option<redis::Connection>,
     timeout: Duration,
-    json: &str,
-) -> Result<(), String> {
+) -> Result<&'a mut redis::Connection, String> {
     if conn.is_none() {
         let c = client
             .get_connection_with_timeout(timeout)
@@ -120,15 +122,76 @@ fn write(
             .map_err(|e| e.to_string())?;
         *conn = Some(c);
     }
-    let Some(c) = conn.as_mut() else {
-        return Err("no connection".into());
-    };
+    conn.as_mut().ok_or_else(|| "no connection".to_string())
+}
+
+fn write(
+    client: &redis::Client,
+    conn: &mut Option<redis::Connection>,
+    timeout: Duration,
+    json: &str,
+) -> Result<(), String> {
+    let c = connection(client, conn, timeout)?;
     let r: redis::RedisResult<()> = redis::cmd("SET").arg(KEY).arg(json).query(c);
     r.map_err(|e| {
         // Connect again next time.
         *conn = None;
         e.to_string()
     })
+}
+
+/// For each replica of an engine without metrics that answered: the requests Meridian counts in
+/// flight there (this slot's count and the previous one's, as in-flight limits read them), as
+/// its `running`. One `MGET` for all of them.
+fn in_flight(
+    client: &redis::Client,
+    conn: &mut Option<redis::Connection>,
+    timeout: Duration,
+    targets: &[Target],
+    summary: &mut Summary,
+) -> Result<(), String> {
+    let counted: Vec<&Target> = targets
+        .iter()
+        .filter(|t| t.engine == Engine::None)
+        .collect();
+    if counted.is_empty() {
+        return Ok(());
+    }
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let slot = meridian::limits::CONCURRENCY_SLOT_S;
+    let mut keys = Vec::with_capacity(counted.len() * 2);
+    for t in &counted {
+        keys.push(meridian::pool::inflight_key(&t.provider, &t.replica, now_s));
+        keys.push(meridian::pool::inflight_key(
+            &t.provider,
+            &t.replica,
+            now_s.saturating_sub(slot),
+        ));
+    }
+    let c = connection(client, conn, timeout)?;
+    let r: redis::RedisResult<Vec<Option<i64>>> = redis::cmd("MGET").arg(&keys).query(c);
+    let values = r.map_err(|e| {
+        *conn = None;
+        e.to_string()
+    })?;
+    for (t, pair) in counted.iter().zip(values.chunks(2)) {
+        let n: i64 = pair.iter().map(|v| v.unwrap_or(0)).sum();
+        add_running(summary, t, n);
+    }
+    Ok(())
+}
+
+/// Sets a replica's `running` to Meridian's count, when it answered.
+fn add_running(summary: &mut Summary, t: &Target, n: i64) {
+    if let Some(l) = summary
+        .get_mut(&t.provider)
+        .and_then(|p| p.replicas.get_mut(&t.replica))
+        .filter(|l| l.healthy)
+    {
+        l.running = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    }
 }
 
 /// Measures every replica at once; each pool's `at_ms` is when its measuring began.

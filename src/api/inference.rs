@@ -194,6 +194,7 @@ pub(super) async fn inference<T: Transport>(
     }
     route_pools(&mut cx, &mut decision, &facts).await?;
     skip_cooling(&mut cx, &mut decision, &facts.model).await?;
+    count_in_flight(&mut cx, &decision).await;
     let restorer = redact(&mut cx, &decision, &mut body);
     reserve_for(&mut cx, &decision, &facts, &mut body, raw_body.len()).await?;
     let Guarding {
@@ -586,6 +587,34 @@ async fn route_pools<'p, T: Transport>(
         "request_id": cx.record.request_id,
         "excluded": decision.excluded,
     })))
+}
+
+/// A replica whose engine exposes no metrics (`engine = "none"`, Ollama) is measured by
+/// Meridian itself: the request is counted in flight at the replica it goes to first (one
+/// increment; given back at its end, in `settle`), and `meridian pool-scrape` writes the count as
+/// the replica's `running`. A store that fails leaves the count out: it never refuses.
+async fn count_in_flight<T: Transport>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+) {
+    let Some(store) = cx.env.store else { return };
+    let Some(c) = decision.candidates.first() else {
+        return;
+    };
+    let Some((replica, _)) = c.replica else {
+        return;
+    };
+    let counted = cx.policy.providers[c.index]
+        .pool
+        .as_ref()
+        .is_some_and(|p| p.engine == crate::policy::Engine::None);
+    if !counted {
+        return;
+    }
+    let key = crate::pool::inflight_key(c.provider.as_str(), replica, cx.t.unix_ms() / 1000);
+    if store.increment(&key, 1).await.is_ok() {
+        cx.record.inflight = Some(key);
+    }
 }
 
 /// Where a latency sort may apply (a matched rule's or the request's), the measured times to

@@ -394,6 +394,10 @@ pub async fn end(
 }
 
 pub async fn settle(store: Option<&dyn crate::limits::Store>, record: &mut Record) {
+    // The in-flight count at a pool's replica, given back once, whatever happened.
+    if let (Some(key), Some(s)) = (record.inflight.take(), store) {
+        let _ = s.increment(&key, -1).await;
+    }
     let guards_micro = (record.guards_usd() * 1e6).ceil() as u64;
     let Some(audit) = record.limits.as_mut() else {
         return;

@@ -257,6 +257,9 @@ pub struct Record {
     pub storage: Option<String>,
     /// The pool's replica that served.
     pub replica: Option<String>,
+    /// Meridian's own in-flight count this request holds at a replica whose engine exposes no
+    /// metrics: given back at the request's end ([`crate::pool::inflight_key`]).
+    pub inflight: Option<String>,
     /// How the pool chose (`prefix`, `least_load`, spilled) and the load it chose by
     /// (`fresh 0.8s`, `stale 14s (ignored)`, `unmeasured`), for the first pool tried.
     pub pool: Option<PoolChoice>,

@@ -29,6 +29,16 @@ mod tests;
 /// The one key of every pool's load summary.
 pub const KEY: &str = "meridian:v1:pools";
 
+/// The key of Meridian's own count of requests in flight at a replica of a pool whose engine
+/// exposes no metrics (`engine = "none"`), in the slot of `unix_s` (slots of
+/// [`crate::limits::CONCURRENCY_SLOT_S`], as in-flight limits keep them: a count a crashed
+/// instance never gave back leaves with its slot). `meridian pool-scrape` sums the current and
+/// the previous slot into the replica's `running`.
+pub fn inflight_key(provider: &str, replica: &str, unix_s: u64) -> String {
+    let slot = unix_s / crate::limits::CONCURRENCY_SLOT_S;
+    format!("{KEY}:inflight:{provider}@{replica}:{slot}")
+}
+
 /// Every pool's load, by provider id: what `meridian pool-scrape` writes.
 pub type Summary = BTreeMap<String, PoolLoad>;
 

@@ -403,3 +403,42 @@ async fn replay_sees_a_change_to_the_replicas_a_request_may_reach() {
     assert_eq!((m[0].from.as_str(), m[0].to.as_str()), ("DE, US", "DE"));
     assert_eq!(m[0].bucket.requests, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_without_metrics_is_counted_in_flight_and_given_back_at_the_end() {
+    let mut p = pooled("", false);
+    let mut providers = p.providers.clone().into_owned();
+    if let Some(pool) = providers[0].pool.as_mut() {
+        pool.engine = crate::policy::Engine::None;
+    }
+    p.providers = providers.into();
+    let store = MemStore::default();
+    let t = everyone_answers();
+    let a = send(&p, Some(&store), &t, "DE", &conversation(&["Hello?"])).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let replica = a.header("x-meridian-replica").unwrap().to_string();
+    let key = crate::pool::inflight_key("home", &replica, UNIX_AT_START_MS / 1000);
+    // Counted (the key exists) and given back at the end: nothing left in flight.
+    assert_eq!(
+        store.values.borrow().get(&key).copied(),
+        Some(0),
+        "{:?}",
+        store.values.borrow()
+    );
+    // A vLLM pool is measured by its own metrics: nothing counted.
+    let p = pooled("", false);
+    let store = MemStore::default();
+    send(
+        &p,
+        Some(&store),
+        &everyone_answers(),
+        "DE",
+        &conversation(&["Hello?"]),
+    )
+    .await;
+    assert!(store
+        .values
+        .borrow()
+        .keys()
+        .all(|k| !k.contains(":inflight:")));
+}
