@@ -105,9 +105,10 @@ fn header_list(fields: Fields) -> Vec<(String, String)> {
 
 /// The response headers Meridian reads ([`crate::transport::READ_HEADERS`]), a host call each,
 /// rather than all of them (a provider sends twenty or more; each costs the host as much).
-fn read_headers(fields: Fields) -> Vec<(String, String)> {
+fn read_headers(fields: Fields, read_load: bool) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    for name in crate::transport::READ_HEADERS {
+    let load = read_load.then_some(crate::transport::LOAD_HEADER);
+    for name in crate::transport::READ_HEADERS.iter().copied().chain(load) {
         for v in fields.get(name) {
             found.push((name.to_string(), v));
         }
@@ -308,6 +309,7 @@ impl Transport for WasiTransport {
         let target = crate::runtime::Target::parse(&req.url)
             .ok_or_else(|| Failure::Config(format!("`{}` is not an http(s) URL", req.url)))?;
         let all_headers = req.all_headers;
+        let read_load = req.read_load;
         // One host call for all the headers; a header the host refuses is dropped rather than
         // failing the request.
         let out = OutgoingRequest::new(fields(std::mem::take(&mut req.headers)));
@@ -369,7 +371,7 @@ impl Transport for WasiTransport {
         let headers = if all_headers {
             header_list(response.headers())
         } else {
-            read_headers(response.headers())
+            read_headers(response.headers(), read_load)
         };
         let stream = response.take_body_stream().boxed();
         Ok(UpResponse {

@@ -24,11 +24,18 @@ pub struct OutboundRequest {
     /// `expose_ratelimit_headers`). Otherwise a transport may give only [`READ_HEADERS`]: a
     /// runtime charges for each header it hands over, and a provider sends twenty or more.
     pub all_headers: bool,
+    /// The answer's [`LOAD_HEADER`] is wanted too: a pool's replica reports its load there
+    /// ([`crate::pool`]).
+    pub read_load: bool,
 }
 
 /// The response headers Meridian reads from a provider's answer (passed on, or acted on) when a
 /// request does not ask for all of them.
 pub const READ_HEADERS: &[&str] = &["content-type", "retry-after"];
+
+/// Where an engine reports its load on an answer when asked (ORCA's endpoint load report, as
+/// vLLM writes it: `TEXT named_metrics.num_requests_waiting=2.0, …`).
+pub const LOAD_HEADER: &str = "endpoint-load-metrics";
 
 /// The methods Meridian sends upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

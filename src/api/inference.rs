@@ -287,6 +287,7 @@ pub(super) async fn inference<T: Transport>(
         timed_out: false,
         gated: false,
     });
+    learn_load(&cx, &decision, &outcome);
     note_failures(&mut cx, facts.input_tokens).await;
     if let Some(m) = measured {
         note_latency(&cx, m).await;
@@ -506,18 +507,32 @@ async fn route_pools<'p, T: Transport>(
     {
         return Ok(());
     }
-    let summary = match cx.env.store {
+    let mut summary = match cx.env.store {
         Some(store) => {
             crate::pool::parse(store.get(crate::pool::KEY).await.ok().flatten().as_deref())
         }
         None => crate::pool::Summary::new(),
     };
+    // What this instance learned from replicas' answers since the summary was measured.
+    let now_ms = cx.t.unix_ms();
+    let mut learned: Vec<(&str, Vec<String>)> = Vec::new();
+    for c in &decision.candidates {
+        let p = &policy.providers[c.index];
+        let (Some(pool), Some(load)) = (&p.pool, summary.get_mut(p.id.as_str())) else {
+            continue;
+        };
+        if learned.iter().any(|(id, _)| *id == p.id.as_str()) {
+            continue;
+        }
+        let changed = crate::pool::overlay(p.id.as_str(), load, now_ms, pool.stale_after_s);
+        learned.push((p.id.as_str(), changed));
+    }
     let (candidates, chosen) = crate::pool::expand(
         policy,
         std::mem::take(&mut decision.candidates),
         facts,
         &summary,
-        cx.t.unix_ms(),
+        now_ms,
     );
     decision.candidates = candidates;
     let mut full = false;
@@ -535,6 +550,11 @@ async fn route_pools<'p, T: Transport>(
                 load: choice.measured.describe(),
                 queued: crate::pool::names(pool, &choice.queued),
                 down: crate::pool::names(pool, &choice.down),
+                learned: learned
+                    .iter()
+                    .find(|(id, _)| *id == provider.as_str())
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default(),
             });
         }
         if !choice.order.is_empty() {
@@ -587,6 +607,35 @@ async fn route_pools<'p, T: Transport>(
         "request_id": cx.record.request_id,
         "excluded": decision.excluded,
     })))
+}
+
+/// The load a pool's replica reported on its answer ([`crate::transport::LOAD_HEADER`]), kept
+/// by this instance for the requests it serves next ([`crate::pool::overlay`]).
+fn learn_load<T: Transport, B>(
+    cx: &Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    outcome: &forward::Outcome<B>,
+) {
+    let (candidate, headers) = match outcome {
+        forward::Outcome::Complete {
+            candidate, headers, ..
+        }
+        | forward::Outcome::Stream {
+            candidate, headers, ..
+        } => (*candidate, headers),
+        forward::Outcome::Exhausted { .. } => return,
+    };
+    let Some(c) = decision.candidates.get(candidate) else {
+        return;
+    };
+    let Some((replica, _)) = c.replica else {
+        return;
+    };
+    let report = crate::headers::get(headers, crate::transport::LOAD_HEADER)
+        .and_then(crate::pool::parse_load_report);
+    if let Some(report) = report {
+        crate::pool::learn(c.provider.as_str(), replica, cx.t.unix_ms(), report);
+    }
 }
 
 /// A replica whose engine exposes no metrics (`engine = "none"`, Ollama) is measured by

@@ -166,6 +166,7 @@ pub(super) async fn stored<T: Transport>(
         wire: crate::wire::Wire::OpenAi,
         idle_timeout_ms: 0,
         all_headers: false,
+        read_load: false,
         method: if method == "DELETE" {
             UpMethod::Delete
         } else {

@@ -120,6 +120,10 @@ pub struct PoolChoice {
     pub queued: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub down: Vec<String>,
+    /// Replicas whose load this instance learned from their answers since the summary was
+    /// measured, and used in its place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub learned: Vec<String>,
 }
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.

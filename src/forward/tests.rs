@@ -70,6 +70,7 @@ fn build(c: &Candidate, _seq: u32) -> Result<OutboundRequest, Failure> {
         idle_timeout_ms: 0,
         method: Default::default(),
         all_headers: false,
+        read_load: false,
     })
 }
 

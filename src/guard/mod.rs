@@ -71,6 +71,7 @@ pub fn request(guard: &Guard, key: Option<&str>, text: &str, on: GuardOn) -> Out
         idle_timeout_ms: 0,
         method: UpMethod::Post,
         all_headers: false,
+        read_load: false,
     }
 }
 

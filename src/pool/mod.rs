@@ -39,6 +39,103 @@ pub fn inflight_key(provider: &str, replica: &str, unix_s: u64) -> String {
     format!("{KEY}:inflight:{provider}@{replica}:{slot}")
 }
 
+/// The request header that asks a vLLM replica to report its load on its answer
+/// ([`crate::transport::LOAD_HEADER`]).
+pub const LOAD_FORMAT_HEADER: &str = "endpoint-load-metrics-format";
+
+/// What an answer's load report says: `TEXT named_metrics.num_requests_waiting=2.0,
+/// named_metrics.kv_cache_usage_perc=0.4` (ORCA's text form, as vLLM writes it). `None` when
+/// it is not that form or names neither figure.
+pub fn parse_load_report(value: &str) -> Option<(Option<u32>, Option<f64>)> {
+    let rest = value.trim().strip_prefix("TEXT")?;
+    let (mut waiting, mut kv) = (None, None);
+    for pair in rest.split(',') {
+        let Some((name, v)) = pair.trim().split_once('=') else {
+            continue;
+        };
+        let Ok(v) = v.trim().parse::<f64>() else {
+            continue;
+        };
+        if !v.is_finite() || v < 0.0 {
+            continue;
+        }
+        match name.trim().strip_prefix("named_metrics.") {
+            Some("num_requests_waiting") => {
+                waiting = Some(v.round().min(f64::from(u32::MAX)) as u32)
+            }
+            Some("kv_cache_usage_perc") => kv = Some(v.min(1.0)),
+            _ => {}
+        }
+    }
+    (waiting.is_some() || kv.is_some()).then_some((waiting, kv))
+}
+
+/// Loads this instance learned from its replicas' answers: `(provider, replica)` → when, waiting,
+/// KV use. A WASI 0.3 instance serves many requests and keeps them; a WASI 0.2 instance serves
+/// one, and they go with it.
+struct Learned {
+    at_ms: u64,
+    waiting: Option<u32>,
+    kv: Option<f64>,
+}
+
+thread_local! {
+    static LEARNED: std::cell::RefCell<BTreeMap<(String, String), Learned>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// Keeps what a replica's answer reported at `at_ms`.
+pub fn learn(provider: &str, replica: &str, at_ms: u64, report: (Option<u32>, Option<f64>)) {
+    LEARNED.with(|l| {
+        let mut l = l.borrow_mut();
+        // Bounded: a policy has at most 64 replicas a pool; a changed policy's leave.
+        if l.len() >= 4096 {
+            l.clear();
+        }
+        l.insert(
+            (provider.to_string(), replica.to_string()),
+            Learned {
+                at_ms,
+                waiting: report.0,
+                kv: report.1,
+            },
+        );
+    });
+}
+
+/// Puts into `load` (a pool's fresh summary) what this instance learned from `provider`'s
+/// replicas since the summary was measured: their waiting requests and KV use, the running
+/// count staying the scraper's. Returns the replicas it changed. A summary that is absent or
+/// stale is left alone: what one instance saw of a few replicas is no measure of the pool.
+pub fn overlay(
+    provider: &str,
+    load: &mut PoolLoad,
+    now_ms: u64,
+    stale_after_s: u32,
+) -> Vec<String> {
+    if now_ms.saturating_sub(load.at_ms) > u64::from(stale_after_s) * 1000 {
+        return Vec::new();
+    }
+    let mut changed = Vec::new();
+    LEARNED.with(|l| {
+        for ((p, r), learned) in l.borrow().iter() {
+            if p != provider || learned.at_ms <= load.at_ms {
+                continue;
+            }
+            if let Some(entry) = load.replicas.get_mut(r) {
+                if let Some(w) = learned.waiting {
+                    entry.waiting = w;
+                }
+                if learned.kv.is_some() {
+                    entry.kv = learned.kv;
+                }
+                changed.push(r.clone());
+            }
+        }
+    });
+    changed
+}
+
 /// Every pool's load, by provider id: what `meridian pool-scrape` writes.
 pub type Summary = BTreeMap<String, PoolLoad>;
 

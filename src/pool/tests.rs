@@ -411,6 +411,33 @@ fn a_conversations_key_stays_as_it_grows_in_every_protocol() {
     }
 }
 
+#[test]
+fn a_load_report_is_read_in_vllms_text_form_only() {
+    assert_eq!(
+        parse_load_report(
+            "TEXT named_metrics.kv_cache_usage_perc=0.4, named_metrics.num_requests_waiting=2.0"
+        ),
+        Some((Some(2), Some(0.4)))
+    );
+    assert_eq!(
+        parse_load_report("TEXT named_metrics.num_requests_waiting=7"),
+        Some((Some(7), None))
+    );
+    // KV use above 1 is 1; negative and unparsable figures are left out.
+    assert_eq!(
+        parse_load_report(
+            "TEXT named_metrics.kv_cache_usage_perc=1.7, named_metrics.num_requests_waiting=-3"
+        ),
+        Some((None, Some(1.0)))
+    );
+    assert_eq!(parse_load_report("TEXT named_metrics.other=3"), None);
+    assert_eq!(
+        parse_load_report(r#"JSON {"named_metrics": {"num_requests_waiting": 2.0}}"#),
+        None
+    );
+    assert_eq!(parse_load_report("garbage"), None);
+}
+
 mod residency {
     use crate::decide::decide;
     use crate::facts::{self, Endpoint};

@@ -92,6 +92,16 @@ impl Outgoing<'_> {
         wire: Wire,
     ) -> OutboundRequest {
         headers.push(("content-length".into(), body.len().to_string()));
+        // A vLLM replica of a pool is asked to report its load on its answer.
+        let read_load = self.replica.is_some()
+            && self
+                .provider
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.engine == crate::policy::Engine::Vllm);
+        if read_load {
+            headers.push((crate::pool::LOAD_FORMAT_HEADER.into(), "text".into()));
+        }
         OutboundRequest {
             url,
             headers,
@@ -100,6 +110,7 @@ impl Outgoing<'_> {
             idle_timeout_ms: 0,
             method: crate::transport::UpMethod::Post,
             all_headers: false,
+            read_load,
         }
     }
 }

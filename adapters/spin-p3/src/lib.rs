@@ -263,6 +263,7 @@ impl Transport for P3Transport {
         let target = Target::parse(&req.url)
             .ok_or_else(|| Failure::Config(format!("`{}` is not an http(s) URL", req.url)))?;
         let all_headers = req.all_headers;
+        let read_load = req.read_load;
         let (mut body_tx, body_rx) = wasip3::wit_stream::new::<u8>();
         let (trailers_tx, trailers_rx) = wasip3::wit_future::new(|| Ok(None));
         let options = wt::RequestOptions::new();
@@ -319,8 +320,11 @@ impl Transport for P3Transport {
         let headers = meridian::runtime::header_pairs(if all_headers {
             fields.copy_all()
         } else {
+            let load = read_load.then_some(meridian::transport::LOAD_HEADER);
             meridian::transport::READ_HEADERS
                 .iter()
+                .copied()
+                .chain(load)
                 .flat_map(|name| {
                     let name = name.to_string();
                     fields

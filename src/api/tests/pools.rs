@@ -442,3 +442,54 @@ async fn an_engine_without_metrics_is_counted_in_flight_and_given_back_at_the_en
         .keys()
         .all(|k| !k.contains(":inflight:")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_a_replica_reports_on_its_answer_steers_this_instances_next_requests() {
+    let p = pooled("", false);
+    let body = conversation(&["Is my parcel lost?"]);
+    let home = send(&p, None, &everyone_answers(), "DE", &body)
+        .await
+        .header("x-meridian-replica")
+        .unwrap()
+        .to_string();
+    let other = if home == "de-1" { "de-2" } else { "de-1" };
+    // The summary says both German replicas are idle; the prompt's own replica answers that it
+    // now has 6 waiting (max_queue = 4), as vLLM reports when asked.
+    let store = store_with(summary(500, &[(home.as_str(), 0, true), (other, 0, true)]));
+    let busy = home.clone();
+    let t = Fake::responding(move |host, _| {
+        let mut answer = ok_json(0);
+        if host == busy {
+            if let Step::Answer { headers, .. } = &mut answer {
+                headers.push((
+                    "endpoint-load-metrics".into(),
+                    "TEXT named_metrics.kv_cache_usage_perc=0.5, named_metrics.num_requests_waiting=6.0".into(),
+                ));
+            }
+        }
+        answer
+    });
+    let a = send(&p, Some(&store), &t, "DE", &body).await;
+    assert_eq!(a.header("x-meridian-replica"), Some(home.as_str()));
+    // It was asked to report its load.
+    let asked = t.requests.borrow()[0]
+        .headers
+        .iter()
+        .any(|(k, v)| k == "endpoint-load-metrics-format" && v == "text");
+    assert!(asked);
+    assert!(t.requests.borrow()[0].read_load);
+    // The next request of the conversation: its replica is full by what it said; the other one.
+    let b = send(&p, Some(&store), &t, "DE", &body).await;
+    assert_eq!(b.header("x-meridian-replica"), Some(other));
+    let line = log(&b);
+    assert_eq!(line["pool"]["learned"], serde_json::json!([home]));
+    assert_eq!(line["pool"]["queued"], serde_json::json!([home]));
+    // A stale summary is not mended by what one instance saw: ignored whole.
+    let stale = store_with(summary(
+        60_000,
+        &[(home.as_str(), 0, true), (other, 0, true)],
+    ));
+    let c = send(&p, Some(&stale), &t, "DE", &body).await;
+    assert_eq!(c.header("x-meridian-replica"), Some(home.as_str()));
+    assert!(log(&c)["pool"].get("learned").is_none());
+}
