@@ -364,3 +364,80 @@ async fn an_engine_without_metrics_is_measured_by_meridians_own_count() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A vLLM replica is asked to report its load on each answer; an instance that serves many
+/// requests (the WASI 0.3 build) steers its next requests by it, an instance per request (WASI
+/// 0.2) cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicas_report_on_its_answer_steers_the_instance_that_read_it() {
+    let redis = Redis::start().await;
+    let reporting = |name: &'static str, waiting: u32| {
+        Mock::with(move |req, _| {
+            if req.path == "/metrics" {
+                Script::Json {
+                    status: 200,
+                    body: "vllm:num_requests_waiting{model_name=\"m\"} 0\nvllm:num_requests_running{model_name=\"m\"} 0\n".into(),
+                    headers: vec![],
+                }
+            } else {
+                let mut answer = Script::ok(name);
+                if let Script::Json { headers, .. } = &mut answer {
+                    headers.push((
+                        "endpoint-load-metrics".into(),
+                        format!("TEXT named_metrics.kv_cache_usage_perc=0.9, named_metrics.num_requests_waiting={waiting}.0"),
+                    ));
+                }
+                answer
+            }
+        })
+    };
+    // Both replicas say they are full when they answer; the scraped summary says idle.
+    let (r1, r2) = (reporting("r1", 9).await, reporting("r2", 9).await);
+    let text = format!(
+        "version = 1\n[settings]\nallow_anonymous = true\n\n\
+         [[providers]]\nid = \"home\"\nself_hosted = true\nlocation = \"DE\"\nmodels = {{ \"chat-model\" = \"llama\" }}\n\
+         [providers.pool]\nmax_queue = 4\n\
+         [[providers.pool.replicas]]\nname = \"r1\"\nbase_url = \"{}/v1\"\n\
+         [[providers.pool.replicas]]\nname = \"r2\"\nbase_url = \"{}/v1\"\n",
+        r1.url(),
+        r2.url()
+    );
+    let dir = std::env::temp_dir().join(format!("meridian-e2e-pools-orca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pool.toml");
+    std::fs::write(&file, &text).unwrap();
+    scrape(&file, &redis);
+    let rc = redis.runtime_config();
+    let m = Meridian::start_with(
+        Some(&text),
+        &["--runtime-config-file", rc.to_str().unwrap()],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let body = conversation(3, 1);
+    let first = send(&http, &m, "DE", &body).await;
+    let second = send(&http, &m, "DE", &body).await;
+    let third = send(&http, &m, "DE", &body).await;
+    // Every chat request asked for the report.
+    for r in r1
+        .requests()
+        .iter()
+        .chain(r2.requests().iter())
+        .filter(|r| r.path != "/metrics")
+    {
+        assert_eq!(r.header("endpoint-load-metrics-format"), Some("text"));
+    }
+    let (first, second) = (first.replica.unwrap(), second.replica.unwrap());
+    if support::meridian::p3() {
+        // The instance read that its replica is full: the next request goes to the other one,
+        // and the one after that finds both full by their reports: 503, nothing sent.
+        assert_ne!(first, second);
+        assert_eq!(third.status, 503);
+        assert_eq!(third.retry_after.as_deref(), Some("2"));
+    } else {
+        // Each request has an instance of its own: the summary alone decides, the same replica.
+        assert_eq!(first, second);
+        assert_eq!(third.replica.as_deref(), Some(first.as_str()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
