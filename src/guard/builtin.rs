@@ -938,7 +938,11 @@ mod tests {
             let m = masks(&c);
             for (i, &b) in c.iter().enumerate() {
                 assert_eq!(m.wordish >> i & 1 == 1, (0x41..0x80).contains(&b), "{b:#x}");
-                assert_eq!(m.separated >> i & 1 == 1, !(0x2B..0x80).contains(&b), "{b:#x}");
+                assert_eq!(
+                    m.separated >> i & 1 == 1,
+                    !(0x2B..0x80).contains(&b),
+                    "{b:#x}"
+                );
                 assert_eq!(m.high >> i & 1 == 1, b >= 0x80, "{b:#x}");
             }
         }
