@@ -37,6 +37,9 @@ pub const READ_HEADERS: &[&str] = &["content-type", "retry-after"];
 /// vLLM writes it: `TEXT named_metrics.num_requests_waiting=2.0, …`).
 pub const LOAD_HEADER: &str = "endpoint-load-metrics";
 
+/// The request header that asks a vLLM replica for that report, in its text form.
+pub const LOAD_FORMAT_HEADER: &str = "endpoint-load-metrics-format";
+
 /// The methods Meridian sends upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum UpMethod {

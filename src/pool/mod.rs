@@ -39,10 +39,6 @@ pub fn inflight_key(provider: &str, replica: &str, unix_s: u64) -> String {
     format!("{KEY}:inflight:{provider}@{replica}:{slot}")
 }
 
-/// The request header that asks a vLLM replica to report its load on its answer
-/// ([`crate::transport::LOAD_HEADER`]).
-pub const LOAD_FORMAT_HEADER: &str = "endpoint-load-metrics-format";
-
 /// What an answer's load report says: `TEXT named_metrics.num_requests_waiting=2.0,
 /// named_metrics.kv_cache_usage_perc=0.4` (ORCA's text form, as vLLM writes it). `None` when
 /// it is not that form or names neither figure.

@@ -100,7 +100,7 @@ impl Outgoing<'_> {
                 .as_ref()
                 .is_some_and(|p| p.engine == crate::policy::Engine::Vllm);
         if read_load {
-            headers.push((crate::pool::LOAD_FORMAT_HEADER.into(), "text".into()));
+            headers.push((crate::transport::LOAD_FORMAT_HEADER.into(), "text".into()));
         }
         OutboundRequest {
             url,
