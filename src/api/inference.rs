@@ -468,24 +468,40 @@ async fn skip_cooling<T: Transport>(
         return Ok(());
     }
     let wait = soonest.saturating_sub(now_s).max(1);
-    cx.record
-        .limits
-        .get_or_insert_with(Default::default)
-        .headers
-        .push(("retry-after".into(), wait.to_string()));
-    cx.record.refused_by = Some("health");
-    Err(ApiError::new(
-        503,
+    Err(unavailable_for_now(
+        cx,
+        decision,
+        wait,
+        "health",
         "providers_cooling_down",
         format!(
             "Every provider allowed for `{model}` failed repeatedly and is cooling down; the first comes back at {} (in {wait} s).",
             crate::limits::rfc3339(soonest)
         ),
-    )
-    .with_details(json!({
+    ))
+}
+
+/// Every allowed provider skipped for now (cooling down, or a pool full): a 503 with
+/// `Retry-After`, what skipped them in the log's `refused_by`, and every exclusion with its
+/// reason.
+fn unavailable_for_now<T>(
+    cx: &mut Cx<'_, '_, T>,
+    decision: &crate::decide::Decision<'_>,
+    wait_s: u64,
+    by: &'static str,
+    code: &'static str,
+    message: String,
+) -> ApiError {
+    cx.record
+        .limits
+        .get_or_insert_with(Default::default)
+        .headers
+        .push(("retry-after".into(), wait_s.to_string()));
+    cx.record.refused_by = Some(by);
+    ApiError::new(503, code, message).with_details(json!({
         "request_id": cx.record.request_id,
         "excluded": decision.excluded,
-    })))
+    }))
 }
 
 /// Pools among the candidates (`[providers.pool]`): one store read for every pool's load, then
@@ -589,24 +605,17 @@ async fn route_pools<'p, T: Transport>(
     // The scraper measures again within `stale_after_s`; a client may try again after a
     // second or two, when a queue may have moved.
     let wait = u64::from(stale_after_s).clamp(1, 2);
-    cx.record
-        .limits
-        .get_or_insert_with(Default::default)
-        .headers
-        .push(("retry-after".into(), wait.to_string()));
-    cx.record.refused_by = Some("load");
-    Err(ApiError::new(
-        503,
+    Err(unavailable_for_now(
+        cx,
+        decision,
+        wait,
+        "load",
         "pool_saturated",
         format!(
             "Every engine allowed for `{}` is at its queue bound or down; try again in {wait} s.",
             facts.model
         ),
-    )
-    .with_details(json!({
-        "request_id": cx.record.request_id,
-        "excluded": decision.excluded,
-    })))
+    ))
 }
 
 /// The load a pool's replica reported on its answer ([`crate::transport::LOAD_HEADER`]), kept
