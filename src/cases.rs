@@ -77,11 +77,8 @@ fn run_one<'p>(policy: &'p Policy, case: &Case) -> Result<Decision<'p>, String> 
             .filter_map(|c| {
                 let pool = policy.providers[c.index].pool.as_ref()?;
                 Some(
-                    pool.replicas
-                        .iter()
-                        .enumerate()
-                        .filter(move |(i, _)| *i < 64 && c.replicas & (1 << i) != 0)
-                        .map(move |(_, r)| format!("{}@{}", c.provider, r.name)),
+                    pool.in_mask(c.replicas)
+                        .map(move |r| format!("{}@{}", c.provider, r.name)),
                 )
             })
             .flatten()

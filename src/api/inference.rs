@@ -458,12 +458,7 @@ async fn skip_cooling<T: Transport>(
             ),
         });
     }
-    let left: Vec<&str> = decision
-        .candidates
-        .iter()
-        .map(|c| c.provider.as_str())
-        .collect();
-    cx.record.candidates.retain(|p| left.contains(&p.as_str()));
+    keep_candidates(cx.record, decision);
     if !decision.candidates.is_empty() || soonest == u64::MAX {
         return Ok(());
     }
@@ -479,6 +474,16 @@ async fn skip_cooling<T: Transport>(
             crate::limits::rfc3339(soonest)
         ),
     ))
+}
+
+/// The record's candidates, cut to the providers the decision still has.
+fn keep_candidates(record: &mut Record, decision: &crate::decide::Decision<'_>) {
+    let left: Vec<&str> = decision
+        .candidates
+        .iter()
+        .map(|c| c.provider.as_str())
+        .collect();
+    record.candidates.retain(|p| left.contains(&p.as_str()));
 }
 
 /// Every allowed provider skipped for now (cooling down, or a pool full): a 503 with
@@ -593,12 +598,7 @@ async fn route_pools<'p, T: Transport>(
         cx.record.excluded.push(provider.0.to_string());
         cx.record.excluded_kinds.push("load");
     }
-    let left: Vec<&str> = decision
-        .candidates
-        .iter()
-        .map(|c| c.provider.as_str())
-        .collect();
-    cx.record.candidates.retain(|p| left.contains(&p.as_str()));
+    keep_candidates(cx.record, decision);
     if !decision.candidates.is_empty() || !full {
         return Ok(());
     }

@@ -402,13 +402,7 @@ pub fn places(policy: &crate::policy::Policy, c: &crate::decide::Candidate<'_>) 
             .get(i)
             .map_or_else(|| c.location.to_string(), |r| r.location.to_string());
     }
-    let mut seen: Vec<&str> = Vec::new();
-    for (i, r) in pool.replicas.iter().enumerate() {
-        if i < 64 && c.replicas & (1 << i) != 0 && !seen.contains(&r.location.as_ref()) {
-            seen.push(&r.location);
-        }
-    }
-    seen.join(", ")
+    pool.places(c.replicas)
 }
 
 /// Replica names, for the audit.

@@ -141,6 +141,37 @@ impl Pool {
             n => (1u64 << n) - 1,
         }
     }
+
+    /// The replicas in `mask`.
+    pub fn in_mask(&self, mask: u64) -> impl Iterator<Item = &Replica> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i < 64 && mask & (1 << i) != 0)
+            .map(|(_, r)| r)
+    }
+
+    /// Where the replicas in `mask` process data, as written, each place once in catalog order
+    /// (`DE, FR`): what the provider's `location` says of all of them, and a decision's first
+    /// choice of the allowed ones.
+    pub fn places(&self, mask: u64) -> String {
+        let mut seen: Vec<&str> = Vec::new();
+        for r in self.in_mask(mask) {
+            if !seen.contains(&r.location.as_ref()) {
+                seen.push(&r.location);
+            }
+        }
+        seen.join(", ")
+    }
+
+    /// Every country any replica processes data in.
+    pub fn countries(&self) -> CountrySet {
+        let mut all = CountrySet::new();
+        for r in self.replicas.iter() {
+            all.union_with(&r.countries);
+        }
+        all
+    }
 }
 
 /// The compiled form's section for pools, in catalog order.

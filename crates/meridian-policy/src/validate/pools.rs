@@ -202,24 +202,3 @@ fn default_metrics_url(base: &BaseUrl, engine: Engine) -> Option<BaseUrl> {
     });
     Some(BaseUrl::new(&u))
 }
-
-/// The places a pool's replicas process data in, as written, each once: what the provider's
-/// `location` says of it (`DE, FR`).
-pub(super) fn places_of(pool: &Pool) -> String {
-    let mut seen: Vec<&str> = Vec::new();
-    for r in pool.replicas.iter() {
-        if !seen.contains(&r.location.as_ref()) {
-            seen.push(&r.location);
-        }
-    }
-    seen.join(", ")
-}
-
-/// Every country any replica processes data in.
-pub(super) fn countries_of(pool: &Pool) -> CountrySet {
-    let mut all = CountrySet::new();
-    for r in pool.replicas.iter() {
-        all.union_with(&r.countries);
-    }
-    all
-}

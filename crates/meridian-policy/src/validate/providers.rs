@@ -196,10 +196,10 @@ pub(super) fn read_providers(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Pr
             Some(p) => (
                 p.replicas.first().map(|r| r.base_url.clone()),
                 Some(Sp {
-                    value: super::pools::places_of(p),
+                    value: p.places(p.all()),
                     span: t.key_span("pool"),
                 }),
-                Some(super::pools::countries_of(p)),
+                Some(p.countries()),
             ),
             None if pooled => (None, None, None),
             None => (base_url, location, countries),
