@@ -128,6 +128,25 @@ fn mistakes_are_refused_with_what_to_change() {
     assert!(e.contains("unknown jurisdiction `Atlantis`"), "{e}");
     let e = refused(&POOL.replace("name = \"us-1\"\n", "name = \"us-1\"\nport = 1\n"));
     assert!(e.contains("port"), "{e}");
+    let e = refused(&POOL.replace("prefix_bytes = 512", "prefix_bytes = 8"));
+    assert!(e.contains("`prefix_bytes = 8` is out of range"), "{e}");
+    let e = refused(&POOL.replace("stale_after_s = 5", "stale_after_s = 0"));
+    assert!(e.contains("`stale_after_s = 0` is out of range"), "{e}");
+    // At most 64 replicas: a pool's allowed replicas are a 64-bit mask.
+    let head = POOL.split("[[providers.pool.replicas]]").next().unwrap();
+    let many: String = (0..65)
+        .map(|i| format!("[[providers.pool.replicas]]\nname = \"r{i}\"\nbase_url = \"http://r{i}:8000/v1\"\n"))
+        .collect();
+    let e = refused(&format!("{head}{many}"));
+    assert!(
+        e.contains("has 65 replicas; at most 64 are supported"),
+        "{e}"
+    );
+    let sixty_four: String = (0..64)
+        .map(|i| format!("[[providers.pool.replicas]]\nname = \"r{i}\"\nbase_url = \"http://r{i}:8000/v1\"\n"))
+        .collect();
+    let p = load(&format!("{head}{sixty_four}"), "t").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.providers[0].pool.as_ref().unwrap().replicas.len(), 64);
     let cut = POOL.split("[[providers.pool.replicas]]").next().unwrap();
     let e = refused(&format!("{cut}replicas = []\n"));
     assert!(e.contains("has no replicas"), "{e}");
