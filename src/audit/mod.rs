@@ -577,7 +577,7 @@ impl Record {
             guards: self
                 .guards
                 .iter()
-                .map(crate::guard::Verdict::log_json)
+                .map(crate::guard::Verdict::log)
                 .collect(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         }
@@ -678,7 +678,7 @@ struct LogLine<'a> {
     facts: Option<&'a facts::Inputs>,
     /// Each guard's verdict (never the text it judged).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    guards: Vec<serde_json::Value>,
+    guards: Vec<crate::guard::VerdictLog<'a>>,
     duration_ms: u64,
 }
 

@@ -304,36 +304,51 @@ impl Verdict {
         s
     }
 
+    /// The verdict as a client's error shows it: the log's fields without `detail`.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "guard": self.guard,
-            "rule": self.rule,
-            "on": self.on.name(),
-            "outcome": self.outcome,
-            "ms": self.ms,
-            "beside": self.beside,
-        });
-        if let Some(l) = &self.label {
-            v["label"] = json!(l);
-        }
-        if let Some(s) = self.score {
-            v["score"] = json!((s * 1000.0).round() / 1000.0);
-        }
-        if self.usd > 0.0 {
-            v["usd"] = json!(self.usd);
-        }
-        v
+        serde_json::to_value(VerdictLog {
+            detail: None,
+            ..self.log()
+        })
+        .unwrap_or_default()
     }
 
-    /// As [`Verdict::to_json`], with why a guard failed or was not called: for the operator's
-    /// log only (it may name a secret's variable), never a client's error.
-    pub fn log_json(&self) -> Value {
-        let mut v = self.to_json();
-        if let Some(why) = &self.why {
-            v["detail"] = json!(why);
+    /// The verdict as the log line writes it, with why a guard failed or was not called: for
+    /// the operator's log only (it may name a secret's variable), never a client's error.
+    pub fn log(&self) -> VerdictLog<'_> {
+        VerdictLog {
+            guard: &self.guard,
+            rule: &self.rule,
+            on: self.on.name(),
+            outcome: self.outcome,
+            ms: self.ms,
+            beside: self.beside,
+            label: self.label.as_deref(),
+            score: self.score.map(|s| (s * 1000.0).round() / 1000.0),
+            usd: (self.usd > 0.0).then_some(self.usd),
+            detail: self.why.as_deref(),
         }
-        v
     }
+}
+
+/// A verdict in the log line (written straight from the verdict, in this order).
+#[derive(Debug, serde::Serialize)]
+pub struct VerdictLog<'a> {
+    guard: &'a str,
+    rule: &'a str,
+    on: &'static str,
+    outcome: &'static str,
+    ms: u64,
+    beside: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<&'a str>,
+    /// Rounded to three places.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
 }
 
 /// What a hit does, as the verdict's outcome.
