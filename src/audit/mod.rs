@@ -574,11 +574,7 @@ impl Record {
             cooling: &self.cooling,
             refused_by: self.refused_by,
             facts: self.facts.as_ref(),
-            guards: self
-                .guards
-                .iter()
-                .map(crate::guard::Verdict::log)
-                .collect(),
+            guards: self.guards.iter().map(crate::guard::Verdict::log).collect(),
             duration_ms: now_ms.saturating_sub(self.started_ms),
         }
     }
