@@ -454,14 +454,32 @@ impl Lanes {
         let mut lanes = *self;
         let mut with = 0u64;
         let rest = text.get(from + 16..).unwrap_or_default();
-        for (i, next) in rest.chunks_exact(16).take(chunks.min(BLOCK)).enumerate() {
-            let Ok(next) = <&[u8; 16]>::try_from(next) else {
+        let chunks = chunks.min(BLOCK);
+        // Two chunks a step: the loop's own instructions shared.
+        for (p, pair) in rest.chunks_exact(32).take(chunks / 2).enumerate() {
+            let Some((a, b)) = pair.split_first_chunk::<16>() else {
                 break;
             };
-            let candidates = lanes.step(load(next));
-            if candidates != 0 {
-                found[i] = candidates;
-                with |= 1 << i;
+            let Ok(b) = <&[u8; 16]>::try_from(b) else {
+                break;
+            };
+            let first = lanes.step(load(a));
+            let second = lanes.step(load(b));
+            if first | second != 0 {
+                let i = 2 * p;
+                found[i % BLOCK] = first;
+                found[(i + 1) % BLOCK] = second;
+                with |= (u64::from(first != 0) | u64::from(second != 0) << 1) << i;
+            }
+        }
+        if chunks % 2 == 1 {
+            let i = chunks - 1;
+            if let Some(next) = rest.get(16 * i..).and_then(<[u8]>::first_chunk::<16>) {
+                let candidates = lanes.step(load(next));
+                if candidates != 0 {
+                    found[i % BLOCK] = candidates;
+                    with |= 1 << i;
+                }
             }
         }
         *self = lanes;
