@@ -227,72 +227,83 @@ impl Meridian {
             host.display(),
             wasm.display()
         );
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut cmd = match &limit {
-            Some((nofile, _)) => {
-                let mut c = Command::new("prlimit");
-                c.arg(nofile).arg(&host);
-                c
-            }
-            None => Command::new(&host),
-        };
-        cmd.current_dir(root())
-            .args([
-                "--manifest",
-                "spin.toml",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(
-                mocks_allowed
-                    .then_some(["--allow-outbound", "http://127.0.0.1:*"])
-                    .into_iter()
-                    .flatten(),
-            )
-            .args(host_args)
-            .args(
-                (other.is_some() || p3())
-                    .then(|| ["--component".as_ref(), wasm.as_os_str()])
-                    .into_iter()
-                    .flatten(),
-            )
-            .env_remove("SPIN_VARIABLE_POLICY")
-            .stdout(Stdio::piped())
-            .stderr(match &limit {
-                Some((_, path)) => Stdio::from(std::fs::File::create(path).unwrap()),
-                None => Stdio::inherit(),
-            })
-            .kill_on_drop(true);
-        if let Some(p) = policy {
-            cmd.env("SPIN_VARIABLE_POLICY", p);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start meridian-host");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let lines2 = lines.clone();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            let mut ready = Some(ready_tx);
-            while let Ok(Some(line)) = reader.next_line().await {
-                if line.starts_with("meridian-host: serving") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
+        let mut attempt = 0;
+        let (port, child, lines) = loop {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let mut cmd = match &limit {
+                Some((nofile, _)) => {
+                    let mut c = Command::new("prlimit");
+                    c.arg(nofile).arg(&host);
+                    c
                 }
-                lines2.lock().unwrap().push(line);
+                None => Command::new(&host),
+            };
+            cmd.current_dir(root())
+                .args([
+                    "--manifest",
+                    "spin.toml",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .args(
+                    mocks_allowed
+                        .then_some(["--allow-outbound", "http://127.0.0.1:*"])
+                        .into_iter()
+                        .flatten(),
+                )
+                .args(host_args)
+                .args(
+                    (other.is_some() || p3())
+                        .then(|| ["--component".as_ref(), wasm.as_os_str()])
+                        .into_iter()
+                        .flatten(),
+                )
+                .env_remove("SPIN_VARIABLE_POLICY")
+                .stdout(Stdio::piped())
+                .stderr(match &limit {
+                    Some((_, path)) => Stdio::from(std::fs::File::create(path).unwrap()),
+                    None => Stdio::inherit(),
+                })
+                .kill_on_drop(true);
+            if let Some(p) = policy {
+                cmd.env("SPIN_VARIABLE_POLICY", p);
             }
-        });
-        tokio::time::timeout(Duration::from_secs(120), ready_rx)
-            .await
-            .expect("meridian-host did not start within 120 s")
-            .expect("meridian-host exited before serving");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("start meridian-host");
+            let stdout = child.stdout.take().unwrap();
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let lines2 = lines.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stdout).lines();
+                let mut ready = Some(ready_tx);
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if line.starts_with("meridian-host: serving") {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    lines2.lock().unwrap().push(line);
+                }
+            });
+            let started = tokio::time::timeout(Duration::from_secs(120), ready_rx)
+                .await
+                .expect("meridian-host did not start within 120 s");
+            // The port was free when picked and released for the host to bind; something else
+            // (another test's server, an outgoing connection's ephemeral port) may take it in
+            // between. A host that exits before serving is started again on another port, twice.
+            if started.is_err() && attempt < 2 {
+                attempt += 1;
+                continue;
+            }
+            started.expect("meridian-host exited before serving");
+            break (port, child, lines);
+        };
         Meridian {
             url: format!("http://127.0.0.1:{port}"),
             child,
