@@ -51,7 +51,7 @@ async fn the_component_finds_what_the_native_detector_finds() {
             ));
         }
     }
-    for shift in [0usize, 7] {
+    for shift in 0..16 {
         special.push(format!(
             "{}{}{blob} {prose}",
             " ".repeat(shift),

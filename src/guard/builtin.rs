@@ -599,8 +599,9 @@ fn buckets(place: usize, b: u8) -> u8 {
 }
 
 /// The pass's vector state under WebAssembly's 128-bit SIMD (`simd128`, which the component is
-/// built with): the chunk being read, whether each byte of the one before was a word's, and
-/// every byte so far or-ed together.
+/// built with): the chunk being read, the buckets that admit each of its bytes at each place of
+/// a prefix, whether each byte of the one before was a word's, which of its halves hold no
+/// byte that no base64 run holds, and every byte so far or-ed together.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 type Chunk = core::arch::wasm32::v128;
 
@@ -608,10 +609,15 @@ type Chunk = core::arch::wasm32::v128;
 #[derive(Clone, Copy)]
 struct Lanes {
     cur: core::arch::wasm32::v128,
+    /// The buckets that admit each byte of `cur` as a prefix's first, second and third byte
+    /// ([`admitted`]): looked up once per chunk, and shifted across chunks for the later places.
+    places: [core::arch::wasm32::v128; 3],
     wordish: core::arch::wasm32::v128,
     high: core::arch::wasm32::v128,
-    /// All ones in the lanes of a sixteen bytes (from a chunk's first half or its second) that
-    /// hold no byte that no base64 run holds.
+    /// All ones in a 64-bit lane for each of `cur`'s halves that holds no byte that no base64
+    /// run holds.
+    clear: core::arch::wasm32::v128,
+    /// All ones in some lane once two halves in a row held none.
     open: core::arch::wasm32::v128,
 }
 
@@ -619,12 +625,15 @@ struct Lanes {
 impl Lanes {
     #[inline(always)]
     fn new(first: Chunk) -> Lanes {
-        use core::arch::wasm32::u8x16_splat;
+        use core::arch::wasm32::*;
+        let clear = clear(first);
         Lanes {
             cur: first,
+            places: admitted(first),
             wordish: u8x16_splat(0),
             high: u8x16_splat(0),
-            open: u8x16_splat(0),
+            clear,
+            open: v128_and(clear, i64x2_shuffle::<1, 0>(clear, clear)),
         }
     }
 
@@ -634,10 +643,20 @@ impl Lanes {
     fn step(&mut self, next: Chunk) -> u16 {
         use core::arch::wasm32::*;
         let cur = self.cur;
-        // The bytes one and two places on, across into the next chunk.
-        let one = i8x16_shuffle::<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>(cur, next);
-        let two =
-            i8x16_shuffle::<2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17>(cur, next);
+        let [first, second, third] = self.places;
+        let after = admitted(next);
+        // The second and third bytes' buckets, one and two places on, across into `next`.
+        let fits = v128_and(
+            first,
+            v128_and(
+                i8x16_shuffle::<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>(
+                    second, after[1],
+                ),
+                i8x16_shuffle::<2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17>(
+                    third, after[2],
+                ),
+            ),
+        );
         // From `A` (0x41) up to 0x7F; 0x80 and up are negative.
         let wordish = i8x16_gt(cur, i8x16_splat(0x40));
         let before = i8x16_shuffle::<15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30>(
@@ -645,10 +664,6 @@ impl Lanes {
             wordish,
         );
         let starts = v128_andnot(wordish, before);
-        let fits = v128_and(
-            v128_and(admitted(cur, &NIBBLES[0]), admitted(one, &NIBBLES[1])),
-            admitted(two, &NIBBLES[2]),
-        );
         let found = v128_and(starts, fits);
         let candidates = if v128_any_true(found) {
             // "you" where "are" cannot follow: before a letter, or a space and a letter but
@@ -672,18 +687,16 @@ impl Lanes {
         } else {
             0
         };
-        // Below `+` (0x2B), or 0x80 and up: sixteen bytes without one, from this chunk's first
-        // half or its second.
-        let middle = i8x16_shuffle::<8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23>(
-            cur, next,
+        // The half pairs (`cur`'s second, `next`'s first) and (`next`'s first, its second).
+        let clear = clear(next);
+        self.open = v128_or(
+            self.open,
+            v128_and(i64x2_shuffle::<1, 2>(self.clear, clear), clear),
         );
-        let open = |v: v128| {
-            let halves = i64x2_eq(i8x16_lt(v, i8x16_splat(0x2B)), u8x16_splat(0));
-            v128_and(halves, i64x2_shuffle::<1, 0>(halves, halves))
-        };
-        self.open = v128_or(self.open, v128_or(open(cur), open(middle)));
         self.high = v128_or(self.high, cur);
         self.wordish = wordish;
+        self.places = after;
+        self.clear = clear;
         self.cur = next;
         candidates
     }
@@ -721,16 +734,49 @@ const fn vector(c: &[u8; 16]) -> Chunk {
     )
 }
 
-/// The buckets that admit each byte of `v` at a place: two table lookups by nibble (`swizzle`).
+/// The buckets that admit each byte of `v` at each place of a prefix: two table lookups by
+/// nibble (`swizzle`) a place, the nibbles split once. The high nibble's table is read as
+/// [`NIBBLES`] reads `v | 0x20` (its entry for `h` is the one for `h | 2`), so the lower-casing
+/// costs nothing here.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn admitted(v: core::arch::wasm32::v128, tables: &[[u8; 16]; 2]) -> core::arch::wasm32::v128 {
+fn admitted(v: core::arch::wasm32::v128) -> [core::arch::wasm32::v128; 3] {
     use core::arch::wasm32::*;
-    let v = v128_or(v, u8x16_splat(0x20));
-    v128_and(
-        i8x16_swizzle(vector(&tables[0]), v128_and(v, u8x16_splat(0x0F))),
-        i8x16_swizzle(vector(&tables[1]), u8x16_shr(v, 4)),
-    )
+    let low = v128_and(v, u8x16_splat(0x0F));
+    let high = u8x16_shr(v, 4);
+    let place = |p: usize| {
+        v128_and(
+            i8x16_swizzle(vector(&NIBBLES[p][0]), low),
+            i8x16_swizzle(vector(&HIGH_FOLDED[p]), high),
+        )
+    };
+    [place(0), place(1), place(2)]
+}
+
+/// [`NIBBLES`]' high-nibble tables indexed by a byte's own high nibble, not that of the byte
+/// `| 0x20`: the entry for `h` is the entry for `h | 2`.
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+const HIGH_FOLDED: [[u8; 16]; 3] = {
+    let mut t = [[0u8; 16]; 3];
+    let mut p = 0;
+    while p < 3 {
+        let mut h = 0;
+        while h < 16 {
+            t[p][h] = NIBBLES[p][1][h | 2];
+            h += 1;
+        }
+        p += 1;
+    }
+    t
+};
+
+/// Each 64-bit half of `c` with no byte that no base64 run holds (below `+`, or 0x80 and up),
+/// as all ones in its lane.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn clear(c: Chunk) -> Chunk {
+    use core::arch::wasm32::*;
+    i64x2_eq(i8x16_lt(c, i8x16_splat(0x2B)), u8x16_splat(0))
 }
 
 /// The bytes of a chunk no base64 run holds (below `+`, or 0x80 and up), a bit per byte.
@@ -1581,6 +1627,23 @@ mod tests {
         }
         for t in &texts {
             assert_eq!(pass_of(read, t), pass_of(read_eight_at_a_time, t), "{t:?}");
+        }
+    }
+
+    /// The component's lookup by a byte's own high nibble ([`HIGH_FOLDED`]) admits what the
+    /// tables admit for the byte lower-cased (`| 0x20`), at every place, for every byte.
+    #[test]
+    fn the_folded_high_table_reads_as_the_lower_cased_byte() {
+        for place in 0..3 {
+            for b in 0..=255u8 {
+                let lower = b | 0x20;
+                let want = NIBBLES[place][0][usize::from(lower & 0x0F)]
+                    & NIBBLES[place][1][usize::from(lower >> 4)];
+                let got = NIBBLES[place][0][usize::from(b & 0x0F)]
+                    & HIGH_FOLDED[place][usize::from(b >> 4)];
+                assert_eq!(got, want, "place {place}, byte {b:#04x}");
+                assert_eq!(buckets(place, b), want, "place {place}, byte {b:#04x}");
+            }
         }
     }
 
