@@ -1336,7 +1336,17 @@ async fn forward_leased<T: Transport>(
     log: &forward::Log,
     lease: Option<&mut crate::limits::Lease>,
 ) -> forward::Outcome<WireBody<T::Body>> {
-    let fwd = forward_to(cx, decision, facts, body, native_streams, gate, log);
+    // Boxed: `leased` keeps the attempt loop in several of its states, and its callers move it
+    // (`judged`), each a copy of all of it.
+    let fwd = Box::pin(forward_to(
+        cx,
+        decision,
+        facts,
+        body,
+        native_streams,
+        gate,
+        log,
+    ));
     super::leased(cx.t, cx.env.store, lease, fwd).await
 }
 

@@ -177,8 +177,11 @@ pub async fn serve<T: Transport, R: RequestBody>(
             match seal(env, policy, seed) {
                 Ok(s) => {
                     record.seal = s;
+                    // Boxed, as the inference stage is below: a future holds every future it
+                    // awaits, and each `.await` of one not yet started copies all of it, so
+                    // unboxed the request's whole state (tens of KiB) was copied at each level.
                     (
-                        dispatch(env, t, policy, route, req, &mut record).await,
+                        Box::pin(dispatch(env, t, policy, route, req, &mut record)).await,
                         cors,
                     )
                 }
@@ -530,7 +533,8 @@ async fn dispatch<T: Transport, R: RequestBody>(
                 tenant,
                 record,
             };
-            inference::inference(cx, &body, location).await
+            // Boxed: see `serve`.
+            Box::pin(inference::inference(cx, &body, location)).await
         }
     }
 }
