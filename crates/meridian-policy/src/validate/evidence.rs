@@ -1,8 +1,6 @@
 //! What the policy says for evidence: recipients' `storage` and `transfer_safeguard`, tenants'
 //! `purposes`, `[settings.receipts]` and `[settings.record]`.
 
-use base64::Engine as _;
-
 use super::*;
 use crate::evidence::{Receipts, RecordSettings, Safeguard, Storage};
 
@@ -58,8 +56,7 @@ fn read_receipts(sink: &mut Sink, r: &Obj) -> Option<Receipts> {
     }
     let mut retired = Vec::new();
     for k in r.str_list(sink, "retired_keys").unwrap_or_default() {
-        let raw =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(k.value.trim_end_matches('='));
+        let raw = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(k.value.trim_end_matches('='));
         if raw.map_or(true, |b| b.len() != 32) {
             sink.error_help(
                 k.span.as_ref(),
