@@ -32,6 +32,11 @@ pub(crate) struct Ask {
 }
 
 impl Ask {
+    /// Whether judging needs a call to the guard's service.
+    fn called(&self) -> bool {
+        !self.guard.is_builtin() && self.excluded.is_none()
+    }
+
     pub(super) fn of(step: &GuardStep<'_>, secret: &dyn Fn(&str) -> Option<String>) -> Ask {
         let g = step.guard;
         let excluded = (!step.allowed()).then(|| {
@@ -84,17 +89,34 @@ pub(crate) async fn run<T: Transport>(
     builtin: Option<Option<guard::builtin::Finding>>,
     beside: bool,
 ) -> Vec<Verdict> {
+    // Guards that are not called (the built-in detector, one the text may not go to) answer at
+    // once: when none is called, nothing waits and no future is polled.
+    if asks.iter().all(|a| !a.called()) {
+        return asks
+            .iter()
+            .map(|a| match at_once(a, text, builtin, beside) {
+                Judged::Now(v) | Judged::Call(v) => v,
+            })
+            .collect();
+    }
     let calls = asks.iter().map(|a| one(t, a, text, builtin, beside));
     futures::future::join_all(calls).await
 }
 
-async fn one<T: Transport>(
-    t: &T,
+/// A guard's verdict as far as it goes without calling it.
+enum Judged {
+    /// The guard is not called: this is its verdict.
+    Now(Verdict),
+    /// What a call to it completes.
+    Call(Verdict),
+}
+
+fn at_once(
     ask: &Ask,
     text: &str,
     builtin: Option<Option<guard::builtin::Finding>>,
     beside: bool,
-) -> Verdict {
+) -> Judged {
     let (g, u) = (&ask.guard, &ask.usage);
     let mut v = Verdict {
         guard: g.id.to_string(),
@@ -108,16 +130,18 @@ async fn one<T: Transport>(
         beside,
         usd: 0.0,
     };
-    let labels: Result<Vec<Label>, String> = if g.is_builtin() {
+    if g.is_builtin() {
         let finding = builtin.unwrap_or_else(|| guard::builtin::scan(text));
-        Ok(finding
+        let labels: Vec<Label> = finding
             .map(|f| Label {
                 name: f.signature.to_string(),
                 score: f.score,
                 flagged: true,
             })
             .into_iter()
-            .collect())
+            .collect();
+        settle(&mut v, ask, Ok(labels));
+        Judged::Now(v)
     } else if let Some(why) = &ask.excluded {
         v.why = Some(why.clone());
         v.outcome = if u.fail_open {
@@ -125,14 +149,34 @@ async fn one<T: Transport>(
         } else {
             "not-allowed"
         };
-        return v;
+        Judged::Now(v)
     } else {
-        let started = t.now_ms();
-        let asked = call(t, ask, text).await;
-        v.ms = t.now_ms().saturating_sub(started);
-        v.usd = g.price_per_call.unwrap_or(0.0);
-        asked
+        Judged::Call(v)
+    }
+}
+
+async fn one<T: Transport>(
+    t: &T,
+    ask: &Ask,
+    text: &str,
+    builtin: Option<Option<guard::builtin::Finding>>,
+    beside: bool,
+) -> Verdict {
+    let mut v = match at_once(ask, text, builtin, beside) {
+        Judged::Now(v) => return v,
+        Judged::Call(v) => v,
     };
+    let started = t.now_ms();
+    let labels = call(t, ask, text).await;
+    v.ms = t.now_ms().saturating_sub(started);
+    v.usd = ask.guard.price_per_call.unwrap_or(0.0);
+    settle(&mut v, ask, labels);
+    v
+}
+
+/// What a guard's labels (or why it gave none) make of its verdict.
+fn settle(v: &mut Verdict, ask: &Ask, labels: Result<Vec<Label>, String>) {
+    let (g, u) = (&ask.guard, &ask.usage);
     match labels {
         Err(why) => {
             v.why = Some(why);
@@ -156,7 +200,6 @@ async fn one<T: Transport>(
             }
         },
     }
-    v
 }
 
 /// One call to an external guard, within its rule's timeout: its labels, or why not.
