@@ -273,6 +273,29 @@ require = { jurisdiction = "EU" }
     }
 
     /// An edited, cut or foreign compiled form is refused with what to do.
+    /// The form's base64 is RFC 4648's standard alphabet without padding, as every form
+    /// written before stays readable: the RFC's test vectors (section 10), both ways.
+    #[test]
+    fn the_form_is_standard_base64_without_padding() {
+        let vectors = [
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, text) in vectors {
+            assert_eq!(B64.encode_to_string(plain.as_bytes()), text);
+            assert_eq!(B64.decode_to_vec(text).unwrap(), plain.as_bytes());
+        }
+        // The two characters the alphabets differ in.
+        assert_eq!(B64.encode_to_string([0xfb, 0xff]), "+/8");
+        assert_eq!(B64.decode_to_vec("+/8").unwrap(), [0xfb, 0xff]);
+        assert!(B64.decode_to_vec("Zg==").is_err(), "padding");
+        assert!(B64.decode_to_vec("Zm9v_g").is_err(), "base64url's alphabet");
+    }
+
     #[test]
     fn an_edited_or_foreign_compiled_policy_is_refused() {
         let text = compile(&crate::load(TOML, "t.toml").unwrap());
