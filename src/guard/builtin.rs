@@ -525,6 +525,24 @@ const PREFIXES: [(&[u8], u8); 22] = [
 /// a letter, or before a space and a letter other than `a`.
 const YOU: &[u8] = b"you";
 const YOU_BUCKET: u8 = 7;
+// The vector step reads "you" from each lane's high bit (`i8x16_bitmask`) and drops the whole
+// lane: "you" must be bucket 7, alone in it, and admitted by no other bucket.
+const _: () = {
+    assert!(YOU_BUCKET == 7);
+    let mut k = 0;
+    while k < PREFIXES.len() {
+        assert!((PREFIXES[k].1 == YOU_BUCKET) == (PREFIXES[k].0[0] == b'y'));
+        k += 1;
+    }
+    let mut admitted = 0xFF;
+    let mut place = 0;
+    while place < 3 {
+        let v = YOU[place];
+        admitted &= NIBBLES[place][0][(v & 0x0F) as usize] & NIBBLES[place][1][(v >> 4) as usize];
+        place += 1;
+    }
+    assert!(admitted == 1 << YOU_BUCKET);
+};
 
 /// [`PREFIXES`] as nibble tables: `NIBBLES[place][0][low nibble]` and
 /// `NIBBLES[place][1][high nibble]` hold the buckets (a bit each) that admit it at that place.
@@ -666,24 +684,29 @@ impl Lanes {
         let starts = v128_andnot(wordish, before);
         let found = v128_and(starts, fits);
         let candidates = if v128_any_true(found) {
-            // "you" where "are" cannot follow: before a letter, or a space and a letter but
-            // `a` (`x < n` as `min(x, n - 1) == x`).
-            let three =
-                i8x16_shuffle::<3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18>(cur, next);
-            let four = i8x16_shuffle::<4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19>(
-                cur, next,
-            );
-            let below = |x: v128, n: u8| i8x16_eq(u8x16_min(x, u8x16_splat(n - 1)), x);
-            let lower = u8x16_splat(0x20);
-            let letter = below(u8x16_sub(v128_or(three, lower), u8x16_splat(b'a')), 26);
-            let spaced = v128_and(
-                i8x16_eq(three, u8x16_splat(b' ')),
-                below(u8x16_sub(v128_or(four, lower), u8x16_splat(b'b')), 25),
-            );
-            let you = u8x16_splat(1 << YOU_BUCKET);
-            let you = i8x16_eq(v128_and(fits, you), you);
-            let found = v128_andnot(found, v128_and(you, v128_or(letter, spaced)));
-            i8x16_bitmask(i8x16_ne(found, u8x16_splat(0)))
+            let lanes = !i8x16_bitmask(i8x16_eq(found, u8x16_splat(0)));
+            // "you" is bucket 7, each lane's high bit: its word starts, a bit each.
+            let you = i8x16_bitmask(found);
+            if you == 0 {
+                lanes
+            } else {
+                // "you" where "are" cannot follow: before a letter, or a space and a letter
+                // but `a` (`x < n` as `min(x, n - 1) == x`).
+                let three = i8x16_shuffle::<3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18>(
+                    cur, next,
+                );
+                let four = i8x16_shuffle::<4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19>(
+                    cur, next,
+                );
+                let below = |x: v128, n: u8| i8x16_eq(u8x16_min(x, u8x16_splat(n - 1)), x);
+                let lower = u8x16_splat(0x20);
+                let letter = below(u8x16_sub(v128_or(three, lower), u8x16_splat(b'a')), 26);
+                let spaced = v128_and(
+                    i8x16_eq(three, u8x16_splat(b' ')),
+                    below(u8x16_sub(v128_or(four, lower), u8x16_splat(b'b')), 25),
+                );
+                lanes & !(you & i8x16_bitmask(v128_or(letter, spaced)))
+            }
         } else {
             0
         };
