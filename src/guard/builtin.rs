@@ -534,14 +534,7 @@ const _: () = {
         assert!((PREFIXES[k].1 == YOU_BUCKET) == (PREFIXES[k].0[0] == b'y'));
         k += 1;
     }
-    let mut admitted = 0xFF;
-    let mut place = 0;
-    while place < 3 {
-        let v = YOU[place];
-        admitted &= NIBBLES[place][0][(v & 0x0F) as usize] & NIBBLES[place][1][(v >> 4) as usize];
-        place += 1;
-    }
-    assert!(admitted == 1 << YOU_BUCKET);
+    assert!(buckets(0, YOU[0]) & buckets(1, YOU[1]) & buckets(2, YOU[2]) == 1 << YOU_BUCKET);
 };
 
 /// [`PREFIXES`] as nibble tables: `NIBBLES[place][0][low nibble]` and
@@ -610,10 +603,9 @@ const _: () = {
 };
 
 /// The buckets of [`PREFIXES`] that admit byte `b` at `place` (0 to 2).
-#[cfg(any(test, not(all(target_arch = "wasm32", target_feature = "simd128"))))]
-fn buckets(place: usize, b: u8) -> u8 {
+const fn buckets(place: usize, b: u8) -> u8 {
     let v = b | 0x20;
-    NIBBLES[place][0][usize::from(v & 0x0F)] & NIBBLES[place][1][usize::from(v >> 4)]
+    NIBBLES[place][0][(v & 0x0F) as usize] & NIBBLES[place][1][(v >> 4) as usize]
 }
 
 /// The pass's vector state under WebAssembly's 128-bit SIMD (`simd128`, which the component is

@@ -272,7 +272,6 @@ require = { jurisdiction = "EU" }
         assert_eq!(load_any(TOML, "t").unwrap().digest, p.digest);
     }
 
-    /// An edited, cut or foreign compiled form is refused with what to do.
     /// The form's base64 is RFC 4648's standard alphabet without padding, as every form
     /// written before stays readable: the RFC's test vectors (section 10), both ways.
     #[test]
@@ -296,6 +295,7 @@ require = { jurisdiction = "EU" }
         assert!(B64.decode_to_vec("Zm9v_g").is_err(), "base64url's alphabet");
     }
 
+    /// An edited, cut or foreign compiled form is refused with what to do.
     #[test]
     fn an_edited_or_foreign_compiled_policy_is_refused() {
         let text = compile(&crate::load(TOML, "t.toml").unwrap());
