@@ -15,7 +15,8 @@
 //! Without a runtime config the label `default` is the SQLite file `.spin/sqlite_key_value.db`
 //! next to spin.toml, as with `spin up`. Integers are kept as decimal text (what Redis `INCRBY`
 //! keeps), so `increment` and `get` agree on both backends. Every backend call has a deadline;
-//! nothing is retried (an increment whose reply is lost may have been applied).
+//! no call is retried (an increment whose reply is lost may have been applied); only opening
+//! a SQLite file, which changes nothing a guest counts, is tried again within its deadline.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -499,22 +500,46 @@ fn sqlite_now<T>(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(other)?;
         }
-        let c = rusqlite::Connection::open(path).map_err(other)?;
-        c.busy_timeout(CALL_TIMEOUT).map_err(other)?;
-        c.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TABLE IF NOT EXISTS spin_key_value (
-                 store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
-                 PRIMARY KEY (store, key));",
-        )
-        .map_err(other)?;
-        *guard = Some(c);
+        *guard = Some(open_sqlite(path).map_err(other)?);
     }
     let c = guard
         .as_mut()
         .ok_or_else(|| other("the store is not open"))?;
     f(c).map_err(other)
+}
+
+/// Opens the SQLite file and makes it ready: WAL journal, the table Spin keeps.
+///
+/// Two processes opening a new file at once race to switch its journal to WAL, and SQLite
+/// answers the loser `SQLITE_BUSY` at once, without waiting in its busy handler (two nodes
+/// given their first requests together lost one in five of these races). The setup changes
+/// nothing a guest counts, so it is tried again until the call's deadline.
+fn open_sqlite(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    let c = rusqlite::Connection::open(path)?;
+    c.busy_timeout(CALL_TIMEOUT)?;
+    let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+    loop {
+        let setup = c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS spin_key_value (
+                 store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                 PRIMARY KEY (store, key));",
+        );
+        match setup {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other.map(|()| c),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// What the host state gives the key-value bindings.
@@ -691,5 +716,40 @@ impl batch::Host for KvView<'_> {
             backend.delete(&k).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two nodes whose first requests come together open a new SQLite file at once: both get
+    /// a ready store (before the retry, the loser of the race to switch the journal to WAL got
+    /// `database is locked` at once, and its request a 503).
+    #[test]
+    fn two_nodes_opening_a_new_file_at_once_both_get_the_store() {
+        let dir = std::env::temp_dir().join(format!("meridian-kv-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut failed = Vec::new();
+        for round in 0..100 {
+            let path = dir.join(format!("kv-{round}.db"));
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let nodes: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        open_sqlite(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for n in nodes {
+                if let Err(e) = n.join().unwrap() {
+                    failed.push(format!("round {round}: {e}"));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(failed.is_empty(), "{failed:?}");
     }
 }
