@@ -4,8 +4,9 @@
 //! binary encoding (postcard, country sets as bitmaps) written as base64 text, read without
 //! validating again. A checksum of the binary form (XXH3-64, against accidental edits and
 //! truncation: it is no signature, and the variable is the operator's anyway) and the format's
-//! version lead it. Version 1 (the model as JSON) is still read; a form of any other version is
-//! refused with what to do.
+//! version lead it. Version 3 writes a rule's parts left at their defaults as one byte each
+//! (`elided`). Versions 1 (the model as JSON) and 2 (every part of a rule written out) are
+//! still read; a form of any other version is refused with what to do.
 
 use crate::{Diagnostic, List, Policy, PolicyErrors};
 
@@ -13,7 +14,10 @@ use crate::{Diagnostic, List, Policy, PolicyErrors};
 const FORMAT: &str = "meridian-policy/";
 
 /// How a compiled policy of this version starts: the format and its version.
-pub const PREFIX: &str = "meridian-policy/2 ";
+pub const PREFIX: &str = "meridian-policy/3 ";
+
+/// Version 2: as version 3, but with every part of a rule written out in full. Still read.
+const PREFIX_V2: &str = "meridian-policy/2 ";
 
 /// Version 1: the validated model as JSON, after an FNV-1a checksum of that JSON. Still read.
 const PREFIX_V1: &str = "meridian-policy/1 ";
@@ -93,11 +97,69 @@ pub fn is_compiled(text: &str) -> bool {
 
 const AGAIN: &str = "compile it again with `meridian compile`";
 
+/// The binary form of a rule's parts ([`crate::Rule`]'s `when`, `require`, `prefer`, `plan`,
+/// `pii`): from version 3 a part left at its default is written as postcard's `None` (one
+/// byte) and any other as `Some` of it; version 2 wrote every part out. Human-readable forms
+/// (JSON, version 1) write the part as it is.
+pub(crate) mod elided {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Set while a version 2 form is read.
+        static FULL: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Reads a version 2 form's rules (every part written out) while `f` runs.
+    pub(super) fn full_parts<R>(f: impl FnOnce() -> R) -> R {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                FULL.with(|c| c.set(self.0));
+            }
+        }
+        let _reset = Reset(FULL.with(|c| c.replace(true)));
+        f()
+    }
+
+    pub fn serialize<T, S>(part: &T, s: S) -> Result<S::Ok, S::Error>
+    where
+        T: Serialize + Default,
+        S: Serializer,
+    {
+        if s.is_human_readable() {
+            return part.serialize(s);
+        }
+        // Left at its default when it encodes as the default does: what reading `None` gives
+        // back is then the same part.
+        let bytes = |p: &T| postcard::to_allocvec(p).ok();
+        if bytes(part) == bytes(&T::default()) {
+            s.serialize_none()
+        } else {
+            s.serialize_some(part)
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: Deserialize<'de> + Default,
+        D: Deserializer<'de>,
+    {
+        if d.is_human_readable() || FULL.with(Cell::get) {
+            return T::deserialize(d);
+        }
+        Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+    }
+}
+
 /// Reads a compiled policy. `Err` says what is wrong and what to do.
 pub fn load_compiled(text: &str) -> Result<Policy, String> {
     let text = text.trim();
     if let Some(rest) = text.strip_prefix(PREFIX_V1) {
         return load_v1(rest);
+    }
+    if let Some(rest) = text.strip_prefix(PREFIX_V2) {
+        return elided::full_parts(|| load_binary(rest));
     }
     let Some(rest) = text.strip_prefix(PREFIX) else {
         return Err(format!(
@@ -106,6 +168,11 @@ pub fn load_compiled(text: &str) -> Result<Policy, String> {
             PREFIX.trim_end()
         ));
     };
+    load_binary(rest)
+}
+
+/// Versions 2 and 3 after their prefix: `<XXH3-64 of the binary form> <base64 of it>`.
+fn load_binary(rest: &str) -> Result<Policy, String> {
     let (sum, body) = rest
         .split_once(' ')
         .ok_or_else(|| format!("a compiled policy without its checksum: {AGAIN}"))?;
@@ -304,7 +371,7 @@ require = { jurisdiction = "EU" }
         let c = if &text[at..at + 1] == "A" { "B" } else { "A" };
         let edited = format!("{}{c}{}", &text[..at], &text[at + 1..]);
         let cut = &text[..text.len() - 10];
-        let foreign = text.replacen("meridian-policy/2", "meridian-policy/9", 1);
+        let foreign = text.replacen("meridian-policy/3", "meridian-policy/9", 1);
         for (bad, says) in [
             (edited.as_str(), "checksum"),
             (cut, "checksum"),

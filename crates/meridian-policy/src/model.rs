@@ -548,11 +548,18 @@ impl Glob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rule {
     pub id: RuleId,
+    // In the compiled form, a part the rule leaves at its default is one byte (most rules set
+    // one or two of these parts, and a request reads every rule of a run-time policy).
+    #[serde(with = "crate::compiled::elided")]
     pub when: When,
+    #[serde(with = "crate::compiled::elided")]
     pub require: Require,
+    #[serde(with = "crate::compiled::elided")]
     pub prefer: Prefer,
+    #[serde(with = "crate::compiled::elided")]
     pub plan: PlanPatch,
     /// `redact`, `restore`, `refuse`.
+    #[serde(with = "crate::compiled::elided")]
     pub pii: PiiAction,
     /// Limits on the requests this rule matches, counted per caller.
     pub limits: Option<Limits>,
