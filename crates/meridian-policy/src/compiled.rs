@@ -5,7 +5,8 @@
 //! validating again. A checksum of the binary form (XXH3-64, against accidental edits and
 //! truncation: it is no signature, and the variable is the operator's anyway) and the format's
 //! version lead it. Version 3 writes a rule's parts left at their defaults as one byte each
-//! (`elided`). Versions 1 (the model as JSON) and 2 (every part of a rule written out) are
+//! (`elided`), and a built-in detector of the guards' catalog as its id, kind and labels
+//! (`catalog`). Versions 1 (the model as JSON) and 2 (every part of a rule written out) are
 //! still read; a form of any other version is refused with what to do.
 
 use crate::{Diagnostic, List, Policy, PolicyErrors};
@@ -122,6 +123,11 @@ pub(crate) mod elided {
         f()
     }
 
+    /// Whether a version 2 form is being read.
+    pub(super) fn reading_full_parts() -> bool {
+        FULL.with(Cell::get)
+    }
+
     pub fn serialize<T, S>(part: &T, s: S) -> Result<S::Ok, S::Error>
     where
         T: Serialize + Default,
@@ -145,10 +151,62 @@ pub(crate) mod elided {
         T: Deserialize<'de> + Default,
         D: Deserializer<'de>,
     {
-        if d.is_human_readable() || FULL.with(Cell::get) {
+        if d.is_human_readable() || reading_full_parts() {
             return T::deserialize(d);
         }
         Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+    }
+}
+
+/// The binary form of the guards' catalog: from version 3 each guard is postcard's enum of
+/// either a built-in detector (its id, kind and labels: [`crate::Guard::builtin`] gives the
+/// rest) or any other guard in full; version 2 wrote every guard in full.
+pub(crate) mod catalog {
+    use crate::{Guard, GuardKind, List, Text};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    enum Written<'a> {
+        Builtin(&'a Text, GuardKind, &'a List<Text>),
+        Full(&'a Guard),
+    }
+
+    #[derive(Deserialize)]
+    enum Read {
+        Builtin(Text, GuardKind, List<Text>),
+        Full(Box<Guard>),
+    }
+
+    pub fn serialize<S: Serializer>(catalog: &List<Guard>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return catalog.serialize(s);
+        }
+        let bytes = |g: &Guard| postcard::to_allocvec(g).ok();
+        let written: Vec<Written> = catalog
+            .iter()
+            .map(|g| {
+                let builtin = Guard::builtin(g.id.clone(), g.kind, g.labels.clone());
+                if g.is_builtin() && bytes(g) == bytes(&builtin) {
+                    Written::Builtin(&g.id, g.kind, &g.labels)
+                } else {
+                    Written::Full(g)
+                }
+            })
+            .collect();
+        written.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<List<Guard>, D::Error> {
+        if d.is_human_readable() || super::elided::reading_full_parts() {
+            return List::<Guard>::deserialize(d);
+        }
+        Ok(Vec::<Read>::deserialize(d)?
+            .into_iter()
+            .map(|r| match r {
+                Read::Builtin(id, kind, labels) => Guard::builtin(id, kind, labels),
+                Read::Full(g) => *g,
+            })
+            .collect())
     }
 }
 

@@ -92,6 +92,31 @@ impl Guard {
     pub fn is_builtin(&self) -> bool {
         self.wire == GuardWire::Builtin
     }
+
+    /// The built-in detector as the catalog holds it: it runs inside Meridian and sends nothing
+    /// anywhere, so everything but its id, kind and labels follows from that.
+    pub fn builtin(id: Text, kind: GuardKind, labels: List<Text>) -> Guard {
+        Guard {
+            id,
+            kind,
+            wire: GuardWire::Builtin,
+            url: None,
+            model: None,
+            key_secret: None,
+            location: "meridian".into(),
+            countries: CountrySet::new(),
+            single_country: None,
+            retention_days: Some(0),
+            trains_on_inputs: Some(false),
+            zdr: true,
+            self_hosted: true,
+            price_per_call: None,
+            labels,
+            max_input_bytes: u32::MAX,
+            storage: None,
+            safeguard: None,
+        }
+    }
 }
 
 /// Whoever is sent a request's data (a provider, an external guard): where it processes it and
@@ -242,6 +267,8 @@ pub struct GuardUse {
 /// The catalog and the rules' uses of it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Guards {
+    /// In the compiled form (version 3 on), a built-in detector is its id, kind and labels.
+    #[serde(with = "crate::compiled::catalog")]
     pub catalog: List<Guard>,
     pub uses: List<GuardUse>,
     /// Whether some use runs the built-in detector (the body's text is then scanned for it).

@@ -154,26 +154,7 @@ pub(super) fn read_guards(sink: &mut Sink, top: &Obj, cx: &mut Ctx) -> Vec<Guard
                 countries: CountrySet::new(),
                 storage: None,
             });
-            out.push(Guard {
-                id: id.value.into(),
-                kind,
-                wire: GuardWire::Builtin,
-                url: None,
-                model: None,
-                key_secret: None,
-                location: "meridian".into(),
-                countries: CountrySet::new(),
-                single_country: None,
-                retention_days: Some(0),
-                trains_on_inputs: Some(false),
-                zdr: true,
-                self_hosted: true,
-                price_per_call: None,
-                labels: labels.into(),
-                max_input_bytes: u32::MAX,
-                storage: None,
-                safeguard: None,
-            });
+            out.push(Guard::builtin(id.value.into(), kind, labels.into()));
             continue;
         }
         let url = t.req_str(sink, "url").and_then(|u| match url::Url::parse(&u.value) {
