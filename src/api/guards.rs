@@ -2,6 +2,8 @@
 //! finding read from the facts), each excluded one recorded, every call bounded by its rule's
 //! timeout, and what the verdicts do to the request ([`Stop`]).
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use crate::decide::GuardStep;
@@ -19,25 +21,37 @@ pub(super) enum Stop {
     Route(String),
 }
 
-/// One guard a rule runs, ready to be asked: owned, so a stream can keep it while it is pumped.
+/// One guard a rule runs, ready to be asked: borrowed from the policy while the request is
+/// handled, owned ([`Ask::into_owned`]) where a stream keeps it while it is pumped.
 #[derive(Clone)]
-pub(crate) struct Ask {
-    pub guard: Guard,
-    pub usage: GuardUse,
-    pub rule: String,
+pub(crate) struct Ask<'p> {
+    pub guard: Cow<'p, Guard>,
+    pub usage: Cow<'p, GuardUse>,
+    pub rule: Cow<'p, str>,
     /// Why the text may not be sent to it (the decision's reasons), when it may not.
     pub excluded: Option<String>,
     /// The operator's key for it, or why it is missing.
     pub key: Result<Option<String>, String>,
 }
 
-impl Ask {
+impl<'p> Ask<'p> {
     /// Whether judging needs a call to the guard's service.
     fn called(&self) -> bool {
         !self.guard.is_builtin() && self.excluded.is_none()
     }
 
-    pub(super) fn of(step: &GuardStep<'_>, secret: &dyn Fn(&str) -> Option<String>) -> Ask {
+    /// The same guard, owned: what a stream keeps.
+    pub(crate) fn into_owned(self) -> Ask<'static> {
+        Ask {
+            guard: Cow::Owned(self.guard.into_owned()),
+            usage: Cow::Owned(self.usage.into_owned()),
+            rule: Cow::Owned(self.rule.into_owned()),
+            excluded: self.excluded,
+            key: self.key,
+        }
+    }
+
+    pub(super) fn of(step: &GuardStep<'p>, secret: &dyn Fn(&str) -> Option<String>) -> Ask<'p> {
         let g = step.guard;
         let excluded = (!step.allowed()).then(|| {
             let why: Vec<String> = step.excluded.iter().map(|r| r.to_string()).collect();
@@ -58,9 +72,9 @@ impl Ask {
                 }),
         };
         Ask {
-            guard: g.clone(),
-            usage: step.usage.clone(),
-            rule: step.rule.0.to_string(),
+            guard: Cow::Borrowed(g),
+            usage: Cow::Borrowed(step.usage),
+            rule: Cow::Borrowed(&step.rule.0),
             excluded,
             key,
         }
@@ -84,7 +98,7 @@ pub(super) fn input_text(endpoint: Endpoint, body: &mut Map<String, Value>) -> S
 /// `builtin`: the built-in detector's finding on this text, when it was read already.
 pub(crate) async fn run<T: Transport>(
     t: &T,
-    asks: &[Ask],
+    asks: &[Ask<'_>],
     text: &str,
     builtin: Option<Option<guard::builtin::Finding>>,
     beside: bool,
@@ -112,7 +126,7 @@ enum Judged {
 }
 
 fn at_once(
-    ask: &Ask,
+    ask: &Ask<'_>,
     text: &str,
     builtin: Option<Option<guard::builtin::Finding>>,
     beside: bool,
@@ -120,7 +134,7 @@ fn at_once(
     let (g, u) = (&ask.guard, &ask.usage);
     let mut v = Verdict {
         guard: g.id.to_string(),
-        rule: ask.rule.clone(),
+        rule: ask.rule.to_string(),
         on: u.on,
         label: None,
         score: None,
@@ -157,7 +171,7 @@ fn at_once(
 
 async fn one<T: Transport>(
     t: &T,
-    ask: &Ask,
+    ask: &Ask<'_>,
     text: &str,
     builtin: Option<Option<guard::builtin::Finding>>,
     beside: bool,
@@ -175,7 +189,7 @@ async fn one<T: Transport>(
 }
 
 /// What a guard's labels (or why it gave none) make of its verdict.
-fn settle(v: &mut Verdict, ask: &Ask, labels: Result<Vec<Label>, String>) {
+fn settle(v: &mut Verdict, ask: &Ask<'_>, labels: Result<Vec<Label>, String>) {
     let (g, u) = (&ask.guard, &ask.usage);
     match labels {
         Err(why) => {
@@ -203,7 +217,7 @@ fn settle(v: &mut Verdict, ask: &Ask, labels: Result<Vec<Label>, String>) {
 }
 
 /// One call to an external guard, within its rule's timeout: its labels, or why not.
-async fn call<T: Transport>(t: &T, ask: &Ask, text: &str) -> Result<Vec<Label>, String> {
+async fn call<T: Transport>(t: &T, ask: &Ask<'_>, text: &str) -> Result<Vec<Label>, String> {
     let (g, u) = (&ask.guard, &ask.usage);
     if text.len() > g.max_input_bytes as usize {
         return Err(format!(
@@ -249,7 +263,11 @@ fn failure(f: &Failure) -> String {
 
 /// What the verdicts do: the first that stops the request (a refusal, a guard failing closed,
 /// or one the text may not be sent to), else the first that routes.
-pub(crate) fn consequence(asks: &[Ask], verdicts: &[Verdict], request_id: &str) -> Option<Stop> {
+pub(crate) fn consequence(
+    asks: &[Ask<'_>],
+    verdicts: &[Verdict],
+    request_id: &str,
+) -> Option<Stop> {
     for v in verdicts {
         if !v.stops() {
             continue;
@@ -304,7 +322,7 @@ pub(crate) fn consequence(asks: &[Ask], verdicts: &[Verdict], request_id: &str) 
 /// a window's edge is seen whole) and at its end; the client's bytes are held until the window
 /// their text belongs to is cleared.
 pub struct Windows {
-    asks: Vec<Ask>,
+    asks: Vec<Ask<'static>>,
     /// The text of the window being filled (after the overlap of the one before).
     text: String,
     /// Characters of `text` that are new in this window.
@@ -333,7 +351,8 @@ fn weight(outcome: &str) -> u8 {
 }
 
 impl Windows {
-    pub(crate) fn new(asks: Vec<Ask>, request_id: &str) -> Windows {
+    pub(crate) fn new(asks: Vec<Ask<'_>>, request_id: &str) -> Windows {
+        let asks = asks.into_iter().map(Ask::into_owned).collect();
         Windows {
             asks,
             text: String::new(),

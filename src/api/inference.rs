@@ -1212,9 +1212,9 @@ async fn forward_to<T: Transport>(
 
 /// The guards a request meets once decided: those that run beside the first attempt, those on
 /// its answer, and the text input guards are sent.
-struct Guarding {
-    beside: Vec<Ask>,
-    outputs: Vec<Ask>,
+struct Guarding<'p> {
+    beside: Vec<Ask<'p>>,
+    outputs: Vec<Ask<'p>>,
     text: String,
 }
 
@@ -1226,7 +1226,7 @@ async fn guard_input<'p, T: Transport>(
     decision: &mut crate::decide::Decision<'p>,
     facts: &facts::RequestFacts,
     body: &mut Map<String, Value>,
-) -> Result<Guarding, ApiError> {
+) -> Result<Guarding<'p>, ApiError> {
     // The input guards: the built-in detector and those a rule asks to finish first before any
     // provider is called; the others beside the first attempt.
     let guard_steps = std::mem::take(&mut decision.guards);
@@ -1279,7 +1279,7 @@ async fn guard_input<'p, T: Transport>(
 async fn judge_answer<T: Transport>(
     cx: &mut Cx<'_, '_, T>,
     decision: &crate::decide::Decision<'_>,
-    outputs: &[Ask],
+    outputs: &[Ask<'_>],
     outcome: &forward::Outcome<WireBody<T::Body>>,
 ) -> Result<(), ApiError> {
     let forward::Outcome::Complete {
@@ -1308,7 +1308,7 @@ async fn judge_answer<T: Transport>(
 /// and says what they do; a refusal is recorded as the guards'.
 async fn judge_now<T: Transport>(
     cx: &mut Cx<'_, '_, T>,
-    asks: &[Ask],
+    asks: &[Ask<'_>],
     text: &str,
     builtin: Option<Option<crate::guard::builtin::Finding>>,
 ) -> Option<Stop> {
@@ -1356,7 +1356,7 @@ async fn forward_leased<T: Transport>(
 async fn judged<T: Transport, F>(
     cx: &Cx<'_, '_, T>,
     fwd: F,
-    beside: &[Ask],
+    beside: &[Ask<'_>],
     text: &str,
     builtin: Option<Option<crate::guard::builtin::Finding>>,
     (log, cands): (&forward::Log, &[Candidate<'_>]),
@@ -1478,7 +1478,7 @@ fn respond<T: Transport>(
     outcome: forward::Outcome<WireBody<T::Body>>,
     restorer: Option<Box<pii::Restorer>>,
     echo: responses_from_chat::Echo,
-    outputs: Vec<Ask>,
+    outputs: Vec<Ask<'_>>,
 ) -> Outcome<WireBody<T::Body>> {
     let ratelimit = cx.policy.settings.expose_ratelimit_headers;
     match outcome {

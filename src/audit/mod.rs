@@ -399,12 +399,14 @@ impl Record {
             put(COOLING, &self.cooling.join(", "));
         }
         if !self.guards.is_empty() {
-            let v: Vec<String> = self
-                .guards
-                .iter()
-                .map(crate::guard::Verdict::summary)
-                .collect();
-            put(GUARDS, &v.join(", "));
+            let mut v = String::new();
+            for (i, g) in self.guards.iter().enumerate() {
+                if i > 0 {
+                    v.push_str(", ");
+                }
+                g.summary_into(&mut v);
+            }
+            put(GUARDS, &v);
         }
         if let Some(p) = &self.provider {
             put(PROVIDER, p);

@@ -293,7 +293,16 @@ impl Verdict {
 
     /// `guard:outcome`, with the label and score when there is one: the audit header's item.
     pub fn summary(&self) -> String {
-        let mut s = format!("{}:{}", self.guard, self.outcome);
+        let mut s = String::new();
+        self.summary_into(&mut s);
+        s
+    }
+
+    /// [`Verdict::summary`], written at the end of `s`.
+    pub fn summary_into(&self, s: &mut String) {
+        s.push_str(&self.guard);
+        s.push(':');
+        s.push_str(self.outcome);
         if let Some(l) = &self.label {
             s.push(':');
             s.push_str(l);
@@ -301,7 +310,6 @@ impl Verdict {
         if let Some(score) = self.score {
             s.push_str(&format!(":{score:.2}"));
         }
-        s
     }
 
     /// The verdict as a client's error shows it: the log's fields without `detail`.
