@@ -95,6 +95,24 @@ async fn at_once(
         .collect()
 }
 
+/// The tests' redis-server on a port another process took between its pick and the server's
+/// bind is noticed, so `Redis::start` tries another port instead of failing the test or, worse,
+/// sharing another test's server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_server_whose_port_is_taken_is_noticed() {
+    // Taken by a listener that is not Redis: the server exits.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let e = Redis::on_port(port).try_run().await.unwrap_err();
+    assert!(e.contains("exited"), "{e}");
+    drop(listener);
+    // Taken by another test's redis-server: its answer to PING is not taken for this one's.
+    let other = Redis::start().await;
+    let e = Redis::on_port(other.port).try_run().await.unwrap_err();
+    assert!(e.contains("exited") || e.contains("another"), "{e}");
+    assert_eq!(other.command(&["PING"]).await.as_deref(), Some("+PONG"));
+}
+
 async fn two_nodes(redis: &Redis, policy: &str) -> (Meridian, Meridian) {
     let rc = redis.runtime_config();
     let rc = rc.to_str().unwrap();

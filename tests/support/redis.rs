@@ -21,23 +21,60 @@ fn binary() -> String {
 
 impl Redis {
     pub async fn start() -> Redis {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let dir =
-            std::env::temp_dir().join(format!("meridian-redis-{}-{port}", std::process::id()));
+        // A free port is picked, let go and then bound by redis-server: another process may
+        // take it in between, and the server then exits. A few tries, each on a new port.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let dir =
+                std::env::temp_dir().join(format!("meridian-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut r = Redis {
+                port,
+                dir,
+                child: None,
+            };
+            match r.try_run().await {
+                Ok(()) => return r,
+                Err(why) if tries < 5 => {
+                    eprintln!("redis-server on port {port}: {why}; another port")
+                }
+                Err(why) => panic!("redis-server did not start ({why})"),
+            }
+        }
+    }
+
+    /// A server not started yet, to be started on `port` ([`Redis::try_run`]): for testing
+    /// how a start on a port already taken fails.
+    pub fn on_port(port: u16) -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "meridian-redis-{}-{port}-taken",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis {
+        Redis {
             port,
             dir,
             child: None,
-        };
-        r.run().await;
-        r
+        }
     }
 
     async fn run(&mut self) {
+        if let Err(why) = self.try_run().await {
+            panic!(
+                "redis-server did not start again on port {} ({why})",
+                self.port
+            );
+        }
+    }
+
+    /// Starts the server on `self.port`; `Err` when it exits before it answers `PING`, or
+    /// does not answer within 15 s.
+    pub async fn try_run(&mut self) -> Result<(), String> {
         let child = Command::new(binary())
             .args([
                 "--port",
@@ -63,12 +100,27 @@ impl Redis {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         while self.command(&["PING"]).await.as_deref() != Some("+PONG") {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not answer PING within 15 s"
-            );
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("it exited ({status}), its port taken?"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err("no answer to PING within 15 s".into());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The answer must be this server's, not another test's that took the port first.
+        let pid = self.child.as_ref().and_then(Child::id).unwrap_or(0);
+        let info = self.command(&["INFO", "server"]).await.unwrap_or_default();
+        if info.contains("process_id:") && !info.contains(&format!("process_id:{pid}\r")) {
+            self.stop().await;
+            return Err("another redis-server answers on this port".into());
+        }
+        Ok(())
     }
 
     pub fn url(&self) -> String {
