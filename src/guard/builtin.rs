@@ -493,7 +493,8 @@ impl Lanes {
 /// letters) each have their low and their high nibble among those of the bucket's prefixes at
 /// that place: a superset of the prefixes, so a word that starts a phrase always passes. The
 /// buckets group prefixes whose product of nibbles admits few common English words (chosen
-/// against a word-frequency list: "for", "your", "out", "don't" and "should" pass; "the",
+/// against a word-frequency list: "for", "your", "out", "don't" and "should" pass ("should" is then
+/// dropped by its fourth letter, [`FOURTH_BUCKET`]); "the",
 /// "and", "which" and most words do not).
 const PREFIXES: [(&[u8], u8); 22] = [
     (b"sha", 0),
@@ -535,6 +536,33 @@ const _: () = {
         k += 1;
     }
     assert!(buckets(0, YOU[0]) & buckets(1, YOU[1]) & buckets(2, YOU[2]) == 1 << YOU_BUCKET);
+};
+
+/// Bucket 0 ("sha", "sho", "wha") also admits "short", "should", "shall" and "who": common
+/// words. Its words that start a phrase ("share", "show", "what", "whats") have a fourth letter
+/// that its third decides ([`fourth_fits`]); the pass drops a word start that only bucket 0
+/// admits and whose third and fourth letters do not fit.
+const FOURTH_BUCKET: u8 = 0;
+
+/// Whether a bucket-0 word's third and fourth letters (lower case) can start a phrase.
+const fn fourth_fits(third: u8, fourth: u8) -> bool {
+    matches!((third, fourth), (b'o', b'w') | (b'a', b'r') | (b'a', b't'))
+}
+
+// Every word that starts a phrase and that bucket 0 admits has a fourth letter that fits.
+const _: () = {
+    let mut k = 0;
+    while k < KEYWORDS.len() {
+        let (word, class) = KEYWORDS[k];
+        let w = word.as_bytes();
+        if starts_phrase(class)
+            && w.len() >= 3
+            && buckets(0, w[0]) & buckets(1, w[1]) & buckets(2, w[2]) & 1 << FOURTH_BUCKET != 0
+        {
+            assert!(w.len() >= 4 && fourth_fits(w[2], w[3]));
+        }
+        k += 1;
+    }
 };
 
 /// [`PREFIXES`] as nibble tables: `NIBBLES[place][0][low nibble]` and
@@ -679,7 +707,7 @@ impl Lanes {
             let lanes = !i8x16_bitmask(i8x16_eq(found, u8x16_splat(0)));
             // "you" is bucket 7, each lane's high bit: its word starts, a bit each.
             let you = i8x16_bitmask(found);
-            if you == 0 {
+            let lanes = if you == 0 {
                 lanes
             } else {
                 // "you" where "are" cannot follow: before a letter, or a space and a letter
@@ -698,6 +726,31 @@ impl Lanes {
                     below(u8x16_sub(v128_or(four, lower), u8x16_splat(b'b')), 25),
                 );
                 lanes & !(you & i8x16_bitmask(v128_or(letter, spaced)))
+            };
+            // Word starts only bucket 0 admits, whose third and fourth letters do not fit.
+            let alone = i8x16_bitmask(i8x16_eq(found, u8x16_splat(1 << FOURTH_BUCKET)));
+            if alone == 0 {
+                lanes
+            } else {
+                let lower = u8x16_splat(0x20);
+                let third = v128_or(
+                    i8x16_shuffle::<2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17>(
+                        cur, next,
+                    ),
+                    lower,
+                );
+                let fourth = v128_or(
+                    i8x16_shuffle::<3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18>(
+                        cur, next,
+                    ),
+                    lower,
+                );
+                let is = |x: v128, b: u8| i8x16_eq(x, u8x16_splat(b));
+                let fits = v128_or(
+                    v128_and(is(third, b'o'), is(fourth, b'w')),
+                    v128_and(is(third, b'a'), v128_or(is(fourth, b'r'), is(fourth, b't'))),
+                );
+                lanes & !(alone & !i8x16_bitmask(fits))
             }
         } else {
             0
@@ -849,7 +902,9 @@ impl Lanes {
                 let no_are = three.is_ascii_alphabetic()
                     || (three == b' ' && four.is_ascii_alphabetic() && four | 0x20 != b'a');
                 let you = fits & 1 << YOU_BUCKET != 0 && no_are;
-                if fits != 0 && !you {
+                let unfit = fits == 1 << FOURTH_BUCKET
+                    && !fourth_fits(both[i + 2] | 0x20, both[i + 3] | 0x20);
+                if fits != 0 && !you && !unfit {
                     candidates |= 1 << i;
                 }
             }
@@ -1729,6 +1784,14 @@ mod tests {
         // And most words do not pass.
         let mut lanes = Lanes::new(*b"the and which is");
         assert_eq!(lanes.step(*b" a an in it was "), 0);
+        // Bucket 0's words only where their fourth letter fits: "show", "Share", "WHAT" and
+        // "sharp" pass; "short", "should", "shall", "who" and "whale" do not.
+        let mut lanes = Lanes::new(*b"show Share WHAT ");
+        assert_eq!(lanes.step([b' '; 16]), 1 | 1 << 5 | 1 << 11);
+        let mut lanes = Lanes::new(*b"short should who");
+        assert_eq!(lanes.step(*b" shall whale sha"), 0);
+        let mut lanes = Lanes::new(*b"sharp shot      ");
+        assert_eq!(lanes.step([b' '; 16]), 1);
     }
 
     fn sig(text: &str) -> Option<&'static str> {
