@@ -98,6 +98,12 @@ pub fn is_compiled(text: &str) -> bool {
 
 const AGAIN: &str = "compile it again with `meridian compile`";
 
+/// Whether `a` and `b` have the same binary form: what is written in their place can then be
+/// read back as either.
+fn same_encoding<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    postcard::to_allocvec(a).ok() == postcard::to_allocvec(b).ok()
+}
+
 /// The binary form of a rule's parts ([`crate::Rule`]'s `when`, `require`, `prefer`, `plan`,
 /// `pii`): from version 3 a part left at its default is written as postcard's `None` (one
 /// byte) and any other as `Some` of it; version 2 wrote every part out. Human-readable forms
@@ -138,8 +144,7 @@ pub(crate) mod elided {
         }
         // Left at its default when it encodes as the default does: what reading `None` gives
         // back is then the same part.
-        let bytes = |p: &T| postcard::to_allocvec(p).ok();
-        if bytes(part) == bytes(&T::default()) {
+        if super::same_encoding(part, &T::default()) {
             s.serialize_none()
         } else {
             s.serialize_some(part)
@@ -181,12 +186,11 @@ pub(crate) mod catalog {
         if s.is_human_readable() {
             return catalog.serialize(s);
         }
-        let bytes = |g: &Guard| postcard::to_allocvec(g).ok();
         let written: Vec<Written> = catalog
             .iter()
             .map(|g| {
                 let builtin = Guard::builtin(g.id.clone(), g.kind, g.labels.clone());
-                if g.is_builtin() && bytes(g) == bytes(&builtin) {
+                if g.is_builtin() && super::same_encoding(g, &builtin) {
                     Written::Builtin(&g.id, g.kind, &g.labels)
                 } else {
                     Written::Full(g)
