@@ -37,16 +37,19 @@ unsafe impl Sync for Allocator {}
 // SAFETY: `Bins` hands out blocks of the system allocator with room for the layout at its
 // alignment, or blocks freed to it that were; every block it is given back came from it.
 unsafe impl std::alloc::GlobalAlloc for Allocator {
+    #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: one thread (above); the caller's contract, passed on.
         unsafe { (*self.0.get()).alloc(layout, &std::alloc::System) }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         // SAFETY: one thread (above); the caller's contract, passed on.
         unsafe { (*self.0.get()).dealloc(ptr, layout, &std::alloc::System) }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         // SAFETY: one thread (above); the caller's contract, passed on.
         unsafe { (*self.0.get()).realloc(ptr, layout, new_size, &std::alloc::System) }
@@ -428,7 +431,7 @@ impl wasip3::exports::http::handler::Guest for Meridian {
             eprintln!("{}", e.message);
         }
         let secret = |name: &str| variable(name);
-        let fresh_id = || format!("mrd-{:016x}", wasip3::random::random::get_random_u64());
+        let fresh_id = || api::fresh_request_id(wasip3::random::random::get_random_u64());
         let store = WasiStore::default();
         let env = Env::deployed(
             loaded.as_deref().map_err(Clone::clone),

@@ -27,6 +27,7 @@ pub const ALIGN: usize = 8;
 pub const KEPT: usize = 2 << 20;
 
 /// The size class of an allocation, or `None`: too large or too strictly aligned to keep.
+#[inline]
 pub fn class(size: usize, align: usize) -> Option<usize> {
     if align > ALIGN || size > LARGEST {
         return None;
@@ -41,6 +42,7 @@ pub fn class(size: usize, align: usize) -> Option<usize> {
 }
 
 /// The bytes a block of class `c` has.
+#[inline]
 pub fn class_size(c: usize) -> usize {
     if c < 16 {
         (c + 1) * 16
@@ -81,6 +83,7 @@ impl Bins {
     /// # Safety
     /// As [`GlobalAlloc::alloc`]; `system` is the allocator every block of these lists came
     /// from, and the same for every call on these lists.
+    #[inline]
     pub unsafe fn alloc(&mut self, layout: Layout, system: &impl GlobalAlloc) -> *mut u8 {
         let Some(c) = class(layout.size(), layout.align()) else {
             // SAFETY: the caller's layout, passed on.
@@ -103,6 +106,7 @@ impl Bins {
     /// # Safety
     /// As [`GlobalAlloc::dealloc`]: `ptr` came from [`Bins::alloc`] or [`Bins::realloc`] on
     /// these lists with this layout, and is not used again.
+    #[inline]
     pub unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout, system: &impl GlobalAlloc) {
         let Some(c) = class(layout.size(), layout.align()) else {
             // SAFETY: an allocation of its own, from `system`, with this layout.
@@ -123,6 +127,7 @@ impl Bins {
     ///
     /// # Safety
     /// As [`GlobalAlloc::realloc`], with `ptr` and `layout` as for [`Bins::dealloc`].
+    #[inline]
     pub unsafe fn realloc(
         &mut self,
         ptr: *mut u8,
