@@ -516,7 +516,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         eprintln!("{}", e.message);
     }
     let secret = |name: &str| variable(name);
-    let fresh_id = || format!("mrd-{:016x}", wasi::random::random::get_random_u64());
+    let fresh_id = || crate::api::fresh_request_id(wasi::random::random::get_random_u64());
     let store = WasiStore::default();
     let mut env = Env::deployed(
         loaded.as_deref().map_err(Clone::clone),

@@ -106,8 +106,10 @@ impl<B> Reply<B> {
     pub fn frame_by_length(&mut self) {
         if let Body::Full(bytes) = &self.body {
             if self.status != 204 {
-                self.headers
-                    .push(("content-length".into(), bytes.len().to_string()));
+                self.headers.push((
+                    "content-length".into(),
+                    itoa::Buffer::new().format(bytes.len()).into(),
+                ));
             }
         }
     }
@@ -124,6 +126,12 @@ type Outcome<B> = Result<(u16, Vec<(String, String)>, Body<B>), ApiError>;
 
 fn json_header() -> (String, String) {
     ("content-type".into(), "application/json".into())
+}
+
+/// A request id of Meridian's own from a random number: `mrd-` and its 16 hex digits (what an
+/// adapter's `fresh_id` gives).
+pub fn fresh_request_id(random: u64) -> String {
+    ["mrd-", &crate::trace::to_hex(&random.to_be_bytes())].concat()
 }
 
 /// The request's id (the client's, if it is a usable one) and a fresh random id: the same

@@ -378,7 +378,7 @@ impl Record {
             put(TENANT, c.name());
         }
         if let (Some(l), Some(source)) = (&self.location, &self.country_source) {
-            put(CLIENT_COUNTRY, &format!("{}; {source}", l.country));
+            put(CLIENT_COUNTRY, &[l.country.as_str(), "; ", source].concat());
         }
         if let Some(r) = &self.rules {
             put(RULES, &r.join(","));
@@ -430,7 +430,7 @@ impl Record {
             put(POOL, &format!("{}; load={}", p.why, p.load));
         }
         if self.rules.is_some() {
-            put(ATTEMPTS, &self.attempts.len().to_string());
+            put(ATTEMPTS, itoa::Buffer::new().format(self.attempts.len()));
         }
         let failures: Vec<String> = self
             .attempts

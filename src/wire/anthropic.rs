@@ -40,7 +40,7 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
     if let Some(key) = &o.key {
         h.push(("x-api-key".into(), key.clone()));
     }
-    let url = format!("{}/messages", o.base());
+    let url = [o.base(), "/messages"].concat();
     if o.endpoint == Endpoint::Messages {
         // Anthropic to Anthropic: the client's request as it came, its model rewritten and the
         // operator's key injected; the client's API version and betas kept (`decide` allowed

@@ -72,7 +72,7 @@ pub(super) fn body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
 
 /// How the OpenAI wire presents the operator's key.
 pub fn authorization(key: &str) -> (String, String) {
-    ("authorization".into(), format!("Bearer {key}"))
+    ("authorization".into(), ["Bearer ", key].concat())
 }
 
 pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
@@ -92,7 +92,7 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
             },
         ));
     }
-    let url = format!("{}/{}", o.base(), path(o.endpoint));
+    let url = [o.base(), "/", path(o.endpoint)].concat();
     Ok(o.finish(url, h, body(o)?, Wire::OpenAi))
 }
 

@@ -82,3 +82,14 @@ async fn without_a_traceparent_meridian_starts_the_trace() {
         "{allowed}"
     );
 }
+
+#[test]
+fn a_fresh_request_id_is_mrd_and_sixteen_hex_digits_of_the_random_number() {
+    assert_eq!(fresh_request_id(0), "mrd-0000000000000000");
+    assert_eq!(fresh_request_id(0xab), "mrd-00000000000000ab");
+    assert_eq!(
+        fresh_request_id(0x0123_4567_89ab_cdef),
+        "mrd-0123456789abcdef"
+    );
+    assert_eq!(fresh_request_id(u64::MAX), "mrd-ffffffffffffffff");
+}
