@@ -131,7 +131,10 @@ fn json_header() -> (String, String) {
 /// A request id of Meridian's own from a random number: `mrd-` and its 16 hex digits (what an
 /// adapter's `fresh_id` gives).
 pub fn fresh_request_id(random: u64) -> String {
-    ["mrd-", &crate::trace::to_hex(&random.to_be_bytes())].concat()
+    let mut id = String::with_capacity(20);
+    id.push_str("mrd-");
+    crate::trace::hex_into(&mut id, &random.to_be_bytes());
+    id
 }
 
 /// The request's id (the client's, if it is a usable one) and a fresh random id: the same

@@ -129,13 +129,34 @@ pub struct PoolChoice {
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
 pub fn header_safe(s: &str) -> String {
     let ok = |b: u8| b.is_ascii_graphic() || b == b' ';
-    if s.bytes().all(ok) {
+    if visible_ascii(s.as_bytes()) {
         // The common case: nothing to replace, one copy.
         return s.to_string();
     }
     s.chars()
         .map(|c| if c.is_ascii() && ok(c as u8) { c } else { '?' })
         .collect()
+}
+
+/// Whether every byte is visible ASCII or a space (0x20..=0x7e): eight bytes at a time, since
+/// every audit header value is checked on every response.
+fn visible_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(w);
+        let x = u64::from_le_bytes(eight);
+        // A byte below 0x20 (the subtraction borrows into its high bit, which it did not
+        // have), or 0x7f and above (adding one sets its high bit, or it was set already).
+        let low = x.wrapping_sub(0x20 * ONES) & !x & HIGH;
+        let high = (x.wrapping_add(ONES) | x) & HIGH;
+        if low | high != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|b| (0x20..=0x7e).contains(b))
 }
 
 /// Replaces anything that looks like a credential (an `sk-…` key, a long run of mixed letters
@@ -682,6 +703,34 @@ struct LogLine<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::{header_safe, visible_ascii};
+
+    #[test]
+    fn visible_ascii_agrees_with_a_byte_by_byte_check_for_every_byte_at_every_place() {
+        let slow = |b: &[u8]| b.iter().all(|c| c.is_ascii_graphic() || *c == b' ');
+        for len in 0..=24 {
+            let base: Vec<u8> = (0..len).map(|i| b' ' + (i * 7 % 95) as u8).collect();
+            assert!(visible_ascii(&base), "{base:?}");
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut v = base.clone();
+                    v[at] = byte;
+                    assert_eq!(
+                        visible_ascii(&v),
+                        slow(&v),
+                        "byte {byte:#x} at {at} of {len}"
+                    );
+                    // Two bad bytes, the second after the first: borrows and carries between them.
+                    if at + 1 < len {
+                        v[at + 1] = byte.wrapping_add(1);
+                        assert_eq!(visible_ascii(&v), slow(&v), "{v:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(header_safe("caf\u{e9} ok"), "caf? ok");
+        assert_eq!(header_safe("a\tb~ "), "a?b~ ");
+    }
     use super::mask_keys;
 
     #[test]
