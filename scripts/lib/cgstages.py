@@ -20,7 +20,7 @@ cg, mapf, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 # (stage, pattern on the demangled name); the first match wins.
 STAGES = [
-    ("allocator", r"PerRequest|meridian::arena|__rust_alloc|__rust_dealloc|__rust_realloc|__rdl_|dlmalloc|^dlfree|^dlrealloc|^(malloc|free|realloc|calloc|aligned_alloc)$|cabi_realloc|alloc::raw_vec|RawVec|finish_grow|__rust_no_alloc"),
+    ("allocator", r"PerRequest|meridian::arena|meridian_alloc::|__rust_alloc|__rust_dealloc|__rust_realloc|__rdl_|dlmalloc|^dlfree|^dlrealloc|^(malloc|free|realloc|calloc|aligned_alloc)$|cabi_realloc|alloc::raw_vec|RawVec|finish_grow|__rust_no_alloc"),
     ("parse: request JSON, fields, walk", r"meridian::request::|serde_json::de::|SliceRead|MapAccess|SeqAccess|serde_json::value::de|IgnoredAny|indexmap|core::hash::sip|read_json_body|serde_json::read"),
     ("facts: caller, location, privacy", r"meridian::facts|meridian::location|meridian::auth|meridian::headers|meridian::api::locate|meridian::api::request_id|meridian::trace::|meridian::calendar"),
     ("decision", r"meridian::decide|meridian::routes|meridian_policy|meridian::policy|Glob"),
