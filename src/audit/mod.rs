@@ -128,17 +128,27 @@ pub struct PoolChoice {
 
 /// Header values must be visible ASCII; anything else (from ids or upstream text) is replaced.
 pub fn header_safe(s: &str) -> String {
-    let ok = |b: u8| b.is_ascii_graphic() || b == b' ';
     if visible_ascii(s.as_bytes()) {
         // The common case: nothing to replace, one copy.
         return s.to_string();
     }
     s.chars()
-        .map(|c| if c.is_ascii() && ok(c as u8) { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii() && visible(c as u8) {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
-/// Whether every byte is visible ASCII or a space (0x20..=0x7e): eight bytes at a time, since
+/// Whether a byte may stand in a header value: visible ASCII or a space (0x20..=0x7e).
+fn visible(b: u8) -> bool {
+    (0x20..=0x7e).contains(&b)
+}
+
+/// Whether every byte is [`visible`]: eight bytes at a time, since
 /// every audit header value is checked on every response.
 fn visible_ascii(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -156,7 +166,7 @@ fn visible_ascii(bytes: &[u8]) -> bool {
             return false;
         }
     }
-    words.remainder().iter().all(|b| (0x20..=0x7e).contains(b))
+    words.remainder().iter().all(|b| visible(*b))
 }
 
 /// Replaces anything that looks like a credential (an `sk-…` key, a long run of mixed letters
@@ -703,7 +713,7 @@ struct LogLine<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{header_safe, visible_ascii};
+    use super::{header_safe, mask_keys, visible_ascii};
 
     #[test]
     fn visible_ascii_agrees_with_a_byte_by_byte_check_for_every_byte_at_every_place() {
@@ -731,7 +741,6 @@ mod tests {
         assert_eq!(header_safe("caf\u{e9} ok"), "caf? ok");
         assert_eq!(header_safe("a\tb~ "), "a?b~ ");
     }
-    use super::mask_keys;
 
     #[test]
     fn masks_keys_and_fragments_keeps_words() {
