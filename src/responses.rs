@@ -53,7 +53,7 @@ fn mac(key: &[u8], provider: &str, tenant: &str, id: &str) -> String {
         m.update(part.as_bytes());
     }
     let bytes = m.finalize().into_bytes();
-    bytes[..12].iter().map(|b| format!("{b:02x}")).collect()
+    crate::trace::to_hex(&bytes[..12])
 }
 
 /// The id the client gets for `id`, kept by `provider` for `tenant`.

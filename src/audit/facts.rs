@@ -83,9 +83,7 @@ pub fn header_digest(value: &str) -> String {
     let d = sha2::Sha256::digest(value.as_bytes());
     let mut out = String::with_capacity(7 + 32);
     out.push_str("sha256:");
-    for b in &d[..16] {
-        out.push_str(&format!("{b:02x}"));
-    }
+    crate::trace::hex_into(&mut out, &d[..16]);
     out
 }
 
@@ -125,7 +123,7 @@ impl Inputs {
             provider: facts.prefs.clone(),
             headers,
             seed: (facts.affinity.is_some() || facts.seed.is_some())
-                .then(|| format!("{:016x}", facts.spread_seed())),
+                .then(|| crate::trace::to_hex(&facts.spread_seed().to_be_bytes())),
             measured_ms: facts.measured_ms.clone(),
             pinned: pinned.map(str::to_string),
             first,

@@ -155,7 +155,7 @@ impl Caller<'_> {
 }
 
 fn hex8(h: &[u8; 32]) -> String {
-    h[..4].iter().map(|b| format!("{b:02x}")).collect()
+    crate::trace::to_hex(&h[..4])
 }
 
 /// Every limit that applies to this request: the tenant's own, and those of each matched rule.
