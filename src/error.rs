@@ -86,7 +86,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_json()).unwrap_or_else(|_| b"{\"error\":{}}".to_vec())
+        crate::json::to_vec(&self.to_json()).unwrap_or_else(|_| b"{\"error\":{}}".to_vec())
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {

@@ -18,6 +18,7 @@ pub mod forward;
 pub mod guard;
 pub mod headers;
 pub mod impact;
+pub mod json;
 pub mod limits;
 pub mod location;
 pub mod otel;

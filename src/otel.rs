@@ -405,7 +405,7 @@ fn request_attrs(record: &Record, v: &View<'_>) -> Attrs {
         req.push(("meridian.cost_usd", Value::Float(cost)));
     }
     if let Some(l) = &record.limits {
-        if let Ok(json) = serde_json::to_string(l) {
+        if let Ok(json) = crate::json::to_string(l) {
             req.push(("meridian.limits", Value::Str(json)));
         }
     }

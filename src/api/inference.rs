@@ -705,7 +705,7 @@ async fn note_latency<T: Transport>(cx: &Cx<'_, '_, T>, mut m: crate::limits::la
         return;
     };
     m.record(&ok.provider, ok.ms);
-    if let Ok(bytes) = serde_json::to_vec(&m) {
+    if let Ok(bytes) = crate::json::to_vec(&m) {
         let key = crate::limits::latency::key(cx.env.edge_region.as_deref());
         let _ = store.set(&key, bytes).await;
     }

@@ -272,7 +272,7 @@ fn keys<B>(policy: &Policy, record: &Record) -> Outcome<B> {
             "This deployment signs no receipts (its policy has no `[settings.receipts]`), so it publishes no keys.",
         ));
     };
-    let body = serde_json::to_vec(&crate::receipt::jwks(&seal.signer, &r.retired_keys))
+    let body = crate::json::to_vec(&crate::receipt::jwks(&seal.signer, &r.retired_keys))
         .unwrap_or_default();
     Ok((
         200,
@@ -404,7 +404,7 @@ pub async fn end(
     }
     let jws = crate::receipt::sign_chained(&seal.signer, claims, &|| seal.seed.clone());
     line.insert("receipt".into(), jws.into());
-    serde_json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
+    crate::json::to_string(&line).unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
 }
 
 pub async fn settle(store: Option<&dyn crate::limits::Store>, record: &mut Record) {
@@ -756,7 +756,7 @@ pub fn health_body(policy: &Policy, geoip: Option<&GeoTable<'_>>) -> Vec<u8> {
             }),
         },
     };
-    serde_json::to_vec(&health).unwrap_or_default()
+    crate::json::to_vec(&health).unwrap_or_default()
 }
 
 /// Origins allowed to call from a browser: the union of every browser key's origins.

@@ -512,7 +512,7 @@ impl Record {
             #[serde(skip_serializing_if = "Option::is_none")]
             trace_id: Option<String>,
         }
-        serde_json::to_string(&Opening {
+        crate::json::to_string(&Opening {
             ts_ms,
             request_id: &self.request_id,
             event: "stream_open",
@@ -529,7 +529,7 @@ impl Record {
 
     /// The JSON log line, given the wall clock and the monotonic clock at the end.
     pub fn log_line(&self, ts_ms: u64, now_ms: u64) -> String {
-        serde_json::to_string(&self.line(ts_ms, now_ms))
+        crate::json::to_string(&self.line(ts_ms, now_ms))
             .unwrap_or_else(|_| "{\"log\":\"unserialisable\"}".into())
     }
 

@@ -66,7 +66,7 @@ pub fn request(guard: &Guard, key: Option<&str>, text: &str, on: GuardOn) -> Out
     OutboundRequest {
         url,
         headers,
-        body: serde_json::to_vec(&body).unwrap_or_default(),
+        body: crate::json::to_vec(&body).unwrap_or_default(),
         wire: Wire::OpenAi,
         idle_timeout_ms: 0,
         method: UpMethod::Post,

@@ -119,7 +119,7 @@ pub async fn record(
     for p in &cooled {
         map.insert(p.clone(), now_s + h.cooldown_s);
     }
-    let Ok(bytes) = serde_json::to_vec(&map) else {
+    let Ok(bytes) = crate::json::to_vec(&map) else {
         return Vec::new();
     };
     match store.set(&key, bytes).await {

@@ -60,7 +60,7 @@ impl Restorer {
             match found {
                 Some((close, original)) => {
                     if json {
-                        let quoted = serde_json::to_string(original).unwrap_or_default();
+                        let quoted = crate::json::to_string(original).unwrap_or_default();
                         out.push_str(&quoted[1..quoted.len().saturating_sub(1).max(1)]);
                     } else {
                         out.push_str(original);
@@ -147,7 +147,7 @@ impl Restorer {
                 }
             }
         }
-        serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+        crate::json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
     }
 
     fn take_held(&mut self, slot: Slot) -> String {
@@ -282,7 +282,7 @@ impl Restorer {
             };
             e.insert("choices".into(), Value::Array(vec![choice]));
             out.extend_from_slice(b"data: ");
-            out.extend_from_slice(&serde_json::to_vec(&e).unwrap_or_default());
+            out.extend_from_slice(&crate::json::to_vec(&e).unwrap_or_default());
             out.extend_from_slice(b"\n\n");
         }
         out
@@ -307,7 +307,7 @@ impl Restorer {
             };
             self.restore_event(&mut event);
             out.extend_from_slice(b"data: ");
-            out.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
+            out.extend_from_slice(&crate::json::to_vec(&event).unwrap_or_default());
             out.push(b'\n');
         }
         out

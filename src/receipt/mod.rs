@@ -101,7 +101,7 @@ impl Signer {
 
     /// The claims as a JWS in compact form.
     pub fn sign(&self, claims: &Map<String, Value>) -> String {
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
+        let payload = crate::json::to_vec(claims).unwrap_or_default();
         let mut jws = String::with_capacity(self.header.len() + payload.len() * 4 / 3 + 100);
         jws.push_str(&self.header);
         jws.push('.');

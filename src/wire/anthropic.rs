@@ -55,7 +55,7 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
         }
         let mut b = o.body.clone();
         b.insert("model".into(), Value::String(o.upstream_model.to_string()));
-        let bytes = serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?;
+        let bytes = crate::json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?;
         // A stream is checked as Anthropic's events and passed through, unless redacted values
         // must be put back into it (the restorer reads the OpenAI form): then it is read on the
         // OpenAI wire inside Meridian and written back as Anthropic events.
@@ -97,7 +97,7 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
         o.provider.max_tokens.unwrap_or(MAX_TOKENS),
     )
     .map_err(Failure::Untranslatable)?;
-    let bytes = serde_json::to_vec(&translated).map_err(|e| Failure::Config(e.to_string()))?;
+    let bytes = crate::json::to_vec(&translated).map_err(|e| Failure::Config(e.to_string()))?;
     Ok(o.finish(
         url,
         h,

@@ -58,16 +58,16 @@ pub(super) fn body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
     if o.endpoint == Endpoint::Messages {
         let chat = chat_from_messages::request(o.body, o.upstream_model)
             .map_err(Failure::Untranslatable)?;
-        return serde_json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
+        return crate::json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
     }
     if o.endpoint == Endpoint::Responses {
         let chat = chat_from_responses::request(o.body, o.upstream_model)
             .map_err(Failure::Untranslatable)?;
-        return serde_json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
+        return crate::json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
     }
     let mut b = o.body.clone();
     b.insert("model".into(), Value::String(o.upstream_model.to_string()));
-    serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
+    crate::json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
 }
 
 /// How the OpenAI wire presents the operator's key.
@@ -112,5 +112,5 @@ fn responses_body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
     if b.get("store") != Some(&Value::Bool(true)) {
         b.insert("store".into(), Value::Bool(false));
     }
-    serde_json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
+    crate::json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
 }

@@ -335,7 +335,7 @@ impl StreamTranslator {
         if e.kind != "content_block_delta" {
             return false;
         }
-        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        let quoted = |s: &str| crate::json::to_string(s).unwrap_or_else(|_| "\"\"".into());
         let delta = match (e.delta.kind.as_ref(), e.delta.text, e.delta.partial_json) {
             ("text_delta", Some(t), _) => format!("{{\"content\":{}}}", quoted(&t)),
             ("input_json_delta", _, Some(j)) => {
