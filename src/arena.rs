@@ -49,7 +49,32 @@ impl Arena {
     /// An address for `size` bytes aligned to `align` (a power of two), or `None`: the
     /// allocation is large, the arena is used up, or `chunk` (the system allocator: the
     /// address of [`CHUNK`] fresh bytes, aligned to 16) has none.
+    #[inline]
     pub fn alloc(
+        &mut self,
+        size: usize,
+        align: usize,
+        chunk: impl FnOnce() -> Option<usize>,
+    ) -> Option<usize> {
+        // The common case, inlined into the allocator: the latest chunk has room. `next` and
+        // `end` are 0 until a chunk is taken, so nothing starts before `end` then.
+        if size <= LARGE && align <= 4096 {
+            let mask = align.wrapping_sub(1);
+            if let Some(at) = self.next.checked_add(mask).map(|n| n & !mask) {
+                if at < self.end && size <= self.end - at {
+                    self.next = at + size;
+                    self.last = at;
+                    return Some(at);
+                }
+            }
+        }
+        self.alloc_in_new_chunk(size, align, chunk)
+    }
+
+    /// [`Arena::alloc`] when the latest chunk has no room (or there is none yet).
+    #[cold]
+    #[inline(never)]
+    fn alloc_in_new_chunk(
         &mut self,
         size: usize,
         align: usize,
@@ -161,6 +186,33 @@ mod tests {
         assert_eq!(Arena::new().alloc(LARGE + 1, 8, heap()), None);
         // Nor when the system has no chunk to give.
         assert_eq!(Arena::new().alloc(8, 8, || None), None);
+    }
+
+    #[test]
+    fn a_chunk_is_used_to_its_last_byte_and_never_past_it() {
+        let mut a = Arena::new();
+        let mut h = heap();
+        // Nothing is handed out before a chunk is taken, not even for nothing.
+        let first = a.alloc(0, 1, &mut h).unwrap();
+        assert_eq!(first, 0x10_0000);
+        let mut at = first;
+        while at + LARGE <= first + CHUNK {
+            at = a.alloc(LARGE, 1, &mut h).unwrap() + LARGE;
+        }
+        let rest = first + CHUNK - at;
+        if rest > 0 {
+            assert_eq!(a.alloc(rest, 1, &mut h), Some(at), "the chunk's last bytes");
+        }
+        let next = a.alloc(1, 1, &mut h).unwrap();
+        assert!(next >= first + CHUNK + 4096, "a new chunk: {next:#x}");
+        // Aligned past the chunk's end: a new chunk too.
+        let mut b = Arena::new();
+        let p = b.alloc(CHUNK / 4, 1, &mut h).unwrap();
+        for _ in 0..3 {
+            b.alloc(CHUNK / 4 - 1, 1, &mut h).unwrap();
+        }
+        let q = b.alloc(1, 4096, &mut h).unwrap();
+        assert!(q >= p + CHUNK && q % 4096 == 0, "{q:#x}");
     }
 
     #[test]
