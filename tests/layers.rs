@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "calendar",
             "error",
             "headers",
+            "json",
             "location",
             "request",
             "responses",
