@@ -14,8 +14,8 @@ pub struct OutboundRequest {
     pub body: Vec<u8>,
     /// How the answer must be translated (`crate::wire::WireTransport` does it).
     pub wire: Wire,
-    /// For a stream, the plan's idle timeout (set by the attempt loop): the most silence a body
-    /// may have. A transport that can have its runtime enforce it (WASI's between-bytes timeout)
+    /// The plan's idle timeout (set by the attempt loop): the most silence a body may have,
+    /// streamed or whole. A transport that can have its runtime enforce it (WASI's between-bytes timeout)
     /// needs no timer of its own for a read whose wait is this long; 0 when not set.
     pub idle_timeout_ms: u64,
     /// `POST` for inference; `GET` or `DELETE` for a stored response.

@@ -368,11 +368,11 @@ impl<T: Transport> Loop<'_, T> {
             .attempt_timeout_ms
             .min(self.deadline.saturating_sub(now));
         let mut req = build(c, seq)?;
-        // Streams wait for every chunk; a whole answer waits once, and telling the runtime
-        // costs a host call that a single wait does not repay.
-        if self.stream {
-            req.idle_timeout_ms = self.plan.idle_timeout_ms;
-        }
+        // The runtime can enforce the idle timeout between bytes, for a stream's chunks and a
+        // whole answer's reads alike; a transport then needs no timer of its own for a read
+        // that may wait that long (a host call to set it costs less than a timer started and
+        // cancelled).
+        req.idle_timeout_ms = self.plan.idle_timeout_ms;
         self.t.send(req, timeout).await
     }
 }

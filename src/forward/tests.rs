@@ -159,11 +159,11 @@ async fn does_not_fall_back_on_400_unless_the_plan_says_so() {
     assert_eq!(served(&f), Some((1, 200)));
 }
 
-/// A streamed request tells the transport the plan's idle timeout, so the runtime can enforce
-/// it between bytes (the WASI adapters then need no timer of their own for each chunk); a whole
-/// answer does not.
+/// Every request, streamed or not, tells the transport the plan's idle timeout, so the runtime
+/// can enforce it between bytes (the WASI adapters then need no timer of their own for a read
+/// that may wait that long).
 #[tokio::test(start_paused = true)]
-async fn every_streamed_request_carries_the_plans_idle_timeout() {
+async fn every_request_carries_the_plans_idle_timeout() {
     let plan = Plan {
         idle_timeout_ms: 1234,
         ..Plan::default()
@@ -178,8 +178,10 @@ async fn every_streamed_request_carries_the_plans_idle_timeout() {
         forward(&t, &d, build, stream, LIMITS, &mut super::Open).await;
         let sent = t.requests.borrow().clone();
         assert_eq!(sent.len(), 2);
-        let want = if stream { 1234 } else { 0 };
-        assert!(sent.iter().all(|r| r.idle_timeout_ms == want), "{sent:?}");
+        assert!(
+            sent.iter().all(|r| r.idle_timeout_ms == 1234),
+            "{stream}: {sent:?}"
+        );
     }
 }
 
