@@ -134,6 +134,13 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// An enum variant with content is written as `{"variant":content}`; this opens it.
+    fn open_variant(&mut self, variant: &str) {
+        self.out.push('{');
+        write_str(self.out, variant);
+        self.out.push(':');
+    }
+
     fn int(&mut self, v: impl itoa::Integer) {
         self.out.push_str(itoa::Buffer::new().format(v));
     }
@@ -299,9 +306,7 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
         variant: &'static str,
         value: &T,
     ) -> Result<()> {
-        self.out.push('{');
-        write_str(self.out, variant);
-        self.out.push(':');
+        self.open_variant(variant);
         value.serialize(&mut *self)?;
         self.out.push('}');
         Ok(())
@@ -322,9 +327,7 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'w, 'a>> {
-        self.out.push('{');
-        write_str(self.out, variant);
-        self.out.push(':');
+        self.open_variant(variant);
         Ok(Compound::open(self, b'[', true))
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'w, 'a>> {
@@ -348,60 +351,34 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'w, 'a>> {
-        self.out.push('{');
-        write_str(self.out, variant);
-        self.out.push(':');
+        self.open_variant(variant);
         Ok(Compound::open(self, b'{', true))
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-    fn end(self) -> Result<()> {
-        self.close(b']');
-        Ok(())
-    }
+/// The sequence-like compounds: each element after a comma, `]` at the end.
+macro_rules! sequence {
+    ($($trait:ident::$method:ident),*) => {
+        $(impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                self.element(value)
+            }
+            fn end(self) -> Result<()> {
+                self.close(b']');
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-    fn end(self) -> Result<()> {
-        self.close(b']');
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-    fn end(self) -> Result<()> {
-        self.close(b']');
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-    fn end(self) -> Result<()> {
-        self.close(b']');
-        Ok(())
-    }
-}
+sequence!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -421,42 +398,34 @@ impl ser::SerializeMap for Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        if self.number {
-            return value.serialize(Digits(self.w.out));
-        }
-        self.field(key, value)
-    }
-    fn end(self) -> Result<()> {
-        if !self.number {
-            self.close(b'}');
-        }
-        Ok(())
-    }
+/// The struct-like compounds: `"key":value` after a comma, `}` at the end; serde_json's
+/// number (never a variant) is its one field's digits.
+macro_rules! structure {
+    ($($trait:ident),*) => {
+        $(impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<()> {
+                if self.number {
+                    return value.serialize(Digits(self.w.out));
+                }
+                self.field(key, value)
+            }
+            fn end(self) -> Result<()> {
+                if !self.number {
+                    self.close(b'}');
+                }
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<()> {
-        self.close(b'}');
-        Ok(())
-    }
-}
+structure!(SerializeStruct, SerializeStructVariant);
 
 fn key_must_be_a_string() -> Error {
     Error("key must be a string".into())
