@@ -49,8 +49,14 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// Each byte of `x` that must be escaped has its high bit set in the result (a control
-/// character, `"` or `\`); the lowest set bit is the first such byte (borrows only run upward).
+/// Whether serde_json escapes a byte in a string: a control character, `"` or `\`.
+#[inline]
+fn must_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// [`must_escape`] for eight bytes at once: each byte of `x` that must be escaped has its high
+/// bit set in the result; the lowest set bit is the first such byte (borrows only run upward).
 #[inline]
 fn needs_escape(x: u64) -> u64 {
     let control = x.wrapping_sub(0x20 * ONES) & !x;
@@ -103,7 +109,7 @@ pub fn write_str(out: &mut String, s: &str) {
         start = i;
     }
     for (at, &b) in bytes.iter().enumerate().skip(i) {
-        if b < 0x20 || b == b'"' || b == b'\\' {
+        if must_escape(b) {
             out.push_str(&s[start..at]);
             escape(out, b);
             start = at + 1;
