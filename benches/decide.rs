@@ -68,6 +68,7 @@ fn main() {
         unknown_fields: Default::default(),
         injection: false,
         prefix_bounds: Vec::new(),
+        rule_headers: p.rules_read_headers(),
     };
     let f = facts::from_request(cx, &mut body).unwrap();
 

@@ -46,6 +46,7 @@ fn run_one<'p>(policy: &'p Policy, case: &Case) -> Result<Decision<'p>, String> 
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
         injection: policy.guards.builtin_used,
+        rule_headers: policy.rules_read_headers(),
         prefix_bounds: policy.prefix_bounds(),
     };
     let facts = facts::from_request(cx, &mut body)

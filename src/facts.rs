@@ -314,6 +314,9 @@ pub struct Context<'a> {
     /// The policy's pools' `prefix_bytes` (`Policy::prefix_bounds`): the leading bytes of the
     /// body's text are hashed up to each, for the pool's choice of replica.
     pub prefix_bounds: Vec<u32>,
+    /// Whether a rule matches on a request header (`Policy::rules_read_headers`): only then
+    /// do the facts keep the request's headers.
+    pub rule_headers: bool,
 }
 
 impl RequestFacts {
@@ -491,7 +494,11 @@ pub fn from_request(
         capabilities: reading.capabilities,
         betas: reading.betas,
         dropped: reading.dropped,
-        headers: cx.headers.to_vec(),
+        headers: if cx.rule_headers {
+            cx.headers.to_vec()
+        } else {
+            Vec::new()
+        },
         affinity,
         seed: None,
         prefix_keys: prefix.map(|h| h.finish()).unwrap_or_default(),

@@ -624,6 +624,7 @@ pub fn facts_of(policy: &Policy, s: &Shape) -> Result<RequestFacts, String> {
         pii: None,
         unknown_fields: policy.settings.unknown_fields,
         injection: policy.guards.builtin_used,
+        rule_headers: policy.rules_read_headers(),
         prefix_bounds: policy.prefix_bounds(),
     };
     let mut f = facts::from_request(cx, &mut body).map_err(|e| e.message)?;

@@ -1029,6 +1029,7 @@ fn prepare<T>(
         pii: policy.pii.used.then_some(&policy.pii),
         unknown_fields: policy.settings.unknown_fields,
         injection: policy.guards.builtin_used,
+        rule_headers: policy.rules_read_headers(),
         prefix_bounds: policy.prefix_bounds(),
     };
     let mut facts = facts::from_request(fcx, &mut body).map_err(ApiError::from)?;

@@ -59,6 +59,7 @@ fn decision_for<'p>(p: &'p Policy, headers: &[(&str, &str)], body: Value) -> Dec
         unknown_fields: p.settings.unknown_fields,
         injection: false,
         prefix_bounds: Vec::new(),
+        rule_headers: true,
     };
     let f = facts::from_request(cx, &mut body).expect("facts");
     decide(p, &f)

@@ -324,6 +324,7 @@ fn key_of(endpoint: crate::request::Endpoint, body: serde_json::Value, bound: u3
         unknown_fields: Default::default(),
         injection: false,
         prefix_bounds: vec![bound],
+        rule_headers: true,
     };
     crate::facts::from_request(cx, &mut body)
         .unwrap()
@@ -508,6 +509,7 @@ require = { jurisdiction = ["JP"] }
             unknown_fields: Default::default(),
             injection: false,
             prefix_bounds: p.prefix_bounds(),
+            rule_headers: p.rules_read_headers(),
         };
         let f = facts::from_request(cx, &mut body).unwrap();
         let d = decide(&p, &f);

@@ -277,13 +277,15 @@ pub fn table(endpoint: Endpoint) -> &'static [(&'static str, Field)] {
 /// options on an endpoint that generates text: its name (static, for errors that name it) and how it is treated.
 pub fn entry(endpoint: Endpoint, name: &str) -> Option<(&'static str, Field)> {
     let table = table(endpoint);
-    if let Ok(i) = table.binary_search_by(|(k, _)| (*k).cmp(name)) {
+    if let Ok(i) = table.binary_search_by(|(k, _)| crate::policy::cmp_names(k, name)) {
         return Some(table[i]);
     }
     if endpoint == Endpoint::Embeddings {
         return None;
     }
-    let i = ENGINE_SAMPLING.binary_search(&name).ok()?;
+    let i = ENGINE_SAMPLING
+        .binary_search_by(|k| crate::policy::cmp_names(k, name))
+        .ok()?;
     Some((ENGINE_SAMPLING[i], Pass))
 }
 #[cfg(test)]

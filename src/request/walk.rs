@@ -254,7 +254,10 @@ impl Walk<'_, '_> {
         }
         let mut drop: Vec<String> = Vec::new();
         for k in obj.keys() {
-            if known.binary_search(&k.as_str()).is_err() {
+            if known
+                .binary_search_by(|n| crate::policy::cmp_names(n, k))
+                .is_err()
+            {
                 self.unknown(at.key(k))?;
                 drop.push(k.clone());
             }

@@ -15,6 +15,7 @@ pub mod jurisdictions;
 pub mod limits;
 mod location;
 mod model;
+mod order;
 pub mod pii;
 pub mod places;
 pub mod pool;
@@ -27,6 +28,7 @@ pub use evidence::{Receipts, RecordSettings, Safeguard, Storage};
 pub use guards::*;
 pub use location::{platform_of_header, PLATFORM_NAMES};
 pub use model::*;
+pub use order::cmp_names;
 pub use pool::{Balance, Engine, Pool, Replica};
 pub use validate::load;
 

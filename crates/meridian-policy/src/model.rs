@@ -113,6 +113,11 @@ impl Policy {
             .flat_map(|r| r.when.headers.iter().map(|(n, _)| n.as_ref()))
     }
 
+    /// Whether any rule matches on a request header (`when.header`).
+    pub fn rules_read_headers(&self) -> bool {
+        self.rule_header_names().next().is_some()
+    }
+
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
         self.tenants.iter().find(|t| t.id.0 == id)
     }
@@ -334,7 +339,7 @@ pub struct ModelMap(pub List<(Text, ModelEntry)>);
 impl ModelMap {
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.0
-            .binary_search_by(|(k, _)| k.as_ref().cmp(name))
+            .binary_search_by(|(k, _)| crate::cmp_names(k.as_ref(), name))
             .ok()
             .map(|i| &self.0[i].1)
     }
