@@ -25,6 +25,28 @@ pub fn field_list(headers: Vec<(String, String)>) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// A request's method as its name (without `fmt`). The WASI 0.2 and 0.3 bindings have the same
+/// variants under different types, so each adapter expands this for its own:
+/// `meridian::method_name!(Method, m)`.
+#[macro_export]
+macro_rules! method_name {
+    ($method:ident, $m:expr) => {{
+        let name: String = match $m {
+            $method::Get => "GET".into(),
+            $method::Head => "HEAD".into(),
+            $method::Post => "POST".into(),
+            $method::Put => "PUT".into(),
+            $method::Delete => "DELETE".into(),
+            $method::Connect => "CONNECT".into(),
+            $method::Options => "OPTIONS".into(),
+            $method::Trace => "TRACE".into(),
+            $method::Patch => "PATCH".into(),
+            $method::Other(s) => s,
+        };
+        name
+    }};
+}
+
 /// What a `wasi:http` error code means for the attempt loop. The WASI 0.2 and 0.3 bindings have
 /// the same variants under different types, so each adapter expands this for its own:
 /// `meridian::failure_of_error_code!(ErrorCode, &e)`.

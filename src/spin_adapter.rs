@@ -38,35 +38,57 @@ fn now_ms() -> u64 {
     monotonic_clock::now() / 1_000_000
 }
 
-/// Resolves `ms` milliseconds after it is first polled. The clock is read, and the host's
-/// timer registered, only when something actually waits on it: a timer raced against data that
-/// is already there (a stream's next chunk, usually) costs no host call at all.
+/// Resolves `ms` milliseconds after it is first polled. The host's timer is registered only
+/// when something actually waits on it (a timer raced against data that is already there, a
+/// stream's next chunk usually, costs no host call at all), as a duration: the clock is never
+/// read. The executor wakes the timer's own waker when the host says the timer is due, which
+/// marks it fired and wakes the task.
 struct Sleep {
     ms: u64,
-    deadline_ns: Option<u64>,
-    token: Option<CancelOnDropToken>,
+    armed: Option<(std::sync::Arc<Fired>, CancelOnDropToken)>,
+}
+
+/// Set when the host's timer is due.
+struct Fired {
+    due: std::sync::atomic::AtomicBool,
+    task: std::task::Waker,
+}
+
+impl std::task::Wake for Fired {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.due.store(true, std::sync::atomic::Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 fn sleep_ms(ms: u64) -> Sleep {
-    Sleep {
-        ms,
-        deadline_ns: None,
-        token: None,
-    }
+    Sleep { ms, armed: None }
 }
 
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let now = monotonic_clock::now();
-        let wait_ns = self.ms.saturating_mul(1_000_000);
-        let deadline = *self.deadline_ns.get_or_insert(now.saturating_add(wait_ns));
-        if now >= deadline {
-            self.token = None;
+        if let Some((fired, _)) = &self.armed {
+            if fired.due.load(std::sync::atomic::Ordering::Acquire) {
+                self.armed = None;
+                return Poll::Ready(());
+            }
+            return Poll::Pending;
+        }
+        if self.ms == 0 {
             return Poll::Ready(());
         }
-        let p = monotonic_clock::subscribe_instant(deadline);
-        self.token = Some(push_waker_and_get_token(p, cx.waker().clone()).into());
+        let fired = std::sync::Arc::new(Fired {
+            due: std::sync::atomic::AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let p = monotonic_clock::subscribe_duration(self.ms.saturating_mul(1_000_000));
+        let token = push_waker_and_get_token(p, std::task::Waker::from(fired.clone()));
+        self.armed = Some((fired, token.into()));
         Poll::Pending
     }
 }
@@ -507,7 +529,7 @@ fn wall_ms() -> u64 {
 /// audit record to the log.
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    let method = req.method().to_string();
+    let method = crate::method_name!(Method, req.method());
     let path = req.path_with_query().unwrap_or_else(|| "/".into());
     let headers = header_list(req.headers());
     let body = WasiRequestBody(req.into_body_stream().boxed());

@@ -167,6 +167,22 @@ impl Waits {
         }
     }
 
+    /// Waits that follow one already granted at the reading `read_ms`: `granted_ms` of what
+    /// that reading left, which has ended (the wait for an answer's headers, from the reading
+    /// its attempt started at). The first wait needs no reading of its own when enough is left
+    /// after that grant. The grant is counted from the attempt's reading, and the transport's
+    /// own wait starts after it, once the request is built and handed over: a response that
+    /// wins a race against its timer may come that much past the grant, so the deadline may be
+    /// passed by as much (well under a millisecond, against seconds of deadline).
+    pub fn after(deadline_ms: u64, idle_ms: u64, read_ms: u64, granted_ms: u64) -> Waits {
+        Waits {
+            deadline_ms,
+            idle_ms: idle_ms.max(1),
+            read_ms,
+            granted_ms,
+        }
+    }
+
     /// The next wait, or `None` once the deadline has passed.
     pub fn next(&mut self, now: impl Fn() -> u64) -> Option<u64> {
         let known = self

@@ -203,9 +203,22 @@ impl<T: Transport> Loop<'_, T> {
         self.deadline.saturating_sub(self.t.now_ms())
     }
 
-    async fn read_all(&self, body: &mut T::Body) -> Result<Vec<u8>, Failure> {
+    /// What an attempt started at `now` may wait for its response's headers.
+    fn send_grant(&self, now: u64) -> u64 {
+        self.plan
+            .attempt_timeout_ms
+            .min(self.deadline.saturating_sub(now))
+    }
+
+    /// A whole answer, read after its headers came for the attempt started at `at`.
+    async fn read_all(&self, body: &mut T::Body, at: u64) -> Result<Vec<u8>, Failure> {
         let mut out = Vec::new();
-        let mut waits = Waits::new(self.deadline, self.plan.idle_timeout_ms);
+        let mut waits = Waits::after(
+            self.deadline,
+            self.plan.idle_timeout_ms,
+            at,
+            self.send_grant(at),
+        );
         loop {
             // Kept on every read: an answer that keeps trickling (or a translated one whose
             // chunks yield nothing yet) still ends at the deadline.
@@ -229,7 +242,12 @@ impl<T: Transport> Loop<'_, T> {
     }
 
     /// Turns response headers into an answer or a failure.
-    async fn finish(&self, candidate: usize, resp: UpResponse<T::Body>) -> Answer<T::Body> {
+    async fn finish(
+        &self,
+        candidate: usize,
+        at: u64,
+        resp: UpResponse<T::Body>,
+    ) -> Answer<T::Body> {
         let UpResponse {
             status,
             headers,
@@ -248,7 +266,7 @@ impl<T: Transport> Loop<'_, T> {
                 .first_event(candidate, status, headers, body, dialect)
                 .await;
         }
-        let bytes = self.read_all(&mut body).await?;
+        let bytes = self.read_all(&mut body, at).await?;
         let usage = if ok {
             usage_of(&bytes).map_err(Failure::Malformed)?
         } else {
@@ -363,10 +381,7 @@ impl<T: Transport> Loop<'_, T> {
         seq: u32,
         now: u64,
     ) -> Result<UpResponse<T::Body>, Failure> {
-        let timeout = self
-            .plan
-            .attempt_timeout_ms
-            .min(self.deadline.saturating_sub(now));
+        let timeout = self.send_grant(now);
         let mut req = build(c, seq)?;
         // The runtime can enforce the idle timeout between bytes, for a stream's chunks and a
         // whole answer's reads alike; a transport then needs no timer of its own for a read
@@ -478,7 +493,7 @@ pub async fn forward_logged<T: Transport>(
             let mut failed = None;
             for (idx, (seq, at, sent), is_hedge) in headers {
                 let answer = match sent {
-                    Ok(resp) => lp.finish(idx, resp).await,
+                    Ok(resp) => lp.finish(idx, at, resp).await,
                     Err(f) => Err(f),
                 };
                 match answer {

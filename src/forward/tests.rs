@@ -396,6 +396,51 @@ async fn a_read_failing_after_the_whole_wait_is_a_timeout() {
 /// the deadline (the oracle: the actual time plus the wait granted, read from the scripted
 /// clock, never exceeds it), the waits end exactly when the deadline has passed, and the clock
 /// is read far less often than once per chunk while the deadline is far.
+/// After a send that took at most its grant, the answer's waits still end by the deadline, and
+/// the first reads the clock only when what the grant left is shorter than an idle wait.
+#[test]
+fn waits_after_a_send_count_its_grant_and_keep_the_deadline() {
+    use crate::transport::Waits;
+    use std::cell::Cell;
+    let (deadline, idle) = (121_000u64, 60_000u64);
+    for (at, grant, took) in [
+        (1_000u64, 30_000u64, 12u64),
+        (1_000, 30_000, 30_000),
+        (50_000, 30_000, 29_000),
+        (80_000, 30_000, 100),
+        (100_000, 21_000, 21_000),
+    ] {
+        let clock = Cell::new(at + took);
+        let reads = Cell::new(0u32);
+        let now = || {
+            reads.set(reads.get() + 1);
+            clock.get()
+        };
+        let mut waits = Waits::after(deadline, idle, at, grant);
+        let must_read = deadline - at - grant < idle;
+        let mut first = true;
+        while let Some(wait) = waits.next(now) {
+            if first {
+                assert_eq!(reads.get() == 1, must_read, "at {at}, grant {grant}");
+                first = false;
+            }
+            assert!(
+                clock.get() + wait <= deadline,
+                "a wait of {wait} ms at {} runs past the deadline",
+                clock.get()
+            );
+            // A silent body: each wait runs out in full.
+            clock.set(clock.get() + wait);
+        }
+        assert!(
+            clock.get() >= deadline.min(at + took + 1),
+            "ended early at {}",
+            clock.get()
+        );
+        assert!(clock.get() <= deadline);
+    }
+}
+
 #[test]
 fn waits_keep_the_deadline_and_read_the_clock_only_when_they_must() {
     use crate::transport::Waits;

@@ -150,21 +150,6 @@ fn load_policy() -> Result<InForce, ApiError> {
     })
 }
 
-fn method_name(m: Method) -> String {
-    match m {
-        Method::Get => "GET".into(),
-        Method::Head => "HEAD".into(),
-        Method::Post => "POST".into(),
-        Method::Put => "PUT".into(),
-        Method::Delete => "DELETE".into(),
-        Method::Connect => "CONNECT".into(),
-        Method::Options => "OPTIONS".into(),
-        Method::Trace => "TRACE".into(),
-        Method::Patch => "PATCH".into(),
-        Method::Other(s) => s,
-    }
-}
-
 /// Header fields in one host call; if the host refuses the list, field by field, dropping the
 /// ones it refuses.
 fn fields(headers: Vec<(String, String)>) -> Fields {
@@ -420,7 +405,7 @@ wasip3::http::service::export!(Meridian);
 
 impl wasip3::exports::http::handler::Guest for Meridian {
     async fn handle(request: wt::Request) -> Result<wt::Response, ErrorCode> {
-        let method = method_name(request.get_method());
+        let method = meridian::method_name!(Method, request.get_method());
         let path = request.get_path_with_query().unwrap_or_else(|| "/".into());
         let headers = meridian::runtime::header_pairs(request.get_headers().copy_all());
         let (_done, done_rx) = wasip3::wit_future::new(|| Ok(()));
