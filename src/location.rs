@@ -84,44 +84,63 @@ pub enum Unknown {
     },
 }
 
+impl Source {
+    /// What the audit header and the log line say about the source, appended to `out`
+    /// (without `fmt`: a request writes it once into its header, once into its log line).
+    pub fn describe(&self, out: &mut String) {
+        const SECRET_UNSET: &str =
+            "unknown: the edge secret is not configured, so no header is trusted";
+        const SECRET_WRONG: &str =
+            "unknown: the edge secret did not verify, so no header is trusted";
+        let mut n = itoa::Buffer::new();
+        let parts: &[&str] = match self {
+            Source::Header(h) => &["header ", h],
+            Source::Address { header, table } => &["address in ", header, ", ip table ", table],
+            Source::Given => &["given"],
+            Source::Unknown(u) => match u {
+                Unknown::NoSource => &["unknown: the policy names no location source"],
+                Unknown::Edge(Edge::SecretUnset) => &[SECRET_UNSET],
+                Unknown::Edge(_) => &[SECRET_WRONG],
+                Unknown::Absent => &["unknown: no location header"],
+                Unknown::Repeated { header, times } => {
+                    &["unknown: ", header, " appears ", n.format(*times), " times"]
+                }
+                Unknown::NotACountry { header } => &["unknown: ", header, " holds no country"],
+                Unknown::NotAnAddress { header } => &["unknown: ", header, " holds no address"],
+                Unknown::NotInTable { header } => &[
+                    "unknown: the address in ",
+                    header,
+                    " is in no country's range",
+                ],
+                Unknown::NoTable { header } => &[
+                    "unknown: ",
+                    header,
+                    " gives an address, but this build has no ip table",
+                ],
+            },
+        };
+        for p in parts {
+            out.push_str(p);
+        }
+    }
+
+    /// [`Source::describe`] as a string of its own.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        self.describe(&mut out);
+        out
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Header(h) => write!(f, "header {h}"),
-            Source::Address { header, table } => write!(f, "address in {header}, ip table {table}"),
-            Source::Given => f.write_str("given"),
-            Source::Unknown(u) => {
-                f.write_str("unknown: ")?;
-                match u {
-                    Unknown::NoSource => f.write_str("the policy names no location source"),
-                    Unknown::Edge(Edge::SecretUnset) => {
-                        f.write_str("the edge secret is not configured, so no header is trusted")
-                    }
-                    Unknown::Edge(_) => {
-                        f.write_str("the edge secret did not verify, so no header is trusted")
-                    }
-                    Unknown::Absent => f.write_str("no location header"),
-                    Unknown::Repeated { header, times } => {
-                        write!(f, "{header} appears {times} times")
-                    }
-                    Unknown::NotACountry { header } => write!(f, "{header} holds no country"),
-                    Unknown::NotAnAddress { header } => write!(f, "{header} holds no address"),
-                    Unknown::NotInTable { header } => {
-                        write!(f, "the address in {header} is in no country's range")
-                    }
-                    Unknown::NoTable { header } => write!(
-                        f,
-                        "{header} gives an address, but this build has no ip table"
-                    ),
-                }
-            }
-        }
+        f.write_str(&self.text())
     }
 }
 
 impl Serialize for Source {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&self.text())
     }
 }
 
@@ -565,5 +584,77 @@ mod tests {
         }
         let plain = locate(&source("platform = \"cloudflare\""), &[], None, None);
         assert_eq!(plain.edge.verified(), None);
+    }
+
+    /// Every source's words, as the `x-meridian-client-country` header and the log line carry
+    /// them (docs/http-api.md), written out here rather than taken from the code that writes them.
+    #[test]
+    fn every_source_says_what_it_is() {
+        let h = || "x-country".to_string();
+        let cases = [
+            (Source::Header(h()), "header x-country"),
+            (
+                Source::Address {
+                    header: h(),
+                    table: "2026-11".into(),
+                },
+                "address in x-country, ip table 2026-11",
+            ),
+            (Source::Given, "given"),
+            (
+                Source::Unknown(Unknown::NoSource),
+                "unknown: the policy names no location source",
+            ),
+            (
+                Source::Unknown(Unknown::Edge(Edge::SecretUnset)),
+                "unknown: the edge secret is not configured, so no header is trusted",
+            ),
+            (
+                Source::Unknown(Unknown::Edge(Edge::Wrong)),
+                "unknown: the edge secret did not verify, so no header is trusted",
+            ),
+            (
+                Source::Unknown(Unknown::Edge(Edge::Missing)),
+                "unknown: the edge secret did not verify, so no header is trusted",
+            ),
+            (
+                Source::Unknown(Unknown::Absent),
+                "unknown: no location header",
+            ),
+            (
+                Source::Unknown(Unknown::Repeated {
+                    header: h(),
+                    times: 12,
+                }),
+                "unknown: x-country appears 12 times",
+            ),
+            (
+                Source::Unknown(Unknown::NotACountry { header: h() }),
+                "unknown: x-country holds no country",
+            ),
+            (
+                Source::Unknown(Unknown::NotAnAddress { header: h() }),
+                "unknown: x-country holds no address",
+            ),
+            (
+                Source::Unknown(Unknown::NotInTable { header: h() }),
+                "unknown: the address in x-country is in no country's range",
+            ),
+            (
+                Source::Unknown(Unknown::NoTable { header: h() }),
+                "unknown: x-country gives an address, but this build has no ip table",
+            ),
+        ];
+        for (source, words) in cases {
+            assert_eq!(source.text(), words);
+            assert_eq!(source.to_string(), words);
+            assert_eq!(
+                serde_json::to_value(&source).unwrap(),
+                serde_json::json!(words)
+            );
+            let mut out = "XX; ".to_string();
+            source.describe(&mut out);
+            assert_eq!(out, format!("XX; {words}"));
+        }
     }
 }

@@ -132,6 +132,18 @@ pub fn header_safe(s: &str) -> String {
         // The common case: nothing to replace, one copy.
         return s.to_string();
     }
+    replaced(s)
+}
+
+/// [`header_safe`] for a value built for the header: kept as it is when it is safe.
+fn header_safe_owned(s: String) -> String {
+    if visible_ascii(s.as_bytes()) {
+        return s;
+    }
+    replaced(&s)
+}
+
+fn replaced(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii() && visible(c as u8) {
@@ -397,37 +409,48 @@ impl Record {
 
     /// The audit headers that apply to this response, one per fact.
     fn each_header(&self) -> Vec<(String, String)> {
-        let mut h = vec![(REQUEST_ID.to_string(), header_safe(&self.request_id))];
-        let mut put = |name: &str, value: &str| h.push((name.to_string(), header_safe(value)));
+        fn put(h: &mut Vec<(String, String)>, name: &str, value: &str) {
+            h.push((name.to_string(), header_safe(value)));
+        }
+        /// A value built for its header is moved into it, not copied.
+        fn own(h: &mut Vec<(String, String)>, name: &str, value: String) {
+            h.push((name.to_string(), header_safe_owned(value)));
+        }
+        let mut h = Vec::with_capacity(16);
+        put(&mut h, REQUEST_ID, &self.request_id);
         if let Some(t) = &self.trace {
-            put(TRACE_ID, &t.trace_id_hex());
+            own(&mut h, TRACE_ID, t.trace_id_hex());
         }
         if let Some(p) = &self.policy {
-            put(POLICY, p);
+            put(&mut h, POLICY, p);
         }
         if let Some(c) = &self.caller {
-            put(TENANT, c.name());
+            put(&mut h, TENANT, c.name());
         }
         if let (Some(l), Some(source)) = (&self.location, &self.country_source) {
-            put(CLIENT_COUNTRY, &[l.country.as_str(), "; ", source].concat());
+            own(
+                &mut h,
+                CLIENT_COUNTRY,
+                [l.country.as_str(), "; ", source].concat(),
+            );
         }
         if let Some(r) = &self.rules {
-            put(RULES, &r.join(","));
+            own(&mut h, RULES, r.join(","));
         }
         if let Some(p) = &self.pii {
-            put(PII, &p.header());
+            own(&mut h, PII, p.header());
         }
         if !self.capabilities.is_empty() {
-            put(CAPABILITIES, &self.capabilities.join(", "));
+            own(&mut h, CAPABILITIES, self.capabilities.join(", "));
         }
         if !self.dropped.is_empty() {
-            put(DROPPED, &self.dropped.join(", "));
+            own(&mut h, DROPPED, self.dropped.join(", "));
         }
         if let Some(l) = self.limits.as_ref().and_then(crate::limits::Audit::header) {
-            put(LIMITS, &l);
+            own(&mut h, LIMITS, l);
         }
         if !self.cooling.is_empty() {
-            put(COOLING, &self.cooling.join(", "));
+            own(&mut h, COOLING, self.cooling.join(", "));
         }
         if !self.guards.is_empty() {
             let mut v = String::new();
@@ -437,31 +460,35 @@ impl Record {
                 }
                 g.summary_into(&mut v);
             }
-            put(GUARDS, &v);
+            own(&mut h, GUARDS, v);
         }
         if let Some(p) = &self.provider {
-            put(PROVIDER, p);
+            put(&mut h, PROVIDER, p);
         }
         if let Some(m) = &self.served_model {
-            put(SERVED_MODEL, m);
+            put(&mut h, SERVED_MODEL, m);
         }
         if let Some(m) = &self.upstream_model {
-            put(UPSTREAM_MODEL, m);
+            put(&mut h, UPSTREAM_MODEL, m);
         }
         if let Some(j) = &self.jurisdiction {
-            put(JURISDICTION, j);
+            put(&mut h, JURISDICTION, j);
             if let Some(s) = self.storage.as_ref().filter(|s| *s != j) {
-                put(STORAGE, s);
+                put(&mut h, STORAGE, s);
             }
         }
         if let Some(r) = &self.replica {
-            put(REPLICA, r);
+            put(&mut h, REPLICA, r);
         }
         if let Some(p) = &self.pool {
-            put(POOL, &format!("{}; load={}", p.why, p.load));
+            own(&mut h, POOL, format!("{}; load={}", p.why, p.load));
         }
         if self.rules.is_some() {
-            put(ATTEMPTS, itoa::Buffer::new().format(self.attempts.len()));
+            put(
+                &mut h,
+                ATTEMPTS,
+                itoa::Buffer::new().format(self.attempts.len()),
+            );
         }
         let failures: Vec<String> = self
             .attempts
@@ -473,14 +500,14 @@ impl Record {
             })
             .collect();
         if !failures.is_empty() {
-            put(FAILURES, &failures.join(", "));
+            own(&mut h, FAILURES, failures.join(", "));
         }
         if self.attempts.iter().any(|a| a.hedge) {
-            put(HEDGED, "true");
+            put(&mut h, HEDGED, "true");
         }
         if self.stream_outcome.is_none() {
             if let Some(cost) = self.cost_usd() {
-                put(COST, &format!("{cost:.8}"));
+                own(&mut h, COST, eight_decimals(cost));
             }
         }
         h
@@ -711,6 +738,48 @@ struct LogLine<'a> {
     duration_ms: u64,
 }
 
+/// `v` with eight decimals, the bytes `format!("{v:.8}")` writes (the exact binary value
+/// rounded to the nearest, a tie to the even digit; the sign of any negative value, zero
+/// included), without `fmt`: the cost header is the only float a chat request formats.
+fn eight_decimals(v: f64) -> String {
+    const SCALE: u128 = 100_000_000;
+    let bits = v.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    let (m, e) = match biased {
+        0x7ff => return format!("{v:.8}"),
+        0 => (fraction, -1074),
+        _ => (fraction | 1 << 52, biased - 1075),
+    };
+    // v × 10^8 = m × 10^8 × 2^e, and m × 10^8 < 2^80.
+    let scaled = u128::from(m) * SCALE;
+    let units = match e {
+        0.. if e <= 47 => scaled << e,
+        0.. => return format!("{v:.8}"),
+        _ if e <= -128 => 0,
+        _ => {
+            let shift = e.unsigned_abs();
+            let (q, r, half) = (
+                scaled >> shift,
+                scaled & ((1 << shift) - 1),
+                1u128 << (shift - 1),
+            );
+            q + u128::from(r > half || (r == half && q & 1 == 1))
+        }
+    };
+    let mut out = String::with_capacity(24);
+    if bits >> 63 == 1 {
+        out.push('-');
+    }
+    out.push_str(itoa::Buffer::new().format(units / SCALE));
+    out.push('.');
+    let mut buf = itoa::Buffer::new();
+    let fraction = buf.format(units % SCALE);
+    out.extend(std::iter::repeat_n('0', 8 - fraction.len()));
+    out.push_str(fraction);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::{header_safe, mask_keys, visible_ascii};
@@ -759,5 +828,100 @@ mod tests {
             mask_keys("max_tokens is too large: 100000"),
             "max_tokens is too large: 100000"
         );
+    }
+    /// A value built for its header is made safe as a borrowed one is: every byte that is not
+    /// visible ASCII or a space becomes `?`, one per character.
+    #[test]
+    fn built_and_borrowed_header_values_are_made_safe_alike() {
+        for v in [
+            "plain value; 1",
+            "tab\there",
+            "caf\u{e9} \u{1f600}",
+            "nl\r\n",
+            "",
+            "\u{7f}~ ",
+        ] {
+            let want: String = v
+                .chars()
+                .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+                .collect();
+            assert_eq!(super::header_safe(v), want);
+            assert_eq!(super::header_safe_owned(v.to_string()), want);
+        }
+    }
+
+    /// The cost header's digits against `format!("{:.8}")`, the formatter it replaces.
+    mod eight_decimals {
+        use super::super::eight_decimals;
+        use proptest::prelude::*;
+
+        fn same(v: f64) {
+            assert_eq!(
+                eight_decimals(v),
+                format!("{v:.8}"),
+                "{v:e} ({:#x})",
+                v.to_bits()
+            );
+        }
+
+        #[test]
+        fn edges_and_ties() {
+            for v in [
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                0.5,
+                1e-8,
+                5e-9,
+                4.9999999e-9,
+                1.5e-8,
+                2.5e-8,
+                0.123456785,
+                1.0 / 512.0,
+                3.0 / 512.0,
+                5.0 / 1024.0,
+                1e-300,
+                -1e-300,
+                f64::MIN_POSITIVE,
+                5e-324,
+                1e15,
+                123_456_789.123_456_79,
+                2f64.powi(99),
+                2f64.powi(100),
+                f64::MAX,
+                f64::MIN,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            ] {
+                same(v);
+            }
+            // Every exact tie of the eighth decimal below 2 (odd multiples of 2^-9 .. 2^-13 are
+            // the dyadic values whose ninth-place remainder is exactly half).
+            for shift in 9..=13 {
+                for k in (1..(2 << shift)).step_by(2) {
+                    same(f64::from(k) / f64::from(1u32 << shift));
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(20_000))]
+            #[test]
+            fn any_double(bits in any::<u64>()) {
+                same(f64::from_bits(bits));
+            }
+
+            #[test]
+            fn costs(v in 0.0f64..10.0) {
+                same(v);
+            }
+
+            #[test]
+            fn near_ties(k in 0u64..2_000_000_000, d in -3i64..=3) {
+                same(f64::from_bits((k as f64 / 1e8 + 5e-9).to_bits().wrapping_add_signed(d)));
+            }
+        }
     }
 }

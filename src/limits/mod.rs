@@ -168,9 +168,10 @@ pub fn applicable<'p>(
     if let Some(l) = tenant.and_then(|t| t.limits.as_ref()) {
         out.push((None, l));
     }
-    for id in matched {
-        if let Some(r) = policy.rules.iter().find(|r| &r.id == *id) {
-            if let Some(l) = &r.limits {
+    // Only rules with limits are looked up by id: a policy without them compares no ids.
+    for r in policy.rules.iter() {
+        if let Some(l) = &r.limits {
+            if matched.contains(&&r.id) {
                 out.push((Some(r), l));
             }
         }
