@@ -53,9 +53,8 @@ pub(super) fn request(o: &Outgoing<'_>) -> Result<OutboundRequest, Failure> {
         if let Some(beta) = o.client_header("anthropic-beta") {
             h.push(("anthropic-beta".into(), beta.to_string()));
         }
-        let mut b = o.body.clone();
-        b.insert("model".into(), Value::String(o.upstream_model.to_string()));
-        let bytes = crate::json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))?;
+        let model = Value::String(o.upstream_model.to_string());
+        let bytes = super::body_with(o.body, &[("model", &model)])?;
         // A stream is checked as Anthropic's events and passed through, unless redacted values
         // must be put back into it (the restorer reads the OpenAI form): then it is read on the
         // OpenAI wire inside Meridian and written back as Anthropic events.

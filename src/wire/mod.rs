@@ -22,6 +22,36 @@ use crate::request::Endpoint;
 use crate::transport::{BodyStream, Failure, OutboundRequest, Transport, UpResponse};
 use translate::chat_from_messages;
 
+/// The client's body as a provider gets it, with `set`'s fields given: each written where the
+/// client's own was, or (the client sent none) after the others in `set`'s order, where
+/// `Map::insert` would put it. Written straight from the client's body, never copied: an
+/// attempt's body costs one pass over the prompt, not a copy and then a pass.
+pub(crate) fn body_with(
+    body: &Map<String, Value>,
+    set: &[(&str, &Value)],
+) -> Result<Vec<u8>, Failure> {
+    struct With<'a> {
+        body: &'a Map<String, Value>,
+        set: &'a [(&'a str, &'a Value)],
+    }
+    impl serde::Serialize for With<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let added = self.set.iter().filter(|(k, _)| !self.body.contains_key(*k));
+            let mut m = s.serialize_map(Some(self.body.len() + added.clone().count()))?;
+            for (k, v) in self.body {
+                let given = self.set.iter().find(|(name, _)| name == k);
+                m.serialize_entry(k, given.map_or(v, |(_, v)| *v))?;
+            }
+            for (k, v) in added {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
+        }
+    }
+    crate::json::to_vec(&With { body, set }).map_err(|e| Failure::Config(e.to_string()))
+}
+
 /// Everything a wire needs to build one provider's request.
 pub struct Outgoing<'a> {
     pub endpoint: Endpoint,
@@ -283,5 +313,52 @@ impl<T: Transport> Transport for WireTransport<'_, T> {
 
     fn unix_ms(&self) -> u64 {
         self.inner.unix_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::body_with;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    /// What `body_with` stands for: the client's body copied, each field inserted, and the
+    /// copy written by serde_json.
+    fn copied(body: &Map<String, Value>, set: &[(&str, &Value)]) -> Vec<u8> {
+        let mut b = body.clone();
+        for (k, v) in set {
+            b.insert((*k).to_string(), (*v).clone());
+        }
+        serde_json::to_vec(&b).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn a_body_with_fields_set_is_the_copy_with_them_inserted(
+            keys in proptest::collection::vec(
+                prop_oneof![
+                    Just("model".to_string()),
+                    Just("store".to_string()),
+                    Just("messages".to_string()),
+                    "[a-z]{1,3}",
+                ],
+                0..8,
+            ),
+            store in any::<bool>(),
+            both in any::<bool>(),
+        ) {
+            let mut body = Map::new();
+            for (i, k) in keys.iter().enumerate() {
+                body.insert(k.to_string(), json!([i, {"role": "user", "content": "hé \"x\""}]));
+            }
+            let model = Value::String("up/model-1".into());
+            let flag = Value::Bool(store);
+            let set: Vec<(&str, &Value)> = if both {
+                vec![("model", &model), ("store", &flag)]
+            } else {
+                vec![("model", &model)]
+            };
+            prop_assert_eq!(body_with(&body, &set).unwrap(), copied(&body, &set));
+        }
     }
 }

@@ -65,9 +65,8 @@ pub(super) fn body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
             .map_err(Failure::Untranslatable)?;
         return crate::json::to_vec(&chat).map_err(|e| Failure::Config(e.to_string()));
     }
-    let mut b = o.body.clone();
-    b.insert("model".into(), Value::String(o.upstream_model.to_string()));
-    crate::json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
+    let model = Value::String(o.upstream_model.to_string());
+    super::body_with(o.body, &[("model", &model)])
 }
 
 /// How the OpenAI wire presents the operator's key.
@@ -107,10 +106,10 @@ pub fn native_responses(o: &Outgoing<'_>) -> bool {
 /// `store: false` unless the request asks for retention (the API's default is to store, and
 /// `decide` let `store: true` through only where the policy grants it).
 fn responses_body(o: &Outgoing<'_>) -> Result<Vec<u8>, Failure> {
-    let mut b = o.body.clone();
-    b.insert("model".into(), Value::String(o.upstream_model.to_string()));
-    if b.get("store") != Some(&Value::Bool(true)) {
-        b.insert("store".into(), Value::Bool(false));
+    let model = Value::String(o.upstream_model.to_string());
+    if o.body.get("store") == Some(&Value::Bool(true)) {
+        super::body_with(o.body, &[("model", &model)])
+    } else {
+        super::body_with(o.body, &[("model", &model), ("store", &Value::Bool(false))])
     }
-    crate::json::to_vec(&b).map_err(|e| Failure::Config(e.to_string()))
 }
