@@ -570,3 +570,55 @@ async fn explain_checks_the_admin_key_before_reading_the_body() {
         assert_eq!(read.get(), status == 400, "{key:?}");
     }
 }
+
+/// A body in parts that counts how often it is asked for the next one.
+struct Parts(
+    std::collections::VecDeque<Vec<u8>>,
+    std::rc::Rc<std::cell::Cell<u32>>,
+);
+
+impl RequestBody for Parts {
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        self.1.set(self.1.get() + 1);
+        self.0.pop_front().map(Ok)
+    }
+}
+
+/// A body whose declared length has arrived is complete: its end is not waited for. Without a
+/// length, or with `transfer-encoding` (whose framing wins over a length), it is read to its end.
+#[tokio::test(start_paused = true)]
+async fn a_body_of_its_declared_length_is_not_read_past_its_end() {
+    let p = policy::load(&policy_text(""), "api").unwrap();
+    let t = no_script();
+    let fresh = || "id".to_string();
+    let secret = |_: &str| None;
+    let env = bare_env(&p, &secret, &fresh);
+    let body = br#"{"model":"no-such-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let (first, second) = body.split_at(20);
+    let length = body.len().to_string();
+    for (extra, reads) in [
+        (vec![("content-length", length.as_str())], 2),
+        (
+            vec![
+                ("content-length", length.as_str()),
+                ("transfer-encoding", "chunked"),
+            ],
+            3,
+        ),
+        (vec![], 3),
+    ] {
+        let count = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let req = Request {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers,
+            body: Parts([first.to_vec(), second.to_vec()].into(), count.clone()),
+        };
+        let reply = serve(&env, &t, req).await;
+        // Read whole and parsed: the model is what is wrong with it.
+        assert_eq!(reply.status, 404, "{extra:?}");
+        assert_eq!(count.get(), reads, "{extra:?}");
+    }
+}
