@@ -35,7 +35,9 @@ async fn a_policy_chosen_at_build_time_is_the_one_served_and_an_invalid_one_fail
         &text[..start],
         &text[end..]
     );
-    let copy = support::meridian::root().join("target/eu-residency-with-test-key.toml");
+    let dir = support::meridian::root().join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("eu-residency-with-test-key.toml");
     std::fs::write(&copy, text).unwrap();
     let (out, wasm) = build_with(copy.to_str().unwrap()).await;
     assert!(
