@@ -30,7 +30,7 @@ STAGES = [
     ("answer: read, usage", r"meridian::forward::usage_of|meridian::forward::Loop.*read_all|meridian::sse|meridian::usage"),
     ("audit headers", r"meridian::audit::Record::(each_header|headers)|header_safe|meridian::limits::Audit::header"),
     ("log line", r"meridian::audit::Record::log_line|meridian::audit::facts|LogLine|AttemptLog|mask_keys|spin_adapter::log_line"),
-    ("shared: serde_json writer, formatting, copying", r"serde_json::ser|serde_core::ser|core::fmt|alloc::fmt|format_inner|memcpy|memmove|memset|memcmp|String.*clone|to_vec|from_utf8|wasmtime_builtin_memory"),
+    ("shared: serde_json writer, formatting, copying", r"serde_json::ser|meridian::json::|meridian\.\.json\.\.|serde_core::ser|core::fmt|alloc::fmt|format_inner|memcpy|memmove|memset|memcmp|String.*clone|to_vec|from_utf8|wasmtime_builtin_memory"),
     ("bindings, executor, adapter glue", r"wasi::bindings|wasip3|spin_sdk|spin_executor|wit_bindgen|futures_util|futures_core|meridian::spin_adapter|meridian_p3|meridian::runtime|Pending|WasiBody|Waker|poll"),
     ("request path: serve, dispatch, forward loop", r"meridian::api|meridian::forward|meridian::wire|meridian::transport|meridian::audit"),
 ]
