@@ -62,7 +62,7 @@ fn answer_base() -> Option<u64> {
 /// Per event: the translator and the guard after it (a translator primed with message_start).
 fn event(t: &mut chat_from_messages::StreamTranslator, g: &mut SseGuard) -> usize {
     let out = t.feed(EVENT);
-    g.feed(&out).send.len()
+    g.feed(out).send.len()
 }
 
 fn event_base(g: &mut SseGuard) -> usize {
@@ -78,7 +78,7 @@ fn main() {
         let case = std::env::var("MERIDIAN_WIRE_CASE").unwrap_or_default();
         let mut t = chat_from_messages::StreamTranslator::new(1, false);
         let mut g = SseGuard::new();
-        g.feed(&t.feed(START));
+        g.feed(t.feed(START));
         for _ in 0..n {
             match case.as_str() {
                 "request" => {
@@ -118,7 +118,7 @@ fn main() {
         chat_from_messages::StreamTranslator::new(1, false),
         SseGuard::new(),
     );
-    g.feed(&t.feed(START));
+    g.feed(t.feed(START));
     let mut gb = SseGuard::new();
     let rq = time(&mut || {
         std::hint::black_box(request(&body));

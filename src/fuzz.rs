@@ -342,7 +342,7 @@ fn fuzz_the_sse_guard() {
             let mut input = Vec::new();
             for c in &chunks {
                 input.extend_from_slice(c);
-                let fed = g.feed(c);
+                let fed = g.feed(c.as_slice());
                 sent.extend_from_slice(&fed.send);
                 if fed.fault.is_some() {
                     break;

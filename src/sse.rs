@@ -53,7 +53,7 @@ impl LineReader {
         mut line: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), LineTooLong> {
         let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
             let (head, tail) = rest.split_at(nl);
             rest = &tail[1..];
             let go_on = if self.partial.is_empty() {
@@ -160,6 +160,18 @@ struct ChunkProbe {
     usage: Option<Usage>,
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
+}
+
+/// Whether an OpenAI chunk's data may have a `usage` or an `error` key: it holds one of the
+/// names in quotes, or a `\u` escape (which could spell either). Otherwise its only check is
+/// that it is a JSON object: one that starts with `{` and has neither name is read by
+/// [`ChunkProbe`] as it is by `IgnoredAny` (with no keys that it reads, the probe's only
+/// other check is that a key is UTF-8: bytes of a stream's values were never checked to be).
+fn may_name_usage_or_error(data: &[u8]) -> bool {
+    data.first() != Some(&b'{')
+        || memchr::memmem::find(data, b"\"usage\"").is_some()
+        || memchr::memmem::find(data, b"\"error\"").is_some()
+        || memchr::memmem::find(data, b"\\u").is_some()
 }
 
 /// An event whose data is not the JSON its dialect has: what the parser said, without the
@@ -341,23 +353,42 @@ impl SseGuard {
         self.upstream_error
     }
 
-    /// Inspects a chunk as it arrives.
-    pub fn feed(&mut self, chunk: &[u8]) -> Fed {
+    /// Inspects a chunk as it arrives. A chunk of whole lines that all pass (a provider's
+    /// event, usually) is what goes on, as it came: its bytes are not copied.
+    pub fn feed(&mut self, chunk: impl Into<Vec<u8>>) -> Fed {
+        let chunk = chunk.into();
         let mut out = Fed::default();
         let mut reader = std::mem::take(&mut self.reader);
-        let read = reader.feed(chunk, |line| match self.line(line) {
-            Ok(true) => {
-                out.send.extend_from_slice(line);
-                out.send.push(b'\n');
-                true
+        // While `whole` holds, every line so far passed and the lines are `chunk[..at]`.
+        let mut whole = reader.partial.is_empty() && chunk.last() == Some(&b'\n');
+        let mut at = 0;
+        let read = reader.feed(&chunk, |line| {
+            let verdict = self.line(line);
+            if whole {
+                if matches!(verdict, Ok(true)) {
+                    at += line.len() + 1;
+                    return true;
+                }
+                whole = false;
+                out.send.extend_from_slice(&chunk[..at]);
             }
-            Ok(false) => true,
-            Err(f) => {
-                out.fault = Some(f);
-                false
+            match verdict {
+                Ok(true) => {
+                    out.send.extend_from_slice(line);
+                    out.send.push(b'\n');
+                    true
+                }
+                Ok(false) => true,
+                Err(f) => {
+                    out.fault = Some(f);
+                    false
+                }
             }
         });
         self.reader = reader;
+        if whole {
+            out.send = chunk;
+        }
         if read.is_err() && out.fault.is_none() {
             out.fault = Some(StreamFault::Malformed(format!(
                 "a line longer than {MAX_LINE_BYTES} bytes"
@@ -385,6 +416,17 @@ impl SseGuard {
         if data == b"[DONE]" {
             self.done = true;
             return Ok(true);
+        }
+        if !may_name_usage_or_error(data) {
+            // Nothing in it can be a `usage` or `error` key: the event is only checked to be
+            // JSON, without reading its keys.
+            return match serde_json::from_slice::<serde::de::IgnoredAny>(data) {
+                Ok(_) => {
+                    self.events += 1;
+                    Ok(true)
+                }
+                Err(e) => Err(not_json(e)),
+            };
         }
         match serde_json::from_slice::<ChunkProbe>(data) {
             Ok(probe) => {
@@ -417,6 +459,7 @@ impl SseGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ok(f: Fed) -> Vec<u8> {
         assert_eq!(f.fault, None);
@@ -474,8 +517,132 @@ mod tests {
     fn endless_line_is_bounded() {
         let mut g = SseGuard::new();
         let big = vec![b'a'; MAX_LINE_BYTES / 2 + 1];
-        assert_eq!(ok(g.feed(&big)), b"");
-        assert!(g.feed(&big).fault.is_some());
+        assert_eq!(ok(g.feed(&big[..])), b"");
+        assert!(g.feed(&big[..]).fault.is_some());
+    }
+
+    /// A key as a provider might write it: plain, or with one letter as a `\u` escape.
+    fn spelled(key: &str, escape: Option<usize>) -> String {
+        match escape {
+            Some(i) if i < key.len() => format!(
+                "\"{}\\u{:04x}{}\"",
+                &key[..i],
+                key.as_bytes()[i],
+                &key[i + 1..]
+            ),
+            _ => format!("\"{key}\""),
+        }
+    }
+
+    fn member() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("usage"),
+            Just("error"),
+            Just("id"),
+            Just("choices"),
+            Just("usages"),
+            Just("rror"),
+        ];
+        let value = prop_oneof![
+            Just("null".to_string()),
+            (0u64..1000, 0u64..1000).prop_map(|(p, c)| format!(
+                "{{\"prompt_tokens\":{p},\"completion_tokens\":{c},\"total_tokens\":{}}}",
+                p + c
+            )),
+            Just("{\"message\":\"boom\"}".to_string()),
+            "[a-z \"\\\\]{0,12}".prop_map(|t| format!("{:?}", t)),
+            Just("[{\"delta\":{\"content\":\"x\"},\"usage\":null,\"error\":1}]".to_string()),
+        ];
+        (key, proptest::option::of(0usize..6), value)
+            .prop_map(|(k, e, v)| format!("{}:{v}", spelled(k, e)))
+    }
+
+    proptest! {
+        /// What the guard reads from a stream of chat chunks (events, usage, an upstream error, a
+        /// fault) is what reading each event's data as a JSON value finds at its top level,
+        /// whatever the keys' spelling, whichever way the chunks are cut.
+        #[test]
+        fn what_the_guard_reads_is_what_each_events_json_says(
+            events in proptest::collection::vec(
+                (proptest::collection::vec(member(), 0..5), 0usize..3),
+                1..6,
+            ),
+            cut in 0usize..400,
+        ) {
+            let mut bytes = Vec::new();
+            let (mut want_events, mut want_usage, mut want_error, mut want_fault) =
+                (0u64, None, false, false);
+            for (members, damage) in &events {
+                let mut data = format!("{{{}}}", members.join(","));
+                if *damage == 2 {
+                    data.pop(); // not JSON: the object never closes
+                }
+                bytes.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+                if want_fault {
+                    continue;
+                }
+                match serde_json::from_str::<serde_json::Value>(&data) {
+                    Err(_) => want_fault = true,
+                    Ok(v) => {
+                        // Duplicate keys: serde's struct reading refuses them where it reads them.
+                        let names: Vec<String> = members
+                            .iter()
+                            .map(|m| {
+                                let key = &m[..m.find("\":").unwrap() + 1];
+                                serde_json::from_str::<String>(key).unwrap()
+                            })
+                            .collect();
+                        let twice = |k: &str| names.iter().filter(|n| *n == k).count() > 1;
+                        if twice("usage") || twice("error") {
+                            want_fault = true;
+                            continue;
+                        }
+                        // `usage` is read as token counts: an object (a count it lacks is 0).
+                        let usage = v.get("usage").filter(|u| !u.is_null());
+                        if usage.is_some_and(|u| !u.is_object()) {
+                            want_fault = true;
+                            continue;
+                        }
+                        want_events += 1;
+                        if let Some(u) = usage {
+                            want_usage = Some(u["completion_tokens"].as_u64().unwrap_or(0));
+                        }
+                        want_error |= v.get("error").is_some_and(|e| !e.is_null());
+                    }
+                }
+            }
+            let cut = cut.min(bytes.len());
+            let mut g = SseGuard::new();
+            let mut sent = Vec::new();
+            let mut fault = false;
+            for part in [&bytes[..cut], &bytes[cut..]] {
+                let fed = g.feed(part);
+                sent.extend_from_slice(&fed.send);
+                if fed.fault.is_some() {
+                    fault = true;
+                    break;
+                }
+            }
+            prop_assert_eq!(fault, want_fault);
+            prop_assert_eq!(g.events, want_events);
+            prop_assert_eq!(g.usage.map(|u| u.completion_tokens), want_usage);
+            prop_assert_eq!(g.saw_upstream_error(), want_error);
+            if !fault {
+                prop_assert_eq!(sent, bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_of_whole_lines_goes_on_as_it_came_and_a_dropped_line_is_cut_from_it() {
+        let mut g = SseGuard::new();
+        let chunk = b"data: {\"a\":1}\n\n".to_vec();
+        let at = chunk.as_ptr();
+        let fed = g.feed(chunk);
+        assert_eq!(fed.send, b"data: {\"a\":1}\n\n");
+        assert_eq!(fed.send.as_ptr(), at, "the same bytes, not a copy");
+        let fed = g.feed(&b"data: [DONE]\n\ndata: {\"late\":1}\n\n"[..]);
+        assert_eq!(fed.send, b"data: [DONE]\n\n");
     }
 
     #[test]

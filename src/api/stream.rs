@@ -151,7 +151,7 @@ impl<B: BodyStream> Stream<B> {
                 }
                 Some(Err(f)) => break StreamFault::Broken(f.label()),
                 Some(Ok(c)) => {
-                    let fed = self.guard.feed(&c);
+                    let fed = self.guard.feed(c);
                     if let Some(w) = &mut self.output {
                         w.read(&fed.send);
                     }

@@ -321,7 +321,7 @@ impl<T: Transport> Loop<'_, T> {
                     ))
                 }
             };
-            let fed = guard.feed(&chunk);
+            let fed = guard.feed(chunk);
             if let Some(fault) = fed.fault {
                 return Err(Failure::Malformed(format!(
                     "the stream's first event: {}",
