@@ -169,9 +169,13 @@ struct ChunkProbe {
 /// other check is that a key is UTF-8: bytes of a stream's values were never checked to be).
 fn may_name_usage_or_error(data: &[u8]) -> bool {
     data.first() != Some(&b'{')
-        || memchr::memmem::find(data, b"\"usage\"").is_some()
-        || memchr::memmem::find(data, b"\"error\"").is_some()
-        || memchr::memmem::find(data, b"\\u").is_some()
+        || memchr::memchr2_iter(b'"', b'\\', data).any(|i| {
+            let after = &data[i + 1..];
+            match data[i] {
+                b'"' => after.starts_with(b"usage\"") || after.starts_with(b"error\""),
+                _ => after.first() == Some(&b'u'),
+            }
+        })
 }
 
 /// An event whose data is not the JSON its dialect has: what the parser said, without the
