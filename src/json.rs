@@ -46,8 +46,10 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String> {
 /// a struct of one field, the number's digits, written as they are.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+/// A byte of one in each of a word's eight bytes, and each byte's high bit: the constants of
+/// the word-at-a-time byte tests (here and in `audit::visible_ascii`).
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// Whether serde_json escapes a byte in a string: a control character, `"` or `\`.
 #[inline]

@@ -163,8 +163,7 @@ fn visible(b: u8) -> bool {
 /// Whether every byte is [`visible`]: eight bytes at a time, since
 /// every audit header value is checked on every response.
 fn visible_ascii(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
+    use crate::json::{HIGH, ONES};
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
         let mut eight = [0u8; 8];
