@@ -580,6 +580,12 @@ fn compile_writes_a_form_that_reads_back_and_refuses_an_invalid_policy() {
         let toml = std::fs::read_to_string(root().join(file)).unwrap();
         let original = meridian::policy::load(&toml, file).unwrap();
         assert_eq!(back.version_label(), original.version_label(), "{file}");
+        // Settings outside serde's form of the model (receipts, the record, stream_events).
+        assert_eq!(
+            format!("{:?}", back.settings),
+            format!("{:?}", original.settings),
+            "{file}"
+        );
         assert_eq!(
             serde_json::to_value(&back).unwrap(),
             serde_json::to_value(&original).unwrap(),

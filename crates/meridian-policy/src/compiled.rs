@@ -64,27 +64,58 @@ pub fn compile(policy: &Policy) -> String {
     // The guards follow the rest, then the evidence fields (a form without them, written
     // before they existed, ends earlier and reads as a policy without them).
     let mut bytes = postcard::to_allocvec(&(defaults, own)).unwrap_or_default();
-    // Then the pools (each section is written when it or any later one is not empty).
+    // Then the pools, then the settings added since version 3 (each section is written when
+    // it or any later one is not empty).
     let evidence = crate::evidence::Evidence::of(policy);
     let pools = crate::pool::Pools::of(policy);
-    if !policy.guards.is_empty()
-        || !policy.guards.catalog.is_empty()
-        || !evidence.is_empty()
-        || !pools.is_empty()
-    {
+    let later = Later::of(policy);
+    let sections = [
+        !policy.guards.is_empty() || !policy.guards.catalog.is_empty(),
+        !evidence.is_empty(),
+        !pools.is_empty(),
+        !later.is_empty(),
+    ];
+    let written = sections.iter().rposition(|s| *s).map_or(0, |last| last + 1);
+    if written > 0 {
         bytes.extend(postcard::to_allocvec(&policy.guards).unwrap_or_default());
     }
-    if !evidence.is_empty() || !pools.is_empty() {
+    if written > 1 {
         bytes.extend(postcard::to_allocvec(&evidence).unwrap_or_default());
     }
-    if !pools.is_empty() {
+    if written > 2 {
         bytes.extend(postcard::to_allocvec(&pools).unwrap_or_default());
+    }
+    if written > 3 {
+        bytes.extend(postcard::to_allocvec(&later).unwrap_or_default());
     }
     format!(
         "{PREFIX}{:016x} {}",
         checksum(&bytes),
         B64.encode_to_string(&bytes)
     )
+}
+
+/// The compiled form's section for settings added since version 3 (a form written before them
+/// ends earlier and reads as a policy that leaves them at their defaults).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Later {
+    stream_events: crate::StreamEvents,
+}
+
+impl Later {
+    fn of(policy: &Policy) -> Later {
+        Later {
+            stream_events: policy.settings.stream_events,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.stream_events == crate::StreamEvents::default()
+    }
+
+    fn restore(self, policy: &mut Policy) {
+        policy.settings.stream_events = self.stream_events;
+    }
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
@@ -259,10 +290,15 @@ fn load_binary(rest: &str) -> Result<Policy, String> {
                 .restore(&mut policy)
                 .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
             if !rest.is_empty() {
-                let pools: crate::pool::Pools = postcard::from_bytes(rest).map_err(unreadable)?;
+                let (pools, rest): (crate::pool::Pools, &[u8]) =
+                    postcard::take_from_bytes(rest).map_err(unreadable)?;
                 pools
                     .restore(&mut policy)
                     .map_err(|e| format!("the compiled policy cannot be read ({e}): {AGAIN}"))?;
+                if !rest.is_empty() {
+                    let later: Later = postcard::from_bytes(rest).map_err(unreadable)?;
+                    later.restore(&mut policy);
+                }
             }
         }
     }

@@ -162,6 +162,7 @@ unit_enums! {
     Anonymous { Deny, Keyless, Paid }
     UnknownFields { Refuse, Drop }
     AuditHeaders { Each, One }
+    StreamEvents { Checked, Framed }
     Metric { Requests, Tokens, Usd }
     Window { Minute, Hour, Day, Month }
     LimitPer { Caller, Key }
@@ -176,7 +177,7 @@ unit_enums! {
 structs! {
     Settings {
         client, max_body_bytes, anonymous, expose_ratelimit_headers, audit_headers, plan, unknown_fields,
-        affinity_header, limits, health, receipts, record,
+        affinity_header, limits, health, receipts, record, stream_events,
     }
     Receipts { key_secret, retired_keys, sequence, header }
     RecordSettings { controller, home }

@@ -178,6 +178,23 @@ pub struct Settings {
     /// The record of processing's settings (`[settings.record]`).
     #[serde(skip)]
     pub record: crate::evidence::RecordSettings,
+    /// How a chat stream's events are checked (`[settings] stream_events`). Written in the
+    /// compiled form's own section (see [`crate::compiled`]).
+    #[serde(skip)]
+    pub stream_events: StreamEvents,
+}
+
+/// `[settings] stream_events`: what Meridian checks of a chat stream's events after the first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamEvents {
+    /// Every event is checked to be JSON: a malformed one ends the stream with an error event.
+    #[default]
+    Checked,
+    /// An event passed on as it came, whose data cannot name `usage` or `error`, is checked
+    /// for its SSE framing and for being a JSON object's outline (`{` … `}`), not parsed. The
+    /// first event, every event Meridian reads and every stream it rewrites are still checked.
+    Framed,
 }
 
 /// `[settings] audit_headers`: how a response carries its audit.

@@ -59,6 +59,7 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "allow_anonymous",
     "expose_ratelimit_headers",
     "audit_headers",
+    "stream_events",
     "plan",
     "request",
     "limits",

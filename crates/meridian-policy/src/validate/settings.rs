@@ -16,6 +16,7 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
         health: None,
         receipts: None,
         record: Default::default(),
+        stream_events: StreamEvents::Checked,
     };
     let Some(t) = top.table(sink, "settings") else {
         return Some(s);
@@ -103,6 +104,17 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
                 v.span.as_ref(),
                 format!("unknown `audit_headers` value `{other}`"),
                 "`\"each\"` (the default: one header per fact, `x-meridian-provider`, ...) or `\"one\"` (`x-request-id` and one `x-meridian-audit` header with the same facts)",
+            ),
+        }
+    }
+    if let Some(v) = t.str(sink, "stream_events") {
+        match v.value.as_str() {
+            "checked" => s.stream_events = StreamEvents::Checked,
+            "framed" => s.stream_events = StreamEvents::Framed,
+            other => sink.error_help(
+                v.span.as_ref(),
+                format!("unknown `stream_events` value `{other}`"),
+                "`\"checked\"` (the default: every event of a stream is checked to be JSON) or `\"framed\"` (events passed on as they came are checked for their framing only)",
             ),
         }
     }
