@@ -178,6 +178,20 @@ fn may_name_usage_or_error(data: &[u8]) -> bool {
         })
 }
 
+/// An event's data must be a JSON object: serde reads a struct from a JSON array too (its
+/// fields in order), so an array is refused before a probe reads it.
+fn object(data: &[u8]) -> Result<(), StreamFault> {
+    match data
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        Some(b'{') => Ok(()),
+        _ => Err(StreamFault::Malformed(
+            "event data is not a JSON object".to_string(),
+        )),
+    }
+}
+
 /// An event whose data is not the JSON its dialect has: what the parser said, without the
 /// position (which would only repeat the upstream's bytes).
 fn not_json(e: serde_json::Error) -> StreamFault {
@@ -284,6 +298,9 @@ pub struct SseGuard {
     pub usage_final: bool,
     upstream_error: bool,
     dialect: Dialect,
+    /// `stream_events = "framed"`: a chat event that cannot name `usage` or `error` is checked
+    /// for its outline only (see [`SseGuard::check_framing_only`]).
+    framed: bool,
 }
 
 impl SseGuard {
@@ -301,6 +318,7 @@ impl SseGuard {
     /// An Anthropic event's data: `message_stop` completes the stream, `error` is the
     /// upstream's error, usage is gathered from `message_start` and `message_delta`.
     fn anthropic_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
+        object(data)?;
         let probe: AnthropicProbe = serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
         let u = self.usage.get_or_insert_with(Usage::default);
@@ -323,6 +341,7 @@ impl SseGuard {
     /// `response.failed` is its truthful end); `error` is the upstream's error; usage comes with
     /// the terminal event's response.
     fn responses_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
+        object(data)?;
         let probe: ResponsesProbe = serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
         if let Some(u) = probe.response.as_ref().and_then(|r| r.usage.as_ref()) {
@@ -335,6 +354,16 @@ impl SseGuard {
             _ => {}
         }
         Ok(true)
+    }
+
+    /// From now on (`[settings] stream_events = "framed"`, once the first event was checked), a
+    /// chat event whose data cannot name `usage` or `error` passes when it is a whole line
+    /// whose data has a JSON object's outline, `{` to `}`, without being parsed. Events that
+    /// may name either, `[DONE]`, and every event of the Anthropic and Responses dialects are
+    /// read as before. For a stream whose events go on as they came: a stream Meridian rewrites
+    /// reads every event anyway.
+    pub fn check_framing_only(&mut self) {
+        self.framed = true;
     }
 
     pub fn saw_done(&self) -> bool {
@@ -422,6 +451,10 @@ impl SseGuard {
             return Ok(true);
         }
         if !may_name_usage_or_error(data) {
+            if self.framed && data.last() == Some(&b'}') {
+                self.events += 1;
+                return Ok(true);
+            }
             // Nothing in it can be a `usage` or `error` key: the event is only checked to be
             // JSON, without reading its keys.
             return match serde_json::from_slice::<serde::de::IgnoredAny>(data) {
@@ -432,6 +465,7 @@ impl SseGuard {
                 Err(e) => Err(not_json(e)),
             };
         }
+        object(data)?;
         match serde_json::from_slice::<ChunkProbe>(data) {
             Ok(probe) => {
                 self.events += 1;
@@ -517,6 +551,34 @@ mod tests {
         assert_eq!(g.finish(), Err(StreamFault::UpstreamError));
     }
 
+    /// serde reads a struct from a JSON array (its fields in order): an array is no event, in
+    /// any dialect, and gives no usage.
+    #[test]
+    fn an_event_whose_data_is_an_array_is_malformed_in_every_dialect() {
+        for (dialect, data) in [
+            (
+                Dialect::OpenAi,
+                "[{\"prompt_tokens\":1,\"completion_tokens\":2}]",
+            ),
+            (Dialect::OpenAi, " [null]"),
+            (Dialect::Anthropic, "[\"message_stop\"]"),
+            (Dialect::Responses, "[\"response.completed\"]"),
+        ] {
+            for framed in [false, true] {
+                let mut g = SseGuard::for_dialect(dialect);
+                if framed {
+                    g.check_framing_only();
+                }
+                let fed = g.feed(format!("data: {data}\n\n").into_bytes());
+                assert!(
+                    matches!(fed.fault, Some(StreamFault::Malformed(_))),
+                    "{dialect:?} {data}"
+                );
+                assert_eq!((g.usage, g.saw_done(), g.events), (None, false, 0));
+            }
+        }
+    }
+
     #[test]
     fn endless_line_is_bounded() {
         let mut g = SseGuard::new();
@@ -564,28 +626,42 @@ mod tests {
     proptest! {
         /// What the guard reads from a stream of chat chunks (events, usage, an upstream error, a
         /// fault) is what reading each event's data as a JSON value finds at its top level,
-        /// whatever the keys' spelling, whichever way the chunks are cut.
+        /// whatever the keys' spelling, whichever way the chunks are cut. Checking framing only
+        /// (`stream_events = "framed"`), the one difference is the documented one: data that is
+        /// not JSON but has an object's outline, `{` to `}`, and spells neither `"usage"` nor
+        /// `"error"` nor any `\u` escape, passes as an event.
         #[test]
         fn what_the_guard_reads_is_what_each_events_json_says(
             events in proptest::collection::vec(
-                (proptest::collection::vec(member(), 0..5), 0usize..3),
+                (proptest::collection::vec(member(), 0..5), 0usize..4),
                 1..6,
             ),
             cut in 0usize..400,
+            framed in any::<bool>(),
         ) {
             let mut bytes = Vec::new();
             let (mut want_events, mut want_usage, mut want_error, mut want_fault) =
                 (0u64, None, false, false);
             for (members, damage) in &events {
                 let mut data = format!("{{{}}}", members.join(","));
-                if *damage == 2 {
-                    data.pop(); // not JSON: the object never closes
+                match damage {
+                    2 => {
+                        data.pop(); // not JSON: the object never closes
+                    }
+                    3 => data.insert(data.len() - 1, ','), // not JSON, in an object's outline
+                    _ => {}
                 }
                 bytes.extend_from_slice(format!("data: {data}\n\n").as_bytes());
                 if want_fault {
                     continue;
                 }
+                let outlined_plain = data.starts_with('{')
+                    && data.ends_with('}')
+                    && !data.contains("\"usage\"")
+                    && !data.contains("\"error\"")
+                    && !data.contains("\\u");
                 match serde_json::from_str::<serde_json::Value>(&data) {
+                    Err(_) if framed && outlined_plain => want_events += 1,
                     Err(_) => want_fault = true,
                     Ok(v) => {
                         // Duplicate keys: serde's struct reading refuses them where it reads them.
@@ -617,6 +693,9 @@ mod tests {
             }
             let cut = cut.min(bytes.len());
             let mut g = SseGuard::new();
+            if framed {
+                g.check_framing_only();
+            }
             let mut sent = Vec::new();
             let mut fault = false;
             for part in [&bytes[..cut], &bytes[cut..]] {

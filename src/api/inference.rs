@@ -1523,6 +1523,11 @@ fn respond<T: Transport>(
                     &cx.record.request_id,
                 )));
             }
+            if cx.policy.settings.stream_events == crate::policy::StreamEvents::Framed
+                && stream.events_go_on_unread()
+            {
+                stream.guard.check_framing_only();
+            }
             Ok((
                 status,
                 passthrough_headers(&up, ratelimit),

@@ -62,6 +62,19 @@ pub enum NativeEvents {
     Responses,
 }
 
+impl<B> Stream<B> {
+    /// Whether the upstream's events reach the client as they came: no personal data put
+    /// back, no translation, no output guard and no dialect but chat's. Only then may
+    /// `stream_events = "framed"` leave an event unparsed.
+    pub fn events_go_on_unread(&self) -> bool {
+        self.restore.is_none()
+            && self.to_client.is_none()
+            && self.native.is_none()
+            && self.seal.is_none()
+            && self.output.is_none()
+    }
+}
+
 impl<B: BodyStream> Stream<B> {
     /// Sends the first event and then every checked line as it arrives, and returns the
     /// stream's last bytes unsent: the chunk that carries the upstream's own `[DONE]`, or what

@@ -738,3 +738,36 @@ async fn a_streams_output_guard_calls_are_reserved_from_its_output_bound() {
     // tokens' worth ($0.0014 plus the input), under it.
     assert_eq!(ask(700).await, 200);
 }
+
+/// Under `stream_events = "framed"`, a stream with an output guard is still read event by
+/// event: text in an event that is not JSON is never passed on unjudged.
+#[tokio::test(start_paused = true)]
+async fn an_output_guarded_stream_checks_every_event_under_framed_stream_events() {
+    let text = framed(policy_text(""))
+        + GUARDS
+        + "[[rules]]\nid = \"guarded\"\n[[rules.guards]]\nguard = \"cls-eu\"\non = \"output\"\n";
+    let p = policy::load(&text, "api").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.settings.stream_events, policy::StreamEvents::Framed);
+    let chunks = [
+        chunk_event("hello"),
+        garbled_event("FORBIDDEN"),
+        DONE.to_string(),
+    ];
+    let t = Fake::responding(move |host, req| match host {
+        "clseu" => judging_classifier(req),
+        _ => Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: chunks
+                .iter()
+                .map(|c| (10, Ok(c.clone().into_bytes())))
+                .collect(),
+        },
+    });
+    let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
+    let text = a.text();
+    assert!(!text.contains("FORBIDDEN"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert_eq!(a.record.stream_outcome, Some("upstream_stream_malformed"));
+}

@@ -28,6 +28,21 @@ fn policy_text(extra: &str) -> String {
     )
 }
 
+/// A policy's text with `[settings] stream_events = "framed"`.
+fn framed(text: String) -> String {
+    text.replacen(
+        "allow_anonymous = true\n",
+        "allow_anonymous = true\nstream_events = \"framed\"\n",
+        1,
+    )
+}
+
+/// An OpenAI chunk whose data has an object's outline but is not JSON (`[` closed by `}`),
+/// with this text where its content would be.
+fn garbled_event(text: &str) -> String {
+    format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}}}\n\n")
+}
+
 fn load(extra: &str) -> Policy {
     policy::load(&policy_text(extra), "api").unwrap_or_else(|e| panic!("{e}"))
 }

@@ -161,3 +161,42 @@ async fn a_restored_stream_gives_back_placeholders_split_across_chunks() {
     assert!(!text.contains("[EMAIL"), "{text}");
     assert_eq!(a.record.stream_outcome, Some("done"));
 }
+
+/// Under `stream_events = "framed"`, a stream whose personal data is put back is still read
+/// event by event: an event that is not JSON ends it, as under the default.
+#[tokio::test(start_paused = true)]
+async fn a_restored_stream_checks_every_event_under_framed_stream_events() {
+    let p = policy::load(&framed(policy_text("") + PII_RULES), "api").unwrap();
+    assert_eq!(p.settings.stream_events, policy::StreamEvents::Framed);
+    let ev = format!(
+        "data: {}\n\n",
+        serde_json::json!({"choices": [{"index": 0, "delta": {"content": "Wrote to [EMAIL_1]."}}]})
+    );
+    let garbled = garbled_event("[EMAIL_1]");
+    let t = Fake::new(vec![(
+        "alpha",
+        vec![sse(&[(0, &ev), (0, &garbled), (0, DONE)])],
+    )]);
+    let h = [
+        JSON,
+        ("authorization", "Bearer sk-acme"),
+        ("cf-ipcountry", "US"),
+    ];
+    let a = chat(
+        &p,
+        &t,
+        &h,
+        &prompt(
+            "mail jane@example.com",
+            r#","stream":true,"provider":{"order":["alpha"]}"#,
+        ),
+    )
+    .await;
+    let text = a.text();
+    assert!(text.contains("Wrote to jane@example.com."), "{text}");
+    assert_eq!(a.record.stream_outcome, Some("upstream_stream_malformed"));
+    assert!(
+        !text.contains("[DONE]") && !text.contains("[EMAIL_1]"),
+        "{text}"
+    );
+}
