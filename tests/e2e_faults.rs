@@ -338,3 +338,60 @@ async fn stream_usage_is_costed_in_the_log() {
     // 1000 × 1.0 + 500 × 2.0 USD per million tokens
     assert_eq!(log["cost_usd"].as_f64(), Some(0.002));
 }
+
+/// `[settings] stream_events = "framed"` in the deployed component, from the `policy` variable
+/// as TOML and as its compiled form: after the first event, an event with a JSON object's
+/// outline that is not JSON reaches the client unparsed and the stream ends cleanly; an event
+/// without the outline still ends it with an error event (docs/http-api.md).
+#[tokio::test]
+async fn framed_stream_events_pass_an_outlined_event_and_still_end_a_garbled_one() {
+    for compiled in [false, true] {
+        for (bad, passes) in [("{not json}", true), ("{not json", false)] {
+            let script = Script::Sse {
+                events: vec![chunk("ok"), bad.into(), chunk("more")],
+                gap_ms: 0,
+                end: SseEnd::Done,
+            };
+            let (ma, mb) = (
+                Mock::start(script).await,
+                Mock::start(Script::stream(&["x"])).await,
+            );
+            let toml = policy_for(&[("first", &ma, "DE", ""), ("second", &mb, "FR", "")], "")
+                .replace(
+                    "max_body_bytes = 4096\n",
+                    "max_body_bytes = 4096\nstream_events = \"framed\"\n",
+                );
+            let policy = if compiled {
+                let p = meridian::policy::load(&toml, "framed").unwrap();
+                assert_eq!(
+                    p.settings.stream_events,
+                    meridian::policy::StreamEvents::Framed
+                );
+                meridian::policy::compiled::compile(&p)
+            } else {
+                toml
+            };
+            let m = Meridian::with_policy(&policy, &[]).await;
+            let r = chat(&m, true, "fframed").await;
+            assert_eq!(h(&r, "x-meridian-provider"), "first");
+            let text = r.text().await.unwrap();
+            let case = format!("{bad} (compiled: {compiled}): {text}");
+            assert!(text.contains("\"ok\""), "{case}");
+            assert_eq!(text.contains(&format!("data: {bad}\n")), passes, "{case}");
+            assert_eq!(text.contains("\"more\""), passes, "{case}");
+            assert_eq!(text.ends_with("data: [DONE]\n\n"), passes, "{case}");
+            assert_eq!(
+                !text.contains("upstream_stream_malformed"),
+                passes,
+                "{case}"
+            );
+            let log = m.log_for("fframed").await;
+            let outcome = if passes {
+                "done"
+            } else {
+                "upstream_stream_malformed"
+            };
+            assert_eq!(log["stream_outcome"], outcome, "{case}: {log}");
+        }
+    }
+}
