@@ -345,6 +345,23 @@ fn judging_classifier(req: &crate::transport::OutboundRequest) -> Step {
     )
 }
 
+/// The `cls-eu` classifier judging each window it is sent, and every other host streaming these
+/// SSE chunks, 10 ms apart.
+fn classified_stream(chunks: Vec<String>) -> Fake {
+    Fake::responding(move |host, req| match host {
+        "clseu" => judging_classifier(req),
+        _ => Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: chunks
+                .iter()
+                .map(|c| (10, Ok(c.clone().into_bytes())))
+                .collect(),
+        },
+    })
+}
+
 fn chunk_event(text: &str) -> String {
     format!(
         "data: {}\n\n",
@@ -368,19 +385,7 @@ async fn a_stream_is_cut_at_the_window_its_guard_refuses() {
         })
         .collect();
     let chunks: Vec<String> = events.iter().map(|e| chunk_event(e)).collect();
-    let t = Fake::responding(move |host, req| match host {
-        "clseu" => judging_classifier(req),
-        _ => Step::Answer {
-            after_ms: 0,
-            status: 200,
-            headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: chunks
-                .iter()
-                .map(|c| (10, Ok(c.clone().into_bytes())))
-                .chain([(10, Ok(DONE.as_bytes().to_vec()))])
-                .collect(),
-        },
-    });
+    let t = classified_stream(chunks.iter().cloned().chain([DONE.to_string()]).collect());
     let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
     assert_eq!(a.status, 200);
     let text = a.text();
@@ -413,19 +418,7 @@ async fn a_stream_is_cut_at_the_window_its_guard_refuses() {
     let clean: Vec<String> = (1..=9)
         .map(|i| chunk_event(&format!("[event {i}]{}", "y".repeat(390))))
         .collect();
-    let t = Fake::responding(move |host, req| match host {
-        "clseu" => judging_classifier(req),
-        _ => Step::Answer {
-            after_ms: 0,
-            status: 200,
-            headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: clean
-                .iter()
-                .map(|c| (10, Ok(c.clone().into_bytes())))
-                .chain([(10, Ok(DONE.as_bytes().to_vec()))])
-                .collect(),
-        },
-    });
+    let t = classified_stream(clean.iter().cloned().chain([DONE.to_string()]).collect());
     let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
     let text = a.text();
     assert!(text.ends_with(DONE), "{text}");
@@ -654,19 +647,7 @@ async fn each_window_is_sent_with_the_end_of_the_one_before() {
         .map(|i| format!("[event {i}]{}", "y".repeat(390)))
         .collect();
     let events: Vec<String> = texts.iter().map(|t| chunk_event(t)).collect();
-    let t = Fake::responding(move |host, req| match host {
-        "clseu" => judging_classifier(req),
-        _ => Step::Answer {
-            after_ms: 0,
-            status: 200,
-            headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: events
-                .iter()
-                .map(|c| (10, Ok(c.clone().into_bytes())))
-                .chain([(10, Ok(DONE.as_bytes().to_vec()))])
-                .collect(),
-        },
-    });
+    let t = classified_stream(events.iter().cloned().chain([DONE.to_string()]).collect());
     let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
     assert!(a.text().ends_with(DONE), "{}", a.text());
     let sent: Vec<String> = t
@@ -753,18 +734,7 @@ async fn an_output_guarded_stream_checks_every_event_under_framed_stream_events(
         garbled_event("FORBIDDEN"),
         DONE.to_string(),
     ];
-    let t = Fake::responding(move |host, req| match host {
-        "clseu" => judging_classifier(req),
-        _ => Step::Answer {
-            after_ms: 0,
-            status: 200,
-            headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: chunks
-                .iter()
-                .map(|c| (10, Ok(c.clone().into_bytes())))
-                .collect(),
-        },
-    });
+    let t = classified_stream(chunks.to_vec());
     let a = chat(&p, &t, &ACME_DE, &chat_body(r#","stream":true"#)).await;
     let text = a.text();
     assert!(!text.contains("FORBIDDEN"), "{text}");

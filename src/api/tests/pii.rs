@@ -111,14 +111,25 @@ async fn personal_data_is_routed_redacted_restored_or_refused() {
     assert!(String::from_utf8_lossy(&t.requests.borrow()[0].body).contains("jane@example.com"));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_restored_stream_gives_back_placeholders_split_across_chunks() {
-    let p = pii_policy();
+/// The acme tenant's streamed chat from the US, mailing jane@example.com, that `alpha` answers
+/// with `step`.
+async fn restored_stream(p: &Policy, step: Step) -> Answer {
+    let t = Fake::new(vec![("alpha", vec![step])]);
     let h = [
         JSON,
         ("authorization", "Bearer sk-acme"),
         ("cf-ipcountry", "US"),
     ];
+    let body = prompt(
+        "mail jane@example.com",
+        r#","stream":true,"provider":{"order":["alpha"]}"#,
+    );
+    chat(p, &t, &h, &body).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_stream_gives_back_placeholders_split_across_chunks() {
+    let p = pii_policy();
     let ev = |s: &str| {
         format!(
             "data: {}\n\n",
@@ -135,17 +146,7 @@ async fn a_restored_stream_gives_back_placeholders_split_across_chunks() {
         ev("1] and [EMAIL_1].")
     );
     let (a1, a2) = body.split_at(body.len() / 2);
-    let t = Fake::new(vec![("alpha", vec![sse(&[(0, a1), (3, a2)])])]);
-    let a = chat(
-        &p,
-        &t,
-        &h,
-        &prompt(
-            "mail jane@example.com",
-            r#","stream":true,"provider":{"order":["alpha"]}"#,
-        ),
-    )
-    .await;
+    let a = restored_stream(&p, sse(&[(0, a1), (3, a2)])).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let text = a.text();
     let mut content = String::new();
@@ -173,25 +174,7 @@ async fn a_restored_stream_checks_every_event_under_framed_stream_events() {
         serde_json::json!({"choices": [{"index": 0, "delta": {"content": "Wrote to [EMAIL_1]."}}]})
     );
     let garbled = garbled_event("[EMAIL_1]");
-    let t = Fake::new(vec![(
-        "alpha",
-        vec![sse(&[(0, &ev), (0, &garbled), (0, DONE)])],
-    )]);
-    let h = [
-        JSON,
-        ("authorization", "Bearer sk-acme"),
-        ("cf-ipcountry", "US"),
-    ];
-    let a = chat(
-        &p,
-        &t,
-        &h,
-        &prompt(
-            "mail jane@example.com",
-            r#","stream":true,"provider":{"order":["alpha"]}"#,
-        ),
-    )
-    .await;
+    let a = restored_stream(&p, sse(&[(0, &ev), (0, &garbled), (0, DONE)])).await;
     let text = a.text();
     assert!(text.contains("Wrote to jane@example.com."), "{text}");
     assert_eq!(a.record.stream_outcome, Some("upstream_stream_malformed"));
