@@ -289,6 +289,32 @@ async fn malformed_json_and_missing_keys_fall_back() {
     );
 }
 
+/// An answer that is a JSON array is no answer (serde would read the probe's fields from it in
+/// order, usage included): it falls back like any malformed one.
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_is_a_json_array_falls_back() {
+    for body in [
+        &b"[{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}]"[..],
+        b" [null]",
+    ] {
+        let bad = Step::Answer {
+            after_ms: 0,
+            status: 200,
+            headers: vec![],
+            chunks: vec![(0, Ok(body.to_vec()))],
+        };
+        let t = Fake::new(vec![("a", vec![bad]), ("b", vec![ok_json(0)])]);
+        let f = run(&t, &["a", "b"], Plan::default()).await;
+        assert_eq!(served(&f), Some((1, 200)));
+        assert_eq!(
+            failures(&f),
+            ["a:malformed response", "b:ok"],
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn deadline_ends_with_timed_out() {
     let plan = Plan {
