@@ -85,9 +85,9 @@ pub enum Unknown {
 }
 
 impl Source {
-    /// What the audit header and the log line say about the source, appended to `out`
-    /// (without `fmt`: a request writes it once into its header, once into its log line).
-    pub fn describe(&self, out: &mut String) {
+    /// What the audit header and the log line say about the source (joined from its parts
+    /// without `fmt`: a request writes it once into its header, once into its log line).
+    pub fn text(&self) -> String {
         const SECRET_UNSET: &str =
             "unknown: the edge secret is not configured, so no header is trusted";
         const SECRET_WRONG: &str =
@@ -119,16 +119,7 @@ impl Source {
                 ],
             },
         };
-        for p in parts {
-            out.push_str(p);
-        }
-    }
-
-    /// [`Source::describe`] as a string of its own.
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        self.describe(&mut out);
-        out
+        parts.concat()
     }
 }
 
@@ -652,9 +643,6 @@ mod tests {
                 serde_json::to_value(&source).unwrap(),
                 serde_json::json!(words)
             );
-            let mut out = "XX; ".to_string();
-            source.describe(&mut out);
-            assert_eq!(out, format!("XX; {words}"));
         }
     }
 }

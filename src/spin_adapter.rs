@@ -48,7 +48,9 @@ struct Sleep {
     armed: Option<(std::sync::Arc<Fired>, CancelOnDropToken)>,
 }
 
-/// Set when the host's timer is due.
+/// Set when the host's timer is due. `task` is the waker of the poll that armed the timer and
+/// is not replaced by later polls: spin's executor runs a request as one task, so every poll of
+/// its futures has that waker. A `Sleep` moved to another task would have to keep it current.
 struct Fired {
     due: std::sync::atomic::AtomicBool,
     task: std::task::Waker,
