@@ -552,7 +552,7 @@ mod tests {
     }
 
     /// serde reads a struct from a JSON array (its fields in order): an array is no event, in
-    /// any dialect, and gives no usage.
+    /// any dialect, and no usage.
     #[test]
     fn an_event_whose_data_is_an_array_is_malformed_in_every_dialect() {
         for (dialect, data) in [
@@ -563,6 +563,12 @@ mod tests {
             (Dialect::OpenAi, " [null]"),
             (Dialect::Anthropic, "[\"message_stop\"]"),
             (Dialect::Responses, "[\"response.completed\"]"),
+            // Nor is a usage that is an array.
+            (Dialect::OpenAi, "{\"choices\":[],\"usage\":[5,6,11]}"),
+            (
+                Dialect::Anthropic,
+                "{\"type\":\"message_delta\",\"usage\":[5,0,0,6]}",
+            ),
         ] {
             for framed in [false, true] {
                 let mut g = SseGuard::for_dialect(dialect);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// `prompt_tokens_details.cached_tokens` (reads) and, from Anthropic answers,
 /// `prompt_tokens_details.cache_write_tokens` (writes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "RawUsage")]
+#[serde(from = "Object<RawUsage>")]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -20,6 +20,27 @@ pub struct Usage {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// A `T` read only from a JSON object: a derived struct also reads its fields, in order, from
+/// a JSON array (`"usage": [5, 6, 11]`), which no provider's usage is.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a usage object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+            .map(Object)
+    }
 }
 
 #[derive(Deserialize)]
@@ -47,8 +68,8 @@ struct RawDetails {
     cache_write_tokens: Option<u64>,
 }
 
-impl From<RawUsage> for Usage {
-    fn from(r: RawUsage) -> Usage {
+impl From<Object<RawUsage>> for Usage {
+    fn from(Object(r): Object<RawUsage>) -> Usage {
         let d = r.prompt_tokens_details.unwrap_or_default();
         Usage {
             prompt_tokens: r.prompt_tokens,
@@ -74,7 +95,7 @@ pub struct Prices {
 impl Usage {
     /// Takes what an Anthropic usage object reports (an event may carry only some counts):
     /// cache reads and writes are prompt tokens too.
-    pub fn add_anthropic(&mut self, a: &AnthropicUsage) {
+    pub fn add_anthropic(&mut self, AnthropicUsage(a): &AnthropicUsage) {
         if let Some(n) = a.input_tokens {
             let cached = a.cache_read_input_tokens.unwrap_or(0);
             let written = a.cache_creation_input_tokens.unwrap_or(0);
@@ -130,7 +151,17 @@ impl Usage {
 
 /// Anthropic's usage object, as `message_start`, `message_delta` and whole answers carry it.
 #[derive(Deserialize, Default)]
-pub struct AnthropicUsage {
+#[serde(from = "Object<AnthropicCounts>")]
+pub struct AnthropicUsage(AnthropicCounts);
+
+impl From<Object<AnthropicCounts>> for AnthropicUsage {
+    fn from(Object(c): Object<AnthropicCounts>) -> AnthropicUsage {
+        AnthropicUsage(c)
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct AnthropicCounts {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -144,6 +175,27 @@ pub struct AnthropicUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A usage object is read from a JSON object only: serde's derived structs would read the
+    /// counts from an array in order.
+    #[test]
+    fn usage_is_read_from_an_object_only() {
+        let u: Usage =
+            serde_json::from_str(r#"{"prompt_tokens":5,"completion_tokens":6}"#).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (5, 6));
+        assert!(serde_json::from_str::<Usage>("[5, 6, 11]").is_err());
+        assert!(serde_json::from_str::<AnthropicUsage>("[5, 0, 0, 6]").is_err());
+        let a: AnthropicUsage =
+            serde_json::from_str(r#"{"input_tokens":5,"output_tokens":6}"#).unwrap();
+        let mut u = Usage::default();
+        u.add_anthropic(&a);
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (5, 6));
+        // From a JSON value, as whole Anthropic answers are read: an array gives no counts.
+        assert_eq!(
+            Usage::from_anthropic(&serde_json::json!([5, 0, 0, 6])),
+            Usage::default()
+        );
+    }
 
     #[test]
     fn cost_from_prices() {

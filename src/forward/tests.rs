@@ -289,13 +289,14 @@ async fn malformed_json_and_missing_keys_fall_back() {
     );
 }
 
-/// An answer that is a JSON array is no answer (serde would read the probe's fields from it in
-/// order, usage included): it falls back like any malformed one.
+/// An answer that is a JSON array is no answer, and a usage that is one no usage (serde would
+/// read a struct's fields from an array in order): it falls back like any malformed answer.
 #[tokio::test(start_paused = true)]
 async fn an_answer_that_is_a_json_array_falls_back() {
     for body in [
         &b"[{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}]"[..],
         b" [null]",
+        b"{\"choices\":[],\"usage\":[1,2,3]}",
     ] {
         let bad = Step::Answer {
             after_ms: 0,
