@@ -10,6 +10,31 @@
 
 use serde::ser::{self, Serialize};
 
+/// A `T` read only from a JSON object: serde's derived structs also read their fields, in
+/// order, from a JSON array (`[5, 6, 11]` as a usage, `[{...}]` as a chunk), which no provider
+/// sends for one. Every probe of an upstream's answer, event or usage reads through this.
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 /// Why a value could not be written: a map key that is not a string, or a type's own error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(String);

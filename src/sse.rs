@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use crate::json::Object;
 use crate::usage::{AnthropicUsage, Usage};
 
 /// Longest SSE line we hold while waiting for its end; protects memory on a broken upstream.
@@ -178,20 +179,6 @@ fn may_name_usage_or_error(data: &[u8]) -> bool {
         })
 }
 
-/// An event's data must be a JSON object: serde reads a struct from a JSON array too (its
-/// fields in order), so an array is refused before a probe reads it.
-fn object(data: &[u8]) -> Result<(), StreamFault> {
-    match data
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-    {
-        Some(b'{') => Ok(()),
-        _ => Err(StreamFault::Malformed(
-            "event data is not a JSON object".to_string(),
-        )),
-    }
-}
-
 /// An event whose data is not the JSON its dialect has: what the parser said, without the
 /// position (which would only repeat the upstream's bytes).
 fn not_json(e: serde_json::Error) -> StreamFault {
@@ -318,8 +305,8 @@ impl SseGuard {
     /// An Anthropic event's data: `message_stop` completes the stream, `error` is the
     /// upstream's error, usage is gathered from `message_start` and `message_delta`.
     fn anthropic_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
-        object(data)?;
-        let probe: AnthropicProbe = serde_json::from_slice(data).map_err(not_json)?;
+        let Object(probe): Object<AnthropicProbe> =
+            serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
         let u = self.usage.get_or_insert_with(Usage::default);
         if let Some(a) = probe.message.as_ref().and_then(|m| m.usage.as_ref()) {
@@ -341,8 +328,8 @@ impl SseGuard {
     /// `response.failed` is its truthful end); `error` is the upstream's error; usage comes with
     /// the terminal event's response.
     fn responses_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
-        object(data)?;
-        let probe: ResponsesProbe = serde_json::from_slice(data).map_err(not_json)?;
+        let Object(probe): Object<ResponsesProbe> =
+            serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
         if let Some(u) = probe.response.as_ref().and_then(|r| r.usage.as_ref()) {
             self.usage = Some(u.usage());
@@ -465,9 +452,8 @@ impl SseGuard {
                 Err(e) => Err(not_json(e)),
             };
         }
-        object(data)?;
-        match serde_json::from_slice::<ChunkProbe>(data) {
-            Ok(probe) => {
+        match serde_json::from_slice::<Object<ChunkProbe>>(data) {
+            Ok(Object(probe)) => {
                 self.events += 1;
                 if probe.usage.is_some() {
                     self.usage = probe.usage;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json::Object;
+
 /// Token counts as OpenAI's `usage` reports them. `prompt_tokens` includes cached ones:
 /// `prompt_tokens_details.cached_tokens` (reads) and, from Anthropic answers,
 /// `prompt_tokens_details.cache_write_tokens` (writes).
@@ -20,27 +22,6 @@ pub struct Usage {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-/// A `T` read only from a JSON object: a derived struct also reads its fields, in order, from
-/// a JSON array (`"usage": [5, 6, 11]`), which no provider's usage is.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a usage object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(Visit(std::marker::PhantomData))
-            .map(Object)
-    }
 }
 
 #[derive(Deserialize)]

@@ -169,22 +169,15 @@ fn retry_after_ms(headers: &[(String, String)], now_unix_ms: u64) -> Option<u64>
     Some(at_ms.saturating_sub(now_unix_ms))
 }
 
-/// A whole answer's usage. The answer must be a JSON object: serde reads a struct from a JSON
-/// array too (its fields in order), so an array is refused before the probe reads it.
+/// A whole answer's usage; the answer must be a JSON object ([`crate::json::Object`]).
 fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(default)]
         usage: Option<Usage>,
     }
-    let first = body
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-    if matches!(first, Some(b'[')) {
-        return Err("the answer is a JSON array, not an object".into());
-    }
-    serde_json::from_slice::<Probe>(body)
-        .map(|p| p.usage)
+    serde_json::from_slice::<crate::json::Object<Probe>>(body)
+        .map(|p| p.0.usage)
         .map_err(|e| {
             e.to_string()
                 .split(" at line")
