@@ -115,6 +115,27 @@ impl<'a> Obj<'a> {
         );
     }
 
+    /// A string that must be one of `choices` (each with what it gives): `None` when absent, or
+    /// after an error naming the value, with `help` listing the choices.
+    pub(crate) fn choice<T: Copy>(
+        &self,
+        sink: &mut Sink,
+        key: &str,
+        choices: &[(&str, T)],
+        help: &str,
+    ) -> Option<T> {
+        let v = self.str(sink, key)?;
+        let found = choices.iter().find(|(name, _)| *name == v.value);
+        if found.is_none() {
+            sink.error_help(
+                v.span.as_ref(),
+                format!("unknown `{key}` value `{}`", v.value),
+                help,
+            );
+        }
+        found.map(|(_, t)| *t)
+    }
+
     pub(crate) fn str(&self, sink: &mut Sink, key: &str) -> Option<Sp<String>> {
         let (span, item) = self.get(key)?;
         match item.as_str() {

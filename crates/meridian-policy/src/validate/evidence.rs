@@ -70,21 +70,14 @@ fn read_receipts(sink: &mut Sink, r: &Obj) -> Option<Receipts> {
             retired.push(Text::from(k.value.trim_end_matches('=').to_string()));
         }
     }
-    let sequence = match r.str(sink, "sequence") {
-        None => false,
-        Some(v) => match v.value.as_str() {
-            "none" => false,
-            "store" => true,
-            other => {
-                sink.error_help(
-                    v.span.as_ref(),
-                    format!("unknown `sequence` value `{other}`"),
-                    "`\"none\"` (the default) or `\"store\"` (each log receipt numbered by a counter in the key-value store)",
-                );
-                false
-            }
-        },
-    };
+    let sequence = r
+        .choice(
+            sink,
+            "sequence",
+            &[("none", false), ("store", true)],
+            "`\"none\"` (the default) or `\"store\"` (each log receipt numbered by a counter in the key-value store)",
+        )
+        .unwrap_or(false);
     let header = r.bool(sink, "header").unwrap_or(true);
     Some(Receipts {
         key_secret: key?.into(),

@@ -42,21 +42,18 @@ pub(super) fn read_limits(sink: &mut Sink, t: &Obj) -> Limits {
             "give the most requests that may be in flight at once, or remove it",
         );
     }
-    let per = match t.str(sink, "per") {
-        None => LimitPer::Caller,
-        Some(v) => match v.value.as_str() {
-            "caller" | "tenant" => LimitPer::Caller,
-            "key" => LimitPer::Key,
-            other => {
-                sink.error_help(
-                    v.span.as_ref(),
-                    format!("unknown `per` value `{other}`"),
-                    "`\"caller\"` (the default: a tenant's keys, or all anonymous callers, share the counters) or `\"key\"` (each API key counts on its own)",
-                );
-                LimitPer::Caller
-            }
-        },
-    };
+    let per = t
+        .choice(
+            sink,
+            "per",
+            &[
+                ("caller", LimitPer::Caller),
+                ("tenant", LimitPer::Caller),
+                ("key", LimitPer::Key),
+            ],
+            "`\"caller\"` (the default: a tenant's keys, or all anonymous callers, share the counters) or `\"key\"` (each API key counts on its own)",
+        )
+        .unwrap_or(LimitPer::Caller);
     Limits {
         per,
         windows: windows.into(),

@@ -96,27 +96,21 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
     if let Some(b) = t.bool(sink, "expose_ratelimit_headers") {
         s.expose_ratelimit_headers = b;
     }
-    if let Some(v) = t.str(sink, "audit_headers") {
-        match v.value.as_str() {
-            "each" => s.audit_headers = AuditHeaders::Each,
-            "one" => s.audit_headers = AuditHeaders::One,
-            other => sink.error_help(
-                v.span.as_ref(),
-                format!("unknown `audit_headers` value `{other}`"),
-                "`\"each\"` (the default: one header per fact, `x-meridian-provider`, ...) or `\"one\"` (`x-request-id` and one `x-meridian-audit` header with the same facts)",
-            ),
-        }
+    if let Some(v) = t.choice(
+        sink,
+        "audit_headers",
+        &[("each", AuditHeaders::Each), ("one", AuditHeaders::One)],
+        "`\"each\"` (the default: one header per fact, `x-meridian-provider`, ...) or `\"one\"` (`x-request-id` and one `x-meridian-audit` header with the same facts)",
+    ) {
+        s.audit_headers = v;
     }
-    if let Some(v) = t.str(sink, "stream_events") {
-        match v.value.as_str() {
-            "checked" => s.stream_events = StreamEvents::Checked,
-            "framed" => s.stream_events = StreamEvents::Framed,
-            other => sink.error_help(
-                v.span.as_ref(),
-                format!("unknown `stream_events` value `{other}`"),
-                "`\"checked\"` (the default: every event of a stream is checked to be JSON) or `\"framed\"` (events passed on as they came are checked for their framing only)",
-            ),
-        }
+    if let Some(v) = t.choice(
+        sink,
+        "stream_events",
+        &[("checked", StreamEvents::Checked), ("framed", StreamEvents::Framed)],
+        "`\"checked\"` (the default: every event of a stream is checked to be JSON) or `\"framed\"` (events passed on as they came are checked for their framing only)",
+    ) {
+        s.stream_events = v;
     }
     if let Some(p) = t.table(sink, "plan") {
         let patch = read_plan(sink, &p);
@@ -128,16 +122,13 @@ pub(super) fn read_settings(sink: &mut Sink, top: &Obj) -> Option<Settings> {
             check_header_name(sink, &h);
             s.affinity_header = Some(h.value.to_ascii_lowercase().into());
         }
-        if let Some(v) = r.str(sink, "unknown_fields") {
-            match v.value.as_str() {
-                "refuse" => s.unknown_fields = UnknownFields::Refuse,
-                "drop" => s.unknown_fields = UnknownFields::Drop,
-                other => sink.error_help(
-                    v.span.as_ref(),
-                    format!("unknown `unknown_fields` value `{other}`"),
-                    "`\"refuse\"` (the default: a 400 naming the field) or `\"drop\"` (removed before forwarding, named in the audit)",
-                ),
-            }
+        if let Some(v) = r.choice(
+            sink,
+            "unknown_fields",
+            &[("refuse", UnknownFields::Refuse), ("drop", UnknownFields::Drop)],
+            "`\"refuse\"` (the default: a 400 naming the field) or `\"drop\"` (removed before forwarding, named in the audit)",
+        ) {
+            s.unknown_fields = v;
         }
     }
     if let Some(l) = t.table(sink, "limits") {
