@@ -34,8 +34,11 @@ for ir, where, name in cgread.functions(cg, mapf, inclusive):
     split[where] += ir
 
 if not inclusive:
-    total = sum(split.values())
+    total = cgread.program_total(cg)
     print("  per request: " + ", ".join(f"{k} {v // n:,}" for k, v in split.items()) + f"; total {total // n:,}")
+    listed = sum(split.values())
+    if abs(listed - total) * 100 > total:
+        print(f"  (the functions listed add up to {listed // n:,} a request)")
 shown = 0
 for name, ir in by_fn.most_common():
     kind, fn = name.split(" ", 1)

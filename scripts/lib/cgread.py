@@ -7,6 +7,21 @@ import re
 import subprocess
 
 
+# Frames where wasmtime switches to a fiber's stack (and the thread entry below them): callgrind
+# lists each with a self cost equal to everything run on the fiber, which is also counted where
+# it ran, so a WASI 0.3 profile's self costs summed to twice its total and more. Their own work is
+# a few instructions a switch; in self costs they are left out.
+FIBER_FRAMES = re.compile(r"^(clone|wasmtime_internal_fiber::(Suspend<.*>::execute|unix::fiber_start))$")
+
+
+def program_total(cg):
+    """The profile's total instructions, as callgrind wrote it (`summary:` or `totals:`)."""
+    for line in open(cg):
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"{cg}: no summary or totals line")
+
+
 def functions(cg, mapf, inclusive=False):
     """(instructions, where, name) per function: where is "component", "host" or "host libc";
     a component function's name is its symbol without wasmtime's `wasm[N]::function[M]::`."""
@@ -32,4 +47,6 @@ def functions(cg, mapf, inclusive=False):
             yield ir, "component", re.sub(r"^wasm\[\d+\]::function\[\d+\]::", "", name)
         else:
             fn = re.sub(r" \[.*\]$", "", rest.split(":", 1)[1] if ":" in rest else rest)
+            if not inclusive and FIBER_FRAMES.match(fn):
+                continue
             yield ir, "host libc" if "libc.so" in rest else "host", fn

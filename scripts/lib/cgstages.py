@@ -79,10 +79,14 @@ for raw, ir in incl_c.items():
     if IMPORT.search(name) and "closure" not in name:
         calls += max(0, ir - self_c.get(raw, 0))
         by_call[re.sub(r"::h[0-9a-f]{16}$", "", name)] += max(0, ir - self_c.get(raw, 0))
-total = sum(self_c.values()) + self_h
+total = cgread.program_total(cg)
+listed = sum(self_c.values()) + self_h
+if abs(listed - total) * 100 > total:
+    print(f"  (the functions' self costs add up to {listed // n:,} a request against callgrind's total "
+          f"of {total // n:,}: the host's row below is the total less the rest)")
 calls = min(calls, self_h)
 stage["host calls (what the host does for the component's calls)"] = calls
-stage["host, outside the component's calls (instantiation, HTTP, runtime)"] = self_h - calls
+stage["host, outside the component's calls (instantiation, HTTP, runtime)"] = max(0, total - sum(self_c.values()) - calls)
 print(f"  {'stage':<70} {'instructions':>12} {'share':>6}")
 order = [s for s, _ in STAGES] + ["other component code", "host calls (what the host does for the component's calls)", "host, outside the component's calls (instantiation, HTTP, runtime)"]
 for label in order:
