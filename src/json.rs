@@ -12,7 +12,9 @@ use serde::ser::{self, Serialize};
 
 /// A `T` read only from a JSON object: serde's derived structs also read their fields, in
 /// order, from a JSON array (`[5, 6, 11]` as a usage, `[{...}]` as a chunk), which no provider
-/// sends for one. Every probe of an upstream's answer, event or usage reads through this.
+/// sends for one. Every probe of an upstream's answer, event or usage reads through this, and
+/// so does every object inside one that the probe reads (a usage's details, a Responses event's
+/// `response`, an Anthropic event's `message` or `delta`).
 pub struct Object<T>(pub T);
 
 impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {

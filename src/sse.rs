@@ -90,13 +90,14 @@ pub enum Dialect {
     Responses,
 }
 
-/// The part of a Responses event the guard reads.
+/// The part of a Responses event the guard reads. Each object in it is read from a JSON object
+/// only ([`Object`]), at every depth: serde's derived structs would read one from an array.
 #[derive(Deserialize)]
 struct ResponsesProbe {
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
-    response: Option<ResponsesObject>,
+    response: Option<Object<ResponsesObject>>,
 }
 
 #[derive(Deserialize)]
@@ -105,15 +106,25 @@ struct ResponsesObject {
     usage: Option<ResponsesUsage>,
 }
 
-/// Responses `usage`, read as chat's.
+/// Responses `usage`, read as chat's; from a JSON object only, as every usage is.
 #[derive(Deserialize)]
-pub struct ResponsesUsage {
+#[serde(from = "Object<ResponsesCounts>")]
+pub struct ResponsesUsage(ResponsesCounts);
+
+impl From<Object<ResponsesCounts>> for ResponsesUsage {
+    fn from(Object(c): Object<ResponsesCounts>) -> ResponsesUsage {
+        ResponsesUsage(c)
+    }
+}
+
+#[derive(Deserialize)]
+struct ResponsesCounts {
     #[serde(default)]
     input_tokens: u64,
     #[serde(default)]
     output_tokens: u64,
     #[serde(default)]
-    input_tokens_details: Option<ResponsesInputDetails>,
+    input_tokens_details: Option<Object<ResponsesInputDetails>>,
 }
 
 #[derive(Deserialize)]
@@ -124,26 +135,27 @@ struct ResponsesInputDetails {
 
 impl ResponsesUsage {
     pub fn usage(&self) -> Usage {
+        let c = &self.0;
         Usage {
-            prompt_tokens: self.input_tokens,
-            completion_tokens: self.output_tokens,
-            total_tokens: self.input_tokens.saturating_add(self.output_tokens),
-            cached_tokens: self
+            prompt_tokens: c.input_tokens,
+            completion_tokens: c.output_tokens,
+            total_tokens: c.input_tokens.saturating_add(c.output_tokens),
+            cached_tokens: c
                 .input_tokens_details
                 .as_ref()
-                .map_or(0, |d| d.cached_tokens),
+                .map_or(0, |d| d.0.cached_tokens),
             cache_write_tokens: 0,
         }
     }
 }
 
-/// The part of an Anthropic event the guard reads.
+/// The part of an Anthropic event the guard reads (its objects from JSON objects only).
 #[derive(Deserialize)]
 struct AnthropicProbe {
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
-    message: Option<AnthropicMessage>,
+    message: Option<Object<AnthropicMessage>>,
     #[serde(default)]
     usage: Option<AnthropicUsage>,
 }
@@ -309,7 +321,7 @@ impl SseGuard {
             serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
         let u = self.usage.get_or_insert_with(Usage::default);
-        if let Some(a) = probe.message.as_ref().and_then(|m| m.usage.as_ref()) {
+        if let Some(a) = probe.message.as_ref().and_then(|m| m.0.usage.as_ref()) {
             u.add_anthropic(a);
         }
         if let Some(a) = &probe.usage {
@@ -331,7 +343,7 @@ impl SseGuard {
         let Object(probe): Object<ResponsesProbe> =
             serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
-        if let Some(u) = probe.response.as_ref().and_then(|r| r.usage.as_ref()) {
+        if let Some(u) = probe.response.as_ref().and_then(|r| r.0.usage.as_ref()) {
             self.usage = Some(u.usage());
             self.usage_final = true;
         }
@@ -554,6 +566,27 @@ mod tests {
             (
                 Dialect::Anthropic,
                 "{\"type\":\"message_delta\",\"usage\":[5,0,0,6]}",
+            ),
+            // Nor an object inside one that holds usage, at any depth.
+            (
+                Dialect::Anthropic,
+                "{\"type\":\"message_start\",\"message\":[{\"input_tokens\":5,\"output_tokens\":1}]}",
+            ),
+            (
+                Dialect::Responses,
+                "{\"type\":\"response.completed\",\"response\":[{\"input_tokens\":5,\"output_tokens\":6}]}",
+            ),
+            (
+                Dialect::Responses,
+                "{\"type\":\"response.completed\",\"response\":{\"usage\":[5,6]}}",
+            ),
+            (
+                Dialect::Responses,
+                "{\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":6,\"input_tokens_details\":[3]}}}",
+            ),
+            (
+                Dialect::OpenAi,
+                "{\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6,\"prompt_tokens_details\":[3]}}",
             ),
         ] {
             for framed in [false, true] {

@@ -33,7 +33,7 @@ struct RawUsage {
     #[serde(default)]
     total_tokens: u64,
     #[serde(default)]
-    prompt_tokens_details: Option<RawDetails>,
+    prompt_tokens_details: Option<Object<RawDetails>>,
     /// Meridian's own form (its log line): the details at the top.
     #[serde(default)]
     cached_tokens: Option<u64>,
@@ -51,7 +51,10 @@ struct RawDetails {
 
 impl From<Object<RawUsage>> for Usage {
     fn from(Object(r): Object<RawUsage>) -> Usage {
-        let d = r.prompt_tokens_details.unwrap_or_default();
+        let d = r
+            .prompt_tokens_details
+            .map(|Object(d)| d)
+            .unwrap_or_default();
         Usage {
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
@@ -166,6 +169,16 @@ mod tests {
         assert_eq!((u.prompt_tokens, u.completion_tokens), (5, 6));
         assert!(serde_json::from_str::<Usage>("[5, 6, 11]").is_err());
         assert!(serde_json::from_str::<AnthropicUsage>("[5, 0, 0, 6]").is_err());
+        // At every depth: cached tokens are priced apart.
+        assert!(serde_json::from_str::<Usage>(
+            r#"{"prompt_tokens":5,"completion_tokens":6,"prompt_tokens_details":[3]}"#
+        )
+        .is_err());
+        let u: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":5,"completion_tokens":6,"prompt_tokens_details":{"cached_tokens":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.cached_tokens, 3);
         let a: AnthropicUsage =
             serde_json::from_str(r#"{"input_tokens":5,"output_tokens":6}"#).unwrap();
         let mut u = Usage::default();

@@ -278,6 +278,45 @@ async fn a_provider_that_serves_responses_gets_it_as_sent_with_store_false() {
     assert_eq!(a.header("x-meridian-cost-usd"), Some("0.00021000"));
 }
 
+/// A usage that is a JSON array is no usage, at any depth: serde's derived structs would read
+/// `[36, 87]` as the counts, or `[3]` as the cached tokens, and bill them.
+#[tokio::test(start_paused = true)]
+async fn a_passed_through_answer_with_an_array_for_a_usage_object_is_not_billed_from_it() {
+    let p = policy(&["native"]);
+    let usage = r#""usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}"#;
+    assert!(NATIVE_ANSWER.contains(usage));
+    // The whole usage an array: the answer is malformed (and falls back, here to nothing).
+    let body = NATIVE_ANSWER.replace(usage, r#""usage":[36,87]"#);
+    let t = Fake::new(vec![("native", vec![answer(200, &body)])]);
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","input":"Capital of France?"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(
+        a.json()["error"]["meridian"]["attempts"][0]["error"],
+        "malformed response"
+    );
+    // Its details an array: served, with no usage read (the reservation is kept in full).
+    let body = NATIVE_ANSWER.replace(
+        r#""input_tokens_details":{"cached_tokens":0}"#,
+        r#""input_tokens_details":[3]"#,
+    );
+    assert_ne!(body, NATIVE_ANSWER);
+    let t = Fake::new(vec![("native", vec![answer(200, &body)])]);
+    let a = create(
+        &p,
+        &t,
+        r#"{"model":"chat-model","input":"Capital of France?"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.record.usage.map(|u| u.total_tokens), None);
+    assert_eq!(a.header("x-meridian-cost-usd"), None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn store_true_goes_only_where_retention_is_granted() {
     let body = r#"{"model":"chat-model","input":"hi","store":true}"#;

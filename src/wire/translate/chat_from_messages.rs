@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::json::Object;
 use crate::request::kinds::{AnthropicTool, Block};
 
 /// An Anthropic Messages request as an OpenAI chat request. `Err` names the first field an
@@ -324,19 +325,22 @@ impl StreamTranslator {
             #[serde(default)]
             index: u64,
             #[serde(borrow)]
-            delta: Delta<'a>,
+            delta: Object<Delta<'a>>,
         }
         if self.prefix.is_empty() || !data.contains("content_block_delta") {
             return false;
         }
-        let Ok(e) = serde_json::from_str::<Event>(data) else {
+        // Objects only, as the event's tree below reads them: serde's derived structs would
+        // also read an array (`["content_block_delta", 0, {…}]`), which the tree ignores.
+        let Ok(Object(e)) = serde_json::from_str::<Object<Event>>(data) else {
             return false;
         };
+        let Object(delta) = e.delta;
         if e.kind != "content_block_delta" {
             return false;
         }
         let quoted = |s: &str| crate::json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-        let delta = match (e.delta.kind.as_ref(), e.delta.text, e.delta.partial_json) {
+        let delta = match (delta.kind.as_ref(), delta.text, delta.partial_json) {
             ("text_delta", Some(t), _) => format!("{{\"content\":{}}}", quoted(&t)),
             ("input_json_delta", _, Some(j)) => {
                 match self.tools.iter().find(|(b, _)| *b == e.index) {

@@ -264,6 +264,27 @@ fn a_stream_split_at_every_byte_translates_the_same() {
     assert_eq!(out, whole);
 }
 
+/// An event that is a JSON array is no Anthropic event: the translator's fast path for text
+/// deltas reads it as its tree does (nothing), not as a delta read field by field.
+#[test]
+fn an_event_that_is_an_array_is_not_translated_as_a_delta() {
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{}}}\n\n";
+    for data in [
+        "[\"content_block_delta\",0,{\"type\":\"text_delta\",\"text\":\"leak\"}]",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":[\"text_delta\",\"leak\"]}",
+    ] {
+        let s = format!("{start}event: content_block_delta\ndata: {data}\n\n");
+        let out = StreamTranslator::new(1, false).feed(s.as_bytes());
+        let c = chunks(&out);
+        assert_eq!(c.len(), 1, "{data}: {}", String::from_utf8_lossy(&out));
+        assert!(!String::from_utf8_lossy(&out).contains("leak"), "{data}");
+    }
+    // The same delta as an object is translated.
+    let s = format!("{start}event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"ok\"}}}}\n\n");
+    let c = chunks(&StreamTranslator::new(1, false).feed(s.as_bytes()));
+    assert_eq!(c[1]["choices"][0]["delta"], json!({"content": "ok"}));
+}
+
 #[test]
 fn an_error_event_becomes_an_openai_error_event_and_no_clean_end() {
     let s = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{}}}\n\n\
