@@ -2,14 +2,16 @@
 //! per request (building the upstream body: OpenAI → Anthropic translation against the
 //! pass-through path's own work, re-serialising the body with the upstream model), per whole
 //! answer (Anthropic → OpenAI against parsing the OpenAI answer for usage), and per streamed
-//! event (the translator plus the stream guard against the guard alone).
+//! event (the translator plus the stream guard against the guard alone). And an Anthropic event
+//! passed through to an Anthropic client: the guard reading it (`stream_events = "checked"`)
+//! against the guard checking its outline only (`"framed"`).
 //!
-//! `MERIDIAN_WIRE_CALLS=N MERIDIAN_WIRE_CASE=request|request-base|answer|answer-base|event|event-base`
+//! `MERIDIAN_WIRE_CALLS=N MERIDIAN_WIRE_CASE=request|request-base|answer|answer-base|event|event-base|native-event|native-event-framed`
 //! runs only N of one case, for instruction counts under callgrind (scripts/bench).
 
 use std::time::Instant;
 
-use meridian::sse::SseGuard;
+use meridian::sse::{Dialect, SseGuard};
 use meridian::wire::translate::{chat_from_messages, messages_from_chat};
 use serde_json::{json, Map, Value};
 
@@ -69,6 +71,17 @@ fn event_base(g: &mut SseGuard) -> usize {
     g.feed(OPENAI_EVENT).send.len()
 }
 
+/// An Anthropic stream's guard after `message_start`, checking every event or, `framed`, the
+/// outline of those that cannot name what it reads.
+fn native_guard(framed: bool) -> SseGuard {
+    let mut g = SseGuard::for_dialect(Dialect::Anthropic);
+    g.feed(START);
+    if framed {
+        g.check_framing_only();
+    }
+    g
+}
+
 fn main() {
     let body = chat_body();
     if let Some(n) = std::env::var("MERIDIAN_WIRE_CALLS")
@@ -79,6 +92,7 @@ fn main() {
         let mut t = chat_from_messages::StreamTranslator::new(1, false);
         let mut g = SseGuard::new();
         g.feed(t.feed(START));
+        let mut native = native_guard(case == "native-event-framed");
         for _ in 0..n {
             match case.as_str() {
                 "request" => {
@@ -95,6 +109,9 @@ fn main() {
                 }
                 "event" => {
                     std::hint::black_box(event(&mut t, &mut g));
+                }
+                "native-event" | "native-event-framed" => {
+                    std::hint::black_box(native.feed(EVENT).send.len());
                 }
                 _ => {
                     std::hint::black_box(event_base(&mut g));
@@ -138,6 +155,17 @@ fn main() {
     let evb = time(&mut || {
         std::hint::black_box(event_base(&mut gb));
     });
+    let (mut nc, mut nf) = (native_guard(false), native_guard(true));
+    let natc = time(&mut || {
+        std::hint::black_box(nc.feed(EVENT).send.len());
+    });
+    let natf = time(&mut || {
+        std::hint::black_box(nf.feed(EVENT).send.len());
+    });
+    println!(
+        "an Anthropic event passed through (medians): read {natc:.3} µs, framed {natf:.3} µs ({:.2}×)",
+        natf / natc
+    );
     println!(
         "Anthropic wire (medians): request {rq:.2} µs against {rqb:.2} µs pass-through ({:.2}×); whole answer {an:.2} µs against {anb:.2} µs ({:.2}×); streamed event {ev:.2} µs against {evb:.2} µs ({:.2}×)",
         rq / rqb,

@@ -181,11 +181,26 @@ struct ChunkProbe {
 /// [`ChunkProbe`] as it is by `IgnoredAny` (with no keys that it reads, the probe's only
 /// other check is that a key is UTF-8: bytes of a stream's values were never checked to be).
 fn may_name_usage_or_error(data: &[u8]) -> bool {
+    may_name(data, &[b"usage\"", b"error\""])
+}
+
+/// Whether an Anthropic event's data may be one the guard reads: it spells `"usage"`,
+/// `"error"` or a name that starts `"message` (the `message` of `message_start`, the types
+/// `message_start`, `message_delta`, `message_stop`), holds a `\u` escape, or is not an
+/// object. Otherwise the probe would find no usage, no end and no error in it: it could only
+/// count it ([`SseGuard::check_framing_only`]).
+fn anthropic_may_matter(data: &[u8]) -> bool {
+    may_name(data, &[b"usage\"", b"error\"", b"message"])
+}
+
+/// Whether `data` does not start with `{`, or spells, right after one of its quotes, one of
+/// `names`, or holds a `\u` escape (which could spell any of them).
+fn may_name(data: &[u8], names: &[&[u8]]) -> bool {
     data.first() != Some(&b'{')
         || memchr::memchr2_iter(b'"', b'\\', data).any(|i| {
             let after = &data[i + 1..];
             match data[i] {
-                b'"' => after.starts_with(b"usage\"") || after.starts_with(b"error\""),
+                b'"' => names.iter().any(|n| after.starts_with(n)),
                 _ => after.first() == Some(&b'u'),
             }
         })
@@ -317,6 +332,12 @@ impl SseGuard {
     /// An Anthropic event's data: `message_stop` completes the stream, `error` is the
     /// upstream's error, usage is gathered from `message_start` and `message_delta`.
     fn anthropic_line(&mut self, data: &[u8]) -> Result<bool, StreamFault> {
+        if self.framed && data.last() == Some(&b'}') && !anthropic_may_matter(data) {
+            // What the probe would do with it: count it.
+            self.events += 1;
+            self.usage.get_or_insert_with(Usage::default);
+            return Ok(true);
+        }
         let Object(probe): Object<AnthropicProbe> =
             serde_json::from_slice(data).map_err(not_json)?;
         self.events += 1;
@@ -356,11 +377,11 @@ impl SseGuard {
     }
 
     /// From now on (`[settings] stream_events = "framed"`, once the first event was checked), a
-    /// chat event whose data cannot name `usage` or `error` passes when it is a whole line
-    /// whose data has a JSON object's outline, `{` to `}`, without being parsed. Events that
-    /// may name either, `[DONE]`, and every event of the Anthropic and Responses dialects are
-    /// read as before. For a stream whose events go on as they came: a stream Meridian rewrites
-    /// reads every event anyway.
+    /// chat event whose data cannot name `usage` or `error`, or an Anthropic event whose data
+    /// cannot name `usage`, `error` or a `message…`, passes when it is a whole line whose data
+    /// has a JSON object's outline, `{` to `}`, without being parsed. Other events, `[DONE]`,
+    /// and every event of the Responses dialect are read as before. For a stream whose events
+    /// go on as they came: a stream Meridian rewrites reads every event anyway.
     pub fn check_framing_only(&mut self) {
         self.framed = true;
     }
@@ -738,6 +759,146 @@ mod tests {
             if !fault {
                 prop_assert_eq!(sent, bytes);
             }
+        }
+    }
+
+    /// Members of an Anthropic event: the names the guard reads (`type`, `usage`, `message`,
+    /// `error`), others, and near misses, spelled plainly or with a `\u` escape.
+    fn anthropic_member() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("type"),
+            Just("usage"),
+            Just("message"),
+            Just("error"),
+            Just("index"),
+            Just("delta"),
+            Just("messages"),
+        ];
+        let kind = prop_oneof![
+            Just("message_start"),
+            Just("message_delta"),
+            Just("message_stop"),
+            Just("error"),
+            Just("ping"),
+            Just("content_block_delta"),
+        ];
+        let value = prop_oneof![
+            Just("null".to_string()),
+            Just("5".to_string()),
+            Just("[1,2]".to_string()),
+            kind.prop_map(|k| format!("\"{k}\"")),
+            (0u64..100, 0u64..100)
+                .prop_map(|(i, o)| format!("{{\"input_tokens\":{i},\"output_tokens\":{o}}}")),
+            (0u64..100).prop_map(|o| format!("{{\"usage\":{{\"output_tokens\":{o}}}}}")),
+            "[a-z \"\\\\]{0,12}".prop_map(|t| format!("{:?}", t)),
+        ];
+        (key, proptest::option::of(0usize..6), value)
+            .prop_map(|(k, e, v)| format!("{}:{v}", spelled(k, e)))
+    }
+
+    proptest! {
+        /// Checking framing only, an Anthropic stream's guard reads what the checking guard reads
+        /// from the same events, but for the documented difference: an event whose data has an
+        /// object's outline, `{` to `}`, and spells neither `"usage"` nor `"error"` nor a name
+        /// starting `"message` nor any `\u` escape is counted as an event and nothing more,
+        /// JSON or not. The reference is the checking guard fed the same stream with each such
+        /// event's data replaced by `{}`.
+        #[test]
+        fn framed_anthropic_events_are_read_as_checked_ones_but_the_outlined_plain(
+            events in proptest::collection::vec(
+                (proptest::collection::vec(anthropic_member(), 0..4), 0usize..4),
+                1..6,
+            ),
+            cut in 0usize..400,
+        ) {
+            let (mut bytes, mut reference) = (Vec::new(), Vec::new());
+            for (members, damage) in &events {
+                let mut data = format!("{{{}}}", members.join(","));
+                match damage {
+                    2 => {
+                        data.pop(); // not JSON: the object never closes
+                    }
+                    3 => data.insert(data.len() - 1, ','), // not JSON, in an object's outline
+                    _ => {}
+                }
+                let outlined_plain = data.starts_with('{')
+                    && data.ends_with('}')
+                    && !data.contains("\"usage\"")
+                    && !data.contains("\"error\"")
+                    && !data.contains("\"message")
+                    && !data.contains("\\u");
+                bytes.extend_from_slice(format!("event: e\ndata: {data}\n\n").as_bytes());
+                let read = if outlined_plain { "{}" } else { data.as_str() };
+                reference.extend_from_slice(format!("event: e\ndata: {read}\n\n").as_bytes());
+            }
+            let mut want = SseGuard::for_dialect(Dialect::Anthropic);
+            let want_fault = want.feed(reference).fault.is_some();
+            let mut g = SseGuard::for_dialect(Dialect::Anthropic);
+            g.check_framing_only();
+            let cut = cut.min(bytes.len());
+            let (mut sent, mut fault) = (Vec::new(), false);
+            for part in [&bytes[..cut], &bytes[cut..]] {
+                let fed = g.feed(part);
+                sent.extend_from_slice(&fed.send);
+                if fed.fault.is_some() {
+                    fault = true;
+                    break;
+                }
+            }
+            prop_assert_eq!(fault, want_fault);
+            prop_assert_eq!(g.events, want.events);
+            prop_assert_eq!(g.usage, want.usage);
+            prop_assert_eq!(g.usage_final, want.usage_final);
+            prop_assert_eq!(g.saw_done(), want.saw_done());
+            prop_assert_eq!(g.saw_upstream_error(), want.saw_upstream_error());
+            if !fault {
+                // Everything up to the end (`message_stop`'s event) goes on as it came.
+                prop_assert!(bytes.starts_with(&sent));
+                if !g.saw_done() {
+                    prop_assert_eq!(sent, bytes);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn framed_anthropic_streams_pass_outlined_deltas_and_read_the_rest() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n";
+        let garbled = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"]}\n\n";
+        let end = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":12}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let stream = format!("{start}{garbled}{end}");
+        let mut g = SseGuard::for_dialect(Dialect::Anthropic);
+        g.check_framing_only();
+        assert_eq!(ok(g.feed(stream.as_bytes())), stream.as_bytes());
+        assert!(g.saw_done() && g.usage_final);
+        let u = g.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 12));
+        assert_eq!(g.finish(), Ok(()));
+        // Checked, the garbled delta ends it.
+        let mut g = SseGuard::for_dialect(Dialect::Anthropic);
+        let fed = g.feed(stream.as_bytes());
+        assert_eq!(
+            fed.send,
+            format!("{start}event: content_block_delta\n").as_bytes()
+        );
+        assert!(matches!(fed.fault, Some(StreamFault::Malformed(_))));
+        // Framed, an event that may name what the guard reads is read: garbled, it ends the
+        // stream; an upstream's error is seen.
+        for (bad, error) in [
+            (
+                "{\"type\":\"message_delta\",\"usage\":{\"output_tokens\":1]}",
+                false,
+            ),
+            (
+                "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}",
+                true,
+            ),
+        ] {
+            let mut g = SseGuard::for_dialect(Dialect::Anthropic);
+            g.check_framing_only();
+            let fed = g.feed(format!("{start}event: x\ndata: {bad}\n\n").into_bytes());
+            assert_eq!(fed.fault.is_some(), !error, "{bad}");
+            assert_eq!(g.saw_upstream_error(), error, "{bad}");
         }
     }
 

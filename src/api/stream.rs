@@ -64,12 +64,13 @@ pub enum NativeEvents {
 
 impl<B> Stream<B> {
     /// Whether the upstream's events reach the client as they came: no personal data put
-    /// back, no translation, no output guard and no dialect but chat's. Only then may
+    /// back, no translation, no output guard, and chat's dialect or Anthropic's passed through
+    /// (a Responses stream passed through has its ids sealed). Only then may
     /// `stream_events = "framed"` leave an event unparsed.
     pub fn events_go_on_unread(&self) -> bool {
         self.restore.is_none()
             && self.to_client.is_none()
-            && self.native.is_none()
+            && matches!(self.native, None | Some(NativeEvents::Anthropic))
             && self.seal.is_none()
             && self.output.is_none()
     }

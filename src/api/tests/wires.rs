@@ -5,23 +5,39 @@ use super::*;
 /// `claude` (Anthropic, EU, key `claude_key`), `azure-eu` (Azure OpenAI, key `azure_key`) and
 /// `alpha` (OpenAI wire), all serving `chat-model`, tried in that order.
 fn wires_policy() -> Policy {
-    let text = "version = 1\n[settings]\nallow_anonymous = \"paid\"\n\
+    wires_policy_with("")
+}
+
+/// The same, with `settings` added to its `[settings]`.
+fn wires_policy_with(settings: &str) -> Policy {
+    let text = "version = 1\n[settings]\nallow_anonymous = \"paid\"\n".to_string()
+        + settings
+        + "\
         [[providers]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://claude/v1\"\nkey_secret = \"claude_key\"\nlocation = \"eu\"\nmax_tokens = 1000\nmodels = { \"chat-model\" = \"claude-sonnet-4-5\" }\n\
         [[providers]]\nid = \"azure-eu\"\nkind = \"azure\"\nbase_url = \"https://azure\"\nkey_secret = \"azure_key\"\napi_version = \"2024-10-21\"\nlocation = \"SE\"\nmodels = { \"chat-model\" = \"gpt4o-prod\" }\n\
         [[providers]]\nid = \"alpha\"\nbase_url = \"http://alpha/v1\"\nlocation = \"DE\"\nmodels = { \"chat-model\" = \"a-m\" }\n\
         [[rules]]\nid = \"order\"\nprefer = { order = [\"claude\", \"azure-eu\", \"alpha\"] }\n";
-    policy::load(text, "wires").unwrap_or_else(|e| panic!("{e}"))
+    policy::load(&text, "wires").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A request through `serve` on the wires policy, with the providers' keys set.
 async fn wires_serve(t: &Fake, path: &str, headers: &[(&str, &str)], body: String) -> Answer {
+    wires_serve_under(&wires_policy(), t, path, headers, body).await
+}
+
+async fn wires_serve_under(
+    p: &Policy,
+    t: &Fake,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Answer {
     let secret = |name: &str| match name {
         "claude_key" => Some("sk-ant-operator".to_string()),
         "azure_key" => Some("azure-operator-key".to_string()),
         _ => None,
     };
-    let p = wires_policy();
-    call_with(Ok(&p), &secret, t, "POST", path, headers, &body).await
+    call_with(Ok(p), &secret, t, "POST", path, headers, &body).await
 }
 
 async fn wires_call(t: &Fake, body: &str) -> Answer {
@@ -173,6 +189,10 @@ async fn a_field_anthropic_cannot_take_is_a_400_when_no_provider_can() {
 }
 
 async fn messages_call(t: &Fake, body: &str, only: &str) -> Answer {
+    messages_call_under(&wires_policy(), t, body, only).await
+}
+
+async fn messages_call_under(p: &Policy, t: &Fake, body: &str, only: &str) -> Answer {
     let body =
         body.trim_end_matches('}').to_string() + &format!(r#","provider":{{"only":["{only}"]}}}}"#);
     let h = [
@@ -181,7 +201,7 @@ async fn messages_call(t: &Fake, body: &str, only: &str) -> Answer {
         ("anthropic-version", "2023-06-01"),
         ("anthropic-beta", "prompt-caching-2024-07-31"),
     ];
-    wires_serve(t, "/v1/messages", &h, body).await
+    wires_serve_under(p, t, "/v1/messages", &h, body).await
 }
 
 /// Anthropic event names in a stream, in order.
@@ -380,6 +400,39 @@ async fn an_anthropic_stream_for_an_anthropic_client_passes_through_as_it_came()
         (u.prompt_tokens, u.cached_tokens, u.completion_tokens),
         (10, 3, 12)
     );
+}
+
+/// `stream_events = "framed"` covers an Anthropic stream passed through as it came: after the
+/// first event, a delta whose data has an object's outline but is not JSON goes on unparsed;
+/// usage and the end are read as before. Checked, the same delta ends the stream with
+/// Anthropic's error event. An Anthropic client served over chat reads every event either way
+/// (`streams::framed_stream_events_leave_only_outlined_plain_events_unparsed`).
+#[tokio::test(start_paused = true)]
+async fn framed_stream_events_pass_an_anthropic_stream_s_outlined_delta_unparsed() {
+    let upstream = include_str!("fixtures/anthropic-stream-thinking.sse");
+    let good = r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me think"}}"#;
+    let bad = r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me think"]}"#;
+    assert!(upstream.contains(good));
+    assert!(serde_json::from_str::<serde_json::Value>(bad).is_err());
+    let garbled = upstream.replace(good, bad);
+    let req = r#"{"model":"chat-model","max_tokens":50,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Hi"}]}"#;
+    let framed = wires_policy_with("stream_events = \"framed\"\n");
+    assert_eq!(framed.settings.stream_events, policy::StreamEvents::Framed);
+    // The first event in a chunk of its own: the attempt loop checks what the first read holds.
+    let first = garbled.find("\n\n").unwrap() + 2;
+    let (head, rest) = garbled.split_at(first);
+    let t = Fake::new(vec![("claude", vec![sse(&[(0, head), (1, rest)])])]);
+    let a = messages_call_under(&framed, &t, req, "claude").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.text(), garbled, "byte for byte");
+    assert_eq!(a.record.stream_outcome, Some("done"));
+    let u = a.record.usage.expect("usage is read");
+    assert_eq!((u.prompt_tokens, u.completion_tokens), (10, 12));
+    let t = Fake::new(vec![("claude", vec![sse(&[(0, head), (1, rest)])])]);
+    let a = messages_call(&t, req, "claude").await;
+    assert_eq!(a.record.stream_outcome, Some("upstream_stream_malformed"));
+    assert!(a.text().contains("event: error"), "{}", a.text());
+    assert!(!a.text().contains("message_stop"), "{}", a.text());
 }
 
 #[tokio::test(start_paused = true)]
