@@ -653,6 +653,29 @@ mod tests {
         }
     }
 
+    /// An event's data from its members: an object, or (`damage` 2) one that never closes, or
+    /// (3) one with a comma before its closing brace: not JSON, in an object's outline.
+    fn object_of(members: &[String], damage: usize) -> String {
+        let mut data = format!("{{{}}}", members.join(","));
+        match damage {
+            2 => {
+                data.pop();
+            }
+            3 => data.insert(data.len() - 1, ','),
+            _ => {}
+        }
+        data
+    }
+
+    /// `"key":value`, the key spelled plainly or with one of its bytes as a `\u` escape.
+    fn spelled_member(
+        key: impl Strategy<Value = &'static str>,
+        value: impl Strategy<Value = String>,
+    ) -> impl Strategy<Value = String> {
+        (key, proptest::option::of(0usize..6), value)
+            .prop_map(|(k, e, v)| format!("{}:{v}", spelled(k, e)))
+    }
+
     fn member() -> impl Strategy<Value = String> {
         let key = prop_oneof![
             Just("usage"),
@@ -672,8 +695,7 @@ mod tests {
             "[a-z \"\\\\]{0,12}".prop_map(|t| format!("{:?}", t)),
             Just("[{\"delta\":{\"content\":\"x\"},\"usage\":null,\"error\":1}]".to_string()),
         ];
-        (key, proptest::option::of(0usize..6), value)
-            .prop_map(|(k, e, v)| format!("{}:{v}", spelled(k, e)))
+        spelled_member(key, value)
     }
 
     proptest! {
@@ -696,14 +718,7 @@ mod tests {
             let (mut want_events, mut want_usage, mut want_error, mut want_fault) =
                 (0u64, None, false, false);
             for (members, damage) in &events {
-                let mut data = format!("{{{}}}", members.join(","));
-                match damage {
-                    2 => {
-                        data.pop(); // not JSON: the object never closes
-                    }
-                    3 => data.insert(data.len() - 1, ','), // not JSON, in an object's outline
-                    _ => {}
-                }
+                let data = object_of(members, *damage);
                 bytes.extend_from_slice(format!("data: {data}\n\n").as_bytes());
                 if want_fault {
                     continue;
@@ -799,8 +814,7 @@ mod tests {
             (0u64..100).prop_map(|o| format!("{{\"usage\":{{\"output_tokens\":{o}}}}}")),
             "[a-z \"\\\\]{0,12}".prop_map(|t| format!("{:?}", t)),
         ];
-        (key, proptest::option::of(0usize..6), value)
-            .prop_map(|(k, e, v)| format!("{}:{v}", spelled(k, e)))
+        spelled_member(key, value)
     }
 
     proptest! {
@@ -820,14 +834,7 @@ mod tests {
         ) {
             let (mut bytes, mut reference) = (Vec::new(), Vec::new());
             for (members, damage) in &events {
-                let mut data = format!("{{{}}}", members.join(","));
-                match damage {
-                    2 => {
-                        data.pop(); // not JSON: the object never closes
-                    }
-                    3 => data.insert(data.len() - 1, ','), // not JSON, in an object's outline
-                    _ => {}
-                }
+                let data = object_of(members, *damage);
                 let outlined_plain = data.starts_with('{')
                     && data.ends_with('}')
                     && !data.contains("\"usage\"")

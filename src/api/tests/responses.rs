@@ -285,15 +285,20 @@ async fn a_passed_through_answer_with_an_array_for_a_usage_object_is_not_billed_
     let p = policy(&["native"]);
     let usage = r#""usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}"#;
     assert!(NATIVE_ANSWER.contains(usage));
+    let serve = |body: String| {
+        let p = p.clone();
+        async move {
+            let t = Fake::new(vec![("native", vec![answer(200, &body)])]);
+            create(
+                &p,
+                &t,
+                r#"{"model":"chat-model","input":"Capital of France?"}"#,
+            )
+            .await
+        }
+    };
     // The whole usage an array: the answer is malformed (and falls back, here to nothing).
-    let body = NATIVE_ANSWER.replace(usage, r#""usage":[36,87]"#);
-    let t = Fake::new(vec![("native", vec![answer(200, &body)])]);
-    let a = create(
-        &p,
-        &t,
-        r#"{"model":"chat-model","input":"Capital of France?"}"#,
-    )
-    .await;
+    let a = serve(NATIVE_ANSWER.replace(usage, r#""usage":[36,87]"#)).await;
     assert_eq!(a.status, 502, "{}", a.text());
     assert_eq!(
         a.json()["error"]["meridian"]["attempts"][0]["error"],
@@ -305,13 +310,7 @@ async fn a_passed_through_answer_with_an_array_for_a_usage_object_is_not_billed_
         r#""input_tokens_details":[3]"#,
     );
     assert_ne!(body, NATIVE_ANSWER);
-    let t = Fake::new(vec![("native", vec![answer(200, &body)])]);
-    let a = create(
-        &p,
-        &t,
-        r#"{"model":"chat-model","input":"Capital of France?"}"#,
-    )
-    .await;
+    let a = serve(body).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.record.usage.map(|u| u.total_tokens), None);
     assert_eq!(a.header("x-meridian-cost-usd"), None);
